@@ -1,0 +1,320 @@
+use std::collections::HashSet;
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+
+use super::*;
+use crate::diagnostics::{Assistant, Collector};
+
+/// A resource that counts its releases; `fail` makes the release fail.
+#[derive(Default)]
+struct Probe {
+    releases: Arc<AtomicUsize>,
+    fail: bool,
+}
+
+impl Probe {
+    fn counted() -> (Probe, Arc<AtomicUsize>) {
+        let probe = Probe::default();
+        let releases = Arc::clone(&probe.releases);
+        (probe, releases)
+    }
+}
+
+impl ReleaseHandle for Probe {
+    fn is_invalid(&self) -> bool {
+        false
+    }
+    fn release_handle(&self) -> io::Result<()> {
+        self.releases.fetch_add(1, SeqCst);
+        if self.fail {
+            Err(io::Error::from_raw_os_error(libc::EBADF))
+        } else {
+            Ok(())
+        }
+    }
+    fn raw_value(&self) -> u64 {
+        0x7AB1E
+    }
+}
+
+/// Another kind, for `WrongKind`.
+struct Other;
+
+impl ReleaseHandle for Other {
+    fn is_invalid(&self) -> bool {
+        false
+    }
+    fn release_handle(&self) -> io::Result<()> {
+        Ok(())
+    }
+    fn raw_value(&self) -> u64 {
+        0
+    }
+}
+
+#[test]
+fn bucket_math_covers_every_slot_once() {
+    let mut expected = (0, 0);
+    for index in 0..MAX_SLOTS {
+        let got = bucket_of(index);
+        assert_eq!(got, expected, "slot {index}");
+        expected.1 += 1;
+        if expected.1 == bucket_len(expected.0) {
+            expected = (expected.0 + 1, 0);
+        }
+    }
+    assert!(bucket_of(MAX_SLOTS - 1).0 < BUCKETS);
+}
+
+#[test]
+fn ids_are_never_zero_and_positive_as_i32() {
+    let table = HandleTable::new();
+    for _ in 0..100 {
+        let id = table.insert(Probe::default()).unwrap();
+        assert!(!id.is_null());
+        assert!(i32::try_from(id.raw()).is_ok());
+        assert!((1..=MAX_GENERATION).contains(&id.generation()));
+    }
+    assert_eq!(table.len(), 100);
+}
+
+#[test]
+fn null_is_its_own_error() {
+    let table = HandleTable::new();
+    assert!(matches!(
+        table.get::<Probe>(HandleId::NULL),
+        Err(HandleError::Null)
+    ));
+    assert!(matches!(
+        table.close(HandleId::NULL),
+        Err(HandleError::Null)
+    ));
+}
+
+#[test]
+fn lookup_by_the_right_kind_and_the_wrong_one() {
+    let table = HandleTable::new();
+    let id = table.insert(Probe::default()).unwrap();
+    assert_eq!(table.get::<Probe>(id).unwrap().id(), id);
+    match table.get::<Other>(id) {
+        Err(HandleError::WrongKind {
+            id: got,
+            expected,
+            found,
+        }) => {
+            assert_eq!(got, id);
+            assert!(expected.ends_with("Other"));
+            assert!(found.ends_with("Probe"));
+        }
+        other => panic!("expected WrongKind, got {:?}", other.map(|r| r.id())),
+    }
+    assert!(table.kind_of(id).unwrap().ends_with("Probe"));
+    // A wrong-kind lookup left no pin behind: close releases at once.
+    assert_eq!(table.close(id).unwrap(), CloseOutcome::Released);
+}
+
+#[test]
+fn close_releases_and_makes_the_id_stale() {
+    let collector = Collector::start();
+    let table = HandleTable::new().for_domain(0xD0_0001);
+    let (probe, releases) = Probe::counted();
+    let id = table.insert(probe).unwrap();
+    assert_eq!(table.close(id).unwrap(), CloseOutcome::Released);
+    assert_eq!(releases.load(SeqCst), 1);
+    assert!(matches!(table.get::<Probe>(id), Err(HandleError::Stale(s)) if s == id));
+    assert!(
+        matches!(table.close(id), Err(HandleError::Stale(_))),
+        "double close is stale"
+    );
+    assert_eq!(releases.load(SeqCst), 1);
+    let stale = collector.matching(|d| d.domain == Some(0xD0_0001));
+    assert_eq!(stale.len(), 2);
+    assert!(
+        stale
+            .iter()
+            .all(|d| d.assistant == Assistant::StaleHandleUse)
+    );
+    assert!(stale[0].message.contains(&id.to_string()));
+    assert!(stale[0].message.contains("closed"));
+    assert_eq!(stale[0].handle_id, Some(id.raw()));
+}
+
+#[test]
+fn forged_ids_are_stale_never_a_panic() {
+    let table = HandleTable::new();
+    let live = table.insert(Probe::default()).unwrap();
+    assert_eq!(live.raw(), 1 << 20, "slot 0, generation 1");
+    for raw in [
+        1,
+        2,
+        31,
+        32,
+        2 << 20,
+        (1 << 20) + 1,
+        u32::MAX,
+        i32::MAX as u32,
+        live.raw() + 1,
+    ] {
+        let id = HandleId::from_raw(raw);
+        let result = table.get::<Probe>(id);
+        assert!(matches!(result, Err(HandleError::Stale(_))), "{raw:#x}");
+        assert!(matches!(table.close(id), Err(HandleError::Stale(_))));
+    }
+    assert!(table.get::<Probe>(live).is_ok());
+}
+
+#[test]
+fn a_slot_never_returns_to_an_old_generation_and_is_retired_when_exhausted() {
+    let table = HandleTable::with_limit(1);
+    let mut seen = HashSet::new();
+    let first = table.insert(Probe::default()).unwrap();
+    table.close(first).unwrap();
+    seen.insert(first);
+    for _ in 1..MAX_GENERATION {
+        let id = table.insert(Probe::default()).unwrap();
+        assert_eq!(id.slot(), first.slot(), "the limit of 1 reuses one slot");
+        assert!(seen.insert(id), "an id was issued twice: {id}");
+        table.close(id).unwrap();
+    }
+    assert_eq!(seen.len(), MAX_GENERATION as usize);
+    assert_eq!(table.retired_slots(), 1);
+    // The next insert cannot use the retired slot.
+    let next = table.insert(Probe::default()).unwrap();
+    assert_ne!(next.slot(), first.slot());
+    assert_eq!(next.generation(), 1);
+    // Every old id is stale, including the last generation of the retired slot.
+    for id in &seen {
+        assert!(matches!(
+            table.get::<Probe>(*id),
+            Err(HandleError::Stale(_))
+        ));
+    }
+}
+
+#[test]
+fn a_close_while_pinned_is_deferred_to_the_last_guard() {
+    let table = HandleTable::new();
+    let (probe, releases) = Probe::counted();
+    let id = table.insert(probe).unwrap();
+    let guard = table.get::<Probe>(id).unwrap();
+    let second = table.get::<Probe>(id).unwrap();
+    assert_eq!(table.close(id).unwrap(), CloseOutcome::Deferred);
+    assert!(
+        matches!(table.get::<Probe>(id), Err(HandleError::Stale(_))),
+        "stale at once"
+    );
+    drop(guard);
+    assert_eq!(releases.load(SeqCst), 0, "one guard still pins it");
+    assert_eq!(second.releases.load(SeqCst), 0);
+    drop(second);
+    assert_eq!(releases.load(SeqCst), 1);
+    assert_eq!(table.len(), 0);
+}
+
+#[test]
+fn a_shared_handle_disposed_by_its_owner_is_closed_but_stays_open_until_removed() {
+    let table = HandleTable::new();
+    let (probe, releases) = Probe::counted();
+    let handle = SafeHandle::new(probe);
+    let id = table.insert_handle(&handle).unwrap();
+    handle.dispose().unwrap();
+    assert!(matches!(table.get::<Probe>(id), Err(HandleError::Closed)));
+    assert_eq!(
+        releases.load(SeqCst),
+        0,
+        "the table's reference keeps it open"
+    );
+    table.close(id).unwrap();
+    assert_eq!(releases.load(SeqCst), 1);
+    // Inserting a closed handle is refused.
+    assert!(matches!(
+        table.insert_handle(&handle),
+        Err(HandleError::Closed)
+    ));
+}
+
+#[test]
+fn a_clone_taken_through_a_guard_cannot_release_under_the_table() {
+    let table = HandleTable::new();
+    let (probe, releases) = Probe::counted();
+    let id = table.insert(probe).unwrap();
+    let clone = table.get::<Probe>(id).unwrap().handle().clone();
+    clone.dispose().unwrap();
+    assert_eq!(releases.load(SeqCst), 0);
+    table.close(id).unwrap();
+    assert_eq!(releases.load(SeqCst), 1);
+}
+
+#[test]
+fn the_quota_is_enforced_and_a_refused_value_is_released() {
+    let table = HandleTable::with_limit(2);
+    table.insert(Probe::default()).unwrap();
+    let second = table.insert(Probe::default()).unwrap();
+    let (probe, releases) = Probe::counted();
+    assert!(matches!(
+        table.insert(probe),
+        Err(HandleError::QuotaExceeded { limit: 2 })
+    ));
+    assert_eq!(releases.load(SeqCst), 1, "refused, so released, not leaked");
+    table.close(second).unwrap();
+    table.insert(Probe::default()).unwrap();
+    // A refused shared handle is left as it was.
+    let (probe, releases) = Probe::counted();
+    let shared = SafeHandle::new(probe);
+    assert!(table.insert_handle(&shared).is_err());
+    assert_eq!(shared.ref_count(), 1);
+    assert_eq!(releases.load(SeqCst), 0);
+}
+
+#[test]
+fn drain_reports_released_failed_and_deferred() {
+    let table = HandleTable::new();
+    let counters: Vec<_> = (0..3)
+        .map(|_| {
+            let (probe, releases) = Probe::counted();
+            table.insert(probe).unwrap();
+            releases
+        })
+        .collect();
+    let failing = table
+        .insert(Probe {
+            fail: true,
+            ..Probe::default()
+        })
+        .unwrap();
+    let (probe, pinned_releases) = Probe::counted();
+    let pinned = table.insert(probe).unwrap();
+    let guard = table.get::<Probe>(pinned).unwrap();
+    let report = table.drain();
+    assert_eq!(report.released, 3);
+    assert_eq!(report.deferred, 1);
+    assert_eq!(report.failed.len(), 1);
+    assert_eq!(report.failed[0].id, failing);
+    assert_eq!(report.failed[0].raw_value, 0x7AB1E);
+    assert_eq!(
+        report.failed[0].os_error().unwrap().raw_os_error(),
+        Some(libc::EBADF)
+    );
+    assert!(counters.iter().all(|c| c.load(SeqCst) == 1));
+    assert_eq!(pinned_releases.load(SeqCst), 0);
+    drop(guard);
+    assert_eq!(pinned_releases.load(SeqCst), 1);
+    assert!(table.is_empty());
+}
+
+#[test]
+fn dropping_the_table_releases_everything_once() {
+    let counters: Vec<_>;
+    {
+        let table = HandleTable::new();
+        counters = (0..200)
+            .map(|_| {
+                let (probe, releases) = Probe::counted();
+                table.insert(probe).unwrap();
+                releases
+            })
+            .collect();
+    }
+    assert!(counters.iter().all(|c| c.load(SeqCst) == 1));
+}

@@ -1,0 +1,359 @@
+/*
+ * custody.h: the custody guest ABI, version 1 (SPEC B1).
+ *
+ * For guests built with `clang --target=wasm32 -nostdlib`. No libc needed:
+ * this header only includes <stdint.h>, which clang ships as a freestanding
+ * header.
+ *
+ * Conventions
+ * -----------
+ * - Every host function is imported from the wasm module "custody" under the
+ *   name after the `custody_` prefix (custody_open imports custody.open).
+ * - All parameters and results are i32 (int32_t here).
+ * - A "pointer" argument is an offset into the guest's exported memory
+ *   `memory`. Pass C pointers with CUSTODY_PTR(p). Pointers need no
+ *   particular alignment. Values the host writes through an out pointer are
+ *   4-byte little-endian i32.
+ * - A result >= 0 is success (0, or a count where noted); a result < 0 is
+ *   one of the CUSTODY_E_* codes below. Out values are written only on
+ *   success.
+ * - A handle is a 32-bit id in the domain's handle table. 0 is never issued
+ *   and means "no handle" (CUSTODY_HANDLE_NULL).
+ *
+ * Handle arguments
+ * ----------------
+ * Every handle argument (including each element of poll's array) is
+ * resolved and add-ref'd before the host function runs, and released after
+ * it returns. A handle another thread closes during the call is therefore
+ * released only when the call ends. Resolution fails with:
+ *   CUSTODY_E_NULL    the id is 0.
+ *   CUSTODY_E_STALE   the id was never issued to this domain, or the guest
+ *                     has already closed it (also fires the host's
+ *                     staleHandleUse diagnostic, naming the id).
+ *   CUSTODY_E_CLOSED  the id is still in the table, but the resource behind
+ *                     it was closed by its owner (the host).
+ *   CUSTODY_E_KIND    the id names a live handle of a kind this function
+ *                     does not accept.
+ * Ids are never reused: a stale id can never name a newer handle.
+ *
+ * Errors every function may return
+ * --------------------------------
+ *   CUSTODY_E_ABORTED the call is being aborted (deadline, unload). Only
+ *                     code that can still observe a result sees it, e.g.
+ *                     the custody_unloading hook; elsewhere the call simply
+ *                     does not return to the guest.
+ *
+ * Guest exports the host looks for
+ * --------------------------------
+ *   memory             the linear memory all pointers refer to. wasm-ld
+ *                      exports it as "memory" by default. Required.
+ *   custody_unloading  optional, `void custody_unloading(void)`. Called
+ *                      once by Domain::unload() before the handle table is
+ *                      drained, with a time bound. Handles are still valid
+ *                      inside it; whatever the guest does not close is
+ *                      released by the host afterwards.
+ * Export functions with CUSTODY_EXPORT(name); the host invokes them by name.
+ */
+#ifndef CUSTODY_H
+#define CUSTODY_H
+
+#include <stdint.h>
+
+#if !defined(__wasm32__)
+#error "custody.h targets wasm32 (clang --target=wasm32)"
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- Types and helpers ------------------------------------------------- */
+
+/* A handle id. 0 = null, never issued. */
+typedef int32_t custody_handle;
+#define CUSTODY_HANDLE_NULL 0
+
+/* A guest pointer as the i32 the ABI expects (wasm32 pointers are 32-bit). */
+#define CUSTODY_PTR(p) ((int32_t)(uintptr_t)(p))
+
+/* Export a function to the host under `name`:
+ *     CUSTODY_EXPORT(run) int32_t run(int32_t n) { ... }                    */
+#define CUSTODY_EXPORT(name) __attribute__((export_name(#name)))
+
+/* Internal: import `name` from the "custody" module. */
+#define CUSTODY_IMPORT_(name)                                                  \
+    __attribute__((import_module("custody"), import_name(#name)))
+
+/* ---- Error codes ------------------------------------------------------- */
+
+#define CUSTODY_E_NULL     (-1)  /* handle id is 0 */
+#define CUSTODY_E_STALE    (-2)  /* id never issued, or closed by the guest */
+#define CUSTODY_E_CLOSED   (-3)  /* handle closed by its owner (the host) */
+#define CUSTODY_E_KIND     (-4)  /* live handle of the wrong kind */
+#define CUSTODY_E_FAULT    (-5)  /* pointer/length outside the guest's memory */
+#define CUSTODY_E_QUOTA    (-6)  /* the domain's handle quota is used up */
+#define CUSTODY_E_TIMEDOUT (-7)  /* the wait ended before anything happened */
+#define CUSTODY_E_DENIED   (-8)  /* refused by policy or the pre-open sandbox */
+#define CUSTODY_E_NOTSUP   (-9)  /* poll: handle array changed mid-call */
+#define CUSTODY_E_IO       (-10) /* OS error; errno from custody_last_error() */
+#define CUSTODY_E_INVAL    (-11) /* bad flags, negative length, bad count */
+#define CUSTODY_E_ABORTED  (-12) /* the call is being aborted */
+
+/* ---- Open flags (custody_open) ----------------------------------------- */
+
+#define CUSTODY_O_READ   1  /* open for reading */
+#define CUSTODY_O_WRITE  2  /* open for writing */
+#define CUSTODY_O_CREATE 4  /* create the file if missing (needs WRITE) */
+#define CUSTODY_O_TRUNC  8  /* truncate to length 0 (needs WRITE) */
+#define CUSTODY_O_APPEND 16 /* every write goes to the end (needs WRITE) */
+
+/* ---- Log levels (custody_log) ------------------------------------------ */
+
+#define CUSTODY_LOG_ERROR 0
+#define CUSTODY_LOG_WARN  1
+#define CUSTODY_LOG_INFO  2
+#define CUSTODY_LOG_DEBUG 3
+#define CUSTODY_LOG_TRACE 4
+
+/* ---- Host functions ---------------------------------------------------- */
+
+/*
+ * custody_log(level, ptr, len): write one line to the host's log.
+ *   level  CUSTODY_LOG_ERROR (0) .. CUSTODY_LOG_TRACE (4).
+ *   ptr    text in guest memory, UTF-8 (invalid sequences are replaced).
+ *   len    length of the text in bytes, >= 0. No terminator needed.
+ * Returns 0.
+ * Errors:
+ *   E_INVAL   level outside 0..4, or len < 0.
+ *   E_FAULT   [ptr, ptr + len) is not inside memory.
+ *   E_ABORTED the call is being aborted.
+ */
+CUSTODY_IMPORT_(log)
+int32_t custody_log(int32_t level, int32_t ptr, int32_t len);
+
+/*
+ * custody_open(path_ptr, path_len, flags, out_handle_ptr): open a file.
+ *   path_ptr, path_len  UTF-8 path `NAME/rel/path`, where NAME is the name
+ *                       of a directory the host pre-opened for this domain
+ *                       (`--preopen NAME=DIR`); rel/path is resolved inside
+ *                       that directory. No terminator needed.
+ *   flags               CUSTODY_O_* bits: READ and/or WRITE, plus any of
+ *                       CREATE, TRUNC, APPEND (these three need WRITE).
+ *   out_handle_ptr      where the new handle id is written (4 bytes).
+ * Returns 0 and writes the new handle to *out_handle_ptr.
+ * Errors:
+ *   E_INVAL   unknown flag bits; neither READ nor WRITE; CREATE, TRUNC or
+ *             APPEND without WRITE; path_len < 0; path not UTF-8.
+ *   E_FAULT   the path or the 4 bytes at out_handle_ptr are not inside
+ *             memory. If only the out write fails, the new handle is
+ *             released again (nothing leaks), but CREATE/TRUNC may already
+ *             have taken effect.
+ *   E_DENIED  no pre-open named NAME; an absolute path; a `..` component;
+ *             a symlink that leads outside the pre-opened directory; or the
+ *             policy forbids the access.
+ *   E_QUOTA   the domain's handle quota is used up.
+ *   E_IO      the OS refused (errno via custody_last_error(), e.g. ENOENT
+ *             without CREATE, EACCES, EISDIR).
+ *   E_ABORTED the call is being aborted.
+ */
+CUSTODY_IMPORT_(open)
+int32_t custody_open(int32_t path_ptr, int32_t path_len, int32_t flags,
+                     int32_t out_handle_ptr);
+
+/*
+ * custody_read(handle, buf_ptr, buf_len, out_n_ptr): read bytes.
+ *   handle     a file or pipe read end.
+ *   buf_ptr    destination buffer in guest memory.
+ *   buf_len    capacity of the buffer, >= 0.
+ *   out_n_ptr  where the number of bytes read is written (4 bytes).
+ * Returns 0 and writes the count to *out_n_ptr: 0 means end of file (for a
+ * pipe: every write end is closed). The count may be less than buf_len.
+ * On an empty pipe the call blocks until data or end of file arrives; the
+ * wait is capped by the policy (default 10 s) and cut short by abort and
+ * unload.
+ * Errors:
+ *   E_NULL, E_STALE, E_CLOSED, E_KIND: see "Handle arguments".
+ *   E_INVAL    buf_len < 0.
+ *   E_FAULT    the buffer or the 4 bytes at out_n_ptr are not inside memory.
+ *   E_TIMEDOUT a blocking read hit the policy's wait cap with no data.
+ *   E_IO       the OS refused (errno via custody_last_error(); e.g. EBADF
+ *              for a handle not opened for reading).
+ *   E_ABORTED  the call is being aborted.
+ */
+CUSTODY_IMPORT_(read)
+int32_t custody_read(custody_handle handle, int32_t buf_ptr, int32_t buf_len,
+                     int32_t out_n_ptr);
+
+/*
+ * custody_write(handle, buf_ptr, buf_len, out_n_ptr): write bytes.
+ *   handle     a file or pipe write end.
+ *   buf_ptr    source bytes in guest memory.
+ *   buf_len    number of bytes to write, >= 0.
+ *   out_n_ptr  where the number of bytes written is written (4 bytes).
+ * Returns 0 and writes the count to *out_n_ptr. The count may be less than
+ * buf_len (a short write): loop until everything is written. On a full pipe
+ * the call blocks like custody_read (capped, interruptible).
+ * Errors:
+ *   E_NULL, E_STALE, E_CLOSED, E_KIND: see "Handle arguments".
+ *   E_INVAL    buf_len < 0.
+ *   E_FAULT    the buffer or the 4 bytes at out_n_ptr are not inside memory.
+ *   E_TIMEDOUT a blocking write hit the policy's wait cap.
+ *   E_IO       the OS refused (errno via custody_last_error(); e.g. EBADF
+ *              for a handle not opened for writing, EPIPE when every read
+ *              end of a pipe is closed, ENOSPC).
+ *   E_ABORTED  the call is being aborted.
+ */
+CUSTODY_IMPORT_(write)
+int32_t custody_write(custody_handle handle, int32_t buf_ptr, int32_t buf_len,
+                      int32_t out_n_ptr);
+
+/*
+ * custody_close(handle): close a handle.
+ *   handle  any handle this domain holds.
+ * The id becomes stale at once: using it again is E_STALE. The OS resource
+ * is released when no call is using it any more (at once, unless another
+ * thread is inside a call with this handle).
+ * Returns 0.
+ * Errors:
+ *   E_NULL    handle is 0.
+ *   E_STALE   never issued, or already closed (a double close).
+ *   E_CLOSED  the host closed the resource; the id is removed anyway.
+ *   E_IO      the OS release ran during this call and failed (errno via
+ *             custody_last_error()). The id is gone anyway and the release
+ *             is never retried; the host reports releaseHandleFailed.
+ *   E_ABORTED the call is being aborted.
+ */
+CUSTODY_IMPORT_(close)
+int32_t custody_close(custody_handle handle);
+
+/*
+ * custody_dup(handle, out_handle_ptr): duplicate a handle.
+ *   handle          the handle to duplicate.
+ *   out_handle_ptr  where the new handle id is written (4 bytes).
+ * Returns 0 and writes a new, independent id over an OS-level duplicate
+ * (closing one does not close the other).
+ * Errors:
+ *   E_NULL, E_STALE, E_CLOSED, E_KIND: see "Handle arguments".
+ *   E_FAULT   the 4 bytes at out_handle_ptr are not inside memory (the
+ *             duplicate is released again: nothing leaks).
+ *   E_QUOTA   the domain's handle quota is used up.
+ *   E_IO      the OS refused (errno via custody_last_error(), e.g. EMFILE).
+ *   E_ABORTED the call is being aborted.
+ */
+CUSTODY_IMPORT_(dup)
+int32_t custody_dup(custody_handle handle, int32_t out_handle_ptr);
+
+/*
+ * custody_pipe(out_read_ptr, out_write_ptr): create a pipe.
+ *   out_read_ptr   where the read end's id is written (4 bytes).
+ *   out_write_ptr  where the write end's id is written (4 bytes).
+ * Returns 0 and writes both ids. On any error neither handle exists.
+ * Errors:
+ *   E_INVAL   the two out slots overlap.
+ *   E_FAULT   either out slot is not inside memory (both new handles are
+ *             released again: nothing leaks).
+ *   E_QUOTA   the domain's handle quota has no room for two more handles.
+ *   E_IO      the OS refused (errno via custody_last_error(), e.g. EMFILE).
+ *   E_ABORTED the call is being aborted.
+ */
+CUSTODY_IMPORT_(pipe)
+int32_t custody_pipe(int32_t out_read_ptr, int32_t out_write_ptr);
+
+/*
+ * custody_poll(handles_ptr, count, timeout_ms, out_ready_index_ptr): wait
+ * until one of several handles is readable.
+ *   handles_ptr          array of `count` handle ids (4 bytes each). The
+ *                        host reads it once, add-refs every element, and
+ *                        compares it again on return (see E_NOTSUP).
+ *   count                number of ids, 1 .. the host's limit.
+ *   timeout_ms           0 = check without waiting; > 0 = wait at most that
+ *                        long; -1 = no timeout (only if the policy allows).
+ *   out_ready_index_ptr  where the index (0-based) of a readable handle is
+ *                        written (4 bytes).
+ * "Readable" means a read would not block: data is available, or end of
+ * file / hang-up (every write end of a pipe closed), or an error is pending.
+ * Returns 0 and writes the index of the first readable handle. Abort and
+ * unload end the wait at once.
+ * Errors:
+ *   E_NULL, E_STALE, E_CLOSED, E_KIND: an element fails "Handle arguments";
+ *              nothing waits.
+ *   E_INVAL    count < 1 or above the host's limit; timeout_ms < -1.
+ *   E_FAULT    the array or the 4 bytes at out_ready_index_ptr are not
+ *              inside memory.
+ *   E_TIMEDOUT nothing became readable within timeout_ms.
+ *   E_DENIED   timeout_ms is -1, or above the policy's wait cap (default
+ *              10 s), and the policy does not grant it.
+ *   E_NOTSUP   an element of the array was changed during the call (another
+ *              guest thread writing shared memory): the ready index would
+ *              name a different handle, so none is reported.
+ *   E_IO       the OS refused (errno via custody_last_error()).
+ *   E_ABORTED  the call is being aborted.
+ */
+CUSTODY_IMPORT_(poll)
+int32_t custody_poll(int32_t handles_ptr, int32_t count, int32_t timeout_ms,
+                     int32_t out_ready_index_ptr);
+
+/*
+ * custody_sleep(ms): sleep.
+ *   ms  milliseconds, >= 0.
+ * Returns 0 after ms milliseconds. Abort and unload end the sleep at once.
+ * Errors:
+ *   E_INVAL   ms < 0.
+ *   E_DENIED  ms is above the policy's wait cap (default 10 s).
+ *   E_ABORTED the call is being aborted (the sleep was cut short).
+ */
+CUSTODY_IMPORT_(sleep)
+int32_t custody_sleep(int32_t ms);
+
+/*
+ * custody_last_error(): the OS errno behind the last E_IO in this domain.
+ * Returns the errno (Linux numbering, > 0), or 0 if no call in this domain
+ * has returned E_IO yet. Other results do not reset it. Never fails.
+ */
+CUSTODY_IMPORT_(last_error)
+int32_t custody_last_error(void);
+
+/*
+ * custody_critical_enter(): enter a critical region (SPEC Part C).
+ * Regions nest. While one is open, an abort (deadline, memory or stack
+ * limit, trap) cannot be contained to the call: the host escalates and
+ * recycles the whole domain, releasing all its handles. Outside a region
+ * only the call is aborted and the domain goes on. Keep regions short and
+ * balanced within one exported call.
+ * Returns 0.
+ * Errors:
+ *   E_ABORTED the call is being aborted.
+ */
+CUSTODY_IMPORT_(critical_enter)
+int32_t custody_critical_enter(void);
+
+/*
+ * custody_critical_exit(): leave the innermost critical region.
+ * Returns 0.
+ * Errors:
+ *   E_INVAL   no critical region is open.
+ *   E_ABORTED the call is being aborted.
+ */
+CUSTODY_IMPORT_(critical_exit)
+int32_t custody_critical_exit(void);
+
+/* ---- Convenience ------------------------------------------------------- */
+
+/* Log a NUL-terminated string (no libc: computes the length itself).
+ * Returns what custody_log returns. */
+static inline int32_t custody_log_str(int32_t level, const char *text)
+{
+    int32_t len = 0;
+    if (text) {
+        while (text[len] != '\0') {
+            len++;
+        }
+    }
+    return custody_log(level, CUSTODY_PTR(text), len);
+}
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* CUSTODY_H */

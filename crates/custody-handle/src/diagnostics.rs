@@ -57,7 +57,7 @@ use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
 use serde::Serialize;
 
-use crate::history::{self, Event};
+use crate::history::{self, Event, EventKind};
 use crate::release::format_raw;
 use crate::table::HandleId;
 
@@ -245,6 +245,11 @@ pub struct Diagnostic {
     /// The raw value's handle history, oldest first.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<Event>,
+    /// What the history points at, when it points at something: the other
+    /// owner that released the value first, or where the raw value was
+    /// copied out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub culprit: Option<String>,
     /// References that can no longer be released.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub outstanding: Option<usize>,
@@ -278,6 +283,7 @@ impl Diagnostic {
             error: None,
             causes: Vec::new(),
             history: Vec::new(),
+            culprit: None,
             outstanding: None,
             domain: None,
             function: None,
@@ -332,6 +338,9 @@ impl Diagnostic {
             if let Some(value) = value {
                 let _ = writeln!(out, "  {name}: {value}");
             }
+        }
+        if let Some(culprit) = &self.culprit {
+            let _ = writeln!(out, "  Culprit, from the history: {culprit}");
         }
         if !self.causes.is_empty() {
             out.push_str("  Likely causes, most likely first:\n");
@@ -594,8 +603,41 @@ pub(crate) fn release_handle_failed(handle_type: &'static str, raw: u64, error: 
             .map(|c| c.to_string())
             .collect();
         d.history = history::history_of(raw);
+        d.culprit = culprit(&d.history);
         d
     });
+}
+
+/// Reads a failed release's history backwards from the failure: another
+/// owner's successful release of the same value is the culprit; failing
+/// that, the failing owner's own `dangerous_get_handle` is the likely leak
+/// of the raw value.
+fn culprit(history: &[Event]) -> Option<String> {
+    let failure = history
+        .iter()
+        .rposition(|e| matches!(e.kind, EventKind::ReleaseFailed(_)))?;
+    let failing_owner = history[failure].owner;
+    let before = &history[..failure];
+    if let Some(other) = before
+        .iter()
+        .rev()
+        .find(|e| e.kind == EventKind::ReleaseHandle && e.owner != failing_owner)
+    {
+        return Some(format!(
+            "owner {} ({}) released this value first (event #{}, on thread {}); owner {} then failed to release it",
+            other.owner, other.handle_type, other.seq, other.thread, failing_owner
+        ));
+    }
+    before
+        .iter()
+        .rev()
+        .find(|e| e.kind == EventKind::GetHandle && e.owner == failing_owner)
+        .map(|copy| {
+            format!(
+                "the raw value was copied out with dangerous_get_handle (event #{}, on thread {}) and no custody owner released it: look there for a direct close",
+                copy.seq, copy.thread
+            )
+        })
 }
 
 pub(crate) fn handle_finalized(handle_type: &'static str, raw: u64) {

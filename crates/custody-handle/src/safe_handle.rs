@@ -17,10 +17,10 @@
 //!   `dispose`, so a second `dispose` is a no-op.
 //! - `n`: the creation reference (1 at birth) plus every outstanding add-ref.
 //!
-//! Every transition is a single compare-and-swap of the whole word, so the
-//! decision "this transition releases" (`n` 1 -> 0 while `C` was clear) is
-//! made by exactly one thread: the release runs at most once under any
-//! interleaving. The transitions, checked in the order shown:
+//! Every transition is a single atomic read-modify-write of the whole word,
+//! so the decision "this transition releases" (`n` 1 -> 0 while `C` was
+//! clear) is made by exactly one thread: the release runs at most once under
+//! any interleaving. The transitions, checked in the order shown:
 //!
 //! | operation | checks | new state | releases |
 //! | --- | --- | --- | --- |
@@ -31,6 +31,21 @@
 //!
 //! "Releases" additionally requires that the handle owns its resource and the
 //! resource is not invalid.
+//!
+//! # Why add-ref is a CAS and release is a `fetch_sub`
+//! Add-ref can fail (closed handle), so like std's `Weak::upgrade` it must
+//! check and increment in one compare-and-swap; it seeds the CAS with the
+//! commonest state instead of loading first. Release cannot fail for a
+//! caller that holds a reference, so like `Arc`'s drop it is one
+//! `fetch_sub`: from `n >= 2` that *is* the transition; from `n == 1` it
+//! leaves `(0, C, D)` and sets `C` right after, which is equivalent to one
+//! step because add-ref refuses `n == 0` and nothing else acts on a word
+//! with no reference left. A release by a caller holding no reference (a
+//! misuse the API reports as `Closed`) briefly takes the count below zero
+//! and undoes it; the flags are untouched (the count moves in steps of 4),
+//! so the only effect on racing threads is that an add-ref in that instant
+//! reports `RefCountOverflow` instead of `Closed`. The loom models check
+//! both paths.
 
 use std::any::type_name;
 use std::fmt;
@@ -84,16 +99,7 @@ impl fmt::Debug for State {
     }
 }
 
-/// What a reference-dropping transition does.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum DropKind {
-    /// `dangerous_release` or a guard's drop.
-    Release,
-    /// `dispose`/`close`, or the drop of the last clone.
-    Dispose,
-}
-
-/// The outcome of a reference-dropping transition.
+/// The outcome of a dispose transition.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Transition {
     /// `dispose` on a disposed handle: nothing changed.
@@ -146,6 +152,7 @@ struct Inner<T: ReleaseHandle> {
 /// ```
 /// use custody_handle::{Fd, SafeHandle};
 /// use std::io::Write;
+/// use std::os::fd::AsFd;
 ///
 /// let file = tempfile_for_doc();
 /// let handle: SafeHandle<Fd> = SafeHandle::from(file);
@@ -234,9 +241,15 @@ impl<T: ReleaseHandle> SafeHandle<T> {
     #[inline]
     pub fn dangerous_add_ref(&self) -> Result<(), HandleError> {
         let inner = &*self.inner;
-        let mut current = State(inner.state.load(Ordering::Relaxed));
+        // Guess the commonest state (only the creation reference) instead of
+        // loading first: a wrong guess costs one failed CAS, which returns
+        // the actual state; a right one saves the load-to-CAS latency.
+        let mut current = State::NEW;
         loop {
-            if current.is_closed() {
+            // n == 0 implies C in every stable state; the one transient state
+            // with n == 0 and C clear is the fast release path's, between its
+            // decrement and its setting C, and it must also refuse.
+            if current.is_closed() || current.ref_count() == 0 {
                 return Err(HandleError::Closed);
             }
             if current.ref_count() == MAX_REF_COUNT {
@@ -274,10 +287,32 @@ impl<T: ReleaseHandle> SafeHandle<T> {
     /// it failed.
     #[inline]
     pub fn dangerous_release(&self) -> Result<(), HandleError> {
-        if self.inner.owner.is_traced() {
+        let inner = &*self.inner;
+        if inner.owner.is_traced() {
             self.record(EventKind::Release);
         }
-        self.drop_reference(DropKind::Release).map(|_| ())
+        // Fast path: one fetch_sub. If the count was 2 or more this *is* the
+        // transition (n-1, C, D). If it was 1, the word is now (0, C, D) with
+        // C possibly clear: add-ref refuses n == 0, and the other transitions
+        // see no reference left, so setting C right after is equivalent to
+        // having set it in the same step. If it was 0 we took nothing that
+        // existed: undo, the state is closed.
+        let before = State(inner.state.fetch_sub(REF_ONE, Ordering::AcqRel));
+        match before.ref_count() {
+            0 => {
+                inner.state.fetch_add(REF_ONE, Ordering::Relaxed);
+                Err(HandleError::Closed)
+            }
+            1 => {
+                inner.state.fetch_or(CLOSED, Ordering::AcqRel);
+                if !before.is_closed() && inner.owns_handle && !inner.value.is_invalid() {
+                    inner.release_now()
+                } else {
+                    Ok(())
+                }
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Consumes the creation reference: the resource is released now, or, if
@@ -294,7 +329,7 @@ impl<T: ReleaseHandle> SafeHandle<T> {
         if self.inner.owner.is_traced() {
             self.record(EventKind::Dispose);
         }
-        self.drop_reference(DropKind::Dispose).map(|_| ())
+        self.dispose_reference().map(|_| ())
     }
 
     /// Same as [`dispose`](Self::dispose). .NET: `Close()`.
@@ -366,6 +401,12 @@ impl<T: ReleaseHandle> SafeHandle<T> {
         Arc::ptr_eq(&self.inner, &other.inner)
     }
 
+    /// Neither closed nor disposed (one load of the state word).
+    #[inline]
+    pub(crate) fn is_usable(&self) -> bool {
+        self.state().0 & (CLOSED | DISPOSED) == 0
+    }
+
     /// The resource, without recording a history event (for guards).
     #[inline]
     pub(crate) fn value(&self) -> &T {
@@ -385,10 +426,10 @@ impl<T: ReleaseHandle> SafeHandle<T> {
         );
     }
 
-    /// Drops one reference per the table in the module docs and, if this
-    /// thread made the releasing transition, runs the release.
-    fn drop_reference(&self, how: DropKind) -> Result<Transition, HandleError> {
-        let transition = self.inner.transition(how)?;
+    /// Consumes the creation reference per the table in the module docs
+    /// and, if this thread made the releasing transition, runs the release.
+    fn dispose_reference(&self) -> Result<Transition, HandleError> {
+        let transition = self.inner.dispose_transition()?;
         if let Transition::Dropped {
             perform_release: true,
             ..
@@ -401,24 +442,20 @@ impl<T: ReleaseHandle> SafeHandle<T> {
 }
 
 impl<T: ReleaseHandle> Inner<T> {
-    /// The compare-and-swap loop behind release, dispose and last drop.
-    #[inline]
-    fn transition(&self, how: DropKind) -> Result<Transition, HandleError> {
+    /// The compare-and-swap loop behind dispose and the last clone's drop.
+    fn dispose_transition(&self) -> Result<Transition, HandleError> {
         let mut current = State(self.state.load(Ordering::Relaxed));
         loop {
-            if how == DropKind::Dispose && current.is_disposed() {
+            if current.is_disposed() {
                 return Ok(Transition::NoOp);
             }
             let n = current.ref_count();
             if n == 0 {
                 return Err(HandleError::Closed);
             }
-            let mut next = current.0 - REF_ONE;
+            let mut next = (current.0 - REF_ONE) | DISPOSED;
             if n == 1 {
                 next |= CLOSED;
-            }
-            if how == DropKind::Dispose {
-                next |= DISPOSED;
             }
             // AcqRel: Release publishes this thread's use of the resource;
             // Acquire lets the releasing thread see every other thread's use
@@ -474,7 +511,7 @@ impl<T: ReleaseHandle> Drop for Inner<T> {
     fn drop(&mut self) {
         let raw = self.value.raw_value();
         let name = type_name::<T>();
-        let Ok(transition) = self.transition(DropKind::Dispose) else {
+        let Ok(transition) = self.dispose_transition() else {
             // n == 0: the creation reference was consumed by a release
             // without add-ref and the handle is closed. Nothing to do.
             return;

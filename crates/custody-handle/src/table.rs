@@ -38,7 +38,7 @@
 //! generation and frees the slot. Every step is a CAS or RMW on this one word,
 //! so exactly one thread finalizes.
 
-use std::any::{Any, type_name};
+use std::any::{Any, TypeId, type_name};
 use std::collections::VecDeque;
 use std::fmt;
 use std::io;
@@ -171,7 +171,7 @@ pub struct DrainReport {
 trait Erased: Any + Send + Sync {
     fn handle_type(&self) -> &'static str;
     fn raw_value(&self) -> u64;
-    /// Whether a lookup may hand it out: not closed and not disposed.
+    /// Whether a lookup may hand it out: neither closed nor disposed.
     fn is_usable(&self) -> bool;
     /// Drops the table's reference (and, for entries the table created, the
     /// creation reference), releasing the resource if nothing else holds it.
@@ -186,7 +186,7 @@ impl<T: ReleaseHandle> Erased for SafeHandle<T> {
         SafeHandle::raw_value(self)
     }
     fn is_usable(&self) -> bool {
-        !self.is_closed() && !self.is_disposed()
+        SafeHandle::is_usable(self)
     }
     fn release_from_table(&self, created: bool) -> Result<(), HandleError> {
         if created {
@@ -198,9 +198,18 @@ impl<T: ReleaseHandle> Erased for SafeHandle<T> {
 }
 
 struct Entry {
+    /// `TypeId::of::<SafeHandle<T>>()`, kept inline so a typed lookup needs
+    /// no virtual call.
+    type_id: TypeId,
+    /// The `T` inside the handle's shared state, cached so a lookup reaches
+    /// it with one load. Valid while `handle` (which keeps that state alive)
+    /// is in the entry.
+    value: *const (),
     handle: Box<dyn Erased>,
     /// The table built the handle (`insert`) and so also holds its creation
     /// reference; otherwise it shares a caller's handle (`insert_handle`).
+    /// A created handle is never handed out, so nothing but the table can
+    /// close it.
     created: bool,
 }
 
@@ -225,7 +234,8 @@ struct Slot {
 // SAFETY: `entry` is written only by the one thread that owns the slot
 // exclusively (an inserter before setting LIVE, a finalizer after REMOVING
 // with no pins), and read only by threads holding a pin, which excludes both
-// writers. Every entry is `Send + Sync` (`Erased` requires it).
+// writers. Every entry's handle is `Send + Sync` (`Erased` requires it) and
+// its `value` pointer points into that handle.
 unsafe impl Sync for Slot {}
 // SAFETY: as above; an `Entry` is `Send`.
 unsafe impl Send for Slot {}
@@ -240,20 +250,24 @@ impl Slot {
     }
 }
 
+#[inline]
 fn generation_of(word: u64) -> u32 {
     (word >> GEN_SHIFT) as u32
 }
 
+#[inline]
 fn pins_of(word: u64) -> u64 {
     (word & PIN_MASK) >> 2
 }
 
+#[inline]
 fn bucket_of(index: u32) -> (usize, usize) {
     let biased = index as usize + FIRST_BUCKET_LEN;
     let bucket = (usize::BITS - 1 - biased.leading_zeros() - FIRST_BUCKET_SHIFT) as usize;
     (bucket, biased - (FIRST_BUCKET_LEN << bucket))
 }
 
+#[inline]
 fn bucket_len(bucket: usize) -> usize {
     FIRST_BUCKET_LEN << bucket
 }
@@ -382,6 +396,8 @@ impl HandleTable {
         // The table's reference: dropped by `Entry::release`.
         handle.dangerous_add_ref()?;
         let entry = Entry {
+            type_id: TypeId::of::<SafeHandle<T>>(),
+            value: std::ptr::from_ref::<T>(handle.value()).cast(),
             handle: Box::new(handle),
             created,
         };
@@ -434,6 +450,7 @@ impl HandleTable {
         Ok(index)
     }
 
+    #[inline]
     fn slot(&self, index: u32) -> Option<&Slot> {
         if index >= MAX_SLOTS {
             return None;
@@ -462,19 +479,35 @@ impl HandleTable {
     /// shared owner.
     #[inline]
     pub fn get<T: ReleaseHandle>(&self, id: HandleId) -> Result<TableRef<'_, T>, HandleError> {
-        let pin = self.pin(id)?;
-        let erased: &dyn Erased = &*pin.entry().handle;
-        let Some(handle) = (erased as &dyn Any).downcast_ref::<SafeHandle<T>>() else {
+        // Only the slot reference comes back through the `Result`: a whole
+        // `Pin` returned that way is spilled and reloaded with a wider load
+        // than its id was stored with, a store-forwarding stall that doubled
+        // the cost of a lookup.
+        let pin = Pin {
+            table: self,
+            slot: self.pin_slot(id)?,
+            id,
+        };
+        let entry = pin.entry();
+        if entry.type_id != TypeId::of::<SafeHandle<T>>() {
             return Err(HandleError::WrongKind {
                 id,
                 expected: type_name::<T>(),
-                found: erased.handle_type(),
+                found: entry.handle.handle_type(),
             });
-        };
-        if !erased.is_usable() {
+        }
+        // A handle the table created has no other owner (the table never
+        // hands one out), so only a shared one can have been closed.
+        if !entry.created && !entry.handle.is_usable() {
             return Err(HandleError::Closed);
         }
-        Ok(TableRef { handle, pin })
+        // SAFETY: `entry.type_id` is `SafeHandle<T>`'s, so `entry.value`
+        // points at a `T` (both set together in `insert_entry`); that `T`
+        // lives in the handle's shared state, which `entry.handle` keeps
+        // alive until the entry is taken out, which the pin (moved into the
+        // returned guard together with this reference) prevents.
+        let value = unsafe { &*entry.value.cast::<T>() };
+        Ok(TableRef { value, pin })
     }
 
     /// The resource type held under `id` (its Rust type name).
@@ -486,13 +519,26 @@ impl HandleTable {
     }
 
     fn pin(&self, id: HandleId) -> Result<Pin<'_>, HandleError> {
+        Ok(Pin {
+            table: self,
+            slot: self.pin_slot(id)?,
+            id,
+        })
+    }
+
+    /// Pins the slot `id` names; the caller wraps it in a `Pin` at once.
+    #[inline]
+    fn pin_slot(&self, id: HandleId) -> Result<&Slot, HandleError> {
         if id.is_null() {
             return Err(HandleError::Null);
         }
         let Some(slot) = self.slot(id.slot()) else {
             return Err(self.stale(id, "it was never issued"));
         };
-        let mut word = slot.word.load(Ordering::Relaxed);
+        // Guess the commonest word (live at the id's generation, unpinned)
+        // instead of loading first: a wrong guess costs one failed CAS, which
+        // returns the actual word.
+        let mut word = u64::from(id.generation()) << GEN_SHIFT | LIVE;
         loop {
             if word & (LIVE | REMOVING) != LIVE || generation_of(word) != id.generation() {
                 return Err(self.stale_word(id, word));
@@ -507,13 +553,7 @@ impl HandleTable {
                 Ordering::Acquire,
                 Ordering::Relaxed,
             ) {
-                Ok(_) => {
-                    return Ok(Pin {
-                        table: self,
-                        slot,
-                        id,
-                    });
-                }
+                Ok(_) => return Ok(slot),
                 Err(actual) => word = actual,
             }
         }
@@ -610,11 +650,15 @@ impl HandleTable {
         report
     }
 
+    #[cold]
+    #[inline(never)]
     fn stale(&self, id: HandleId, why: &str) -> HandleError {
         diagnostics::stale_handle_use(id, self.domain, why);
         HandleError::Stale(id)
     }
 
+    #[cold]
+    #[inline(never)]
     fn stale_word(&self, id: HandleId, word: u64) -> HandleError {
         let current = generation_of(word);
         let why = if current > MAX_GENERATION && id.generation() < current {
@@ -690,6 +734,7 @@ struct Pin<'a> {
 }
 
 impl<'a> Pin<'a> {
+    #[inline]
     /// The pinned entry. The reference is only valid while the pin lives:
     /// callers keep the two together (as `TableRef` does).
     fn entry(&self) -> &'a Entry {
@@ -718,7 +763,7 @@ impl Drop for Pin<'_> {
 /// stays open until the guard drops, even if the id is closed meanwhile.
 #[must_use = "dropping the guard unpins the handle at once"]
 pub struct TableRef<'a, T: ReleaseHandle> {
-    handle: &'a SafeHandle<T>,
+    value: &'a T,
     pin: Pin<'a>,
 }
 
@@ -727,13 +772,6 @@ impl<T: ReleaseHandle> TableRef<'_, T> {
     pub fn id(&self) -> HandleId {
         self.pin.id
     }
-
-    /// The handle itself; clone it to keep the resource beyond this guard
-    /// (the clone shares the state: disposing it does not close the table's
-    /// reference).
-    pub fn handle(&self) -> &SafeHandle<T> {
-        self.handle
-    }
 }
 
 impl<T: ReleaseHandle> Deref for TableRef<'_, T> {
@@ -741,7 +779,7 @@ impl<T: ReleaseHandle> Deref for TableRef<'_, T> {
 
     #[inline]
     fn deref(&self) -> &T {
-        self.handle.value()
+        self.value
     }
 }
 

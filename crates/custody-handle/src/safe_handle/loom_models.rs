@@ -110,3 +110,30 @@ fn last_clone_drop_racing_a_guard_drop() {
         assert_eq!(releases.load(SeqCst), 1);
     });
 }
+
+/// (e) misuse: a release without a matching add-ref racing a guard's drop
+/// and the dispose. The state must end closed with at most one release, and
+/// the guard never sees a released resource.
+#[test]
+fn over_release_racing_a_guard_and_dispose() {
+    loom::model(|| {
+        let (h, releases) = counted();
+        let (h2, r2) = (h.clone(), Arc::clone(&releases));
+        let guard_thread = thread::spawn(move || {
+            if let Ok(guard) = h2.acquire() {
+                let _ = r2.load(SeqCst);
+                drop(guard);
+            }
+        });
+        let h3 = h.clone();
+        let misuse = thread::spawn(move || {
+            let _ = h3.dangerous_release();
+        });
+        let _ = h.dispose();
+        guard_thread.join().unwrap();
+        misuse.join().unwrap();
+        assert!(releases.load(SeqCst) <= 1);
+        assert!(h.is_closed());
+        assert_eq!(h.ref_count(), 0, "the count settles back to zero");
+    });
+}

@@ -235,18 +235,6 @@ fn a_shared_handle_disposed_by_its_owner_is_closed_but_stays_open_until_removed(
 }
 
 #[test]
-fn a_clone_taken_through_a_guard_cannot_release_under_the_table() {
-    let table = HandleTable::new();
-    let (probe, releases) = Probe::counted();
-    let id = table.insert(probe).unwrap();
-    let clone = table.get::<Probe>(id).unwrap().handle().clone();
-    clone.dispose().unwrap();
-    assert_eq!(releases.load(SeqCst), 0);
-    table.close(id).unwrap();
-    assert_eq!(releases.load(SeqCst), 1);
-}
-
-#[test]
 fn the_quota_is_enforced_and_a_refused_value_is_released() {
     let table = HandleTable::with_limit(2);
     table.insert(Probe::default()).unwrap();

@@ -1,0 +1,121 @@
+//! Exactly-once release on real threads: over a million random operations on
+//! a few shared handles, counting releases.
+
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::thread;
+
+use custody_handle::{HandleError, ReleaseHandle, SafeHandle};
+
+#[derive(Default)]
+struct Probe {
+    releases: AtomicUsize,
+    set_invalid: AtomicBool,
+}
+
+impl ReleaseHandle for Probe {
+    fn is_invalid(&self) -> bool {
+        false
+    }
+    fn release_handle(&self) -> io::Result<()> {
+        self.releases.fetch_add(1, SeqCst);
+        Ok(())
+    }
+    fn raw_value(&self) -> u64 {
+        0x57
+    }
+}
+
+/// xorshift64*: a tiny deterministic generator per thread.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+}
+
+const THREADS: usize = 4;
+const HANDLES: usize = 4;
+const OPS_PER_THREAD_PER_ROUND: usize = 1_000;
+const ROUNDS: usize = 260; // 4 threads x 1,000 ops x 260 rounds = 1,040,000 ops
+
+fn assert_live(h: &SafeHandle<Probe>) {
+    assert_eq!(
+        h.dangerous_get_handle().releases.load(SeqCst),
+        0,
+        "released while a reference was held"
+    );
+}
+
+fn random_op(h: &SafeHandle<Probe>, rng: &mut Rng, counted: &AtomicUsize) {
+    counted.fetch_add(1, SeqCst);
+    match rng.next() % 1000 {
+        0..=399 => {
+            if let Ok(guard) = h.acquire() {
+                assert_live(h);
+                drop(guard);
+            }
+        }
+        400..=699 => {
+            if h.dangerous_add_ref().is_ok() {
+                assert_live(h);
+                h.dangerous_release().unwrap();
+            }
+        }
+        700..=899 => drop(h.clone()),
+        900..=996 => match h.dispose() {
+            Ok(()) | Err(HandleError::Closed) => {}
+            Err(e) => panic!("dispose: {e}"),
+        },
+        997 => {
+            h.dangerous_get_handle().set_invalid.store(true, SeqCst);
+            h.set_handle_as_invalid();
+        }
+        _ => {
+            // Release without add-ref: consumes the creation reference, as in
+            // .NET; fails with Closed once nothing is left.
+            let _ = h.dangerous_release();
+        }
+    }
+}
+
+#[test]
+fn a_million_random_operations_release_each_handle_exactly_once() {
+    let ops = AtomicUsize::new(0);
+    let mut total_releases = 0;
+    for round in 0..ROUNDS {
+        let handles: Vec<SafeHandle<Probe>> = (0..HANDLES)
+            .map(|_| SafeHandle::new(Probe::default()))
+            .collect();
+        thread::scope(|s| {
+            for t in 0..THREADS {
+                let (handles, ops) = (&handles, &ops);
+                s.spawn(move || {
+                    let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ ((round * THREADS + t) as u64 + 1));
+                    for _ in 0..OPS_PER_THREAD_PER_ROUND {
+                        let h = &handles[(rng.next() % HANDLES as u64) as usize];
+                        random_op(h, &mut rng, ops);
+                    }
+                });
+            }
+        });
+        for h in handles {
+            let _ = h.dispose();
+            let probe = h.dangerous_get_handle();
+            let releases = probe.releases.load(SeqCst);
+            assert!(h.is_closed());
+            if probe.set_invalid.load(SeqCst) {
+                assert!(releases <= 1, "released {releases} times");
+            } else {
+                assert_eq!(releases, 1, "released {releases} times");
+            }
+            total_releases += releases;
+        }
+    }
+    assert!(ops.load(SeqCst) >= 1_000_000);
+    assert!(total_releases > 0);
+}

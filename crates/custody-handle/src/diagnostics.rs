@@ -42,8 +42,8 @@
 //! | `handle_id` | number | a table id |
 //! | `errno` | number | the OS error number |
 //! | `error` | string | the error text |
-//! | `causes` | [string] | the likely causes, most likely first |
-//! | `history` | [event] | the raw value's handle history (see [`crate::history::Event`]) |
+//! | `causes` | array of strings | the likely causes, most likely first |
+//! | `history` | array of events | the raw value's handle history (see [`crate::history::Event`]) |
 //! | `outstanding` | number | references that can no longer be released |
 //! | `domain` | number | the host domain id |
 //! | `function` | string | the guest or host function |

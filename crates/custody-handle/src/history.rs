@@ -14,7 +14,7 @@
 //!
 //! # Cost
 //! The mode is read once when a handle is created and remembered in the handle
-//! as its [`Owner`] id; with history off, every operation pays one
+//! as its owner id; with history off, every operation pays one
 //! well-predicted branch on a field it already has in cache. Handles created
 //! while history was off stay untraced.
 //!

@@ -574,26 +574,10 @@ impl HandleTable {
         let Some(slot) = self.slot(id.slot()) else {
             return Err(self.stale(id, "it was never issued"));
         };
-        let mut word = slot.word.load(Ordering::Relaxed);
-        loop {
-            if word & (LIVE | REMOVING) != LIVE || generation_of(word) != id.generation() {
-                return Err(self.stale_word(id, word));
-            }
-            match slot.word.compare_exchange_weak(
-                word,
-                word | REMOVING,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) if pins_of(word) == 0 => {
-                    return self
-                        .finalize(id, slot)
-                        .map(|()| CloseOutcome::Released)
-                        .map_err(|failure| failure.error);
-                }
-                Ok(_) => return Ok(CloseOutcome::Deferred),
-                Err(actual) => word = actual,
-            }
+        match self.remove(id, slot) {
+            Ok(Ok(outcome)) => Ok(outcome),
+            Ok(Err(failure)) => Err(failure.error),
+            Err(word) => Err(self.stale_word(id, word)),
         }
     }
 
@@ -640,11 +624,12 @@ impl HandleTable {
                 continue;
             }
             let id = HandleId::new(index, generation_of(word));
-            match self.close_quietly(id, slot) {
-                Some(Ok(CloseOutcome::Released)) => report.released += 1,
-                Some(Ok(CloseOutcome::Deferred)) => report.deferred += 1,
-                Some(Err(failure)) => report.failed.push(failure),
-                None => {} // closed concurrently by someone else
+            // A lost race (closed concurrently) is not a stale use: skip it.
+            match self.remove(id, slot) {
+                Ok(Ok(CloseOutcome::Released)) => report.released += 1,
+                Ok(Ok(CloseOutcome::Deferred)) => report.deferred += 1,
+                Ok(Err(failure)) => report.failed.push(failure),
+                Err(_) => {}
             }
         }
         report
@@ -671,16 +656,18 @@ impl HandleTable {
         self.stale(id, why)
     }
 
-    /// `close` for `drain`: a lost race is not a stale use.
-    fn close_quietly(
+    /// Marks `id`'s slot REMOVING and finalizes it now if it is unpinned.
+    /// `Err` carries the slot word if `id` is not live there (already closed
+    /// or never issued).
+    fn remove(
         &self,
         id: HandleId,
         slot: &Slot,
-    ) -> Option<Result<CloseOutcome, ReleaseFailure>> {
+    ) -> Result<Result<CloseOutcome, ReleaseFailure>, u64> {
         let mut word = slot.word.load(Ordering::Relaxed);
         loop {
             if word & (LIVE | REMOVING) != LIVE || generation_of(word) != id.generation() {
-                return None;
+                return Err(word);
             }
             match slot.word.compare_exchange_weak(
                 word,
@@ -689,9 +676,9 @@ impl HandleTable {
                 Ordering::Relaxed,
             ) {
                 Ok(_) if pins_of(word) == 0 => {
-                    return Some(self.finalize(id, slot).map(|()| CloseOutcome::Released));
+                    return Ok(self.finalize(id, slot).map(|()| CloseOutcome::Released));
                 }
-                Ok(_) => return Some(Ok(CloseOutcome::Deferred)),
+                Ok(_) => return Ok(Ok(CloseOutcome::Deferred)),
                 Err(actual) => word = actual,
             }
         }

@@ -228,6 +228,9 @@ impl Entry {
 
 struct Slot {
     word: AtomicU64,
+    /// This slot's index, so a pin needs no id of its own: the generation of
+    /// a pinned slot cannot change, so the id is derivable.
+    index: u32,
     entry: UnsafeCell<Option<Entry>>,
 }
 
@@ -241,12 +244,20 @@ unsafe impl Sync for Slot {}
 unsafe impl Send for Slot {}
 
 impl Slot {
-    fn new() -> Self {
+    fn new(index: u32) -> Self {
         Slot {
             // Free, to be issued at generation 1.
             word: AtomicU64::new(1 << GEN_SHIFT),
+            index,
             entry: UnsafeCell::new(None),
         }
+    }
+
+    /// The id this slot is pinned or being finalized at. Only meaningful
+    /// while LIVE (pinned, or REMOVING and owned by the finalizer): then
+    /// the generation cannot change.
+    fn id(&self) -> HandleId {
+        HandleId::new(self.index, generation_of(self.word.load(Ordering::Relaxed)))
     }
 }
 
@@ -435,7 +446,8 @@ impl HandleTable {
                 let index = alloc.fresh;
                 let (bucket, offset) = bucket_of(index);
                 if offset == 0 {
-                    let slots: Box<[Slot]> = (0..bucket_len(bucket)).map(|_| Slot::new()).collect();
+                    let slots: Box<[Slot]> =
+                        (index..).take(bucket_len(bucket)).map(Slot::new).collect();
                     let raw = Box::into_raw(slots).cast::<Slot>();
                     // Release: readers that load the pointer see initialized slots.
                     self.buckets[bucket].store(raw, Ordering::Release);
@@ -486,7 +498,6 @@ impl HandleTable {
         let pin = Pin {
             table: self,
             slot: self.pin_slot(id)?,
-            id,
         };
         let entry = pin.entry();
         if entry.type_id != TypeId::of::<SafeHandle<T>>() {
@@ -522,7 +533,6 @@ impl HandleTable {
         Ok(Pin {
             table: self,
             slot: self.pin_slot(id)?,
-            id,
         })
     }
 
@@ -584,7 +594,8 @@ impl HandleTable {
     /// Takes the entry out of a slot that is REMOVING with no pins, frees the
     /// slot (or retires it) and releases the entry.
     #[cold]
-    fn finalize(&self, id: HandleId, slot: &Slot) -> Result<(), ReleaseFailure> {
+    fn finalize(&self, slot: &Slot) -> Result<(), ReleaseFailure> {
+        let id = slot.id();
         // SAFETY: REMOVING is set and the pin count is zero, and this thread
         // made that so (the closer's CAS or the last unpin): new pins are
         // refused, so this thread has the slot to itself.
@@ -676,7 +687,7 @@ impl HandleTable {
                 Ordering::Relaxed,
             ) {
                 Ok(_) if pins_of(word) == 0 => {
-                    return Ok(self.finalize(id, slot).map(|()| CloseOutcome::Released));
+                    return Ok(self.finalize(slot).map(|()| CloseOutcome::Released));
                 }
                 Ok(_) => return Ok(Ok(CloseOutcome::Deferred)),
                 Err(actual) => word = actual,
@@ -714,10 +725,13 @@ impl fmt::Debug for HandleTable {
 }
 
 /// A pinned slot: its entry cannot be removed until the pin drops.
+///
+/// Two pointers and nothing narrower: a guard holding a `u32` id beside them
+/// was copied with a wider load than its store, a store-forwarding stall that
+/// cost a lookup more than its atomics.
 struct Pin<'a> {
     table: &'a HandleTable,
     slot: &'a Slot,
-    id: HandleId,
 }
 
 impl<'a> Pin<'a> {
@@ -741,7 +755,7 @@ impl Drop for Pin<'_> {
         let before = self.slot.word.fetch_sub(PIN_ONE, Ordering::AcqRel);
         if before & REMOVING != 0 && pins_of(before) == 1 {
             // A failure has been reported by `releaseHandleFailed`.
-            let _ = self.table.finalize(self.id, self.slot);
+            let _ = self.table.finalize(self.slot);
         }
     }
 }
@@ -757,7 +771,7 @@ pub struct TableRef<'a, T: ReleaseHandle> {
 impl<T: ReleaseHandle> TableRef<'_, T> {
     /// The id this guard was looked up by.
     pub fn id(&self) -> HandleId {
-        self.pin.id
+        self.pin.slot.id()
     }
 }
 
@@ -773,7 +787,7 @@ impl<T: ReleaseHandle> Deref for TableRef<'_, T> {
 impl<T: ReleaseHandle + fmt::Debug> fmt::Debug for TableRef<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TableRef")
-            .field("id", &self.pin.id)
+            .field("id", &self.id())
             .field("value", &**self)
             .finish()
     }

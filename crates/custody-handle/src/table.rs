@@ -521,12 +521,18 @@ impl HandleTable {
         Ok(TableRef { value, pin })
     }
 
-    /// The resource type held under `id` (its Rust type name).
+    /// The resource type held under `id` (its Rust type name), checking the
+    /// id as [`get`](Self::get) does but for any kind.
     ///
     /// # Errors
-    /// As [`get`](Self::get), minus `WrongKind` and `Closed`.
+    /// As [`get`](Self::get), minus `WrongKind`.
     pub fn kind_of(&self, id: HandleId) -> Result<&'static str, HandleError> {
-        Ok(self.pin(id)?.entry().handle.handle_type())
+        let pin = self.pin(id)?;
+        let entry = pin.entry();
+        if !entry.created && !entry.handle.is_usable() {
+            return Err(HandleError::Closed);
+        }
+        Ok(entry.handle.handle_type())
     }
 
     fn pin(&self, id: HandleId) -> Result<Pin<'_>, HandleError> {

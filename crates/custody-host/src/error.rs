@@ -1,0 +1,148 @@
+//! The errors of loading modules, calling exports and unloading domains.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::domain::DomainState;
+use crate::policy::Category;
+
+/// Why a module could not be compiled or loaded into a domain.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    /// The module file could not be read.
+    #[error("cannot read {path}: {error}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        error: io::Error,
+    },
+    /// The bytes are not a valid WebAssembly module (or WAT text).
+    #[error("malformed module: {0}")]
+    Malformed(String),
+    /// An import names nothing in the domain, the host's `custody` ABI or the
+    /// host's shared modules.
+    #[error(
+        "unresolved import {module}::{name}: no module named {module:?} in this domain or the host exports it"
+    )]
+    UnresolvedImport {
+        /// The import's module.
+        module: String,
+        /// The import's name.
+        name: String,
+    },
+    /// An import is a host function whose category the policy denies.
+    #[error(
+        "import {module}::{name} is denied by the host's policy: it carries the {category} category"
+    )]
+    Denied {
+        /// The import's module.
+        module: String,
+        /// The import's name.
+        name: String,
+        /// The denied category.
+        category: Category,
+    },
+    /// Instantiation failed (a type mismatch between import and export, a
+    /// trap in the start function, ...).
+    #[error("instantiating {module} failed: {message}")]
+    Instantiate {
+        /// The module's name in the domain.
+        module: String,
+        /// What wasmtime said.
+        message: String,
+    },
+    /// A module of that name is already loaded in this domain.
+    #[error("a module named {0:?} is already loaded in this domain")]
+    Duplicate(String),
+    /// The domain is unloading or unloaded.
+    #[error("domain {domain} is {state:?}")]
+    NotRunning {
+        /// The domain.
+        domain: u64,
+        /// Its state.
+        state: DomainState,
+    },
+}
+
+/// Why a call into a domain failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CallError {
+    /// No loaded module exports a function of that name.
+    #[error("no function named {0:?} is exported by this domain")]
+    NoSuchExport(String),
+    /// The arguments do not match the function's parameters.
+    #[error("{export} takes {expected}, got {got}")]
+    Signature {
+        /// The export.
+        export: String,
+        /// Its parameter types.
+        expected: String,
+        /// What was passed.
+        got: String,
+    },
+    /// The guest trapped (unreachable, out-of-bounds access, stack overflow,
+    /// ...). The call is over; the domain's handles are untouched.
+    #[error("{export} trapped: {message}")]
+    Trap {
+        /// The export.
+        export: String,
+        /// The trap.
+        message: String,
+        /// The guest's stack at the trap.
+        backtrace: String,
+    },
+    /// The call was aborted by the host (deadline, unload).
+    #[error("{export} was aborted: {reason}")]
+    Aborted {
+        /// The export.
+        export: String,
+        /// Why.
+        reason: String,
+        /// The guest's stack when it was stopped.
+        backtrace: String,
+    },
+    /// The domain is unloading or unloaded: no new calls.
+    #[error("domain {domain} is {state:?}: it takes no calls")]
+    NotRunning {
+        /// The domain.
+        domain: u64,
+        /// Its state.
+        state: DomainState,
+    },
+}
+
+/// Why an unload could not run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum UnloadError {
+    /// The domain was already unloading or unloaded.
+    #[error("domain {domain} is already {state:?}")]
+    NotRunning {
+        /// The domain.
+        domain: u64,
+        /// Its state.
+        state: DomainState,
+    },
+}
+
+/// Why a host or domain could not be created.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HostError {
+    /// The WebAssembly engine could not be configured.
+    #[error("engine: {0}")]
+    Engine(String),
+    /// A pre-opened directory could not be opened.
+    #[error("cannot pre-open {path} as {name:?}: {error}")]
+    Preopen {
+        /// The name the guest would use.
+        name: String,
+        /// The directory.
+        path: PathBuf,
+        /// The OS error.
+        error: io::Error,
+    },
+}

@@ -1,0 +1,179 @@
+//! Guest memory: every read and write of a guest's memory is bounds-checked
+//! here, and nothing else in custody-host touches guest memory.
+//!
+//! A guest pointer is an offset into the calling module's exported `memory`.
+//! Guest input is never trusted: an offset or length outside the memory is a
+//! [`Fault`] (the guest sees `E_FAULT`), never a panic. A shared memory (wasm
+//! threads) may be written by another guest thread while the host reads it,
+//! so it is read and written byte by byte with atomic accesses, and read
+//! **once**: the host works on its copy, never re-reading mid-call.
+
+use std::cell::UnsafeCell;
+use std::ops::Range;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use wasmtime::{Caller, Extern};
+
+/// An out-of-bounds guest pointer or length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Fault;
+
+/// The calling module's memory, for the duration of one host call.
+pub(crate) enum GuestMemory<'a> {
+    /// An ordinary linear memory, borrowed from the store.
+    Plain(&'a mut [u8]),
+    /// A shared linear memory, which other threads may access concurrently.
+    Shared(&'a [UnsafeCell<u8>]),
+}
+
+impl GuestMemory<'_> {
+    fn len(&self) -> usize {
+        match self {
+            GuestMemory::Plain(bytes) => bytes.len(),
+            GuestMemory::Shared(cells) => cells.len(),
+        }
+    }
+
+    /// The byte range `ptr..ptr+len`, if it lies inside the memory.
+    pub(crate) fn range(&self, ptr: u32, len: u32) -> Result<Range<usize>, Fault> {
+        let start = ptr as usize;
+        let end = start.checked_add(len as usize).ok_or(Fault)?;
+        if end <= self.len() {
+            Ok(start..end)
+        } else {
+            Err(Fault)
+        }
+    }
+
+    /// Copies `len` bytes out of guest memory.
+    pub(crate) fn read(&self, ptr: u32, len: u32) -> Result<Vec<u8>, Fault> {
+        let range = self.range(ptr, len)?;
+        Ok(match self {
+            GuestMemory::Plain(bytes) => bytes[range].to_vec(),
+            GuestMemory::Shared(cells) => cells[range].iter().map(load).collect(),
+        })
+    }
+
+    /// Copies `bytes` into guest memory at `ptr`.
+    pub(crate) fn write(&mut self, ptr: u32, bytes: &[u8]) -> Result<(), Fault> {
+        let len = u32::try_from(bytes.len()).map_err(|_| Fault)?;
+        let range = self.range(ptr, len)?;
+        match self {
+            GuestMemory::Plain(memory) => memory[range].copy_from_slice(bytes),
+            GuestMemory::Shared(cells) => {
+                for (cell, &byte) in cells[range].iter().zip(bytes) {
+                    store(cell, byte);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes a little-endian `i32`.
+    pub(crate) fn write_i32(&mut self, ptr: u32, value: i32) -> Result<(), Fault> {
+        self.write(ptr, &value.to_le_bytes())
+    }
+
+    /// Runs `io` on a buffer of `len` bytes that ends up at `ptr` in guest
+    /// memory: directly on the guest's bytes for a plain memory, through a
+    /// bounce buffer for a shared one. Returns what `io` returned; `io`
+    /// reports how many bytes it filled.
+    pub(crate) fn fill_with<E>(
+        &mut self,
+        ptr: u32,
+        len: u32,
+        io: impl FnOnce(&mut [u8]) -> Result<usize, E>,
+    ) -> Result<Result<usize, E>, Fault> {
+        let range = self.range(ptr, len)?;
+        Ok(match self {
+            GuestMemory::Plain(memory) => io(&mut memory[range]),
+            GuestMemory::Shared(cells) => {
+                let mut bounce = vec![0; range.len()];
+                let result = io(&mut bounce);
+                if let Ok(filled) = result {
+                    for (cell, &byte) in cells[range].iter().zip(&bounce[..filled]) {
+                        store(cell, byte);
+                    }
+                }
+                result
+            }
+        })
+    }
+}
+
+fn load(cell: &UnsafeCell<u8>) -> u8 {
+    // SAFETY: `AtomicU8` has the size and alignment of `u8`, and the cell
+    // belongs to a shared memory that outlives this borrow; every host access
+    // to shared memory is atomic, so host threads never race non-atomically,
+    // and guest threads' accesses are machine loads and stores, which an
+    // atomic access tolerates (the wasm threads model).
+    unsafe { AtomicU8::from_ptr(cell.get()) }.load(Ordering::Relaxed)
+}
+
+fn store(cell: &UnsafeCell<u8>, byte: u8) {
+    // SAFETY: as in `load`.
+    unsafe { AtomicU8::from_ptr(cell.get()) }.store(byte, Ordering::Relaxed)
+}
+
+/// Runs `f` with the calling module's exported `memory` and the store data.
+/// A module without one gets an empty memory: every non-empty access faults.
+pub(crate) fn with_memory<T, R>(
+    caller: &mut Caller<'_, T>,
+    f: impl FnOnce(&mut GuestMemory<'_>, &mut T) -> R,
+) -> R {
+    match caller.get_export("memory") {
+        Some(Extern::Memory(memory)) => {
+            let (bytes, data) = memory.data_and_store_mut(caller);
+            f(&mut GuestMemory::Plain(bytes), data)
+        }
+        Some(Extern::SharedMemory(shared)) => {
+            f(&mut GuestMemory::Shared(shared.data()), caller.data_mut())
+        }
+        _ => f(&mut GuestMemory::Plain(&mut []), caller.data_mut()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn out_of_bounds_is_a_fault_not_a_panic() {
+        let mut bytes = vec![0u8; 16];
+        let mut memory = GuestMemory::Plain(&mut bytes);
+        assert_eq!(memory.read(0, 16).unwrap().len(), 16);
+        assert_eq!(memory.read(16, 0).unwrap().len(), 0);
+        assert_eq!(memory.read(16, 1), Err(Fault));
+        assert_eq!(memory.read(u32::MAX, 2), Err(Fault));
+        assert_eq!(memory.read(1, u32::MAX), Err(Fault));
+        assert_eq!(memory.write_i32(13, 1), Err(Fault));
+        memory.write_i32(12, -5).unwrap();
+        assert_eq!(memory.read(12, 4).unwrap(), (-5i32).to_le_bytes());
+        let filled = memory.fill_with(4, 4, |buf| {
+            buf.copy_from_slice(b"abcd");
+            Ok::<_, ()>(4)
+        });
+        assert_eq!(filled, Ok(Ok(4)));
+        assert_eq!(&memory.read(4, 4).unwrap(), b"abcd");
+    }
+
+    #[test]
+    fn shared_memory_is_copied_atomically() {
+        let cells: Vec<UnsafeCell<u8>> = (0..8).map(UnsafeCell::new).collect();
+        let mut memory = GuestMemory::Shared(&cells);
+        assert_eq!(memory.read(2, 3).unwrap(), vec![2, 3, 4]);
+        memory.write(0, &[9, 9]).unwrap();
+        assert_eq!(memory.read(0, 3).unwrap(), vec![9, 9, 2]);
+        assert_eq!(memory.read(7, 2), Err(Fault));
+        let filled = memory.fill_with(6, 2, |buf| {
+            buf[0] = 42;
+            Ok::<_, ()>(1)
+        });
+        assert_eq!(filled, Ok(Ok(1)));
+        assert_eq!(
+            memory.read(6, 2).unwrap(),
+            vec![42, 7],
+            "only the filled bytes land"
+        );
+    }
+}

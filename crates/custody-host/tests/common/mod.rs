@@ -1,0 +1,121 @@
+//! Test support: a guest that forwards each export straight to one ABI
+//! import, so tests can call the ABI with any arguments they like.
+#![allow(dead_code)]
+
+use std::fs;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use custody_host::{Domain, DomainConfig, Host, LogSink, Module, Policy, Val};
+
+/// The driver: `abi_NAME` calls `custody.NAME` with the same arguments;
+/// `store`/`load`/`store8` touch memory; `trap` and `spin` misbehave.
+/// `{DATA}` is replaced with extra data segments.
+pub const DRIVER: &str = r#"
+(module
+  (import "custody" "log" (func $log (param i32 i32 i32) (result i32)))
+  (import "custody" "open" (func $open (param i32 i32 i32 i32) (result i32)))
+  (import "custody" "read" (func $read (param i32 i32 i32 i32) (result i32)))
+  (import "custody" "write" (func $write (param i32 i32 i32 i32) (result i32)))
+  (import "custody" "close" (func $close (param i32) (result i32)))
+  (import "custody" "dup" (func $dup (param i32 i32) (result i32)))
+  (import "custody" "pipe" (func $pipe (param i32 i32) (result i32)))
+  (import "custody" "poll" (func $poll (param i32 i32 i32 i32) (result i32)))
+  (import "custody" "sleep" (func $sleep (param i32) (result i32)))
+  (import "custody" "last_error" (func $last_error (result i32)))
+  (import "custody" "critical_enter" (func $critical_enter (result i32)))
+  (import "custody" "critical_exit" (func $critical_exit (result i32)))
+  (memory (export "memory") 1)
+  {DATA}
+  (func (export "abi_log") (param i32 i32 i32) (result i32) (call $log (local.get 0) (local.get 1) (local.get 2)))
+  (func (export "abi_open") (param i32 i32 i32 i32) (result i32) (call $open (local.get 0) (local.get 1) (local.get 2) (local.get 3)))
+  (func (export "abi_read") (param i32 i32 i32 i32) (result i32) (call $read (local.get 0) (local.get 1) (local.get 2) (local.get 3)))
+  (func (export "abi_write") (param i32 i32 i32 i32) (result i32) (call $write (local.get 0) (local.get 1) (local.get 2) (local.get 3)))
+  (func (export "abi_close") (param i32) (result i32) (call $close (local.get 0)))
+  (func (export "abi_dup") (param i32 i32) (result i32) (call $dup (local.get 0) (local.get 1)))
+  (func (export "abi_pipe") (param i32 i32) (result i32) (call $pipe (local.get 0) (local.get 1)))
+  (func (export "abi_poll") (param i32 i32 i32 i32) (result i32) (call $poll (local.get 0) (local.get 1) (local.get 2) (local.get 3)))
+  (func (export "abi_sleep") (param i32) (result i32) (call $sleep (local.get 0)))
+  (func (export "abi_last_error") (result i32) (call $last_error))
+  (func (export "abi_critical_enter") (result i32) (call $critical_enter))
+  (func (export "abi_critical_exit") (result i32) (call $critical_exit))
+  (func (export "store") (param i32 i32) (i32.store (local.get 0) (local.get 1)))
+  (func (export "store8") (param i32 i32) (i32.store8 (local.get 0) (local.get 1)))
+  (func (export "load") (param i32) (result i32) (i32.load (local.get 0)))
+  (func (export "load8") (param i32) (result i32) (i32.load8_u (local.get 0)))
+  (func (export "trap") unreachable)
+  (func (export "spin") (loop $l (br $l)))
+  ;; open a pipe, then trap with both ends held
+  (func (export "pipe_then_trap") (drop (call $pipe (i32.const 0) (i32.const 4))) unreachable)
+)
+"#;
+
+/// The driver with `data` as extra data segments (WAT text).
+pub fn driver(data: &str) -> String {
+    DRIVER.replace("{DATA}", data)
+}
+
+/// A data segment placing `text` at `offset`.
+pub fn data(offset: u32, text: &str) -> String {
+    format!("(data (i32.const {offset}) \"{text}\")")
+}
+
+/// A host whose guest log lines are kept, not printed.
+pub fn host_with(policy: Policy) -> (Host, Arc<Mutex<Vec<(u64, u8, String)>>>) {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&lines);
+    let log: LogSink = Arc::new(move |domain, level, text| {
+        sink.lock().unwrap().push((domain, level, text.to_string()));
+    });
+    (Host::with_log(policy, log).unwrap(), lines)
+}
+
+pub fn host() -> Host {
+    host_with(Policy::default()).0
+}
+
+/// A domain with the driver (plus `data`) loaded as "main".
+pub fn driver_domain(host: &Host, config: DomainConfig, data: &str) -> (Domain, Module) {
+    let module = host.compile(driver(data).as_bytes()).unwrap();
+    let domain = host.create_domain(config).unwrap();
+    domain.load("main", &module).unwrap();
+    (domain, module)
+}
+
+/// Calls an export with i32 arguments and returns its i32 result (or 0 if it
+/// has none).
+pub fn call(domain: &Domain, name: &str, args: &[i32]) -> i32 {
+    let args: Vec<Val> = args.iter().map(|&a| Val::I32(a)).collect();
+    let results = domain
+        .call(name, &args)
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    results.first().map_or(0, |v| v.unwrap_i32())
+}
+
+pub fn open_fds() -> usize {
+    fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+pub fn fd_is_open(raw: i32) -> bool {
+    fs::symlink_metadata(format!("/proc/self/fd/{raw}")).is_ok()
+}
+
+/// Tests that count fds take this, so no other test in the binary opens or
+/// closes fds meanwhile.
+pub fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A fresh scratch directory under the system temp dir.
+pub fn scratch(tag: &str) -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "custody-{tag}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}

@@ -134,6 +134,7 @@ impl Host {
         let mut config = Config::new();
         config.epoch_interruption(true);
         config.wasm_threads(true);
+        config.shared_memory(true);
         let engine = Engine::new(&config).map_err(|e| HostError::Engine(format!("{e:#}")))?;
         let mut linker = Linker::new(&engine);
         abi::define(&mut linker).map_err(|e| HostError::Engine(format!("{e:#}")))?;

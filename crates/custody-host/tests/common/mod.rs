@@ -119,3 +119,14 @@ pub fn scratch(tag: &str) -> std::path::PathBuf {
     fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// Compiles `wat` and instantiates it once in a throwaway domain, so
+/// wasmtime's per-module memory image (a memfd kept while the module lives)
+/// exists before a test takes its fd baseline.
+pub fn warmed_module(host: &Host, wat: &str) -> Module {
+    let module = host.compile(wat.as_bytes()).unwrap();
+    let domain = host.create_domain(DomainConfig::new()).unwrap();
+    domain.load("warm-up", &module).unwrap();
+    domain.unload().unwrap();
+    module
+}

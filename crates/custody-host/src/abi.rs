@@ -264,16 +264,26 @@ pub fn function(name: &str) -> Option<&'static HostFunction> {
     FUNCTIONS.iter().find(|f| f.name == name)
 }
 
-/// Runs an ABI function body with the caller's memory and context, after the
-/// abort check every function makes first.
+/// Runs an ABI function body with the caller's memory and context.
+///
+/// An aborted call (the domain's cancellation signal raised, or its deadline
+/// reached while waiting in the host) ends the guest's call at once, as a
+/// trap carrying the reason: `E_ABORTED` is returned only to code that can
+/// still observe it, the unloading hook.
 fn call(
     caller: &mut Caller<'_, DomainCtx>,
     body: impl FnOnce(&mut GuestMemory<'_>, &mut DomainCtx) -> AbiResult,
-) -> i32 {
-    if caller.data().cancel.is_raised() {
-        return AbiError::Aborted.code();
+) -> wasmtime::Result<i32> {
+    let result = if caller.data().cancel.is_raised() {
+        Err(AbiError::Aborted)
+    } else {
+        with_memory(caller, body)
+    };
+    let ctx = caller.data();
+    match result {
+        Err(AbiError::Aborted) if !ctx.in_unloading_hook => Err(ctx.interrupt().into()),
+        result => Ok(flatten(result)),
     }
-    with_memory(caller, |memory, ctx| flatten(body(memory, ctx)))
 }
 
 /// Defines every ABI function in `linker`.
@@ -332,7 +342,7 @@ pub(crate) fn define(linker: &mut Linker<DomainCtx>) -> wasmtime::Result<()> {
         call(&mut c, |_, ctx| sleep(ctx, ms))
     })?;
     linker.func_wrap(MODULE, "last_error", |c: Caller<'_, DomainCtx>| {
-        c.data().last_errno
+        Ok(c.data().last_errno)
     })?;
     linker.func_wrap(MODULE, "critical_enter", |mut c: Caller<'_, DomainCtx>| {
         call(&mut c, |_, ctx| {

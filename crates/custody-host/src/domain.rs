@@ -82,12 +82,23 @@ pub(crate) struct DomainCtx {
     pub(crate) critical_depth: u32,
     /// When the current call must stop, if it has a deadline.
     pub(crate) deadline: Option<(Instant, Duration)>,
+    /// Running the `custody_unloading` export: aborted host calls return
+    /// `E_ABORTED` to it instead of ending it.
+    pub(crate) in_unloading_hook: bool,
     host: Arc<HostShared>,
 }
 
 impl DomainCtx {
     pub(crate) fn log_line(&self, level: u8, text: &str) {
         (self.host.log)(self.id, level, text);
+    }
+
+    /// Why the current call is being stopped.
+    pub(crate) fn interrupt(&self) -> Interrupt {
+        match self.deadline {
+            Some((_, limit)) if !self.cancel.is_raised() => Interrupt::Deadline(limit),
+            _ => Interrupt::Unloading,
+        }
     }
 
     /// Bounds a host wait by the current call's deadline: the wait to use,
@@ -167,6 +178,7 @@ impl Domain {
             ledger: Ledger::default(),
             critical_depth: 0,
             deadline: None,
+            in_unloading_hook: false,
             host: Arc::clone(host),
         };
         let mut store = Store::new(&host.engine, ctx);
@@ -532,6 +544,7 @@ fn run_unloading_hook(loaded: &mut Loaded, limit: Duration) -> HookOutcome {
         .filter_map(|(_, instance)| instance.get_func(&mut loaded.store, UNLOADING_EXPORT))
         .collect();
     let mut outcome = HookOutcome::Absent;
+    loaded.store.data_mut().in_unloading_hook = true;
     for hook in hooks {
         outcome = match call_func(&mut loaded.store, UNLOADING_EXPORT, hook, &[], Some(limit)) {
             Ok(_) => HookOutcome::Completed,

@@ -1,0 +1,208 @@
+//! Hosts and domains: loading several modules, calls, errors, ids, parallelism.
+
+mod common;
+
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+use custody_host::{
+    CallError, Category, DomainConfig, DomainState, LoadError, Policy, UnloadError, Val,
+};
+
+const LIB: &str = r#"
+(module
+  (memory (export "memory") 1)
+  (global $calls (mut i32) (i32.const 0))
+  (func (export "add") (param i32 i32) (result i32)
+    (global.set $calls (i32.add (global.get $calls) (i32.const 1)))
+    (i32.add (local.get 0) (local.get 1)))
+  (func (export "calls") (result i32) (global.get $calls))
+)
+"#;
+
+const APP: &str = r#"
+(module
+  (import "lib" "add" (func $add (param i32 i32) (result i32)))
+  (func (export "run") (param i32) (result i32)
+    (call $add (local.get 0) (i32.const 100)))
+)
+"#;
+
+#[test]
+fn modules_in_one_domain_import_each_other() {
+    let host = host();
+    let lib = host.compile(LIB.as_bytes()).unwrap();
+    let app = host.compile(APP.as_bytes()).unwrap();
+    let domain = host.create_domain(DomainConfig::new()).unwrap();
+    domain.load("lib", &lib).unwrap();
+    domain.load("app", &app).unwrap();
+    assert_eq!(
+        domain.call("run", &[Val::I32(23)]).unwrap()[0].unwrap_i32(),
+        123
+    );
+    assert_eq!(
+        domain.call("calls", &[]).unwrap()[0].unwrap_i32(),
+        1,
+        "one shared instance"
+    );
+    assert!(matches!(
+        domain.load("lib", &lib),
+        Err(LoadError::Duplicate(_))
+    ));
+
+    // The same modules in another domain are another instance.
+    let other = host.create_domain(DomainConfig::new()).unwrap();
+    other.load("lib", &lib).unwrap();
+    assert_eq!(other.call("calls", &[]).unwrap()[0].unwrap_i32(), 0);
+
+    // Loaded in the wrong order, the import names what is missing.
+    let third = host.create_domain(DomainConfig::new()).unwrap();
+    let error = third.load("app", &app).unwrap_err();
+    assert!(
+        matches!(&error, LoadError::UnresolvedImport { module, name } if module == "lib" && name == "add")
+    );
+    assert!(error.to_string().contains("lib::add"), "{error}");
+}
+
+#[test]
+fn domain_ids_are_never_reused() {
+    let host = host();
+    let mut last = 0;
+    for _ in 0..20 {
+        let domain = host.create_domain(DomainConfig::new()).unwrap();
+        assert!(domain.id() > last);
+        last = domain.id();
+        assert!(host.domains().iter().any(|d| d.id == domain.id()));
+        domain.unload().unwrap();
+        assert_eq!(domain.state(), DomainState::Unloaded);
+        assert!(
+            host.domains().iter().all(|d| d.id != domain.id()),
+            "unloaded domains are not listed"
+        );
+    }
+}
+
+#[test]
+fn calls_into_different_domains_run_in_parallel() {
+    let host = host();
+    let domains: Vec<_> = (0..2)
+        .map(|_| driver_domain(&host, DomainConfig::new(), "").0)
+        .collect();
+    let start = Instant::now();
+    thread::scope(|s| {
+        for domain in &domains {
+            s.spawn(move || assert_eq!(call(domain, "abi_sleep", &[300]), 0));
+        }
+    });
+    let elapsed = start.elapsed();
+    assert!(elapsed >= Duration::from_millis(300));
+    assert!(
+        elapsed < Duration::from_millis(550),
+        "serialized: {elapsed:?}"
+    );
+}
+
+#[test]
+fn bad_modules_and_bad_calls_are_clear_errors() {
+    let host = host();
+    for bytes in [
+        &b"\0asm\x01\0\0\0\xff"[..],
+        b"(module (func $f (result i32)))",
+        b"not wasm at all",
+        b"",
+    ] {
+        let error = host.compile(bytes).unwrap_err();
+        assert!(matches!(error, LoadError::Malformed(_)), "{error}");
+        assert!(error.to_string().starts_with("malformed module"), "{error}");
+    }
+    let missing = host.compile_file("/nonexistent/module.wasm").unwrap_err();
+    assert!(matches!(missing, LoadError::Read { .. }), "{missing}");
+
+    let unknown_abi = host
+        .compile(br#"(module (import "custody" "fork" (func)))"#)
+        .unwrap();
+    let domain = host.create_domain(DomainConfig::new()).unwrap();
+    let error = domain.load("m", &unknown_abi).unwrap_err();
+    assert!(error.to_string().contains("custody::fork"), "{error}");
+
+    let wrong_type = host
+        .compile(br#"(module (import "custody" "close" (func (param i64))))"#)
+        .unwrap();
+    let error = domain.load("m", &wrong_type).unwrap_err();
+    assert!(matches!(error, LoadError::Instantiate { .. }), "{error}");
+
+    let lib = host.compile(LIB.as_bytes()).unwrap();
+    domain.load("lib", &lib).unwrap();
+    assert!(matches!(
+        domain.call("nope", &[]),
+        Err(CallError::NoSuchExport(_))
+    ));
+    let arity = domain.call("add", &[Val::I32(1)]).unwrap_err();
+    assert!(matches!(arity, CallError::Signature { .. }), "{arity}");
+    assert!(arity.to_string().contains("(i32, i32)"), "{arity}");
+    let types = domain.call("add", &[Val::I64(1), Val::I32(2)]).unwrap_err();
+    assert!(matches!(types, CallError::Signature { .. }), "{types}");
+}
+
+#[test]
+fn an_import_of_a_denied_category_fails_the_load_naming_both() {
+    let (host, _) = host_with(Policy {
+        denied: vec![Category::Synchronization],
+        ..Policy::default()
+    });
+    let sleeper = host
+        .compile(br#"(module (import "custody" "sleep" (func (param i32) (result i32))))"#)
+        .unwrap();
+    let domain = host.create_domain(DomainConfig::new()).unwrap();
+    let error = domain.load("sleeper", &sleeper).unwrap_err();
+    match &error {
+        LoadError::Denied {
+            module,
+            name,
+            category,
+        } => {
+            assert_eq!((module.as_str(), name.as_str()), ("custody", "sleep"));
+            assert_eq!(*category, Category::Synchronization);
+        }
+        other => panic!("expected Denied, got {other}"),
+    }
+    assert!(error.to_string().contains("custody::sleep"));
+    assert!(error.to_string().contains("Synchronization"));
+    // A module that imports nothing denied still loads.
+    let log = host
+        .compile(br#"(module (import "custody" "log" (func (param i32 i32 i32) (result i32))))"#)
+        .unwrap();
+    domain.load("log", &log).unwrap();
+}
+
+#[test]
+fn an_unloaded_domain_takes_no_calls_and_unloads_once() {
+    let host = host();
+    let (domain, module) = driver_domain(&host, DomainConfig::new(), "");
+    domain.unload().unwrap();
+    assert!(matches!(
+        domain.call("abi_last_error", &[]),
+        Err(CallError::NotRunning {
+            state: DomainState::Unloaded,
+            ..
+        })
+    ));
+    assert!(matches!(
+        domain.load("again", &module),
+        Err(LoadError::NotRunning { .. })
+    ));
+    assert!(matches!(
+        domain.unload(),
+        Err(UnloadError::NotRunning { .. })
+    ));
+}
+
+#[test]
+fn a_missing_preopen_directory_is_an_error() {
+    let host = host();
+    let error = host
+        .create_domain(DomainConfig::new().preopen("x", "/nonexistent/dir"))
+        .unwrap_err();
+    assert!(error.to_string().contains("/nonexistent/dir"), "{error}");
+}

@@ -1,0 +1,176 @@
+//! Unload releases everything, runs the guest's unloading hook (bounded in
+//! time), and wakes calls blocked in the host.
+
+mod common;
+
+use std::fs;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+use custody_host::{CallError, DomainConfig, HookOutcome, Policy};
+
+#[test]
+fn a_thousand_domains_open_files_and_pipes_and_unload_back_to_the_fd_baseline() {
+    let _serial = serial();
+    let dir = scratch("thousand");
+    fs::write(dir.join("f"), "data").unwrap();
+    let host = host();
+    let module = warmed_module(&host, &driver(&data(1024, "d/f")));
+    let baseline = open_fds();
+    let (mut released, mut trapped) = (0, 0);
+    for i in 0..1000 {
+        let domain = host
+            .create_domain(DomainConfig::new().preopen("d", &dir))
+            .unwrap();
+        domain.load("main", &module).unwrap();
+        assert_eq!(call(&domain, "abi_open", &[1024, 3, 1, 0]), 0);
+        assert_eq!(call(&domain, "abi_open", &[1024, 3, 1, 4]), 0);
+        assert_eq!(call(&domain, "abi_pipe", &[8, 12]), 0);
+        let mut expected = 4;
+        if i % 3 == 0 {
+            // Trap in mid-call while holding two more handles.
+            assert!(matches!(
+                domain.call("pipe_then_trap", &[]),
+                Err(CallError::Trap { .. })
+            ));
+            expected += 2;
+            trapped += 1;
+        }
+        let report = domain.unload().unwrap();
+        assert_eq!(report.released, expected);
+        assert_eq!(report.ledger.released_at_unload, expected as u64);
+        assert!(report.failed.is_empty());
+        released += report.released;
+    }
+    assert_eq!(trapped, 334);
+    assert_eq!(released, 1000 * 4 + 334 * 2);
+    assert_eq!(open_fds(), baseline, "every fd came back");
+    assert!(host.domains().is_empty());
+}
+
+const HOOKED: &str = r#"
+(module
+  (import "custody" "pipe" (func $pipe (param i32 i32) (result i32)))
+  (import "custody" "close" (func $close (param i32) (result i32)))
+  (import "custody" "log" (func $log (param i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 64) "goodbye")
+  (func (export "setup") (drop (call $pipe (i32.const 0) (i32.const 4))))
+  ;; The hook closes the read end itself and says goodbye; the host releases
+  ;; the write end.
+  (func (export "custody_unloading")
+    (drop (call $close (i32.load (i32.const 0))))
+    (drop (call $log (i32.const 2) (i32.const 64) (i32.const 7))))
+)
+"#;
+
+#[test]
+fn the_unloading_hook_runs_before_the_handles_are_released() {
+    let _serial = serial();
+    let (host, lines) = host_with(Policy::default());
+    let module = warmed_module(&host, HOOKED);
+    let baseline = open_fds();
+    let domain = host.create_domain(DomainConfig::new()).unwrap();
+    domain.load("main", &module).unwrap();
+    call(&domain, "setup", &[]);
+    let report = domain.unload().unwrap();
+    assert_eq!(report.hook, HookOutcome::Completed);
+    assert_eq!(report.ledger.opened, 2);
+    assert_eq!(report.ledger.closed_by_guest, 1, "the hook closed one");
+    assert_eq!(report.released, 1, "unload released the other");
+    assert!(
+        lines
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(d, _, text)| *d == domain.id() && text == "goodbye")
+    );
+    assert_eq!(open_fds(), baseline);
+}
+
+const STUBBORN: &str = r#"
+(module
+  (import "custody" "pipe" (func $pipe (param i32 i32) (result i32)))
+  (import "custody" "sleep" (func $sleep (param i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "setup") (drop (call $pipe (i32.const 0) (i32.const 4))))
+  ;; Sleeps in the host, then spins forever.
+  (func (export "custody_unloading")
+    (drop (call $sleep (i32.const 5000)))
+    (loop $forever (br $forever)))
+)
+"#;
+
+#[test]
+fn the_unloading_hook_is_bounded_in_time() {
+    let _serial = serial();
+    let (host, _) = host_with(Policy {
+        unload_hook_timeout: Duration::from_millis(100),
+        ..Policy::default()
+    });
+    let module = warmed_module(&host, STUBBORN);
+    let baseline = open_fds();
+    let domain = host.create_domain(DomainConfig::new()).unwrap();
+    domain.load("main", &module).unwrap();
+    call(&domain, "setup", &[]);
+    let start = Instant::now();
+    let report = domain.unload().unwrap();
+    assert_eq!(report.hook, HookOutcome::TimedOut);
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(report.released, 2, "released anyway");
+    assert_eq!(open_fds(), baseline);
+}
+
+#[test]
+fn unload_wakes_a_call_blocked_in_the_host_and_releases_its_handles() {
+    let _serial = serial();
+    let host = host();
+    let module = warmed_module(&host, &driver(""));
+    let baseline = open_fds();
+    let domain = host.create_domain(DomainConfig::new()).unwrap();
+    domain.load("main", &module).unwrap();
+    call(&domain, "abi_pipe", &[0, 4]);
+    let r = call(&domain, "load", &[0]);
+    let blocked = {
+        let domain = domain.clone();
+        thread::spawn(move || {
+            let start = Instant::now();
+            let result = domain.call("abi_read", &[r.into(), 4096.into(), 64.into(), 8.into()]);
+            (result, start.elapsed())
+        })
+    };
+    thread::sleep(Duration::from_millis(100));
+    let report = domain.unload().unwrap();
+    let (result, waited) = blocked.join().unwrap();
+    assert!(
+        waited < Duration::from_secs(2),
+        "woken promptly, not at the 10 s cap: {waited:?}"
+    );
+    assert!(
+        matches!(result, Err(CallError::Aborted { .. })),
+        "the aborted call ends as Aborted: {result:?}"
+    );
+    assert_eq!(report.released, 2);
+    assert_eq!(open_fds(), baseline);
+}
+
+#[test]
+fn dropping_the_last_domain_handle_releases_everything_too() {
+    let _serial = serial();
+    let host = host();
+    let module = warmed_module(&host, &driver(""));
+    let baseline = open_fds();
+    {
+        let domain = host.create_domain(DomainConfig::new()).unwrap();
+        domain.load("main", &module).unwrap();
+        call(&domain, "abi_pipe", &[0, 4]);
+        call(&domain, "abi_pipe", &[8, 12]);
+        assert_eq!(open_fds(), baseline + 4);
+    }
+    assert_eq!(open_fds(), baseline);
+}

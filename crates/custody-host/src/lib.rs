@@ -32,4 +32,4 @@ pub use domain::{Domain, DomainState, FailedRelease, HookOutcome, Ledger, Unload
 pub use error::{CallError, HostError, LoadError, UnloadError};
 pub use host::{DomainConfig, DomainInfo, EPOCH_TICK, Host, LogSink, stderr_log};
 pub use policy::{Category, Policy};
-pub use wasmtime::{Module, Val};
+pub use wasmtime::{Module, Val, ValType};

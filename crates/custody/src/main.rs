@@ -1,0 +1,298 @@
+//! `custody`: run a WebAssembly guest in an unloadable domain and show what
+//! happened to every handle it touched.
+//!
+//! ```text
+//! custody run MODULE [--invoke NAME] [ARGS...] [--preopen [NAME=]DIR ...] [--deny CATEGORY ...] [--json]
+//! ```
+//!
+//! Exit status: 0 success, 2 usage or load error, 3 trap or abort, 4 denied
+//! import.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use custody_handle::diagnostics::{self, Collector};
+use custody_host::{
+    CallError, Category, DomainConfig, Host, LoadError, Policy, UnloadReport, Val, ValType,
+};
+use serde::Serialize;
+
+#[derive(Parser)]
+#[command(
+    name = "custody",
+    version,
+    about = "Host untrusted WebAssembly without leaking an OS resource"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Load MODULE (.wasm or .wat) into a fresh domain, call one export, unload
+    /// the domain and print the result and the handle ledger.
+    Run(RunArgs),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// The module to run (.wasm or .wat).
+    module: PathBuf,
+    /// The export to call [default: `_start`, `main` or `run`, the first the module has].
+    #[arg(long, value_name = "NAME")]
+    invoke: Option<String>,
+    /// Arguments for the export, parsed by its parameter types.
+    #[arg(allow_negative_numbers = true, value_name = "ARGS")]
+    args: Vec<String>,
+    /// Pre-open a directory for the guest: `NAME=DIR`, or `DIR` (named after
+    /// its last path component). Guests open files as `NAME/rel/path`.
+    #[arg(long = "preopen", value_name = "[NAME=]DIR")]
+    preopens: Vec<String>,
+    /// Deny a host-protection category: a module importing a function that
+    /// carries it fails to load.
+    #[arg(long = "deny", value_name = "CATEGORY")]
+    denied: Vec<String>,
+    /// Print one JSON object on stdout instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// A failure: the one line printed on stderr, and the exit status.
+struct Failure {
+    status: u8,
+    message: String,
+}
+
+impl Failure {
+    fn usage(message: impl Into<String>) -> Self {
+        Failure {
+            status: 2,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<LoadError> for Failure {
+    fn from(error: LoadError) -> Self {
+        let status = if matches!(error, LoadError::Denied { .. }) {
+            4
+        } else {
+            2
+        };
+        Failure {
+            status,
+            message: error.to_string(),
+        }
+    }
+}
+
+impl From<CallError> for Failure {
+    fn from(error: CallError) -> Self {
+        let status = match error {
+            CallError::Trap { .. } | CallError::Aborted { .. } => 3,
+            _ => 2,
+        };
+        Failure {
+            status,
+            message: error.to_string(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct JsonLedger {
+    opened: u64,
+    closed_by_guest: u64,
+    released_at_unload: u64,
+    release_failures: u64,
+}
+
+#[derive(Serialize)]
+struct JsonOutput {
+    result: Vec<serde_json::Value>,
+    ledger: JsonLedger,
+    diagnostics: Vec<custody_handle::diagnostics::Diagnostic>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(args) => match run(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(failure) => {
+                // One line, whatever the error says.
+                eprintln!("custody: {}", failure.message.replace('\n', " "));
+                ExitCode::from(failure.status)
+            }
+        },
+    }
+}
+
+fn preopen(spec: &str) -> Result<(String, PathBuf), Failure> {
+    let (name, dir) = match spec.split_once('=') {
+        Some((name, dir)) => (name.to_string(), PathBuf::from(dir)),
+        None => {
+            let dir = PathBuf::from(spec);
+            let name = dir
+                .canonicalize()
+                .ok()
+                .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .ok_or_else(|| {
+                    Failure::usage(format!("--preopen {spec}: give it a name, as NAME=DIR"))
+                })?;
+            (name, dir)
+        }
+    };
+    if name.is_empty() || name.contains('/') {
+        return Err(Failure::usage(format!(
+            "--preopen {spec}: the name must be one path component"
+        )));
+    }
+    Ok((name, dir))
+}
+
+fn parse_arg(text: &str, ty: &ValType) -> Option<Val> {
+    match ty {
+        ValType::I32 => text
+            .parse::<i32>()
+            .ok()
+            .or_else(|| text.parse::<u32>().ok().map(|v| v as i32))
+            .map(Val::I32),
+        ValType::I64 => text
+            .parse::<i64>()
+            .ok()
+            .or_else(|| text.parse::<u64>().ok().map(|v| v as i64))
+            .map(Val::I64),
+        ValType::F32 => text.parse::<f32>().ok().map(|v| Val::F32(v.to_bits())),
+        ValType::F64 => text.parse::<f64>().ok().map(|v| Val::F64(v.to_bits())),
+        _ => None,
+    }
+}
+
+fn json_value(value: &Val) -> serde_json::Value {
+    match value {
+        Val::I32(v) => (*v).into(),
+        Val::I64(v) => (*v).into(),
+        Val::F32(bits) => f64::from(f32::from_bits(*bits)).into(),
+        Val::F64(bits) => f64::from_bits(*bits).into(),
+        other => format!("{other:?}").into(),
+    }
+}
+
+fn run(args: &RunArgs) -> Result<(), Failure> {
+    let mut policy = Policy::default();
+    for name in &args.denied {
+        let category = Category::from_name(name).ok_or_else(|| {
+            let known: Vec<_> = Category::ALL.iter().map(|c| c.name()).collect();
+            Failure::usage(format!(
+                "--deny {name}: unknown category; known: {}",
+                known.join(", ")
+            ))
+        })?;
+        policy.denied.push(category);
+    }
+    let collector = Collector::start();
+    if args.json {
+        // Diagnostics go into the JSON object, not onto stderr.
+        diagnostics::set_stderr(false);
+    }
+    let host = Host::with_log(policy, custody_host::stderr_log())
+        .map_err(|e| Failure::usage(e.to_string()))?;
+    let module = host.compile_file(&args.module)?;
+    let mut config = DomainConfig::new();
+    for spec in &args.preopens {
+        let (name, dir) = preopen(spec)?;
+        config = config.preopen(name, dir);
+    }
+    let domain = host
+        .create_domain(config)
+        .map_err(|e| Failure::usage(e.to_string()))?;
+    let name = module
+        .name()
+        .or_else(|| args.module.file_stem().and_then(|s| s.to_str()))
+        .unwrap_or("main")
+        .to_string();
+    domain.load(&name, &module)?;
+
+    let export = match &args.invoke {
+        Some(export) => export.clone(),
+        None => ["_start", "main", "run"]
+            .into_iter()
+            .find(|e| module.get_export(e).is_some())
+            .ok_or_else(|| {
+                let exports: Vec<_> = module
+                    .exports()
+                    .filter(|e| e.ty().func().is_some())
+                    .map(|e| e.name().to_string())
+                    .collect();
+                Failure::usage(format!(
+                    "no --invoke given and no _start, main or run export; functions: {}",
+                    exports.join(", ")
+                ))
+            })?
+            .to_string(),
+    };
+    let func_ty = module
+        .get_export(&export)
+        .and_then(|e| e.func().cloned())
+        .ok_or_else(|| Failure::from(CallError::NoSuchExport(export.clone())))?;
+    let params: Vec<_> = func_ty.params().collect();
+    if params.len() != args.args.len() {
+        return Err(Failure::usage(format!(
+            "{export} takes {} argument(s), got {}",
+            params.len(),
+            args.args.len()
+        )));
+    }
+    let values = params
+        .iter()
+        .zip(&args.args)
+        .map(|(ty, text)| {
+            parse_arg(text, ty)
+                .ok_or_else(|| Failure::usage(format!("{export}: {text:?} is not a valid {ty}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let outcome = domain.call(&export, &values);
+    // Unload whatever happened: every handle comes back.
+    let report = domain.unload().map_err(|e| Failure::usage(e.to_string()))?;
+    let results = outcome?;
+    print_outcome(args, &results, &report, &collector);
+    Ok(())
+}
+
+fn print_outcome(args: &RunArgs, results: &[Val], report: &UnloadReport, collector: &Collector) {
+    let ledger = report.ledger;
+    if args.json {
+        let output = JsonOutput {
+            result: results.iter().map(json_value).collect(),
+            ledger: JsonLedger {
+                opened: ledger.opened,
+                closed_by_guest: ledger.closed_by_guest,
+                released_at_unload: ledger.released_at_unload,
+                release_failures: ledger.release_failures,
+            },
+            diagnostics: collector.take(),
+        };
+        println!("{}", serde_json::to_string(&output).expect("serializable"));
+    } else {
+        let shown: Vec<String> = results.iter().map(|v| json_value(v).to_string()).collect();
+        println!(
+            "result: {}",
+            if shown.is_empty() {
+                "(none)".into()
+            } else {
+                shown.join(" ")
+            }
+        );
+        println!(
+            "ledger: opened {}, closed by the guest {}, released at unload {}, release failures {}",
+            ledger.opened,
+            ledger.closed_by_guest,
+            ledger.released_at_unload,
+            ledger.release_failures
+        );
+    }
+}

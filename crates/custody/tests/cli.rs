@@ -1,0 +1,154 @@
+//! The `custody` command line, end to end.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn custody(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_custody"))
+        .args(args)
+        .current_dir(repo_root())
+        .output()
+        .unwrap()
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn scratch_module(name: &str, text: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("custody-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// The one error line (guest log lines may precede it).
+fn error_line(output: &Output) -> String {
+    let text = stderr(output);
+    let errors: Vec<&str> = text.lines().filter(|l| !l.contains(": domain ")).collect();
+    assert_eq!(errors.len(), 1, "exactly one error line: {text}");
+    errors[0].to_string()
+}
+
+#[test]
+fn the_demo_runs_and_prints_the_ledger() {
+    let output = custody(&["run", "examples/demo.wat", "--preopen", "examples/data"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let stdout = String::from_utf8(output.stdout.clone()).unwrap();
+    assert!(stdout.contains("result: 34"), "{stdout}");
+    assert!(
+        stdout
+            .contains("opened 3, closed by the guest 2, released at unload 1, release failures 0"),
+        "{stdout}"
+    );
+    assert!(stderr(&output).contains("hello from inside a custody domain"));
+}
+
+#[test]
+fn json_output_is_one_object() {
+    let output = custody(&[
+        "run",
+        "examples/demo.wat",
+        "--invoke",
+        "run",
+        "--preopen",
+        "data=examples/data",
+        "--json",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(stdout.lines().count(), 1);
+    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(json["result"], serde_json::json!([34]));
+    assert_eq!(json["ledger"]["opened"], 3);
+    assert_eq!(json["ledger"]["closed_by_guest"], 2);
+    assert_eq!(json["ledger"]["released_at_unload"], 1);
+    assert_eq!(json["ledger"]["release_failures"], 0);
+    assert!(json["diagnostics"].is_array());
+}
+
+#[test]
+fn arguments_are_parsed_by_the_parameter_types() {
+    let module = scratch_module(
+        "add.wat",
+        r#"(module (func (export "add") (param i32 i64) (result i64) (i64.add (i64.extend_i32_s (local.get 0)) (local.get 1))))"#,
+    );
+    let output = custody(&[
+        "run",
+        module.to_str().unwrap(),
+        "--invoke",
+        "add",
+        "-5",
+        "7000000000",
+        "--json",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(json["result"], serde_json::json!([6999999995i64]));
+}
+
+#[test]
+fn errors_are_one_line_with_their_exit_status() {
+    let malformed = scratch_module("bad.wat", "(module (func $f (result i32)))");
+    let traps = scratch_module("trap.wat", r#"(module (func (export "run") unreachable))"#);
+    let sleeper = scratch_module(
+        "sleeper.wat",
+        r#"(module (import "custody" "sleep" (func (param i32) (result i32))) (func (export "run")))"#,
+    );
+    let demo = "examples/demo.wat";
+    for (args, status, needle) in [
+        (
+            vec!["run", malformed.to_str().unwrap()],
+            2,
+            "malformed module",
+        ),
+        (vec!["run", "/nonexistent.wasm"], 2, "cannot read"),
+        (vec!["run", demo, "--invoke", "nope"], 2, "nope"),
+        (
+            vec!["run", demo, "--invoke", "run", "1"],
+            2,
+            "takes 0 argument(s), got 1",
+        ),
+        (vec!["run", traps.to_str().unwrap()], 3, "unreachable"),
+        (
+            vec![
+                "run",
+                sleeper.to_str().unwrap(),
+                "--deny",
+                "Synchronization",
+            ],
+            4,
+            "custody::sleep",
+        ),
+        (
+            vec!["run", sleeper.to_str().unwrap(), "--deny", "Bogus"],
+            2,
+            "unknown category",
+        ),
+    ] {
+        let output = custody(&args);
+        assert_eq!(
+            output.status.code(),
+            Some(status),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+        let line = error_line(&output);
+        assert!(line.contains(needle), "{args:?}: {line}");
+        assert!(output.stdout.is_empty(), "{args:?}: nothing on stdout");
+    }
+}
+
+#[test]
+fn a_guest_without_its_preopen_is_denied() {
+    let output = custody(&["run", "examples/demo.wat", "--json"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(json["result"], serde_json::json!([-8]), "E_DENIED");
+    assert_eq!(json["ledger"]["opened"], 0);
+}

@@ -392,7 +392,8 @@ fn open_flags(bits: i32) -> Result<OpenFlags, AbiError> {
         append: bits & 16 != 0,
     };
     let needs_write = flags.create || flags.truncate || flags.append;
-    if !(flags.read || flags.write) || (needs_write && !flags.write) {
+    let accessible = flags.read || flags.write;
+    if !accessible || (needs_write && !flags.write) {
         return Err(AbiError::Inval);
     }
     Ok(flags)

@@ -191,10 +191,10 @@ impl Domain {
             if data.cancel.is_raised() {
                 return Err(Interrupt::Unloading.into());
             }
-            if let Some((at, limit)) = data.deadline {
-                if Instant::now() >= at {
-                    return Err(Interrupt::Deadline(limit).into());
-                }
+            if let Some((at, limit)) = data.deadline
+                && Instant::now() >= at
+            {
+                return Err(Interrupt::Deadline(limit).into());
             }
             Ok(UpdateDeadline::Continue(1))
         });

@@ -59,8 +59,11 @@ pub fn data(offset: u32, text: &str) -> String {
     format!("(data (i32.const {offset}) \"{text}\")")
 }
 
+/// Guest log lines as a test keeps them: (domain, level, text).
+pub type Lines = Arc<Mutex<Vec<(u64, u8, String)>>>;
+
 /// A host whose guest log lines are kept, not printed.
-pub fn host_with(policy: Policy) -> (Host, Arc<Mutex<Vec<(u64, u8, String)>>>) {
+pub fn host_with(policy: Policy) -> (Host, Lines) {
     let lines = Arc::new(Mutex::new(Vec::new()));
     let sink = Arc::clone(&lines);
     let log: LogSink = Arc::new(move |domain, level, text| {
@@ -124,7 +127,11 @@ pub fn scratch(tag: &str) -> std::path::PathBuf {
 /// wasmtime's per-module memory image (a memfd kept while the module lives)
 /// exists before a test takes its fd baseline.
 pub fn warmed_module(host: &Host, wat: &str) -> Module {
-    let module = host.compile(wat.as_bytes()).unwrap();
+    warm(host, host.compile(wat.as_bytes()).unwrap())
+}
+
+/// Instantiates `module` once in a throwaway domain (see `warmed_module`).
+pub fn warm(host: &Host, module: Module) -> Module {
     let domain = host.create_domain(DomainConfig::new()).unwrap();
     domain.load("warm-up", &module).unwrap();
     domain.unload().unwrap();

@@ -481,7 +481,10 @@ fn a_call_that_traps_leaves_its_handles_to_the_unload() {
         other => panic!("expected a trap, got {other:?}"),
     }
     assert_eq!(domain.table().len(), 2);
-    assert!(call(&domain, "load", &[0]) > 0, "the domain still works after a trap");
+    assert!(
+        call(&domain, "load", &[0]) > 0,
+        "the domain still works after a trap"
+    );
     let report = domain.unload().unwrap();
     assert_eq!(report.released, 2);
     assert_eq!(open_fds(), baseline);

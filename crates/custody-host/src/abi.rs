@@ -14,7 +14,7 @@
 //!   pinned, and on return the array is read again: a changed element fails
 //!   the call with `E_NOTSUP` (the ready index would name another handle).
 //! - **Guest input is never trusted**: pointers and lengths are checked by
-//!   [`GuestMemory`]; a negative length is `E_INVAL`, an out-of-bounds one
+//!   the guest-memory module; a negative length is `E_INVAL`, an out-of-bounds one
 //!   `E_FAULT`, never a panic.
 //!
 //! [`HandleTable::get`]: custody_handle::HandleTable::get

@@ -39,10 +39,13 @@ const CALLER: &str = r#"
 const CALLS: i32 = 1000;
 
 fn quiet_host() -> Host {
-    Host::with_log(Policy {
-        handle_quota: 200_000,
-        ..Policy::default()
-    }, std::sync::Arc::new(|_, _, _| {}))
+    Host::with_log(
+        Policy {
+            handle_quota: 200_000,
+            ..Policy::default()
+        },
+        std::sync::Arc::new(|_, _, _| {}),
+    )
     .unwrap()
 }
 
@@ -55,40 +58,61 @@ fn host_calls(c: &mut Criterion) {
     let raw_module = Module::new(host.engine(), CALLER.replace("{MODULE}", "env")).unwrap();
     let mut linker = Linker::new(host.engine());
     linker
-        .func_wrap("env", "write", |mut caller: Caller<'_, ()>, fd: i32, ptr: i32, len: i32, out: i32| -> i32 {
-            let Some(Extern::Memory(memory)) = caller.get_export("memory") else { return -5 };
-            let data = memory.data_mut(&mut caller);
-            let (ptr, len) = (ptr as usize, len as usize);
-            let Some(bytes) = data.get(ptr..ptr + len) else { return -5 };
-            // SAFETY (bench only): the fd is the /dev/null File below, alive
-            // for the whole benchmark.
-            let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-            let n = rustix::io::write(fd, bytes).map(|n| n as i32).unwrap_or(-10);
-            data[out as usize..out as usize + 4].copy_from_slice(&n.to_le_bytes());
-            0
-        })
+        .func_wrap(
+            "env",
+            "write",
+            |mut caller: Caller<'_, ()>, fd: i32, ptr: i32, len: i32, out: i32| -> i32 {
+                let Some(Extern::Memory(memory)) = caller.get_export("memory") else {
+                    return -5;
+                };
+                let data = memory.data_mut(&mut caller);
+                let (ptr, len) = (ptr as usize, len as usize);
+                let Some(bytes) = data.get(ptr..ptr + len) else {
+                    return -5;
+                };
+                // SAFETY (bench only): the fd is the /dev/null File below, alive
+                // for the whole benchmark.
+                let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+                let n = rustix::io::write(fd, bytes)
+                    .map(|n| n as i32)
+                    .unwrap_or(-10);
+                data[out as usize..out as usize + 4].copy_from_slice(&n.to_le_bytes());
+                0
+            },
+        )
         .unwrap();
     let mut store = Store::new(host.engine(), ());
     store.set_epoch_deadline(u64::MAX / 2);
     let instance = linker.instantiate(&mut store, &raw_module).unwrap();
     let dev_null = File::options().write(true).open("/dev/null").unwrap();
-    let set = instance.get_typed_func::<i32, ()>(&mut store, "set").unwrap();
+    let set = instance
+        .get_typed_func::<i32, ()>(&mut store, "set")
+        .unwrap();
     set.call(&mut store, dev_null.as_raw_fd()).unwrap();
-    let run = instance.get_typed_func::<i32, i32>(&mut store, "run").unwrap();
+    let run = instance
+        .get_typed_func::<i32, i32>(&mut store, "run")
+        .unwrap();
     assert_eq!(run.call(&mut store, 1).unwrap(), 0);
     g.bench_function("baseline: raw wasmtime host call, fd as i32", |b| {
         b.iter(|| black_box(run.call(&mut store, black_box(CALLS)).unwrap()))
     });
 
     // custody: the handle id resolved and pinned by the ABI.
-    let module = host.compile(CALLER.replace("{MODULE}", "custody").as_bytes()).unwrap();
+    let module = host
+        .compile(CALLER.replace("{MODULE}", "custody").as_bytes())
+        .unwrap();
     let domain = host.create_domain(DomainConfig::new()).unwrap();
     domain.load("caller", &module).unwrap();
     let id = domain
-        .insert_handle(Fd::from(File::options().write(true).open("/dev/null").unwrap()))
+        .insert_handle(Fd::from(
+            File::options().write(true).open("/dev/null").unwrap(),
+        ))
         .unwrap();
     domain.call("set", &[Val::I32(id.raw() as i32)]).unwrap();
-    assert_eq!(domain.call("run", &[Val::I32(1)]).unwrap()[0].unwrap_i32(), 0);
+    assert_eq!(
+        domain.call("run", &[Val::I32(1)]).unwrap()[0].unwrap_i32(),
+        0
+    );
     g.bench_function("custody write(handle), marshalled", |b| {
         b.iter(|| black_box(domain.call("run", &[Val::I32(CALLS)]).unwrap()))
     });
@@ -96,7 +120,8 @@ fn host_calls(c: &mut Criterion) {
     domain.unload().unwrap();
 }
 
-const EMPTY: &str = r#"(module (memory (export "memory") 1) (func (export "run") (result i32) i32.const 0))"#;
+const EMPTY: &str =
+    r#"(module (memory (export "memory") 1) (func (export "run") (result i32) i32.const 0))"#;
 
 fn lifecycle(c: &mut Criterion) {
     let host = quiet_host();
@@ -167,8 +192,10 @@ fn unload(c: &mut Criterion) {
                 full_domain(&host, &module, |d| {
                     for _ in 0..5_000 {
                         let (r, w) = std::io::pipe().unwrap();
-                        d.insert_handle(Fd::from(std::os::fd::OwnedFd::from(r))).unwrap();
-                        d.insert_handle(Fd::from(std::os::fd::OwnedFd::from(w))).unwrap();
+                        d.insert_handle(Fd::from(std::os::fd::OwnedFd::from(r)))
+                            .unwrap();
+                        d.insert_handle(Fd::from(std::os::fd::OwnedFd::from(w)))
+                            .unwrap();
                     }
                 })
             },

@@ -1,26 +1,31 @@
 //! `Domain`: the isolation unit. Its modules' instances, its handle table,
-//! its state; unload releases everything it owned.
+//! its state; failures escalate by the policy; unload releases everything it
+//! owned.
 
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use custody_handle::{CloseOutcome, HandleError, HandleId, HandleTable, ReleaseHandle, format_raw};
+use custody_handle::diagnostics::{self, Assistant, Diagnostic};
+use custody_handle::{
+    CloseOutcome, DrainReport, HandleError, HandleId, HandleTable, ReleaseHandle, format_raw,
+};
 use serde::Serialize;
 use wasmtime::{
-    Extern, Func, Instance, Module, SharedMemory, Store, Trap, UpdateDeadline, Val, ValType,
-    WasmBacktrace,
+    Func, Instance, Module, ResourceLimiter, SharedMemory, Store, Trap, UpdateDeadline, Val,
+    ValType, WasmBacktrace,
 };
 
 use crate::abi;
 use crate::error::{CallError, LoadError, UnloadError};
 use crate::host::HostShared;
-use crate::policy::Policy;
+use crate::policy::{Action, Policy};
 use crate::sys::Cancel;
 
-/// Where a domain is in its life. Transitions only go forward:
-/// `Running -> Unloading -> Unloaded`.
+/// Where a domain is in its life. Transitions only go forward, except that a
+/// recycle re-created from its modules returns to `Running`:
+/// `Running -> Unloading -> Unloaded`, `Running -> Recycled`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub enum DomainState {
     /// Takes calls.
@@ -29,6 +34,9 @@ pub enum DomainState {
     Unloading,
     /// Gone: every handle released, every instance dropped.
     Unloaded,
+    /// Recycled after a failure and not re-created: every handle released,
+    /// every instance dropped.
+    Recycled,
 }
 
 impl DomainState {
@@ -36,7 +44,8 @@ impl DomainState {
         match v {
             0 => DomainState::Running,
             1 => DomainState::Unloading,
-            _ => DomainState::Unloaded,
+            2 => DomainState::Unloaded,
+            _ => DomainState::Recycled,
         }
     }
 }
@@ -49,10 +58,14 @@ pub struct Ledger {
     pub opened: u64,
     /// Handles the guest closed itself.
     pub closed_by_guest: u64,
+    /// Handles released by a recycle because the guest never closed them.
+    pub released_at_recycle: u64,
     /// Handles released by unload because the guest never closed them.
     pub released_at_unload: u64,
     /// Releases that failed (each fired `releaseHandleFailed`).
     pub release_failures: u64,
+    /// How many times the domain was recycled.
+    pub recycles: u64,
 }
 
 /// A pre-opened directory: the only filesystem a domain can reach.
@@ -61,13 +74,17 @@ pub(crate) struct Preopen {
     pub(crate) dir: OwnedFd,
 }
 
-/// Why the guest was stopped, carried as the error of the epoch callback.
-#[derive(Debug, thiserror::Error)]
+/// Why the guest was stopped: the error a stopped call carries.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum Interrupt {
     #[error("the domain is unloading")]
     Unloading,
+    #[error("aborted by the host")]
+    HostAbort,
     #[error("the deadline of {0:?} passed")]
     Deadline(Duration),
+    #[error("the memory limit of {0} bytes was reached")]
+    MemoryLimit(usize),
 }
 
 /// The store data of a domain: what host functions see of it.
@@ -79,12 +96,15 @@ pub(crate) struct DomainCtx {
     pub(crate) policy: Arc<Policy>,
     pub(crate) last_errno: i32,
     pub(crate) ledger: Ledger,
+    /// Open critical regions (and host locks held) in the current call.
     pub(crate) critical_depth: u32,
     /// When the current call must stop, if it has a deadline.
     pub(crate) deadline: Option<(Instant, Duration)>,
     /// Running the `custody_unloading` export: aborted host calls return
     /// `E_ABORTED` to it instead of ending it.
     pub(crate) in_unloading_hook: bool,
+    /// Linear memory of all the domain's instances, in bytes.
+    memory_used: usize,
     host: Arc<HostShared>,
 }
 
@@ -95,9 +115,10 @@ impl DomainCtx {
 
     /// Why the current call is being stopped.
     pub(crate) fn interrupt(&self) -> Interrupt {
-        match self.deadline {
-            Some((_, limit)) if !self.cancel.is_raised() => Interrupt::Deadline(limit),
-            _ => Interrupt::Unloading,
+        match (self.cancel.reason(), self.deadline) {
+            (Cancel::UNLOAD, _) => Interrupt::Unloading,
+            (Cancel::ABORT, _) | (_, None) => Interrupt::HostAbort,
+            (_, Some((_, limit))) => Interrupt::Deadline(limit),
         }
     }
 
@@ -120,10 +141,45 @@ impl DomainCtx {
     }
 }
 
+impl ResourceLimiter for DomainCtx {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let grown = self.memory_used + (desired - current);
+        if let Some(limit) = self.policy.memory_limit
+            && grown > limit
+        {
+            // An error, not `Ok(false)`: growth past the cap aborts the call
+            // rather than handing the guest a -1 it may ignore.
+            return Err(Interrupt::MemoryLimit(limit).into());
+        }
+        self.memory_used = grown;
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 1 << 20)
+    }
+}
+
+struct LoadedModule {
+    name: String,
+    module: Module,
+    instance: Instance,
+}
+
 struct Loaded {
     store: Store<DomainCtx>,
-    /// Loaded modules in load order: (name, instance).
-    instances: Vec<(String, Instance)>,
+    /// In load order, so a recycle re-creates them in the same order.
+    modules: Vec<LoadedModule>,
 }
 
 pub(crate) struct DomainShared {
@@ -140,6 +196,10 @@ impl DomainShared {
         DomainState::from_u8(self.state.load(Ordering::Acquire))
     }
 
+    fn set_state(&self, state: DomainState) {
+        self.state.store(state as u8, Ordering::Release);
+    }
+
     pub(crate) fn handle_count(&self) -> usize {
         self.table.len()
     }
@@ -151,9 +211,9 @@ impl DomainShared {
 /// modules can be loaded into one domain; imports between them resolve
 /// inside the domain first, then to the host's `custody` ABI. Calls into one
 /// domain are serialized; calls into different domains run in parallel.
-/// Unloading releases every handle the domain's guests still hold (also what
-/// happens if the last `Domain` is dropped without `unload`). Domain ids are
-/// never reused.
+/// A failed call escalates by the host's [`Policy`]; unloading releases
+/// every handle the domain's guests still hold (also what happens if the
+/// last `Domain` is dropped without `unload`). Domain ids are never reused.
 #[derive(Clone)]
 pub struct Domain {
     shared: Arc<DomainShared>,
@@ -163,41 +223,98 @@ fn lock(loaded: &Mutex<Option<Loaded>>) -> MutexGuard<'_, Option<Loaded>> {
     loaded.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+fn new_store(
+    host: &Arc<HostShared>,
+    id: u64,
+    table: &Arc<HandleTable>,
+    cancel: &Arc<Cancel>,
+    preopens: Vec<Preopen>,
+    ledger: Ledger,
+) -> Store<DomainCtx> {
+    let ctx = DomainCtx {
+        id,
+        table: Arc::clone(table),
+        cancel: Arc::clone(cancel),
+        preopens,
+        policy: Arc::clone(&host.policy),
+        last_errno: 0,
+        ledger,
+        critical_depth: 0,
+        deadline: None,
+        in_unloading_hook: false,
+        memory_used: 0,
+        host: Arc::clone(host),
+    };
+    let mut store = Store::new(&host.engine, ctx);
+    store.limiter(|ctx| ctx as &mut dyn ResourceLimiter);
+    // The epoch ticker fires every few milliseconds; each time, a running
+    // guest checks whether it must stop. (A guest blocked in a host call is
+    // woken by the cancellation signal instead.)
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(|ctx| {
+        let data = ctx.data();
+        if data.cancel.is_raised() {
+            return Err(data.interrupt().into());
+        }
+        if let Some((at, limit)) = data.deadline
+            && Instant::now() >= at
+        {
+            return Err(Interrupt::Deadline(limit).into());
+        }
+        Ok(UpdateDeadline::Continue(1))
+    });
+    store
+}
+
+/// Instantiates `module`, resolving its imports against `siblings` (modules
+/// already in the domain) and then the `custody` ABI.
+fn instantiate(
+    host: &HostShared,
+    store: &mut Store<DomainCtx>,
+    siblings: &[LoadedModule],
+    name: &str,
+    module: &Module,
+) -> Result<Instance, LoadError> {
+    let mut imports = Vec::new();
+    for import in module.imports() {
+        let (from, field) = (import.module(), import.name());
+        let unresolved = || LoadError::UnresolvedImport {
+            module: from.to_string(),
+            name: field.to_string(),
+        };
+        let sibling = siblings.iter().find(|m| m.name == from).map(|m| m.instance);
+        let resolved = match sibling {
+            Some(instance) => instance.get_export(&mut *store, field),
+            None if from == abi::MODULE => {
+                let function = abi::function(field).ok_or_else(unresolved)?;
+                if let Some(&category) = function
+                    .categories
+                    .iter()
+                    .find(|c| host.policy.denied.contains(c))
+                {
+                    return Err(LoadError::Denied {
+                        module: from.to_string(),
+                        name: field.to_string(),
+                        category,
+                    });
+                }
+                host.linker.get(&mut *store, from, field).ok()
+            }
+            None => None,
+        };
+        imports.push(resolved.ok_or_else(unresolved)?);
+    }
+    Instance::new(&mut *store, module, &imports).map_err(|e| LoadError::Instantiate {
+        module: name.to_string(),
+        message: format!("{e:#}"),
+    })
+}
+
 impl Domain {
     pub(crate) fn new(host: &Arc<HostShared>, id: u64, preopens: Vec<Preopen>) -> Domain {
-        let policy = Arc::clone(&host.policy);
-        let table = Arc::new(HandleTable::with_limit(policy.handle_quota).for_domain(id));
+        let table = Arc::new(HandleTable::with_limit(host.policy.handle_quota).for_domain(id));
         let cancel = Arc::new(Cancel::default());
-        let ctx = DomainCtx {
-            id,
-            table: Arc::clone(&table),
-            cancel: Arc::clone(&cancel),
-            preopens,
-            policy,
-            last_errno: 0,
-            ledger: Ledger::default(),
-            critical_depth: 0,
-            deadline: None,
-            in_unloading_hook: false,
-            host: Arc::clone(host),
-        };
-        let mut store = Store::new(&host.engine, ctx);
-        // The epoch ticker fires every few milliseconds; each time, a running
-        // guest checks whether it must stop. (A guest blocked in a host call
-        // is woken by the cancellation signal instead.)
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(|ctx| {
-            let data = ctx.data();
-            if data.cancel.is_raised() {
-                return Err(Interrupt::Unloading.into());
-            }
-            if let Some((at, limit)) = data.deadline
-                && Instant::now() >= at
-            {
-                return Err(Interrupt::Deadline(limit).into());
-            }
-            Ok(UpdateDeadline::Continue(1))
-        });
+        let store = new_store(host, id, &table, &cancel, preopens, Ledger::default());
         Domain {
             shared: Arc::new(DomainShared {
                 id,
@@ -206,7 +323,7 @@ impl Domain {
                 cancel,
                 loaded: Mutex::new(Some(Loaded {
                     store,
-                    instances: Vec::new(),
+                    modules: Vec::new(),
                 })),
                 host: Arc::clone(host),
             }),
@@ -251,6 +368,14 @@ impl Domain {
         self.shared.table.close(id)
     }
 
+    /// Aborts the call in flight, if any: running guest code stops at its
+    /// next epoch check, a host call blocked in a wait wakes at once, and the
+    /// call ends with [`CallError::Aborted`] (or escalates, if the guest was
+    /// in a critical region). An abort with no call in flight is dropped.
+    pub fn abort(&self) {
+        self.shared.cancel.raise(Cancel::ABORT);
+    }
+
     fn check_running(&self) -> Result<(), DomainState> {
         match self.state() {
             DomainState::Running => Ok(()),
@@ -271,69 +396,34 @@ impl Domain {
         };
         self.check_running().map_err(not_running)?;
         let mut guard = lock(&self.shared.loaded);
-        let loaded = guard
-            .as_mut()
-            .ok_or_else(|| not_running(DomainState::Unloaded))?;
-        if loaded.instances.iter().any(|(n, _)| n == name) {
+        let loaded = guard.as_mut().ok_or_else(|| not_running(self.state()))?;
+        if loaded.modules.iter().any(|m| m.name == name) {
             return Err(LoadError::Duplicate(name.to_string()));
         }
-        let imports = self.resolve_imports(loaded, module)?;
-        let instance = Instance::new(&mut loaded.store, module, &imports).map_err(|e| {
-            LoadError::Instantiate {
-                module: name.to_string(),
-                message: format!("{e:#}"),
-            }
-        })?;
-        loaded.instances.push((name.to_string(), instance));
+        let instance = instantiate(
+            &self.shared.host,
+            &mut loaded.store,
+            &loaded.modules,
+            name,
+            module,
+        )?;
+        loaded.modules.push(LoadedModule {
+            name: name.to_string(),
+            module: module.clone(),
+            instance,
+        });
         Ok(())
     }
 
-    fn resolve_imports(
-        &self,
-        loaded: &mut Loaded,
-        module: &Module,
-    ) -> Result<Vec<Extern>, LoadError> {
-        let host = &self.shared.host;
-        let mut imports = Vec::new();
-        for import in module.imports() {
-            let (from, name) = (import.module(), import.name());
-            let unresolved = || LoadError::UnresolvedImport {
-                module: from.to_string(),
-                name: name.to_string(),
-            };
-            let sibling = loaded
-                .instances
-                .iter()
-                .find(|(n, _)| n == from)
-                .map(|(_, instance)| *instance);
-            let resolved = match sibling {
-                Some(instance) => instance.get_export(&mut loaded.store, name),
-                None if from == abi::MODULE => {
-                    let function = abi::function(name).ok_or_else(unresolved)?;
-                    if let Some(&category) = function
-                        .categories
-                        .iter()
-                        .find(|c| host.policy.denied.contains(c))
-                    {
-                        return Err(LoadError::Denied {
-                            module: from.to_string(),
-                            name: name.to_string(),
-                            category,
-                        });
-                    }
-                    host.linker.get(&mut loaded.store, from, name).ok()
-                }
-                None => None,
-            };
-            imports.push(resolved.ok_or_else(unresolved)?);
-        }
-        Ok(imports)
-    }
-
-    /// Calls an exported function (the first loaded module exporting `name`).
+    /// Calls an exported function (the first loaded module exporting `name`)
+    /// under the policy's deadline.
     ///
     /// # Errors
-    /// See [`CallError`]. A trap or abort ends the call; the domain goes on.
+    /// See [`CallError`]. A trap or abort outside a critical region ends the
+    /// call and the domain goes on; inside one, or when the call returns with
+    /// a region still open, the policy's escalation applies
+    /// ([`CallError::Escalated`]). Every trap and abort fires `callAborted`,
+    /// every escalation `domainRecycled`.
     pub fn call(&self, name: &str, args: &[Val]) -> Result<Vec<Val>, CallError> {
         let not_running = |state| CallError::NotRunning {
             domain: self.id(),
@@ -341,15 +431,161 @@ impl Domain {
         };
         self.check_running().map_err(not_running)?;
         let mut guard = lock(&self.shared.loaded);
-        let loaded = guard
-            .as_mut()
-            .ok_or_else(|| not_running(DomainState::Unloaded))?;
+        let loaded = guard.as_mut().ok_or_else(|| not_running(self.state()))?;
         let func = loaded
-            .instances
+            .modules
             .iter()
-            .find_map(|(_, instance)| instance.get_func(&mut loaded.store, name))
+            .find_map(|m| m.instance.get_func(&mut loaded.store, name))
             .ok_or_else(|| CallError::NoSuchExport(name.to_string()))?;
-        call_func(&mut loaded.store, name, func, args, None)
+        // An abort raised while no call was in flight is not for this one.
+        self.shared.cancel.lower(Cancel::ABORT);
+        let policy = Arc::clone(&self.shared.host.policy);
+        let outcome = call_func(&mut loaded.store, name, func, args, policy.deadline);
+        self.shared.cancel.lower(Cancel::ABORT);
+        let critical = std::mem::take(&mut loaded.store.data_mut().critical_depth);
+        let (reason, backtrace) = match &outcome {
+            Ok(_) if critical == 0 => return outcome,
+            Ok(_) => (
+                format!(
+                    "it returned with {critical} critical region(s) still open (an orphaned lock)"
+                ),
+                String::new(),
+            ),
+            Err(CallError::Trap {
+                message, backtrace, ..
+            }) => (message.clone(), backtrace.clone()),
+            Err(CallError::Aborted {
+                reason, backtrace, ..
+            }) => (reason.clone(), backtrace.clone()),
+            Err(_) => return outcome,
+        };
+        if outcome.is_err() {
+            self.report_aborted(name, &reason, &backtrace, critical);
+        }
+        if self.shared.cancel.reason() == Cancel::UNLOAD {
+            return outcome; // the unload takes it from here
+        }
+        let escalation = policy.escalation;
+        let action = match (&outcome, critical) {
+            (Ok(_), _) => escalation.orphaned_critical,
+            (Err(_), 0) => escalation.outside_critical,
+            (Err(_), _) => escalation.inside_critical,
+        };
+        if action == Action::AbortCall {
+            return outcome;
+        }
+        let reason = if critical > 0 && outcome.is_err() {
+            format!("{reason}, inside {critical} critical region(s)")
+        } else {
+            reason
+        };
+        let released = self.escalate(&mut guard, action, &reason);
+        Err(CallError::Escalated {
+            export: name.to_string(),
+            reason,
+            backtrace,
+            action,
+            released,
+        })
+    }
+
+    fn report_aborted(&self, function: &str, reason: &str, backtrace: &str, critical: u32) {
+        let domain = self.id();
+        diagnostics::fire(Assistant::CallAborted, || {
+            let where_ = if critical > 0 {
+                format!(" inside {critical} critical region(s)")
+            } else {
+                String::new()
+            };
+            Diagnostic::new(
+                Assistant::CallAborted,
+                format!("the call to {function} in domain {domain} was aborted{where_}: {reason}"),
+            )
+            .with_call(domain, function, reason)
+            .with_backtrace(backtrace)
+        });
+    }
+
+    /// Recycles or unloads the domain after a failed call; returns how many
+    /// handles were released.
+    fn escalate(&self, guard: &mut Option<Loaded>, action: Action, reason: &str) -> usize {
+        let shared = &self.shared;
+        let Some(loaded) = guard.as_mut() else {
+            return 0;
+        };
+        let host = &shared.host;
+        let mut ledger = loaded.store.data().ledger;
+        let preopens = std::mem::take(&mut loaded.store.data_mut().preopens);
+        let recreate = action == Action::RecycleDomain && host.policy.escalation.recreate;
+        // Guest instances and memories go first, the OS handles last.
+        let fresh = new_store(
+            host,
+            shared.id,
+            &shared.table,
+            &shared.cancel,
+            preopens,
+            Ledger::default(),
+        );
+        drop(std::mem::replace(&mut loaded.store, fresh));
+        let drained = shared.table.drain();
+        ledger.release_failures += drained.failed.len() as u64;
+        if action == Action::RecycleDomain {
+            ledger.released_at_recycle += drained.released as u64;
+            ledger.recycles += 1;
+        } else {
+            ledger.released_at_unload += drained.released as u64;
+        }
+        loaded.store.data_mut().ledger = ledger;
+        let mut recreated = false;
+        if recreate {
+            let modules = std::mem::take(&mut loaded.modules);
+            recreated = true;
+            for old in modules {
+                match instantiate(
+                    host,
+                    &mut loaded.store,
+                    &loaded.modules,
+                    &old.name,
+                    &old.module,
+                ) {
+                    Ok(instance) => loaded.modules.push(LoadedModule { instance, ..old }),
+                    Err(_) => {
+                        recreated = false;
+                        break;
+                    }
+                }
+            }
+        }
+        if !recreated {
+            *guard = None;
+            shared.cancel.close();
+            shared.set_state(if action == Action::UnloadDomain {
+                DomainState::Unloaded
+            } else {
+                DomainState::Recycled
+            });
+            host.forget(shared.id);
+        }
+        let domain = shared.id;
+        let outcome = match (action, recreated) {
+            (Action::UnloadDomain, _) => "unloaded".to_string(),
+            (_, true) => "recycled and re-created from its modules".to_string(),
+            (_, false) => "recycled (not re-created)".to_string(),
+        };
+        diagnostics::fire(Assistant::DomainRecycled, || {
+            let mut d = Diagnostic::new(
+                Assistant::DomainRecycled,
+                format!(
+                    "domain {domain} was {outcome} because a call failed ({reason}): {} handle(s) released, {} release failure(s)",
+                    drained.released,
+                    drained.failed.len()
+                ),
+            );
+            d.domain = Some(domain);
+            d.reason = Some(reason.to_string());
+            d
+        });
+        drained.released
     }
 
     /// The shared memory a loaded module exports under `export`, if any (for
@@ -358,10 +594,10 @@ impl Domain {
         let mut guard = lock(&self.shared.loaded);
         let loaded = guard.as_mut()?;
         let instance = loaded
-            .instances
+            .modules
             .iter()
-            .find(|(n, _)| n == module)
-            .map(|(_, i)| *i)?;
+            .find(|m| m.name == module)
+            .map(|m| m.instance)?;
         instance.get_shared_memory(&mut loaded.store, export)
     }
 
@@ -380,8 +616,8 @@ impl Domain {
     /// (OS handles last, after all guest code), and drops the instances.
     ///
     /// # Errors
-    /// [`UnloadError::NotRunning`] if an unload already happened or is
-    /// happening.
+    /// [`UnloadError::NotRunning`] if the domain is already unloading,
+    /// unloaded or recycled.
     pub fn unload(&self) -> Result<UnloadReport, UnloadError> {
         let shared = &self.shared;
         if let Err(actual) = shared.state.compare_exchange(
@@ -395,56 +631,31 @@ impl Domain {
                 state: DomainState::from_u8(actual),
             });
         }
-        // Wake a call blocked in the host and stop one running guest code;
-        // then wait for it to give the store back.
-        shared.cancel.raise();
+        // Wake a call blocked in the host and stop running guest code; then
+        // wait for it to give the store back.
+        shared.cancel.raise(Cancel::UNLOAD);
         let mut guard = lock(&shared.loaded);
-        shared.cancel.lower();
-        let mut hook = HookOutcome::Absent;
-        let mut ledger = Ledger::default();
-        if let Some(mut loaded) = guard.take() {
-            hook = run_unloading_hook(&mut loaded, shared.host.policy.unload_hook_timeout);
-            ledger = loaded.store.data().ledger;
-            // Guest code is done; now the OS handles, last.
-            let drained = shared.table.drain();
-            ledger.released_at_unload = drained.released as u64;
-            ledger.release_failures += drained.failed.len() as u64;
-            let failed = drained
-                .failed
-                .iter()
-                .map(|f| FailedRelease {
-                    handle: f.id.raw(),
-                    handle_type: f.handle_type.to_string(),
-                    raw_hex: format_raw(f.raw_value),
-                    error: f.error.to_string(),
-                })
-                .collect();
-            drop(loaded);
-            shared.cancel.close();
-            shared
-                .state
-                .store(DomainState::Unloaded as u8, Ordering::Release);
-            shared.host.forget(shared.id);
-            return Ok(UnloadReport {
-                domain: shared.id,
-                released: drained.released,
-                failed,
-                deferred: drained.deferred,
-                hook,
-                ledger,
-            });
-        }
-        shared
-            .state
-            .store(DomainState::Unloaded as u8, Ordering::Release);
-        Ok(UnloadReport {
+        shared.cancel.lower(Cancel::UNLOAD);
+        let mut report = UnloadReport {
             domain: shared.id,
             released: 0,
             failed: Vec::new(),
             deferred: 0,
-            hook,
-            ledger,
-        })
+            hook: HookOutcome::Absent,
+            ledger: Ledger::default(),
+        };
+        if let Some(mut loaded) = guard.take() {
+            report.hook = run_unloading_hook(&mut loaded, shared.host.policy.unload_hook_timeout);
+            report.ledger = loaded.store.data().ledger;
+            // Guest code is done and its instances go; the OS handles last.
+            drop(loaded);
+            let drained = shared.table.drain();
+            report.record(&drained);
+        }
+        shared.cancel.close();
+        shared.set_state(DomainState::Unloaded);
+        shared.host.forget(shared.id);
+        Ok(report)
     }
 }
 
@@ -494,30 +705,37 @@ fn call_func(
     store.data_mut().deadline = None;
     match outcome {
         Ok(()) => Ok(results),
-        Err(error) => Err(call_error(export, error)),
+        Err(error) => Err(call_error(export, error, store.data().policy.stack_limit)),
     }
 }
 
-fn call_error(export: &str, error: wasmtime::Error) -> CallError {
+fn call_error(export: &str, error: wasmtime::Error, stack_limit: usize) -> CallError {
     let backtrace = error
         .downcast_ref::<WasmBacktrace>()
         .map(|bt| bt.to_string())
         .unwrap_or_default();
-    if let Some(interrupt) = error.downcast_ref::<Interrupt>() {
-        return CallError::Aborted {
-            export: export.to_string(),
-            reason: interrupt.to_string(),
-            backtrace,
-        };
-    }
-    let message = match error.downcast_ref::<Trap>() {
-        Some(trap) => trap.to_string(),
-        None => format!("{error:#}"),
-    };
-    CallError::Trap {
+    let aborted = |reason: String| CallError::Aborted {
         export: export.to_string(),
-        message,
-        backtrace,
+        reason,
+        backtrace: backtrace.clone(),
+    };
+    if let Some(interrupt) = error.downcast_ref::<Interrupt>() {
+        return aborted(interrupt.to_string());
+    }
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::StackOverflow) => aborted(format!(
+            "the stack limit of {stack_limit} bytes was exhausted"
+        )),
+        Some(trap) => CallError::Trap {
+            export: export.to_string(),
+            message: trap.to_string(),
+            backtrace,
+        },
+        None => CallError::Trap {
+            export: export.to_string(),
+            message: format!("{error:#}"),
+            backtrace,
+        },
     }
 }
 
@@ -539,9 +757,9 @@ const UNLOADING_EXPORT: &str = "custody_unloading";
 
 fn run_unloading_hook(loaded: &mut Loaded, limit: Duration) -> HookOutcome {
     let hooks: Vec<Func> = loaded
-        .instances
+        .modules
         .iter()
-        .filter_map(|(_, instance)| instance.get_func(&mut loaded.store, UNLOADING_EXPORT))
+        .filter_map(|m| m.instance.get_func(&mut loaded.store, UNLOADING_EXPORT))
         .collect();
     let mut outcome = HookOutcome::Absent;
     loaded.store.data_mut().in_unloading_hook = true;
@@ -584,4 +802,23 @@ pub struct UnloadReport {
     pub hook: HookOutcome,
     /// The domain's final handle ledger.
     pub ledger: Ledger,
+}
+
+impl UnloadReport {
+    fn record(&mut self, drained: &DrainReport) {
+        self.released = drained.released;
+        self.deferred = drained.deferred;
+        self.ledger.released_at_unload += drained.released as u64;
+        self.ledger.release_failures += drained.failed.len() as u64;
+        self.failed = drained
+            .failed
+            .iter()
+            .map(|f| FailedRelease {
+                handle: f.id.raw(),
+                handle_type: f.handle_type.to_string(),
+                raw_hex: format_raw(f.raw_value),
+                error: f.error.to_string(),
+            })
+            .collect();
+    }
 }

@@ -4,7 +4,7 @@ use std::io;
 use std::path::PathBuf;
 
 use crate::domain::DomainState;
-use crate::policy::Category;
+use crate::policy::{Action, Category};
 
 /// Why a module could not be compiled or loaded into a domain.
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +104,23 @@ pub enum CallError {
         /// The guest's stack when it was stopped.
         backtrace: String,
     },
+    /// The call failed where the policy escalates: the domain was recycled
+    /// (every handle released; re-created from its modules if the policy
+    /// says so) or unloaded. `reason` says what failed, and whether a
+    /// critical region was open.
+    #[error("{export} failed ({reason}); escalated to {}: {released} handle(s) released", action.name())]
+    Escalated {
+        /// The export.
+        export: String,
+        /// What failed.
+        reason: String,
+        /// The guest's stack at the failure.
+        backtrace: String,
+        /// What the domain went through.
+        action: Action,
+        /// Handles released by the escalation.
+        released: usize,
+    },
     /// The domain is unloading or unloaded: no new calls.
     #[error("domain {domain} is {state:?}: it takes no calls")]
     NotRunning {
@@ -135,6 +152,9 @@ pub enum HostError {
     /// The WebAssembly engine could not be configured.
     #[error("engine: {0}")]
     Engine(String),
+    /// The policy contradicts itself.
+    #[error(transparent)]
+    Policy(#[from] crate::policy::PolicyError),
     /// A pre-opened directory could not be opened.
     #[error("cannot pre-open {path} as {name:?}: {error}")]
     Preopen {

@@ -121,6 +121,7 @@ impl Host {
     /// A host applying `policy`, logging guests to stderr.
     ///
     /// # Errors
+    /// [`HostError::Policy`] if the policy contradicts itself,
     /// [`HostError::Engine`] if wasmtime cannot be configured.
     pub fn new(policy: Policy) -> Result<Host, HostError> {
         Host::with_log(policy, stderr_log())
@@ -129,10 +130,12 @@ impl Host {
     /// A host applying `policy`, sending guest log lines to `log`.
     ///
     /// # Errors
-    /// [`HostError::Engine`] if wasmtime cannot be configured.
+    /// As [`Host::new`].
     pub fn with_log(policy: Policy, log: LogSink) -> Result<Host, HostError> {
+        policy.validate()?;
         let mut config = Config::new();
         config.epoch_interruption(true);
+        config.max_wasm_stack(policy.stack_limit);
         config.wasm_threads(true);
         config.shared_memory(true);
         let engine = Engine::new(&config).map_err(|e| HostError::Engine(format!("{e:#}")))?;

@@ -31,5 +31,5 @@ mod sys;
 pub use domain::{Domain, DomainState, FailedRelease, HookOutcome, Ledger, UnloadReport};
 pub use error::{CallError, HostError, LoadError, UnloadError};
 pub use host::{DomainConfig, DomainInfo, EPOCH_TICK, Host, LogSink, stderr_log};
-pub use policy::{Category, Policy};
+pub use policy::{Action, Category, Escalation, Policy, PolicyError};
 pub use wasmtime::{Module, Val, ValType};

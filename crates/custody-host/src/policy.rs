@@ -76,9 +76,75 @@ impl fmt::Display for Category {
     }
 }
 
+/// What the host does when a call fails (traps, or is aborted by a deadline,
+/// a memory or stack limit, the host, or an unload).
+///
+/// .NET's escalation policy (abort the thread, then unload the AppDomain),
+/// minus the rungs that take down the process: custody never has one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    /// End the call; the domain goes on with its state and handles.
+    AbortCall,
+    /// End the call, release every handle of the domain and drop its
+    /// instances; re-create them from the same modules if
+    /// [`Escalation::recreate`] is set.
+    RecycleDomain,
+    /// End the call and unload the domain for good.
+    UnloadDomain,
+}
+
+impl Action {
+    /// The name used in policy files (`abort-call`, `recycle-domain`,
+    /// `unload-domain`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::AbortCall => "abort-call",
+            Action::RecycleDomain => "recycle-domain",
+            Action::UnloadDomain => "unload-domain",
+        }
+    }
+}
+
+/// The escalation ladder. It only ever escalates: a failure inside a critical
+/// region is handled at least as severely as one outside (checked by
+/// [`Policy::validate`]), and no rung reaches the process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Escalation {
+    /// A failure outside any critical region. Default: abort the call.
+    pub outside_critical: Action,
+    /// A failure inside a critical region (`critical_enter`) or while the
+    /// guest holds a host lock: the guest's own state may be half-updated.
+    /// Default: recycle the domain.
+    pub inside_critical: Action,
+    /// A call that returned with a critical region still open (an orphaned
+    /// lock). Default: recycle the domain.
+    pub orphaned_critical: Action,
+    /// After a recycle, re-create the domain's instances from the same
+    /// modules (fresh state, no handles). Default: true.
+    pub recreate: bool,
+}
+
+impl Default for Escalation {
+    fn default() -> Self {
+        Escalation {
+            outside_critical: Action::AbortCall,
+            inside_critical: Action::RecycleDomain,
+            orphaned_critical: Action::RecycleDomain,
+            recreate: true,
+        }
+    }
+}
+
 /// The policy a [`Host`](crate::Host) applies to every domain.
 #[derive(Clone, Debug)]
 pub struct Policy {
+    /// How long one call into a domain may run (guest code and host waits
+    /// together); past it the call is aborted ([`CallError::Aborted`]).
+    /// `None`: no deadline. Default: `None`.
+    ///
+    /// [`CallError::Aborted`]: crate::CallError::Aborted
+    pub deadline: Option<Duration>,
     /// The longest any blocking host call may wait (`sleep`, `poll`, a read
     /// on an empty pipe). A guest asking for more is refused with `E_DENIED`
     /// rather than silently cut short, so it never believes it waited longer
@@ -86,34 +152,84 @@ pub struct Policy {
     /// `E_TIMEDOUT`. Default 10 s.
     pub max_wait: Duration,
     /// Whether `poll` may wait with no timeout (`-1`). Default false: an
-    /// infinite wait is `E_DENIED`. Even when granted, abort and unload end
-    /// it at once.
+    /// infinite wait is `E_DENIED`. Even when granted, abort, deadline and
+    /// unload end it at once.
     pub allow_infinite_wait: bool,
+    /// The most linear memory, in bytes, all of a domain's instances together
+    /// may have; growing past it aborts the call. `None`: wasmtime's limits
+    /// only. Default: `None`.
+    pub memory_limit: Option<usize>,
+    /// The most native stack a guest call may use (wasmtime's
+    /// `max_wasm_stack`); deeper recursion aborts the call. Default 512 KiB.
+    pub stack_limit: usize,
     /// The most handles one domain may hold (`E_QUOTA` beyond). Default 4096.
     pub handle_quota: usize,
     /// How long a guest's `custody_unloading` export may run. Default 1 s.
     pub unload_hook_timeout: Duration,
     /// Categories no imported host function may carry.
     pub denied: Vec<Category>,
+    /// What failures escalate to.
+    pub escalation: Escalation,
 }
 
 impl Default for Policy {
     fn default() -> Self {
         Policy {
+            deadline: None,
             max_wait: Duration::from_secs(10),
             allow_infinite_wait: false,
+            memory_limit: None,
+            stack_limit: 512 * 1024,
             handle_quota: 4096,
             unload_hook_timeout: Duration::from_secs(1),
             denied: Vec::new(),
+            escalation: Escalation::default(),
         }
     }
 }
+
+/// A policy that contradicts itself.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid policy: {0}")]
+pub struct PolicyError(pub String);
 
 /// What `-1` becomes when the policy grants an infinite wait: long enough
 /// never to end by itself, short enough for `poll(2)`'s timespec.
 const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 impl Policy {
+    /// Checks that the policy is consistent: the ladder only escalates, the
+    /// limits are usable.
+    ///
+    /// # Errors
+    /// A [`PolicyError`] saying what is wrong.
+    pub fn validate(&self) -> Result<(), PolicyError> {
+        let e = &self.escalation;
+        if e.inside_critical < e.outside_critical || e.orphaned_critical < e.outside_critical {
+            return Err(PolicyError(format!(
+                "the escalation ladder must only escalate: inside a critical region ({}) and orphaned regions ({}) must be handled at least as severely as outside ({})",
+                e.inside_critical.name(),
+                e.orphaned_critical.name(),
+                e.outside_critical.name()
+            )));
+        }
+        if self.deadline == Some(Duration::ZERO) {
+            return Err(PolicyError("a deadline of 0 would abort every call".into()));
+        }
+        if self.stack_limit < 16 * 1024 {
+            return Err(PolicyError(format!(
+                "a stack limit of {} bytes is too small to call anything",
+                self.stack_limit
+            )));
+        }
+        if self.handle_quota == 0 {
+            return Err(PolicyError(
+                "a handle quota of 0 would refuse every handle".into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// The wait a guest's `ms` argument is allowed, or `None` if the policy
     /// refuses it (infinite without the grant, or above `max_wait`).
     pub fn wait_for(&self, ms: i32) -> Option<Duration> {
@@ -141,6 +257,28 @@ mod tests {
             ..Policy::default()
         };
         assert!(granted.wait_for(-1).unwrap() > Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn the_ladder_only_escalates() {
+        assert!(Policy::default().validate().is_ok());
+        let backwards = Policy {
+            escalation: Escalation {
+                outside_critical: Action::RecycleDomain,
+                inside_critical: Action::AbortCall,
+                ..Escalation::default()
+            },
+            ..Policy::default()
+        };
+        let error = backwards.validate().unwrap_err();
+        assert!(error.to_string().contains("only escalate"), "{error}");
+        assert!(Action::AbortCall < Action::RecycleDomain);
+        assert!(Action::RecycleDomain < Action::UnloadDomain);
+        let zero = Policy {
+            deadline: Some(Duration::ZERO),
+            ..Policy::default()
+        };
+        assert!(zero.validate().is_err());
     }
 
     #[test]

@@ -13,7 +13,7 @@
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -96,39 +96,73 @@ pub(crate) fn write(fd: BorrowedFd<'_>, buf: &[u8]) -> Result<usize, Errno> {
 /// A domain's cancellation signal: abort and unload raise it, and every
 /// blocking host call waits on it beside its own fds, so it wakes at once.
 /// (wasmtime's epoch interruption cannot reach a guest blocked in the host.)
+///
+/// The signal carries why it was raised: [`Cancel::ABORT`] (the host aborted
+/// the call in flight; lowered when that call ends) or [`Cancel::UNLOAD`]
+/// (final). An unload outranks an abort.
 #[derive(Debug, Default)]
 pub(crate) struct Cancel {
-    raised: AtomicBool,
+    /// 0 (lowered), `ABORT` or `UNLOAD`.
+    raised: AtomicU8,
     /// Created on the first wait (most domains never block), closed by
     /// [`Cancel::close`] at unload. A waiter holds its own reference.
     eventfd: Mutex<Option<Arc<OwnedFd>>>,
 }
 
 impl Cancel {
+    /// The host aborts the call in flight.
+    pub(crate) const ABORT: u8 = 1;
+    /// The domain is unloading.
+    pub(crate) const UNLOAD: u8 = 2;
+
     fn fd(&self) -> MutexGuard<'_, Option<Arc<OwnedFd>>> {
         self.eventfd.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Raises the signal: current and future waits return `Cancelled`.
-    pub(crate) fn raise(&self) {
-        self.raised.store(true, Ordering::SeqCst);
+    fn signal(&self) {
         if let Some(fd) = self.fd().as_ref() {
             // Saturation (EAGAIN) still leaves it readable.
             let _ = rustix::io::write(fd, &1u64.to_ne_bytes());
         }
     }
 
-    /// Whether the signal is raised.
-    pub(crate) fn is_raised(&self) -> bool {
+    fn drain(&self) {
+        if let Some(fd) = self.fd().as_ref() {
+            let mut counter = [0u8; 8];
+            let _ = rustix::io::read(fd, &mut counter);
+        }
+    }
+
+    /// Raises the signal for `reason`: current and future waits return
+    /// `Cancelled` until it is lowered.
+    pub(crate) fn raise(&self, reason: u8) {
+        self.raised.fetch_max(reason, Ordering::SeqCst);
+        self.signal();
+    }
+
+    /// Why the signal is raised (0 if it is not).
+    pub(crate) fn reason(&self) -> u8 {
         self.raised.load(Ordering::SeqCst)
     }
 
-    /// Lowers the signal (after an aborted call, before the next one).
-    pub(crate) fn lower(&self) {
-        self.raised.store(false, Ordering::SeqCst);
-        if let Some(fd) = self.fd().as_ref() {
-            let mut drain = [0u8; 8];
-            let _ = rustix::io::read(fd, &mut drain);
+    /// Whether the signal is raised.
+    pub(crate) fn is_raised(&self) -> bool {
+        self.reason() != 0
+    }
+
+    /// Lowers the signal if it is raised for exactly `reason` (an abort is
+    /// lowered when its call ends; an unload raised meanwhile stays).
+    pub(crate) fn lower(&self, reason: u8) {
+        if self
+            .raised
+            .compare_exchange(reason, 0, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+        {
+            self.drain();
+            // Raised again between the exchange and the drain: re-signal.
+            if self.is_raised() {
+                self.signal();
+            }
         }
     }
 

@@ -2,7 +2,8 @@
 //! happened to every handle it touched.
 //!
 //! ```text
-//! custody run MODULE [--invoke NAME] [ARGS...] [--preopen [NAME=]DIR ...] [--deny CATEGORY ...] [--json]
+//! custody run MODULE [--invoke NAME] [ARGS...] [--preopen [NAME=]DIR ...] [--deny CATEGORY ...]
+//!              [--policy FILE] [--deadline DURATION] [--memory SIZE] [--json]
 //! ```
 //!
 //! Exit status: 0 success, 2 usage or load error, 3 trap or abort, 4 denied
@@ -10,6 +11,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use custody_handle::diagnostics::{self, Collector};
@@ -54,6 +56,15 @@ struct RunArgs {
     /// carries it fails to load.
     #[arg(long = "deny", value_name = "CATEGORY")]
     denied: Vec<String>,
+    /// Read the policy from a TOML file (the flags below override it).
+    #[arg(long, value_name = "FILE")]
+    policy: Option<PathBuf>,
+    /// Abort the call after this long: `500ms`, `2s`, or milliseconds.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    deadline: Option<Duration>,
+    /// Cap the domain's linear memory: `64M`, `1G`, `512K` or bytes.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    memory: Option<usize>,
     /// Print one JSON object on stdout instead of text.
     #[arg(long)]
     json: bool,
@@ -130,6 +141,45 @@ fn main() -> ExitCode {
     }
 }
 
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, scale) = if let Some(ms) = text.strip_suffix("ms") {
+        (ms, 1e-3)
+    } else if let Some(s) = text.strip_suffix('s') {
+        (s, 1.0)
+    } else {
+        (text, 1e-3)
+    };
+    let value: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (like 500ms or 2s)"))?;
+    if !(value.is_finite() && value > 0.0) {
+        return Err(format!("{text:?}: a deadline must be positive and finite"));
+    }
+    Ok(Duration::from_secs_f64(value * scale))
+}
+
+fn parse_size(text: &str) -> Result<usize, String> {
+    let upper = text.trim().to_ascii_uppercase();
+    let upper = upper
+        .strip_suffix("IB")
+        .or_else(|| upper.strip_suffix('B'))
+        .unwrap_or(&upper);
+    let (number, scale) = match upper.chars().last() {
+        Some('K') => (&upper[..upper.len() - 1], 1usize << 10),
+        Some('M') => (&upper[..upper.len() - 1], 1 << 20),
+        Some('G') => (&upper[..upper.len() - 1], 1 << 30),
+        _ => (upper, 1),
+    };
+    number
+        .trim()
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .ok_or_else(|| format!("{text:?} is not a size (like 64M, 1G or bytes)"))
+}
+
 fn preopen(spec: &str) -> Result<(String, PathBuf), Failure> {
     let (name, dir) = match spec.split_once('=') {
         Some((name, dir)) => (name.to_string(), PathBuf::from(dir)),
@@ -182,7 +232,21 @@ fn json_value(value: &Val) -> serde_json::Value {
 }
 
 fn run(args: &RunArgs) -> Result<(), Failure> {
-    let mut policy = Policy::default();
+    let mut policy = match &args.policy {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| Failure::usage(format!("cannot read {}: {e}", path.display())))?;
+            Policy::from_toml(&text)
+                .map_err(|e| Failure::usage(format!("{}: {e}", path.display())))?
+        }
+        None => Policy::default(),
+    };
+    if args.deadline.is_some() {
+        policy.deadline = args.deadline;
+    }
+    if args.memory.is_some() {
+        policy.memory_limit = args.memory;
+    }
     for name in &args.denied {
         let category = Category::from_name(name).ok_or_else(|| {
             let known: Vec<_> = Category::ALL.iter().map(|c| c.name()).collect();

@@ -27,12 +27,13 @@ fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
-/// The one error line (guest log lines may precede it).
+/// The error: one line, the last on stderr (guest log lines and diagnostic
+/// reports such as `callAborted` may precede it).
 fn error_line(output: &Output) -> String {
     let text = stderr(output);
-    let errors: Vec<&str> = text.lines().filter(|l| !l.contains(": domain ")).collect();
-    assert_eq!(errors.len(), 1, "exactly one error line: {text}");
-    errors[0].to_string()
+    let last = text.lines().last().unwrap_or_default();
+    assert!(last.starts_with("custody: "), "{text}");
+    last.to_string()
 }
 
 #[test]
@@ -151,4 +152,76 @@ fn a_guest_without_its_preopen_is_denied() {
     let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(json["result"], serde_json::json!([-8]), "E_DENIED");
     assert_eq!(json["ledger"]["opened"], 0);
+}
+
+#[test]
+fn policy_flags_and_files_apply() {
+    let spin = scratch_module(
+        "spin.wat",
+        r#"(module (func (export "run") (loop $l (br $l))))"#,
+    );
+    let grow = scratch_module(
+        "grow.wat",
+        r#"(module (memory 1) (func (export "run") (result i32) (memory.grow (i32.const 100))))"#,
+    );
+    let policy = scratch_module(
+        "policy.toml",
+        "deadline_ms = 50\nmemory_limit_bytes = 1048576\n",
+    );
+    let typo = scratch_module("typo.toml", "deadline = 50\n");
+    let spin = spin.to_str().unwrap();
+    let grow = grow.to_str().unwrap();
+    for (args, status, needle) in [
+        (
+            vec!["run", spin, "--deadline", "100ms"],
+            3,
+            "deadline of 100ms",
+        ),
+        (
+            vec!["run", spin, "--deadline", "0.05s"],
+            3,
+            "deadline of 50ms",
+        ),
+        (
+            vec!["run", spin, "--policy", policy.to_str().unwrap()],
+            3,
+            "deadline of 50ms",
+        ),
+        (
+            vec!["run", grow, "--memory", "1M"],
+            3,
+            "memory limit of 1048576 bytes",
+        ),
+        (
+            vec!["run", grow, "--policy", policy.to_str().unwrap()],
+            3,
+            "memory limit",
+        ),
+        (
+            vec!["run", spin, "--policy", typo.to_str().unwrap()],
+            2,
+            "unknown field `deadline`",
+        ),
+    ] {
+        let output = custody(&args);
+        assert_eq!(
+            output.status.code(),
+            Some(status),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+        let line = error_line(&output);
+        assert!(line.contains(needle), "{args:?}: {line}");
+    }
+    for bad in [
+        ["--deadline", "soon"],
+        ["--deadline", "-5"],
+        ["--memory", "lots"],
+    ] {
+        let output = custody(&["run", spin, bad[0], bad[1]]);
+        assert_eq!(output.status.code(), Some(2), "{bad:?}");
+    }
+    // Within the cap, the same module runs.
+    let output = custody(&["run", grow, "--memory", "16M", "--json"]);
+    assert!(output.status.success(), "{}", stderr(&output));
 }

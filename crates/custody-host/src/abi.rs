@@ -130,7 +130,7 @@ impl From<Fault> for AbiError {
 }
 
 /// What a handle-resolution failure is to the guest.
-fn resolution(error: HandleError) -> AbiError {
+pub(crate) fn resolution(error: HandleError) -> AbiError {
     match error {
         HandleError::Null => AbiError::Null,
         HandleError::Stale(_) => AbiError::Stale,

@@ -17,7 +17,6 @@ use wasmtime::{
     ValType, WasmBacktrace,
 };
 
-use crate::abi;
 use crate::error::{CallError, LoadError, UnloadError};
 use crate::host::HostShared;
 use crate::policy::{Action, Policy};
@@ -105,6 +104,8 @@ pub(crate) struct DomainCtx {
     pub(crate) in_unloading_hook: bool,
     /// Linear memory of all the domain's instances, in bytes.
     memory_used: usize,
+    /// Host locks the current call holds (embedder functions).
+    pub(crate) host_locks: Arc<crate::embed::LockCount>,
     host: Arc<HostShared>,
 }
 
@@ -243,6 +244,7 @@ fn new_store(
         deadline: None,
         in_unloading_hook: false,
         memory_used: 0,
+        host_locks: Arc::default(),
         host: Arc::clone(host),
     };
     let mut store = Store::new(&host.engine, ctx);
@@ -285,12 +287,9 @@ fn instantiate(
         let sibling = siblings.iter().find(|m| m.name == from).map(|m| m.instance);
         let resolved = match sibling {
             Some(instance) => instance.get_export(&mut *store, field),
-            None if from == abi::MODULE => {
-                let function = abi::function(field).ok_or_else(unresolved)?;
-                if let Some(&category) = function
-                    .categories
-                    .iter()
-                    .find(|c| host.policy.denied.contains(c))
+            None => {
+                let categories = host.categories_of(from, field).ok_or_else(unresolved)?;
+                if let Some(&category) = categories.iter().find(|c| host.policy.denied.contains(c))
                 {
                     return Err(LoadError::Denied {
                         module: from.to_string(),
@@ -300,7 +299,6 @@ fn instantiate(
                 }
                 host.linker.get(&mut *store, from, field).ok()
             }
-            None => None,
         };
         imports.push(resolved.ok_or_else(unresolved)?);
     }
@@ -442,12 +440,14 @@ impl Domain {
         let policy = Arc::clone(&self.shared.host.policy);
         let outcome = call_func(&mut loaded.store, name, func, args, policy.deadline);
         self.shared.cancel.lower(Cancel::ABORT);
-        let critical = std::mem::take(&mut loaded.store.data_mut().critical_depth);
+        let regions = std::mem::take(&mut loaded.store.data_mut().critical_depth);
+        let locked = loaded.store.data().host_locks.take_aborted_while_held();
+        let critical = regions + u32::from(locked);
         let (reason, backtrace) = match &outcome {
             Ok(_) if critical == 0 => return outcome,
             Ok(_) => (
                 format!(
-                    "it returned with {critical} critical region(s) still open (an orphaned lock)"
+                    "it returned with {regions} critical region(s) still open (an orphaned lock)"
                 ),
                 String::new(),
             ),
@@ -459,8 +459,17 @@ impl Domain {
             }) => (reason.clone(), backtrace.clone()),
             Err(_) => return outcome,
         };
+        // Where the failure happened, if that makes it escalate.
+        let context = match (regions, locked) {
+            (0, false) => None,
+            (0, true) => Some("while holding a host lock".to_string()),
+            (n, false) => Some(format!("inside {n} critical region(s)")),
+            (n, true) => Some(format!(
+                "inside {n} critical region(s) and holding a host lock"
+            )),
+        };
         if outcome.is_err() {
-            self.report_aborted(name, &reason, &backtrace, critical);
+            self.report_aborted(name, &reason, &backtrace, context.as_deref());
         }
         if self.shared.cancel.reason() == Cancel::UNLOAD {
             return outcome; // the unload takes it from here
@@ -474,10 +483,9 @@ impl Domain {
         if action == Action::AbortCall {
             return outcome;
         }
-        let reason = if critical > 0 && outcome.is_err() {
-            format!("{reason}, inside {critical} critical region(s)")
-        } else {
-            reason
+        let reason = match (&outcome, &context) {
+            (Err(_), Some(context)) => format!("{reason}, {context}"),
+            _ => reason,
         };
         let released = self.escalate(&mut guard, action, &reason);
         Err(CallError::Escalated {
@@ -489,14 +497,10 @@ impl Domain {
         })
     }
 
-    fn report_aborted(&self, function: &str, reason: &str, backtrace: &str, critical: u32) {
+    fn report_aborted(&self, function: &str, reason: &str, backtrace: &str, context: Option<&str>) {
         let domain = self.id();
         diagnostics::fire(Assistant::CallAborted, || {
-            let where_ = if critical > 0 {
-                format!(" inside {critical} critical region(s)")
-            } else {
-                String::new()
-            };
+            let where_ = context.map(|c| format!(" {c}")).unwrap_or_default();
             Diagnostic::new(
                 Assistant::CallAborted,
                 format!("the call to {function} in domain {domain} was aborted{where_}: {reason}"),

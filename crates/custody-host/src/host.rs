@@ -9,12 +9,13 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use serde::Serialize;
-use wasmtime::{Config, Engine, Linker, Module};
+use wasmtime::{Config, Engine, Linker, Module, Val, ValType};
 
-use crate::abi;
+use crate::abi::{self, AbiError};
 use crate::domain::{Domain, DomainCtx, DomainShared, DomainState, Preopen};
+use crate::embed::{self, ExtraFunction, GuestCall};
 use crate::error::{HostError, LoadError};
-use crate::policy::Policy;
+use crate::policy::{Category, Policy};
 use crate::sys;
 
 /// How often running guests check whether they must stop (deadline, unload).
@@ -35,6 +36,8 @@ pub fn stderr_log() -> LogSink {
 pub(crate) struct HostShared {
     pub(crate) engine: Engine,
     pub(crate) linker: Linker<DomainCtx>,
+    /// Embedder functions: (module, name, categories).
+    extras: Vec<(String, String, Vec<Category>)>,
     pub(crate) policy: Arc<Policy>,
     pub(crate) log: LogSink,
     domains: Mutex<BTreeMap<u64, Weak<DomainShared>>>,
@@ -42,6 +45,18 @@ pub(crate) struct HostShared {
 }
 
 impl HostShared {
+    /// The host-protection categories of a host function guests may import,
+    /// or `None` if the host defines no such function.
+    pub(crate) fn categories_of(&self, module: &str, name: &str) -> Option<Vec<Category>> {
+        if module == abi::MODULE {
+            return abi::function(name).map(|f| f.categories.to_vec());
+        }
+        self.extras
+            .iter()
+            .find(|(m, n, _)| m == module && n == name)
+            .map(|(_, _, categories)| categories.clone())
+    }
+
     pub(crate) fn forget(&self, domain: u64) {
         self.domains
             .lock()
@@ -124,7 +139,7 @@ impl Host {
     /// [`HostError::Policy`] if the policy contradicts itself,
     /// [`HostError::Engine`] if wasmtime cannot be configured.
     pub fn new(policy: Policy) -> Result<Host, HostError> {
-        Host::with_log(policy, stderr_log())
+        Host::builder(policy).build()
     }
 
     /// A host applying `policy`, sending guest log lines to `log`.
@@ -132,27 +147,16 @@ impl Host {
     /// # Errors
     /// As [`Host::new`].
     pub fn with_log(policy: Policy, log: LogSink) -> Result<Host, HostError> {
-        policy.validate()?;
-        let mut config = Config::new();
-        config.epoch_interruption(true);
-        config.max_wasm_stack(policy.stack_limit);
-        config.wasm_threads(true);
-        config.shared_memory(true);
-        let engine = Engine::new(&config).map_err(|e| HostError::Engine(format!("{e:#}")))?;
-        let mut linker = Linker::new(&engine);
-        abi::define(&mut linker).map_err(|e| HostError::Engine(format!("{e:#}")))?;
-        let ticker = Ticker::start(engine.clone());
-        Ok(Host {
-            shared: Arc::new(HostShared {
-                engine,
-                linker,
-                policy: Arc::new(policy),
-                log,
-                domains: Mutex::new(BTreeMap::new()),
-                next_domain: AtomicU64::new(1),
-            }),
-            _ticker: ticker,
-        })
+        Host::builder(policy).log(log).build()
+    }
+
+    /// A builder, to add embedder host functions.
+    pub fn builder(policy: Policy) -> HostBuilder {
+        HostBuilder {
+            policy,
+            log: stderr_log(),
+            functions: Vec::new(),
+        }
     }
 
     /// The wasmtime engine every domain runs on.
@@ -234,6 +238,119 @@ impl Host {
                 handles: d.handle_count(),
             })
             .collect()
+    }
+}
+
+/// Builds a [`Host`], with host functions of the embedder's own beside the
+/// `custody` ABI.
+///
+/// ```
+/// use custody_host::{Category, Host, HostLock, Policy, Val, ValType};
+///
+/// static COUNTER: HostLock<i32> = HostLock::new_const(0);
+/// let host = Host::builder(Policy::default())
+///     .function("env", "next", &[Category::SharedState], &[], &[ValType::I32], |call, _, results| {
+///         let mut counter = COUNTER.lock(call); // counted as a host lock
+///         *counter += 1;
+///         results[0] = Val::I32(*counter);
+///         Ok(())
+///     })
+///     .build()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct HostBuilder {
+    policy: Policy,
+    log: LogSink,
+    functions: Vec<ExtraFunction>,
+}
+
+impl HostBuilder {
+    /// Where guest log lines go (default: stderr).
+    pub fn log(mut self, log: LogSink) -> Self {
+        self.log = log;
+        self
+    }
+
+    /// Adds a host function guests may import as `module.name`, carrying
+    /// host-protection `categories` (a module importing it fails to load if
+    /// the policy denies one).
+    pub fn function(
+        mut self,
+        module: &str,
+        name: &str,
+        categories: &[Category],
+        params: &[ValType],
+        results: &[ValType],
+        body: impl Fn(&mut GuestCall<'_>, &[Val], &mut [Val]) -> Result<(), AbiError>
+        + Send
+        + Sync
+        + 'static,
+    ) -> Self {
+        self.functions.push(ExtraFunction {
+            module: module.to_string(),
+            name: name.to_string(),
+            categories: categories.to_vec(),
+            params: params.to_vec(),
+            results: results.to_vec(),
+            body: Arc::new(body),
+        });
+        self
+    }
+
+    /// Builds the host.
+    ///
+    /// # Errors
+    /// [`HostError::Policy`] if the policy contradicts itself;
+    /// [`HostError::Engine`] if wasmtime cannot be configured or a function
+    /// is defined in the reserved `custody` module or twice.
+    pub fn build(self) -> Result<Host, HostError> {
+        let HostBuilder {
+            policy,
+            log,
+            functions,
+        } = self;
+        policy.validate()?;
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        config.max_wasm_stack(policy.stack_limit);
+        config.wasm_threads(true);
+        config.shared_memory(true);
+        let engine = Engine::new(&config).map_err(|e| HostError::Engine(format!("{e:#}")))?;
+        let mut linker = Linker::new(&engine);
+        abi::define(&mut linker).map_err(|e| HostError::Engine(format!("{e:#}")))?;
+        let mut extras = Vec::new();
+        for function in functions {
+            if function.module == abi::MODULE {
+                return Err(HostError::Engine(format!(
+                    "{}::{}: the custody module is reserved for the ABI",
+                    function.module, function.name
+                )));
+            }
+            let ty = embed::func_type(&engine, &function);
+            let body = Arc::clone(&function.body);
+            linker
+                .func_new(
+                    &function.module,
+                    &function.name,
+                    ty,
+                    move |caller, params, results| embed::call(caller, &*body, params, results),
+                )
+                .map_err(|e| HostError::Engine(format!("{e:#}")))?;
+            extras.push((function.module, function.name, function.categories));
+        }
+        let ticker = Ticker::start(engine.clone());
+        Ok(Host {
+            shared: Arc::new(HostShared {
+                engine,
+                linker,
+                extras,
+                policy: Arc::new(policy),
+                log,
+                domains: Mutex::new(BTreeMap::new()),
+                next_domain: AtomicU64::new(1),
+            }),
+            _ticker: ticker,
+        })
     }
 }
 

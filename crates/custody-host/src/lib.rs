@@ -22,6 +22,7 @@
 
 pub mod abi;
 mod domain;
+mod embed;
 mod error;
 mod host;
 mod memory;
@@ -29,7 +30,8 @@ mod policy;
 mod sys;
 
 pub use domain::{Domain, DomainState, FailedRelease, HookOutcome, Ledger, UnloadReport};
+pub use embed::{GuestCall, HostFunctionBody, HostLock, HostLockGuard};
 pub use error::{CallError, HostError, LoadError, UnloadError};
-pub use host::{DomainConfig, DomainInfo, EPOCH_TICK, Host, LogSink, stderr_log};
+pub use host::{DomainConfig, DomainInfo, EPOCH_TICK, Host, HostBuilder, LogSink, stderr_log};
 pub use policy::{Action, Category, Escalation, Policy, PolicyError};
 pub use wasmtime::{Module, Val, ValType};

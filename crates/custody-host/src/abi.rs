@@ -692,6 +692,29 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_category_table_matches_the_functions() {
+        let docs = include_str!("../../../docs/RELIABILITY.md");
+        for f in FUNCTIONS {
+            let prefix = format!("| `{}` |", f.name);
+            let row = docs
+                .lines()
+                .find(|l| l.starts_with(&prefix))
+                .unwrap_or_else(|| panic!("{} missing from docs/RELIABILITY.md", f.name));
+            let documented: Vec<&str> = row[prefix.len()..]
+                .trim_end_matches('|')
+                .split(',')
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .collect();
+            let mut actual: Vec<&str> = f.categories.iter().map(|c| c.name()).collect();
+            let mut documented_sorted = documented.clone();
+            actual.sort_unstable();
+            documented_sorted.sort_unstable();
+            assert_eq!(documented_sorted, actual, "{}", f.name);
+        }
+    }
+
+    #[test]
     fn open_flags_follow_the_header() {
         assert!(open_flags(1).is_ok());
         assert!(open_flags(2 | 4 | 8).is_ok());

@@ -130,7 +130,9 @@ fn chaos_soak() {
     let tokens: Mutex<Vec<(Arc<AtomicUsize>, bool)>> = Mutex::new(Vec::new());
     let tally = Tally::default();
     let new_domain = |host: &Host| {
-        let domain = host.create_domain(DomainConfig::new().preopen("d", &dir)).unwrap();
+        let domain = host
+            .create_domain(DomainConfig::new().preopen("d", &dir))
+            .unwrap();
         domain.load("chaos", &module).unwrap();
         domain
     };
@@ -230,7 +232,11 @@ fn chaos_soak() {
     let tokens = tokens.into_inner().unwrap();
     let failing = tokens.iter().filter(|(_, fail)| *fail).count();
     for (releases, _) in &tokens {
-        assert_eq!(releases.load(SeqCst), 1, "every counted handle released exactly once");
+        assert_eq!(
+            releases.load(SeqCst),
+            1,
+            "every counted handle released exactly once"
+        );
     }
     let seen = collector.take();
     let count = |a: Assistant| seen.iter().filter(|d| d.assistant == a).count();
@@ -251,9 +257,20 @@ fn chaos_soak() {
         tokens.len()
     );
     assert_eq!(fds_after, baseline, "every fd came back");
-    assert_eq!(token_failures, failing, "every forced release failure was reported");
-    assert_eq!(count(Assistant::CallAborted), t(&tally.failed), "every abort and trap reported");
-    assert_eq!(count(Assistant::DomainRecycled), t(&tally.escalated), "every recycle reported");
+    assert_eq!(
+        token_failures, failing,
+        "every forced release failure was reported"
+    );
+    assert_eq!(
+        count(Assistant::CallAborted),
+        t(&tally.failed),
+        "every abort and trap reported"
+    );
+    assert_eq!(
+        count(Assistant::DomainRecycled),
+        t(&tally.escalated),
+        "every recycle reported"
+    );
     assert!(t(&tally.calls) > 100, "the soak ran");
     assert!(t(&tally.escalated) > 0 && t(&tally.failed) > t(&tally.escalated));
     drop(module);

@@ -164,7 +164,7 @@ fn chaos_soak() {
                         9 => {
                             // Counted handles, some failing their release.
                             let releases = Arc::new(AtomicUsize::new(0));
-                            let fail = rng.next() % 4 == 0;
+                            let fail = rng.next().is_multiple_of(4);
                             tokens.lock().unwrap().push((Arc::clone(&releases), fail));
                             let _ = domain.insert_handle(Token { releases, fail });
                             continue;

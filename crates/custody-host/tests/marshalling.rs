@@ -333,21 +333,6 @@ fn out_of_bounds_pointers_and_lengths_are_faults() {
     assert_eq!(open_fds(), baseline);
 }
 
-/// xorshift64*, for reproducible hostile arguments.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn pick<T: Copy>(&mut self, from: &[T]) -> T {
-        from[(self.next() % from.len() as u64) as usize]
-    }
-}
-
 #[test]
 fn thousands_of_hostile_abi_calls_never_panic_never_leak_and_only_return_documented_codes() {
     let _serial = serial();

@@ -137,3 +137,19 @@ pub fn warm(host: &Host, module: Module) -> Module {
     domain.unload().unwrap();
     module
 }
+
+/// xorshift64*: reproducible randomness for hostile arguments and chaos.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    pub fn pick<T: Copy>(&mut self, from: &[T]) -> T {
+        from[(self.next() % from.len() as u64) as usize]
+    }
+}

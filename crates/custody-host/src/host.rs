@@ -42,6 +42,9 @@ pub(crate) struct HostShared {
     pub(crate) log: LogSink,
     domains: Mutex<BTreeMap<u64, Weak<DomainShared>>>,
     next_domain: AtomicU64,
+    /// Lives as long as any domain does (domains hold this state), so
+    /// deadlines keep firing even if the `Host` value is dropped first.
+    _ticker: Ticker,
 }
 
 impl HostShared {
@@ -72,7 +75,7 @@ struct Ticker {
 }
 
 impl Ticker {
-    fn start(engine: Engine) -> Ticker {
+    fn start(engine: Engine) -> std::io::Result<Ticker> {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
         let thread = std::thread::Builder::new()
@@ -82,12 +85,11 @@ impl Ticker {
                     std::thread::park_timeout(EPOCH_TICK);
                     engine.increment_epoch();
                 }
-            })
-            .expect("spawning the epoch thread");
-        Ticker {
+            })?;
+        Ok(Ticker {
             stop,
             thread: Some(thread),
-        }
+        })
     }
 }
 
@@ -129,7 +131,6 @@ pub struct DomainInfo {
 /// ```
 pub struct Host {
     shared: Arc<HostShared>,
-    _ticker: Ticker,
 }
 
 impl Host {
@@ -338,7 +339,8 @@ impl HostBuilder {
                 .map_err(|e| HostError::Engine(format!("{e:#}")))?;
             extras.push((function.module, function.name, function.categories));
         }
-        let ticker = Ticker::start(engine.clone());
+        let ticker = Ticker::start(engine.clone())
+            .map_err(|e| HostError::Engine(format!("starting the epoch thread: {e}")))?;
         Ok(Host {
             shared: Arc::new(HostShared {
                 engine,
@@ -348,8 +350,8 @@ impl HostBuilder {
                 log,
                 domains: Mutex::new(BTreeMap::new()),
                 next_domain: AtomicU64::new(1),
+                _ticker: ticker,
             }),
-            _ticker: ticker,
         })
     }
 }

@@ -359,3 +359,12 @@ fn the_ladder_is_configurable() {
     };
     assert!(custody_host::Host::new(backwards).is_err());
 }
+
+#[test]
+fn deadlines_still_fire_after_the_host_value_is_dropped() {
+    let _serial = serial();
+    let (host, domain) = unruly(with_deadline(50));
+    drop(host);
+    let reason = aborted_reason(domain.call("spin", &[]));
+    assert!(reason.contains("deadline"), "{reason}");
+}

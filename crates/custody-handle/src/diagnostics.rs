@@ -669,6 +669,21 @@ pub(crate) fn outstanding_references(handle_type: &'static str, raw: u64, outsta
     });
 }
 
+pub(crate) fn over_released(handle_type: &'static str, raw: u64) {
+    fire(Assistant::OutstandingReferences, || {
+        let mut d = Diagnostic::new(
+            Assistant::OutstandingReferences,
+            format!(
+                "the reference count of a handle of type '{handle_type}' with value {} went below zero: dangerous_release was called more often than dangerous_add_ref (the resource was released at most once)",
+                format_raw(raw)
+            ),
+        )
+        .with_handle(handle_type, raw);
+        d.history = history::history_of(raw);
+        d
+    });
+}
+
 pub(crate) fn stale_handle_use(id: HandleId, domain: Option<u64>, why: &str) {
     fire(Assistant::StaleHandleUse, || {
         let mut d = Diagnostic::new(

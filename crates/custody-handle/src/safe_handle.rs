@@ -32,20 +32,35 @@
 //! "Releases" additionally requires that the handle owns its resource and the
 //! resource is not invalid.
 //!
-//! # Why add-ref is a CAS and release is a `fetch_sub`
-//! Add-ref can fail (closed handle), so like std's `Weak::upgrade` it must
-//! check and increment in one compare-and-swap; it seeds the CAS with the
-//! commonest state instead of loading first. Release cannot fail for a
-//! caller that holds a reference, so like `Arc`'s drop it is one
-//! `fetch_sub`: from `n >= 2` that *is* the transition; from `n == 1` it
-//! leaves `(0, C, D)` and sets `C` right after, which is equivalent to one
-//! step because add-ref refuses `n == 0` and nothing else acts on a word
-//! with no reference left. A release by a caller holding no reference (a
-//! misuse the API reports as `Closed`) briefly takes the count below zero
-//! and undoes it; the flags are untouched (the count moves in steps of 4),
-//! so the only effect on racing threads is that an add-ref in that instant
-//! reports `RefCountOverflow` instead of `Closed`. The loom models check
-//! both paths.
+//! # Why both add-ref and release are one `fetch_add`/`fetch_sub`
+//! As in Linux's `rcuref`, the hot paths are single atomic additions, like
+//! `Arc`'s clone and drop, and the rare transitions pay for it:
+//!
+//! - **Add-ref** adds one reference and then looks at the state it added to.
+//!   If `C` was set (or the count was at its maximum) it failed: it takes
+//!   its "phantom" increment back. `C` never clears, so a phantom on a closed
+//!   handle can neither start nor stop a release.
+//! - **Release** subtracts one. From `n >= 2` that is the whole transition.
+//!   From `n == 1` the word is now `(0, C, D)` with `C` clear, and the
+//!   releasing thread tries one compare-and-swap that sets `C` (the *death*
+//!   step); only if that succeeds does it release. An add-ref that lands
+//!   between the two sees `C` clear and succeeds: it *resurrects* the handle,
+//!   linearized before the release, and the death CAS fails (the count is
+//!   no longer zero), so that releaser is not the last after all. Whoever
+//!   takes the count to zero last and wins the death CAS releases: exactly
+//!   once.
+//! - A release by a caller holding no reference (a misuse the API reports as
+//!   `Closed`) briefly takes the count below zero and undoes it. The flags
+//!   are untouched (the count moves in steps of 4), counts above
+//!   [`MAX_REF_COUNT`] are recognizably transient, and the death step waits
+//!   them out instead of mistaking them for a resurrection. If such a misuse
+//!   races a failed add-ref's phantom it can take the phantom for a real
+//!   reference, and the count ends below zero. Even then nothing is released
+//!   twice, nothing leaks and the handle stays closed; the last clone's drop
+//!   reports the misuse (`outstandingReferences`, "count went below zero").
+//!
+//! `dispose` and `set_handle_as_invalid` are rare and stay a CAS loop and a
+//! `fetch_or`. The loom models check every path.
 
 use std::any::type_name;
 use std::fmt;
@@ -66,8 +81,10 @@ const REF_ONE: usize = 0b100;
 /// Where the count field starts.
 const REF_SHIFT: u32 = 2;
 /// The largest reference count; add-ref beyond it is
-/// [`HandleError::RefCountOverflow`] instead of .NET's silent wrap.
-pub const MAX_REF_COUNT: usize = usize::MAX >> REF_SHIFT;
+/// [`HandleError::RefCountOverflow`] instead of .NET's silent wrap. Half the
+/// count field, so the transient over-counts of racing add-refs never wrap
+/// it, and a count above it is recognizably transient.
+pub const MAX_REF_COUNT: usize = usize::MAX >> (REF_SHIFT + 1);
 
 /// A snapshot of the state word.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -241,32 +258,17 @@ impl<T: ReleaseHandle> SafeHandle<T> {
     #[inline]
     pub fn dangerous_add_ref(&self) -> Result<(), HandleError> {
         let inner = &*self.inner;
-        // Guess the commonest state (only the creation reference) instead of
-        // loading first: a wrong guess costs one failed CAS, which returns
-        // the actual state; a right one saves the load-to-CAS latency.
-        let mut current = State::NEW;
-        loop {
-            // n == 0 implies C in every stable state; the one transient state
-            // with n == 0 and C clear is the fast release path's, between its
-            // decrement and its setting C, and it must also refuse.
-            if current.is_closed() || current.ref_count() == 0 {
-                return Err(HandleError::Closed);
-            }
-            if current.ref_count() == MAX_REF_COUNT {
-                return Err(HandleError::RefCountOverflow);
-            }
-            // Acquire pairs with the Release half of the transition that last
-            // dropped a reference, so our use of the resource starts after
-            // everything that happened before it.
-            match inner.state.compare_exchange_weak(
-                current.0,
-                current.0 + REF_ONE,
-                Ordering::Acquire,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => break,
-                Err(actual) => current = State(actual),
-            }
+        // Acquire pairs with the Release of earlier reference drops, so our
+        // use of the resource starts after everything before it.
+        let before = State(inner.state.fetch_add(REF_ONE, Ordering::Acquire));
+        if before.is_closed() || before.ref_count() >= MAX_REF_COUNT {
+            // A phantom increment: take it back (see the module docs).
+            inner.state.fetch_sub(REF_ONE, Ordering::Relaxed);
+            return Err(if before.is_closed() {
+                HandleError::Closed
+            } else {
+                HandleError::RefCountOverflow
+            });
         }
         if inner.owner.is_traced() {
             self.record(EventKind::AddRef);
@@ -291,25 +293,13 @@ impl<T: ReleaseHandle> SafeHandle<T> {
         if inner.owner.is_traced() {
             self.record(EventKind::Release);
         }
-        // Fast path: one fetch_sub. If the count was 2 or more this *is* the
-        // transition (n-1, C, D). If it was 1, the word is now (0, C, D) with
-        // C possibly clear: add-ref refuses n == 0, and the other transitions
-        // see no reference left, so setting C right after is equivalent to
-        // having set it in the same step. If it was 0 we took nothing that
-        // existed: undo, the state is closed.
-        let before = State(inner.state.fetch_sub(REF_ONE, Ordering::AcqRel));
+        let before = State(inner.state.fetch_sub(REF_ONE, Ordering::Release));
         match before.ref_count() {
+            1 => inner.die(),
             0 => {
+                // No reference was left: undo (see the module docs).
                 inner.state.fetch_add(REF_ONE, Ordering::Relaxed);
                 Err(HandleError::Closed)
-            }
-            1 => {
-                inner.state.fetch_or(CLOSED, Ordering::AcqRel);
-                if !before.is_closed() && inner.owns_handle && !inner.value.is_invalid() {
-                    inner.release_now()
-                } else {
-                    Ok(())
-                }
             }
             _ => Ok(()),
         }
@@ -442,6 +432,41 @@ impl<T: ReleaseHandle> SafeHandle<T> {
 }
 
 impl<T: ReleaseHandle> Inner<T> {
+    /// The death step, after a release took the count to zero: set `C` and
+    /// release, unless an add-ref resurrected the handle meanwhile (then it
+    /// is not dead) or `C` was set by someone else (then nothing to release).
+    #[cold]
+    fn die(&self) -> Result<(), HandleError> {
+        let mut current = State(self.state.load(Ordering::Relaxed));
+        loop {
+            if current.is_closed() {
+                return Ok(());
+            }
+            match current.ref_count() {
+                0 => {}
+                n if n > MAX_REF_COUNT => {
+                    // A misused release's transient underflow: wait it out.
+                    crate::sync::spin_wait();
+                    current = State(self.state.load(Ordering::Relaxed));
+                    continue;
+                }
+                _ => return Ok(()), // resurrected: not the last reference
+            }
+            // AcqRel: Acquire sees every other holder's use (their Release
+            // decrements precede this in the word's order) before releasing.
+            match self.state.compare_exchange_weak(
+                current.0,
+                current.0 | CLOSED,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) if self.owns_handle && !self.value.is_invalid() => return self.release_now(),
+                Ok(_) => return Ok(()),
+                Err(actual) => current = State(actual),
+            }
+        }
+    }
+
     /// The compare-and-swap loop behind dispose and the last clone's drop.
     fn dispose_transition(&self) -> Result<Transition, HandleError> {
         let mut current = State(self.state.load(Ordering::Relaxed));
@@ -533,7 +558,9 @@ impl<T: ReleaseHandle> Drop for Inner<T> {
                 before.ref_count() - 1
             }
         };
-        if remaining > 0 {
+        if remaining > MAX_REF_COUNT {
+            diagnostics::over_released(name, raw);
+        } else if remaining > 0 {
             diagnostics::outstanding_references(name, raw, remaining);
         }
     }

@@ -58,3 +58,11 @@ impl<T> UnsafeCell<T> {
         return f(self.0.get());
     }
 }
+
+/// One step of a short wait for another thread's transient state to pass.
+pub(crate) fn spin_wait() {
+    #[cfg(loom)]
+    loom::thread::yield_now();
+    #[cfg(not(loom))]
+    std::hint::spin_loop();
+}

@@ -294,6 +294,24 @@ fn dropping_a_disposed_last_clone_with_add_refs_outstanding_is_reported() {
 }
 
 #[test]
+fn a_count_driven_below_zero_is_reported_at_the_last_drop() {
+    let collector = Collector::start();
+    let h = SafeHandle::new(Probe::new());
+    let raw = h.raw_value();
+    h.dispose().unwrap();
+    // What a racing misuse can leave behind: one release too many.
+    h.inner.state.fetch_sub(REF_ONE, Ordering::Relaxed);
+    drop(h);
+    let seen = collector.matching(|d| d.raw_value == Some(raw));
+    assert_eq!(seen.len(), 1);
+    assert!(
+        seen[0].message.contains("below zero"),
+        "{}",
+        seen[0].message
+    );
+}
+
+#[test]
 fn handle_finalized_fires_only_for_a_release_by_drop() {
     let was = crate::diagnostics::is_enabled(Assistant::HandleFinalized);
     crate::diagnostics::set_enabled(Assistant::HandleFinalized, true);

@@ -487,7 +487,7 @@ impl Domain {
             (Err(_), Some(context)) => format!("{reason}, {context}"),
             _ => reason,
         };
-        let released = self.escalate(&mut guard, action, &reason);
+        let released = self.escalate(&mut guard, action, name, &reason, &backtrace);
         Err(CallError::Escalated {
             export: name.to_string(),
             reason,
@@ -498,21 +498,40 @@ impl Domain {
     }
 
     fn report_aborted(&self, function: &str, reason: &str, backtrace: &str, context: Option<&str>) {
-        let domain = self.id();
-        diagnostics::fire(Assistant::CallAborted, || {
-            let where_ = context.map(|c| format!(" {c}")).unwrap_or_default();
-            Diagnostic::new(
-                Assistant::CallAborted,
-                format!("the call to {function} in domain {domain} was aborted{where_}: {reason}"),
-            )
-            .with_call(domain, function, reason)
-            .with_backtrace(backtrace)
-        });
+        report_aborted(self.id(), function, reason, backtrace, context);
     }
+}
 
+/// Fires `callAborted` for a failed call.
+fn report_aborted(
+    domain: u64,
+    function: &str,
+    reason: &str,
+    backtrace: &str,
+    context: Option<&str>,
+) {
+    diagnostics::fire(Assistant::CallAborted, || {
+        let where_ = context.map(|c| format!(" {c}")).unwrap_or_default();
+        Diagnostic::new(
+            Assistant::CallAborted,
+            format!("the call to {function} in domain {domain} was aborted{where_}: {reason}"),
+        )
+        .with_call(domain, function, reason)
+        .with_backtrace(backtrace)
+    });
+}
+
+impl Domain {
     /// Recycles or unloads the domain after a failed call; returns how many
     /// handles were released.
-    fn escalate(&self, guard: &mut Option<Loaded>, action: Action, reason: &str) -> usize {
+    fn escalate(
+        &self,
+        guard: &mut Option<Loaded>,
+        action: Action,
+        function: &str,
+        reason: &str,
+        backtrace: &str,
+    ) -> usize {
         let shared = &self.shared;
         let Some(loaded) = guard.as_mut() else {
             return 0;
@@ -577,17 +596,16 @@ impl Domain {
             (_, false) => "recycled (not re-created)".to_string(),
         };
         diagnostics::fire(Assistant::DomainRecycled, || {
-            let mut d = Diagnostic::new(
+            Diagnostic::new(
                 Assistant::DomainRecycled,
                 format!(
-                    "domain {domain} was {outcome} because a call failed ({reason}): {} handle(s) released, {} release failure(s)",
+                    "domain {domain} was {outcome} because its call to {function} failed ({reason}): {} handle(s) released, {} release failure(s)",
                     drained.released,
                     drained.failed.len()
                 ),
-            );
-            d.domain = Some(domain);
-            d.reason = Some(reason.to_string());
-            d
+            )
+            .with_call(domain, function, reason)
+            .with_backtrace(backtrace)
         });
         drained.released
     }
@@ -766,12 +784,27 @@ fn run_unloading_hook(loaded: &mut Loaded, limit: Duration) -> HookOutcome {
         .filter_map(|m| m.instance.get_func(&mut loaded.store, UNLOADING_EXPORT))
         .collect();
     let mut outcome = HookOutcome::Absent;
+    let domain = loaded.store.data().id;
     loaded.store.data_mut().in_unloading_hook = true;
     for hook in hooks {
-        outcome = match call_func(&mut loaded.store, UNLOADING_EXPORT, hook, &[], Some(limit)) {
+        let result = call_func(&mut loaded.store, UNLOADING_EXPORT, hook, &[], Some(limit));
+        outcome = match result {
             Ok(_) => HookOutcome::Completed,
-            Err(CallError::Aborted { .. }) => HookOutcome::TimedOut,
-            Err(e) => HookOutcome::Trapped(e.to_string()),
+            Err(CallError::Aborted {
+                reason, backtrace, ..
+            }) => {
+                report_aborted(domain, UNLOADING_EXPORT, &reason, &backtrace, None);
+                HookOutcome::TimedOut
+            }
+            Err(e) => {
+                if let CallError::Trap {
+                    message, backtrace, ..
+                } = &e
+                {
+                    report_aborted(domain, UNLOADING_EXPORT, message, backtrace, None);
+                }
+                HookOutcome::Trapped(e.to_string())
+            }
         };
     }
     outcome

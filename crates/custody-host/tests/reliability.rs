@@ -254,6 +254,18 @@ fn a_failure_inside_a_critical_region_recycles_the_domain() {
         .collect();
     assert_eq!((aborted.len(), recycled.len()), (2, 2));
     assert_eq!(aborted[0].function.as_deref(), Some("trap_critical"));
+    assert_eq!(recycled[0].function.as_deref(), Some("trap_critical"));
+    assert!(
+        recycled[0]
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("critical region")
+    );
+    assert!(
+        recycled[0].backtrace.is_some(),
+        "the recycle carries the guest backtrace"
+    );
     assert!(
         aborted[0]
             .reason

@@ -114,9 +114,13 @@ fn the_unloading_hook_is_bounded_in_time() {
     let domain = host.create_domain(DomainConfig::new()).unwrap();
     domain.load("main", &module).unwrap();
     call(&domain, "setup", &[]);
+    let collector = custody_handle::diagnostics::Collector::start();
     let start = Instant::now();
     let report = domain.unload().unwrap();
     assert_eq!(report.hook, HookOutcome::TimedOut);
+    let aborted = collector.matching(|d| d.domain == Some(domain.id()));
+    assert_eq!(aborted.len(), 1, "the hook's abort is reported");
+    assert_eq!(aborted[0].function.as_deref(), Some("custody_unloading"));
     assert!(
         start.elapsed() < Duration::from_secs(2),
         "{:?}",

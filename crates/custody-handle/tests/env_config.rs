@@ -1,0 +1,108 @@
+//! `CUSTODY_DIAGNOSTICS`, `CUSTODY_DIAGNOSTICS_FORMAT` and
+//! `CUSTODY_TRACE_HANDLES`, end to end: this binary runs itself as a child
+//! with the variables set (they are read once per process) and reads what the
+//! child printed on stderr.
+
+use std::io;
+use std::process::Command;
+
+use custody_handle::{ReleaseHandle, SafeHandle};
+
+struct Failing;
+
+impl ReleaseHandle for Failing {
+    fn is_invalid(&self) -> bool {
+        false
+    }
+    fn release_handle(&self) -> io::Result<()> {
+        Err(io::Error::from_raw_os_error(9))
+    }
+    fn raw_value(&self) -> u64 {
+        0xBEEF
+    }
+}
+
+/// The child: one failed release (and one clean handle dropped, for
+/// `handleFinalized`).
+#[test]
+#[ignore = "run by the tests below as a child process"]
+fn child() {
+    let handle = SafeHandle::new(Failing);
+    let _ = handle.acquire().map(drop);
+    let _ = handle.dispose();
+}
+
+fn run_child(vars: &[(&str, &str)]) -> String {
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command.args([
+        "--exact",
+        "child",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ]);
+    for var in [
+        "CUSTODY_DIAGNOSTICS",
+        "CUSTODY_DIAGNOSTICS_FORMAT",
+        "CUSTODY_TRACE_HANDLES",
+    ] {
+        command.env_remove(var);
+    }
+    command.envs(vars.iter().copied());
+    let output = command.output().unwrap();
+    assert!(output.status.success());
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn the_default_is_a_human_report_on_stderr() {
+    let stderr = run_child(&[]);
+    assert!(stderr.contains("custody: releaseHandleFailed:"), "{stderr}");
+    assert!(stderr.contains("0x0000BEEF"), "{stderr}");
+    assert!(
+        stderr.contains("Run with CUSTODY_TRACE_HANDLES=1"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn json_format_prints_one_object_per_line_with_the_history() {
+    let stderr = run_child(&[
+        ("CUSTODY_DIAGNOSTICS_FORMAT", "json"),
+        ("CUSTODY_TRACE_HANDLES", "1"),
+    ]);
+    let objects: Vec<serde_json::Value> = stderr
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(objects.len(), 1, "{stderr}");
+    let d = &objects[0];
+    assert_eq!(d["assistant"], "releaseHandleFailed");
+    assert_eq!(d["raw_hex"], "0x0000BEEF");
+    assert_eq!(d["errno"], 9);
+    let kinds: Vec<&str> = d["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["created", "add_ref", "release", "dispose", "release_failed"]
+    );
+}
+
+#[test]
+fn the_list_enables_and_disables_assistants() {
+    let none = run_child(&[("CUSTODY_DIAGNOSTICS", "none")]);
+    assert!(!none.contains("custody: releaseHandleFailed"), "{none}");
+    let minus = run_child(&[("CUSTODY_DIAGNOSTICS", "all,-releaseHandleFailed")]);
+    assert!(!minus.contains("releaseHandleFailed"), "{minus}");
+    let bad = run_child(&[("CUSTODY_DIAGNOSTICS", "bogus")]);
+    assert!(bad.contains("unknown diagnostic \"bogus\""), "{bad}");
+    assert!(
+        bad.contains("custody: releaseHandleFailed"),
+        "the defaults stay: {bad}"
+    );
+}

@@ -131,35 +131,46 @@ fn the_unloading_hook_is_bounded_in_time() {
 }
 
 #[test]
-fn unload_wakes_a_call_blocked_in_the_host_and_releases_its_handles() {
+fn unload_wakes_a_call_blocked_in_sleep_poll_or_read_and_releases_its_handles() {
     let _serial = serial();
     let host = host();
     let module = warmed_module(&host, &driver(""));
     let baseline = open_fds();
-    let domain = host.create_domain(DomainConfig::new()).unwrap();
-    domain.load("main", &module).unwrap();
-    call(&domain, "abi_pipe", &[0, 4]);
-    let r = call(&domain, "load", &[0]);
-    let blocked = {
-        let domain = domain.clone();
-        thread::spawn(move || {
-            let start = Instant::now();
-            let result = domain.call("abi_read", &[r.into(), 4096.into(), 64.into(), 8.into()]);
-            (result, start.elapsed())
-        })
-    };
-    thread::sleep(Duration::from_millis(100));
-    let report = domain.unload().unwrap();
-    let (result, waited) = blocked.join().unwrap();
-    assert!(
-        waited < Duration::from_secs(2),
-        "woken promptly, not at the 10 s cap: {waited:?}"
-    );
-    assert!(
-        matches!(result, Err(CallError::Aborted { .. })),
-        "the aborted call ends as Aborted: {result:?}"
-    );
-    assert_eq!(report.released, 2);
+    for (export, args) in [
+        ("abi_read", [0, 4096, 64, 8]),
+        ("abi_poll", [100, 1, 5000, 8]),
+        ("abi_sleep", [5000, 0, 0, 0]),
+    ] {
+        let domain = host.create_domain(DomainConfig::new()).unwrap();
+        domain.load("main", &module).unwrap();
+        call(&domain, "abi_pipe", &[0, 4]);
+        let r = call(&domain, "load", &[0]);
+        call(&domain, "store", &[100, r]);
+        let args: Vec<custody_host::Val> = match export {
+            "abi_sleep" => vec![args[0].into()],
+            "abi_read" => vec![r.into(), args[1].into(), args[2].into(), args[3].into()],
+            _ => args.iter().map(|&a| a.into()).collect(),
+        };
+        let blocked = {
+            let domain = domain.clone();
+            thread::spawn(move || {
+                let start = Instant::now();
+                (domain.call(export, &args), start.elapsed())
+            })
+        };
+        thread::sleep(Duration::from_millis(100));
+        let report = domain.unload().unwrap();
+        let (result, waited) = blocked.join().unwrap();
+        assert!(
+            waited < Duration::from_secs(2),
+            "{export}: woken promptly, not at its 5-10 s wait: {waited:?}"
+        );
+        assert!(
+            matches!(&result, Err(CallError::Aborted { reason, .. }) if reason.contains("unloading")),
+            "{export}: the aborted call ends as Aborted: {result:?}"
+        );
+        assert_eq!(report.released, 2, "{export}");
+    }
     assert_eq!(open_fds(), baseline);
 }
 

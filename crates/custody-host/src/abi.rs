@@ -143,33 +143,6 @@ pub(crate) fn resolution(error: HandleError) -> AbiError {
 
 type AbiResult = Result<i32, AbiError>;
 
-fn flatten(result: AbiResult) -> i32 {
-    result.unwrap_or_else(AbiError::code)
-}
-
-/// Records an OS error as the domain's `last_error` and returns `E_IO`.
-fn os_error(last_errno: &mut i32, errno: Errno) -> AbiError {
-    *last_errno = errno.raw_os_error();
-    AbiError::Io
-}
-
-fn io_error(last_errno: &mut i32, error: &std::io::Error) -> AbiError {
-    *last_errno = error.raw_os_error().unwrap_or(libc_eio());
-    AbiError::Io
-}
-
-const fn libc_eio() -> i32 {
-    5 // EIO
-}
-
-/// Stores an errno captured while the context was borrowed.
-fn record(last_errno: &mut i32, errno: i32, error: AbiError) -> AbiError {
-    if error == AbiError::Io {
-        *last_errno = errno;
-    }
-    error
-}
-
 /// A guest length: negative is `E_INVAL`.
 fn length(len: i32) -> Result<u32, AbiError> {
     u32::try_from(len).map_err(|_| AbiError::Inval)
@@ -264,12 +237,8 @@ pub fn function(name: &str) -> Option<&'static HostFunction> {
     FUNCTIONS.iter().find(|f| f.name == name)
 }
 
-/// Runs an ABI function body with the caller's memory and context.
-///
-/// An aborted call (the domain's cancellation signal raised, or its deadline
-/// reached while waiting in the host) ends the guest's call at once, as a
-/// trap carrying the reason: `E_ABORTED` is returned only to code that can
-/// still observe it, the unloading hook.
+/// Runs an ABI function body with the caller's memory and context (after
+/// the abort check every function makes first).
 fn call(
     caller: &mut Caller<'_, DomainCtx>,
     body: impl FnOnce(&mut GuestMemory<'_>, &mut DomainCtx) -> AbiResult,
@@ -279,10 +248,29 @@ fn call(
     } else {
         with_memory(caller, body)
     };
-    let ctx = caller.data();
+    finish(caller.data(), result)
+}
+
+/// [`call`] for a function without pointer arguments: no lookup of the
+/// caller's `memory` export.
+fn call_ctx(
+    caller: &mut Caller<'_, DomainCtx>,
+    body: impl FnOnce(&mut DomainCtx) -> AbiResult,
+) -> wasmtime::Result<i32> {
+    let ctx = caller.data_mut();
+    let result = if ctx.cancel.is_raised() {
+        Err(AbiError::Aborted)
+    } else {
+        body(ctx)
+    };
+    finish(caller.data(), result)
+}
+
+/// The guest's result, or a trap when the call is being aborted.
+fn finish(ctx: &DomainCtx, result: AbiResult) -> wasmtime::Result<i32> {
     match result {
-        Err(AbiError::Aborted) if !ctx.in_unloading_hook => Err(ctx.interrupt().into()),
-        result => Ok(flatten(result)),
+        Ok(n) => Ok(n),
+        Err(error) => Ok(ctx.deliver(error)?.code()),
     }
 }
 
@@ -317,7 +305,7 @@ pub(crate) fn define(linker: &mut Linker<DomainCtx>) -> wasmtime::Result<()> {
         },
     )?;
     linker.func_wrap(MODULE, "close", |mut c: Caller<'_, DomainCtx>, h: i32| {
-        call(&mut c, |_, ctx| close(ctx, h))
+        call_ctx(&mut c, |ctx| close(ctx, h))
     })?;
     linker.func_wrap(
         MODULE,
@@ -339,19 +327,19 @@ pub(crate) fn define(linker: &mut Linker<DomainCtx>) -> wasmtime::Result<()> {
         },
     )?;
     linker.func_wrap(MODULE, "sleep", |mut c: Caller<'_, DomainCtx>, ms: i32| {
-        call(&mut c, |_, ctx| sleep(ctx, ms))
+        call_ctx(&mut c, |ctx| sleep(ctx, ms))
     })?;
     linker.func_wrap(MODULE, "last_error", |c: Caller<'_, DomainCtx>| {
-        Ok(c.data().last_errno)
+        Ok(c.data().last_errno.get())
     })?;
     linker.func_wrap(MODULE, "critical_enter", |mut c: Caller<'_, DomainCtx>| {
-        call(&mut c, |_, ctx| {
+        call_ctx(&mut c, |ctx| {
             ctx.critical_depth += 1;
             Ok(0)
         })
     })?;
     linker.func_wrap(MODULE, "critical_exit", |mut c: Caller<'_, DomainCtx>| {
-        call(&mut c, |_, ctx| {
+        call_ctx(&mut c, |ctx| {
             if ctx.critical_depth == 0 {
                 return Err(AbiError::Inval);
             }
@@ -450,7 +438,7 @@ fn open(
         Ok(fd) => fd,
         // openat2 reports every escape (`..`, absolute, symlink out) as EXDEV.
         Err(Errno::XDEV) => return Err(AbiError::Denied),
-        Err(errno) => return Err(os_error(&mut ctx.last_errno, errno)),
+        Err(errno) => return Err(ctx.os_error(errno.raw_os_error())),
     };
     let id = ctx.table.insert(Fd::from(fd)).map_err(resolution)?;
     deliver(memory, ctx, out, id)
@@ -464,20 +452,12 @@ fn resolve<'t>(
     table.get::<Fd>(handle_id(raw)).map_err(resolution)
 }
 
-/// How one blocking step of a read or write ended.
-fn wait_ready(
-    fd: &TableRef<'_, Fd>,
-    interest: PollFlags,
-    ctx: &DomainCtx,
-    last_errno: &mut i32,
-) -> Result<(), AbiError> {
-    let (timeout, cut_by_deadline) = ctx.bound(ctx.policy.max_wait);
-    match sys::wait(&[fd.as_fd()], interest, &ctx.cancel, timeout) {
-        Ok(Wait::Ready(_)) => Ok(()),
-        Ok(Wait::TimedOut) if cut_by_deadline => Err(AbiError::Aborted),
-        Ok(Wait::TimedOut) => Err(AbiError::TimedOut),
-        Ok(Wait::Cancelled) => Err(AbiError::Aborted),
-        Err(e) => Err(io_error(last_errno, &e)),
+/// Waits until a read or write would not block: `E_TIMEDOUT` at the
+/// policy's wait cap.
+fn wait_ready(ctx: &DomainCtx, fd: &TableRef<'_, Fd>, interest: PollFlags) -> Result<(), AbiError> {
+    match ctx.wait(&[fd.as_fd()], interest, ctx.policy.max_wait)? {
+        Wait::Ready(_) => Ok(()),
+        _ => Err(AbiError::TimedOut),
     }
 }
 
@@ -497,13 +477,9 @@ fn read(
     let n = loop {
         match memory.fill_with(pointer(buf), len, |bytes| sys::read(fd.as_fd(), bytes))? {
             Ok(n) => break n,
-            Err(Errno::AGAIN) => {
-                let mut errno = 0;
-                let waited = wait_ready(&fd, PollFlags::IN, ctx, &mut errno);
-                waited.map_err(|e| record(&mut ctx.last_errno, errno, e))?
-            }
+            Err(Errno::AGAIN) => wait_ready(ctx, &fd, PollFlags::IN)?,
             Err(Errno::INTR) => {}
-            Err(errno) => return Err(os_error(&mut ctx.last_errno, errno)),
+            Err(errno) => return Err(ctx.os_error(errno.raw_os_error())),
         }
     };
     drop(fd);
@@ -526,13 +502,9 @@ fn write(
     let n = loop {
         match sys::write(fd.as_fd(), &bytes) {
             Ok(n) => break n,
-            Err(Errno::AGAIN) => {
-                let mut errno = 0;
-                let waited = wait_ready(&fd, PollFlags::OUT, ctx, &mut errno);
-                waited.map_err(|e| record(&mut ctx.last_errno, errno, e))?
-            }
+            Err(Errno::AGAIN) => wait_ready(ctx, &fd, PollFlags::OUT)?,
             Err(Errno::INTR) => {}
-            Err(errno) => return Err(os_error(&mut ctx.last_errno, errno)),
+            Err(errno) => return Err(ctx.os_error(errno.raw_os_error())),
         }
     };
     drop(fd);
@@ -556,7 +528,7 @@ fn close(ctx: &mut DomainCtx, h: i32) -> AbiResult {
         Err(HandleError::ReleaseFailed(error)) => {
             ctx.ledger.closed_by_guest += 1;
             ctx.ledger.release_failures += 1;
-            Err(io_error(&mut ctx.last_errno, &error))
+            Err(ctx.io_error(&error))
         }
         Err(error) => Err(resolution(error)),
     }
@@ -567,7 +539,7 @@ fn dup(memory: &mut GuestMemory<'_>, ctx: &mut DomainCtx, h: i32, out: i32) -> A
         let fd = resolve(&ctx.table, h)?;
         fd.as_fd().try_clone_to_owned()
     };
-    let duplicate = duplicate.map_err(|e| io_error(&mut ctx.last_errno, &e))?;
+    let duplicate = duplicate.map_err(|e| ctx.io_error(&e))?;
     let id = ctx.table.insert(Fd::from(duplicate)).map_err(resolution)?;
     deliver(memory, ctx, out, id)
 }
@@ -577,7 +549,7 @@ fn pipe(memory: &mut GuestMemory<'_>, ctx: &mut DomainCtx, out_r: i32, out_w: i3
     if r.abs_diff(w) < 4 {
         return Err(AbiError::Inval);
     }
-    let (read_end, write_end) = sys::pipe().map_err(|e| os_error(&mut ctx.last_errno, e))?;
+    let (read_end, write_end) = sys::pipe().map_err(|e| ctx.os_error(e.raw_os_error()))?;
     let read_id = ctx.table.insert(Fd::from(read_end)).map_err(resolution)?;
     let write_id = match ctx.table.insert(Fd::from(write_end)) {
         Ok(id) => id,
@@ -623,15 +595,11 @@ fn poll(
         })
         .collect::<Result<Vec<_>, _>>()?;
     let fds: Vec<_> = pinned.iter().map(|fd| fd.as_fd()).collect();
-    let (timeout, cut_by_deadline) = ctx.bound(timeout);
-    let outcome = sys::wait(&fds, PollFlags::IN, &ctx.cancel, timeout);
+    let outcome = ctx.wait(&fds, PollFlags::IN, timeout);
     drop(fds);
     // Every element was add-ref'd (pinned) until here.
     drop(pinned);
-    let outcome = outcome.map_err(|e| io_error(&mut ctx.last_errno, &e))?;
-    if outcome == Wait::Cancelled || (outcome == Wait::TimedOut && cut_by_deadline) {
-        return Err(AbiError::Aborted);
-    }
+    let outcome = outcome?;
     if memory.read(pointer(handles), count as u32 * 4)? != snapshot {
         return Err(AbiError::NotSup);
     }
@@ -649,13 +617,7 @@ fn sleep(ctx: &mut DomainCtx, ms: i32) -> AbiResult {
         return Err(AbiError::Inval);
     }
     let duration = ctx.policy.wait_for(ms).ok_or(AbiError::Denied)?;
-    let (duration, cut_by_deadline) = ctx.bound(duration);
-    match sys::sleep(&ctx.cancel, duration) {
-        Ok(Wait::Cancelled) => Err(AbiError::Aborted),
-        Ok(Wait::TimedOut) if cut_by_deadline => Err(AbiError::Aborted),
-        Ok(_) => Ok(0),
-        Err(e) => Err(io_error(&mut ctx.last_errno, &e)),
-    }
+    ctx.wait(&[], PollFlags::IN, duration).map(|_| 0)
 }
 
 #[cfg(test)]

@@ -2,7 +2,8 @@
 //! its state; failures escalate by the policy; unload releases everything it
 //! owned.
 
-use std::os::fd::OwnedFd;
+use std::cell::Cell;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -17,10 +18,13 @@ use wasmtime::{
     ValType, WasmBacktrace,
 };
 
+use crate::abi::AbiError;
 use crate::error::{CallError, LoadError, UnloadError};
 use crate::host::HostShared;
 use crate::policy::{Action, Policy};
-use crate::sys::Cancel;
+use crate::sys::{self, Cancel, Wait};
+use rustix::event::PollFlags;
+use rustix::io::Errno;
 
 /// Where a domain is in its life. Transitions only go forward, except that a
 /// recycle re-created from its modules returns to `Running`:
@@ -93,7 +97,7 @@ pub(crate) struct DomainCtx {
     pub(crate) cancel: Arc<Cancel>,
     pub(crate) preopens: Vec<Preopen>,
     pub(crate) policy: Arc<Policy>,
-    pub(crate) last_errno: i32,
+    pub(crate) last_errno: Cell<i32>,
     pub(crate) ledger: Ledger,
     /// Open critical regions (and host locks held) in the current call.
     pub(crate) critical_depth: u32,
@@ -123,21 +127,53 @@ impl DomainCtx {
         }
     }
 
-    /// Bounds a host wait by the current call's deadline: the wait to use,
-    /// and whether the deadline (not the guest's own timeout) is what
-    /// shortened it. A guest blocked in the host never reaches an epoch
-    /// check, so its waits must end by themselves at the deadline.
-    pub(crate) fn bound(&self, wanted: Duration) -> (Duration, bool) {
-        match self.deadline {
+    /// Ends every host call the same way: `E_ABORTED` ends the guest's
+    /// call at once, as a trap carrying the reason, except in the unloading
+    /// hook, which can still observe it; any other code goes to the guest.
+    pub(crate) fn deliver(&self, error: AbiError) -> Result<AbiError, Interrupt> {
+        if error == AbiError::Aborted && !self.in_unloading_hook {
+            Err(self.interrupt())
+        } else {
+            Ok(error)
+        }
+    }
+
+    /// Records an OS error as the domain's `last_error`; returns `E_IO`.
+    pub(crate) fn os_error(&self, errno: i32) -> AbiError {
+        self.last_errno.set(errno);
+        AbiError::Io
+    }
+
+    /// Records an I/O error's errno (EIO if it has none); returns `E_IO`.
+    pub(crate) fn io_error(&self, error: &std::io::Error) -> AbiError {
+        self.os_error(error.raw_os_error().unwrap_or(Errno::IO.raw_os_error()))
+    }
+
+    /// The one way a host call waits: on `fds` (or only on time) for at most
+    /// `wanted`, cut at the call's deadline, and woken at once by the
+    /// cancellation signal. A guest blocked in the host never reaches an
+    /// epoch check, so the wait itself must end at the deadline.
+    ///
+    /// `Ok` is `Ready` or the guest's own timeout (`TimedOut`); a
+    /// cancellation or the deadline is `E_ABORTED`; an OS error is `E_IO`.
+    pub(crate) fn wait(
+        &self,
+        fds: &[BorrowedFd<'_>],
+        interest: PollFlags,
+        wanted: Duration,
+    ) -> Result<Wait, AbiError> {
+        let (timeout, cut_by_deadline) = match self.deadline {
             Some((at, _)) => {
                 let left = at.saturating_duration_since(Instant::now());
-                if left < wanted {
-                    (left, true)
-                } else {
-                    (wanted, false)
-                }
+                (left.min(wanted), left < wanted)
             }
             None => (wanted, false),
+        };
+        match sys::wait(fds, interest, &self.cancel, timeout) {
+            Ok(Wait::Cancelled) => Err(AbiError::Aborted),
+            Ok(Wait::TimedOut) if cut_by_deadline => Err(AbiError::Aborted),
+            Ok(outcome) => Ok(outcome),
+            Err(e) => Err(self.io_error(&e)),
         }
     }
 }
@@ -238,7 +274,7 @@ fn new_store(
         cancel: Arc::clone(cancel),
         preopens,
         policy: Arc::clone(&host.policy),
-        last_errno: 0,
+        last_errno: Cell::new(0),
         ledger,
         critical_depth: 0,
         deadline: None,

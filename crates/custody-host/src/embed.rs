@@ -25,7 +25,7 @@ use crate::abi::AbiError;
 use crate::domain::DomainCtx;
 use crate::memory::with_memory;
 use crate::policy::Category;
-use crate::sys::{self, Wait};
+use rustix::event::PollFlags;
 
 /// The body of an embedder host function: the call, its arguments, and the
 /// slots for its results. Returning `Err` traps the guest's call
@@ -134,11 +134,9 @@ impl<'a> GuestCall<'a> {
         if duration > ctx.policy.max_wait {
             return Err(AbiError::Denied);
         }
-        let (duration, cut_by_deadline) = ctx.bound(duration);
-        match sys::sleep(&ctx.cancel, duration) {
-            Ok(Wait::TimedOut) if !cut_by_deadline => Ok(()),
-            Ok(_) => Err(self.aborted()),
-            Err(_) => Err(AbiError::Io),
+        match ctx.wait(&[], PollFlags::IN, duration) {
+            Err(AbiError::Aborted) => Err(self.aborted()),
+            outcome => outcome.map(drop),
         }
     }
 
@@ -239,13 +237,14 @@ pub(crate) fn call(
     } else {
         body(&mut call, params, results)
     };
-    let ctx = call.caller.data();
     match outcome {
         Ok(()) => Ok(()),
-        Err(AbiError::Aborted) if !ctx.in_unloading_hook => Err(ctx.interrupt().into()),
-        Err(error) => Err(wasmtime::Error::msg(format!(
-            "a host function failed with {}",
-            error.name()
-        ))),
+        Err(error) => {
+            let error = call.caller.data().deliver(error)?;
+            Err(wasmtime::Error::msg(format!(
+                "a host function failed with {}",
+                error.name()
+            )))
+        }
     }
 }

@@ -237,8 +237,3 @@ pub(crate) fn wait(
         .position(|p| p.revents().intersects(ready))
         .map_or(Wait::TimedOut, Wait::Ready))
 }
-
-/// Sleeps for `duration` unless `cancel` is raised first.
-pub(crate) fn sleep(cancel: &Cancel, duration: Duration) -> io::Result<Wait> {
-    wait(&[], PollFlags::IN, cancel, duration)
-}

@@ -653,32 +653,28 @@ pub(crate) fn handle_finalized(handle_type: &'static str, raw: u64) {
     });
 }
 
-pub(crate) fn outstanding_references(handle_type: &'static str, raw: u64, outstanding: usize) {
+/// The last clone dropped with the count not back to zero: `Some(n)` add-refs
+/// were never released (the resource leaks), or `None` the count went below
+/// zero (more releases than add-refs; the resource was released at most
+/// once).
+pub(crate) fn unbalanced_references(
+    handle_type: &'static str,
+    raw: u64,
+    outstanding: Option<usize>,
+) {
     fire(Assistant::OutstandingReferences, || {
-        let mut d = Diagnostic::new(
-            Assistant::OutstandingReferences,
-            format!(
-                "the last clone of a handle of type '{handle_type}' with value {} was dropped with {outstanding} add-ref(s) never released: the resource leaks (dangerous_add_ref without dangerous_release)",
-                format_raw(raw)
+        let value = format_raw(raw);
+        let message = match outstanding {
+            Some(n) => format!(
+                "the last clone of a handle of type '{handle_type}' with value {value} was dropped with {n} add-ref(s) never released: the resource leaks (dangerous_add_ref without dangerous_release)"
             ),
-        )
-        .with_handle(handle_type, raw);
-        d.outstanding = Some(outstanding);
-        d.history = history::history_of(raw);
-        d
-    });
-}
-
-pub(crate) fn over_released(handle_type: &'static str, raw: u64) {
-    fire(Assistant::OutstandingReferences, || {
-        let mut d = Diagnostic::new(
-            Assistant::OutstandingReferences,
-            format!(
-                "the reference count of a handle of type '{handle_type}' with value {} went below zero: dangerous_release was called more often than dangerous_add_ref (the resource was released at most once)",
-                format_raw(raw)
+            None => format!(
+                "the reference count of a handle of type '{handle_type}' with value {value} went below zero: dangerous_release was called more often than dangerous_add_ref (the resource was released at most once)"
             ),
-        )
-        .with_handle(handle_type, raw);
+        };
+        let mut d = Diagnostic::new(Assistant::OutstandingReferences, message)
+            .with_handle(handle_type, raw);
+        d.outstanding = outstanding;
         d.history = history::history_of(raw);
         d
     });

@@ -559,9 +559,9 @@ impl<T: ReleaseHandle> Drop for Inner<T> {
             }
         };
         if remaining > MAX_REF_COUNT {
-            diagnostics::over_released(name, raw);
+            diagnostics::unbalanced_references(name, raw, None);
         } else if remaining > 0 {
-            diagnostics::outstanding_references(name, raw, remaining);
+            diagnostics::unbalanced_references(name, raw, Some(remaining));
         }
     }
 }

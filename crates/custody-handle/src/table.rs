@@ -214,6 +214,18 @@ struct Entry {
 }
 
 impl Entry {
+    /// `Closed` if a shared owner closed or disposed the handle. A handle the
+    /// table created has no other owner (the table never hands one out), so
+    /// only a shared one can have been closed: a created entry costs no load.
+    #[inline]
+    fn check_open(&self) -> Result<(), HandleError> {
+        if self.created || self.handle.is_usable() {
+            Ok(())
+        } else {
+            Err(HandleError::Closed)
+        }
+    }
+
     fn release(self, id: HandleId) -> Result<(), ReleaseFailure> {
         self.handle
             .release_from_table(self.created)
@@ -507,11 +519,7 @@ impl HandleTable {
                 found: entry.handle.handle_type(),
             });
         }
-        // A handle the table created has no other owner (the table never
-        // hands one out), so only a shared one can have been closed.
-        if !entry.created && !entry.handle.is_usable() {
-            return Err(HandleError::Closed);
-        }
+        entry.check_open()?;
         // SAFETY: `entry.type_id` is `SafeHandle<T>`'s, so `entry.value`
         // points at a `T` (both set together in `insert_entry`); that `T`
         // lives in the handle's shared state, which `entry.handle` keeps
@@ -529,9 +537,7 @@ impl HandleTable {
     pub fn kind_of(&self, id: HandleId) -> Result<&'static str, HandleError> {
         let pin = self.pin(id)?;
         let entry = pin.entry();
-        if !entry.created && !entry.handle.is_usable() {
-            return Err(HandleError::Closed);
-        }
+        entry.check_open()?;
         Ok(entry.handle.handle_type())
     }
 
@@ -799,7 +805,6 @@ impl<T: ReleaseHandle + fmt::Debug> fmt::Debug for TableRef<'_, T> {
     }
 }
 
-/// Never reported for a failure inside `insert` (the id was not issued yet).
 impl fmt::Display for ReleaseFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -813,7 +818,6 @@ impl fmt::Display for ReleaseFailure {
     }
 }
 
-/// Turns a failure into the I/O error it carries, if it is one.
 impl ReleaseFailure {
     /// The OS error behind the failure, if any.
     pub fn os_error(&self) -> Option<&io::Error> {

@@ -4,6 +4,8 @@
 //! Without clang the tests are skipped with a note, so `cargo test` works on
 //! a machine with only the Rust toolchain; CI installs clang and lld and sets
 //! `CUSTODY_REQUIRE_GUESTS=1`, which turns a missing toolchain into a failure.
+//!
+//! Every test takes `serial()`: they open fds and some count them.
 
 mod common;
 
@@ -77,6 +79,7 @@ fn copy_copies_a_file_inside_its_preopen() {
 
 #[test]
 fn pipe_echo_round_trips_through_a_pipe() {
+    let _serial = serial();
     let host = host();
     let Some(module) = load(&host, "pipe_echo") else {
         return;

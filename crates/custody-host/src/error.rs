@@ -3,8 +3,8 @@
 use std::io;
 use std::path::PathBuf;
 
-use crate::domain::DomainState;
-use crate::policy::{Action, Category};
+use crate::config::{Action, Category};
+use crate::domain::state::DomainState;
 
 /// Why a module could not be compiled or loaded into a domain.
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +21,12 @@ pub enum LoadError {
     /// The bytes are not a valid WebAssembly module (or WAT text).
     #[error("malformed module: {0}")]
     Malformed(String),
+    /// The module is valid but does not fit the host's limits (its initial
+    /// memory is past the policy's `memory_limit`, or it needs something
+    /// the allocation strategy cannot give, such as a shared memory under
+    /// the pooling allocator).
+    #[error("the module does not fit the host's limits: {0}")]
+    Limits(String),
     /// An import names nothing in the domain, the host's `custody` ABI or the
     /// host's shared modules.
     #[error(
@@ -154,7 +160,7 @@ pub enum HostError {
     Engine(String),
     /// The policy contradicts itself.
     #[error(transparent)]
-    Policy(#[from] crate::policy::PolicyError),
+    Policy(#[from] crate::config::PolicyError),
     /// A pre-opened directory could not be opened.
     #[error("cannot pre-open {path} as {name:?}: {error}")]
     Preopen {

@@ -1,118 +1,23 @@
-//! `Host`: one wasmtime engine, the policy, the `custody` ABI and the
-//! registry of domains.
+//! [`Host`] and [`HostBuilder`]: the embedder's entry point. A host owns the
+//! runtime (engine, catalogue of host functions, policy, registry) and
+//! creates [`Domain`]s from a [`DomainConfig`].
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
-use std::thread::JoinHandle;
-use std::time::Duration;
+use std::sync::Arc;
 
-use serde::Serialize;
-use wasmtime::{Config, Engine, Linker, Module, Val, ValType};
+use wasmtime::{Engine, Module, Val, ValType};
 
-use crate::abi::{self, AbiError};
-use crate::domain::{Domain, DomainCtx, DomainShared, DomainState, Preopen};
-use crate::embed::{self, ExtraFunction, GuestCall};
+use crate::abi;
+use crate::boundary::embed::{self, EmbedderFn, EmbedderFunction, GuestCall};
+use crate::boundary::errno::AbiError;
+use crate::boundary::preopen::{Preopen, Preopens};
+use crate::config::{Allocation, Category, Policy};
+use crate::domain::Domain;
 use crate::error::{HostError, LoadError};
-use crate::policy::{Category, Policy};
+use crate::log::{LogSink, stderr_log};
+use crate::registry::{DomainInfo, Listed};
+use crate::runtime::{Runtime, RuntimeConfig};
 use crate::sys;
-
-/// How often running guests check whether they must stop (deadline, unload).
-pub const EPOCH_TICK: Duration = Duration::from_millis(2);
-
-/// Where guest log lines go: `(domain, level 0..=4, text)`.
-pub type LogSink = Arc<dyn Fn(u64, u8, &str) + Send + Sync>;
-
-/// The default log sink: one line per message on stderr.
-pub fn stderr_log() -> LogSink {
-    Arc::new(|domain, level, text| {
-        const LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
-        let level = LEVELS.get(usize::from(level)).unwrap_or(&"?");
-        eprintln!("custody: domain {domain}: {level}: {text}");
-    })
-}
-
-pub(crate) struct HostShared {
-    pub(crate) engine: Engine,
-    pub(crate) linker: Linker<DomainCtx>,
-    /// Embedder functions: (module, name, categories).
-    extras: Vec<(String, String, Vec<Category>)>,
-    pub(crate) policy: Arc<Policy>,
-    pub(crate) log: LogSink,
-    domains: Mutex<BTreeMap<u64, Weak<DomainShared>>>,
-    next_domain: AtomicU64,
-    /// Lives as long as any domain does (domains hold this state), so
-    /// deadlines keep firing even if the `Host` value is dropped first.
-    _ticker: Ticker,
-}
-
-impl HostShared {
-    /// The host-protection categories of a host function guests may import,
-    /// or `None` if the host defines no such function.
-    pub(crate) fn categories_of(&self, module: &str, name: &str) -> Option<Vec<Category>> {
-        if module == abi::MODULE {
-            return abi::function(name).map(|f| f.categories.to_vec());
-        }
-        self.extras
-            .iter()
-            .find(|(m, n, _)| m == module && n == name)
-            .map(|(_, _, categories)| categories.clone())
-    }
-
-    pub(crate) fn forget(&self, domain: u64) {
-        self.domains
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&domain);
-    }
-}
-
-/// Advances the engine's epoch every [`EPOCH_TICK`] until the host drops.
-struct Ticker {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Ticker {
-    fn start(engine: Engine) -> std::io::Result<Ticker> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let thread = std::thread::Builder::new()
-            .name("custody-epoch".into())
-            .spawn(move || {
-                while !flag.load(Ordering::Relaxed) {
-                    std::thread::park_timeout(EPOCH_TICK);
-                    engine.increment_epoch();
-                }
-            })?;
-        Ok(Ticker {
-            stop,
-            thread: Some(thread),
-        })
-    }
-}
-
-impl Drop for Ticker {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            thread.thread().unpark();
-            let _ = thread.join();
-        }
-    }
-}
-
-/// A live domain, as [`Host::domains`] lists it.
-#[derive(Clone, Debug, Serialize)]
-pub struct DomainInfo {
-    /// The domain's id.
-    pub id: u64,
-    /// Its state.
-    pub state: DomainState,
-    /// Handles its table holds.
-    pub handles: usize,
-}
 
 /// The runtime that hosts domains: one per process is typical.
 ///
@@ -130,7 +35,7 @@ pub struct DomainInfo {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct Host {
-    shared: Arc<HostShared>,
+    runtime: Arc<Runtime>,
 }
 
 impl Host {
@@ -151,32 +56,41 @@ impl Host {
         Host::builder(policy).log(log).build()
     }
 
-    /// A builder, to add embedder host functions.
+    /// A builder, to add embedder host functions or a compile cache.
     pub fn builder(policy: Policy) -> HostBuilder {
         HostBuilder {
             policy,
             log: stderr_log(),
             functions: Vec::new(),
+            disk_cache: None,
         }
     }
 
     /// The wasmtime engine every domain runs on.
     pub fn engine(&self) -> &Engine {
-        &self.shared.engine
+        &self.runtime.engine
     }
 
     /// The policy.
     pub fn policy(&self) -> &Policy {
-        &self.shared.policy
+        &self.runtime.policy
+    }
+
+    /// The allocation strategy in effect: the policy's, or
+    /// [`Allocation::OnDemand`] if the pool could not be reserved.
+    pub fn allocation(&self) -> Allocation {
+        self.runtime.allocation
     }
 
     /// Compiles a module from WebAssembly binary or text (WAT). A compiled
-    /// module can be loaded into any number of domains.
+    /// module can be loaded into any number of domains. The same bytes
+    /// compiled again come from the host's module cache (see
+    /// [`Policy::module_cache_entries`]).
     ///
     /// # Errors
     /// [`LoadError::Malformed`] with the parser's message.
     pub fn compile(&self, bytes: &[u8]) -> Result<Module, LoadError> {
-        Module::new(&self.shared.engine, bytes).map_err(|e| LoadError::Malformed(format!("{e:#}")))
+        self.runtime.compile(bytes)
     }
 
     /// Compiles a `.wasm` or `.wat` file.
@@ -190,6 +104,17 @@ impl Host {
             error,
         })?;
         self.compile(&bytes)
+    }
+
+    /// How many compiled modules the host's cache holds.
+    pub fn cached_modules(&self) -> usize {
+        self.runtime.cached_modules()
+    }
+
+    /// Empties the host's module cache (domains keep the modules they
+    /// loaded).
+    pub fn clear_module_cache(&self) {
+        self.runtime.clear_module_cache();
     }
 
     /// Creates a domain.
@@ -209,36 +134,22 @@ impl Host {
                 Err(error) => Err(HostError::Preopen { name, path, error }),
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let id = self.shared.next_domain.fetch_add(1, Ordering::Relaxed);
-        assert!(
-            id != u64::MAX,
-            "domain ids exhausted: they are never reused"
-        );
-        let domain = Domain::new(&self.shared, id, preopens);
-        self.shared
-            .domains
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(id, Arc::downgrade(domain.shared()));
+        let registry = &self.runtime.registry;
+        let id = registry.next_id();
+        let domain = Domain::new(&self.runtime, id, Preopens::new(preopens));
+        let listed: Arc<dyn Listed> = domain.shared.clone();
+        registry.register(id, Arc::downgrade(&listed));
         Ok(domain)
     }
 
     /// Live and unloading domains, by id.
     pub fn domains(&self) -> Vec<DomainInfo> {
-        let domains = self
-            .shared
-            .domains
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        domains
-            .values()
-            .filter_map(Weak::upgrade)
-            .map(|d| DomainInfo {
-                id: d.id,
-                state: d.state(),
-                handles: d.handle_count(),
-            })
-            .collect()
+        self.runtime.registry.list()
+    }
+
+    /// How many domains are live or unloading.
+    pub fn domain_count(&self) -> usize {
+        self.runtime.registry.len()
     }
 }
 
@@ -246,23 +157,28 @@ impl Host {
 /// `custody` ABI.
 ///
 /// ```
-/// use custody_host::{Category, Host, HostLock, Policy, Val, ValType};
+/// use custody_host::{AbiError, Category, GuestCall, Host, HostLock, Policy};
 ///
 /// static COUNTER: HostLock<i32> = HostLock::new_const(0);
 /// let host = Host::builder(Policy::default())
-///     .function("env", "next", &[Category::SharedState], &[], &[ValType::I32], |call, _, results| {
-///         let mut counter = COUNTER.lock(call); // counted as a host lock
-///         *counter += 1;
-///         results[0] = Val::I32(*counter);
-///         Ok(())
-///     })
+///     .func_wrap(
+///         "env",
+///         "next",
+///         &[Category::SharedState],
+///         |call: &mut GuestCall<'_>, step: i32| -> Result<i32, AbiError> {
+///             let mut counter = COUNTER.lock(call); // counted as a host lock
+///             *counter += step;
+///             Ok(*counter)
+///         },
+///     )
 ///     .build()?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct HostBuilder {
     policy: Policy,
     log: LogSink,
-    functions: Vec<ExtraFunction>,
+    functions: Vec<EmbedderFunction>,
+    disk_cache: Option<PathBuf>,
 }
 
 impl HostBuilder {
@@ -272,10 +188,42 @@ impl HostBuilder {
         self
     }
 
-    /// Adds a host function guests may import as `module.name`, carrying
-    /// host-protection `categories` (a module importing it fails to load if
-    /// the policy denies one).
-    pub fn function(
+    /// Keeps compiled code on disk in `dir` (wasmtime's compile cache), so
+    /// a module compiled by an earlier process loads without compiling.
+    pub fn disk_cache(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.disk_cache = Some(dir.into());
+        self
+    }
+
+    /// Adds a typed host function guests may import as `module.name`,
+    /// carrying host-protection `categories` (a module importing it fails
+    /// to load if the policy denies one). `body` takes the call and up to
+    /// eight wasm values, and returns a value, a tuple of values or `()`;
+    /// an `Err` traps the guest's call (`E_ABORTED` from a wait ends it as
+    /// an abort). As with wasmtime's `Linker::func_wrap`, the closure's
+    /// parameter types are written out: `|call: &mut GuestCall<'_>, x: i32|
+    /// -> Result<i32, AbiError>`.
+    pub fn func_wrap<Params, Results>(
+        mut self,
+        module: &str,
+        name: &str,
+        categories: &[Category],
+        body: impl EmbedderFn<Params, Results>,
+    ) -> Self {
+        let link = body.into_link(module.to_string(), name.to_string()).0;
+        self.functions.push(EmbedderFunction {
+            module: module.to_string(),
+            name: name.to_string(),
+            categories: categories.to_vec(),
+            link,
+        });
+        self
+    }
+
+    /// Adds an untyped host function (its signature known only at run
+    /// time): `body` receives the arguments as [`Val`]s and fills the
+    /// results.
+    pub fn func_new(
         mut self,
         module: &str,
         name: &str,
@@ -287,13 +235,18 @@ impl HostBuilder {
         + Sync
         + 'static,
     ) -> Self {
-        self.functions.push(ExtraFunction {
+        let link = embed::link_untyped(
+            module.to_string(),
+            name.to_string(),
+            params.to_vec(),
+            results.to_vec(),
+            Arc::new(body),
+        );
+        self.functions.push(EmbedderFunction {
             module: module.to_string(),
             name: name.to_string(),
             categories: categories.to_vec(),
-            params: params.to_vec(),
-            results: results.to_vec(),
-            body: Arc::new(body),
+            link,
         });
         self
     }
@@ -305,53 +258,15 @@ impl HostBuilder {
     /// [`HostError::Engine`] if wasmtime cannot be configured or a function
     /// is defined in the reserved `custody` module or twice.
     pub fn build(self) -> Result<Host, HostError> {
-        let HostBuilder {
-            policy,
-            log,
-            functions,
-        } = self;
-        policy.validate()?;
-        let mut config = Config::new();
-        config.epoch_interruption(true);
-        config.max_wasm_stack(policy.stack_limit);
-        config.wasm_threads(true);
-        config.shared_memory(true);
-        let engine = Engine::new(&config).map_err(|e| HostError::Engine(format!("{e:#}")))?;
-        let mut linker = Linker::new(&engine);
-        abi::define(&mut linker).map_err(|e| HostError::Engine(format!("{e:#}")))?;
-        let mut extras = Vec::new();
-        for function in functions {
-            if function.module == abi::MODULE {
-                return Err(HostError::Engine(format!(
-                    "{}::{}: the custody module is reserved for the ABI",
-                    function.module, function.name
-                )));
-            }
-            let ty = embed::func_type(&engine, &function);
-            let body = Arc::clone(&function.body);
-            linker
-                .func_new(
-                    &function.module,
-                    &function.name,
-                    ty,
-                    move |caller, params, results| embed::call(caller, &*body, params, results),
-                )
-                .map_err(|e| HostError::Engine(format!("{e:#}")))?;
-            extras.push((function.module, function.name, function.categories));
-        }
-        let ticker = Ticker::start(engine.clone())
-            .map_err(|e| HostError::Engine(format!("starting the epoch thread: {e}")))?;
+        let runtime = Runtime::new(RuntimeConfig {
+            policy: self.policy,
+            log: self.log,
+            builtin: vec![abi::FUNCTIONS],
+            embedder: self.functions,
+            disk_cache: self.disk_cache,
+        })?;
         Ok(Host {
-            shared: Arc::new(HostShared {
-                engine,
-                linker,
-                extras,
-                policy: Arc::new(policy),
-                log,
-                domains: Mutex::new(BTreeMap::new()),
-                next_domain: AtomicU64::new(1),
-                _ticker: ticker,
-            }),
+            runtime: Arc::new(runtime),
         })
     }
 }

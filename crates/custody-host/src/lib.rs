@@ -1,9 +1,10 @@
 //! Unloadable WebAssembly domains for code you do not trust to be correct.
 //!
 //! A [`Host`] runs guests in [`Domain`]s (.NET's AppDomains / collectible
-//! load contexts). Guests reach the host only through the `custody` ABI
-//! (module [`abi::MODULE`], documented for C in `guest/include/custody.h`),
-//! whose handles are ids in the domain's
+//! load contexts). Guests reach the host only through host functions: the
+//! `custody` ABI (module [`abi::MODULE`], documented for C in
+//! `guest/include/custody.h`) and the embedder's own
+//! ([`HostBuilder::func_wrap`]). Their handles are ids in the domain's
 //! [`HandleTable`](custody_handle::HandleTable). Every handle argument is
 //! pinned for the whole host call, out-handles never leak, guest pointers are
 //! bounds-checked, and [`Domain::unload`] releases everything the domain's
@@ -13,25 +14,55 @@
 //! | --- | --- |
 //! | AppDomain, collectible AssemblyLoadContext | [`Domain`] |
 //! | assembly | a WebAssembly module |
-//! | P/Invoke | a guest calling a `custody` host function |
-//! | SafeHandle marshalling (AddRef/Release around the call) | handle ids pinned for the call ([`abi`]) |
+//! | P/Invoke | a guest calling a host function |
+//! | SafeHandle marshalling (AddRef/Release around the call) | handle ids pinned for the call (the boundary's marshalling) |
 //! | Thread.Abort / AppDomain.Unload | the epoch interrupt plus a cancellation signal that also wakes blocked host calls |
 //! | `Unloading` event | the guest's `custody_unloading` export |
 //! | HostProtectionAttribute | [`Category`] on every host function, denied at load |
+//!
+//! # Module map
+//! Imports point down this list; docs/ARCHITECTURE.md draws the same map
+//! with the path of one call and of one unload.
+//!
+//! | module | owns |
+//! | --- | --- |
+//! | `host` | [`Host`], [`HostBuilder`], [`DomainConfig`]: the entry point |
+//! | `registry` | the live domains ([`DomainInfo`]) |
+//! | `domain` | [`Domain`]: load, call, recycle, the one unload procedure, the state word |
+//! | `runtime` | the engine (allocation, compile cache), the linker, the epoch ticker, the module cache |
+//! | [`abi`] | the `custody` ABI: its catalogue entries and handlers |
+//! | `catalogue` | every host function, declared once ([`HostFunction`]) |
+//! | `boundary` | one host call: context, cancellation, marshalling, guest memory, pre-opens, embedder functions |
+//! | `config` | [`Policy`] and its TOML format |
+//! | `error`, `ledger`, `log` | the error types, the [`Ledger`], the guest log sink |
+//! | `sys` | every system call, through rustix |
 #![deny(missing_docs)]
 
 pub mod abi;
+mod boundary;
+mod catalogue;
+mod config;
 mod domain;
-mod embed;
 mod error;
 mod host;
-mod memory;
-mod policy;
+mod ledger;
+mod log;
+mod registry;
+mod runtime;
 mod sys;
 
-pub use domain::{Domain, DomainState, FailedRelease, HookOutcome, Ledger, UnloadReport};
-pub use embed::{GuestCall, HostFunctionBody, HostLock, HostLockGuard};
+pub use boundary::embed::{EmbedderFn, GuestCall, HostFunctionBody, HostLock, HostLockGuard};
+pub use boundary::errno::AbiError;
+pub use boundary::marshal::Pinned;
+pub use catalogue::{AbiType, HostFunction};
+pub use config::{Action, Allocation, Category, Escalation, Policy, PolicyError};
+pub use domain::Domain;
+pub use domain::state::DomainState;
+pub use domain::unload::{FailedRelease, HookOutcome, UnloadReport};
 pub use error::{CallError, HostError, LoadError, UnloadError};
-pub use host::{DomainConfig, DomainInfo, EPOCH_TICK, Host, HostBuilder, LogSink, stderr_log};
-pub use policy::{Action, Category, Escalation, Policy, PolicyError};
+pub use host::{DomainConfig, Host, HostBuilder};
+pub use ledger::Ledger;
+pub use log::{LogSink, stderr_log};
+pub use registry::DomainInfo;
+pub use runtime::EPOCH_TICK;
 pub use wasmtime::{Module, Val, ValType};

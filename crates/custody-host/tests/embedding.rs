@@ -9,7 +9,8 @@ use std::time::Duration;
 use custody_handle::Fd;
 use custody_host::abi::AbiError;
 use custody_host::{
-    Action, CallError, Category, DomainConfig, Host, HostLock, LoadError, Policy, Val, ValType,
+    Action, CallError, Category, DomainConfig, GuestCall, Host, HostLock, LoadError, Policy, Val,
+    ValType,
 };
 
 static SHARED_COUNTER: HostLock<i32> = HostLock::new_const(0);
@@ -17,47 +18,34 @@ static SHARED_COUNTER: HostLock<i32> = HostLock::new_const(0);
 fn host(policy: Policy) -> Host {
     Host::builder(policy)
         .log(Arc::new(|_, _, _| {}))
-        .function(
+        .func_wrap(
             "env",
             "locked_wait",
             &[Category::SharedState, Category::Synchronization],
-            &[ValType::I32],
-            &[ValType::I32],
-            |call, params, results| {
+            |call: &mut GuestCall<'_>, ms: i32| -> Result<i32, AbiError> {
                 let mut counter = SHARED_COUNTER.lock(call);
                 *counter += 1;
-                call.sleep(Duration::from_millis(params[0].unwrap_i32() as u64))?;
-                results[0] = Val::I32(*counter);
-                Ok(())
+                call.sleep(Duration::from_millis(ms as u64))?;
+                Ok(*counter)
             },
         )
-        .function(
+        .func_wrap(
             "env",
             "unlocked_wait",
             &[Category::Synchronization],
-            &[ValType::I32],
-            &[ValType::I32],
-            |call, params, results| {
-                call.sleep(Duration::from_millis(params[0].unwrap_i32() as u64))?;
-                results[0] = Val::I32(0);
-                Ok(())
+            |call: &mut GuestCall<'_>, ms: i32| -> Result<i32, AbiError> {
+                call.sleep(Duration::from_millis(ms as u64))?;
+                Ok(0)
             },
         )
-        .function(
-            "env",
-            "fd_of",
-            &[],
-            &[ValType::I32],
-            &[ValType::I32],
-            |call, params, results| {
-                results[0] = Val::I32(match call.handle::<Fd>(params[0].unwrap_i32()) {
-                    Ok(fd) => fd.raw(),
-                    Err(e) => e.code(),
-                });
-                Ok(())
-            },
-        )
-        .function(
+        .func_wrap("env", "fd_of", &[], |call: &mut GuestCall<'_>, id: i32| {
+            Ok(match call.handle::<Fd>(id) {
+                Ok(fd) => fd.raw(),
+                Err(e) => e.code(),
+            })
+        })
+        // The untyped form, for signatures known only at run time.
+        .func_new(
             "env",
             "echo",
             &[],
@@ -182,7 +170,9 @@ fn embedder_functions_carry_categories_checked_at_load() {
 #[test]
 fn the_custody_module_is_reserved() {
     let result = Host::builder(Policy::default())
-        .function("custody", "open", &[], &[], &[], |_, _, _| Ok(()))
+        .func_wrap("custody", "open", &[], |_: &mut GuestCall<'_>, _: i32| {
+            Ok(0)
+        })
         .build();
     assert!(result.is_err());
 }

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use common::*;
 use custody_handle::diagnostics::{Assistant, Collector};
 use custody_host::abi::AbiError;
-use custody_host::{Action, CallError, DomainConfig, DomainState, Escalation, Policy, Val};
+use custody_host::{
+    Action, Allocation, CallError, DomainConfig, DomainState, Escalation, LoadError, Policy, Val,
+};
 
 /// A guest that misbehaves in every way Part C covers.
 const UNRULY: &str = r#"
@@ -171,6 +173,19 @@ fn growing_memory_past_the_cap_aborts_the_call_not_the_host() {
     // A module whose initial memory is already past the cap does not load.
     let (host, _) = host_with(Policy {
         memory_limit: Some(65536),
+        ..Policy::default()
+    });
+    // With the pooling allocator (sized from the cap) it is refused when
+    // compiled; with on-demand allocation, when loaded.
+    let error = host.compile(br#"(module (memory 2))"#).unwrap_err();
+    assert!(matches!(error, LoadError::Limits(_)), "{error}");
+    assert!(
+        error.to_string().contains("memory limit is 65536 bytes"),
+        "{error}"
+    );
+    let (host, _) = host_with(Policy {
+        memory_limit: Some(65536),
+        allocation: Allocation::OnDemand,
         ..Policy::default()
     });
     let big = host.compile(br#"(module (memory 2))"#).unwrap();

@@ -12,8 +12,6 @@ use std::cell::UnsafeCell;
 use std::ops::Range;
 use std::sync::atomic::{AtomicU8, Ordering};
 
-use wasmtime::{Caller, Extern};
-
 /// An out-of-bounds guest pointer or length.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Fault;
@@ -113,24 +111,6 @@ fn load(cell: &UnsafeCell<u8>) -> u8 {
 fn store(cell: &UnsafeCell<u8>, byte: u8) {
     // SAFETY: as in `load`.
     unsafe { AtomicU8::from_ptr(cell.get()) }.store(byte, Ordering::Relaxed)
-}
-
-/// Runs `f` with the calling module's exported `memory` and the store data.
-/// A module without one gets an empty memory: every non-empty access faults.
-pub(crate) fn with_memory<T, R>(
-    caller: &mut Caller<'_, T>,
-    f: impl FnOnce(&mut GuestMemory<'_>, &mut T) -> R,
-) -> R {
-    match caller.get_export("memory") {
-        Some(Extern::Memory(memory)) => {
-            let (bytes, data) = memory.data_and_store_mut(caller);
-            f(&mut GuestMemory::Plain(bytes), data)
-        }
-        Some(Extern::SharedMemory(shared)) => {
-            f(&mut GuestMemory::Shared(shared.data()), caller.data_mut())
-        }
-        _ => f(&mut GuestMemory::Plain(&mut []), caller.data_mut()),
-    }
 }
 
 #[cfg(test)]

@@ -170,6 +170,53 @@ pub struct Policy {
     pub denied: Vec<Category>,
     /// What failures escalate to.
     pub escalation: Escalation,
+    /// How guest memories and instances are allocated (engine-wide: the
+    /// host's policy decides). Default: [`Allocation::Pooling`].
+    pub allocation: Allocation,
+    /// With [`Allocation::Pooling`]: how many instances (and as many
+    /// memories and tables) may be live at once in the host. Default 1000.
+    pub pool_size: u32,
+    /// How many compiled modules the host keeps, keyed by content, so that
+    /// compiling the same bytes again (a reload, another domain) costs a
+    /// hash. Default 256; 0 turns the cache off.
+    pub module_cache_entries: usize,
+}
+
+/// How a host allocates guest instances and their linear memories.
+///
+/// Each is a trade between instantiation speed, memory-access speed and how
+/// many domains one process can hold (docs/PERFORMANCE.md measures all
+/// three).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Allocation {
+    /// wasmtime's pooling allocator, sized from the policy (`pool_size`
+    /// slots, each memory slot reserving `memory_limit`): creating and
+    /// instantiating a domain reuses a slot instead of calling `mmap`. If
+    /// the machine cannot reserve the pool's address space, the host falls
+    /// back to [`Allocation::OnDemand`] and says so in a diagnostic.
+    #[default]
+    Pooling,
+    /// One `mmap` reservation per memory, with guard pages (wasmtime's
+    /// default): fast memory accesses, but every memory costs its
+    /// reservation of address space and a few kernel memory maps.
+    OnDemand,
+    /// Memories on the heap, with explicit bounds checks and no reservation
+    /// or guard region: the most domains per process (no memory map per
+    /// memory, so the kernel's limit of 65,530 maps does not bind), at the
+    /// cost of a bounds check on every memory access.
+    Dense,
+}
+
+impl Allocation {
+    /// The name used in policy files (`pooling`, `on-demand`, `dense`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Allocation::Pooling => "pooling",
+            Allocation::OnDemand => "on-demand",
+            Allocation::Dense => "dense",
+        }
+    }
 }
 
 impl Default for Policy {
@@ -184,6 +231,9 @@ impl Default for Policy {
             unload_hook_timeout: Duration::from_secs(1),
             denied: Vec::new(),
             escalation: Escalation::default(),
+            allocation: Allocation::default(),
+            pool_size: 1000,
+            module_cache_entries: 256,
         }
     }
 }
@@ -193,115 +243,11 @@ impl Default for Policy {
 #[error("invalid policy: {0}")]
 pub struct PolicyError(pub String);
 
-/// A policy file: every key optional, defaults for the rest; durations in
-/// milliseconds, sizes in bytes. Unknown keys are errors (a typo must not
-/// silently loosen a policy).
-///
-/// ```toml
-/// deadline_ms = 2000
-/// max_wait_ms = 10000
-/// allow_infinite_wait = false
-/// memory_limit_bytes = 67108864
-/// stack_limit_bytes = 524288
-/// handle_quota = 4096
-/// unload_hook_timeout_ms = 1000
-/// deny = ["ExternalProcessMgmt"]
-///
-/// [escalation]
-/// outside_critical = "abort-call"
-/// inside_critical = "recycle-domain"
-/// orphaned_critical = "recycle-domain"
-/// recreate = true
-/// ```
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PolicyFile {
-    deadline_ms: Option<u64>,
-    max_wait_ms: Option<u64>,
-    allow_infinite_wait: Option<bool>,
-    memory_limit_bytes: Option<usize>,
-    stack_limit_bytes: Option<usize>,
-    handle_quota: Option<usize>,
-    unload_hook_timeout_ms: Option<u64>,
-    deny: Option<Vec<String>>,
-    escalation: Option<EscalationFile>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EscalationFile {
-    outside_critical: Option<Action>,
-    inside_critical: Option<Action>,
-    orphaned_critical: Option<Action>,
-    recreate: Option<bool>,
-}
-
 /// What `-1` becomes when the policy grants an infinite wait: long enough
 /// never to end by itself, short enough for `poll(2)`'s timespec.
 const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 impl Policy {
-    /// Reads a policy from TOML (see the format below), starting from the
-    /// defaults, and validates it.
-    ///
-    /// ```toml
-    /// deadline_ms = 2000            # per call; absent: none
-    /// max_wait_ms = 10000           # longest blocking host call
-    /// allow_infinite_wait = false   # poll with timeout -1
-    /// memory_limit_bytes = 67108864 # all of a domain's memories; absent: none
-    /// stack_limit_bytes = 524288
-    /// handle_quota = 4096
-    /// unload_hook_timeout_ms = 1000
-    /// deny = ["ExternalProcessMgmt"] # host-protection categories
-    ///
-    /// [escalation]                  # abort-call, recycle-domain or unload-domain
-    /// outside_critical = "abort-call"
-    /// inside_critical = "recycle-domain"
-    /// orphaned_critical = "recycle-domain"
-    /// recreate = true
-    /// ```
-    ///
-    /// # Errors
-    /// A [`PolicyError`] naming the bad key or value.
-    pub fn from_toml(text: &str) -> Result<Policy, PolicyError> {
-        let file: PolicyFile =
-            toml::from_str(text).map_err(|e| PolicyError(e.message().to_string()))?;
-        let mut policy = Policy::default();
-        if let Some(ms) = file.deadline_ms {
-            policy.deadline = Some(Duration::from_millis(ms));
-        }
-        if let Some(ms) = file.max_wait_ms {
-            policy.max_wait = Duration::from_millis(ms);
-        }
-        if let Some(allow) = file.allow_infinite_wait {
-            policy.allow_infinite_wait = allow;
-        }
-        policy.memory_limit = file.memory_limit_bytes.or(policy.memory_limit);
-        if let Some(bytes) = file.stack_limit_bytes {
-            policy.stack_limit = bytes;
-        }
-        if let Some(quota) = file.handle_quota {
-            policy.handle_quota = quota;
-        }
-        if let Some(ms) = file.unload_hook_timeout_ms {
-            policy.unload_hook_timeout = Duration::from_millis(ms);
-        }
-        for name in file.deny.unwrap_or_default() {
-            let category = Category::from_name(&name)
-                .ok_or_else(|| PolicyError(format!("deny: unknown category {name:?}")))?;
-            policy.denied.push(category);
-        }
-        if let Some(e) = file.escalation {
-            let ladder = &mut policy.escalation;
-            ladder.outside_critical = e.outside_critical.unwrap_or(ladder.outside_critical);
-            ladder.inside_critical = e.inside_critical.unwrap_or(ladder.inside_critical);
-            ladder.orphaned_critical = e.orphaned_critical.unwrap_or(ladder.orphaned_critical);
-            ladder.recreate = e.recreate.unwrap_or(ladder.recreate);
-        }
-        policy.validate()?;
-        Ok(policy)
-    }
-
     /// Checks that the policy is consistent: the ladder only escalates, the
     /// limits are usable.
     ///
@@ -325,6 +271,11 @@ impl Policy {
                 "a stack limit of {} bytes is too small to call anything",
                 self.stack_limit
             )));
+        }
+        if self.allocation == Allocation::Pooling && self.pool_size == 0 {
+            return Err(PolicyError(
+                "a pool of 0 instances would refuse every domain".into(),
+            ));
         }
         if self.handle_quota == 0 {
             return Err(PolicyError(
@@ -383,48 +334,6 @@ mod tests {
             ..Policy::default()
         };
         assert!(zero.validate().is_err());
-    }
-
-    #[test]
-    fn policies_read_from_toml() {
-        let policy = Policy::from_toml(
-            r#"
-            deadline_ms = 250
-            memory_limit_bytes = 1048576
-            deny = ["Synchronization", "ui"]
-            [escalation]
-            outside_critical = "recycle-domain"
-            inside_critical = "unload-domain"
-            orphaned_critical = "unload-domain"
-            recreate = false
-            "#,
-        )
-        .unwrap();
-        assert_eq!(policy.deadline, Some(Duration::from_millis(250)));
-        assert_eq!(policy.memory_limit, Some(1 << 20));
-        assert_eq!(policy.denied, vec![Category::Synchronization, Category::UI]);
-        assert_eq!(policy.escalation.inside_critical, Action::UnloadDomain);
-        assert!(!policy.escalation.recreate);
-        assert_eq!(
-            policy.max_wait,
-            Duration::from_secs(10),
-            "defaults for the rest"
-        );
-        assert_eq!(Policy::from_toml("").unwrap().deadline, None);
-
-        for (text, needle) in [
-            ("deadline = 5", "unknown field"),
-            ("deny = [\"Nope\"]", "Nope"),
-            ("[escalation]\noutside_critical = \"reboot\"", "reboot"),
-            (
-                "[escalation]\noutside_critical = \"unload-domain\"",
-                "only escalate",
-            ),
-            ("deadline_ms = \"soon\"", "invalid type"),
-        ] {
-            let error = Policy::from_toml(text).unwrap_err().to_string();
-            assert!(error.contains(needle), "{text}: {error}");
-        }
     }
 
     #[test]

@@ -1,0 +1,78 @@
+//! Moving bytes: `read`, `write`, `pipe`, the guest's `log`, and
+//! `last_error` (the errno behind the last `E_IO`).
+
+use std::os::fd::AsFd;
+
+use custody_handle::Fd;
+use rustix::event::PollFlags;
+use rustix::io::Errno;
+
+use super::{MAX_IO, MAX_LOG};
+use crate::boundary::ctx::DomainCtx;
+use crate::boundary::errno::AbiError;
+use crate::boundary::marshal::{self, AbiResult, HostCall, length, pointer};
+use crate::sys;
+
+pub(super) fn log(call: &mut HostCall<'_>, level: i32, ptr: i32, len: i32) -> AbiResult {
+    if !(0..=4).contains(&level) {
+        return Err(AbiError::Inval);
+    }
+    let len = length(len)?;
+    call.memory.range(pointer(ptr), len)?;
+    let bytes = call.memory.read(pointer(ptr), len.min(MAX_LOG))?;
+    call.ctx
+        .log_line(level as u8, &String::from_utf8_lossy(&bytes));
+    Ok(0)
+}
+
+pub(super) fn read(call: &mut HostCall<'_>, h: i32, buf: i32, len: i32, out: i32) -> AbiResult {
+    let HostCall { memory, ctx } = call;
+    let len = length(len)?.min(MAX_IO);
+    // Check both destinations before consuming any data.
+    memory.range(pointer(buf), len)?;
+    memory.range(pointer(out), 4)?;
+    let fd = marshal::pin::<Fd>(&ctx.table, h)?;
+    let n = loop {
+        match memory.fill_with(pointer(buf), len, |bytes| sys::read(fd.as_fd(), bytes))? {
+            Ok(n) => break n,
+            Err(Errno::AGAIN) => ctx.wait_ready(fd.as_fd(), PollFlags::IN)?,
+            Err(Errno::INTR) => {}
+            Err(errno) => return Err(ctx.os_error(errno)),
+        }
+    };
+    drop(fd);
+    memory.write_i32(pointer(out), n as i32)?;
+    Ok(0)
+}
+
+pub(super) fn write(call: &mut HostCall<'_>, h: i32, buf: i32, len: i32, out: i32) -> AbiResult {
+    let HostCall { memory, ctx } = call;
+    let len = length(len)?.min(MAX_IO);
+    memory.range(pointer(out), 4)?;
+    let fd = marshal::pin::<Fd>(&ctx.table, h)?;
+    let bytes = memory.read(pointer(buf), len)?;
+    let n = loop {
+        match sys::write(fd.as_fd(), &bytes) {
+            Ok(n) => break n,
+            Err(Errno::AGAIN) => ctx.wait_ready(fd.as_fd(), PollFlags::OUT)?,
+            Err(Errno::INTR) => {}
+            Err(errno) => return Err(ctx.os_error(errno)),
+        }
+    };
+    drop(fd);
+    memory.write_i32(pointer(out), n as i32)?;
+    Ok(0)
+}
+
+pub(super) fn pipe(call: &mut HostCall<'_>, out_r: i32, out_w: i32) -> AbiResult {
+    let HostCall { memory, ctx } = call;
+    if pointer(out_r).abs_diff(pointer(out_w)) < 4 {
+        return Err(AbiError::Inval);
+    }
+    let (read_end, write_end) = sys::pipe().map_err(|e| ctx.os_error(e))?;
+    marshal::give_pair(memory, &ctx.table, (out_r, read_end), (out_w, write_end))
+}
+
+pub(super) fn last_error(ctx: &mut DomainCtx) -> AbiResult {
+    Ok(ctx.last_errno.get())
+}

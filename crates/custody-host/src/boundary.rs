@@ -1,0 +1,24 @@
+//! The guest boundary: everything between a guest's call of a host function
+//! and the host code that serves it.
+//!
+//! | module | owns |
+//! | --- | --- |
+//! | [`errno`] | the guest's error codes (`E_*`) and the mapping from handle errors |
+//! | [`memory`] | bounds-checked access to guest memory (the crate's only `unsafe`) |
+//! | [`cancel`] | the cancellation signal that abort and unload raise, and why a call stopped |
+//! | [`preopen`] | the pre-opened directories a domain may reach, and guest path splitting |
+//! | [`ctx`] | the store data a host call sees ([`DomainCtx`](ctx::DomainCtx)): limits, the one wait, errno |
+//! | [`marshal`] | one host call: memory resolved once per instance, handle arguments pinned, out-handles written |
+//! | [`embed`] | the same guarantees for embedder functions ([`GuestCall`](embed::GuestCall)), and host locks |
+//!
+//! Imports point down this table: `embed` builds on `marshal`, which builds
+//! on `ctx`, and so on; nothing here imports the domain, the runtime or the
+//! host.
+
+pub(crate) mod cancel;
+pub(crate) mod ctx;
+pub(crate) mod embed;
+pub(crate) mod errno;
+pub(crate) mod marshal;
+pub(crate) mod memory;
+pub(crate) mod preopen;

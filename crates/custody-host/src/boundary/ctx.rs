@@ -1,0 +1,211 @@
+//! [`DomainCtx`]: the store data of a domain, which is what a host call sees
+//! of it: its table, its pre-opens, its policy, the cancellation signal, the
+//! current call's deadline and critical regions, and the one wait every
+//! blocking host call goes through.
+
+use std::cell::Cell;
+use std::os::fd::BorrowedFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use custody_handle::HandleTable;
+use rustix::event::PollFlags;
+use rustix::io::Errno;
+use wasmtime::{ModuleExport, ResourceLimiter};
+
+use super::cancel::{Cancel, Interrupt, Reason, Waited};
+use super::errno::AbiError;
+use super::preopen::Preopens;
+use crate::config::Policy;
+use crate::ledger::LedgerCounts;
+use crate::log::{self, LogSink};
+
+/// Counts the host locks a domain's current call holds, and whether one was
+/// held when the call was aborted.
+#[derive(Debug, Default)]
+pub(crate) struct LockCount {
+    pub(crate) held: AtomicU32,
+    pub(crate) aborted_while_held: AtomicU32,
+}
+
+impl LockCount {
+    /// Whether the call that just ended was aborted while holding a host
+    /// lock (and clears it for the next call).
+    pub(crate) fn take_aborted_while_held(&self) -> bool {
+        self.aborted_while_held.swap(0, Ordering::AcqRel) != 0
+    }
+
+    /// Records an abort, noting whether a host lock was held at that moment.
+    pub(crate) fn note_abort(&self) {
+        if self.held.load(Ordering::Acquire) > 0 {
+            self.aborted_while_held.store(1, Ordering::Release);
+        }
+    }
+}
+
+/// The store data of a domain: what host functions see of it.
+pub(crate) struct DomainCtx {
+    pub(crate) id: u64,
+    pub(crate) table: Arc<HandleTable>,
+    pub(crate) cancel: Arc<Cancel>,
+    pub(crate) preopens: Preopens,
+    pub(crate) policy: Arc<Policy>,
+    pub(crate) ledger: Arc<LedgerCounts>,
+    log: LogSink,
+    /// The errno of the last `E_IO`, for `last_error`.
+    pub(crate) last_errno: Cell<i32>,
+    /// Open critical regions (and host locks held) in the current call.
+    pub(crate) critical_depth: u32,
+    /// When the current call must stop, if it has a deadline.
+    pub(crate) deadline: Option<(Instant, Duration)>,
+    /// Running the `custody_unloading` export: aborted host calls return
+    /// `E_ABORTED` to it instead of ending it.
+    pub(crate) in_unloading_hook: bool,
+    /// Linear memory of all the domain's instances, in bytes.
+    memory_used: usize,
+    /// Host locks the current call holds (embedder functions).
+    pub(crate) host_locks: Arc<LockCount>,
+    /// The `memory` export of each loaded module that has one, resolved
+    /// once at load: a host call finds its caller's memory by index, not by
+    /// name (see `marshal`).
+    pub(crate) memories: Vec<ModuleExport>,
+}
+
+impl DomainCtx {
+    pub(crate) fn new(
+        id: u64,
+        table: Arc<HandleTable>,
+        cancel: Arc<Cancel>,
+        preopens: Preopens,
+        policy: Arc<Policy>,
+        ledger: Arc<LedgerCounts>,
+        log: LogSink,
+    ) -> Self {
+        DomainCtx {
+            id,
+            table,
+            cancel,
+            preopens,
+            policy,
+            ledger,
+            log,
+            last_errno: Cell::new(0),
+            critical_depth: 0,
+            deadline: None,
+            in_unloading_hook: false,
+            memory_used: 0,
+            host_locks: Arc::default(),
+            memories: Vec::new(),
+        }
+    }
+
+    pub(crate) fn log_line(&self, level: u8, text: &str) {
+        log::guest_line(&self.log, self.id, level, text);
+    }
+
+    /// Why the current call is being stopped.
+    pub(crate) fn interrupt(&self) -> Interrupt {
+        match (self.cancel.reason(), self.deadline) {
+            (Some(Reason::Unload), _) => Interrupt::Unloading,
+            (Some(Reason::Abort), _) | (_, None) => Interrupt::HostAbort,
+            (None, Some((_, limit))) => Interrupt::Deadline(limit),
+        }
+    }
+
+    /// Ends every host call the same way: `E_ABORTED` ends the guest's
+    /// call at once, as a trap carrying the reason, except in the unloading
+    /// hook, which can still observe it; any other code goes to the guest.
+    pub(crate) fn deliver(&self, error: AbiError) -> Result<AbiError, Interrupt> {
+        if error == AbiError::Aborted && !self.in_unloading_hook {
+            Err(self.interrupt())
+        } else {
+            Ok(error)
+        }
+    }
+
+    /// Records an OS error as the domain's `last_error`; returns `E_IO`.
+    pub(crate) fn os_error(&self, errno: Errno) -> AbiError {
+        self.last_errno.set(errno.raw_os_error());
+        AbiError::Io
+    }
+
+    /// Records an I/O error's errno (EIO if it has none); returns `E_IO`.
+    pub(crate) fn io_error(&self, error: &std::io::Error) -> AbiError {
+        self.os_error(
+            error
+                .raw_os_error()
+                .map_or(Errno::IO, Errno::from_raw_os_error),
+        )
+    }
+
+    /// The one way a host call waits: on `fds` (or only on time) for at most
+    /// `wanted`, cut at the call's deadline, and woken at once by the
+    /// cancellation signal. A guest blocked in the host never reaches an
+    /// epoch check, so the wait itself must end at the deadline.
+    ///
+    /// `Ok` is `Ready` or the guest's own timeout (`TimedOut`); a
+    /// cancellation or the deadline is `E_ABORTED`; an OS error is `E_IO`.
+    pub(crate) fn wait(
+        &self,
+        fds: &[BorrowedFd<'_>],
+        interest: PollFlags,
+        wanted: Duration,
+    ) -> Result<Waited, AbiError> {
+        let (timeout, cut_by_deadline) = match self.deadline {
+            Some((at, _)) => {
+                let left = at.saturating_duration_since(Instant::now());
+                (left.min(wanted), left < wanted)
+            }
+            None => (wanted, false),
+        };
+        match self.cancel.wait(fds, interest, timeout) {
+            Ok(Waited::Cancelled) => Err(AbiError::Aborted),
+            Ok(Waited::TimedOut) if cut_by_deadline => Err(AbiError::Aborted),
+            Ok(outcome) => Ok(outcome),
+            Err(e) => Err(self.io_error(&e)),
+        }
+    }
+
+    /// Waits until `fd` is ready for `interest` (a read or write that would
+    /// block): `E_TIMEDOUT` at the policy's wait cap.
+    pub(crate) fn wait_ready(
+        &self,
+        fd: BorrowedFd<'_>,
+        interest: PollFlags,
+    ) -> Result<(), AbiError> {
+        match self.wait(&[fd], interest, self.policy.max_wait)? {
+            Waited::Ready(_) => Ok(()),
+            _ => Err(AbiError::TimedOut),
+        }
+    }
+}
+
+impl ResourceLimiter for DomainCtx {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let grown = self.memory_used + (desired - current);
+        if let Some(limit) = self.policy.memory_limit
+            && grown > limit
+        {
+            // An error, not `Ok(false)`: growth past the cap aborts the call
+            // rather than handing the guest a -1 it may ignore.
+            return Err(Interrupt::MemoryLimit(limit).into());
+        }
+        self.memory_used = grown;
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 1 << 20)
+    }
+}

@@ -1,0 +1,172 @@
+//! Marshalling: one host call from the moment the guest enters it to the
+//! moment its result goes back (SPEC B, "Marshalling").
+//!
+//! - **Entry** ([`enter`], [`enter_ctx`]): an abort raised before the call
+//!   ends it at once; the caller's memory is found by index among the
+//!   memories the domain resolved at load ([`DomainCtx::memories`]), never
+//!   by name.
+//! - **Handle arguments** ([`pin`]) are resolved and pinned before the body
+//!   does any work; the [`Pinned`] guard keeps the handle's resource open
+//!   until the body is done with it, even if the handle is closed meanwhile.
+//!   A null, stale, closed or wrong-kind id is an error code first.
+//! - **Out-handles** ([`give`], [`give_pair`]) are inserted in the table
+//!   *before* their id is written to guest memory; if the write faults the
+//!   handle is closed again: no path leaks one.
+//! - **Guest input is never trusted**: a negative length is `E_INVAL`
+//!   ([`length`]), an out-of-bounds range `E_FAULT` (the memory module).
+//! - **Exit** ([`finish`]): `E_ABORTED` becomes a trap carrying why the call
+//!   was stopped (except in the unloading hook); every other code goes to
+//!   the guest.
+
+use std::os::fd::OwnedFd;
+
+use custody_handle::{Fd, HandleId, HandleTable, ReleaseHandle, TableRef};
+use wasmtime::{Caller, Extern};
+
+use super::ctx::DomainCtx;
+use super::errno::AbiError;
+use super::memory::GuestMemory;
+
+/// A host function's result for the guest: a count or 0, or an error code.
+pub(crate) type AbiResult = Result<i32, AbiError>;
+
+/// A handle argument, pinned for the rest of the host call.
+pub type Pinned<'a, T> = TableRef<'a, T>;
+
+/// One host call in progress: the caller's memory and its domain.
+pub(crate) struct HostCall<'a> {
+    pub(crate) memory: GuestMemory<'a>,
+    pub(crate) ctx: &'a mut DomainCtx,
+}
+
+/// Runs an ABI function body that touches guest memory.
+pub(crate) fn enter(
+    caller: &mut Caller<'_, DomainCtx>,
+    body: impl FnOnce(&mut HostCall<'_>) -> AbiResult,
+) -> wasmtime::Result<i32> {
+    let result = if caller.data().cancel.is_raised() {
+        Err(AbiError::Aborted)
+    } else {
+        with_memory(caller, |memory, ctx| body(&mut HostCall { memory, ctx }))
+    };
+    finish(caller.data(), result)
+}
+
+/// Runs an ABI function body without pointer arguments: no memory lookup.
+pub(crate) fn enter_ctx(
+    caller: &mut Caller<'_, DomainCtx>,
+    body: impl FnOnce(&mut DomainCtx) -> AbiResult,
+) -> wasmtime::Result<i32> {
+    let ctx = caller.data_mut();
+    let result = if ctx.cancel.is_raised() {
+        Err(AbiError::Aborted)
+    } else {
+        body(ctx)
+    };
+    finish(caller.data(), result)
+}
+
+/// The guest's result, or a trap when the call is being aborted.
+pub(crate) fn finish(ctx: &DomainCtx, result: AbiResult) -> wasmtime::Result<i32> {
+    match result {
+        Ok(n) => Ok(n),
+        Err(error) => Ok(ctx.deliver(error)?.code()),
+    }
+}
+
+/// Runs `f` with the calling module's exported `memory` and the store data.
+/// The memory is found among the `memory` exports resolved at load
+/// (`ModuleExport`s: an index compare, no string lookup). A module without
+/// one gets an empty memory: every non-empty access faults.
+pub(crate) fn with_memory<R>(
+    caller: &mut Caller<'_, DomainCtx>,
+    f: impl FnOnce(GuestMemory<'_>, &mut DomainCtx) -> R,
+) -> R {
+    let mut found = None;
+    for index in 0..caller.data().memories.len() {
+        let export = caller.data().memories[index];
+        if let Some(memory) = caller.get_module_export(&export) {
+            found = Some(memory);
+            break;
+        }
+    }
+    match found {
+        Some(Extern::Memory(memory)) => {
+            let (bytes, ctx) = memory.data_and_store_mut(caller);
+            f(GuestMemory::Plain(bytes), ctx)
+        }
+        Some(Extern::SharedMemory(shared)) => {
+            f(GuestMemory::Shared(shared.data()), caller.data_mut())
+        }
+        _ => f(GuestMemory::Plain(&mut []), caller.data_mut()),
+    }
+}
+
+/// A guest length: negative is `E_INVAL`.
+pub(crate) fn length(len: i32) -> Result<u32, AbiError> {
+    u32::try_from(len).map_err(|_| AbiError::Inval)
+}
+
+/// A guest pointer: an unsigned offset into its memory.
+pub(crate) fn pointer(ptr: i32) -> u32 {
+    ptr as u32
+}
+
+/// A guest handle id, as it crossed the boundary.
+pub(crate) fn handle_id(raw: i32) -> HandleId {
+    HandleId::from_raw(raw as u32)
+}
+
+/// Resolves and pins a handle argument.
+pub(crate) fn pin<T: ReleaseHandle>(
+    table: &HandleTable,
+    raw: i32,
+) -> Result<Pinned<'_, T>, AbiError> {
+    table.get::<T>(handle_id(raw)).map_err(AbiError::from)
+}
+
+/// Gives the guest a new handle: inserts `resource` and writes its id at
+/// `out`; if the write faults, the handle is closed again.
+pub(crate) fn give<T: ReleaseHandle>(
+    memory: &mut GuestMemory<'_>,
+    table: &HandleTable,
+    out: i32,
+    resource: T,
+) -> AbiResult {
+    let id = table.insert(resource)?;
+    match memory.write_i32(pointer(out), id.raw() as i32) {
+        Ok(()) => Ok(0),
+        Err(fault) => {
+            let _ = table.close(id);
+            Err(fault.into())
+        }
+    }
+}
+
+/// [`give`] for two fds made together (a pipe's ends): both ids are
+/// written, or neither handle survives. The fds stay `OwnedFd`s (closed on
+/// drop) until the table owns them.
+pub(crate) fn give_pair(
+    memory: &mut GuestMemory<'_>,
+    table: &HandleTable,
+    (out_a, a): (i32, OwnedFd),
+    (out_b, b): (i32, OwnedFd),
+) -> AbiResult {
+    let first = table.insert(Fd::from(a))?;
+    let second = match table.insert(Fd::from(b)) {
+        Ok(id) => id,
+        Err(error) => {
+            let _ = table.close(first);
+            return Err(error.into());
+        }
+    };
+    let written = memory
+        .write_i32(pointer(out_a), first.raw() as i32)
+        .and_then(|()| memory.write_i32(pointer(out_b), second.raw() as i32));
+    if let Err(fault) = written {
+        let _ = table.close(first);
+        let _ = table.close(second);
+        return Err(fault.into());
+    }
+    Ok(0)
+}

@@ -1,0 +1,143 @@
+//! The host-function catalogue: every function a guest may import from the
+//! host, declared once.
+//!
+//! A built-in ABI declares each of its functions as a [`HostFunction`]:
+//! import module and name, signature, host-protection categories, the error
+//! codes it may return, a one-line summary and its handler (the `link`
+//! step). Everything else derives from those lists: linking, denial at load
+//! ([`Catalogue::categories_of`]), the category table in
+//! docs/RELIABILITY.md and the check of `guest/include/custody.h` (both
+//! kept in sync by tests). Embedder functions join the same catalogue when
+//! the host is built, with their own categories.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fmt;
+
+use wasmtime::Linker;
+
+use crate::boundary::ctx::DomainCtx;
+use crate::boundary::embed::EmbedderFunction;
+use crate::boundary::errno::AbiError;
+use crate::config::Category;
+
+/// A value type in a host function's signature.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AbiType {
+    /// A 32-bit integer (C `int32_t`): handles, pointers, lengths, codes.
+    I32,
+    /// A 64-bit integer (C `int64_t`).
+    I64,
+}
+
+impl fmt::Display for AbiType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AbiType::I32 => "i32",
+            AbiType::I64 => "i64",
+        })
+    }
+}
+
+/// One function of a built-in ABI, declared once.
+#[derive(Clone, Copy)]
+pub struct HostFunction {
+    /// The import module (`custody`).
+    pub module: &'static str,
+    /// The import name.
+    pub name: &'static str,
+    /// Parameter names (as in the C header) and types.
+    pub params: &'static [(&'static str, AbiType)],
+    /// Result types.
+    pub results: &'static [AbiType],
+    /// What it touches, for host protection (SPEC Part C).
+    pub categories: &'static [Category],
+    /// The error codes it may return to the guest.
+    pub errors: &'static [AbiError],
+    /// One line on what it does.
+    pub summary: &'static str,
+    /// Defines it in a linker.
+    pub(crate) link: fn(&mut Linker<DomainCtx>) -> wasmtime::Result<()>,
+}
+
+impl fmt::Debug for HostFunction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HostFunction")
+            .field("module", &self.module)
+            .field("name", &self.name)
+            .field("params", &self.params)
+            .field("results", &self.results)
+            .field("categories", &self.categories)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Every host function a host's guests may import, with its categories.
+#[derive(Debug, Default)]
+pub(crate) struct Catalogue {
+    /// module -> name -> categories.
+    categories: HashMap<Cow<'static, str>, HashMap<Cow<'static, str>, Cow<'static, [Category]>>>,
+}
+
+impl Catalogue {
+    /// Links the built-in `functions` and then the embedder's into `linker`,
+    /// and records every one. A name defined twice is an error.
+    pub(crate) fn link(
+        linker: &mut Linker<DomainCtx>,
+        functions: &[&'static [HostFunction]],
+        embedder: Vec<EmbedderFunction>,
+    ) -> Result<Catalogue, String> {
+        let mut catalogue = Catalogue::default();
+        for f in functions.iter().flat_map(|list| list.iter()) {
+            catalogue.add(
+                Cow::Borrowed(f.module),
+                Cow::Borrowed(f.name),
+                Cow::Borrowed(f.categories),
+            )?;
+            (f.link)(linker).map_err(|e| format!("{}::{}: {e:#}", f.module, f.name))?;
+        }
+        for f in embedder {
+            if functions
+                .iter()
+                .any(|list| list.iter().any(|b| b.module == f.module))
+            {
+                return Err(format!(
+                    "{}::{}: the {} module is reserved for a built-in ABI",
+                    f.module, f.name, f.module
+                ));
+            }
+            let label = format!("{}::{}", f.module, f.name);
+            catalogue.add(
+                Cow::Owned(f.module),
+                Cow::Owned(f.name),
+                Cow::Owned(f.categories),
+            )?;
+            (f.link)(linker).map_err(|e| format!("{label}: {e:#}"))?;
+        }
+        Ok(catalogue)
+    }
+
+    fn add(
+        &mut self,
+        module: Cow<'static, str>,
+        name: Cow<'static, str>,
+        categories: Cow<'static, [Category]>,
+    ) -> Result<(), String> {
+        let label = format!("{module}::{name}");
+        match self
+            .categories
+            .entry(module)
+            .or_default()
+            .insert(name, categories)
+        {
+            None => Ok(()),
+            Some(_) => Err(format!("{label} is defined twice")),
+        }
+    }
+
+    /// The host-protection categories of a host function guests may import,
+    /// or `None` if the host defines no such function.
+    pub(crate) fn categories_of(&self, module: &str, name: &str) -> Option<&[Category]> {
+        self.categories.get(module)?.get(name).map(|c| &**c)
+    }
+}

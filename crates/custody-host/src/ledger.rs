@@ -1,0 +1,64 @@
+//! The handle ledger of a domain: what its guests were given and what
+//! became of it. It balances: `opened` = `closed_by_guest` +
+//! `closed_by_host` + `released_at_recycle` + `released_at_unload` + the
+//! handles still live. Counted by the domain's `HandleTable` (every insert,
+//! whoever made it) plus what only the domain knows (who closed, which
+//! drain released).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use custody_handle::TableCounters;
+use serde::Serialize;
+
+/// The handle ledger of a domain.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Ledger {
+    /// Handles put in the domain's table: opened by the guest (`open`,
+    /// `dup`, each end of a `pipe`) or given to it by the embedder.
+    pub opened: u64,
+    /// Handles the guest closed itself.
+    pub closed_by_guest: u64,
+    /// Handles the host closed before the unload (the embedder's
+    /// `Domain::close_handle`, or an out-handle taken back because the guest
+    /// gave a bad pointer for its id).
+    pub closed_by_host: u64,
+    /// Handles released by a recycle because the guest never closed them.
+    pub released_at_recycle: u64,
+    /// Handles released by unload because the guest never closed them.
+    pub released_at_unload: u64,
+    /// Releases that failed (each fired `releaseHandleFailed`).
+    pub release_failures: u64,
+    /// How many times the domain was recycled.
+    pub recycles: u64,
+}
+
+/// What the domain counts beside its table's counters.
+#[derive(Debug, Default)]
+pub(crate) struct LedgerCounts {
+    pub(crate) closed_by_guest: AtomicU64,
+    pub(crate) released_at_recycle: AtomicU64,
+    pub(crate) released_at_unload: AtomicU64,
+    pub(crate) recycles: AtomicU64,
+}
+
+impl LedgerCounts {
+    /// Adds one to a counter.
+    pub(crate) fn bump(counter: &AtomicU64, by: u64) {
+        counter.fetch_add(by, Ordering::Relaxed);
+    }
+
+    /// The ledger now, with the table's counters.
+    pub(crate) fn snapshot(&self, table: TableCounters) -> Ledger {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let closed_by_guest = get(&self.closed_by_guest);
+        Ledger {
+            opened: table.inserted,
+            closed_by_guest,
+            closed_by_host: table.closed.saturating_sub(closed_by_guest),
+            released_at_recycle: get(&self.released_at_recycle),
+            released_at_unload: get(&self.released_at_unload),
+            release_failures: table.release_failures,
+            recycles: get(&self.recycles),
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! The registry of a host's live domains, for [`Host::domains`]: every
+//! domain that is running or unloading, by id. A domain leaves it when it
+//! ends (unload, a recycle not re-created) or when its last `Domain` value
+//! is dropped; the registry holds domains weakly, so it never keeps one
+//! alive.
+//!
+//! [`Host::domains`]: crate::Host::domains
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+
+use serde::Serialize;
+
+use crate::domain::state::DomainState;
+use crate::ledger::Ledger;
+
+/// A live domain, as [`Host::domains`](crate::Host::domains) lists it.
+#[derive(Clone, Debug, Serialize)]
+#[non_exhaustive]
+pub struct DomainInfo {
+    /// The domain's id.
+    pub id: u64,
+    /// Its state.
+    pub state: DomainState,
+    /// Handles its table holds.
+    pub handles: usize,
+    /// Milliseconds since it was created.
+    pub age_ms: u64,
+    /// Its handle ledger.
+    pub ledger: Ledger,
+}
+
+/// What the registry can ask of a domain.
+pub(crate) trait Listed: Send + Sync {
+    fn info(&self) -> DomainInfo;
+}
+
+/// The registry.
+pub(crate) struct Registry {
+    domains: Mutex<BTreeMap<u64, Weak<dyn Listed>>>,
+    next_id: AtomicU64,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry {
+            domains: Mutex::default(),
+            next_id: AtomicU64::new(1),
+        }
+    }
+}
+
+impl Registry {
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<u64, Weak<dyn Listed>>> {
+        self.domains.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A new domain id.
+    ///
+    /// # Panics
+    /// If 2^64 - 1 ids have been issued: ids are never reused, so the
+    /// registry refuses to wrap (as wasmtime does for store ids).
+    pub(crate) fn next_id(&self) -> u64 {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        assert!(
+            id != u64::MAX,
+            "domain ids exhausted: they are never reused"
+        );
+        id
+    }
+
+    pub(crate) fn register(&self, id: u64, domain: Weak<dyn Listed>) {
+        self.lock().insert(id, domain);
+    }
+
+    pub(crate) fn forget(&self, id: u64) {
+        self.lock().remove(&id);
+    }
+
+    /// How many domains are registered.
+    pub(crate) fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Every registered domain, by id.
+    pub(crate) fn list(&self) -> Vec<DomainInfo> {
+        // Upgrade under the lock, ask outside it: dropping the last strong
+        // reference runs the domain's drop, which forgets it (and so locks).
+        let live: Vec<Arc<dyn Listed>> = self.lock().values().filter_map(Weak::upgrade).collect();
+        live.iter().map(|d| d.info()).collect()
+    }
+}

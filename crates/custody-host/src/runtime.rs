@@ -1,0 +1,119 @@
+//! The runtime shared by a host and all its domains: the engine (configured
+//! from the policy), the linker with every host function of the
+//! [catalogue](crate::catalogue), the policy, the log sink, the registry of
+//! domains, the module cache and the epoch ticker.
+//!
+//! Domains hold the runtime (an `Arc`), so deadlines keep firing and host
+//! functions stay linked even if the `Host` value is dropped first.
+
+mod dense;
+mod engine;
+mod module_cache;
+mod ticker;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use std::io::Write as _;
+use wasmtime::{Engine, Linker, Module};
+
+use crate::boundary::ctx::DomainCtx;
+use crate::boundary::embed::EmbedderFunction;
+use crate::catalogue::{Catalogue, HostFunction};
+use crate::config::{Allocation, Policy};
+use crate::error::{HostError, LoadError};
+use crate::log::LogSink;
+use crate::registry::Registry;
+
+pub use ticker::EPOCH_TICK;
+
+/// What a host is built from.
+pub(crate) struct RuntimeConfig {
+    pub(crate) policy: Policy,
+    pub(crate) log: LogSink,
+    pub(crate) builtin: Vec<&'static [HostFunction]>,
+    pub(crate) embedder: Vec<EmbedderFunction>,
+    pub(crate) disk_cache: Option<PathBuf>,
+}
+
+/// The runtime (see the module docs).
+pub(crate) struct Runtime {
+    pub(crate) engine: Engine,
+    pub(crate) linker: Linker<DomainCtx>,
+    pub(crate) catalogue: Catalogue,
+    pub(crate) policy: Arc<Policy>,
+    pub(crate) log: LogSink,
+    pub(crate) registry: Registry,
+    pub(crate) modules: module_cache::ModuleCache,
+    /// The allocation in effect (the policy's, unless it had to fall back).
+    pub(crate) allocation: Allocation,
+    _ticker: ticker::Ticker,
+}
+
+impl Runtime {
+    pub(crate) fn new(config: RuntimeConfig) -> Result<Runtime, HostError> {
+        let RuntimeConfig {
+            policy,
+            log,
+            builtin,
+            embedder,
+            disk_cache,
+        } = config;
+        policy.validate()?;
+        let (engine, allocation, fallback) = engine::build(&policy, disk_cache.as_deref())?;
+        if let Some(why) = fallback {
+            tracing::warn!(target: "custody::host", "{why}");
+            let _ = writeln!(std::io::stderr(), "custody: configuration: {why}");
+        }
+        let mut linker = Linker::new(&engine);
+        let catalogue =
+            Catalogue::link(&mut linker, &builtin, embedder).map_err(HostError::Engine)?;
+        let ticker = ticker::Ticker::start(engine.clone())
+            .map_err(|e| HostError::Engine(format!("starting the epoch thread: {e}")))?;
+        tracing::debug!(target: "custody::host", allocation = allocation.name(), "host created");
+        Ok(Runtime {
+            engine,
+            linker,
+            catalogue,
+            modules: module_cache::ModuleCache::new(policy.module_cache_entries),
+            policy: Arc::new(policy),
+            log,
+            registry: Registry::default(),
+            allocation,
+            _ticker: ticker,
+        })
+    }
+
+    /// Compiles `bytes` (binary or WAT), or finds them in the module cache.
+    pub(crate) fn compile(&self, bytes: &[u8]) -> Result<Module, LoadError> {
+        self.modules.get_or_compile(bytes, || {
+            Module::new(&self.engine, bytes).map_err(|e| self.compile_error(e))
+        })
+    }
+
+    /// A compilation error, named: a module the pooling allocator refuses
+    /// is a `Limits` error that says which knob governs it.
+    fn compile_error(&self, error: wasmtime::Error) -> LoadError {
+        let message = format!("{error:#}");
+        if !message.contains("pooling allocator") {
+            return LoadError::Malformed(message);
+        }
+        let limit = match self.policy.memory_limit {
+            Some(bytes) => format!("the policy's memory limit is {bytes} bytes"),
+            None => "the policy sets no memory limit".to_string(),
+        };
+        LoadError::Limits(format!(
+            "{message} ({limit}; shared memories need allocation = \"on-demand\" or \"dense\")"
+        ))
+    }
+
+    /// How many compiled modules the cache holds.
+    pub(crate) fn cached_modules(&self) -> usize {
+        self.modules.len()
+    }
+
+    /// Empties the module cache.
+    pub(crate) fn clear_module_cache(&self) {
+        self.modules.clear();
+    }
+}

@@ -1,0 +1,107 @@
+//! The wasmtime engine a host runs on, configured from its policy: epoch
+//! interruption, the stack limit, parallel compilation, the on-disk compile
+//! cache if asked, and the instance allocation strategy.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use wasmtime::{
+    Cache, CacheConfig, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig,
+};
+
+use super::dense::HeapMemoryCreator;
+use crate::config::{Allocation, Policy};
+use crate::error::HostError;
+
+/// A wasm page.
+const PAGE: u64 = 64 * 1024;
+/// Guard after a memory whose reservation the policy's cap sized.
+const CAPPED_GUARD: u64 = PAGE;
+/// Tables in the pool hold at most this many elements each.
+const POOL_TABLE_ELEMENTS: usize = 1 << 16;
+
+/// Builds the engine for `policy`. Returns it with the allocation actually
+/// in effect, and why it differs from the policy's, if it does.
+pub(crate) fn build(
+    policy: &Policy,
+    disk_cache: Option<&Path>,
+) -> Result<(Engine, Allocation, Option<String>), HostError> {
+    let engine = |allocation| {
+        let mut config = base_config(policy, disk_cache)?;
+        allocate(&mut config, policy, allocation);
+        Engine::new(&config).map_err(|e| HostError::Engine(format!("{e:#}")))
+    };
+    match engine(policy.allocation) {
+        Ok(engine) => Ok((engine, policy.allocation, None)),
+        Err(HostError::Engine(why)) if policy.allocation == Allocation::Pooling => {
+            let fallback = format!(
+                "the pooling allocator could not reserve its address space ({why}); falling back to on-demand allocation"
+            );
+            Ok((
+                engine(Allocation::OnDemand)?,
+                Allocation::OnDemand,
+                Some(fallback),
+            ))
+        }
+        Err(other) => Err(other),
+    }
+}
+
+fn base_config(policy: &Policy, disk_cache: Option<&Path>) -> Result<Config, HostError> {
+    let mut config = Config::new();
+    config.epoch_interruption(true);
+    config.max_wasm_stack(policy.stack_limit);
+    config.wasm_threads(true);
+    config.shared_memory(true);
+    config.parallel_compilation(true);
+    if let Some(dir) = disk_cache {
+        let mut cache = CacheConfig::new();
+        cache.with_directory(dir);
+        let cache = Cache::new(cache)
+            .map_err(|e| HostError::Engine(format!("compile cache in {}: {e:#}", dir.display())))?;
+        config.cache(Some(cache));
+    }
+    Ok(config)
+}
+
+/// The policy's memory cap as a reservation: whole pages.
+fn capped_reservation(policy: &Policy) -> Option<u64> {
+    policy
+        .memory_limit
+        .map(|limit| (limit as u64).max(PAGE).next_multiple_of(PAGE))
+}
+
+fn allocate(config: &mut Config, policy: &Policy, allocation: Allocation) {
+    match allocation {
+        Allocation::Pooling => {
+            let slots = policy.pool_size;
+            let mut pool = PoolingAllocationConfig::new();
+            pool.total_core_instances(slots)
+                .total_memories(slots)
+                .total_tables(slots)
+                .max_memories_per_module(4)
+                .max_tables_per_module(4)
+                .table_elements(POOL_TABLE_ELEMENTS);
+            if let Some(bytes) = capped_reservation(policy) {
+                pool.max_memory_size(bytes as usize);
+                config.memory_reservation(bytes);
+                config.memory_guard_size(CAPPED_GUARD);
+            }
+            config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        }
+        Allocation::OnDemand => {
+            if let Some(bytes) = capped_reservation(policy) {
+                config.memory_reservation(bytes);
+                config.memory_guard_size(CAPPED_GUARD);
+            }
+        }
+        Allocation::Dense => {
+            config.memory_reservation(0);
+            config.memory_reservation_for_growth(0);
+            config.memory_guard_size(0);
+            config.memory_may_move(true);
+            config.memory_init_cow(false);
+            config.with_host_memory(Arc::new(HeapMemoryCreator));
+        }
+    }
+}

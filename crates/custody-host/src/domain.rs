@@ -22,11 +22,13 @@
 //! through [`unload::teardown`]: instances are dropped first, then the table
 //! is drained (OS handles last), then the state becomes final.
 //!
-//! The submodules: [`state`] (the state word), [`link`] (import
-//! resolution), [`call`] (calls, failures, escalation), [`recycle`] (the
-//! escalation ladder applied), [`unload`] (the one unload procedure).
+//! The submodules, lowest first: [`state`] (the state word), [`link`]
+//! (import resolution), [`invoke`] (running one export, classifying its
+//! failure), [`unload`] (the one unload procedure), [`recycle`] (the
+//! escalation ladder applied), [`call`] (calls, and when they escalate).
 
 pub(crate) mod call;
+pub(crate) mod invoke;
 pub(crate) mod link;
 pub(crate) mod recycle;
 pub(crate) mod state;

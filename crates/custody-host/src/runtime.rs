@@ -9,6 +9,7 @@
 mod dense;
 mod engine;
 mod module_cache;
+mod pre_cache;
 mod ticker;
 
 use std::path::PathBuf;
@@ -45,6 +46,8 @@ pub(crate) struct Runtime {
     pub(crate) log: LogSink,
     pub(crate) registry: Registry,
     pub(crate) modules: module_cache::ModuleCache,
+    /// Modules prepared for instantiation.
+    pub(crate) prepared: pre_cache::PreCache,
     /// The allocation in effect (the policy's, unless it had to fall back).
     pub(crate) allocation: Allocation,
     _ticker: ticker::Ticker,
@@ -76,6 +79,7 @@ impl Runtime {
             linker,
             catalogue,
             modules: module_cache::ModuleCache::new(policy.module_cache_entries),
+            prepared: pre_cache::PreCache::default(),
             policy: Arc::new(policy),
             log,
             registry: Registry::default(),

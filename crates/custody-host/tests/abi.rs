@@ -3,15 +3,13 @@
 //! Memory layout used by these tests: out slots at 0..64, paths at 1024..,
 //! buffers at 4096...
 
-mod common;
-
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::time::{Duration, Instant};
 
-use common::*;
 use custody_host::abi::AbiError;
 use custody_host::{DomainConfig, Policy};
+use custody_testkit::*;
 
 const READ: i32 = 1;
 const WRITE: i32 = 2;

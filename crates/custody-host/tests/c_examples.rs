@@ -7,14 +7,12 @@
 //!
 //! Every test takes `serial()`: they open fds and some count them.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use common::*;
 use custody_host::{CallError, DomainConfig, HookOutcome, Module};
+use custody_testkit::*;
 
 /// Builds the examples once per test binary; `None` if clang is missing.
 fn guests() -> Option<&'static Path> {

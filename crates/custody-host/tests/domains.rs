@@ -1,14 +1,12 @@
 //! Hosts and domains: loading several modules, calls, errors, ids, parallelism.
 
-mod common;
-
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
 use custody_host::{
     CallError, Category, DomainConfig, DomainState, LoadError, Policy, UnloadError, Val,
 };
+use custody_testkit::*;
 
 const LIB: &str = r#"
 (module
@@ -205,4 +203,83 @@ fn a_missing_preopen_directory_is_an_error() {
         .create_domain(DomainConfig::new().preopen("x", "/nonexistent/dir"))
         .unwrap_err();
     assert!(error.to_string().contains("/nonexistent/dir"), "{error}");
+}
+
+#[test]
+fn the_ledger_counts_every_handle_of_the_table_whoever_inserted_it() {
+    let _serial = serial();
+    let host = host();
+    let (domain, _module) = driver_domain(&host, DomainConfig::new(), "");
+    let fds = FdBaseline::now();
+    // Two handles from the embedder, two (a pipe) from the guest.
+    let (r, w) = std::io::pipe().unwrap();
+    let embedder_r = domain
+        .insert_handle(custody_handle::Fd::from(std::os::fd::OwnedFd::from(r)))
+        .unwrap();
+    domain
+        .insert_handle(custody_handle::Fd::from(std::os::fd::OwnedFd::from(w)))
+        .unwrap();
+    assert_eq!(call(&domain, "abi_pipe", &[0, 4]), 0);
+    let guest_r = call(&domain, "load", &[0]);
+    assert_eq!(domain.ledger().opened, 4, "embedder-inserted handles count");
+    assert_eq!(call(&domain, "abi_close", &[guest_r]), 0);
+    domain.close_handle(embedder_r).unwrap();
+    let ledger = domain.unload().unwrap().ledger;
+    assert_eq!(
+        (
+            ledger.opened,
+            ledger.closed_by_guest,
+            ledger.closed_by_host,
+            ledger.released_at_unload
+        ),
+        (4, 1, 1, 2),
+        "{ledger:?}"
+    );
+    fds.assert_back("after unload");
+}
+
+#[test]
+fn the_registry_forgets_domains_unloaded_or_dropped() {
+    let host = host();
+    let unloaded = host.create_domain(DomainConfig::new()).unwrap();
+    let dropped = host.create_domain(DomainConfig::new()).unwrap();
+    let kept = host.create_domain(DomainConfig::new()).unwrap();
+    assert_eq!(host.domain_count(), 3);
+    unloaded.unload().unwrap();
+    drop(dropped);
+    let listed: Vec<u64> = host.domains().iter().map(|d| d.id).collect();
+    assert_eq!(listed, vec![kept.id()]);
+    assert_eq!(kept.info().state, DomainState::Running);
+}
+
+#[test]
+fn a_pool_too_large_to_reserve_falls_back_to_on_demand_allocation() {
+    quiet();
+    // 4 million slots of 4 GiB each: more address space than the machine has.
+    let host = custody_host::Host::with_log(
+        Policy {
+            pool_size: 4_000_000,
+            ..Policy::default()
+        },
+        std::sync::Arc::new(|_, _, _| {}),
+    )
+    .unwrap();
+    assert_eq!(host.allocation(), custody_host::Allocation::OnDemand);
+    let module = host.compile(LIB.as_bytes()).unwrap();
+    let domain = host.create_domain(DomainConfig::new()).unwrap();
+    domain.load("lib", &module).unwrap();
+    let sum = domain.call("add", &[Val::I32(2), Val::I32(3)]).unwrap();
+    assert!(matches!(sum[..], [Val::I32(5)]));
+}
+
+#[test]
+fn compiling_the_same_bytes_again_comes_from_the_cache() {
+    let host = host();
+    let first = host.compile(LIB.as_bytes()).unwrap();
+    let again = host.compile(LIB.as_bytes()).unwrap();
+    assert!(custody_host::Module::same(&first, &again));
+    assert_eq!(host.cached_modules(), 1);
+    host.clear_module_cache();
+    let fresh = host.compile(LIB.as_bytes()).unwrap();
+    assert!(!custody_host::Module::same(&first, &fresh));
 }

@@ -1,8 +1,6 @@
 //! Host functions of the embedder's own: the same marshalling as the ABI,
 //! host-protection categories, and host locks that escalate an abort.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +14,7 @@ use custody_host::{
 static SHARED_COUNTER: HostLock<i32> = HostLock::new_const(0);
 
 fn host(policy: Policy) -> Host {
+    custody_testkit::quiet();
     Host::builder(policy)
         .log(Arc::new(|_, _, _| {}))
         .func_wrap(

@@ -3,18 +3,16 @@
 //!
 //! Every test takes `serial()`: they count the process's open fds.
 
-mod common;
-
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::AsFd;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
 use custody_handle::{CloseOutcome, Fd, HandleId, Mapping, SafeHandle};
 use custody_host::abi::AbiError;
 use custody_host::{CallError, DomainConfig, Policy};
+use custody_testkit::*;
 use wasmtime::{Linker, Module, Store};
 
 fn e(error: AbiError) -> i32 {

@@ -4,17 +4,15 @@
 //!
 //! Every test takes `serial()`: they open fds and some count them.
 
-mod common;
-
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
 use custody_handle::diagnostics::{Assistant, Collector};
 use custody_host::abi::AbiError;
 use custody_host::{
     Action, Allocation, CallError, DomainConfig, DomainState, Escalation, LoadError, Policy, Val,
 };
+use custody_testkit::*;
 
 /// A guest that misbehaves in every way Part C covers.
 const UNRULY: &str = r#"

@@ -10,18 +10,16 @@
 //! CUSTODY_SOAK_SECS=600 cargo test --release -p custody-host --test soak -- --nocapture
 //! ```
 
-mod common;
-
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
 use custody_handle::ReleaseHandle;
 use custody_handle::diagnostics::{self, Assistant, Collector};
 use custody_host::{CallError, Domain, DomainConfig, Host, Policy, Val};
+use custody_testkit::*;
 
 const CHAOS: &str = r#"
 (module

@@ -1,14 +1,12 @@
 //! Unload releases everything, runs the guest's unloading hook (bounded in
 //! time), and wakes calls blocked in the host.
 
-mod common;
-
 use std::fs;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
 use custody_host::{CallError, DomainConfig, HookOutcome, Policy};
+use custody_testkit::*;
 
 #[test]
 fn a_thousand_domains_open_files_and_pipes_and_unload_back_to_the_fd_baseline() {

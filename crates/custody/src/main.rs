@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! custody run MODULE [--invoke NAME] [ARGS...] [--preopen [NAME=]DIR ...] [--deny CATEGORY ...]
-//!              [--policy FILE] [--deadline DURATION] [--memory SIZE] [--json]
+//!              [--policy FILE] [--deadline DURATION] [--memory SIZE] [--json] [--no-cache]
+//!              [--log-format text|json] [--log-level LEVEL]
 //! ```
 //!
 //! Exit status: 0 success, 2 usage or load error, 3 trap or abort, 4 denied
@@ -13,12 +14,17 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use custody_handle::diagnostics::{self, Collector};
 use custody_host::{
-    CallError, Category, DomainConfig, Host, LoadError, Policy, UnloadReport, Val, ValType,
+    CallError, Category, DomainConfig, Host, LoadError, LogSink, Policy, UnloadReport, Val, ValType,
 };
 use serde::Serialize;
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::fmt;
+use tracing_subscriber::prelude::*;
 
 #[derive(Parser)]
 #[command(
@@ -29,6 +35,82 @@ use serde::Serialize;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How custody's own log is written on stderr: `text` (diagnostics as
+    /// reports, guest log lines as they are) or `json` (one JSON object per
+    /// line for every event: lifecycle steps, diagnostics, guest log lines).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// The least severe lifecycle event written on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogLevel::Warn)]
+    log_level: LogLevel,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    fn filter(self) -> LevelFilter {
+        match self {
+            LogLevel::Error => LevelFilter::ERROR,
+            LogLevel::Warn => LevelFilter::WARN,
+            LogLevel::Info => LevelFilter::INFO,
+            LogLevel::Debug => LevelFilter::DEBUG,
+            LogLevel::Trace => LevelFilter::TRACE,
+        }
+    }
+}
+
+/// Sends custody's `tracing` events to stderr. In text form, diagnostics and
+/// guest log lines keep their own renderings (a report per diagnostic, a
+/// line per guest message) and `tracing` adds the lifecycle events; in JSON
+/// form every event, those included, is one JSON line.
+fn install_log(format: LogFormat, level: LogLevel) {
+    let level = level.filter();
+    let result = match format {
+        LogFormat::Text => {
+            let targets = Targets::new()
+                .with_default(level)
+                .with_target("custody::diagnostics", LevelFilter::OFF)
+                .with_target("custody::guest", LevelFilter::OFF);
+            tracing_subscriber::registry()
+                .with(
+                    fmt::layer()
+                        .with_writer(std::io::stderr)
+                        .with_target(true)
+                        .with_filter(targets),
+                )
+                .try_init()
+        }
+        LogFormat::Json => {
+            diagnostics::set_stderr(false);
+            let targets = Targets::new()
+                .with_default(level)
+                .with_target("custody::diagnostics", LevelFilter::TRACE)
+                .with_target("custody::guest", LevelFilter::TRACE);
+            tracing_subscriber::registry()
+                .with(
+                    fmt::layer()
+                        .json()
+                        .with_writer(std::io::stderr)
+                        .with_filter(targets),
+                )
+                .try_init()
+        }
+    };
+    // A subscriber already installed (never, in the binary) is not an error.
+    drop(result);
 }
 
 #[derive(Subcommand)]
@@ -68,6 +150,23 @@ struct RunArgs {
     /// Print one JSON object on stdout instead of text.
     #[arg(long)]
     json: bool,
+    /// Compile without the on-disk cache of compiled modules (kept in
+    /// `$CUSTODY_CACHE_DIR`, else `$XDG_CACHE_HOME/custody`, else
+    /// `~/.cache/custody`).
+    #[arg(long)]
+    no_cache: bool,
+}
+
+/// Where compiled modules are cached between runs, if anywhere.
+fn cache_dir() -> Option<PathBuf> {
+    let from = |var: &str| {
+        std::env::var_os(var)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    from("CUSTODY_CACHE_DIR")
+        .or_else(|| from("XDG_CACHE_HOME").map(|d| d.join("custody")))
+        .or_else(|| from("HOME").map(|d| d.join(".cache").join("custody")))
 }
 
 /// A failure: the one line printed on stderr, and the exit status.
@@ -129,8 +228,10 @@ struct JsonOutput {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    install_log(cli.log_format, cli.log_level);
+    let log_format = cli.log_format;
     match cli.command {
-        Command::Run(args) => match run(&args) {
+        Command::Run(args) => match run(&args, log_format) {
             Ok(()) => ExitCode::SUCCESS,
             Err(failure) => {
                 // One line, whatever the error says.
@@ -231,7 +332,7 @@ fn json_value(value: &Val) -> serde_json::Value {
     }
 }
 
-fn run(args: &RunArgs) -> Result<(), Failure> {
+fn run(args: &RunArgs, log_format: LogFormat) -> Result<(), Failure> {
     let mut policy = match &args.policy {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -262,8 +363,19 @@ fn run(args: &RunArgs) -> Result<(), Failure> {
         // Diagnostics go into the JSON object, not onto stderr.
         diagnostics::set_stderr(false);
     }
-    let host = Host::with_log(policy, custody_host::stderr_log())
-        .map_err(|e| Failure::usage(e.to_string()))?;
+    // In JSON form guest lines go through `tracing`, not a plain sink.
+    let log: LogSink = match log_format {
+        LogFormat::Text => custody_host::stderr_log(),
+        LogFormat::Json => Arc::new(|_, _, _| {}),
+    };
+    let mut builder = Host::builder(policy).log(log);
+    if !args.no_cache
+        && let Some(dir) = cache_dir()
+        && std::fs::create_dir_all(&dir).is_ok()
+    {
+        builder = builder.disk_cache(dir);
+    }
+    let host = builder.build().map_err(|e| Failure::usage(e.to_string()))?;
     let module = host.compile_file(&args.module)?;
     let mut config = DomainConfig::new();
     for spec in &args.preopens {

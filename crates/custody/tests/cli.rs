@@ -225,3 +225,77 @@ fn policy_flags_and_files_apply() {
     let output = custody(&["run", grow, "--memory", "16M", "--json"]);
     assert!(output.status.success(), "{}", stderr(&output));
 }
+
+#[test]
+fn log_format_json_writes_one_object_per_event() {
+    let output = custody(&[
+        "--log-format",
+        "json",
+        "--log-level",
+        "debug",
+        "run",
+        "examples/demo.wat",
+        "--preopen",
+        "examples/data",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let events: Vec<serde_json::Value> = stderr(&output)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}")))
+        .collect();
+    let has = |target: &str, message: &str| {
+        events
+            .iter()
+            .any(|e| e["target"] == target && e["fields"]["message"] == message)
+    };
+    assert!(has("custody::domain", "created"), "{events:?}");
+    assert!(has("custody::domain", "ended"), "{events:?}");
+    assert!(
+        has("custody::guest", "hello from inside a custody domain"),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn compiled_modules_are_cached_on_disk_unless_told_not_to() {
+    let dir = std::env::temp_dir().join(format!("custody-cli-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let run = |extra: &[&str]| {
+        let mut args = vec!["run", "examples/demo.wat", "--preopen", "examples/data"];
+        args.extend_from_slice(extra);
+        let output = Command::new(env!("CARGO_BIN_EXE_custody"))
+            .args(&args)
+            .current_dir(repo_root())
+            .env("CUSTODY_CACHE_DIR", &dir)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", stderr(&output));
+    };
+    let files = || {
+        fn count(dir: &Path) -> usize {
+            std::fs::read_dir(dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| {
+                    if e.path().is_dir() {
+                        count(&e.path())
+                    } else {
+                        1
+                    }
+                })
+                .sum()
+        }
+        count(&dir)
+    };
+    run(&["--no-cache"]);
+    assert_eq!(files(), 0, "--no-cache writes nothing");
+    run(&[]);
+    assert!(
+        files() > 0,
+        "the compiled module is kept in {}",
+        dir.display()
+    );
+    run(&[]);
+    let _ = std::fs::remove_dir_all(&dir);
+}

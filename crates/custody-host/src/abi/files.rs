@@ -38,13 +38,14 @@ pub(super) fn open_flags(bits: i32) -> Result<OpenFlags, AbiError> {
 }
 
 pub(super) fn open(
-    call: &mut HostCall<'_>,
+    call: &mut HostCall<'_, '_>,
     path_ptr: i32,
     path_len: i32,
     flags: i32,
     out: i32,
 ) -> AbiResult {
-    let HostCall { memory, ctx } = call;
+    let table = call.table;
+    let (mut memory, ctx) = call.split();
     let flags = open_flags(flags)?;
     let len = length(path_len)?;
     if len > MAX_PATH {
@@ -66,7 +67,7 @@ pub(super) fn open(
         Err(Errno::XDEV) => return Err(AbiError::Denied),
         Err(errno) => return Err(ctx.os_error(errno)),
     };
-    marshal::give(memory, &ctx.table, out, Fd::from(fd))
+    marshal::give(&mut memory, table, out, Fd::from(fd))
 }
 
 pub(super) fn close(ctx: &mut DomainCtx, h: i32) -> AbiResult {
@@ -85,14 +86,15 @@ pub(super) fn close(ctx: &mut DomainCtx, h: i32) -> AbiResult {
     }
 }
 
-pub(super) fn dup(call: &mut HostCall<'_>, h: i32, out: i32) -> AbiResult {
-    let HostCall { memory, ctx } = call;
+pub(super) fn dup(call: &mut HostCall<'_, '_>, h: i32, out: i32) -> AbiResult {
+    let table = call.table;
     let duplicate = {
-        let fd = marshal::pin::<Fd>(&ctx.table, h)?;
+        let fd = marshal::pin::<Fd>(table, h)?;
         fd.as_fd().try_clone_to_owned()
     };
+    let (mut memory, ctx) = call.split();
     let duplicate = duplicate.map_err(|e| ctx.io_error(&e))?;
-    marshal::give(memory, &ctx.table, out, Fd::from(duplicate))
+    marshal::give(&mut memory, table, out, Fd::from(duplicate))
 }
 
 #[cfg(test)]

@@ -13,25 +13,25 @@ use crate::boundary::errno::AbiError;
 use crate::boundary::marshal::{self, AbiResult, HostCall, length, pointer};
 use crate::sys;
 
-pub(super) fn log(call: &mut HostCall<'_>, level: i32, ptr: i32, len: i32) -> AbiResult {
+pub(super) fn log(call: &mut HostCall<'_, '_>, level: i32, ptr: i32, len: i32) -> AbiResult {
     if !(0..=4).contains(&level) {
         return Err(AbiError::Inval);
     }
     let len = length(len)?;
-    call.memory.range(pointer(ptr), len)?;
-    let bytes = call.memory.read(pointer(ptr), len.min(MAX_LOG))?;
-    call.ctx
-        .log_line(level as u8, &String::from_utf8_lossy(&bytes));
+    let (memory, ctx) = call.split();
+    memory.range(pointer(ptr), len)?;
+    let bytes = memory.read(pointer(ptr), len.min(MAX_LOG))?;
+    ctx.log_line(level as u8, &String::from_utf8_lossy(&bytes));
     Ok(0)
 }
 
-pub(super) fn read(call: &mut HostCall<'_>, h: i32, buf: i32, len: i32, out: i32) -> AbiResult {
-    let HostCall { memory, ctx } = call;
+pub(super) fn read(call: &mut HostCall<'_, '_>, h: i32, buf: i32, len: i32, out: i32) -> AbiResult {
     let len = length(len)?.min(MAX_IO);
+    let fd = marshal::pin::<Fd>(call.table, h)?;
+    let (mut memory, ctx) = call.split();
     // Check both destinations before consuming any data.
     memory.range(pointer(buf), len)?;
     memory.range(pointer(out), 4)?;
-    let fd = marshal::pin::<Fd>(&ctx.table, h)?;
     let n = loop {
         match memory.fill_with(pointer(buf), len, |bytes| sys::read(fd.as_fd(), bytes))? {
             Ok(n) => break n,
@@ -45,11 +45,17 @@ pub(super) fn read(call: &mut HostCall<'_>, h: i32, buf: i32, len: i32, out: i32
     Ok(0)
 }
 
-pub(super) fn write(call: &mut HostCall<'_>, h: i32, buf: i32, len: i32, out: i32) -> AbiResult {
-    let HostCall { memory, ctx } = call;
+pub(super) fn write(
+    call: &mut HostCall<'_, '_>,
+    h: i32,
+    buf: i32,
+    len: i32,
+    out: i32,
+) -> AbiResult {
     let len = length(len)?.min(MAX_IO);
+    let fd = marshal::pin::<Fd>(call.table, h)?;
+    let (mut memory, ctx) = call.split();
     memory.range(pointer(out), 4)?;
-    let fd = marshal::pin::<Fd>(&ctx.table, h)?;
     let bytes = memory.read(pointer(buf), len)?;
     let n = loop {
         match sys::write(fd.as_fd(), &bytes) {
@@ -64,13 +70,14 @@ pub(super) fn write(call: &mut HostCall<'_>, h: i32, buf: i32, len: i32, out: i3
     Ok(0)
 }
 
-pub(super) fn pipe(call: &mut HostCall<'_>, out_r: i32, out_w: i32) -> AbiResult {
-    let HostCall { memory, ctx } = call;
+pub(super) fn pipe(call: &mut HostCall<'_, '_>, out_r: i32, out_w: i32) -> AbiResult {
+    let table = call.table;
+    let (mut memory, ctx) = call.split();
     if pointer(out_r).abs_diff(pointer(out_w)) < 4 {
         return Err(AbiError::Inval);
     }
     let (read_end, write_end) = sys::pipe().map_err(|e| ctx.os_error(e))?;
-    marshal::give_pair(memory, &ctx.table, (out_r, read_end), (out_w, write_end))
+    marshal::give_pair(&mut memory, table, (out_r, read_end), (out_w, write_end))
 }
 
 pub(super) fn last_error(ctx: &mut DomainCtx) -> AbiResult {

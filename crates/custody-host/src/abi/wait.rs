@@ -17,13 +17,14 @@ use crate::boundary::marshal::{self, AbiResult, HostCall, pointer};
 /// with what was read: a changed element fails the call with `E_NOTSUP`,
 /// because the ready index would name a different handle.
 pub(super) fn poll(
-    call: &mut HostCall<'_>,
+    call: &mut HostCall<'_, '_>,
     handles: i32,
     count: i32,
     timeout_ms: i32,
     out: i32,
 ) -> AbiResult {
-    let HostCall { memory, ctx } = call;
+    let table = call.table;
+    let (mut memory, ctx) = call.split();
     if !(1..=MAX_POLL).contains(&count) || timeout_ms < -1 {
         return Err(AbiError::Inval);
     }
@@ -32,12 +33,7 @@ pub(super) fn poll(
     memory.range(pointer(out), 4)?;
     let pinned = snapshot
         .chunks_exact(4)
-        .map(|raw| {
-            marshal::pin::<Fd>(
-                &ctx.table,
-                i32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]]),
-            )
-        })
+        .map(|raw| marshal::pin::<Fd>(table, i32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]])))
         .collect::<Result<Vec<_>, _>>()?;
     let fds: Vec<_> = pinned.iter().map(|fd| fd.as_fd()).collect();
     let outcome = ctx.wait(&fds, PollFlags::IN, timeout);

@@ -89,6 +89,7 @@ impl Cancel {
     }
 
     /// Whether the signal is raised.
+    #[inline]
     pub(crate) fn is_raised(&self) -> bool {
         self.raised.load(Ordering::SeqCst) != 0
     }

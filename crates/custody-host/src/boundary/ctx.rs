@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use custody_handle::HandleTable;
 use rustix::event::PollFlags;
 use rustix::io::Errno;
-use wasmtime::{ModuleExport, ResourceLimiter};
+use wasmtime::{Extern, ModuleExport, ResourceLimiter};
 
 use super::cancel::{Cancel, Interrupt, Reason, Waited};
 use super::errno::AbiError;
@@ -70,6 +70,11 @@ pub(crate) struct DomainCtx {
     /// once at load: a host call finds its caller's memory by index, not by
     /// name (see `marshal`).
     pub(crate) memories: Vec<ModuleExport>,
+    /// How many instances the store holds.
+    pub(crate) instances: usize,
+    /// The memory of the store's only instance, while it has exactly one:
+    /// then every host call comes from that instance and needs no lookup.
+    pub(crate) only_memory: Option<Extern>,
 }
 
 impl DomainCtx {
@@ -97,6 +102,8 @@ impl DomainCtx {
             memory_used: 0,
             host_locks: Arc::default(),
             memories: Vec::new(),
+            instances: 0,
+            only_memory: None,
         }
     }
 
@@ -116,6 +123,7 @@ impl DomainCtx {
     /// Ends every host call the same way: `E_ABORTED` ends the guest's
     /// call at once, as a trap carrying the reason, except in the unloading
     /// hook, which can still observe it; any other code goes to the guest.
+    #[inline]
     pub(crate) fn deliver(&self, error: AbiError) -> Result<AbiError, Interrupt> {
         if error == AbiError::Aborted && !self.in_unloading_hook {
             Err(self.interrupt())
@@ -177,6 +185,20 @@ impl DomainCtx {
         match self.wait(&[fd], interest, self.policy.max_wait)? {
             Waited::Ready(_) => Ok(()),
             _ => Err(AbiError::TimedOut),
+        }
+    }
+}
+
+impl DomainCtx {
+    /// Records a new instance and its `memory` export, if it has one.
+    pub(crate) fn add_instance(&mut self, memory: Option<(ModuleExport, Extern)>) {
+        self.instances += 1;
+        self.only_memory = None;
+        if let Some((export, memory)) = memory {
+            if self.instances == 1 {
+                self.only_memory = Some(memory);
+            }
+            self.memories.push(export);
         }
     }
 }

@@ -147,6 +147,7 @@ impl GuestCall<'_> {
     /// Runs an embedder function's body: the abort check first; an abort
     /// ends the guest's call (except in the unloading hook), any other
     /// error traps it.
+    #[inline]
     fn run<R>(
         &mut self,
         body: impl FnOnce(&mut Self) -> Result<R, AbiError>,

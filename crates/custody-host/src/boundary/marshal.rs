@@ -2,9 +2,10 @@
 //! moment its result goes back (SPEC B, "Marshalling").
 //!
 //! - **Entry** ([`enter`], [`enter_ctx`]): an abort raised before the call
-//!   ends it at once; the caller's memory is found by index among the
-//!   memories the domain resolved at load ([`DomainCtx::memories`]), never
-//!   by name.
+//!   ends it at once. The caller's memory is looked up only when the body
+//!   asks for it ([`HostCall::split`]), and then without a name: the
+//!   domain's only instance's memory kept at load, or the caller's found by
+//!   index among the memories resolved at load.
 //! - **Handle arguments** ([`pin`]) are resolved and pinned before the body
 //!   does any work; the [`Pinned`] guard keeps the handle's resource open
 //!   until the body is done with it, even if the handle is closed meanwhile.
@@ -19,9 +20,10 @@
 //!   the guest.
 
 use std::os::fd::OwnedFd;
+use std::sync::Arc;
 
 use custody_handle::{Fd, HandleId, HandleTable, ReleaseHandle, TableRef};
-use wasmtime::{Caller, Extern};
+use wasmtime::{Caller, Extern, SharedMemory};
 
 use super::ctx::DomainCtx;
 use super::errno::AbiError;
@@ -33,26 +35,64 @@ pub(crate) type AbiResult = Result<i32, AbiError>;
 /// A handle argument, pinned for the rest of the host call.
 pub type Pinned<'a, T> = TableRef<'a, T>;
 
-/// One host call in progress: the caller's memory and its domain.
-pub(crate) struct HostCall<'a> {
-    pub(crate) memory: GuestMemory<'a>,
-    pub(crate) ctx: &'a mut DomainCtx,
+/// One host call in progress: the caller, and the domain's handle table
+/// borrowed apart from it, so a handle can be pinned before (and while) the
+/// caller's memory is borrowed, and a call that fails on its handle never
+/// looks its memory up.
+pub(crate) struct HostCall<'a, 'c> {
+    caller: &'a mut Caller<'c, DomainCtx>,
+    pub(crate) table: &'a HandleTable,
+    /// A shared memory found by [`HostCall::split`], kept so its bytes can
+    /// be borrowed for the rest of the call.
+    shared: Option<SharedMemory>,
 }
 
-/// Runs an ABI function body that touches guest memory.
+impl HostCall<'_, '_> {
+    /// The caller's memory and the domain, borrowed together.
+    #[inline]
+    pub(crate) fn split(&mut self) -> (GuestMemory<'_>, &mut DomainCtx) {
+        match caller_memory(self.caller) {
+            Some(Extern::Memory(memory)) => {
+                let (bytes, ctx) = memory.data_and_store_mut(&mut *self.caller);
+                (GuestMemory::Plain(bytes), ctx)
+            }
+            Some(Extern::SharedMemory(shared)) => {
+                let shared = self.shared.insert(shared);
+                (GuestMemory::Shared(shared.data()), self.caller.data_mut())
+            }
+            _ => (GuestMemory::Plain(&mut []), self.caller.data_mut()),
+        }
+    }
+}
+
+/// Runs an ABI function body that takes guest pointers.
+#[inline]
 pub(crate) fn enter(
     caller: &mut Caller<'_, DomainCtx>,
-    body: impl FnOnce(&mut HostCall<'_>) -> AbiResult,
+    body: impl FnOnce(&mut HostCall<'_, '_>) -> AbiResult,
 ) -> wasmtime::Result<i32> {
     let result = if caller.data().cancel.is_raised() {
         Err(AbiError::Aborted)
     } else {
-        with_memory(caller, |memory, ctx| body(&mut HostCall { memory, ctx }))
+        let table: *const HandleTable = Arc::as_ptr(&caller.data().table);
+        // SAFETY: `table` points into the `Arc` that the store's data holds
+        // in `DomainCtx::table`, a field set when the store was made and
+        // never reassigned. The store (and so that `Arc`) outlives this host
+        // call: it cannot be dropped while a guest call runs on it, and
+        // `caller` is borrowed for the whole of `body`. So the reference is
+        // valid for the call; it is shared, and the table is `Sync`.
+        let table = unsafe { &*table };
+        body(&mut HostCall {
+            caller,
+            table,
+            shared: None,
+        })
     };
     finish(caller.data(), result)
 }
 
-/// Runs an ABI function body without pointer arguments: no memory lookup.
+/// Runs an ABI function body without pointer arguments.
+#[inline]
 pub(crate) fn enter_ctx(
     caller: &mut Caller<'_, DomainCtx>,
     body: impl FnOnce(&mut DomainCtx) -> AbiResult,
@@ -67,6 +107,7 @@ pub(crate) fn enter_ctx(
 }
 
 /// The guest's result, or a trap when the call is being aborted.
+#[inline]
 pub(crate) fn finish(ctx: &DomainCtx, result: AbiResult) -> wasmtime::Result<i32> {
     match result {
         Ok(n) => Ok(n),
@@ -74,23 +115,33 @@ pub(crate) fn finish(ctx: &DomainCtx, result: AbiResult) -> wasmtime::Result<i32
     }
 }
 
+/// The calling module's exported `memory`, if it has one. With one
+/// instance in the store, its memory was kept at load and is used as is;
+/// with several, the caller's is found among the `memory` exports resolved
+/// at load (`ModuleExport`s: an index compare, no string lookup).
+#[inline]
+fn caller_memory(caller: &mut Caller<'_, DomainCtx>) -> Option<Extern> {
+    let ctx = caller.data();
+    if ctx.only_memory.is_some() || ctx.instances <= 1 {
+        return ctx.only_memory.clone();
+    }
+    for index in 0..caller.data().memories.len() {
+        let export = caller.data().memories[index];
+        if let Some(memory) = caller.get_module_export(&export) {
+            return Some(memory);
+        }
+    }
+    None
+}
+
 /// Runs `f` with the calling module's exported `memory` and the store data.
-/// The memory is found among the `memory` exports resolved at load
-/// (`ModuleExport`s: an index compare, no string lookup). A module without
-/// one gets an empty memory: every non-empty access faults.
+/// A module without one gets an empty memory: every non-empty access
+/// faults.
 pub(crate) fn with_memory<R>(
     caller: &mut Caller<'_, DomainCtx>,
     f: impl FnOnce(GuestMemory<'_>, &mut DomainCtx) -> R,
 ) -> R {
-    let mut found = None;
-    for index in 0..caller.data().memories.len() {
-        let export = caller.data().memories[index];
-        if let Some(memory) = caller.get_module_export(&export) {
-            found = Some(memory);
-            break;
-        }
-    }
-    match found {
+    match caller_memory(caller) {
         Some(Extern::Memory(memory)) => {
             let (bytes, ctx) = memory.data_and_store_mut(caller);
             f(GuestMemory::Plain(bytes), ctx)
@@ -118,6 +169,7 @@ pub(crate) fn handle_id(raw: i32) -> HandleId {
 }
 
 /// Resolves and pins a handle argument.
+#[inline]
 pub(crate) fn pin<T: ReleaseHandle>(
     table: &HandleTable,
     raw: i32,

@@ -1,11 +1,13 @@
 //! Import resolution and instantiation: an import `(module, name)` resolves
 //! to a module already loaded in the domain under that name, else to a host
 //! function of the catalogue (refused if the policy denies one of its
-//! categories).
+//! categories). A module that imports only host functions is prepared once
+//! per host (`runtime`'s `InstancePre` cache) and instantiated from that.
 
 use wasmtime::{ExternType, Instance, Module};
 
 use super::Loaded;
+use crate::config::Category;
 use crate::error::LoadError;
 use crate::runtime::Runtime;
 
@@ -18,6 +20,27 @@ pub(crate) fn instantiate(
     module: &Module,
 ) -> Result<Instance, LoadError> {
     let store = &mut loaded.store;
+    // A module importing only host functions: prepared once per host.
+    let importing_a_sibling = module
+        .imports()
+        .any(|i| loaded.modules.iter().any(|m| m.name == i.module()));
+    if !importing_a_sibling
+        && let Some(prepared) = runtime
+            .prepared
+            .get(&runtime.linker, &runtime.catalogue, module)
+    {
+        let denied = &runtime.policy.denied;
+        if let Some(&category) = prepared.categories.iter().find(|c| denied.contains(c)) {
+            // Name the import that carries it.
+            return Err(denied_import(runtime, module, category));
+        }
+        let instance = prepared
+            .pre
+            .instantiate(&mut *store)
+            .map_err(|e| instantiate_error(name, e))?;
+        record_memory(loaded, module, instance);
+        return Ok(instance);
+    }
     let mut imports = Vec::with_capacity(module.imports().len());
     for import in module.imports() {
         let (from, field) = (import.module(), import.name());
@@ -47,14 +70,43 @@ pub(crate) fn instantiate(
         imports.push(resolved.ok_or_else(unresolved)?);
     }
     let instance =
-        Instance::new(&mut *store, module, &imports).map_err(|e| LoadError::Instantiate {
-            module: name.to_string(),
-            message: format!("{e:#}"),
-        })?;
-    if let Some(ExternType::Memory(_)) = module.get_export("memory")
-        && let Some(export) = module.get_export_index("memory")
-    {
-        store.data_mut().memories.push(export);
-    }
+        Instance::new(&mut *store, module, &imports).map_err(|e| instantiate_error(name, e))?;
+    record_memory(loaded, module, instance);
     Ok(instance)
+}
+
+fn instantiate_error(name: &str, error: wasmtime::Error) -> LoadError {
+    LoadError::Instantiate {
+        module: name.to_string(),
+        message: format!("{error:#}"),
+    }
+}
+
+/// The first import of `module` that carries the denied `category`.
+fn denied_import(runtime: &Runtime, module: &Module, category: Category) -> LoadError {
+    let import = module.imports().find(|i| {
+        runtime
+            .catalogue
+            .categories_of(i.module(), i.name())
+            .is_some_and(|c| c.contains(&category))
+    });
+    let (from, field) = import.map_or(("?", "?"), |i| (i.module(), i.name()));
+    LoadError::Denied {
+        module: from.to_string(),
+        name: field.to_string(),
+        category,
+    }
+}
+
+/// Records the new instance and its `memory` export in the store's data,
+/// for the boundary's lookups.
+fn record_memory(loaded: &mut Loaded, module: &Module, instance: Instance) {
+    let store = &mut loaded.store;
+    let memory = match module.get_export("memory") {
+        Some(ExternType::Memory(_)) => module
+            .get_export_index("memory")
+            .zip(instance.get_export(&mut *store, "memory")),
+        _ => None,
+    };
+    store.data_mut().add_instance(memory);
 }

@@ -11,7 +11,7 @@ use custody_handle::{DrainReport, format_raw};
 use serde::Serialize;
 use wasmtime::Func;
 
-use super::call::{call_func, report_aborted};
+use super::invoke::{call_func, report_aborted};
 use super::state::DomainState;
 use super::{Domain, DomainShared, Loaded};
 use crate::boundary::cancel::Reason;

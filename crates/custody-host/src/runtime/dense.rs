@@ -14,8 +14,14 @@ use std::ptr::NonNull;
 
 use wasmtime::{LinearMemory, MemoryCreator, MemoryType};
 
-/// Memories are page-aligned, as wasmtime asks of a `LinearMemory`.
-const ALIGN: usize = 4096;
+/// Memories are 16-byte aligned (the allocator's natural alignment), so
+/// `alloc_zeroed` is `calloc`, which leaves fresh heap pages untouched until
+/// the guest writes them: an idle memory costs almost no resident memory.
+/// (Page alignment would make the allocator `memset` every page. Nothing
+/// needs it: compiled code bounds-checks every access against the size.)
+const ALIGN: usize = 16;
+/// Capacities are whole pages of this size.
+const GRAIN: usize = 4096;
 
 /// Creates [`HeapMemory`]s.
 pub(crate) struct HeapMemoryCreator;
@@ -25,7 +31,7 @@ struct HeapMemory {
     base: NonNull<u8>,
     /// Accessible bytes.
     size: usize,
-    /// Allocated bytes (all zeroed beyond `size`), at least one page.
+    /// Allocated bytes (all zeroed beyond `size`), whole pages, at least one.
     capacity: usize,
     maximum: Option<usize>,
 }
@@ -42,7 +48,7 @@ fn layout(capacity: usize) -> Result<Layout, String> {
 
 impl HeapMemory {
     fn new(minimum: usize, maximum: Option<usize>) -> Result<HeapMemory, String> {
-        let capacity = minimum.max(ALIGN).next_multiple_of(ALIGN);
+        let capacity = minimum.max(GRAIN).next_multiple_of(GRAIN);
         let layout = layout(capacity)?;
         // SAFETY: `layout` has a non-zero size (at least one page).
         let base = unsafe { alloc_zeroed(layout) };
@@ -69,7 +75,7 @@ impl Drop for HeapMemory {
     }
 }
 
-// SAFETY: the memory is page-aligned (ALIGN), `as_ptr` points at `capacity`
+// SAFETY: `as_ptr` points at `capacity`
 // zero-initialized or guest-written bytes that stay valid until the next
 // `grow_to` (which wasmtime expects may move the base: the engine is
 // configured with `memory_may_move` and no reservation), and no guard
@@ -91,10 +97,10 @@ unsafe impl LinearMemory for HeapMemory {
         if new_size > self.capacity {
             let capacity = new_size
                 .max(self.capacity.saturating_mul(2))
-                .next_multiple_of(ALIGN);
+                .next_multiple_of(GRAIN);
             let capacity = self
                 .maximum
-                .map_or(capacity, |max| capacity.min(max.next_multiple_of(ALIGN)));
+                .map_or(capacity, |max| capacity.min(max.next_multiple_of(GRAIN)));
             layout(capacity).map_err(wasmtime::Error::msg)?;
             // SAFETY: `base` holds `self.capacity` bytes allocated with
             // alignment ALIGN; `capacity` is non-zero and its layout valid
@@ -140,7 +146,9 @@ unsafe impl MemoryCreator for HeapMemoryCreator {
         reserved_size_in_bytes: Option<usize>,
         guard_size_in_bytes: usize,
     ) -> Result<Box<dyn LinearMemory>, String> {
-        if reserved_size_in_bytes.is_some() || guard_size_in_bytes != 0 {
+        // The engine is configured with a reservation of 0 (wasmtime passes
+        // `Some(0)`): any other reservation, or a guard, cannot be honoured.
+        if reserved_size_in_bytes.is_some_and(|r| r != 0) || guard_size_in_bytes != 0 {
             return Err("dense allocation supports neither reservations nor guard regions".into());
         }
         Ok(Box::new(HeapMemory::new(minimum, maximum)?))

@@ -1,9 +1,9 @@
-//! Test support: a guest that forwards each export straight to one ABI
-//! import, so tests can call the ABI with any arguments they like.
-#![allow(dead_code)]
+//! Guests and hosts for tests: a driver guest that forwards each export
+//! straight to one ABI import (so a test can call the ABI with any
+//! arguments it likes), hosts whose guest log lines are kept, and
+//! warmed-up modules for fd baselines.
 
-use std::fs;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use custody_host::{Domain, DomainConfig, Host, LogSink, Module, Policy, Val};
 
@@ -64,6 +64,7 @@ pub type Lines = Arc<Mutex<Vec<(u64, u8, String)>>>;
 
 /// A host whose guest log lines are kept, not printed.
 pub fn host_with(policy: Policy) -> (Host, Lines) {
+    crate::quiet();
     let lines = Arc::new(Mutex::new(Vec::new()));
     let sink = Arc::clone(&lines);
     let log: LogSink = Arc::new(move |domain, level, text| {
@@ -72,6 +73,7 @@ pub fn host_with(policy: Policy) -> (Host, Lines) {
     (Host::with_log(policy, log).unwrap(), lines)
 }
 
+/// A host with the default policy whose guest log lines are dropped.
 pub fn host() -> Host {
     host_with(Policy::default()).0
 }
@@ -94,35 +96,6 @@ pub fn call(domain: &Domain, name: &str, args: &[i32]) -> i32 {
     results.first().map_or(0, |v| v.unwrap_i32())
 }
 
-pub fn open_fds() -> usize {
-    fs::read_dir("/proc/self/fd").unwrap().count()
-}
-
-pub fn fd_is_open(raw: i32) -> bool {
-    fs::symlink_metadata(format!("/proc/self/fd/{raw}")).is_ok()
-}
-
-/// Tests that count fds take this, so no other test in the binary opens or
-/// closes fds meanwhile.
-pub fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// A fresh scratch directory under the system temp dir.
-pub fn scratch(tag: &str) -> std::path::PathBuf {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static N: AtomicU32 = AtomicU32::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "custody-{tag}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 /// Compiles `wat` and instantiates it once in a throwaway domain, so
 /// wasmtime's per-module memory image (a memfd kept while the module lives)
 /// exists before a test takes its fd baseline.
@@ -136,20 +109,4 @@ pub fn warm(host: &Host, module: Module) -> Module {
     domain.load("warm-up", &module).unwrap();
     domain.unload().unwrap();
     module
-}
-
-/// xorshift64*: reproducible randomness for hostile arguments and chaos.
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    pub fn pick<T: Copy>(&mut self, from: &[T]) -> T {
-        from[(self.next() % from.len() as u64) as usize]
-    }
 }

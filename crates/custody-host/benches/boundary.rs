@@ -1,0 +1,238 @@
+//! The guest boundary against raw wasmtime, measured in the same run on the
+//! same engine (the host's: pooling allocator, epoch interruption):
+//!
+//! - **ABI call**: a guest calling `custody.write` on a handle of the wrong
+//!   kind (the handle is looked up and pinned, the call fails with `E_KIND`,
+//!   no syscall) vs a raw `func_wrap` host function of the same signature.
+//! - **Embedder call**: a typed embedder function (`HostBuilder::func_wrap`)
+//!   vs the same closure registered with wasmtime's `Linker::func_wrap`.
+//! - **Domain lifecycle**: create + load + call + unload vs raw
+//!   `Store::new` + instantiate + call + drop.
+//! - **Compilation**: a module of 2,000 functions, compiled by `Host::compile`
+//!   on a cache miss and on a hit, vs `Module::new` (parallel compilation).
+//!
+//! Run: `cargo bench -p custody-host --bench boundary`
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use custody_host::{AbiError, DomainConfig, GuestCall, Host, Policy, Val};
+use wasmtime::{Caller, Linker, Module, Store};
+
+/// Calls `MODULE.NAME(handle at 0, 16, 1, 8)` `n` times.
+const WRITE_CALLER: &str = r#"
+(module
+  (import "{MODULE}" "write" (func $write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "run") (param $n i32) (result i32)
+    (local $sum i32)
+    (loop $again
+      (local.set $sum (i32.add (local.get $sum)
+        (call $write (i32.load (i32.const 0)) (i32.const 16) (i32.const 1) (i32.const 8))))
+      (local.tee $n (i32.sub (local.get $n) (i32.const 1)))
+      (br_if $again))
+    (local.get $sum))
+  (func (export "set") (param i32) (i32.store (i32.const 0) (local.get 0)))
+)
+"#;
+
+/// Calls `env.bump(i)` `n` times.
+const BUMP_CALLER: &str = r#"
+(module
+  (import "env" "bump" (func $bump (param i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "run") (param $n i32) (result i32)
+    (local $sum i32)
+    (loop $again
+      (local.set $sum (i32.add (local.get $sum) (call $bump (local.get $n))))
+      (local.tee $n (i32.sub (local.get $n) (i32.const 1)))
+      (br_if $again))
+    (local.get $sum))
+)
+"#;
+
+const CALLS: i32 = 1000;
+
+/// A token resource of a kind `write` does not accept.
+struct Token;
+
+impl custody_handle::ReleaseHandle for Token {
+    fn is_invalid(&self) -> bool {
+        false
+    }
+    fn release_handle(&self) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn raw_value(&self) -> u64 {
+        0
+    }
+}
+
+fn host() -> Host {
+    Host::builder(Policy::default())
+        .log(Arc::new(|_, _, _| {}))
+        .func_wrap(
+            "env",
+            "bump",
+            &[],
+            |_: &mut GuestCall<'_>, x: i32| -> Result<i32, AbiError> { Ok(x.wrapping_add(1)) },
+        )
+        .build()
+        .unwrap()
+}
+
+/// A raw wasmtime store on the host's engine, with the same epoch setup a
+/// domain has.
+fn raw_store(host: &Host) -> Store<()> {
+    let mut store = Store::new(host.engine(), ());
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(|_| Ok(wasmtime::UpdateDeadline::Continue(1)));
+    store
+}
+
+fn abi_call(c: &mut Criterion) {
+    let host = host();
+    let mut g = c.benchmark_group("ABI call, E_KIND after lookup and pin (per call)");
+    g.throughput(Throughput::Elements(CALLS as u64));
+
+    let raw = Module::new(host.engine(), WRITE_CALLER.replace("{MODULE}", "env")).unwrap();
+    let mut linker = Linker::new(host.engine());
+    linker
+        .func_wrap(
+            "env",
+            "write",
+            |_: Caller<'_, ()>, h: i32, _ptr: i32, _len: i32, _out: i32| -> i32 {
+                black_box(h);
+                AbiError::Kind.code()
+            },
+        )
+        .unwrap();
+    let mut store = raw_store(&host);
+    let instance = linker.instantiate(&mut store, &raw).unwrap();
+    let run = instance
+        .get_typed_func::<i32, i32>(&mut store, "run")
+        .unwrap();
+    g.bench_function("baseline: raw wasmtime func_wrap", |b| {
+        b.iter(|| black_box(run.call(&mut store, black_box(CALLS)).unwrap()))
+    });
+
+    let module = host
+        .compile(WRITE_CALLER.replace("{MODULE}", "custody").as_bytes())
+        .unwrap();
+    let domain = host.create_domain(DomainConfig::new()).unwrap();
+    domain.load("caller", &module).unwrap();
+    let id = domain.insert_handle(Token).unwrap();
+    domain.call("set", &[Val::I32(id.raw() as i32)]).unwrap();
+    let result = domain.call("run", &[Val::I32(1)]).unwrap()[0].unwrap_i32();
+    assert_eq!(
+        result,
+        AbiError::Kind.code(),
+        "the bench measures the E_KIND path"
+    );
+    g.bench_function("custody write(handle of the wrong kind)", |b| {
+        b.iter(|| black_box(domain.call("run", &[Val::I32(CALLS)]).unwrap()))
+    });
+    g.finish();
+    domain.unload().unwrap();
+}
+
+fn embedder_call(c: &mut Criterion) {
+    let host = host();
+    let mut g = c.benchmark_group("embedder host function (per call)");
+    g.throughput(Throughput::Elements(CALLS as u64));
+
+    let module = host.compile(BUMP_CALLER.as_bytes()).unwrap();
+    let mut linker = Linker::new(host.engine());
+    linker
+        .func_wrap("env", "bump", |_: Caller<'_, ()>, x: i32| -> i32 {
+            x.wrapping_add(1)
+        })
+        .unwrap();
+    let mut store = raw_store(&host);
+    let instance = linker.instantiate(&mut store, &module).unwrap();
+    let run = instance
+        .get_typed_func::<i32, i32>(&mut store, "run")
+        .unwrap();
+    g.bench_function("baseline: raw wasmtime func_wrap", |b| {
+        b.iter(|| black_box(run.call(&mut store, black_box(CALLS)).unwrap()))
+    });
+
+    let domain = host.create_domain(DomainConfig::new()).unwrap();
+    domain.load("caller", &module).unwrap();
+    g.bench_function("custody typed embedder function", |b| {
+        b.iter(|| black_box(domain.call("run", &[Val::I32(CALLS)]).unwrap()))
+    });
+    g.finish();
+    domain.unload().unwrap();
+}
+
+const SMALL: &str =
+    r#"(module (memory (export "memory") 1) (func (export "run") (result i32) i32.const 7))"#;
+
+fn lifecycle(c: &mut Criterion) {
+    let host = host();
+    let module = host.compile(SMALL.as_bytes()).unwrap();
+    let mut g = c.benchmark_group("domain lifecycle: create + load + call + unload");
+    let linker: Linker<()> = Linker::new(host.engine());
+    let pre = linker.instantiate_pre(&module).unwrap();
+    g.bench_function("baseline: raw Store + instantiate + call + drop", |b| {
+        b.iter(|| {
+            let mut store = raw_store(&host);
+            let instance = pre.instantiate(&mut store).unwrap();
+            let run = instance
+                .get_typed_func::<(), i32>(&mut store, "run")
+                .unwrap();
+            black_box(run.call(&mut store, ()).unwrap());
+        })
+    });
+    g.bench_function("custody create_domain + load + call + unload", |b| {
+        b.iter(|| {
+            let domain = host.create_domain(DomainConfig::new()).unwrap();
+            domain.load("m", &module).unwrap();
+            black_box(domain.call("run", &[]).unwrap());
+            black_box(domain.unload().unwrap());
+        })
+    });
+    g.finish();
+}
+
+/// A module of `n` small functions, each exported.
+fn large_module(n: usize) -> String {
+    let mut wat = String::from("(module (memory (export \"memory\") 1)\n");
+    for i in 0..n {
+        wat.push_str(&format!(
+            "(func (export \"f{i}\") (param i32) (result i32) (local i32) \
+             (local.set 1 (i32.mul (local.get 0) (i32.const {i}))) \
+             (if (i32.gt_s (local.get 1) (i32.const 100)) (then (local.set 1 (i32.sub (local.get 1) (i32.const 3))))) \
+             (i32.add (local.get 1) (i32.load (i32.const {}))))\n",
+            (i * 4) % 60000
+        ));
+    }
+    wat.push(')');
+    wat
+}
+
+fn compilation(c: &mut Criterion) {
+    let host = host();
+    let wasm = wat::parse_str(large_module(2000)).unwrap();
+    let mut g = c.benchmark_group("compile a 2,000-function module");
+    g.sample_size(10);
+    g.bench_function("baseline: wasmtime Module::new (parallel)", |b| {
+        b.iter(|| black_box(Module::new(host.engine(), &wasm).unwrap()))
+    });
+    g.bench_function("custody Host::compile, cache miss", |b| {
+        b.iter(|| {
+            host.clear_module_cache();
+            black_box(host.compile(&wasm).unwrap())
+        })
+    });
+    host.compile(&wasm).unwrap();
+    g.bench_function("custody Host::compile, cache hit", |b| {
+        b.iter(|| black_box(host.compile(&wasm).unwrap()))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, abi_call, embedder_call, lifecycle, compilation);
+criterion_main!(benches);

@@ -1,0 +1,101 @@
+//! Running one export of a domain's store: the arguments checked against
+//! its signature, the call run under a deadline, and its failure classified
+//! (a trap, or an abort with its reason) and reported as `callAborted`.
+//! Calls and the unloading hook both run guest code through here.
+
+use std::time::{Duration, Instant};
+
+use custody_handle::diagnostics::{self, Assistant, Diagnostic};
+use wasmtime::{Func, Store, Trap, Val, ValType, WasmBacktrace};
+
+use crate::boundary::cancel::Interrupt;
+use crate::boundary::ctx::DomainCtx;
+use crate::error::CallError;
+
+/// Fires `callAborted` for a failed call.
+pub(crate) fn report_aborted(
+    domain: u64,
+    function: &str,
+    reason: &str,
+    backtrace: &str,
+    context: Option<&str>,
+) {
+    diagnostics::fire(Assistant::CallAborted, || {
+        let where_ = context.map(|c| format!(" {c}")).unwrap_or_default();
+        Diagnostic::new(
+            Assistant::CallAborted,
+            format!("the call to {function} in domain {domain} was aborted{where_}: {reason}"),
+        )
+        .with_call(domain, function, reason)
+        .with_backtrace(backtrace)
+    });
+}
+
+fn describe(types: impl Iterator<Item = ValType>) -> String {
+    let names: Vec<String> = types.map(|t| t.to_string()).collect();
+    format!("({})", names.join(", "))
+}
+
+pub(crate) fn call_func(
+    store: &mut Store<DomainCtx>,
+    export: &str,
+    func: Func,
+    args: &[Val],
+    deadline: Option<Duration>,
+) -> Result<Vec<Val>, CallError> {
+    let ty = func.ty(&*store);
+    let matches = ty.params().len() == args.len()
+        && ty
+            .params()
+            .zip(args)
+            .all(|(p, a)| a.ty(&*store).is_ok_and(|t| ValType::eq(&t, &p)));
+    if !matches {
+        let got: Vec<ValType> = args.iter().filter_map(|a| a.ty(&*store).ok()).collect();
+        return Err(CallError::Signature {
+            export: export.to_string(),
+            expected: describe(ty.params()),
+            got: describe(got.into_iter()),
+        });
+    }
+    let mut results: Vec<Val> = ty
+        .results()
+        .map(|t| Val::default_for_ty(&t).unwrap_or(Val::I32(0)))
+        .collect();
+    store.data_mut().deadline = deadline.map(|d| (Instant::now() + d, d));
+    let outcome = func.call(&mut *store, args, &mut results);
+    store.data_mut().deadline = None;
+    match outcome {
+        Ok(()) => Ok(results),
+        Err(error) => Err(call_error(export, error, store.data().policy.stack_limit)),
+    }
+}
+
+fn call_error(export: &str, error: wasmtime::Error, stack_limit: usize) -> CallError {
+    let backtrace = error
+        .downcast_ref::<WasmBacktrace>()
+        .map(|bt| bt.to_string())
+        .unwrap_or_default();
+    let aborted = |reason: String| CallError::Aborted {
+        export: export.to_string(),
+        reason,
+        backtrace: backtrace.clone(),
+    };
+    if let Some(interrupt) = error.downcast_ref::<Interrupt>() {
+        return aborted(interrupt.to_string());
+    }
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::StackOverflow) => aborted(format!(
+            "the stack limit of {stack_limit} bytes was exhausted"
+        )),
+        Some(trap) => CallError::Trap {
+            export: export.to_string(),
+            message: trap.to_string(),
+            backtrace,
+        },
+        None => CallError::Trap {
+            export: export.to_string(),
+            message: format!("{error:#}"),
+            backtrace,
+        },
+    }
+}

@@ -1,0 +1,77 @@
+//! Instantiation prepared once per module: for a module whose imports are
+//! all host functions, the linker's `InstancePre` (imports resolved and
+//! type-checked) and the host-protection categories its imports carry, so
+//! loading it into another domain is one check and one instantiation.
+//! Bounded; the oldest entry goes first.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Mutex, PoisonError};
+
+use wasmtime::{InstancePre, Linker, Module};
+
+use crate::boundary::ctx::DomainCtx;
+use crate::catalogue::Catalogue;
+use crate::config::Category;
+
+/// Most modules prepared at once.
+const ENTRIES: usize = 256;
+
+/// A module prepared for instantiation.
+#[derive(Clone)]
+pub(crate) struct Prepared {
+    pub(crate) pre: InstancePre<DomainCtx>,
+    /// Every category some import of the module carries.
+    pub(crate) categories: Vec<Category>,
+}
+
+/// The cache, keyed by the module's code address (unique while the module
+/// lives, and the entry keeps it alive).
+#[derive(Default)]
+pub(crate) struct PreCache {
+    entries: Mutex<(HashMap<usize, (Module, Prepared)>, VecDeque<usize>)>,
+}
+
+impl PreCache {
+    /// `module` prepared, if all its imports are host functions of
+    /// `catalogue`; `None` if one is not (it imports a sibling module, or
+    /// something unresolved: the caller resolves it import by import).
+    pub(crate) fn get(
+        &self,
+        linker: &Linker<DomainCtx>,
+        catalogue: &Catalogue,
+        module: &Module,
+    ) -> Option<Prepared> {
+        let key = module.image_range().start as usize;
+        let mut guard = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((cached, prepared)) = guard.0.get(&key)
+            && Module::same(cached, module)
+        {
+            return Some(prepared.clone());
+        }
+        let mut categories = Vec::new();
+        for import in module.imports() {
+            for &category in catalogue.categories_of(import.module(), import.name())? {
+                if !categories.contains(&category) {
+                    categories.push(category);
+                }
+            }
+        }
+        let prepared = Prepared {
+            pre: linker.instantiate_pre(module).ok()?,
+            categories,
+        };
+        let (map, order) = &mut *guard;
+        while order.len() >= ENTRIES {
+            if let Some(old) = order.pop_front() {
+                map.remove(&old);
+            }
+        }
+        if map
+            .insert(key, (module.clone(), prepared.clone()))
+            .is_none()
+        {
+            order.push_back(key);
+        }
+        Some(prepared)
+    }
+}

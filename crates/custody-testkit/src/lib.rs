@@ -1,0 +1,54 @@
+//! Test support shared by custody's crates (`publish = false`): fd
+//! baselines, guest drivers and hosts for tests, quiet diagnostics,
+//! reproducible randomness, scratch directories, and the layering check.
+#![deny(missing_docs)]
+#![allow(clippy::missing_panics_doc)]
+
+mod fds;
+mod guests;
+pub mod layering;
+
+pub use fds::{FdBaseline, fd_is_open, open_fds, serial};
+pub use guests::*;
+
+use std::fs;
+
+/// Routes custody's diagnostics through libtest's output capture, so a
+/// passing test prints nothing (see `diagnostics::capture_for_tests`). Every
+/// helper here that makes a host calls it; call it first in a test that
+/// fires diagnostics without one.
+pub fn quiet() {
+    custody_handle::diagnostics::capture_for_tests();
+}
+
+/// A fresh scratch directory under the system temp dir.
+pub fn scratch(tag: &str) -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "custody-{tag}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// xorshift64*: reproducible randomness for hostile arguments and chaos.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next number.
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// One of `from`, at random.
+    pub fn pick<T: Copy>(&mut self, from: &[T]) -> T {
+        from[(self.next() % from.len() as u64) as usize]
+    }
+}

@@ -10,6 +10,8 @@
 //!   `Store::new` + instantiate + call + drop.
 //! - **Compilation**: a module of 2,000 functions, compiled by `Host::compile`
 //!   on a cache miss and on a hit, vs `Module::new` (parallel compilation).
+//! - **Allocation strategies**: the domain lifecycle with dense allocation,
+//!   and a guest's memory accesses under each strategy.
 //!
 //! Run: `cargo bench -p custody-host --bench boundary`
 
@@ -17,7 +19,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use custody_host::{AbiError, DomainConfig, GuestCall, Host, Policy, Val};
+use custody_host::{AbiError, Allocation, DomainConfig, GuestCall, Host, Policy, Val};
 use wasmtime::{Caller, Linker, Module, Store};
 
 /// Calls `MODULE.NAME(handle at 0, 16, 1, 8)` `n` times.
@@ -158,6 +160,31 @@ fn embedder_call(c: &mut Criterion) {
         b.iter(|| black_box(run.call(&mut store, black_box(CALLS)).unwrap()))
     });
 
+    // A host function that can fail (as every custody function can: an
+    // abort traps) goes through wasmtime's trap-catching path.
+    let mut fallible = Linker::new(host.engine());
+    fallible
+        .func_wrap(
+            "env",
+            "bump",
+            |_: Caller<'_, ()>, x: i32| -> wasmtime::Result<i32> { Ok(x.wrapping_add(1)) },
+        )
+        .unwrap();
+    let mut fallible_store = raw_store(&host);
+    let instance = fallible.instantiate(&mut fallible_store, &module).unwrap();
+    let fallible_run = instance
+        .get_typed_func::<i32, i32>(&mut fallible_store, "run")
+        .unwrap();
+    g.bench_function("baseline: raw wasmtime func_wrap returning Result", |b| {
+        b.iter(|| {
+            black_box(
+                fallible_run
+                    .call(&mut fallible_store, black_box(CALLS))
+                    .unwrap(),
+            )
+        })
+    });
+
     let domain = host.create_domain(DomainConfig::new()).unwrap();
     domain.load("caller", &module).unwrap();
     g.bench_function("custody typed embedder function", |b| {
@@ -234,5 +261,79 @@ fn compilation(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, abi_call, embedder_call, lifecycle, compilation);
+/// Reads and writes every 4-byte word of its first page, `n` times.
+const CHURN: &str = r#"
+(module
+  (memory (export "memory") 1)
+  (func (export "churn") (param $n i32) (result i32)
+    (local $i i32) (local $sum i32)
+    (loop $rounds
+      (local.set $i (i32.const 0))
+      (loop $words
+        (local.set $sum (i32.add (local.get $sum) (i32.load (local.get $i))))
+        (i32.store (local.get $i) (local.get $sum))
+        (local.tee $i (i32.add (local.get $i) (i32.const 4)))
+        (br_if $words (i32.lt_u (i32.const 65536))))
+      (local.tee $n (i32.sub (local.get $n) (i32.const 1)))
+      (br_if $rounds))
+    (local.get $sum))
+)
+"#;
+
+/// The price of each allocation strategy on guest memory accesses: `Dense`
+/// trades bounds checks for density.
+fn memory_access(c: &mut Criterion) {
+    let mut g = c.benchmark_group("guest memory access, 16,384 loads + stores");
+    g.throughput(Throughput::Elements(16_384 * 2));
+    for allocation in [Allocation::Pooling, Allocation::OnDemand, Allocation::Dense] {
+        let host = Host::with_log(
+            Policy {
+                allocation,
+                ..Policy::default()
+            },
+            Arc::new(|_, _, _| {}),
+        )
+        .unwrap();
+        let module = host.compile(CHURN.as_bytes()).unwrap();
+        let domain = host.create_domain(DomainConfig::new()).unwrap();
+        domain.load("churn", &module).unwrap();
+        g.bench_function(allocation.name(), |b| {
+            b.iter(|| black_box(domain.call("churn", &[Val::I32(1)]).unwrap()))
+        });
+        domain.unload().unwrap();
+    }
+    g.finish();
+}
+
+fn dense_lifecycle(c: &mut Criterion) {
+    let host = Host::with_log(
+        Policy {
+            allocation: Allocation::Dense,
+            ..Policy::default()
+        },
+        Arc::new(|_, _, _| {}),
+    )
+    .unwrap();
+    let module = host.compile(SMALL.as_bytes()).unwrap();
+    let mut g = c.benchmark_group("domain lifecycle: create + load + call + unload");
+    g.bench_function("custody, dense allocation", |b| {
+        b.iter(|| {
+            let domain = host.create_domain(DomainConfig::new()).unwrap();
+            domain.load("m", &module).unwrap();
+            black_box(domain.call("run", &[]).unwrap());
+            black_box(domain.unload().unwrap());
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    abi_call,
+    embedder_call,
+    lifecycle,
+    dense_lifecycle,
+    memory_access,
+    compilation
+);
 criterion_main!(benches);

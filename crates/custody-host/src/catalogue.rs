@@ -72,11 +72,14 @@ impl fmt::Debug for HostFunction {
     }
 }
 
+/// The host functions of one import module, by name, with their categories.
+type ModuleFunctions = HashMap<Cow<'static, str>, Cow<'static, [Category]>>;
+
 /// Every host function a host's guests may import, with its categories.
 #[derive(Debug, Default)]
 pub(crate) struct Catalogue {
     /// module -> name -> categories.
-    categories: HashMap<Cow<'static, str>, HashMap<Cow<'static, str>, Cow<'static, [Category]>>>,
+    categories: HashMap<Cow<'static, str>, ModuleFunctions>,
 }
 
 impl Catalogue {

@@ -6,6 +6,7 @@
 //! Domains hold the runtime (an `Arc`), so deadlines keep firing and host
 //! functions stay linked even if the `Host` value is dropped first.
 
+mod bounded;
 mod dense;
 mod engine;
 mod module_cache;

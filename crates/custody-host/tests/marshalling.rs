@@ -369,11 +369,11 @@ fn thousands_of_hostile_abi_calls_never_panic_never_leak_and_only_return_documen
         domain.load("main", &module).unwrap();
         let mut issued: Vec<i32> = Vec::new();
         for _ in 0..800 {
-            let handle = match rng.next() % 5 {
+            let handle = match rng.next_u64() % 5 {
                 0 => 0,
                 1 | 2 if !issued.is_empty() => rng.pick(&issued),
-                3 => rng.next() as i32,
-                _ => (rng.next() % 64) as i32 | (1 << 20),
+                3 => rng.next_u64() as i32,
+                _ => (rng.next_u64() % 64) as i32 | (1 << 20),
             };
             let pointer = rng.pick(&[
                 0,
@@ -389,7 +389,7 @@ fn thousands_of_hostile_abi_calls_never_panic_never_leak_and_only_return_documen
             ]);
             let length = rng.pick(&[0, 1, 3, 4, 64, 4096, 65536, -1, i32::MAX, i32::MIN]);
             let small = rng.pick(&[-2, -1, 0, 1, 2, 3, 5, 31, 64, 65, 1000, i32::MAX]);
-            let (name, args): (&str, Vec<i32>) = match rng.next() % 11 {
+            let (name, args): (&str, Vec<i32>) = match rng.next_u64() % 11 {
                 0 => ("abi_log", vec![small, pointer, length]),
                 1 => (
                     "abi_open",

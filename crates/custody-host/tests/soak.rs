@@ -134,12 +134,12 @@ fn chaos_soak() {
             s.spawn(move || {
                 let mut rng = Rng(0x5EED_0000 + worker);
                 while !stop.load(SeqCst) {
-                    let pick = rng.next() as usize;
+                    let pick = rng.next_u64() as usize;
                     let domain = {
                         let pool = pool.lock().unwrap();
                         pool[pick % pool.len()].clone()
                     };
-                    let (export, args): (&str, Vec<Val>) = match rng.next() % 14 {
+                    let (export, args): (&str, Vec<Val>) = match rng.next_u64() % 14 {
                         0 => ("spin", vec![]),
                         1 => ("spin_critical", vec![]),
                         2 => ("trap", vec![]),
@@ -147,11 +147,11 @@ fn chaos_soak() {
                         4 => ("leave_open", vec![]),
                         5 => ("exhaust_memory", vec![]),
                         6 => ("recurse", vec![]),
-                        7 | 8 => ("sleep", vec![Val::I32((rng.next() % 60) as i32)]),
+                        7 | 8 => ("sleep", vec![Val::I32((rng.next_u64() % 60) as i32)]),
                         9 => {
                             // Counted handles, some failing their release.
                             let releases = Arc::new(AtomicUsize::new(0));
-                            let fail = rng.next().is_multiple_of(4);
+                            let fail = rng.next_u64().is_multiple_of(4);
                             tokens.lock().unwrap().push((Arc::clone(&releases), fail));
                             let _ = domain.insert_handle(Token { releases, fail });
                             continue;
@@ -169,7 +169,7 @@ fn chaos_soak() {
                             }
                             continue;
                         }
-                        _ => ("churn", vec![Val::I32((rng.next() % 12) as i32)]),
+                        _ => ("churn", vec![Val::I32((rng.next_u64() % 12) as i32)]),
                     };
                     tally.calls.fetch_add(1, SeqCst);
                     match domain.call(export, &args) {
@@ -197,10 +197,10 @@ fn chaos_soak() {
         s.spawn(|| {
             let mut rng = Rng(0xAB07);
             while Instant::now() < deadline {
-                thread::sleep(Duration::from_millis(rng.next() % 10));
+                thread::sleep(Duration::from_millis(rng.next_u64() % 10));
                 let domain = {
                     let pool = pool.lock().unwrap();
-                    pool[rng.next() as usize % pool.len()].clone()
+                    pool[rng.next_u64() as usize % pool.len()].clone()
                 };
                 domain.abort();
                 tally.aborts.fetch_add(1, SeqCst);

@@ -3,32 +3,22 @@
 //! of the bytes instead of a compilation. Bounded by the policy's
 //! `module_cache_entries`; the oldest entry goes first.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use sha2::{Digest, Sha256};
 use wasmtime::Module;
 
-type Key = [u8; 32];
+use super::bounded::BoundedMap;
 
 /// The cache.
 pub(crate) struct ModuleCache {
-    limit: usize,
-    inner: Mutex<Entries>,
-}
-
-#[derive(Default)]
-struct Entries {
-    modules: HashMap<Key, Module>,
-    /// Insertion order, for eviction.
-    order: VecDeque<Key>,
+    modules: Mutex<BoundedMap<[u8; 32], Module>>,
 }
 
 impl ModuleCache {
     pub(crate) fn new(limit: usize) -> Self {
         ModuleCache {
-            limit,
-            inner: Mutex::default(),
+            modules: Mutex::new(BoundedMap::new(limit)),
         }
     }
 
@@ -39,43 +29,28 @@ impl ModuleCache {
         bytes: &[u8],
         compile: impl FnOnce() -> Result<Module, E>,
     ) -> Result<Module, E> {
-        if self.limit == 0 {
-            return compile();
-        }
-        let key: Key = Sha256::digest(bytes).into();
-        if let Some(module) = self.lock().modules.get(&key) {
+        let key: [u8; 32] = Sha256::digest(bytes).into();
+        if let Some(module) = self.lock().get(&key) {
             return Ok(module.clone());
         }
         // Compiled outside the lock: another thread may compile the same
-        // bytes meanwhile; the first to finish is kept.
+        // bytes meanwhile; either result is the same module.
         let module = compile()?;
-        let mut entries = self.lock();
-        if let Some(existing) = entries.modules.get(&key) {
-            return Ok(existing.clone());
-        }
-        while entries.order.len() >= self.limit {
-            if let Some(old) = entries.order.pop_front() {
-                entries.modules.remove(&old);
-            }
-        }
-        entries.modules.insert(key, module.clone());
-        entries.order.push_back(key);
+        self.lock().insert(key, module.clone());
         Ok(module)
     }
 
     /// How many modules are cached.
     pub(crate) fn len(&self) -> usize {
-        self.lock().modules.len()
+        self.lock().len()
     }
 
     /// Drops every cached module.
     pub(crate) fn clear(&self) {
-        let mut entries = self.lock();
-        entries.modules.clear();
-        entries.order.clear();
+        self.lock().clear();
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> MutexGuard<'_, BoundedMap<[u8; 32], Module>> {
+        self.modules.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }

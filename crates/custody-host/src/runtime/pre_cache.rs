@@ -4,11 +4,11 @@
 //! loading it into another domain is one check and one instantiation.
 //! Bounded; the oldest entry goes first.
 
-use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, PoisonError};
 
 use wasmtime::{InstancePre, Linker, Module};
 
+use super::bounded::BoundedMap;
 use crate::boundary::ctx::DomainCtx;
 use crate::catalogue::Catalogue;
 use crate::config::Category;
@@ -26,9 +26,16 @@ pub(crate) struct Prepared {
 
 /// The cache, keyed by the module's code address (unique while the module
 /// lives, and the entry keeps it alive).
-#[derive(Default)]
 pub(crate) struct PreCache {
-    entries: Mutex<(HashMap<usize, (Module, Prepared)>, VecDeque<usize>)>,
+    entries: Mutex<BoundedMap<usize, (Module, Prepared)>>,
+}
+
+impl Default for PreCache {
+    fn default() -> Self {
+        PreCache {
+            entries: Mutex::new(BoundedMap::new(ENTRIES)),
+        }
+    }
 }
 
 impl PreCache {
@@ -43,7 +50,7 @@ impl PreCache {
     ) -> Option<Prepared> {
         let key = module.image_range().start as usize;
         let mut guard = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some((cached, prepared)) = guard.0.get(&key)
+        if let Some((cached, prepared)) = guard.get(&key)
             && Module::same(cached, module)
         {
             return Some(prepared.clone());
@@ -60,18 +67,7 @@ impl PreCache {
             pre: linker.instantiate_pre(module).ok()?,
             categories,
         };
-        let (map, order) = &mut *guard;
-        while order.len() >= ENTRIES {
-            if let Some(old) = order.pop_front() {
-                map.remove(&old);
-            }
-        }
-        if map
-            .insert(key, (module.clone(), prepared.clone()))
-            .is_none()
-        {
-            order.push_back(key);
-        }
+        guard.insert(key, (module.clone(), prepared.clone()));
         Some(prepared)
     }
 }

@@ -4,6 +4,8 @@
 //! - **ABI call**: a guest calling `custody.write` on a handle of the wrong
 //!   kind (the handle is looked up and pinned, the call fails with `E_KIND`,
 //!   no syscall) vs a raw `func_wrap` host function of the same signature.
+//! - **ABI write**: `custody.write` of one byte to /dev/null vs a raw host
+//!   function doing the same write on an fd passed as an `i32`.
 //! - **Embedder call**: a typed embedder function (`HostBuilder::func_wrap`)
 //!   vs the same closure registered with wasmtime's `Linker::func_wrap`.
 //! - **Domain lifecycle**: create + load + call + unload vs raw
@@ -12,15 +14,20 @@
 //!   on a cache miss and on a hit, vs `Module::new` (parallel compilation).
 //! - **Allocation strategies**: the domain lifecycle with dense allocation,
 //!   and a guest's memory accesses under each strategy.
+//! - **Unload** of a domain holding 100,000 handles, and 10,000 pipe fds.
 //!
 //! Run: `cargo bench -p custody-host --bench boundary`
 
+use std::fs::File;
 use std::hint::black_box;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
+use std::time::Duration;
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use custody_host::{AbiError, Allocation, DomainConfig, GuestCall, Host, Policy, Val};
-use wasmtime::{Caller, Linker, Module, Store};
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use custody_handle::Fd;
+use custody_host::{AbiError, Allocation, Domain, DomainConfig, GuestCall, Host, Policy, Val};
+use wasmtime::{Caller, Extern, Linker, Module, Store};
 
 /// Calls `MODULE.NAME(handle at 0, 16, 1, 8)` `n` times.
 const WRITE_CALLER: &str = r#"
@@ -69,6 +76,11 @@ impl custody_handle::ReleaseHandle for Token {
     fn raw_value(&self) -> u64 {
         0
     }
+}
+
+/// A host whose guests' log lines go nowhere.
+fn quiet_host(policy: Policy) -> Host {
+    Host::with_log(policy, Arc::new(|_, _, _| {})).unwrap()
 }
 
 fn host() -> Host {
@@ -286,14 +298,10 @@ fn memory_access(c: &mut Criterion) {
     let mut g = c.benchmark_group("guest memory access, 16,384 loads + stores");
     g.throughput(Throughput::Elements(16_384 * 2));
     for allocation in [Allocation::Pooling, Allocation::OnDemand, Allocation::Dense] {
-        let host = Host::with_log(
-            Policy {
-                allocation,
-                ..Policy::default()
-            },
-            Arc::new(|_, _, _| {}),
-        )
-        .unwrap();
+        let host = quiet_host(Policy {
+            allocation,
+            ..Policy::default()
+        });
         let module = host.compile(CHURN.as_bytes()).unwrap();
         let domain = host.create_domain(DomainConfig::new()).unwrap();
         domain.load("churn", &module).unwrap();
@@ -306,14 +314,10 @@ fn memory_access(c: &mut Criterion) {
 }
 
 fn dense_lifecycle(c: &mut Criterion) {
-    let host = Host::with_log(
-        Policy {
-            allocation: Allocation::Dense,
-            ..Policy::default()
-        },
-        Arc::new(|_, _, _| {}),
-    )
-    .unwrap();
+    let host = quiet_host(Policy {
+        allocation: Allocation::Dense,
+        ..Policy::default()
+    });
     let module = host.compile(SMALL.as_bytes()).unwrap();
     let mut g = c.benchmark_group("domain lifecycle: create + load + call + unload");
     g.bench_function("custody, dense allocation", |b| {
@@ -327,13 +331,129 @@ fn dense_lifecycle(c: &mut Criterion) {
     g.finish();
 }
 
+/// A write that reaches the OS: `custody.write` of one byte to /dev/null
+/// through a handle vs a raw host function that takes the fd as an `i32`,
+/// looks the caller's memory up as raw wasmtime code does, and writes.
+fn abi_write_syscall(c: &mut Criterion) {
+    let host = host();
+    let mut g = c.benchmark_group("ABI write of 1 byte to /dev/null (per call)");
+    g.throughput(Throughput::Elements(CALLS as u64));
+    let dev_null = File::options().write(true).open("/dev/null").unwrap();
+
+    let raw = Module::new(host.engine(), WRITE_CALLER.replace("{MODULE}", "env")).unwrap();
+    let mut linker = Linker::new(host.engine());
+    linker
+        .func_wrap(
+            "env",
+            "write",
+            |mut caller: Caller<'_, ()>, fd: i32, ptr: i32, len: i32, out: i32| -> i32 {
+                let Some(Extern::Memory(memory)) = caller.get_export("memory") else {
+                    return AbiError::Fault.code();
+                };
+                let data = memory.data_mut(&mut caller);
+                let (ptr, len, out) = (ptr as usize, len as usize, out as usize);
+                let (Some(bytes), true) = (data.get(ptr..ptr + len), out + 4 <= data.len()) else {
+                    return AbiError::Fault.code();
+                };
+                // SAFETY: the fd is the /dev/null `File` opened above, which
+                // outlives every call of this benchmark.
+                let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+                let n = rustix::io::write(fd, bytes).map_or(AbiError::Io.code(), |n| n as i32);
+                data[out..out + 4].copy_from_slice(&n.to_le_bytes());
+                0
+            },
+        )
+        .unwrap();
+    let mut store = raw_store(&host);
+    let instance = linker.instantiate(&mut store, &raw).unwrap();
+    let set = instance
+        .get_typed_func::<i32, ()>(&mut store, "set")
+        .unwrap();
+    set.call(&mut store, dev_null.as_raw_fd()).unwrap();
+    let run = instance
+        .get_typed_func::<i32, i32>(&mut store, "run")
+        .unwrap();
+    assert_eq!(run.call(&mut store, 1).unwrap(), 0);
+    g.bench_function("baseline: raw wasmtime host function, fd as i32", |b| {
+        b.iter(|| black_box(run.call(&mut store, black_box(CALLS)).unwrap()))
+    });
+
+    let module = host
+        .compile(WRITE_CALLER.replace("{MODULE}", "custody").as_bytes())
+        .unwrap();
+    let domain = host.create_domain(DomainConfig::new()).unwrap();
+    domain.load("caller", &module).unwrap();
+    let id = domain
+        .insert_handle(Fd::from(dev_null.try_clone().unwrap()))
+        .unwrap();
+    domain.call("set", &[Val::I32(id.raw() as i32)]).unwrap();
+    assert_eq!(
+        domain.call("run", &[Val::I32(1)]).unwrap()[0].unwrap_i32(),
+        0
+    );
+    g.bench_function("custody write(handle)", |b| {
+        b.iter(|| black_box(domain.call("run", &[Val::I32(CALLS)]).unwrap()))
+    });
+    g.finish();
+    domain.unload().unwrap();
+}
+
+/// Unloading a domain full of handles: the table's drain, and `close(2)`.
+fn unload_full(c: &mut Criterion) {
+    let host = quiet_host(Policy {
+        handle_quota: 200_000,
+        ..Policy::default()
+    });
+    let module = host.compile(SMALL.as_bytes()).unwrap();
+    let full = |fill: &dyn Fn(&Domain)| {
+        let domain = host.create_domain(DomainConfig::new()).unwrap();
+        domain.load("m", &module).unwrap();
+        fill(&domain);
+        domain
+    };
+    let mut g = c.benchmark_group("unload");
+    g.sample_size(10);
+    g.measurement_time(Duration::from_secs(10));
+    g.bench_function("100,000 handles (no-op resource)", |b| {
+        b.iter_batched(
+            || {
+                full(&|d| {
+                    for _ in 0..100_000 {
+                        d.insert_handle(Token).unwrap();
+                    }
+                })
+            },
+            |domain| black_box(domain.unload().unwrap()),
+            BatchSize::PerIteration,
+        )
+    });
+    g.bench_function("10,000 pipe fds", |b| {
+        b.iter_batched(
+            || {
+                full(&|d| {
+                    for _ in 0..5_000 {
+                        let (r, w) = std::io::pipe().unwrap();
+                        d.insert_handle(Fd::from(OwnedFd::from(r))).unwrap();
+                        d.insert_handle(Fd::from(OwnedFd::from(w))).unwrap();
+                    }
+                })
+            },
+            |domain| black_box(domain.unload().unwrap()),
+            BatchSize::PerIteration,
+        )
+    });
+    g.finish();
+}
+
 criterion_group!(
     benches,
     abi_call,
+    abi_write_syscall,
     embedder_call,
     lifecycle,
     dense_lifecycle,
     memory_access,
-    compilation
+    compilation,
+    unload_full
 );
 criterion_main!(benches);

@@ -204,27 +204,21 @@ impl HostBuilder {
     /// parameter types are written out: `|call: &mut GuestCall<'_>, x: i32|
     /// -> Result<i32, AbiError>`.
     pub fn func_wrap<Params, Results>(
-        mut self,
+        self,
         module: &str,
         name: &str,
         categories: &[Category],
         body: impl EmbedderFn<Params, Results>,
     ) -> Self {
         let link = body.into_link(module.to_string(), name.to_string()).0;
-        self.functions.push(EmbedderFunction {
-            module: module.to_string(),
-            name: name.to_string(),
-            categories: categories.to_vec(),
-            link,
-        });
-        self
+        self.add(module, name, categories, link)
     }
 
     /// Adds an untyped host function (its signature known only at run
     /// time): `body` receives the arguments as [`Val`]s and fills the
     /// results.
     pub fn func_new(
-        mut self,
+        self,
         module: &str,
         name: &str,
         categories: &[Category],
@@ -242,6 +236,16 @@ impl HostBuilder {
             results.to_vec(),
             Arc::new(body),
         );
+        self.add(module, name, categories, link)
+    }
+
+    fn add(
+        mut self,
+        module: &str,
+        name: &str,
+        categories: &[Category],
+        link: embed::LinkFn,
+    ) -> Self {
         self.functions.push(EmbedderFunction {
             module: module.to_string(),
             name: name.to_string(),

@@ -5,6 +5,9 @@
 //! - `new+dispose` vs `Box` new+drop (and `Arc` new+drop);
 //! - table `get+drop` vs `Arc` clone+drop;
 //! - two threads contending on one handle vs two threads on one `Arc`;
+//! - two threads looking up *different* ids of one table: neighbouring slots
+//!   (0 and 1) vs slots far apart (0 and 64). Slots are cache-line aligned,
+//!   so the neighbours share no line and the two rows should match;
 //! - `acquire+drop` on a traced handle (history on), to show what history
 //!   costs when on; the untraced rows above are the history-off hot path.
 //!
@@ -22,8 +25,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use custody_handle::diagnostics::{self, Assistant, Diagnostic};
 use custody_handle::history::{self, Mode};
-use custody_handle::{HandleTable, ReleaseHandle, SafeHandle};
+use custody_handle::{HandleId, HandleTable, ReleaseHandle, SafeHandle};
 
 /// A resource whose release costs nothing, so only custody is measured.
 struct Noop(u64);
@@ -183,5 +187,64 @@ fn contention(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, uncontended, lifecycle, contention);
+/// Times `get+drop` of `mine` on this thread while another thread does the
+/// same on `theirs`, in the same table.
+fn neighbours(table: &HandleTable, mine: HandleId, theirs: HandleId, iters: u64) -> Duration {
+    let stop = AtomicBool::new(false);
+    thread::scope(|s| {
+        s.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                for _ in 0..64 {
+                    black_box(&*table.get::<Noop>(black_box(theirs)).unwrap());
+                }
+            }
+        });
+        let start = Instant::now();
+        for _ in 0..iters {
+            black_box(&*table.get::<Noop>(black_box(mine)).unwrap());
+        }
+        let elapsed = start.elapsed();
+        stop.store(true, Ordering::Relaxed);
+        elapsed
+    })
+}
+
+fn neighbouring_ids(c: &mut Criterion) {
+    let mut g = c.benchmark_group("neighbour ids, two threads");
+    let table = HandleTable::new();
+    let ids: Vec<HandleId> = (0..65).map(|i| table.insert(Noop(i)).unwrap()).collect();
+    assert_eq!((ids[0].slot(), ids[1].slot(), ids[64].slot()), (0, 1, 64));
+    g.bench_function("HandleTable get+drop, slots 0 and 1", |b| {
+        b.iter_custom(|iters| neighbours(&table, ids[0], ids[1], iters))
+    });
+    g.bench_function("HandleTable get+drop, slots 0 and 64", |b| {
+        b.iter_custom(|iters| neighbours(&table, ids[0], ids[64], iters))
+    });
+    g.finish();
+}
+
+/// What firing a diagnostic costs with every sink off (stderr off, no
+/// subscriber, no `tracing` subscriber): building the report dominates; the
+/// `tracing` event beside the sinks must add nothing measurable.
+fn diagnostics_fire(c: &mut Criterion) {
+    let mut g = c.benchmark_group("diagnostics");
+    diagnostics::set_stderr(false);
+    g.bench_function("fire staleHandleUse, every sink off", |b| {
+        b.iter(|| {
+            diagnostics::fire(Assistant::StaleHandleUse, || {
+                Diagnostic::new(Assistant::StaleHandleUse, black_box("handle id 1 was used"))
+            })
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    uncontended,
+    lifecycle,
+    contention,
+    neighbouring_ids,
+    diagnostics_fire
+);
 criterion_main!(benches);

@@ -2,7 +2,7 @@
 
 use std::io;
 
-use crate::table::HandleId;
+use crate::id::HandleId;
 
 /// Why a handle operation failed.
 ///

@@ -191,7 +191,7 @@ pub fn mode() -> Mode {
     }
     let mode = match std::env::var("CUSTODY_TRACE_HANDLES") {
         Ok(value) => Mode::parse(&value).unwrap_or_else(|| {
-            crate::diagnostics::config_warning(&format!(
+            crate::env::config_warning(&format!(
                 "CUSTODY_TRACE_HANDLES={value:?} is not one of 0, 1, backtrace; history stays off"
             ));
             Mode::Off

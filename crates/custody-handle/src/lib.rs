@@ -29,12 +29,38 @@
 //! assert!(matches!(handle.dispose(), Err(HandleError::ReleaseFailed(_))));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! # Module map
+//! Imports point one way, down this list: a module imports only modules
+//! listed above it.
+//!
+//! | module | owns |
+//! | --- | --- |
+//! | `id` | [`HandleId`] and the id bit layout ([`SLOT_BITS`], [`GENERATION_BITS`], ...) |
+//! | `release` | the [`ReleaseHandle`] contract and [`format_raw`] |
+//! | `sync` | the atomics and locks, std's or loom's (`--cfg loom`) |
+//! | `env` | how a bad `CUSTODY_*` variable is reported |
+//! | `error` | [`HandleError`] |
+//! | [`history`] | the per-value handle history (`CUSTODY_TRACE_HANDLES`) |
+//! | [`diagnostics`] | the assistants, [`Diagnostic`](diagnostics::Diagnostic), the sinks (stderr, subscribers, `tracing`) |
+//! | `critical_handle` | [`CriticalHandle`] |
+//! | `safe_handle` | [`SafeHandle`] and [`HandleRef`]; `safe_handle/state.rs`: the `(n, D, C)` state word and its transitions |
+//! | `table` | [`HandleTable`], [`TableRef`], the reports and [`TableCounters`]; `table/slot.rs`: the slot word, the slots and every `unsafe` of the table |
+//! | `os` | [`Fd`], [`Mapping`], [`Child`] and the system calls behind them |
+//!
+//! # Features
+//! - `testing` (off by default): `diagnostics::capture_for_tests`, for other
+//!   crates' tests (this crate's own tests always have it). It routes
+//!   diagnostics through libtest's output capture instead of writing to
+//!   stderr directly, so passing tests print nothing.
 #![deny(missing_docs)]
 
 mod critical_handle;
 pub mod diagnostics;
+mod env;
 mod error;
 pub mod history;
+mod id;
 mod os;
 mod release;
 mod safe_handle;
@@ -43,10 +69,8 @@ mod table;
 
 pub use critical_handle::CriticalHandle;
 pub use error::HandleError;
+pub use id::{GENERATION_BITS, HandleId, MAX_GENERATION, MAX_SLOTS, SLOT_BITS};
 pub use os::{Child, Fd, Mapping};
 pub use release::{ReleaseHandle, format_raw};
 pub use safe_handle::{HandleRef, MAX_REF_COUNT, SafeHandle};
-pub use table::{
-    CloseOutcome, DrainReport, GENERATION_BITS, HandleId, HandleTable, MAX_GENERATION, MAX_SLOTS,
-    ReleaseFailure, SLOT_BITS, TableRef,
-};
+pub use table::{CloseOutcome, DrainReport, HandleTable, ReleaseFailure, TableCounters, TableRef};

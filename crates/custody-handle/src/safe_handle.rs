@@ -1,26 +1,12 @@
 //! `SafeHandle<T>`: a shared, reference-counted owner of one OS resource.
 //!
-//! # The state word
-//!
-//! One atomic word holds the whole state, as in .NET's `SafeHandle._state`:
-//!
-//! ```text
-//!  usize::BITS-1            2   1   0
-//! +---------------------------+---+---+
-//! |      reference count n    | D | C |
-//! +---------------------------+---+---+
-//! ```
-//!
-//! - `C` ([`CLOSED`]): no further add-ref may succeed. Set by the transition
-//!   that takes `n` to zero, or by `set_handle_as_invalid`.
-//! - `D` ([`DISPOSED`]): the creation reference has been consumed by
-//!   `dispose`, so a second `dispose` is a no-op.
-//! - `n`: the creation reference (1 at birth) plus every outstanding add-ref.
-//!
-//! Every transition is a single atomic read-modify-write of the whole word,
-//! so the decision "this transition releases" (`n` 1 -> 0 while `C` was
-//! clear) is made by exactly one thread: the release runs at most once under
-//! any interleaving. The transitions, checked in the order shown:
+//! This module owns the public API ([`SafeHandle`], [`HandleRef`]) and what
+//! happens around a transition: history events, running `release_handle`
+//! exactly once, and the diagnostics of the last clone's drop. The state
+//! word itself, the reference count `n` and the flags `D` (disposed) and `C`
+//! (closed), and every transition on it live in `state.rs`: each transition
+//! is one atomic read-modify-write of the whole word, so the decision "this
+//! transition releases" is made by exactly one thread.
 //!
 //! | operation | checks | new state | releases |
 //! | --- | --- | --- | --- |
@@ -31,36 +17,6 @@
 //!
 //! "Releases" additionally requires that the handle owns its resource and the
 //! resource is not invalid.
-//!
-//! # Why both add-ref and release are one `fetch_add`/`fetch_sub`
-//! As in Linux's `rcuref`, the hot paths are single atomic additions, like
-//! `Arc`'s clone and drop, and the rare transitions pay for it:
-//!
-//! - **Add-ref** adds one reference and then looks at the state it added to.
-//!   If `C` was set (or the count was at its maximum) it failed: it takes
-//!   its "phantom" increment back. `C` never clears, so a phantom on a closed
-//!   handle can neither start nor stop a release.
-//! - **Release** subtracts one. From `n >= 2` that is the whole transition.
-//!   From `n == 1` the word is now `(0, C, D)` with `C` clear, and the
-//!   releasing thread tries one compare-and-swap that sets `C` (the *death*
-//!   step); only if that succeeds does it release. An add-ref that lands
-//!   between the two sees `C` clear and succeeds: it *resurrects* the handle,
-//!   linearized before the release, and the death CAS fails (the count is
-//!   no longer zero), so that releaser is not the last after all. Whoever
-//!   takes the count to zero last and wins the death CAS releases: exactly
-//!   once.
-//! - A release by a caller holding no reference (a misuse the API reports as
-//!   `Closed`) briefly takes the count below zero and undoes it. The flags
-//!   are untouched (the count moves in steps of 4), counts above
-//!   [`MAX_REF_COUNT`] are recognizably transient, and the death step waits
-//!   them out instead of mistaking them for a resurrection. If such a misuse
-//!   races a failed add-ref's phantom it can take the phantom for a real
-//!   reference, and the count ends below zero. Even then nothing is released
-//!   twice, nothing leaks and the handle stays closed; the last clone's drop
-//!   reports the misuse (`outstandingReferences`, "count went below zero").
-//!
-//! `dispose` and `set_handle_as_invalid` are rare and stay a CAS loop and a
-//! `fetch_or`. The loom models check every path.
 
 use std::any::type_name;
 use std::fmt;
@@ -70,68 +26,16 @@ use crate::diagnostics;
 use crate::error::HandleError;
 use crate::history::{self, EventKind, Owner};
 use crate::release::ReleaseHandle;
-use crate::sync::{Arc, AtomicUsize, Ordering};
+use crate::sync::Arc;
 
-/// `C`: closed; no add-ref may succeed any more.
-const CLOSED: usize = 0b01;
-/// `D`: disposed; the creation reference has been consumed.
-const DISPOSED: usize = 0b10;
-/// One reference in the count field.
-const REF_ONE: usize = 0b100;
-/// Where the count field starts.
-const REF_SHIFT: u32 = 2;
-/// The largest reference count; add-ref beyond it is
-/// [`HandleError::RefCountOverflow`] instead of .NET's silent wrap. Half the
-/// count field, so the transient over-counts of racing add-refs never wrap
-/// it, and a count above it is recognizably transient.
-pub const MAX_REF_COUNT: usize = usize::MAX >> (REF_SHIFT + 1);
+mod state;
 
-/// A snapshot of the state word.
-#[derive(Clone, Copy, PartialEq, Eq)]
-struct State(usize);
-
-impl State {
-    const NEW: State = State(REF_ONE);
-
-    fn ref_count(self) -> usize {
-        self.0 >> REF_SHIFT
-    }
-    fn is_closed(self) -> bool {
-        self.0 & CLOSED != 0
-    }
-    fn is_disposed(self) -> bool {
-        self.0 & DISPOSED != 0
-    }
-}
-
-impl fmt::Debug for State {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "(n={}, C={}, D={})",
-            self.ref_count(),
-            u8::from(self.is_closed()),
-            u8::from(self.is_disposed())
-        )
-    }
-}
-
-/// The outcome of a dispose transition.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Transition {
-    /// `dispose` on a disposed handle: nothing changed.
-    NoOp,
-    /// The count went down; `perform_release` says whether this thread must
-    /// now run `release_handle`.
-    Dropped {
-        before: State,
-        perform_release: bool,
-    },
-}
+pub use state::MAX_REF_COUNT;
+use state::{RefDec, Snapshot, State, Transition};
 
 /// The shared part of a [`SafeHandle`]: what .NET keeps in the object.
 struct Inner<T: ReleaseHandle> {
-    state: AtomicUsize,
+    state: State,
     owns_handle: bool,
     /// The handle-history identity of this owner, or `Owner::UNTRACED`.
     /// Read once at creation so that history off costs one predictable branch.
@@ -222,7 +126,7 @@ impl<T: ReleaseHandle> SafeHandle<T> {
         }
         Self {
             inner: Arc::new(Inner {
-                state: AtomicUsize::new(State::NEW.0),
+                state: State::new(),
                 owns_handle,
                 owner,
                 value,
@@ -258,18 +162,7 @@ impl<T: ReleaseHandle> SafeHandle<T> {
     #[inline]
     pub fn dangerous_add_ref(&self) -> Result<(), HandleError> {
         let inner = &*self.inner;
-        // Acquire pairs with the Release of earlier reference drops, so our
-        // use of the resource starts after everything before it.
-        let before = State(inner.state.fetch_add(REF_ONE, Ordering::Acquire));
-        if before.is_closed() || before.ref_count() >= MAX_REF_COUNT {
-            // A phantom increment: take it back (see the module docs).
-            inner.state.fetch_sub(REF_ONE, Ordering::Relaxed);
-            return Err(if before.is_closed() {
-                HandleError::Closed
-            } else {
-                HandleError::RefCountOverflow
-            });
-        }
+        inner.state.ref_inc()?;
         if inner.owner.is_traced() {
             self.record(EventKind::AddRef);
         }
@@ -293,15 +186,10 @@ impl<T: ReleaseHandle> SafeHandle<T> {
         if inner.owner.is_traced() {
             self.record(EventKind::Release);
         }
-        let before = State(inner.state.fetch_sub(REF_ONE, Ordering::Release));
-        match before.ref_count() {
-            1 => inner.die(),
-            0 => {
-                // No reference was left: undo (see the module docs).
-                inner.state.fetch_add(REF_ONE, Ordering::Relaxed);
-                Err(HandleError::Closed)
-            }
-            _ => Ok(()),
+        match inner.state.ref_dec() {
+            RefDec::Last => inner.die(),
+            RefDec::Underflow => Err(HandleError::Closed),
+            RefDec::Remaining => Ok(()),
         }
     }
 
@@ -337,7 +225,7 @@ impl<T: ReleaseHandle> SafeHandle<T> {
         if self.inner.owner.is_traced() {
             self.record(EventKind::SetInvalid);
         }
-        self.inner.state.fetch_or(CLOSED, Ordering::AcqRel);
+        self.inner.state.set_closed();
     }
 
     /// The resource itself, with no reference taken. .NET:
@@ -394,7 +282,7 @@ impl<T: ReleaseHandle> SafeHandle<T> {
     /// Neither closed nor disposed (one load of the state word).
     #[inline]
     pub(crate) fn is_usable(&self) -> bool {
-        self.state().0 & (CLOSED | DISPOSED) == 0
+        self.state().is_usable()
     }
 
     /// The resource, without recording a history event (for guards).
@@ -403,8 +291,8 @@ impl<T: ReleaseHandle> SafeHandle<T> {
         &self.inner.value
     }
 
-    fn state(&self) -> State {
-        State(self.inner.state.load(Ordering::Acquire))
+    fn state(&self) -> Snapshot {
+        self.inner.state.load()
     }
 
     fn record(&self, kind: EventKind) {
@@ -420,10 +308,8 @@ impl<T: ReleaseHandle> SafeHandle<T> {
     /// and, if this thread made the releasing transition, runs the release.
     fn dispose_reference(&self) -> Result<Transition, HandleError> {
         let transition = self.inner.dispose_transition()?;
-        if let Transition::Dropped {
-            perform_release: true,
-            ..
-        } = transition
+        if let Transition::Dropped { last: true, .. } = transition
+            && self.inner.must_release()
         {
             self.inner.release_now()?;
         }
@@ -437,74 +323,23 @@ impl<T: ReleaseHandle> Inner<T> {
     /// is not dead) or `C` was set by someone else (then nothing to release).
     #[cold]
     fn die(&self) -> Result<(), HandleError> {
-        let mut current = State(self.state.load(Ordering::Relaxed));
-        loop {
-            if current.is_closed() {
-                return Ok(());
-            }
-            match current.ref_count() {
-                0 => {}
-                n if n > MAX_REF_COUNT => {
-                    // A misused release's transient underflow: wait it out.
-                    crate::sync::spin_wait();
-                    current = State(self.state.load(Ordering::Relaxed));
-                    continue;
-                }
-                _ => return Ok(()), // resurrected: not the last reference
-            }
-            // AcqRel: Acquire sees every other holder's use (their Release
-            // decrements precede this in the word's order) before releasing.
-            match self.state.compare_exchange_weak(
-                current.0,
-                current.0 | CLOSED,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) if self.owns_handle && !self.value.is_invalid() => return self.release_now(),
-                Ok(_) => return Ok(()),
-                Err(actual) => current = State(actual),
-            }
+        if self.state.transition_to_dead() && self.must_release() {
+            return self.release_now();
         }
+        Ok(())
     }
 
-    /// The compare-and-swap loop behind dispose and the last clone's drop.
+    /// The dispose transition (dispose and the last clone's drop).
     fn dispose_transition(&self) -> Result<Transition, HandleError> {
-        let mut current = State(self.state.load(Ordering::Relaxed));
-        loop {
-            if current.is_disposed() {
-                return Ok(Transition::NoOp);
-            }
-            let n = current.ref_count();
-            if n == 0 {
-                return Err(HandleError::Closed);
-            }
-            let mut next = (current.0 - REF_ONE) | DISPOSED;
-            if n == 1 {
-                next |= CLOSED;
-            }
-            // AcqRel: Release publishes this thread's use of the resource;
-            // Acquire lets the releasing thread see every other thread's use
-            // (they all released into this word before it) before it
-            // releases.
-            match self.state.compare_exchange_weak(
-                current.0,
-                next,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => {
-                    let perform_release = n == 1
-                        && !current.is_closed()
-                        && self.owns_handle
-                        && !self.value.is_invalid();
-                    return Ok(Transition::Dropped {
-                        before: current,
-                        perform_release,
-                    });
-                }
-                Err(actual) => current = State(actual),
-            }
-        }
+        self.state
+            .transition_to_disposed()
+            .map_err(|_| HandleError::Closed)
+    }
+
+    /// Whether a transition that dropped the last reference of an open
+    /// handle must call `release_handle`: only for an owned, valid resource.
+    fn must_release(&self) -> bool {
+        self.owns_handle && !self.value.is_invalid()
     }
 
     /// Runs `release_handle` and reports a failure. Called by the one thread
@@ -542,12 +377,9 @@ impl<T: ReleaseHandle> Drop for Inner<T> {
             return;
         };
         let remaining = match transition {
-            Transition::NoOp => State(self.state.load(Ordering::Acquire)).ref_count(),
-            Transition::Dropped {
-                before,
-                perform_release,
-            } => {
-                if perform_release {
+            Transition::NoOp => self.state.load().ref_count(),
+            Transition::Dropped { before, last } => {
+                if last && self.must_release() {
                     if self.owner.is_traced() {
                         history::record(self.owner, raw, name, EventKind::Finalized);
                     }

@@ -49,6 +49,7 @@ fn close_behind_the_back(raw: i32) {
 
 #[test]
 fn a_raw_fd_closed_behind_the_handles_back_fails_its_release_loudly() {
+    custody_handle::diagnostics::capture_for_tests();
     let _serial = serial();
     let collector = Collector::start();
     let before = custody_handle::diagnostics::count(Assistant::ReleaseHandleFailed);
@@ -79,6 +80,7 @@ fn a_raw_fd_closed_behind_the_handles_back_fails_its_release_loudly() {
 
 #[test]
 fn history_names_the_other_owner_that_released_the_value_first() {
+    custody_handle::diagnostics::capture_for_tests();
     let _serial = serial();
     history::set_mode(Mode::On);
     history::clear();
@@ -196,6 +198,7 @@ fn an_fd_roundtrips_through_owned_fd() {
 
 #[test]
 fn critical_handle_closes_once_and_reports_failure() {
+    custody_handle::diagnostics::capture_for_tests();
     let _serial = serial();
     let baseline = open_fds();
     let handle = CriticalHandle::<Fd>::from(dev_null());

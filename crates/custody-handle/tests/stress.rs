@@ -85,6 +85,7 @@ fn random_op(h: &SafeHandle<Probe>, rng: &mut Rng, counted: &AtomicUsize) {
 
 #[test]
 fn a_million_random_operations_release_each_handle_exactly_once() {
+    custody_handle::diagnostics::capture_for_tests();
     let ops = AtomicUsize::new(0);
     let mut total_releases = 0;
     for round in 0..ROUNDS {

@@ -55,6 +55,7 @@ impl ReleaseHandle for KindB {
 }
 
 fn quiet() {
+    diagnostics::capture_for_tests();
     diagnostics::set_enabled(Assistant::StaleHandleUse, false);
 }
 

@@ -96,6 +96,19 @@ fn host() -> Host {
         .unwrap()
 }
 
+/// A domain running the `custody.write` caller, with `resource` as the
+/// handle it writes to.
+fn write_caller(host: &Host, resource: impl custody_handle::ReleaseHandle) -> Domain {
+    let module = host
+        .compile(WRITE_CALLER.replace("{MODULE}", "custody").as_bytes())
+        .unwrap();
+    let domain = host.create_domain(DomainConfig::new()).unwrap();
+    domain.load("caller", &module).unwrap();
+    let id = domain.insert_handle(resource).unwrap();
+    domain.call("set", &[Val::I32(id.raw() as i32)]).unwrap();
+    domain
+}
+
 /// A raw wasmtime store on the host's engine, with the same epoch setup a
 /// domain has.
 fn raw_store(host: &Host) -> Store<()> {
@@ -131,13 +144,7 @@ fn abi_call(c: &mut Criterion) {
         b.iter(|| black_box(run.call(&mut store, black_box(CALLS)).unwrap()))
     });
 
-    let module = host
-        .compile(WRITE_CALLER.replace("{MODULE}", "custody").as_bytes())
-        .unwrap();
-    let domain = host.create_domain(DomainConfig::new()).unwrap();
-    domain.load("caller", &module).unwrap();
-    let id = domain.insert_handle(Token).unwrap();
-    domain.call("set", &[Val::I32(id.raw() as i32)]).unwrap();
+    let domain = write_caller(&host, Token);
     let result = domain.call("run", &[Val::I32(1)]).unwrap()[0].unwrap_i32();
     assert_eq!(
         result,
@@ -378,15 +385,7 @@ fn abi_write_syscall(c: &mut Criterion) {
         b.iter(|| black_box(run.call(&mut store, black_box(CALLS)).unwrap()))
     });
 
-    let module = host
-        .compile(WRITE_CALLER.replace("{MODULE}", "custody").as_bytes())
-        .unwrap();
-    let domain = host.create_domain(DomainConfig::new()).unwrap();
-    domain.load("caller", &module).unwrap();
-    let id = domain
-        .insert_handle(Fd::from(dev_null.try_clone().unwrap()))
-        .unwrap();
-    domain.call("set", &[Val::I32(id.raw() as i32)]).unwrap();
+    let domain = write_caller(&host, Fd::from(dev_null.try_clone().unwrap()));
     assert_eq!(
         domain.call("run", &[Val::I32(1)]).unwrap()[0].unwrap_i32(),
         0

@@ -116,6 +116,7 @@ fn last_clone_drop_racing_a_guard_drop() {
 /// the guard never sees a released resource.
 #[test]
 fn over_release_racing_a_guard_and_dispose() {
+    crate::diagnostics::capture_for_tests();
     loom::model(|| {
         let (h, releases) = counted();
         let (h2, r2) = (h.clone(), Arc::clone(&releases));

@@ -6,8 +6,10 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::thread::{self, ThreadId};
 
+use super::state::{REF_ONE, REF_SHIFT};
 use super::*;
 use crate::diagnostics::{Assistant, Collector};
+use crate::sync::Ordering;
 
 /// A resource that counts its releases and remembers the releasing thread.
 #[derive(Default)]
@@ -158,6 +160,7 @@ fn guard_drop_releases_its_reference() {
 
 #[test]
 fn guard_release_returns_the_failure_of_the_release_it_performs() {
+    crate::diagnostics::capture_for_tests();
     let h = SafeHandle::new(Probe::failing());
     let g = h.acquire().unwrap();
     h.dispose().unwrap();
@@ -257,6 +260,7 @@ fn dropping_the_last_clone_after_dispose_does_not_release_again() {
 
 #[test]
 fn dropping_the_last_clone_reports_a_failed_release_and_does_not_panic() {
+    crate::diagnostics::capture_for_tests();
     let collector = Collector::start();
     let h = SafeHandle::new(Probe::failing());
     let raw = h.raw_value();
@@ -268,6 +272,7 @@ fn dropping_the_last_clone_reports_a_failed_release_and_does_not_panic() {
 
 #[test]
 fn dropping_the_last_clone_with_add_refs_outstanding_is_reported() {
+    crate::diagnostics::capture_for_tests();
     let collector = Collector::start();
     let h = SafeHandle::new(Probe::new());
     let raw = h.raw_value();
@@ -282,6 +287,7 @@ fn dropping_the_last_clone_with_add_refs_outstanding_is_reported() {
 
 #[test]
 fn dropping_a_disposed_last_clone_with_add_refs_outstanding_is_reported() {
+    crate::diagnostics::capture_for_tests();
     let collector = Collector::start();
     let h = SafeHandle::new(Probe::new());
     let raw = h.raw_value();
@@ -295,6 +301,7 @@ fn dropping_a_disposed_last_clone_with_add_refs_outstanding_is_reported() {
 
 #[test]
 fn a_count_driven_below_zero_is_reported_at_the_last_drop() {
+    crate::diagnostics::capture_for_tests();
     let collector = Collector::start();
     let h = SafeHandle::new(Probe::new());
     let raw = h.raw_value();
@@ -313,6 +320,9 @@ fn a_count_driven_below_zero_is_reported_at_the_last_drop() {
 
 #[test]
 fn handle_finalized_fires_only_for_a_release_by_drop() {
+    crate::diagnostics::capture_for_tests();
+    // Other tests toggle this assistant too: hold it on for the whole test.
+    let _lock = crate::diagnostics::tests::enabled_set_lock();
     let was = crate::diagnostics::is_enabled(Assistant::HandleFinalized);
     crate::diagnostics::set_enabled(Assistant::HandleFinalized, true);
     let collector = Collector::start();
@@ -437,6 +447,7 @@ fn dangerous_release_without_add_ref_consumes_the_creation_reference() {
 
 #[test]
 fn a_failed_release_is_returned_reported_counted_and_never_retried() {
+    crate::diagnostics::capture_for_tests();
     let collector = Collector::start();
     let before = crate::diagnostics::count(Assistant::ReleaseHandleFailed);
     let h = SafeHandle::new(Probe::failing());
@@ -467,6 +478,7 @@ fn a_failed_release_is_returned_reported_counted_and_never_retried() {
 
 #[test]
 fn the_release_failure_is_returned_by_the_dangerous_release_that_performed_it() {
+    crate::diagnostics::capture_for_tests();
     let h = SafeHandle::new(Probe::failing());
     h.dangerous_add_ref().unwrap();
     h.dispose().unwrap(); // defers

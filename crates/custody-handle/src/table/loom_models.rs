@@ -28,7 +28,7 @@ impl ReleaseHandle for Counted {
 /// guard, the release happens exactly once, and the slot is free afterwards.
 #[test]
 fn lookup_racing_close() {
-    crate::diagnostics::set_stderr(false);
+    crate::diagnostics::capture_for_tests();
     loom::model(|| {
         let releases = Arc::new(AtomicUsize::new(0));
         let table = Arc::new(HandleTable::new());
@@ -51,7 +51,7 @@ fn lookup_racing_close() {
 /// release.
 #[test]
 fn close_racing_close() {
-    crate::diagnostics::set_stderr(false);
+    crate::diagnostics::capture_for_tests();
     loom::model(|| {
         let releases = Arc::new(AtomicUsize::new(0));
         let table = Arc::new(HandleTable::new());

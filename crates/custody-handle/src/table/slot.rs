@@ -1,0 +1,535 @@
+//! The table's storage and the slot protocol: the slot word, [`Slot`], the
+//! buckets that hold the slots, the allocator, [`Entry`], and [`Pin`].
+//! Every `unsafe` of the table lives here.
+//!
+//! # The slot word
+//! ```text
+//!  63             32 31                   2   1   0
+//! +-----------------+----------------------+---+---+
+//! |   generation    |      pin count       | R | L |
+//! +-----------------+----------------------+---+---+
+//! ```
+//! `L` (live): the slot holds an entry. `R` (removing): the entry has been
+//! closed; new pins are refused and the thread that drops the pin count to
+//! zero (or the closer, if it already is zero) takes the entry out, bumps the
+//! generation and frees the slot.
+//!
+//! All transitions are performed via RMW operations (or, for the one thread
+//! that owns a slot exclusively, a store). This establishes an unambiguous
+//! modification order, so exactly one thread finalizes:
+//!
+//! | transition | method | from | to | who |
+//! | --- | --- | --- | --- | --- |
+//! | fill | [`Vacant::fill`] | free at `g` | `(g, 0, L)` | the allocating thread (store) |
+//! | pin | [`Slot::try_pin`] | `(g, p, L)` | `(g, p+1, L)` | any reader (CAS) |
+//! | unpin | [`Pin`]'s drop | `(g, p, _)` | `(g, p-1, _)` | the pin's holder (`fetch_sub`) |
+//! | remove | [`Slot::remove`] | `(g, p, L)` | `(g, p, R+L)` | one closer (CAS) |
+//! | free | [`Slots::free`] | `(g, 0, R+L)` | free at `g+1` | whoever saw `R` with no pins (store) |
+//!
+//! The thread that frees is the closer if no pin was held, else the last
+//! pin's drop: each gets a [`Removal`], the proof that it owns the slot, and
+//! hands it to the table ([`SlotOwner::last_unpin`] for a pin).
+//!
+//! # Ownership proofs
+//! The protocol's exclusive states are types: [`Vacant`] (a slot reserved
+//! by the allocator, not yet live), [`Pinned`]/[`Pin`] (a pin is held, so
+//! the entry stays) and [`Removal`] (removing with no pins: this thread owns
+//! the slot). Only this module creates them, so the table above it needs no
+//! `unsafe`.
+//!
+//! # Layout
+//! Slots live in buckets of doubling size, so the table can grow without
+//! moving a slot (readers hold plain references into buckets). Each slot is
+//! aligned to 128 bytes, so two threads using neighbouring ids never share
+//! a cache line (nor the adjacent line that x86 prefetches in pairs).
+
+use std::any::{Any, TypeId, type_name};
+use std::collections::VecDeque;
+use std::ptr;
+
+use crate::error::HandleError;
+use crate::id::{HandleId, MAX_GENERATION, MAX_SLOTS};
+use crate::release::ReleaseHandle;
+use crate::safe_handle::SafeHandle;
+use crate::sync::{AtomicPtr, AtomicU64, Mutex, Ordering, UnsafeCell, lock};
+
+const LIVE: u64 = 0b01;
+const REMOVING: u64 = 0b10;
+const PIN_ONE: u64 = 0b100;
+const PIN_MASK: u64 = ((1 << 30) - 1) << 2;
+const GEN_SHIFT: u32 = 32;
+
+const FIRST_BUCKET_SHIFT: u32 = 5;
+const FIRST_BUCKET_LEN: usize = 1 << FIRST_BUCKET_SHIFT;
+/// Enough buckets for `MAX_SLOTS`: 32 * (2^16 - 1) >= 2^20.
+pub(super) const BUCKETS: usize = 16;
+
+#[inline]
+fn generation_of(word: u64) -> u32 {
+    (word >> GEN_SHIFT) as u32
+}
+
+#[inline]
+fn pins_of(word: u64) -> u64 {
+    (word & PIN_MASK) >> 2
+}
+
+/// The bucket and the offset in it of slot `index`.
+#[inline]
+pub(super) fn bucket_of(index: u32) -> (usize, usize) {
+    let biased = index as usize + FIRST_BUCKET_LEN;
+    let bucket = (usize::BITS - 1 - biased.leading_zeros() - FIRST_BUCKET_SHIFT) as usize;
+    (bucket, biased - (FIRST_BUCKET_LEN << bucket))
+}
+
+/// How many slots bucket `bucket` holds.
+#[inline]
+pub(super) fn bucket_len(bucket: usize) -> usize {
+    FIRST_BUCKET_LEN << bucket
+}
+
+/// Why `id` is stale, given the word of its slot (for `staleHandleUse`).
+pub(super) fn why_stale(id: HandleId, word: u64) -> &'static str {
+    let current = generation_of(word);
+    if current > MAX_GENERATION && id.generation() < current {
+        "it was closed (its slot has since been retired)"
+    } else if id.generation() < current || word & REMOVING != 0 {
+        "it was closed"
+    } else {
+        "it was never issued"
+    }
+}
+
+// ---- entries ---------------------------------------------------------------
+
+/// The type-erased operations the table needs on a `SafeHandle<T>`.
+trait Erased: Any + Send + Sync {
+    fn handle_type(&self) -> &'static str;
+    fn raw_value(&self) -> u64;
+    /// Whether a lookup may hand it out: neither closed nor disposed.
+    fn is_usable(&self) -> bool;
+    /// Drops the table's reference (and, for entries the table created, the
+    /// creation reference), releasing the resource if nothing else holds it.
+    fn release_from_table(&self, created: bool) -> Result<(), HandleError>;
+}
+
+impl<T: ReleaseHandle> Erased for SafeHandle<T> {
+    fn handle_type(&self) -> &'static str {
+        type_name::<T>()
+    }
+    fn raw_value(&self) -> u64 {
+        SafeHandle::raw_value(self)
+    }
+    fn is_usable(&self) -> bool {
+        SafeHandle::is_usable(self)
+    }
+    fn release_from_table(&self, created: bool) -> Result<(), HandleError> {
+        if created {
+            // Cannot release: the table's own reference is still held.
+            self.dispose()?;
+        }
+        self.dangerous_release()
+    }
+}
+
+/// What a live slot holds: one handle, type-erased, with its type id and a
+/// pointer to its resource cached for the lookup.
+pub(super) struct Entry {
+    /// `TypeId::of::<SafeHandle<T>>()`, kept inline so a typed lookup needs
+    /// no virtual call.
+    type_id: TypeId,
+    /// The `T` inside the handle's shared state, cached so a lookup reaches
+    /// it with one load. Valid while `handle` (which keeps that state alive)
+    /// is in the entry.
+    value: *const (),
+    handle: Box<dyn Erased>,
+    /// The table built the handle (`insert`) and so also holds its creation
+    /// reference; otherwise it shares a caller's handle (`insert_handle`).
+    /// A created handle is never handed out, so nothing but the table can
+    /// close it.
+    created: bool,
+}
+
+impl Entry {
+    /// An entry for `handle`, whose table reference the caller has taken.
+    pub(super) fn new<T: ReleaseHandle>(handle: SafeHandle<T>, created: bool) -> Entry {
+        Entry {
+            type_id: TypeId::of::<SafeHandle<T>>(),
+            value: std::ptr::from_ref::<T>(handle.value()).cast(),
+            handle: Box::new(handle),
+            created,
+        }
+    }
+
+    /// The resource, if the entry holds a `SafeHandle<T>`.
+    #[inline]
+    pub(super) fn downcast<T: ReleaseHandle>(&self) -> Option<&T> {
+        if self.type_id != TypeId::of::<SafeHandle<T>>() {
+            return None;
+        }
+        // SAFETY: `type_id` is `SafeHandle<T>`'s, so `value` points at a `T`
+        // (both set together in `Entry::new`); that `T` lives in the handle's
+        // shared state, which `self.handle` keeps alive for as long as this
+        // entry exists, and so for the borrow of `self`.
+        Some(unsafe { &*self.value.cast::<T>() })
+    }
+
+    /// `Closed` if a shared owner closed or disposed the handle. A handle the
+    /// table created has no other owner (the table never hands one out), so
+    /// only a shared one can have been closed: a created entry costs no load.
+    #[inline]
+    pub(super) fn check_open(&self) -> Result<(), HandleError> {
+        if self.created || self.handle.is_usable() {
+            Ok(())
+        } else {
+            Err(HandleError::Closed)
+        }
+    }
+
+    /// The resource type (its Rust path).
+    pub(super) fn handle_type(&self) -> &'static str {
+        self.handle.handle_type()
+    }
+
+    /// The raw value (readable before and after the release).
+    pub(super) fn raw_value(&self) -> u64 {
+        self.handle.raw_value()
+    }
+
+    /// Drops the table's references; the resource is released here if
+    /// nothing else holds it.
+    pub(super) fn release(self) -> Result<(), HandleError> {
+        self.handle.release_from_table(self.created)
+    }
+}
+
+// ---- slots -----------------------------------------------------------------
+
+/// One slot: its word, its index and (while live) its entry. Aligned so that
+/// neighbouring slots never share a cache line.
+#[repr(align(128))]
+pub(super) struct Slot {
+    word: AtomicU64,
+    /// This slot's index, so a pin needs no id of its own: the generation of
+    /// a pinned slot cannot change, so the id is derivable.
+    index: u32,
+    entry: UnsafeCell<Option<Entry>>,
+}
+
+// SAFETY: `entry` is written only by the one thread that owns the slot
+// exclusively (an inserter before setting LIVE, a finalizer after REMOVING
+// with no pins), and read only by threads holding a pin, which excludes both
+// writers. Every entry's handle is `Send + Sync` (`Erased` requires it) and
+// its `value` pointer points into that handle.
+unsafe impl Sync for Slot {}
+// SAFETY: as above; an `Entry` is `Send`.
+unsafe impl Send for Slot {}
+
+/// Why [`Slot::try_pin`] refused.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum PinError {
+    /// The id is not live in this slot; the slot's word, for the report.
+    Stale(u64),
+    /// The pin count is at its maximum.
+    Overflow,
+}
+
+impl Slot {
+    fn new(index: u32) -> Self {
+        Slot {
+            // Free, to be issued at generation 1.
+            word: AtomicU64::new(1 << GEN_SHIFT),
+            index,
+            entry: UnsafeCell::new(None),
+        }
+    }
+
+    /// The id this slot is pinned or being finalized at. Only meaningful
+    /// while LIVE (pinned, or REMOVING and owned by the finalizer): then
+    /// the generation cannot change.
+    pub(super) fn id(&self) -> HandleId {
+        HandleId::new(self.index, generation_of(self.word.load(Ordering::Relaxed)))
+    }
+
+    /// The id the slot is live at, if it is live and not being removed (a
+    /// snapshot, for `drain`).
+    pub(super) fn live_id(&self) -> Option<HandleId> {
+        let word = self.word.load(Ordering::Acquire);
+        (word & (LIVE | REMOVING) == LIVE).then(|| HandleId::new(self.index, generation_of(word)))
+    }
+
+    /// Pins the slot if `id` is live in it: the hot path of a lookup.
+    #[inline]
+    pub(super) fn try_pin(&self, id: HandleId) -> Result<Pinned<'_>, PinError> {
+        // Guess the commonest word (live at the id's generation, unpinned)
+        // instead of loading first: a wrong guess costs one failed CAS, which
+        // returns the actual word.
+        let mut word = u64::from(id.generation()) << GEN_SHIFT | LIVE;
+        loop {
+            if word & (LIVE | REMOVING) != LIVE || generation_of(word) != id.generation() {
+                return Err(PinError::Stale(word));
+            }
+            if word & PIN_MASK == PIN_MASK {
+                return Err(PinError::Overflow);
+            }
+            // Acquire pairs with the inserter's Release store of LIVE.
+            match self.word.compare_exchange_weak(
+                word,
+                word + PIN_ONE,
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Ok(Pinned(self)),
+                Err(actual) => word = actual,
+            }
+        }
+    }
+
+    /// Marks the slot REMOVING if `id` is live in it. `Ok(Some)` if no pin
+    /// was held: the caller now owns the slot and frees it. `Ok(None)` if
+    /// pinned: the last pin's drop frees it. `Err` carries the word if `id`
+    /// is not live here (already closed or never issued).
+    pub(super) fn remove(&self, id: HandleId) -> Result<Option<Removal<'_>>, u64> {
+        let mut word = self.word.load(Ordering::Relaxed);
+        loop {
+            if word & (LIVE | REMOVING) != LIVE || generation_of(word) != id.generation() {
+                return Err(word);
+            }
+            match self.word.compare_exchange_weak(
+                word,
+                word | REMOVING,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) if pins_of(word) == 0 => return Ok(Some(Removal(self))),
+                Ok(_) => return Ok(None),
+                Err(actual) => word = actual,
+            }
+        }
+    }
+}
+
+/// A slot reserved by the allocator: free, not live, owned by this thread.
+#[must_use = "a vacant slot that is never filled stays reserved"]
+pub(super) struct Vacant<'a>(&'a Slot);
+
+impl Vacant<'_> {
+    /// Stores `entry` and makes the slot live; returns its id.
+    pub(super) fn fill(self, entry: Entry) -> HandleId {
+        let slot = self.0;
+        let generation = generation_of(slot.word.load(Ordering::Relaxed));
+        // SAFETY: a `Vacant` is made only by `Slots::allocate`, for a slot
+        // that came off the free list (or was never used) under the allocator
+        // lock and is not LIVE: no reader pins it and no other writer owns it.
+        slot.entry.with_mut(|e| unsafe { *e = Some(entry) });
+        // Release: a reader that pins this word sees the entry.
+        slot.word
+            .store(u64::from(generation) << GEN_SHIFT | LIVE, Ordering::Release);
+        HandleId::new(slot.index, generation)
+    }
+}
+
+/// Proof that a pin is held on a live slot: its entry cannot be taken out.
+/// Wrap it in a [`Pin`] at once, which unpins on drop.
+#[must_use = "a pin that is not wrapped in a `Pin` is never released"]
+pub(super) struct Pinned<'a>(&'a Slot);
+
+/// Proof that a slot is REMOVING with no pins and that this thread made it
+/// so: it owns the slot, and frees it with [`Slots::free`].
+#[must_use = "a removal that is not freed leaves its slot in use"]
+pub(super) struct Removal<'a>(&'a Slot);
+
+/// The owner of the slots, told when the last pin on a removed slot drops.
+pub(super) trait SlotOwner {
+    /// The last pin on a REMOVING slot dropped: free it and release its
+    /// entry (on this thread).
+    fn last_unpin(&self, removal: Removal<'_>);
+}
+
+/// A pinned slot: its entry cannot be removed until the pin drops.
+///
+/// Two pointers and nothing narrower: a guard holding a `u32` id beside them
+/// was copied with a wider load than its store, a store-forwarding stall that
+/// cost a lookup more than its atomics.
+pub(super) struct Pin<'a, O: SlotOwner> {
+    owner: &'a O,
+    slot: &'a Slot,
+}
+
+impl<'a, O: SlotOwner> Pin<'a, O> {
+    /// Takes over `pinned`; `owner` is told if this turns out to be the last
+    /// pin of a removed slot.
+    #[inline]
+    pub(super) fn new(owner: &'a O, pinned: Pinned<'a>) -> Self {
+        Pin {
+            owner,
+            slot: pinned.0,
+        }
+    }
+
+    /// The pinned entry. The reference is only valid while the pin lives:
+    /// callers keep the two together (as `TableRef` does).
+    #[inline]
+    pub(super) fn entry(&self) -> &'a Entry {
+        // SAFETY: the slot is pinned and was LIVE when pinned, so its entry is
+        // `Some` and no thread may take it until the pin drops; every caller
+        // keeps the pin alive for as long as it uses the reference.
+        let entry = self.slot.entry.with(|e| unsafe { (*e).as_ref() });
+        entry.expect("a pinned live slot has an entry")
+    }
+
+    /// The id the slot is pinned at.
+    pub(super) fn id(&self) -> HandleId {
+        self.slot.id()
+    }
+}
+
+impl<O: SlotOwner> Drop for Pin<'_, O> {
+    #[inline]
+    fn drop(&mut self) {
+        // AcqRel: Release publishes our use; Acquire lets a finalizing
+        // unpinner see every other pinner's use before it releases.
+        let before = self.slot.word.fetch_sub(PIN_ONE, Ordering::AcqRel);
+        if before & REMOVING != 0 && pins_of(before) == 1 {
+            self.owner.last_unpin(Removal(self.slot));
+        }
+    }
+}
+
+// ---- storage ---------------------------------------------------------------
+
+/// The free list and the counts the allocator keeps under its lock.
+struct Allocator {
+    /// Freed slots, oldest first (FIFO spreads generations over slots).
+    free: VecDeque<u32>,
+    /// Slots below this index have been handed out at least once.
+    fresh: u32,
+    live: usize,
+    retired: u32,
+}
+
+/// All of a table's slots: the buckets and the allocator.
+pub(super) struct Slots {
+    buckets: [AtomicPtr<Slot>; BUCKETS],
+    alloc: Mutex<Allocator>,
+}
+
+impl Slots {
+    /// No slot allocated yet.
+    pub(super) fn new() -> Self {
+        Slots {
+            buckets: std::array::from_fn(|_| AtomicPtr::new(ptr::null_mut())),
+            alloc: Mutex::new(Allocator {
+                free: VecDeque::new(),
+                fresh: 0,
+                live: 0,
+                retired: 0,
+            }),
+        }
+    }
+
+    /// Slot `index`, if its bucket has been allocated.
+    #[inline]
+    pub(super) fn get(&self, index: u32) -> Option<&Slot> {
+        if index >= MAX_SLOTS {
+            return None;
+        }
+        let (bucket, offset) = bucket_of(index);
+        let base = self.buckets[bucket].load(Ordering::Acquire);
+        if base.is_null() {
+            return None;
+        }
+        // SAFETY: a non-null bucket pointer came from a leaked
+        // `Box<[Slot]>` of `bucket_len(bucket)` slots, published with
+        // Release and freed only in `Drop` (which has `&mut self`);
+        // `offset < bucket_len(bucket)` by construction of `bucket_of`.
+        Some(unsafe { &*base.add(offset) })
+    }
+
+    /// Reserves a free slot (allocating its bucket if needed), counting it
+    /// live, unless `limit` slots are live or every slot is retired.
+    pub(super) fn allocate(&self, limit: usize) -> Result<Vacant<'_>, HandleError> {
+        let mut alloc = lock(&self.alloc);
+        if alloc.live >= limit {
+            return Err(HandleError::QuotaExceeded { limit });
+        }
+        let index = match alloc.free.pop_front() {
+            Some(index) => index,
+            None if alloc.fresh < MAX_SLOTS => {
+                let index = alloc.fresh;
+                let (bucket, offset) = bucket_of(index);
+                if offset == 0 {
+                    let slots: Box<[Slot]> =
+                        (index..).take(bucket_len(bucket)).map(Slot::new).collect();
+                    let raw = Box::into_raw(slots).cast::<Slot>();
+                    // Release: readers that load the pointer see initialized slots.
+                    self.buckets[bucket].store(raw, Ordering::Release);
+                }
+                alloc.fresh += 1;
+                index
+            }
+            // Every slot was issued and the free ones are retired.
+            None => return Err(HandleError::QuotaExceeded { limit }),
+        };
+        alloc.live += 1;
+        let slot = self
+            .get(index)
+            .expect("allocate returns a slot in an allocated bucket");
+        Ok(Vacant(slot))
+    }
+
+    /// Takes the entry out of a removed slot, bumps its generation and frees
+    /// it (or retires it when its generations are used up). Returns the id
+    /// it had and its entry.
+    pub(super) fn free(&self, removal: Removal<'_>) -> (HandleId, Option<Entry>) {
+        let slot = removal.0;
+        let id = slot.id();
+        // SAFETY: a `Removal` proves REMOVING is set with no pins and that
+        // this thread made it so (the closer's CAS or the last unpin): new
+        // pins are refused, so this thread has the slot to itself.
+        let entry = slot.entry.with_mut(|e| unsafe { (*e).take() });
+        let next = id.generation() + 1;
+        // Release: the next inserter (synchronized through the allocator
+        // lock below) and stale readers see the new generation.
+        slot.word
+            .store(u64::from(next) << GEN_SHIFT, Ordering::Release);
+        let mut alloc = lock(&self.alloc);
+        alloc.live -= 1;
+        if next <= MAX_GENERATION {
+            alloc.free.push_back(id.slot());
+        } else {
+            alloc.retired += 1;
+        }
+        (id, entry)
+    }
+
+    /// How many slots hold an entry (including removed ones whose release
+    /// is deferred).
+    pub(super) fn live(&self) -> usize {
+        lock(&self.alloc).live
+    }
+
+    /// How many slots have used up their generations.
+    pub(super) fn retired(&self) -> u32 {
+        lock(&self.alloc).retired
+    }
+
+    /// How many slots have ever been handed out (slots `0..fresh`).
+    pub(super) fn fresh(&self) -> u32 {
+        lock(&self.alloc).fresh
+    }
+}
+
+impl Drop for Slots {
+    fn drop(&mut self) {
+        for (bucket, pointer) in self.buckets.iter_mut().enumerate() {
+            let base = pointer.load(Ordering::Acquire);
+            if !base.is_null() {
+                let slots = ptr::slice_from_raw_parts_mut(base, bucket_len(bucket));
+                // SAFETY: `base` came from `Box::into_raw` of a boxed slice of
+                // exactly this length and is freed only here, once.
+                drop(unsafe { Box::from_raw(slots) });
+            }
+        }
+    }
+}

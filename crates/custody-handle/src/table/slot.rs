@@ -104,7 +104,6 @@ pub(super) fn why_stale(id: HandleId, word: u64) -> &'static str {
 
 /// The type-erased operations the table needs on a `SafeHandle<T>`.
 trait Erased: Any + Send + Sync {
-    fn handle_type(&self) -> &'static str;
     fn raw_value(&self) -> u64;
     /// Whether a lookup may hand it out: neither closed nor disposed.
     fn is_usable(&self) -> bool;
@@ -114,9 +113,6 @@ trait Erased: Any + Send + Sync {
 }
 
 impl<T: ReleaseHandle> Erased for SafeHandle<T> {
-    fn handle_type(&self) -> &'static str {
-        type_name::<T>()
-    }
     fn raw_value(&self) -> u64 {
         SafeHandle::raw_value(self)
     }
@@ -138,6 +134,9 @@ pub(super) struct Entry {
     /// `TypeId::of::<SafeHandle<T>>()`, kept inline so a typed lookup needs
     /// no virtual call.
     type_id: TypeId,
+    /// `type_name::<T>()`, kept inline too: a wrong-kind lookup names it
+    /// without a virtual call.
+    type_name: &'static str,
     /// The `T` inside the handle's shared state, cached so a lookup reaches
     /// it with one load. Valid while `handle` (which keeps that state alive)
     /// is in the entry.
@@ -155,6 +154,7 @@ impl Entry {
     pub(super) fn new<T: ReleaseHandle>(handle: SafeHandle<T>, created: bool) -> Entry {
         Entry {
             type_id: TypeId::of::<SafeHandle<T>>(),
+            type_name: type_name::<T>(),
             value: std::ptr::from_ref::<T>(handle.value()).cast(),
             handle: Box::new(handle),
             created,
@@ -187,8 +187,9 @@ impl Entry {
     }
 
     /// The resource type (its Rust path).
+    #[inline]
     pub(super) fn handle_type(&self) -> &'static str {
-        self.handle.handle_type()
+        self.type_name
     }
 
     /// The raw value (readable before and after the release).

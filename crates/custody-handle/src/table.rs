@@ -295,15 +295,7 @@ impl HandleTable {
         // load than parts of it were stored with, a store-forwarding stall
         // that doubled the cost of a lookup.
         let pin = Pin::new(self, self.pin_slot(id)?);
-        let entry = pin.entry();
-        let Some(value) = entry.downcast::<T>() else {
-            return Err(HandleError::WrongKind {
-                id,
-                expected: std::any::type_name::<T>(),
-                found: entry.handle_type(),
-            });
-        };
-        entry.check_open()?;
+        let value = pin.entry().resource::<T>(id)?;
         Ok(TableRef { value, pin })
     }
 

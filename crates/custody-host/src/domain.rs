@@ -73,6 +73,9 @@ pub(crate) struct DomainShared {
     pub(crate) loaded: Mutex<Option<Loaded>>,
     pub(crate) runtime: Arc<Runtime>,
     created: Instant,
+    /// The `tracing` span every event of this domain is recorded in (each
+    /// call's span is its child).
+    pub(crate) span: tracing::Span,
 }
 
 impl DomainShared {
@@ -138,7 +141,7 @@ impl Drop for DomainShared {
     fn drop(&mut self) {
         self.runtime.registry.forget(self.id);
         if !self.state.load().is_final() {
-            tracing::debug!(target: "custody::domain", domain = self.id, "dropped without unload: released implicitly");
+            tracing::debug!(target: "custody::domain", parent: &self.span, domain = self.id, "dropped without unload: released implicitly");
         }
     }
 }
@@ -170,13 +173,14 @@ impl Domain {
             loaded: Mutex::new(None),
             runtime: Arc::clone(runtime),
             created: Instant::now(),
+            span: tracing::debug_span!(target: "custody::domain", "domain", id),
         });
         let store = shared.new_store(preopens);
         *shared.lock() = Some(Loaded {
             store,
             modules: Vec::new(),
         });
-        tracing::debug!(target: "custody::domain", domain = id, "created");
+        tracing::debug!(target: "custody::domain", parent: &shared.span, domain = id, "created");
         Domain { shared }
     }
 
@@ -260,7 +264,7 @@ impl Domain {
             module: module.clone(),
             instance,
         });
-        tracing::debug!(target: "custody::domain", domain = self.id(), module = name, "loaded");
+        tracing::debug!(target: "custody::domain", parent: &self.shared.span, domain = self.id(), module = name, "loaded");
         Ok(())
     }
 

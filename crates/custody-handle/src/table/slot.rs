@@ -161,17 +161,24 @@ impl Entry {
         }
     }
 
-    /// The resource, if the entry holds a `SafeHandle<T>`.
+    /// The resource, for a lookup of `id` as a `T`: checked for its kind
+    /// first ([`HandleError::WrongKind`]), then for being open
+    /// ([`check_open`](Self::check_open)).
     #[inline]
-    pub(super) fn downcast<T: ReleaseHandle>(&self) -> Option<&T> {
+    pub(super) fn resource<T: ReleaseHandle>(&self, id: HandleId) -> Result<&T, HandleError> {
         if self.type_id != TypeId::of::<SafeHandle<T>>() {
-            return None;
+            return Err(HandleError::WrongKind {
+                id,
+                expected: type_name::<T>(),
+                found: self.handle_type(),
+            });
         }
+        self.check_open()?;
         // SAFETY: `type_id` is `SafeHandle<T>`'s, so `value` points at a `T`
         // (both set together in `Entry::new`); that `T` lives in the handle's
         // shared state, which `self.handle` keeps alive for as long as this
         // entry exists, and so for the borrow of `self`.
-        Some(unsafe { &*self.value.cast::<T>() })
+        Ok(unsafe { &*self.value.cast::<T>() })
     }
 
     /// `Closed` if a shared owner closed or disposed the handle. A handle the

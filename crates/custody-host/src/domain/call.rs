@@ -30,7 +30,7 @@ impl Domain {
         if self.state() != super::DomainState::Running {
             return Err(not_running(self.state()));
         }
-        let _span = tracing::debug_span!(target: "custody::call", "call", domain = self.id(), export = name).entered();
+        let _span = tracing::debug_span!(target: "custody::call", parent: &self.shared.span, "call", domain = self.id(), export = name).entered();
         let mut guard = self.shared.lock();
         let loaded = guard.as_mut().ok_or_else(|| not_running(self.state()))?;
         let func = loaded
@@ -41,7 +41,12 @@ impl Domain {
         // An abort raised while no call was in flight is not for this one.
         self.shared.cancel.lower(Reason::Abort);
         let policy = Arc::clone(&self.shared.runtime.policy);
+        tracing::trace!(target: "custody::call", "call started");
         let outcome = call_func(&mut loaded.store, name, func, args, policy.deadline);
+        match &outcome {
+            Ok(_) => tracing::trace!(target: "custody::call", "call ended"),
+            Err(error) => tracing::debug!(target: "custody::call", %error, "call failed"),
+        }
         self.shared.cancel.lower(Reason::Abort);
         let regions = std::mem::take(&mut loaded.store.data_mut().critical_depth);
         let locked = loaded.store.data().host_locks.take_aborted_while_held();

@@ -35,7 +35,7 @@ pub(crate) fn escalate(
         Action::RecycleDomain => recycle(shared, guard),
     };
     let domain = shared.id;
-    tracing::warn!(target: "custody::domain", domain, function, reason, outcome, released, "escalated");
+    tracing::warn!(target: "custody::domain", parent: &shared.span, domain, function, reason, outcome, released, "escalated");
     diagnostics::fire(Assistant::DomainRecycled, || {
         Diagnostic::new(
             Assistant::DomainRecycled,

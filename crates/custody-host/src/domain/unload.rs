@@ -92,6 +92,7 @@ pub(crate) fn teardown(
     report.ledger = shared.ledger();
     tracing::info!(
         target: "custody::domain",
+        parent: &shared.span,
         domain = shared.id,
         state = ?state,
         released = report.released,

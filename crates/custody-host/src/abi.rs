@@ -2,9 +2,9 @@
 //!
 //! [`FUNCTIONS`] declares every function once: its signature, its
 //! host-protection categories, the error codes it may return and its
-//! handler. The handlers are grouped by theme ([`files`]: open, close, dup;
-//! [`io`]: read, write, pipe, log, last_error; [`wait`]: poll, sleep;
-//! [`regions`]: critical regions), and each goes through the boundary's
+//! handler. The handlers are grouped by theme (`files`: open, close, dup;
+//! `io`: read, write, pipe, log, last_error; `wait`: poll, sleep;
+//! `regions`: critical regions), and each goes through the boundary's
 //! marshalling (`crate::boundary::marshal`): handle arguments pinned for the
 //! call, out-handles written or taken back, guest pointers checked.
 

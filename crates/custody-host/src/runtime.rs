@@ -16,7 +16,6 @@ mod ticker;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use std::io::Write as _;
 use wasmtime::{Engine, Linker, Module};
 
 use crate::boundary::ctx::DomainCtx;
@@ -66,8 +65,8 @@ impl Runtime {
         policy.validate()?;
         let (engine, allocation, fallback) = engine::build(&policy, disk_cache.as_deref())?;
         if let Some(why) = fallback {
+            // `Host::allocation()` tells an embedder which is in effect.
             tracing::warn!(target: "custody::host", "{why}");
-            let _ = writeln!(std::io::stderr(), "custody: configuration: {why}");
         }
         let mut linker = Linker::new(&engine);
         let catalogue =

@@ -17,8 +17,28 @@ pub fn stderr_log() -> LogSink {
     })
 }
 
-/// Sends one guest line to `sink` and to `tracing`.
+/// Guest text made safe to print: one line, no control characters (a
+/// newline could forge a log line, an escape sequence could drive the
+/// terminal). Control characters become Rust escapes (`\n`, `\u{1b}`);
+/// text without any is returned as is.
+pub(crate) fn escape_guest_text(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut escaped = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            escaped.extend(c.escape_default());
+        } else {
+            escaped.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(escaped)
+}
+
+/// Sends one guest line, escaped, to `sink` and to `tracing`.
 pub(crate) fn guest_line(sink: &LogSink, domain: u64, level: u8, text: &str) {
+    let text = &*escape_guest_text(text);
     match level {
         0 => tracing::error!(target: "custody::guest", domain, "{text}"),
         1 => tracing::warn!(target: "custody::guest", domain, "{text}"),
@@ -27,4 +47,23 @@ pub(crate) fn guest_line(sink: &LogSink, domain: u64, level: u8, text: &str) {
         _ => tracing::trace!(target: "custody::guest", domain, "{text}"),
     }
     sink(domain, level, text);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guest_text_is_one_line_without_control_characters() {
+        assert_eq!(escape_guest_text("plain text, é"), "plain text, é");
+        assert_eq!(
+            escape_guest_text("ok\ncustody: forged\r\u{1b}[31mred\u{7}"),
+            "ok\\ncustody: forged\\r\\u{1b}[31mred\\u{7}"
+        );
+        assert!(
+            !escape_guest_text("a\u{85}b\u{0}")
+                .chars()
+                .any(char::is_control)
+        );
+    }
 }

@@ -201,7 +201,7 @@ impl From<LoadError> for Failure {
 impl From<CallError> for Failure {
     fn from(error: CallError) -> Self {
         let status = match error {
-            CallError::Trap { .. } | CallError::Aborted { .. } => 3,
+            CallError::Trap { .. } | CallError::Aborted { .. } | CallError::Escalated { .. } => 3,
             _ => 2,
         };
         Failure {
@@ -258,7 +258,8 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     if !(value.is_finite() && value > 0.0) {
         return Err(format!("{text:?}: a deadline must be positive and finite"));
     }
-    Ok(Duration::from_secs_f64(value * scale))
+    Duration::try_from_secs_f64(value * scale)
+        .map_err(|_| format!("{text:?}: a deadline that long is out of range"))
 }
 
 fn parse_size(text: &str) -> Result<usize, String> {

@@ -299,3 +299,14 @@ fn compiled_modules_are_cached_on_disk_unless_told_not_to() {
     run(&[]);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_deadline_out_of_range_is_a_usage_error_not_a_panic() {
+    let output = custody(&["run", "examples/demo.wat", "--deadline", "1e300s"]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("out of range"),
+        "{}",
+        stderr(&output)
+    );
+}

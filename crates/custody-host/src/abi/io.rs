@@ -26,12 +26,14 @@ pub(super) fn log(call: &mut HostCall<'_, '_>, level: i32, ptr: i32, len: i32) -
 }
 
 pub(super) fn read(call: &mut HostCall<'_, '_>, h: i32, buf: i32, len: i32, out: i32) -> AbiResult {
-    let len = length(len)?.min(MAX_IO);
+    let len = length(len)?;
     let fd = marshal::pin::<Fd>(call.table, h)?;
     let (mut memory, ctx) = call.split();
-    // Check both destinations before consuming any data.
+    // Check both destinations, whole, before consuming any data; only then
+    // cut the request to what one call moves (a short read).
     memory.range(pointer(buf), len)?;
     memory.range(pointer(out), 4)?;
+    let len = len.min(MAX_IO);
     let n = until_ready(ctx, fd.as_fd(), PollFlags::IN, || {
         Ok(memory.fill_with(pointer(buf), len, |bytes| sys::read(fd.as_fd(), bytes))?)
     })?;

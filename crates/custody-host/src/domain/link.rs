@@ -4,6 +4,8 @@
 //! categories). A module that imports only host functions is prepared once
 //! per host (`runtime`'s `InstancePre` cache) and instantiated from that.
 
+use std::time::Instant;
+
 use wasmtime::{ExternType, Instance, Module};
 
 use super::Loaded;
@@ -12,8 +14,34 @@ use crate::error::LoadError;
 use crate::runtime::Runtime;
 
 /// Instantiates `module` into `loaded`'s store and records its `memory`
-/// export for the boundary's lookups.
+/// export for the boundary's lookups. The module's start function runs as
+/// a call does: under the policy's deadline (and the cancellation signal),
+/// and a critical region it leaves open is an error, not the first call's.
 pub(crate) fn instantiate(
+    runtime: &Runtime,
+    loaded: &mut Loaded,
+    name: &str,
+    module: &Module,
+) -> Result<Instance, LoadError> {
+    let deadline = runtime.policy.deadline;
+    loaded.store.data_mut().deadline = deadline.map(|d| (Instant::now() + d, d));
+    let instance = resolve_and_instantiate(runtime, loaded, name, module);
+    let ctx = loaded.store.data_mut();
+    ctx.deadline = None;
+    let regions = std::mem::take(&mut ctx.critical_depth);
+    let instance = instance?;
+    if regions > 0 {
+        return Err(LoadError::Instantiate {
+            module: name.to_string(),
+            message: format!(
+                "its start function returned with {regions} critical region(s) still open"
+            ),
+        });
+    }
+    Ok(instance)
+}
+
+fn resolve_and_instantiate(
     runtime: &Runtime,
     loaded: &mut Loaded,
     name: &str,

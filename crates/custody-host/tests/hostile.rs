@@ -1,0 +1,117 @@
+//! Hostile guests against the bounds of SPEC C1 that are in place so far:
+//! a start function is a call (deadline, critical regions), a `(ptr, len)`
+//! range is checked whole, and guest text cannot forge a log line.
+
+use std::time::{Duration, Instant};
+
+use custody_host::{AbiError, DomainConfig, LoadError, Policy};
+use custody_testkit::*;
+
+#[test]
+fn a_spinning_start_function_is_stopped_by_the_deadline() {
+    let _serial = serial();
+    let (host, _lines) = host_with(Policy {
+        deadline: Some(Duration::from_millis(100)),
+        ..Policy::default()
+    });
+    let module = host
+        .compile(br#"(module (func $spin (loop $l (br $l))) (start $spin))"#)
+        .unwrap();
+    let domain = host.create_domain(DomainConfig::new()).unwrap();
+    let started = Instant::now();
+    let error = domain.load("spin", &module).unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the host waited"
+    );
+    assert!(matches!(error, LoadError::Instantiate { .. }), "{error}");
+    assert!(error.to_string().contains("deadline"), "{error}");
+    // The domain lives on and loads what behaves.
+    let fine = host
+        .compile(br#"(module (func (export "ok") (result i32) i32.const 1))"#)
+        .unwrap();
+    domain.load("fine", &fine).unwrap();
+    assert_eq!(call(&domain, "ok", &[]), 1);
+}
+
+#[test]
+fn a_sleeping_start_function_is_woken_by_the_deadline() {
+    let _serial = serial();
+    let (host, _lines) = host_with(Policy {
+        deadline: Some(Duration::from_millis(100)),
+        ..Policy::default()
+    });
+    let module = host
+        .compile(
+            br#"(module
+              (import "custody" "sleep" (func $sleep (param i32) (result i32)))
+              (func $nap (drop (call $sleep (i32.const 5000))))
+              (start $nap))"#,
+        )
+        .unwrap();
+    let domain = host.create_domain(DomainConfig::new()).unwrap();
+    let started = Instant::now();
+    let error = domain.load("nap", &module).unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "slept {:?}",
+        started.elapsed()
+    );
+    assert!(error.to_string().contains("deadline"), "{error}");
+}
+
+#[test]
+fn a_critical_region_left_open_by_a_start_function_is_a_load_error() {
+    let _serial = serial();
+    let host = host();
+    let module = host
+        .compile(
+            br#"(module
+              (import "custody" "critical_enter" (func $enter (result i32)))
+              (func $start (drop (call $enter)))
+              (start $start)
+              (func (export "ok") (result i32) i32.const 7))"#,
+        )
+        .unwrap();
+    let domain = host.create_domain(DomainConfig::new()).unwrap();
+    let error = domain.load("leaky", &module).unwrap_err();
+    assert!(error.to_string().contains("critical region"), "{error}");
+    // The region is not charged to the next call: a module loaded after it
+    // runs without escalating.
+    let fine = host
+        .compile(br#"(module (func (export "ok2") (result i32) i32.const 2))"#)
+        .unwrap();
+    domain.load("fine", &fine).unwrap();
+    assert_eq!(call(&domain, "ok2", &[]), 2);
+    assert_eq!(domain.ledger().recycles, 0);
+}
+
+#[test]
+fn a_range_past_the_end_of_memory_is_a_fault_even_when_the_call_would_be_short() {
+    let _serial = serial();
+    let host = host();
+    let (domain, _module) = driver_domain(&host, DomainConfig::new(), "");
+    assert_eq!(call(&domain, "abi_pipe", &[0, 4]), 0);
+    let (r, w) = (call(&domain, "load", &[0]), call(&domain, "load", &[4]));
+    // 64 KiB of memory; a 2 MiB range from 1 KiB runs past its end although
+    // one call moves at most 1 MiB.
+    let fault = AbiError::Fault.code();
+    assert_eq!(call(&domain, "abi_write", &[w, 1024, 2 << 20, 8]), fault);
+    assert_eq!(call(&domain, "abi_read", &[r, 1024, 2 << 20, 8]), fault);
+    assert_eq!(call(&domain, "abi_log", &[2, 1024, 2 << 20]), fault);
+    domain.unload().unwrap();
+}
+
+#[test]
+fn guest_log_text_cannot_forge_a_line_or_drive_the_terminal() {
+    let _serial = serial();
+    let (host, lines) = host_with(Policy::default());
+    let text = "ok\\0acustody: domain 9: error: forged\\1b[31m";
+    let (domain, _module) = driver_domain(&host, DomainConfig::new(), &data(1024, text));
+    let len = "ok\ncustody: domain 9: error: forged\u{1b}[31m".len() as i32;
+    assert_eq!(call(&domain, "abi_log", &[2, 1024, len]), 0);
+    let logged = lines.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(logged.2, "ok\\ncustody: domain 9: error: forged\\u{1b}[31m");
+    assert!(!logged.2.chars().any(char::is_control));
+    domain.unload().unwrap();
+}

@@ -161,6 +161,10 @@ pub enum HostError {
     /// The policy contradicts itself.
     #[error(transparent)]
     Policy(#[from] crate::config::PolicyError),
+    /// Two pre-opens share a guest name: the guest could not tell which
+    /// directory `NAME/...` means.
+    #[error("two pre-opens are named {0:?}: each needs its own name")]
+    DuplicatePreopen(String),
     /// A pre-opened directory could not be opened.
     #[error("cannot pre-open {path} as {name:?}: {error}")]
     Preopen {

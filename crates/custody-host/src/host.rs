@@ -120,12 +120,18 @@ impl Host {
     /// Creates a domain.
     ///
     /// # Errors
-    /// [`HostError::Preopen`] if a pre-opened directory cannot be opened.
+    /// [`HostError::Preopen`] if a pre-opened directory cannot be opened,
+    /// [`HostError::DuplicatePreopen`] if two share a name.
     ///
     /// # Panics
     /// If 2^64 - 1 domains have been created: ids are never reused, so the
     /// host refuses to wrap (as wasmtime does for store ids).
     pub fn create_domain(&self, config: DomainConfig) -> Result<Domain, HostError> {
+        for (i, (name, _)) in config.preopens.iter().enumerate() {
+            if config.preopens[..i].iter().any(|(other, _)| other == name) {
+                return Err(HostError::DuplicatePreopen(name.clone()));
+            }
+        }
         let preopens = config
             .preopens
             .into_iter()

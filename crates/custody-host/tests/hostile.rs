@@ -115,3 +115,56 @@ fn guest_log_text_cannot_forge_a_line_or_drive_the_terminal() {
     assert!(!logged.2.chars().any(char::is_control));
     domain.unload().unwrap();
 }
+
+#[test]
+fn an_unloading_hook_stopped_by_its_memory_limit_keeps_that_cause() {
+    let _serial = serial();
+    let (host, _lines) = host_with(Policy {
+        memory_limit: Some(4 << 16),
+        allocation: custody_host::Allocation::OnDemand,
+        ..Policy::default()
+    });
+    let module = host
+        .compile(
+            br#"(module (memory 1)
+              (func (export "custody_unloading") (drop (memory.grow (i32.const 100)))))"#,
+        )
+        .unwrap();
+    let domain = host.create_domain(DomainConfig::new()).unwrap();
+    domain.load("greedy", &module).unwrap();
+    match domain.unload().unwrap().hook {
+        custody_host::HookOutcome::Aborted(reason) => {
+            assert!(reason.contains("memory limit"), "{reason}")
+        }
+        other => panic!("expected Aborted, got {other:?}"),
+    }
+}
+
+#[test]
+fn closing_a_stale_id_fires_stale_handle_use_once() {
+    let _serial = serial();
+    let host = host();
+    let (domain, _module) = driver_domain(&host, DomainConfig::new(), "");
+    let before =
+        custody_handle::diagnostics::count(custody_handle::diagnostics::Assistant::StaleHandleUse);
+    assert_eq!(
+        call(&domain, "abi_close", &[(7 << 20) | 3]),
+        AbiError::Stale.code()
+    );
+    let after =
+        custody_handle::diagnostics::count(custody_handle::diagnostics::Assistant::StaleHandleUse);
+    assert_eq!(after - before, 1);
+}
+
+#[test]
+fn two_preopens_with_one_name_are_refused() {
+    let host = host();
+    let dir = scratch("dup");
+    let error = host
+        .create_domain(DomainConfig::new().preopen("d", &dir).preopen("d", &dir))
+        .unwrap_err();
+    assert!(
+        matches!(error, custody_host::HostError::DuplicatePreopen(ref n) if n == "d"),
+        "{error}"
+    );
+}

@@ -10,6 +10,7 @@
 //! Exit status: 0 success, 2 usage or load error, 3 trap or abort, 4 denied
 //! import.
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -292,7 +293,11 @@ fn preopen(spec: &str) -> Result<(String, PathBuf), Failure> {
                 .ok()
                 .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
                 .ok_or_else(|| {
-                    Failure::usage(format!("--preopen {spec}: give it a name, as NAME=DIR"))
+                    if dir.is_dir() {
+                        Failure::usage(format!("--preopen {spec}: give it a name, as NAME=DIR"))
+                    } else {
+                        Failure::usage(format!("--preopen {spec}: no such directory"))
+                    }
                 })?;
             (name, dir)
         }
@@ -440,9 +445,12 @@ fn run(args: &RunArgs, log_format: LogFormat) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Prints the outcome on stdout. A closed stdout (a reader that went away:
+/// `EPIPE`, since Rust ignores SIGPIPE) ends the output quietly instead of
+/// panicking as `println!` would.
 fn print_outcome(args: &RunArgs, results: &[Val], report: &UnloadReport, collector: &Collector) {
     let ledger = report.ledger;
-    if args.json {
+    let text = if args.json {
         let output = JsonOutput {
             result: results.iter().map(json_value).collect(),
             ledger: JsonLedger {
@@ -453,23 +461,24 @@ fn print_outcome(args: &RunArgs, results: &[Val], report: &UnloadReport, collect
             },
             diagnostics: collector.take(),
         };
-        println!("{}", serde_json::to_string(&output).expect("serializable"));
+        serde_json::to_string(&output).expect("serializable") + "\n"
     } else {
         let shown: Vec<String> = results.iter().map(|v| json_value(v).to_string()).collect();
-        println!(
-            "result: {}",
-            if shown.is_empty() {
-                "(none)".into()
-            } else {
-                shown.join(" ")
-            }
-        );
-        println!(
-            "ledger: opened {}, closed by the guest {}, released at unload {}, release failures {}",
+        let shown = if shown.is_empty() {
+            "(none)".to_string()
+        } else {
+            shown.join(" ")
+        };
+        format!(
+            "result: {shown}\nledger: opened {}, closed by the guest {}, released at unload {}, release failures {}\n",
             ledger.opened,
             ledger.closed_by_guest,
             ledger.released_at_unload,
             ledger.release_failures
-        );
-    }
+        )
+    };
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush());
 }

@@ -310,3 +310,29 @@ fn a_deadline_out_of_range_is_a_usage_error_not_a_panic() {
         stderr(&output)
     );
 }
+
+#[test]
+fn a_closed_stdout_does_not_kill_the_cli() {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let output = Command::new(env!("CARGO_BIN_EXE_custody"))
+        .args(["run", "examples/demo.wat", "--preopen", "examples/data"])
+        .current_dir(repo_root())
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(!stderr(&output).contains("panicked"), "{}", stderr(&output));
+}
+
+#[test]
+fn a_missing_preopen_directory_is_named_as_such() {
+    let output = custody(&["run", "examples/demo.wat", "--preopen", "no/such/dir"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        error_line(&output).contains("no such directory"),
+        "{}",
+        stderr(&output)
+    );
+}

@@ -72,8 +72,13 @@ pub(super) fn open(
 
 pub(super) fn close(ctx: &mut DomainCtx, h: i32) -> AbiResult {
     let id = handle_id(h);
-    // A shared handle its owner closed is still removed, but reported.
-    let closed_by_owner = matches!(ctx.table.kind_of(id), Err(HandleError::Closed));
+    // A shared handle its owner closed is still removed, but reported. A
+    // null or stale id ends here (one `staleHandleUse`, not two).
+    let closed_by_owner = match ctx.table.kind_of(id) {
+        Ok(_) => false,
+        Err(HandleError::Closed) => true,
+        Err(error) => return Err(error.into()),
+    };
     let outcome = ctx.table.close(id);
     if matches!(outcome, Ok(_) | Err(HandleError::ReleaseFailed(_))) {
         LedgerCounts::bump(&ctx.ledger.closed_by_guest, 1);

@@ -5,7 +5,7 @@
 //! then the cancellation signal closed, the state made final and the domain
 //! forgotten by the registry.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use custody_handle::{DrainReport, format_raw};
 use serde::Serialize;
@@ -106,6 +106,7 @@ pub(crate) fn teardown(
 /// How the guest's `custody_unloading` export went.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case", tag = "outcome", content = "detail")]
+#[non_exhaustive]
 pub enum HookOutcome {
     /// No loaded module exports it.
     Absent,
@@ -115,6 +116,8 @@ pub enum HookOutcome {
     Trapped(String),
     /// It ran past the policy's `unload_hook_timeout` and was stopped.
     TimedOut,
+    /// It was stopped by another bound (the memory or stack limit): why.
+    Aborted(String),
 }
 
 const UNLOADING_EXPORT: &str = "custody_unloading";
@@ -130,6 +133,7 @@ fn run_unloading_hook(loaded: &mut Loaded, limit: Duration) -> HookOutcome {
     let domain = loaded.store.data().id;
     loaded.store.data_mut().in_unloading_hook = true;
     for hook in hooks {
+        let started = Instant::now();
         let result = call_func(&mut loaded.store, UNLOADING_EXPORT, hook, &[], Some(limit));
         outcome = match result {
             Ok(_) => HookOutcome::Completed,
@@ -137,7 +141,13 @@ fn run_unloading_hook(loaded: &mut Loaded, limit: Duration) -> HookOutcome {
                 reason, backtrace, ..
             }) => {
                 report_aborted(domain, UNLOADING_EXPORT, &reason, &backtrace, None);
-                HookOutcome::TimedOut
+                // Only the hook's own time limit is a time-out; a memory or
+                // stack limit keeps its cause.
+                if started.elapsed() >= limit {
+                    HookOutcome::TimedOut
+                } else {
+                    HookOutcome::Aborted(reason)
+                }
             }
             Err(e) => {
                 if let CallError::Trap {

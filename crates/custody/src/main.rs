@@ -20,7 +20,8 @@ use std::sync::Arc;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use custody_handle::diagnostics::{self, Collector};
 use custody_host::{
-    CallError, Category, DomainConfig, Host, LoadError, LogSink, Policy, UnloadReport, Val, ValType,
+    CallError, Category, Domain, DomainConfig, Host, Ledger, LoadError, LogSink, Module, Policy,
+    Val, ValType,
 };
 use serde::Serialize;
 use tracing_subscriber::filter::{LevelFilter, Targets};
@@ -222,7 +223,10 @@ struct JsonLedger {
 
 #[derive(Serialize)]
 struct JsonOutput {
-    result: Vec<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    result: Option<Vec<serde_json::Value>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
     ledger: JsonLedger,
     diagnostics: Vec<custody_handle::diagnostics::Diagnostic>,
 }
@@ -396,7 +400,25 @@ fn run(args: &RunArgs, log_format: LogFormat) -> Result<(), Failure> {
         .or_else(|| args.module.file_stem().and_then(|s| s.to_str()))
         .unwrap_or("main")
         .to_string();
-    domain.load(&name, &module)?;
+    let outcome = load_and_call(args, &domain, &module, &name);
+    // Unload whatever happened: every handle comes back, and the ledger and
+    // diagnostics are printed on every path.
+    let ledger = match domain.unload() {
+        Ok(report) => report.ledger,
+        Err(_) => domain.ledger(),
+    };
+    print_outcome(args, &outcome, ledger, &collector);
+    outcome.map(drop)
+}
+
+/// Loads the module and calls the export with the command line's arguments.
+fn load_and_call(
+    args: &RunArgs,
+    domain: &Domain,
+    module: &Module,
+    name: &str,
+) -> Result<Vec<Val>, Failure> {
+    domain.load(name, module)?;
 
     let export = match &args.invoke {
         Some(export) => export.clone(),
@@ -437,22 +459,26 @@ fn run(args: &RunArgs, log_format: LogFormat) -> Result<(), Failure> {
         })
         .collect::<Result<Vec<_>, _>>()?;
 
-    let outcome = domain.call(&export, &values);
-    // Unload whatever happened: every handle comes back.
-    let report = domain.unload().map_err(|e| Failure::usage(e.to_string()))?;
-    let results = outcome?;
-    print_outcome(args, &results, &report, &collector);
-    Ok(())
+    Ok(domain.call(&export, &values)?)
 }
 
-/// Prints the outcome on stdout. A closed stdout (a reader that went away:
-/// `EPIPE`, since Rust ignores SIGPIPE) ends the output quietly instead of
-/// panicking as `println!` would.
-fn print_outcome(args: &RunArgs, results: &[Val], report: &UnloadReport, collector: &Collector) {
-    let ledger = report.ledger;
+/// Prints the outcome on stdout: the result or the error, the ledger and
+/// (with `--json`) the diagnostics. A closed stdout (a reader that went
+/// away: `EPIPE`, since Rust ignores SIGPIPE) ends the output quietly
+/// instead of panicking as `println!` would.
+fn print_outcome(
+    args: &RunArgs,
+    outcome: &Result<Vec<Val>, Failure>,
+    ledger: Ledger,
+    collector: &Collector,
+) {
     let text = if args.json {
         let output = JsonOutput {
-            result: results.iter().map(json_value).collect(),
+            result: outcome
+                .as_ref()
+                .ok()
+                .map(|results| results.iter().map(json_value).collect()),
+            error: outcome.as_ref().err().map(|f| f.message.replace('\n', " ")),
             ledger: JsonLedger {
                 opened: ledger.opened,
                 closed_by_guest: ledger.closed_by_guest,
@@ -463,19 +489,27 @@ fn print_outcome(args: &RunArgs, results: &[Val], report: &UnloadReport, collect
         };
         serde_json::to_string(&output).expect("serializable") + "\n"
     } else {
-        let shown: Vec<String> = results.iter().map(|v| json_value(v).to_string()).collect();
-        let shown = if shown.is_empty() {
-            "(none)".to_string()
-        } else {
-            shown.join(" ")
-        };
-        format!(
-            "result: {shown}\nledger: opened {}, closed by the guest {}, released at unload {}, release failures {}\n",
+        let ledger = format!(
+            "ledger: opened {}, closed by the guest {}, released at unload {}, release failures {}\n",
             ledger.opened,
             ledger.closed_by_guest,
             ledger.released_at_unload,
             ledger.release_failures
-        )
+        );
+        match outcome {
+            Ok(results) => {
+                let shown: Vec<String> =
+                    results.iter().map(|v| json_value(v).to_string()).collect();
+                let shown = if shown.is_empty() {
+                    "(none)".to_string()
+                } else {
+                    shown.join(" ")
+                };
+                format!("result: {shown}\n{ledger}")
+            }
+            // The error itself goes to stderr, as one line.
+            Err(_) => ledger,
+        }
     };
     let mut stdout = std::io::stdout().lock();
     let _ = stdout

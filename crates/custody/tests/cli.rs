@@ -141,7 +141,12 @@ fn errors_are_one_line_with_their_exit_status() {
         );
         let line = error_line(&output);
         assert!(line.contains(needle), "{args:?}: {line}");
-        assert!(output.stdout.is_empty(), "{args:?}: nothing on stdout");
+        // No result on stdout; once a domain existed, its ledger.
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            stdout.is_empty() || (stdout.starts_with("ledger: ") && stdout.lines().count() == 1),
+            "{args:?}: {stdout}"
+        );
     }
 }
 
@@ -332,6 +337,58 @@ fn a_missing_preopen_directory_is_named_as_such() {
     assert_eq!(output.status.code(), Some(2));
     assert!(
         error_line(&output).contains("no such directory"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn a_trap_still_prints_the_ledger_and_json_is_one_object_with_the_error() {
+    let module = scratch_module(
+        "trap_after_pipe.wat",
+        r#"(module
+          (import "custody" "pipe" (func $pipe (param i32 i32) (result i32)))
+          (memory (export "memory") 1)
+          (func (export "run") (drop (call $pipe (i32.const 0) (i32.const 4))) unreachable))"#,
+    );
+    let module = module.to_str().unwrap();
+    let text = custody(&["run", module]);
+    assert_eq!(text.status.code(), Some(3));
+    let stdout = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        stdout.contains("ledger: opened 2, closed by the guest 0, released at unload 2"),
+        "{stdout}"
+    );
+    assert!(
+        error_line(&text).contains("unreachable"),
+        "{}",
+        stderr(&text)
+    );
+
+    let json = custody(&["run", module, "--json"]);
+    assert_eq!(json.status.code(), Some(3));
+    let object: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert!(
+        object["error"].as_str().unwrap().contains("trapped"),
+        "{object}"
+    );
+    assert_eq!(object["ledger"]["released_at_unload"], 2);
+    assert_eq!(object["diagnostics"][0]["assistant"], "callAborted");
+    assert!(object.get("result").is_none());
+}
+
+#[test]
+fn an_escalation_exits_3() {
+    let module = scratch_module(
+        "orphan.wat",
+        r#"(module
+          (import "custody" "critical_enter" (func $enter (result i32)))
+          (func (export "run") (drop (call $enter))))"#,
+    );
+    let output = custody(&["run", module.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    assert!(
+        error_line(&output).contains("escalated"),
         "{}",
         stderr(&output)
     );

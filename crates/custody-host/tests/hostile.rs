@@ -168,3 +168,43 @@ fn two_preopens_with_one_name_are_refused() {
         "{error}"
     );
 }
+
+#[test]
+fn tables_count_against_the_memory_cap() {
+    let _serial = serial();
+    let (host, _lines) = host_with(Policy {
+        memory_limit: Some(1 << 20),
+        allocation: custody_host::Allocation::OnDemand,
+        ..Policy::default()
+    });
+    // 100,000 elements are 800 KB of host memory: within a 1 MiB cap alone,
+    // past it beside a page of memory and a second such table.
+    let one = host.compile(br#"(module (table 100000 funcref))"#).unwrap();
+    let two = host
+        .compile(br#"(module (memory 1) (table 100000 funcref) (table 100000 funcref))"#)
+        .unwrap();
+    let domain = host.create_domain(DomainConfig::new()).unwrap();
+    domain.load("one", &one).unwrap();
+    let error = host
+        .create_domain(DomainConfig::new())
+        .unwrap()
+        .load("two", &two)
+        .unwrap_err();
+    assert!(error.to_string().contains("memory limit"), "{error}");
+    // Growing a table past the cap at run time aborts the call.
+    let grower = host
+        .compile(
+            br#"(module (table 1 funcref)
+              (func (export "grow") (param i32) (result i32)
+                (table.grow (ref.null func) (local.get 0))))"#,
+        )
+        .unwrap();
+    let domain = host.create_domain(DomainConfig::new()).unwrap();
+    domain.load("grower", &grower).unwrap();
+    assert_eq!(call(&domain, "grow", &[1000]), 1);
+    let reason = match domain.call("grow", &[custody_host::Val::I32(1 << 20)]) {
+        Err(custody_host::CallError::Aborted { reason, .. }) => reason,
+        other => panic!("expected an abort, got {other:?}"),
+    };
+    assert!(reason.contains("memory limit"), "{reason}");
+}

@@ -21,6 +21,11 @@ use crate::config::Policy;
 use crate::ledger::LedgerCounts;
 use crate::log::{self, LogSink};
 
+/// What one table element costs the host, counted against the memory cap.
+pub(crate) const TABLE_ELEMENT_BYTES: usize = 8;
+/// The most elements any one table may have, cap or no cap.
+const MAX_TABLE_ELEMENTS: usize = 1 << 20;
+
 /// Counts the host locks a domain's current call holds, and whether one was
 /// held when the call was aborted.
 #[derive(Debug, Default)]
@@ -62,7 +67,8 @@ pub(crate) struct DomainCtx {
     /// Running the `custody_unloading` export: aborted host calls return
     /// `E_ABORTED` to it instead of ending it.
     pub(crate) in_unloading_hook: bool,
-    /// Linear memory of all the domain's instances, in bytes.
+    /// Linear memory and table elements of all the domain's instances, in
+    /// bytes (the memory cap covers both).
     memory_used: usize,
     /// Host locks the current call holds (embedder functions).
     pub(crate) host_locks: Arc<LockCount>,
@@ -222,12 +228,26 @@ impl ResourceLimiter for DomainCtx {
         Ok(true)
     }
 
+    /// Tables count against the same cap as memories, at the host memory
+    /// their elements take ([`TABLE_ELEMENT_BYTES`] each): a guest cannot
+    /// spend host memory through tables that it could not through memory.
     fn table_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= 1 << 20)
+        let added = (desired - current).saturating_mul(TABLE_ELEMENT_BYTES);
+        let grown = self.memory_used.saturating_add(added);
+        if let Some(limit) = self.policy.memory_limit
+            && grown > limit
+        {
+            return Err(Interrupt::MemoryLimit(limit).into());
+        }
+        if desired > MAX_TABLE_ELEMENTS {
+            return Ok(false);
+        }
+        self.memory_used = grown;
+        Ok(true)
     }
 }

@@ -229,6 +229,16 @@ struct JsonOutput {
     error: Option<String>,
     ledger: JsonLedger,
     diagnostics: Vec<custody_handle::diagnostics::Diagnostic>,
+    /// Diagnostics past the first `MAX_DIAGNOSTICS` kept, not shown.
+    #[serde(skip_serializing_if = "is_zero")]
+    diagnostics_dropped: u64,
+}
+
+/// The most diagnostics `--json` output keeps (the most recent).
+const MAX_DIAGNOSTICS: usize = 1000;
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 fn main() -> ExitCode {
@@ -368,7 +378,8 @@ fn run(args: &RunArgs, log_format: LogFormat) -> Result<(), Failure> {
         })?;
         policy.denied.push(category);
     }
-    let collector = Collector::start();
+    // Bounded: a guest firing diagnostics in a loop cannot grow the CLI.
+    let collector = Collector::bounded(MAX_DIAGNOSTICS);
     if args.json {
         // Diagnostics go into the JSON object, not onto stderr.
         diagnostics::set_stderr(false);
@@ -486,6 +497,7 @@ fn print_outcome(
                 release_failures: ledger.release_failures,
             },
             diagnostics: collector.take(),
+            diagnostics_dropped: collector.dropped(),
         };
         serde_json::to_string(&output).expect("serializable") + "\n"
     } else {

@@ -140,23 +140,50 @@ pub fn subscribe(callback: impl Fn(&Diagnostic) + Send + Sync + 'static) -> Subs
     Subscription { id }
 }
 
-/// Keeps every enabled diagnostic fired while it lives. Diagnostics are
+/// Keeps the enabled diagnostics fired while it lives. Diagnostics are
 /// process-wide: filter what you take by handle or domain when other threads
 /// may be firing too.
+///
+/// [`Collector::start`] keeps everything (for tests and short tools);
+/// [`Collector::bounded`] keeps only the most recent `capacity` and counts
+/// the rest ([`dropped`](Collector::dropped)), so a guest that fires
+/// diagnostics in a loop cannot grow the host's memory through it.
 pub struct Collector {
-    seen: Arc<std::sync::Mutex<Vec<Diagnostic>>>,
+    seen: Arc<std::sync::Mutex<Kept>>,
     _subscription: Subscription,
 }
 
+struct Kept {
+    capacity: usize,
+    diagnostics: std::collections::VecDeque<Diagnostic>,
+    dropped: u64,
+}
+
 impl Collector {
-    /// Starts collecting.
+    /// Starts collecting, keeping everything.
     pub fn start() -> Self {
-        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        Self::bounded(usize::MAX)
+    }
+
+    /// Starts collecting, keeping the most recent `capacity` diagnostics.
+    pub fn bounded(capacity: usize) -> Self {
+        let seen = Arc::new(std::sync::Mutex::new(Kept {
+            capacity,
+            diagnostics: std::collections::VecDeque::new(),
+            dropped: 0,
+        }));
         let sink = Arc::clone(&seen);
         let subscription = subscribe(move |d| {
-            sink.lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push(d.clone());
+            let mut kept = sink.lock().unwrap_or_else(PoisonError::into_inner);
+            if kept.capacity == 0 {
+                kept.dropped += 1;
+                return;
+            }
+            if kept.diagnostics.len() == kept.capacity {
+                kept.diagnostics.pop_front();
+                kept.dropped += 1;
+            }
+            kept.diagnostics.push_back(d.clone());
         });
         Self {
             seen,
@@ -164,20 +191,28 @@ impl Collector {
         }
     }
 
-    /// Everything collected so far (and clears it).
-    pub fn take(&self) -> Vec<Diagnostic> {
-        std::mem::take(&mut *self.seen.lock().unwrap_or_else(PoisonError::into_inner))
+    fn lock(&self) -> std::sync::MutexGuard<'_, Kept> {
+        self.seen.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The collected diagnostics that match `filter` (not cleared).
+    /// Everything kept so far, oldest first (and clears it).
+    pub fn take(&self) -> Vec<Diagnostic> {
+        self.lock().diagnostics.drain(..).collect()
+    }
+
+    /// The kept diagnostics that match `filter` (not cleared).
     pub fn matching(&self, filter: impl Fn(&Diagnostic) -> bool) -> Vec<Diagnostic> {
-        self.seen
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        self.lock()
+            .diagnostics
             .iter()
             .filter(|d| filter(d))
             .cloned()
             .collect()
+    }
+
+    /// How many diagnostics were not kept (past the capacity).
+    pub fn dropped(&self) -> u64 {
+        self.lock().dropped
     }
 }
 

@@ -271,3 +271,27 @@ fn a_tracing_event_is_emitted_with_the_stderr_sink_off() {
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].fields["assistant"], "callAborted");
 }
+
+#[test]
+fn a_bounded_collector_keeps_the_newest_and_counts_the_rest() {
+    let _enabled = enabled_set_lock();
+    capture_for_tests();
+    let collector = Collector::bounded(3);
+    let marker = "bounded-collector-test";
+    for i in 0..10 {
+        fire(Assistant::CallAborted, || {
+            Diagnostic::new(Assistant::CallAborted, format!("{marker} {i}"))
+        });
+    }
+    let kept: Vec<String> = collector
+        .matching(|d| d.message.starts_with(marker))
+        .into_iter()
+        .map(|d| d.message)
+        .collect();
+    // Other tests may fire meanwhile: what is kept is the newest of all.
+    assert!(kept.len() <= 3);
+    assert!(collector.dropped() >= 7, "{}", collector.dropped());
+    if let Some(last) = kept.last() {
+        assert_eq!(last, &format!("{marker} 9"));
+    }
+}

@@ -4,4 +4,4 @@
 mod policy;
 mod policy_file;
 
-pub use policy::{Action, Allocation, Category, Escalation, Policy, PolicyError};
+pub use policy::{Action, Allocation, Category, CompileLimits, Escalation, Policy, PolicyError};

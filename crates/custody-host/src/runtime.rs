@@ -11,6 +11,7 @@ mod dense;
 mod engine;
 mod module_cache;
 mod pre_cache;
+mod precheck;
 mod ticker;
 
 use std::path::PathBuf;
@@ -91,7 +92,12 @@ impl Runtime {
     /// Compiles `bytes` (binary or WAT), or finds them in the module cache.
     pub(crate) fn compile(&self, bytes: &[u8]) -> Result<Module, LoadError> {
         self.modules.get_or_compile(bytes, || {
-            Module::new(&self.engine, bytes).map_err(|e| self.compile_error(e))
+            // Text is turned into a binary first, so that the structural
+            // check sees what the compiler would.
+            let wasm =
+                wat::parse_bytes(bytes).map_err(|e| LoadError::Malformed(format!("{e:#}")))?;
+            precheck::check(&wasm, &self.policy.compile_limits).map_err(LoadError::Limits)?;
+            Module::new(&self.engine, &wasm).map_err(|e| self.compile_error(e))
         })
     }
 

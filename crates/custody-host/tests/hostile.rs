@@ -208,3 +208,46 @@ fn tables_count_against_the_memory_cap() {
     };
     assert!(reason.contains("memory limit"), "{reason}");
 }
+
+#[test]
+fn a_module_nested_too_deep_is_refused_before_it_is_compiled() {
+    let host = host();
+    // 100,000 nested blocks: compiling them took a process past 2.8 GiB.
+    let depth = 100_000;
+    let mut wasm = b"\0asm\x01\0\0\0".to_vec();
+    // type section: one type () -> ()
+    wasm.extend_from_slice(&[1, 4, 1, 0x60, 0, 0]);
+    // function section: one function of type 0
+    wasm.extend_from_slice(&[3, 2, 1, 0]);
+    // code section: `block` (0x02 0x40) `depth` times, `end` depth+1 times
+    let mut body = vec![0u8]; // no locals
+    for _ in 0..depth {
+        body.extend_from_slice(&[0x02, 0x40]);
+    }
+    body.extend(std::iter::repeat_n(0x0b, depth + 1));
+    let mut entry = leb(body.len() as u32);
+    entry.extend_from_slice(&body);
+    let mut code = vec![1u8];
+    code.extend_from_slice(&entry);
+    wasm.push(10);
+    wasm.extend(leb(code.len() as u32));
+    wasm.extend_from_slice(&code);
+    let started = Instant::now();
+    let error = host.compile(&wasm).unwrap_err();
+    assert!(matches!(error, LoadError::Limits(_)), "{error}");
+    assert!(error.to_string().contains("blocks nested"), "{error}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+fn leb(mut n: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(byte);
+            return out;
+        }
+        out.push(byte | 0x80);
+    }
+}

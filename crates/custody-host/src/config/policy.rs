@@ -176,10 +176,56 @@ pub struct Policy {
     /// With [`Allocation::Pooling`]: how many instances (and as many
     /// memories and tables) may be live at once in the host. Default 1000.
     pub pool_size: u32,
+    /// Structural limits checked on a module's bytes before it is compiled,
+    /// so that untrusted bytes cannot drive the compiler's time and memory
+    /// without bound.
+    pub compile_limits: CompileLimits,
     /// How many compiled modules the host keeps, keyed by content, so that
     /// compiling the same bytes again (a reload, another domain) costs a
     /// hash. Default 256; 0 turns the cache off.
     pub module_cache_entries: usize,
+}
+
+/// Structural limits on a module, checked before compiling it (after the
+/// limits the JavaScript embedding of WebAssembly sets, plus a nesting
+/// depth, which is what drives a compiler's memory). A module past one is
+/// [`LoadError::Limits`](crate::LoadError::Limits), naming it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CompileLimits {
+    /// Bytes of the module (binary). Default 1 GiB.
+    pub module_bytes: usize,
+    /// Functions defined. Default 1,000,000.
+    pub functions: u32,
+    /// Bytes of one function body. Default 7,654,321.
+    pub function_body_bytes: usize,
+    /// Locals of one function. Default 50,000.
+    pub locals: u32,
+    /// Blocks, loops and ifs open at once in one function. Default 1,024.
+    pub nesting_depth: u32,
+    /// Imports plus exports. Default 200,000.
+    pub imports_and_exports: u32,
+    /// Tables. Default 100,000.
+    pub tables: u32,
+    /// Data segments. Default 100,000.
+    pub data_segments: u32,
+    /// Element segments. Default 10,000,000.
+    pub element_segments: u32,
+}
+
+impl Default for CompileLimits {
+    fn default() -> Self {
+        CompileLimits {
+            module_bytes: 1 << 30,
+            functions: 1_000_000,
+            function_body_bytes: 7_654_321,
+            locals: 50_000,
+            nesting_depth: 1024,
+            imports_and_exports: 200_000,
+            tables: 100_000,
+            data_segments: 100_000,
+            element_segments: 10_000_000,
+        }
+    }
 }
 
 /// How a host allocates guest instances and their linear memories.
@@ -234,6 +280,7 @@ impl Default for Policy {
             allocation: Allocation::default(),
             pool_size: 1000,
             module_cache_entries: 256,
+            compile_limits: CompileLimits::default(),
         }
     }
 }

@@ -213,6 +213,14 @@ fn embedder_call(c: &mut Criterion) {
     domain.unload().unwrap();
 }
 
+/// One domain's whole life: create, load, call, unload.
+fn domain_lifecycle(host: &Host, module: &Module) -> custody_host::UnloadReport {
+    let domain = host.create_domain(DomainConfig::new()).unwrap();
+    domain.load("m", module).unwrap();
+    black_box(domain.call("run", &[]).unwrap());
+    domain.unload().unwrap()
+}
+
 const SMALL: &str =
     r#"(module (memory (export "memory") 1) (func (export "run") (result i32) i32.const 7))"#;
 
@@ -233,12 +241,7 @@ fn lifecycle(c: &mut Criterion) {
         })
     });
     g.bench_function("custody create_domain + load + call + unload", |b| {
-        b.iter(|| {
-            let domain = host.create_domain(DomainConfig::new()).unwrap();
-            domain.load("m", &module).unwrap();
-            black_box(domain.call("run", &[]).unwrap());
-            black_box(domain.unload().unwrap());
-        })
+        b.iter(|| black_box(domain_lifecycle(&host, &module)))
     });
     g.finish();
 }
@@ -328,12 +331,7 @@ fn dense_lifecycle(c: &mut Criterion) {
     let module = host.compile(SMALL.as_bytes()).unwrap();
     let mut g = c.benchmark_group("domain lifecycle: create + load + call + unload");
     g.bench_function("custody, dense allocation", |b| {
-        b.iter(|| {
-            let domain = host.create_domain(DomainConfig::new()).unwrap();
-            domain.load("m", &module).unwrap();
-            black_box(domain.call("run", &[]).unwrap());
-            black_box(domain.unload().unwrap());
-        })
+        b.iter(|| black_box(domain_lifecycle(&host, &module)))
     });
     g.finish();
 }

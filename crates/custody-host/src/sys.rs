@@ -40,7 +40,7 @@ pub(crate) struct OpenFlags {
     pub append: bool,
 }
 
-/// Opens `relative` beneath `dir`; an escape is `EXDEV`.
+/// Opens `relative` beneath `dir`, non-blocking; an escape is `EXDEV`.
 pub(crate) fn open_beneath(
     dir: BorrowedFd<'_>,
     relative: &Path,
@@ -51,7 +51,9 @@ pub(crate) fn open_beneath(
         (false, true) => OFlags::WRONLY,
         _ => OFlags::RDONLY,
     };
-    oflags |= OFlags::CLOEXEC | OFlags::NOCTTY;
+    // Non-blocking: opening a FIFO (or a device) must not block outside the
+    // one cancellable wait, and every later read or write on it waits there.
+    oflags |= OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK;
     if flags.create {
         oflags |= OFlags::CREATE;
     }

@@ -251,3 +251,72 @@ fn leb(mut n: u32) -> Vec<u8> {
         out.push(byte | 0x80);
     }
 }
+
+#[test]
+fn opening_and_reading_a_fifo_never_blocks_past_the_deadline() {
+    let _serial = serial();
+    let dir = scratch("fifo");
+    let fifo = dir.join("pipe");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let (host, _lines) = host_with(Policy {
+        deadline: Some(Duration::from_millis(200)),
+        ..Policy::default()
+    });
+    let (domain, _module) = driver_domain(
+        &host,
+        DomainConfig::new().preopen("d", &dir),
+        &data(1024, "d/pipe"),
+    );
+    let started = Instant::now();
+    // Opening for writing with no reader fails at once (ENXIO) instead of
+    // blocking until one comes.
+    assert_eq!(
+        call(&domain, "abi_open", &[1024, 6, 2, 4]),
+        AbiError::Io.code()
+    );
+    assert_eq!(call(&domain, "abi_last_error", &[]), 6, "ENXIO");
+    // No writer: a blocking open for reading would wait forever.
+    assert_eq!(call(&domain, "abi_open", &[1024, 6, 1, 0]), 0);
+    let fifo = call(&domain, "load", &[0]);
+    // With no writer, a read is the end of the file at once.
+    assert_eq!(call(&domain, "abi_read", &[fifo, 2048, 16, 8]), 0);
+    assert_eq!(call(&domain, "load", &[8]), 0);
+    // A writer that writes nothing: the read waits through the cancellable
+    // wait and ends at the deadline.
+    let writer = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc_o_nonblock())
+            .open(dir.join("pipe"))
+            .unwrap()
+    };
+    let read = domain.call("abi_read", &[fifo, 2048, 16, 8].map(custody_host::Val::I32));
+    assert!(
+        matches!(read, Err(custody_host::CallError::Aborted { .. })),
+        "{read:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(writer);
+    domain.unload().unwrap();
+    // The guest's fifo fd was released by the unload.
+    let still_open = std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .any(|target| target.starts_with(&dir));
+    assert!(!still_open, "an fd on the fifo outlived the unload");
+}
+
+/// `O_NONBLOCK` on Linux.
+fn libc_o_nonblock() -> i32 {
+    0o4000
+}

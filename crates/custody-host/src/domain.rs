@@ -76,6 +76,9 @@ pub(crate) struct DomainShared {
     /// The `tracing` span every event of this domain is recorded in (each
     /// call's span is its child).
     pub(crate) span: tracing::Span,
+    /// The report of a recycle that ended the domain, for `unload` to
+    /// return (a recycled domain has nothing left to unload).
+    pub(crate) recycled: Mutex<Option<unload::UnloadReport>>,
 }
 
 impl DomainShared {
@@ -174,6 +177,7 @@ impl Domain {
             runtime: Arc::clone(runtime),
             created: Instant::now(),
             span: tracing::debug_span!(target: "custody::domain", "domain", id),
+            recycled: Mutex::new(None),
         });
         let store = shared.new_store(preopens);
         *shared.lock() = Some(Loaded {

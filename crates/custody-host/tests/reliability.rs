@@ -355,6 +355,11 @@ fn the_ladder_is_configurable() {
         domain.call("bump", &[]),
         Err(CallError::NotRunning { .. })
     ));
+    // A recycled domain holds no handle, and its unload is its report.
+    assert_eq!(domain.table().len(), 0);
+    let report = domain.unload().expect("the recycle's report");
+    assert_eq!(report.ledger.recycles, 1);
+    assert_eq!(domain.state(), DomainState::Recycled);
 
     // Escalate every failure, even outside regions, to an unload.
     let (host, domain) = unruly(Policy {

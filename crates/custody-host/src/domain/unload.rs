@@ -34,18 +34,24 @@ impl Domain {
     /// `unload_hook_timeout`), releases every handle still in the table
     /// (OS handles last, after all guest code), and drops the instances.
     ///
+    /// A domain that a recycle ended (`Recycled`) holds nothing any more:
+    /// its unload returns the report of that recycle.
+    ///
     /// # Errors
-    /// [`UnloadError::NotRunning`] if the domain is already unloading,
-    /// unloaded or recycled.
+    /// [`UnloadError::NotRunning`] if the domain is already unloading or
+    /// unloaded.
     pub fn unload(&self) -> Result<UnloadReport, UnloadError> {
         let shared = &self.shared;
-        shared
-            .state
-            .begin_unload()
-            .map_err(|state| UnloadError::NotRunning {
-                domain: shared.id,
-                state,
-            })?;
+        if let Err(state) = shared.state.begin_unload() {
+            let recycled = shared.recycled.lock().unwrap_or_else(|e| e.into_inner());
+            return match (state, recycled.as_ref()) {
+                (DomainState::Recycled, Some(report)) => Ok(report.clone()),
+                _ => Err(UnloadError::NotRunning {
+                    domain: shared.id,
+                    state,
+                }),
+            };
+        }
         // Wake a call blocked in the host and stop running guest code; then
         // wait for it to give the store back. The signal is lowered again
         // so the unloading hook's own waits can run.
@@ -90,6 +96,9 @@ pub(crate) fn teardown(
     shared.state.finish(state);
     shared.runtime.registry.forget(shared.id);
     report.ledger = shared.ledger();
+    if ending == Ending::Recycled {
+        *shared.recycled.lock().unwrap_or_else(|e| e.into_inner()) = Some(report.clone());
+    }
     tracing::info!(
         target: "custody::domain",
         parent: &shared.span,

@@ -95,12 +95,13 @@ unsafe impl LinearMemory for HeapMemory {
             wasmtime::bail!("memory would grow past its maximum");
         }
         if new_size > self.capacity {
+            // Double, to amortize copies; never past the maximum; whole pages.
             let capacity = new_size
                 .max(self.capacity.saturating_mul(2))
-                .next_multiple_of(GRAIN);
-            let capacity = self
-                .maximum
-                .map_or(capacity, |max| capacity.min(max.next_multiple_of(GRAIN)));
+                .min(self.maximum.unwrap_or(usize::MAX))
+                .max(new_size)
+                .checked_next_multiple_of(GRAIN)
+                .ok_or_else(|| wasmtime::Error::msg("a linear memory that large cannot exist"))?;
             layout(capacity).map_err(wasmtime::Error::msg)?;
             // SAFETY: `base` holds `self.capacity` bytes allocated with
             // alignment ALIGN; `capacity` is non-zero and its layout valid
@@ -176,6 +177,11 @@ mod tests {
         };
         assert_eq!((kept, fresh), (7, 0));
         assert!(memory.grow_to(5 * 65536).is_err(), "past the maximum");
+        let mut unbounded = HeapMemory::new(0, None).unwrap();
+        assert!(
+            unbounded.grow_to(usize::MAX - 1).is_err(),
+            "an error, not a panic"
+        );
         assert!(memory.byte_capacity() >= memory.byte_size());
     }
 }

@@ -143,4 +143,9 @@ impl Catalogue {
     pub(crate) fn categories_of(&self, module: &str, name: &str) -> Option<&[Category]> {
         self.categories.get(module)?.get(name).map(|c| &**c)
     }
+
+    /// Whether `module` is a host module (some function lives in it).
+    pub(crate) fn has_module(&self, module: &str) -> bool {
+        self.categories.contains_key(module)
+    }
 }

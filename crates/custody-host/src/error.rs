@@ -38,6 +38,17 @@ pub enum LoadError {
         /// The import's name.
         name: String,
     },
+    /// An import names a function that a host module (such as `custody`)
+    /// does not have: a typo, or a guest built for another ABI version.
+    #[error(
+        "unknown host function {module}::{name}: the {module} module has no function of that name"
+    )]
+    UnknownHostFunction {
+        /// The import's module.
+        module: String,
+        /// The import's name.
+        name: String,
+    },
     /// An import is a host function whose category the policy denies.
     #[error(
         "import {module}::{name} is denied by the host's policy: it carries the {category} category"

@@ -320,3 +320,31 @@ fn opening_and_reading_a_fifo_never_blocks_past_the_deadline() {
 fn libc_o_nonblock() -> i32 {
     0o4000
 }
+
+#[test]
+fn an_unknown_custody_function_is_named_as_such() {
+    let host = host();
+    let module = host
+        .compile(br#"(module (import "custody" "format_disk" (func (result i32))))"#)
+        .unwrap();
+    let domain = host.create_domain(DomainConfig::new()).unwrap();
+    let error = domain.load("m", &module).unwrap_err();
+    assert!(
+        matches!(error, LoadError::UnknownHostFunction { .. }),
+        "{error}"
+    );
+    assert!(
+        error
+            .to_string()
+            .contains("unknown host function custody::format_disk"),
+        "{error}"
+    );
+    let elsewhere = host
+        .compile(br#"(module (import "nowhere" "f" (func)))"#)
+        .unwrap();
+    let error = domain.load("e", &elsewhere).unwrap_err();
+    assert!(
+        matches!(error, LoadError::UnresolvedImport { .. }),
+        "{error}"
+    );
+}

@@ -72,9 +72,13 @@ fn resolve_and_instantiate(
     let mut imports = Vec::with_capacity(module.imports().len());
     for import in module.imports() {
         let (from, field) = (import.module(), import.name());
-        let unresolved = || LoadError::UnresolvedImport {
-            module: from.to_string(),
-            name: field.to_string(),
+        let unresolved = || {
+            let (module, name) = (from.to_string(), field.to_string());
+            if runtime.catalogue.has_module(from) {
+                LoadError::UnknownHostFunction { module, name }
+            } else {
+                LoadError::UnresolvedImport { module, name }
+            }
         };
         let sibling = loaded.modules.iter().find(|m| m.name == from);
         let resolved = match sibling {

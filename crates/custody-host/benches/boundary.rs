@@ -27,7 +27,7 @@ use std::time::Duration;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use custody_handle::Fd;
 use custody_host::{AbiError, Allocation, Domain, DomainConfig, GuestCall, Host, Policy, Val};
-use wasmtime::{Caller, Extern, Linker, Module, Store};
+use wasmtime::{Caller, Extern, Instance, Linker, Module, Store};
 
 /// Calls `MODULE.NAME(handle at 0, 16, 1, 8)` `n` times.
 const WRITE_CALLER: &str = r#"
@@ -109,6 +109,13 @@ fn write_caller(host: &Host, resource: impl custody_handle::ReleaseHandle) -> Do
     domain
 }
 
+/// `module` instantiated by `linker` on a raw store (see [`raw_store`]).
+fn raw_instance(host: &Host, linker: &Linker<()>, module: &Module) -> (Store<()>, Instance) {
+    let mut store = raw_store(host);
+    let instance = linker.instantiate(&mut store, module).unwrap();
+    (store, instance)
+}
+
 /// A raw wasmtime store on the host's engine, with the same epoch setup a
 /// domain has.
 fn raw_store(host: &Host) -> Store<()> {
@@ -135,8 +142,7 @@ fn abi_call(c: &mut Criterion) {
             },
         )
         .unwrap();
-    let mut store = raw_store(&host);
-    let instance = linker.instantiate(&mut store, &raw).unwrap();
+    let (mut store, instance) = raw_instance(&host, &linker, &raw);
     let run = instance
         .get_typed_func::<i32, i32>(&mut store, "run")
         .unwrap();
@@ -170,8 +176,7 @@ fn embedder_call(c: &mut Criterion) {
             x.wrapping_add(1)
         })
         .unwrap();
-    let mut store = raw_store(&host);
-    let instance = linker.instantiate(&mut store, &module).unwrap();
+    let (mut store, instance) = raw_instance(&host, &linker, &module);
     let run = instance
         .get_typed_func::<i32, i32>(&mut store, "run")
         .unwrap();
@@ -189,8 +194,7 @@ fn embedder_call(c: &mut Criterion) {
             |_: Caller<'_, ()>, x: i32| -> wasmtime::Result<i32> { Ok(x.wrapping_add(1)) },
         )
         .unwrap();
-    let mut fallible_store = raw_store(&host);
-    let instance = fallible.instantiate(&mut fallible_store, &module).unwrap();
+    let (mut fallible_store, instance) = raw_instance(&host, &fallible, &module);
     let fallible_run = instance
         .get_typed_func::<i32, i32>(&mut fallible_store, "run")
         .unwrap();
@@ -369,8 +373,7 @@ fn abi_write_syscall(c: &mut Criterion) {
             },
         )
         .unwrap();
-    let mut store = raw_store(&host);
-    let instance = linker.instantiate(&mut store, &raw).unwrap();
+    let (mut store, instance) = raw_instance(&host, &linker, &raw);
     let set = instance
         .get_typed_func::<i32, ()>(&mut store, "set")
         .unwrap();

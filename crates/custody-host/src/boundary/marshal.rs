@@ -51,17 +51,7 @@ impl HostCall<'_, '_> {
     /// The caller's memory and the domain, borrowed together.
     #[inline]
     pub(crate) fn split(&mut self) -> (GuestMemory<'_>, &mut DomainCtx) {
-        match caller_memory(self.caller) {
-            Some(Extern::Memory(memory)) => {
-                let (bytes, ctx) = memory.data_and_store_mut(&mut *self.caller);
-                (GuestMemory::Plain(bytes), ctx)
-            }
-            Some(Extern::SharedMemory(shared)) => {
-                let shared = self.shared.insert(shared);
-                (GuestMemory::Shared(shared.data()), self.caller.data_mut())
-            }
-            _ => (GuestMemory::Plain(&mut []), self.caller.data_mut()),
-        }
+        split(self.caller, &mut self.shared)
     }
 }
 
@@ -134,23 +124,35 @@ fn caller_memory(caller: &mut Caller<'_, DomainCtx>) -> Option<Extern> {
     None
 }
 
-/// Runs `f` with the calling module's exported `memory` and the store data.
-/// A module without one gets an empty memory: every non-empty access
-/// faults.
+/// The calling module's memory and the store data, borrowed together. A
+/// shared memory is kept in `shared`, whose bytes the result borrows. A
+/// module without a memory gets an empty one: every non-empty access faults.
+fn split<'a>(
+    caller: &'a mut Caller<'_, DomainCtx>,
+    shared: &'a mut Option<SharedMemory>,
+) -> (GuestMemory<'a>, &'a mut DomainCtx) {
+    match caller_memory(caller) {
+        Some(Extern::Memory(memory)) => {
+            let (bytes, ctx) = memory.data_and_store_mut(caller);
+            (GuestMemory::Plain(bytes), ctx)
+        }
+        Some(Extern::SharedMemory(memory)) => {
+            let memory = shared.insert(memory);
+            (GuestMemory::Shared(memory.data()), caller.data_mut())
+        }
+        _ => (GuestMemory::Plain(&mut []), caller.data_mut()),
+    }
+}
+
+/// Runs `f` with the calling module's memory and the store data (for
+/// embedder functions, which hold their `Caller` themselves).
 pub(crate) fn with_memory<R>(
     caller: &mut Caller<'_, DomainCtx>,
     f: impl FnOnce(GuestMemory<'_>, &mut DomainCtx) -> R,
 ) -> R {
-    match caller_memory(caller) {
-        Some(Extern::Memory(memory)) => {
-            let (bytes, ctx) = memory.data_and_store_mut(caller);
-            f(GuestMemory::Plain(bytes), ctx)
-        }
-        Some(Extern::SharedMemory(shared)) => {
-            f(GuestMemory::Shared(shared.data()), caller.data_mut())
-        }
-        _ => f(GuestMemory::Plain(&mut []), caller.data_mut()),
-    }
+    let mut shared = None;
+    let (memory, ctx) = split(caller, &mut shared);
+    f(memory, ctx)
 }
 
 /// A guest length: negative is `E_INVAL`.

@@ -393,3 +393,22 @@ fn an_escalation_exits_3() {
         stderr(&output)
     );
 }
+
+#[test]
+fn a_module_past_the_compile_limits_is_a_load_error_at_the_cli() {
+    // 5,000 nested blocks, past the default nesting limit of 1,024.
+    let depth = 5000;
+    let text = format!(
+        "(module (func (export \"run\") {} {}))",
+        "(block ".repeat(depth),
+        ")".repeat(depth)
+    );
+    let module = scratch_module("nested.wat", &text);
+    let output = custody(&["run", module.to_str().unwrap(), "--no-cache"]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(
+        error_line(&output).contains("blocks nested in one function"),
+        "{}",
+        stderr(&output)
+    );
+}

@@ -9,12 +9,14 @@
 //! | [`preopen`] | the pre-opened directories a domain may reach, and guest path splitting |
 //! | [`ctx`] | the store data a host call sees ([`DomainCtx`](ctx::DomainCtx)): limits, the one wait, errno |
 //! | [`marshal`] | one host call: memory resolved once per instance, handle arguments pinned, out-handles written |
+//! | [`atomic_wait`] | `memory.atomic.wait` under the deadline and the signal (the policy's `threads`) |
 //! | [`embed`] | the same guarantees for embedder functions ([`GuestCall`](embed::GuestCall)), and host locks |
 //!
 //! Imports point down this table: `embed` builds on `marshal`, which builds
 //! on `ctx`, and so on; nothing here imports the domain, the runtime or the
 //! host.
 
+pub(crate) mod atomic_wait;
 pub(crate) mod cancel;
 pub(crate) mod ctx;
 pub(crate) mod embed;

@@ -138,6 +138,16 @@ pub enum CallError {
         /// Handles released by the escalation.
         released: usize,
     },
+    /// The calling thread's stack is too small for the policy's
+    /// `stack_limit` (plus the host's margin): the call was refused before
+    /// any guest code ran, and the domain is untouched.
+    #[error("{export} was not called: {reason}")]
+    HostStack {
+        /// The export.
+        export: String,
+        /// How much stack is left and how much is needed.
+        reason: String,
+    },
     /// The domain is unloading or unloaded: no new calls.
     #[error("domain {domain} is {state:?}: it takes no calls")]
     NotRunning {

@@ -6,7 +6,9 @@
 //! Domains hold the runtime (an `Arc`), so deadlines keep firing and host
 //! functions stay linked even if the `Host` value is dropped first.
 
+pub(crate) mod atomic_waits;
 mod bounded;
+mod compile_timeout;
 mod dense;
 mod engine;
 mod module_cache;
@@ -51,6 +53,8 @@ pub(crate) struct Runtime {
     pub(crate) prepared: pre_cache::PreCache,
     /// The allocation in effect (the policy's, unless it had to fall back).
     pub(crate) allocation: Allocation,
+    /// Compilations that passed the compile timeout and still run.
+    overruns: Arc<compile_timeout::Overruns>,
     _ticker: ticker::Ticker,
 }
 
@@ -85,6 +89,7 @@ impl Runtime {
             log,
             registry: Registry::default(),
             allocation,
+            overruns: Arc::default(),
             _ticker: ticker,
         })
     }
@@ -96,8 +101,20 @@ impl Runtime {
             // check sees what the compiler would.
             let wasm =
                 wat::parse_bytes(bytes).map_err(|e| LoadError::Malformed(format!("{e:#}")))?;
-            precheck::check(&wasm, &self.policy.compile_limits).map_err(LoadError::Limits)?;
-            Module::new(&self.engine, &wasm).map_err(|e| self.compile_error(e))
+            precheck::check(&wasm, &self.policy).map_err(LoadError::Limits)?;
+            let wasm = if self.policy.threads {
+                atomic_waits::rewrite(&wasm)
+                    .map_err(LoadError::Limits)?
+                    .into_owned()
+            } else {
+                wasm.into_owned()
+            };
+            self.overruns
+                .compile(&self.engine, wasm, self.policy.compile_timeout)
+                .map_err(|failed| match failed {
+                    compile_timeout::Failed::Compile(e) => self.compile_error(e),
+                    compile_timeout::Failed::Refused(why) => LoadError::Limits(why),
+                })
         })
     }
 

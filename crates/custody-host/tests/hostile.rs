@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use custody_host::{AbiError, DomainConfig, LoadError, Policy};
+use custody_host::{AbiError, CallError, DomainConfig, LoadError, Policy};
 use custody_testkit::*;
 
 #[test]
@@ -346,5 +346,56 @@ fn an_unknown_custody_function_is_named_as_such() {
     assert!(
         matches!(error, LoadError::UnresolvedImport { .. }),
         "{error}"
+    );
+}
+
+#[test]
+fn a_thread_with_too_small_a_stack_is_refused_before_guest_code_runs() {
+    let _serial = serial();
+    let host = host();
+    let module = host
+        .compile(
+            br#"(module
+              (func $deep (export "deep") (param i32) (result i32)
+                (if (result i32) (i32.eqz (local.get 0))
+                  (then (i32.const 0))
+                  (else (i32.add (i32.const 1) (call $deep (i32.sub (local.get 0) (i32.const 1)))))))
+              (func (export "custody_unloading")))"#,
+        )
+        .unwrap();
+    let domain = std::sync::Arc::new(host.create_domain(DomainConfig::new()).unwrap());
+    domain.load("deep", &module).unwrap();
+    let on_small_stack = |work: Box<dyn FnOnce() -> String + Send>| {
+        std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(work)
+            .unwrap()
+            .join()
+            .expect("the host thread survived")
+    };
+    // A call: refused with the numbers, the domain untouched.
+    let d = std::sync::Arc::clone(&domain);
+    let error = on_small_stack(Box::new(move || {
+        let error = d
+            .call("deep", &[custody_host::Val::I32(1_000_000)])
+            .unwrap_err();
+        assert!(matches!(error, CallError::HostStack { .. }), "{error}");
+        error.to_string()
+    }));
+    assert!(error.contains("stack_limit of 524288"), "{error}");
+    assert_eq!(call(&domain, "deep", &[3]), 3, "the domain goes on");
+    // A load (start functions are guest code).
+    let module2 = module.clone();
+    let d = std::sync::Arc::clone(&domain);
+    let error = on_small_stack(Box::new(move || {
+        d.load("again", &module2).unwrap_err().to_string()
+    }));
+    assert!(error.contains("stack left"), "{error}");
+    // The unloading hook: not run, and said so.
+    let d = std::sync::Arc::clone(&domain);
+    let hook = on_small_stack(Box::new(move || format!("{:?}", d.unload().unwrap().hook)));
+    assert!(
+        hook.contains("Aborted") && hook.contains("stack left"),
+        "{hook}"
     );
 }

@@ -209,6 +209,27 @@ impl DomainCtx {
     }
 }
 
+impl DomainCtx {
+    /// Counts `bytes` against the memory cap ahead of time (a shared
+    /// memory's growth, which wasmtime does not report to the limiter).
+    /// `Err` is the cap it would pass.
+    pub(crate) fn reserve_memory(&mut self, bytes: usize) -> Result<(), usize> {
+        let grown = self.memory_used.saturating_add(bytes);
+        match self.policy.memory_limit {
+            Some(limit) if grown > limit => Err(limit),
+            _ => {
+                self.memory_used = grown;
+                Ok(())
+            }
+        }
+    }
+
+    /// Gives back a reservation whose instance never came to be.
+    pub(crate) fn unreserve_memory(&mut self, bytes: usize) {
+        self.memory_used = self.memory_used.saturating_sub(bytes);
+    }
+}
+
 impl ResourceLimiter for DomainCtx {
     fn memory_growing(
         &mut self,

@@ -180,6 +180,28 @@ pub struct Policy {
     /// so that untrusted bytes cannot drive the compiler's time and memory
     /// without bound.
     pub compile_limits: CompileLimits,
+    /// The most memory compiling one module may take, in bytes, as
+    /// estimated from its shape before compiling (the largest function
+    /// bodies, compiled in parallel, and the total code size; see
+    /// docs/RELIABILITY.md for the measured costs). A module past it is
+    /// [`LoadError::Limits`](crate::LoadError::Limits). Default 1 GiB.
+    pub compile_memory_limit: usize,
+    /// How long compiling one module may take. Past it the load fails with
+    /// [`LoadError::Limits`](crate::LoadError::Limits) at once; the
+    /// compiler cannot be stopped, so it finishes on its own thread (bounded
+    /// by the structural limits) and the host refuses other compilations
+    /// until it has. Default 60 s.
+    pub compile_timeout: Duration,
+    /// Whether guests may use WebAssembly threads' shared memories (and so
+    /// `memory.atomic.wait`). Default false: a module with a shared memory
+    /// is refused at load, since a wait inside wasmtime is out of custody's
+    /// reach. When true, a shared memory counts against the memory cap at
+    /// its declared maximum from the start (its growth never reaches the
+    /// cap's accounting), it must be exported, every atomic wait is cut at
+    /// the deadline and woken by the cancellation signal, and the host
+    /// allocates on demand (the pooling allocator cannot hold shared
+    /// memories).
+    pub threads: bool,
     /// How many compiled modules the host keeps, keyed by content, so that
     /// compiling the same bytes again (a reload, another domain) costs a
     /// hash. Default 256; 0 turns the cache off.
@@ -281,6 +303,9 @@ impl Default for Policy {
             pool_size: 1000,
             module_cache_entries: 256,
             compile_limits: CompileLimits::default(),
+            compile_memory_limit: 1 << 30,
+            compile_timeout: Duration::from_secs(60),
+            threads: false,
         }
     }
 }
@@ -322,6 +347,11 @@ impl Policy {
         if self.allocation == Allocation::Pooling && self.pool_size == 0 {
             return Err(PolicyError(
                 "a pool of 0 instances would refuse every domain".into(),
+            ));
+        }
+        if self.compile_timeout.is_zero() {
+            return Err(PolicyError(
+                "a compile timeout of 0 would refuse every module".into(),
             ));
         }
         if self.handle_quota == 0 {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::policy::{Action, Allocation, Category, Policy, PolicyError};
+use super::policy::{Action, Allocation, Category, CompileLimits, Policy, PolicyError};
 
 /// A policy file: every key optional, defaults for the rest; durations in
 /// milliseconds, sizes in bytes. Unknown keys are errors (a typo must not
@@ -43,6 +43,44 @@ struct PolicyFile {
     allocation: Option<Allocation>,
     pool_size: Option<u32>,
     module_cache_entries: Option<usize>,
+    threads: Option<bool>,
+    compile_memory_limit_bytes: Option<usize>,
+    compile_timeout_ms: Option<u64>,
+    compile_limits: Option<CompileLimitsFile>,
+}
+
+/// `[compile_limits]`: the structural limits, each optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CompileLimitsFile {
+    module_bytes: Option<usize>,
+    functions: Option<u32>,
+    function_body_bytes: Option<usize>,
+    locals: Option<u32>,
+    nesting_depth: Option<u32>,
+    imports_and_exports: Option<u32>,
+    tables: Option<u32>,
+    data_segments: Option<u32>,
+    element_segments: Option<u32>,
+}
+
+impl CompileLimitsFile {
+    fn apply(self, to: &mut CompileLimits) {
+        macro_rules! set {
+            ($($field:ident),*) => { $( if let Some(v) = self.$field { to.$field = v; } )* };
+        }
+        set!(
+            module_bytes,
+            functions,
+            function_body_bytes,
+            locals,
+            nesting_depth,
+            imports_and_exports,
+            tables,
+            data_segments,
+            element_segments
+        );
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -70,6 +108,20 @@ impl Policy {
     /// allocation = "pooling"        # pooling, on-demand or dense
     /// pool_size = 1000              # live instances the pool holds
     /// module_cache_entries = 256    # compiled modules kept by content
+    /// threads = false               # shared memories and atomic waits
+    /// compile_memory_limit_bytes = 1073741824
+    /// compile_timeout_ms = 60000
+    ///
+    /// [compile_limits]              # checked before compiling
+    /// module_bytes = 1073741824
+    /// functions = 1000000
+    /// function_body_bytes = 7654321
+    /// locals = 50000
+    /// nesting_depth = 1024
+    /// imports_and_exports = 200000
+    /// tables = 100000
+    /// data_segments = 100000
+    /// element_segments = 10000000
     ///
     /// [escalation]                  # abort-call, recycle-domain or unload-domain
     /// outside_critical = "abort-call"
@@ -120,6 +172,16 @@ impl Policy {
         policy.module_cache_entries = file
             .module_cache_entries
             .unwrap_or(policy.module_cache_entries);
+        policy.threads = file.threads.unwrap_or(policy.threads);
+        policy.compile_memory_limit = file
+            .compile_memory_limit_bytes
+            .unwrap_or(policy.compile_memory_limit);
+        if let Some(ms) = file.compile_timeout_ms {
+            policy.compile_timeout = Duration::from_millis(ms);
+        }
+        if let Some(limits) = file.compile_limits {
+            limits.apply(&mut policy.compile_limits);
+        }
         policy.validate()?;
         Ok(policy)
     }
@@ -137,6 +199,11 @@ mod tests {
             memory_limit_bytes = 1048576
             deny = ["Synchronization", "ui"]
             allocation = "dense"
+            threads = true
+            compile_memory_limit_bytes = 1000000
+            compile_timeout_ms = 1500
+            [compile_limits]
+            nesting_depth = 10
             [escalation]
             outside_critical = "recycle-domain"
             inside_critical = "unload-domain"
@@ -151,6 +218,11 @@ mod tests {
         assert_eq!(policy.escalation.inside_critical, Action::UnloadDomain);
         assert!(!policy.escalation.recreate);
         assert_eq!(policy.allocation, Allocation::Dense);
+        assert!(policy.threads);
+        assert_eq!(policy.compile_memory_limit, 1_000_000);
+        assert_eq!(policy.compile_timeout, Duration::from_millis(1500));
+        assert_eq!(policy.compile_limits.nesting_depth, 10);
+        assert_eq!(policy.compile_limits.locals, 50_000, "the rest default");
         assert_eq!(
             policy.max_wait,
             Duration::from_secs(10),
@@ -167,6 +239,8 @@ mod tests {
                 "only escalate",
             ),
             ("deadline_ms = \"soon\"", "invalid type"),
+            ("[compile_limits]\ndepth = 3", "unknown field"),
+            ("compile_timeout_ms = 0", "compile timeout of 0"),
         ] {
             let error = Policy::from_toml(text).unwrap_err().to_string();
             assert!(error.contains(needle), "{text}: {error}");

@@ -31,6 +31,24 @@ pub(crate) fn report_aborted(
     });
 }
 
+/// Stack the host itself needs beneath a guest's: wasmtime's entry
+/// trampolines and custody's host functions.
+pub(crate) const HOST_STACK_MARGIN: usize = 128 * 1024;
+
+/// `Err` says why the calling thread cannot run guest code: its stack has
+/// less left than the policy's `stack_limit` plus [`HOST_STACK_MARGIN`]. A
+/// guest recursing that deep would overflow the host's own stack, which
+/// kills the process instead of failing the call.
+pub(crate) fn check_host_stack(stack_limit: usize) -> Result<(), String> {
+    let needed = stack_limit.saturating_add(HOST_STACK_MARGIN);
+    match stacker::remaining_stack() {
+        Some(left) if left < needed => Err(format!(
+            "the calling thread has {left} bytes of stack left; guest code needs {needed} (the policy's stack_limit of {stack_limit} plus {HOST_STACK_MARGIN} for the host): call from a thread with a larger stack"
+        )),
+        _ => Ok(()),
+    }
+}
+
 fn describe(types: impl Iterator<Item = ValType>) -> String {
     let names: Vec<String> = types.map(|t| t.to_string()).collect();
     format!("({})", names.join(", "))
@@ -57,6 +75,10 @@ pub(crate) fn call_func(
             got: describe(got.into_iter()),
         });
     }
+    check_host_stack(store.data().policy.stack_limit).map_err(|reason| CallError::HostStack {
+        export: export.to_string(),
+        reason,
+    })?;
     let mut results: Vec<Val> = ty
         .results()
         .map(|t| Val::default_for_ty(&t).unwrap_or(Val::I32(0)))

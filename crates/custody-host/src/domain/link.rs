@@ -9,9 +9,11 @@ use std::time::Instant;
 use wasmtime::{ExternType, Instance, Module};
 
 use super::Loaded;
+use crate::boundary::atomic_wait;
 use crate::config::Category;
 use crate::error::LoadError;
 use crate::runtime::Runtime;
+use crate::runtime::atomic_waits::{self, WaitImport};
 
 /// Instantiates `module` into `loaded`'s store and records its `memory`
 /// export for the boundary's lookups. The module's start function runs as
@@ -23,12 +25,32 @@ pub(crate) fn instantiate(
     name: &str,
     module: &Module,
 ) -> Result<Instance, LoadError> {
+    // The start function is guest code: the same stack rule as a call.
+    super::invoke::check_host_stack(runtime.policy.stack_limit).map_err(|message| {
+        LoadError::Instantiate {
+            module: name.to_string(),
+            message,
+        }
+    })?;
+    let shared = shared_memory_growth(module);
+    loaded
+        .store
+        .data_mut()
+        .reserve_memory(shared)
+        .map_err(|limit| {
+            LoadError::Limits(format!(
+                "{name}'s shared memories may grow by {shared} bytes, past the policy's memory_limit of {limit} bytes (a shared memory counts at its maximum)"
+            ))
+        })?;
     let deadline = runtime.policy.deadline;
     loaded.store.data_mut().deadline = deadline.map(|d| (Instant::now() + d, d));
     let instance = resolve_and_instantiate(runtime, loaded, name, module);
     let ctx = loaded.store.data_mut();
     ctx.deadline = None;
     let regions = std::mem::take(&mut ctx.critical_depth);
+    if instance.is_err() {
+        ctx.unreserve_memory(shared);
+    }
     let instance = instance?;
     if regions > 0 {
         return Err(LoadError::Instantiate {
@@ -39,6 +61,25 @@ pub(crate) fn instantiate(
         });
     }
     Ok(instance)
+}
+
+/// How far the shared memories `module` exports may grow past their
+/// initial size, in bytes. wasmtime tells the limiter of a shared memory's
+/// creation but not of its growth, so the cap counts the whole range up
+/// front (the structural check made every shared memory exported).
+fn shared_memory_growth(module: &Module) -> usize {
+    module
+        .exports()
+        .filter_map(|export| match export.ty() {
+            ExternType::Memory(ty) if ty.is_shared() => {
+                let pages = ty.maximum().unwrap_or(ty.minimum()) - ty.minimum();
+                Some(pages.saturating_mul(ty.page_size()))
+            }
+            _ => None,
+        })
+        .fold(0u64, u64::saturating_add)
+        .try_into()
+        .unwrap_or(usize::MAX)
 }
 
 fn resolve_and_instantiate(
@@ -83,6 +124,11 @@ fn resolve_and_instantiate(
         let sibling = loaded.modules.iter().find(|m| m.name == from);
         let resolved = match sibling {
             Some(sibling) => sibling.instance.get_export(&mut *store, field),
+            None if from == atomic_waits::MODULE && runtime.policy.threads => {
+                let wait = WaitImport::parse(field).ok_or_else(unresolved)?;
+                let func = atomic_wait::function(&mut *store, wait.width, wait.offset, wait.memory);
+                Some(func.into())
+            }
             None => {
                 let categories = runtime
                     .catalogue

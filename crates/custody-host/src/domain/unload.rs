@@ -158,6 +158,7 @@ fn run_unloading_hook(loaded: &mut Loaded, limit: Duration) -> HookOutcome {
                     HookOutcome::Aborted(reason)
                 }
             }
+            Err(CallError::HostStack { reason, .. }) => HookOutcome::Aborted(reason),
             Err(e) => {
                 if let CallError::Trap {
                     message, backtrace, ..

@@ -31,6 +31,14 @@ pub(crate) fn build(
         allocate(&mut config, policy, allocation);
         Engine::new(&config).map_err(|e| HostError::Engine(format!("{e:#}")))
     };
+    if policy.threads && policy.allocation == Allocation::Pooling {
+        let why = "the pooling allocator cannot hold shared memories; with threads = true the host allocates on demand";
+        return Ok((
+            engine(Allocation::OnDemand)?,
+            Allocation::OnDemand,
+            Some(why.to_string()),
+        ));
+    }
     match engine(policy.allocation) {
         Ok(engine) => Ok((engine, policy.allocation, None)),
         Err(HostError::Engine(why)) if policy.allocation == Allocation::Pooling => {
@@ -51,8 +59,10 @@ fn base_config(policy: &Policy, disk_cache: Option<&Path>) -> Result<Config, Hos
     let mut config = Config::new();
     config.epoch_interruption(true);
     config.max_wasm_stack(policy.stack_limit);
+    // Atomic instructions are harmless on an unshared memory (a wait traps
+    // at once); shared memories only with the policy's `threads`.
     config.wasm_threads(true);
-    config.shared_memory(true);
+    config.shared_memory(policy.threads);
     config.parallel_compilation(true);
     if let Some(dir) = disk_cache {
         let mut cache = CacheConfig::new();

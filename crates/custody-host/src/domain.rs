@@ -79,9 +79,20 @@ pub(crate) struct DomainShared {
     /// The report of a recycle that ended the domain, for `unload` to
     /// return (a recycled domain has nothing left to unload).
     pub(crate) recycled: Mutex<Option<unload::UnloadReport>>,
+    /// Why an escalation ended the domain (the failure that started it),
+    /// for the errors of every later call, load and unload.
+    pub(crate) ended_by: Mutex<Option<String>>,
 }
 
 impl DomainShared {
+    /// Why an escalation ended the domain, if one did.
+    pub(crate) fn ended_by(&self) -> Option<String> {
+        self.ended_by
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     /// The store, waiting for an in-flight call to return.
     pub(crate) fn lock(&self) -> MutexGuard<'_, Option<Loaded>> {
         self.loaded.lock().unwrap_or_else(PoisonError::into_inner)
@@ -178,6 +189,7 @@ impl Domain {
             created: Instant::now(),
             span: tracing::debug_span!(target: "custody::domain", "domain", id),
             recycled: Mutex::new(None),
+            ended_by: Mutex::new(None),
         });
         let store = shared.new_store(preopens);
         *shared.lock() = Some(Loaded {
@@ -252,6 +264,7 @@ impl Domain {
         let not_running = |state| LoadError::NotRunning {
             domain: self.id(),
             state,
+            cause: self.shared.ended_by(),
         };
         match self.state() {
             DomainState::Running => {}

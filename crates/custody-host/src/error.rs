@@ -74,12 +74,14 @@ pub enum LoadError {
     #[error("a module named {0:?} is already loaded in this domain")]
     Duplicate(String),
     /// The domain is unloading or unloaded.
-    #[error("domain {domain} is {state:?}")]
+    #[error("domain {domain} is {state:?}{}", ended_by(cause))]
     NotRunning {
         /// The domain.
         domain: u64,
         /// Its state.
         state: DomainState,
+        /// The failure an escalation ended it for, if one did.
+        cause: Option<String>,
     },
 }
 
@@ -125,7 +127,7 @@ pub enum CallError {
     /// (every handle released; re-created from its modules if the policy
     /// says so) or unloaded. `reason` says what failed, and whether a
     /// critical region was open.
-    #[error("{export} failed ({reason}); escalated to {}: {released} handle(s) released", action.name())]
+    #[error("{export} failed ({reason}); escalated to {}: the domain was {outcome}; {released} handle(s) released", action.name())]
     Escalated {
         /// The export.
         export: String,
@@ -135,6 +137,9 @@ pub enum CallError {
         backtrace: String,
         /// What the domain went through.
         action: Action,
+        /// What became of it: re-created, or why not (the error of the
+        /// re-creation), or unloaded.
+        outcome: String,
         /// Handles released by the escalation.
         released: usize,
     },
@@ -149,12 +154,15 @@ pub enum CallError {
         reason: String,
     },
     /// The domain is unloading or unloaded: no new calls.
-    #[error("domain {domain} is {state:?}: it takes no calls")]
+    #[error("domain {domain} is {state:?}: it takes no calls{}", ended_by(cause))]
     NotRunning {
         /// The domain.
         domain: u64,
         /// Its state.
         state: DomainState,
+        /// The failure an escalation ended it for, if one did (the trap or
+        /// limit, kept through the recycle or unload).
+        cause: Option<String>,
     },
 }
 
@@ -163,12 +171,14 @@ pub enum CallError {
 #[non_exhaustive]
 pub enum UnloadError {
     /// The domain was already unloading or unloaded.
-    #[error("domain {domain} is already {state:?}")]
+    #[error("domain {domain} is already {state:?}{}", ended_by(cause))]
     NotRunning {
         /// The domain.
         domain: u64,
         /// Its state.
         state: DomainState,
+        /// The failure an escalation ended it for, if one did.
+        cause: Option<String>,
     },
 }
 
@@ -196,4 +206,12 @@ pub enum HostError {
         /// The OS error.
         error: io::Error,
     },
+}
+
+/// The tail of a `NotRunning` message: what ended the domain.
+fn ended_by(cause: &Option<String>) -> String {
+    cause
+        .as_ref()
+        .map(|c| format!(" ({c})"))
+        .unwrap_or_default()
 }

@@ -399,3 +399,91 @@ fn a_thread_with_too_small_a_stack_is_refused_before_guest_code_runs() {
         "{hook}"
     );
 }
+
+/// A guest whose start function succeeds once: it creates `data/flag`, and
+/// traps if the flag is already there. Its re-creation at a recycle fails.
+const ONCE: &str = r#"(module
+  (import "custody" "open" (func $open (param i32 i32 i32 i32) (result i32)))
+  (import "custody" "close" (func $close (param i32) (result i32)))
+  (import "custody" "pipe" (func $pipe (param i32 i32) (result i32)))
+  (import "custody" "critical_enter" (func $enter (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "data/flag")
+  (func $start
+    (if (i32.ge_s (call $open (i32.const 0) (i32.const 9) (i32.const 1) (i32.const 64)) (i32.const 0))
+      (then unreachable))
+    (drop (call $open (i32.const 0) (i32.const 9) (i32.const 6) (i32.const 64)))
+    (drop (call $close (i32.load (i32.const 64)))))
+  (start $start)
+  (func (export "pipes_then_trap_critical")
+    (drop (call $pipe (i32.const 128) (i32.const 132)))
+    (drop (call $enter))
+    unreachable))"#;
+
+#[test]
+fn a_failed_re_creation_releases_everything_and_every_later_error_keeps_the_cause() {
+    let _serial = serial();
+    let host = host();
+    // Warmed: wasmtime's memory image (a memfd) is made once per module.
+    let module = warm(&host, host.compile(ONCE.as_bytes()).unwrap());
+    let dir = scratch("hostile-once");
+    let baseline = FdBaseline::now();
+    let domain = host
+        .create_domain(DomainConfig::new().preopen("data", &dir))
+        .unwrap();
+    domain.load("once", &module).unwrap();
+    assert!(
+        dir.join("flag").exists(),
+        "the start function made its flag"
+    );
+    let error = domain.call("pipes_then_trap_critical", &[]).unwrap_err();
+    let text = error.to_string();
+    assert!(text.contains("re-creating it failed"), "{text}");
+    assert!(
+        text.contains("unreachable"),
+        "the re-creation's trap: {text}"
+    );
+    assert_eq!(domain.state(), custody_host::DomainState::Recycled);
+    assert_eq!(domain.table().len(), 0, "the pipes are released");
+    // Later errors say why the domain ended: the call's own trap.
+    let later = domain.call("pipes_then_trap_critical", &[]).unwrap_err();
+    let later = later.to_string();
+    assert!(later.contains("pipes_then_trap_critical failed"), "{later}");
+    assert!(later.contains("re-creating it failed"), "{later}");
+    let load = domain.load("again", &module).unwrap_err().to_string();
+    assert!(load.contains("pipes_then_trap_critical failed"), "{load}");
+    domain.unload().expect("the recycle's report");
+    drop(domain);
+    baseline.assert_back("a failed re-creation");
+}
+
+#[test]
+fn a_start_function_reaches_its_own_memory_not_an_earlier_module_s() {
+    let _serial = serial();
+    let host = host();
+    let creator = |name: &str| {
+        format!(
+            r#"(module
+              (import "custody" "open" (func $open (param i32 i32 i32 i32) (result i32)))
+              (memory (export "memory") 1)
+              (data (i32.const 0) "data/{name}")
+              (func $start (drop (call $open (i32.const 0) (i32.const 9) (i32.const 6) (i32.const 64))))
+              (start $start))"#
+        )
+    };
+    let dir = scratch("hostile-start-memory");
+    let domain = host
+        .create_domain(DomainConfig::new().preopen("data", &dir))
+        .unwrap();
+    for name in ["aaaa", "bbbb"] {
+        let module = host.compile(creator(name).as_bytes()).unwrap();
+        std::fs::remove_file(dir.join("aaaa")).ok();
+        domain.load(name, &module).unwrap();
+        assert!(
+            dir.join(name).exists(),
+            "{name}'s start function used its own path"
+        );
+    }
+    assert!(!dir.join("aaaa").exists(), "not the first module's memory");
+    domain.unload().unwrap();
+}

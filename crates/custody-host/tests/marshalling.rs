@@ -256,10 +256,10 @@ const WRITER: &str = r#"
 #[test]
 fn a_poll_array_changed_by_another_guest_thread_fails_with_notsup() {
     let _serial = serial();
-    // Shared memories (wasm threads) are not supported by the pooling
-    // allocator.
+    // Shared memories need the policy's threads (which allocate on demand:
+    // the pooling allocator cannot hold them).
     let (host, _lines) = host_with(Policy {
-        allocation: custody_host::Allocation::OnDemand,
+        threads: true,
         ..Policy::default()
     });
     let module = warmed_module(&host, SHARED_DRIVER);

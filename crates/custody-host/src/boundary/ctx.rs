@@ -78,6 +78,9 @@ pub(crate) struct DomainCtx {
     pub(crate) memories: Vec<ModuleExport>,
     /// How many instances the store holds.
     pub(crate) instances: usize,
+    /// A module is being instantiated: host calls come from its start
+    /// function, whose instance is not among those recorded yet.
+    pub(crate) instantiating: bool,
     /// The memory of the store's only instance, while it has exactly one:
     /// then every host call comes from that instance and needs no lookup.
     pub(crate) only_memory: Option<Extern>,
@@ -109,6 +112,7 @@ impl DomainCtx {
             host_locks: Arc::default(),
             memories: Vec::new(),
             instances: 0,
+            instantiating: false,
             only_memory: None,
         }
     }

@@ -108,10 +108,17 @@ pub(crate) fn finish(ctx: &DomainCtx, result: AbiResult) -> wasmtime::Result<i32
 /// The calling module's exported `memory`, if it has one. With one
 /// instance in the store, its memory was kept at load and is used as is;
 /// with several, the caller's is found among the `memory` exports resolved
-/// at load (`ModuleExport`s: an index compare, no string lookup).
+/// at load (`ModuleExport`s: an index compare, no string lookup). A start
+/// function, which runs before its instance is recorded, is looked up by
+/// name.
 #[inline]
 fn caller_memory(caller: &mut Caller<'_, DomainCtx>) -> Option<Extern> {
     let ctx = caller.data();
+    if ctx.instantiating {
+        // A start function: its instance is not recorded yet (and the
+        // memory kept for another instance is not its own).
+        return caller.get_export("memory");
+    }
     if ctx.only_memory.is_some() || ctx.instances <= 1 {
         return ctx.only_memory.clone();
     }

@@ -26,6 +26,7 @@ impl Domain {
         let not_running = |state| CallError::NotRunning {
             domain: self.id(),
             state,
+            cause: self.shared.ended_by(),
         };
         if self.state() != super::DomainState::Running {
             return Err(not_running(self.state()));
@@ -95,13 +96,14 @@ impl Domain {
             (Err(_), Some(context)) => format!("{reason}, {context}"),
             _ => reason,
         };
-        let released =
+        let (released, outcome) =
             recycle::escalate(&self.shared, &mut guard, action, name, &reason, &backtrace);
         Err(CallError::Escalated {
             export: name.to_string(),
             reason,
             backtrace,
             action,
+            outcome,
             released,
         })
     }

@@ -43,10 +43,13 @@ pub(crate) fn instantiate(
             ))
         })?;
     let deadline = runtime.policy.deadline;
-    loaded.store.data_mut().deadline = deadline.map(|d| (Instant::now() + d, d));
+    let ctx = loaded.store.data_mut();
+    ctx.deadline = deadline.map(|d| (Instant::now() + d, d));
+    ctx.instantiating = true;
     let instance = resolve_and_instantiate(runtime, loaded, name, module);
     let ctx = loaded.store.data_mut();
     ctx.deadline = None;
+    ctx.instantiating = false;
     let regions = std::mem::take(&mut ctx.critical_depth);
     if instance.is_err() {
         ctx.unreserve_memory(shared);

@@ -14,7 +14,7 @@ use crate::config::Action;
 use crate::ledger::LedgerCounts;
 
 /// Recycles or unloads the domain after a failed call; returns how many
-/// handles were released.
+/// handles were released and what became of the domain.
 pub(crate) fn escalate(
     shared: &DomainShared,
     guard: &mut Option<Loaded>,
@@ -22,17 +22,21 @@ pub(crate) fn escalate(
     function: &str,
     reason: &str,
     backtrace: &str,
-) -> usize {
+) -> (usize, String) {
     let (released, failures, outcome) = match action {
-        Action::AbortCall => return 0,
+        Action::AbortCall => return (0, "not touched".to_string()),
         Action::UnloadDomain => {
+            end(
+                shared,
+                format!("unloaded: its call to {function} failed: {reason}"),
+            );
             // Another thread's unload may have begun meanwhile; then it
             // owns the teardown and will find `Loaded` gone.
             let _ = shared.state.begin_unload();
             let report = unload::teardown(shared, guard, Ending::Unloaded);
-            (report.released, report.failed.len(), "unloaded")
+            (report.released, report.failed.len(), "unloaded".to_string())
         }
-        Action::RecycleDomain => recycle(shared, guard),
+        Action::RecycleDomain => recycle(shared, guard, function, reason),
     };
     let domain = shared.id;
     tracing::warn!(target: "custody::domain", parent: &shared.span, domain, function, reason, outcome, released, "escalated");
@@ -46,15 +50,29 @@ pub(crate) fn escalate(
         .with_call(domain, function, reason)
         .with_backtrace(backtrace)
     });
-    released
+    (released, outcome)
+}
+
+/// Records why the domain ended, for the errors of what comes after.
+fn end(shared: &DomainShared, cause: String) {
+    *shared
+        .ended_by
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(cause);
 }
 
 /// Drops the instances, releases every handle, and re-creates the instances
 /// from the same modules if the policy says so; a domain not re-created
-/// ends `Recycled` through the teardown.
-fn recycle(shared: &DomainShared, guard: &mut Option<Loaded>) -> (usize, usize, &'static str) {
+/// ends `Recycled` through the teardown. Returns what the escalation
+/// reports: handles released, release failures, and what became of it.
+fn recycle(
+    shared: &DomainShared,
+    guard: &mut Option<Loaded>,
+    function: &str,
+    reason: &str,
+) -> (usize, usize, String) {
     let Some(loaded) = guard.as_mut() else {
-        return (0, 0, "recycled (not re-created)");
+        return (0, 0, "recycled (not re-created)".to_string());
     };
     let preopens = mem::take(&mut loaded.store.data_mut().preopens);
     // Guest instances and memories go first, the OS handles last.
@@ -64,27 +82,35 @@ fn recycle(shared: &DomainShared, guard: &mut Option<Loaded>) -> (usize, usize, 
     LedgerCounts::bump(&shared.ledger.released_at_recycle, drained.released as u64);
     LedgerCounts::bump(&shared.ledger.recycles, 1);
     let runtime = &shared.runtime;
-    let mut recreated = runtime.policy.escalation.recreate;
-    if recreated {
+    // Re-instantiation runs start functions: under the same rules as a
+    // load (deadline, memory, stack, critical regions).
+    let mut not_recreated = (!runtime.policy.escalation.recreate)
+        .then(|| "recycled (not re-created: the policy's recreate is off)".to_string());
+    if not_recreated.is_none() {
         for old in mem::take(&mut loaded.modules) {
             match link::instantiate(runtime, loaded, &old.name, &old.module) {
                 Ok(instance) => loaded.modules.push(LoadedModule { instance, ..old }),
-                Err(_) => {
-                    recreated = false;
+                Err(error) => {
+                    not_recreated = Some(format!("recycled (re-creating it failed: {error})"));
                     break;
                 }
             }
         }
     }
     let failures = drained.failed.len();
-    if recreated {
-        (
+    match not_recreated {
+        None => (
             drained.released,
             failures,
-            "recycled and re-created from its modules",
-        )
-    } else {
-        unload::teardown(shared, guard, Ending::Recycled);
-        (drained.released, failures, "recycled (not re-created)")
+            "recycled and re-created from its modules".to_string(),
+        ),
+        Some(outcome) => {
+            end(
+                shared,
+                format!("{outcome}: its call to {function} failed: {reason}"),
+            );
+            unload::teardown(shared, guard, Ending::Recycled);
+            (drained.released, failures, outcome)
+        }
     }
 }

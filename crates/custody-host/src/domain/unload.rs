@@ -49,6 +49,7 @@ impl Domain {
                 _ => Err(UnloadError::NotRunning {
                     domain: shared.id,
                     state,
+                    cause: shared.ended_by(),
                 }),
             };
         }

@@ -23,8 +23,25 @@
 //! example `none,releaseHandleFailed` or `all,-staleHandleUse`. The API
 //! equivalents are [`configure`], [`set_enabled`] and [`is_enabled`].
 //!
+//! # Rate limit
+//! A guest that triggers a diagnostic in a loop must not flood the host's
+//! output or memory, so each assistant delivers at most a burst of
+//! diagnostics per window: 100 per second by default. Occurrences past it are
+//! *suppressed*: counted ([`count`], [`suppressed`]) but not built or sent.
+//! The assistant's first delivery in a later window is preceded by one
+//! summary of the same assistant, for example
+//! `300 more staleHandleUse diagnostics suppressed (rate limit: 100 per second)`,
+//! with `detail` `{"suppressed": 300}`; [`flush_suppressed`] sends the
+//! pending summaries at once (call it before exiting). Every suppressed
+//! occurrence is reported in exactly one summary.
+//!
+//! `CUSTODY_DIAGNOSTICS_RATE` sets the limit: `N` (per second) or `off`. The
+//! API equivalents are [`set_rate_limit`] (with any [`RateLimit`] window) and
+//! [`rate_limit`]. What is retained in-process is bounded separately by
+//! [`Collector::bounded`].
+//!
 //! # Sinks
-//! Every enabled diagnostic goes to all of them:
+//! Every enabled diagnostic within the rate limit goes to all of them:
 //! - stderr, on by default: a human-readable report per diagnostic, or one
 //!   JSON object per line with `CUSTODY_DIAGNOSTICS_FORMAT=json` (or
 //!   [`set_format`]). [`set_stderr`] turns it off.
@@ -38,7 +55,7 @@
 //!   subscriber installed it costs a cached check.
 //!
 //! Every assistant also has a counter, incremented whether or not it is
-//! enabled: [`count`].
+//! enabled or suppressed: [`count`].
 //!
 //! In tests, call `capture_for_tests` (with the `testing` feature) first:
 //! it routes diagnostics through libtest's output capture, so a passing test
@@ -71,6 +88,8 @@
 //! # Layout
 //! - `assistant`: [`Assistant`], [`EnabledSet`] and the list syntax;
 //! - `record`: [`Diagnostic`] and its human and JSON forms;
+//! - `rate`: [`RateLimit`] and the per-assistant limiter (its packed window
+//!   word and transitions);
 //! - `sink`: the global configuration, counters, subscribers, the
 //!   `tracing` events and [`fire`];
 //! - `handle_events`: the diagnostics this crate fires about handles.
@@ -81,6 +100,7 @@
 
 mod assistant;
 mod handle_events;
+mod rate;
 mod record;
 mod sink;
 
@@ -89,13 +109,17 @@ pub use handle_events::RELEASE_FAILED_CAUSES;
 pub(crate) use handle_events::{
     handle_finalized, release_handle_failed, stale_handle_use, unbalanced_references,
 };
+pub use rate::RateLimit;
 pub use record::Diagnostic;
 #[cfg(any(test, feature = "testing"))]
 pub use sink::capture_for_tests;
 pub use sink::{
     Collector, Format, Subscription, TRACING_TARGET, configure, count, enabled_set, fire,
-    is_enabled, set_enabled, set_format, set_stderr, subscribe,
+    flush_suppressed, is_enabled, rate_limit, set_enabled, set_format, set_rate_limit, set_stderr,
+    subscribe, suppressed,
 };
 
+#[cfg(all(test, not(loom)))]
+mod rate_tests;
 #[cfg(all(test, not(loom)))]
 pub(crate) mod tests;

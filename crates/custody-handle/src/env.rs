@@ -3,7 +3,7 @@
 //!
 //! A leaf, shared by [`crate::history`] (`CUSTODY_TRACE_HANDLES`) and
 //! [`crate::diagnostics`] (`CUSTODY_DIAGNOSTICS`,
-//! `CUSTODY_DIAGNOSTICS_FORMAT`), so that neither imports the other to
+//! `CUSTODY_DIAGNOSTICS_FORMAT`, `CUSTODY_DIAGNOSTICS_RATE`), so that neither imports the other to
 //! complain about its configuration.
 
 use std::io::{self, Write as _};

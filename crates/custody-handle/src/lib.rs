@@ -42,7 +42,7 @@
 //! | `env` | how a bad `CUSTODY_*` variable is reported |
 //! | `error` | [`HandleError`] |
 //! | [`history`] | the per-value handle history (`CUSTODY_TRACE_HANDLES`) |
-//! | [`diagnostics`] | the assistants, [`Diagnostic`](diagnostics::Diagnostic), the sinks (stderr, subscribers, `tracing`) |
+//! | [`diagnostics`] | the assistants, [`Diagnostic`](diagnostics::Diagnostic), the sinks (stderr, subscribers, `tracing`), the per-assistant rate limit; `diagnostics/rate.rs`: the window word and its transitions |
 //! | `critical_handle` | [`CriticalHandle`] |
 //! | `safe_handle` | [`SafeHandle`] and [`HandleRef`]; `safe_handle/state.rs`: the `(n, D, C)` state word and its transitions |
 //! | `table` | [`HandleTable`], [`TableRef`], the reports and [`TableCounters`]; `table/slot.rs`: the slot word, the slots and every `unsafe` of the table |

@@ -1,11 +1,12 @@
-//! `CUSTODY_DIAGNOSTICS`, `CUSTODY_DIAGNOSTICS_FORMAT` and
-//! `CUSTODY_TRACE_HANDLES`, end to end: this binary runs itself as a child
+//! `CUSTODY_DIAGNOSTICS`, `CUSTODY_DIAGNOSTICS_FORMAT`,
+//! `CUSTODY_DIAGNOSTICS_RATE` and `CUSTODY_TRACE_HANDLES`, end to end: this binary runs itself as a child
 //! with the variables set (they are read once per process) and reads what the
 //! child printed on stderr.
 
 use std::io;
 use std::process::Command;
 
+use custody_handle::diagnostics::{self, Assistant, Diagnostic};
 use custody_handle::{ReleaseHandle, SafeHandle};
 
 struct Failing;
@@ -32,11 +33,27 @@ fn child() {
     let _ = handle.dispose();
 }
 
+/// The flooding child: 10 `callAborted` in a row, then a flush.
+#[test]
+#[ignore = "run by the tests below as a child process"]
+fn flood_child() {
+    for i in 0..10 {
+        diagnostics::fire(Assistant::CallAborted, || {
+            Diagnostic::new(Assistant::CallAborted, format!("flood {i}"))
+        });
+    }
+    diagnostics::flush_suppressed();
+}
+
 fn run_child(vars: &[(&str, &str)]) -> String {
+    run("child", vars)
+}
+
+fn run(child: &str, vars: &[(&str, &str)]) -> String {
     let mut command = Command::new(std::env::current_exe().unwrap());
     command.args([
         "--exact",
-        "child",
+        child,
         "--ignored",
         "--nocapture",
         "--test-threads=1",
@@ -44,6 +61,7 @@ fn run_child(vars: &[(&str, &str)]) -> String {
     for var in [
         "CUSTODY_DIAGNOSTICS",
         "CUSTODY_DIAGNOSTICS_FORMAT",
+        "CUSTODY_DIAGNOSTICS_RATE",
         "CUSTODY_TRACE_HANDLES",
     ] {
         command.env_remove(var);
@@ -105,4 +123,43 @@ fn the_list_enables_and_disables_assistants() {
         bad.contains("custody: releaseHandleFailed"),
         "the defaults stay: {bad}"
     );
+}
+
+/// What a flooding child printed: `(reports, suppressed per its summaries)`.
+fn flood(vars: &[(&str, &str)]) -> (usize, u64, String) {
+    let stderr = run("flood_child", vars);
+    let reports = stderr
+        .lines()
+        .filter(|l| l.starts_with("custody: callAborted: flood "))
+        .count();
+    let summarized = stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("custody: callAborted: "))
+        .filter_map(|l| {
+            l.strip_suffix(" more callAborted diagnostics suppressed (rate limit: 2 per second)")
+        })
+        .map(|n| n.parse::<u64>().unwrap())
+        .sum();
+    (reports, summarized, stderr)
+}
+
+#[test]
+fn the_rate_is_a_number_per_second_or_off() {
+    let (reports, summarized, stderr) = flood(&[("CUSTODY_DIAGNOSTICS_RATE", "2")]);
+    // 2 and a summary of 8, unless the child stalled for a second mid-flood.
+    assert!(reports < 10, "{stderr}");
+    assert_eq!(reports as u64 + summarized, 10, "{stderr}");
+    assert!(stderr.contains("  detail: {\"suppressed\":"), "{stderr}");
+
+    let (reports, _, off) = flood(&[("CUSTODY_DIAGNOSTICS_RATE", "off")]);
+    assert_eq!(reports, 10, "{off}");
+    assert!(!off.contains("suppressed"), "{off}");
+
+    let (reports, _, bad) = flood(&[("CUSTODY_DIAGNOSTICS_RATE", "lots")]);
+    assert!(
+        bad.contains("CUSTODY_DIAGNOSTICS_RATE: \"lots\" is not off or a number"),
+        "{bad}"
+    );
+    assert!(bad.contains("using 100 per second"), "{bad}");
+    assert_eq!(reports, 10, "the default, 100 per second: {bad}");
 }

@@ -1,12 +1,15 @@
 //! Where diagnostics go: the process-wide configuration (enabled set, stderr
-//! format, counters), the in-process subscribers, the `tracing` events, and
-//! [`fire`], which counts an occurrence and sends it to all of them.
+//! format, rate limit, counters), the in-process subscribers, the `tracing`
+//! events, and [`fire`], which counts an occurrence, applies the rate limit
+//! and sends it to all of them.
 
 use std::io::{self, Write as _};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
+use std::time::Instant;
 
 use super::assistant::{Assistant, EnabledSet, UnknownAssistant};
+use super::rate::{Admission, Limiter, RateLimit};
 use super::record::Diagnostic;
 use crate::env::config_warning;
 
@@ -29,8 +32,21 @@ struct Global {
     format: AtomicU8,
     stderr: AtomicBool,
     counts: [AtomicU64; Assistant::ALL.len()],
+    /// The rate limit, [`RateLimit::to_bits`] (0: off).
+    rate_limit: AtomicU64,
+    /// One per assistant, indexed like `counts`.
+    limiters: [Limiter; Assistant::ALL.len()],
+    /// Time 0 of the limiters' clock.
+    epoch: Instant,
     subscribers: RwLock<Vec<(u64, Callback)>>,
     next_subscriber: AtomicU64,
+}
+
+impl Global {
+    /// The limiters' clock: milliseconds since `epoch` (monotonic).
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
 }
 
 fn global() -> &'static Global {
@@ -53,11 +69,24 @@ fn global() -> &'static Global {
                 Format::Human
             }
         };
+        let rate_limit = match std::env::var("CUSTODY_DIAGNOSTICS_RATE").as_deref() {
+            Err(_) | Ok("") => Some(RateLimit::DEFAULT),
+            Ok(spec) => RateLimit::parse_env(spec).unwrap_or_else(|e| {
+                config_warning(&format!(
+                    "CUSTODY_DIAGNOSTICS_RATE: {e}; using {}",
+                    RateLimit::DEFAULT
+                ));
+                Some(RateLimit::DEFAULT)
+            }),
+        };
         Global {
             enabled: AtomicU32::new(enabled.bits()),
             format: AtomicU8::new(format as u8),
             stderr: AtomicBool::new(true),
             counts: Default::default(),
+            rate_limit: AtomicU64::new(RateLimit::to_bits(rate_limit)),
+            limiters: Default::default(),
+            epoch: Instant::now(),
             subscribers: RwLock::new(Vec::new()),
             next_subscriber: AtomicU64::new(1),
         }
@@ -107,9 +136,76 @@ pub fn set_stderr(on: bool) {
 }
 
 /// How many times an assistant's condition has occurred in this process,
-/// whether or not it was enabled.
+/// whether or not it was enabled, and whether or not it was suppressed by the
+/// rate limit.
 pub fn count(assistant: Assistant) -> u64 {
     global().counts[assistant.index()].load(Ordering::Relaxed)
+}
+
+/// Sets the rate limit every assistant is held to (`None`: off). It applies
+/// from the next occurrence, which opens a new window for its assistant.
+/// Suppressed occurrences not yet summarized keep waiting for their summary
+/// (with the limit off, the assistant's next delivery carries it).
+pub fn set_rate_limit(limit: Option<RateLimit>) {
+    let g = global();
+    g.rate_limit
+        .store(RateLimit::to_bits(limit), Ordering::Relaxed);
+    let now_ms = g.now_ms();
+    for limiter in &g.limiters {
+        limiter.close(now_ms);
+    }
+}
+
+/// The rate limit (`None`: off). [`RateLimit::DEFAULT`] unless
+/// `CUSTODY_DIAGNOSTICS_RATE` or [`set_rate_limit`] changed it.
+pub fn rate_limit() -> Option<RateLimit> {
+    RateLimit::from_bits(global().rate_limit.load(Ordering::Relaxed))
+}
+
+/// How many occurrences of an assistant the rate limit has suppressed in
+/// this process (each is, or will be, reported in one summary).
+pub fn suppressed(assistant: Assistant) -> u64 {
+    global().limiters[assistant.index()].suppressed()
+}
+
+/// Delivers now, for every enabled assistant, the summary of the occurrences
+/// suppressed since its last summary, instead of waiting for its next
+/// delivery; returns how many occurrences the summaries reported. Call it
+/// before exiting, so that a flood at the very end is still reported. A
+/// disabled assistant's pending count waits until it is enabled again.
+pub fn flush_suppressed() -> u64 {
+    let g = global();
+    let limit = rate_limit();
+    let mut reported = 0;
+    for assistant in Assistant::ALL {
+        if !is_enabled(assistant) {
+            continue;
+        }
+        let pending = g.limiters[assistant.index()].take_pending();
+        if pending > 0 {
+            deliver(g, &summary(assistant, pending, limit));
+            reported += pending;
+        }
+    }
+    reported
+}
+
+/// The summary of `suppressed` occurrences of `assistant`.
+pub(super) fn summary(
+    assistant: Assistant,
+    suppressed: u64,
+    limit: Option<RateLimit>,
+) -> Diagnostic {
+    let plural = if suppressed == 1 { "" } else { "s" };
+    let limit = match limit {
+        Some(limit) => format!("rate limit: {limit}"),
+        None => "by a rate limit since turned off".to_string(),
+    };
+    Diagnostic::new(
+        assistant,
+        format!("{suppressed} more {assistant} diagnostic{plural} suppressed ({limit})"),
+    )
+    .with_detail(serde_json::json!({ "suppressed": suppressed }))
 }
 
 /// A registered in-process subscriber; dropping it unsubscribes.
@@ -216,23 +312,42 @@ impl Collector {
     }
 }
 
-/// Counts an occurrence and, if its assistant is enabled, builds the
-/// diagnostic with `build` and sends it to the sinks: stderr (if on), a
-/// `tracing` event (target [`TRACING_TARGET`]), and every subscriber.
-/// Never panics.
+/// Counts an occurrence and, if its assistant is enabled and within the
+/// rate limit, builds the diagnostic with `build` and sends it to the sinks:
+/// stderr (if on), a `tracing` event (target [`TRACING_TARGET`]), and every
+/// subscriber. Never panics.
+///
+/// Past the rate limit ([`rate_limit`]) the occurrence is suppressed: counted
+/// ([`count`], [`suppressed`]) but neither built nor sent. The assistant's
+/// first delivery in a later window is preceded by a summary diagnostic of
+/// the same assistant, "N more NAME diagnostics suppressed (rate limit:
+/// ...)", with `detail` `{"suppressed": N}` ([`flush_suppressed`] sends the
+/// summaries at once).
 pub fn fire(assistant: Assistant, build: impl FnOnce() -> Diagnostic) {
     let g = global();
-    g.counts[assistant.index()].fetch_add(1, Ordering::Relaxed);
+    let index = assistant.index();
+    g.counts[index].fetch_add(1, Ordering::Relaxed);
     if !is_enabled(assistant) {
         return;
     }
-    let diagnostic = build();
+    let limit = RateLimit::from_bits(g.rate_limit.load(Ordering::Relaxed));
+    let now_ms = if limit.is_some() { g.now_ms() } else { 0 };
+    match g.limiters[index].admit(limit, now_ms) {
+        Admission::Suppress => return,
+        Admission::Deliver { summary: 0 } => {}
+        Admission::Deliver { summary: n } => deliver(g, &summary(assistant, n, limit)),
+    }
+    deliver(g, &build());
+}
+
+/// Sends `diagnostic` to every sink.
+fn deliver(g: &Global, diagnostic: &Diagnostic) {
     if g.stderr.load(Ordering::Relaxed) {
         let _ = io::stderr()
             .lock()
-            .write_all(stderr_text(&diagnostic).as_bytes());
+            .write_all(stderr_text(diagnostic).as_bytes());
     }
-    emit_tracing_event(&diagnostic);
+    emit_tracing_event(diagnostic);
     // Clone the list so a callback may subscribe or unsubscribe.
     let subscribers: Vec<Callback> = g
         .subscribers
@@ -242,7 +357,7 @@ pub fn fire(assistant: Assistant, build: impl FnOnce() -> Diagnostic) {
         .map(|(_, cb)| Arc::clone(cb))
         .collect();
     for callback in subscribers {
-        callback(&diagnostic);
+        callback(diagnostic);
     }
 }
 
@@ -303,13 +418,20 @@ fn emit_tracing_event(diagnostic: &Diagnostic) {
 /// callback that prints each diagnostic, in the stderr sink's format, with
 /// `eprint!`: libtest captures that per test and shows it only when the test
 /// fails (or with `--nocapture`). Call it first in every test that fires
-/// diagnostics; later calls do nothing. The production default (the stderr
-/// sink on) is untouched unless this is called.
+/// diagnostics; later calls do nothing.
+///
+/// It also turns the rate limit off ([`set_rate_limit`]`(None)`), so that
+/// tests that count what they fired see every diagnostic whatever else runs
+/// in the process; a test of the rate limit sets one after calling this.
+///
+/// The production defaults (the stderr sink on, the rate limit on) are
+/// untouched unless this is called.
 #[cfg(any(test, feature = "testing"))]
 pub fn capture_for_tests() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         set_stderr(false);
+        set_rate_limit(None);
         // Kept for the life of the process.
         std::mem::forget(subscribe(|d| eprint!("{}", stderr_text(d))));
     });

@@ -110,7 +110,7 @@ pub(crate) use handle_events::{
     handle_finalized, release_handle_failed, stale_handle_use, unbalanced_references,
 };
 pub use rate::RateLimit;
-pub use record::Diagnostic;
+pub use record::{Diagnostic, escape_control};
 #[cfg(any(test, feature = "testing"))]
 pub use sink::capture_for_tests;
 pub use sink::{

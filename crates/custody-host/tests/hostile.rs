@@ -487,3 +487,45 @@ fn a_start_function_reaches_its_own_memory_not_an_earlier_module_s() {
     assert!(!dir.join("aaaa").exists(), "not the first module's memory");
     domain.unload().unwrap();
 }
+
+#[test]
+fn a_log_flood_is_cut_to_the_policy_s_rate_and_counted() {
+    let _serial = serial();
+    let (host, lines) = host_with(Policy {
+        log_lines_per_second: 10,
+        ..Policy::default()
+    });
+    let module = host
+        .compile(
+            br#"(module
+              (import "custody" "log" (func $log (param i32 i32 i32) (result i32)))
+              (memory (export "memory") 1)
+              (data (i32.const 0) "spam")
+              (func $flood (param i32)
+                (loop $l
+                  (drop (call $log (i32.const 2) (i32.const 0) (i32.const 4)))
+                  (br_if $l (local.tee 0 (i32.sub (local.get 0) (i32.const 1))))))
+              (func (export "flood") (param i32) (call $flood (local.get 0)))
+              (func (export "custody_unloading") (call $flood (i32.const 100000))))"#,
+        )
+        .unwrap();
+    let domain = host.create_domain(DomainConfig::new()).unwrap();
+    domain.load("spam", &module).unwrap();
+    domain
+        .call("flood", &[custody_host::Val::I32(100_000)])
+        .unwrap();
+    domain.unload().unwrap();
+    let lines = lines.lock().unwrap();
+    let spam = lines.iter().filter(|l| l.2 == "spam").count();
+    // One window for the call (and maybe one more for the hook if a second
+    // passed): the flood of 200,000 lines is cut to a few dozen.
+    assert!((10..=40).contains(&spam), "{spam} lines went out");
+    let said: u64 = lines
+        .iter()
+        .filter_map(|l| {
+            l.2.strip_suffix(" more guest log line(s) suppressed (rate limit: 10 per second)")
+        })
+        .map(|n| n.parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(said + spam as u64, 200_000, "every line is counted once");
+}

@@ -20,8 +20,8 @@ use std::sync::Arc;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use custody_handle::diagnostics::{self, Collector};
 use custody_host::{
-    CallError, Category, Domain, DomainConfig, Host, Ledger, LoadError, LogSink, Module, Policy,
-    Val, ValType,
+    AbiError, CallError, Category, Domain, DomainConfig, Host, Ledger, LoadError, LogSink, Module,
+    Policy, Val, ValType,
 };
 use serde::Serialize;
 use tracing_subscriber::filter::{LevelFilter, Targets};
@@ -249,8 +249,10 @@ fn main() -> ExitCode {
         Command::Run(args) => match run(&args, log_format) {
             Ok(()) => ExitCode::SUCCESS,
             Err(failure) => {
-                // One line, whatever the error says.
-                eprintln!("custody: {}", failure.message.replace('\n', " "));
+                // One line, whatever the error says; a guest's names in it
+                // (exports, functions of a backtrace) are escaped.
+                let line = failure.message.replace('\n', " ");
+                eprintln!("custody: {}", diagnostics::escape_control(&line));
                 ExitCode::from(failure.status)
             }
         },
@@ -418,7 +420,12 @@ fn run(args: &RunArgs, log_format: LogFormat) -> Result<(), Failure> {
         Ok(report) => report.ledger,
         Err(_) => domain.ledger(),
     };
-    print_outcome(args, &outcome, ledger, &collector);
+    // Floods cut by the rate limit are summed up before the report.
+    diagnostics::flush_suppressed();
+    let codes = module
+        .imports()
+        .any(|i| i.module() == custody_host::abi::MODULE);
+    print_outcome(args, &outcome, ledger, &collector, codes);
     outcome.map(drop)
 }
 
@@ -473,6 +480,18 @@ fn load_and_call(
     Ok(domain.call(&export, &values)?)
 }
 
+/// A result as text. From a guest of the custody ABI, a negative `i32`
+/// that is one of its error codes is shown with its name: `-8 (E_DENIED)`.
+fn shown(value: &Val, codes: bool) -> String {
+    match value {
+        Val::I32(n) if codes => match AbiError::from_code(*n) {
+            Some(error) => error.to_string(),
+            None => n.to_string(),
+        },
+        other => json_value(other).to_string(),
+    }
+}
+
 /// Prints the outcome on stdout: the result or the error, the ledger and
 /// (with `--json`) the diagnostics. A closed stdout (a reader that went
 /// away: `EPIPE`, since Rust ignores SIGPIPE) ends the output quietly
@@ -482,6 +501,7 @@ fn print_outcome(
     outcome: &Result<Vec<Val>, Failure>,
     ledger: Ledger,
     collector: &Collector,
+    codes: bool,
 ) {
     let text = if args.json {
         let output = JsonOutput {
@@ -510,8 +530,7 @@ fn print_outcome(
         );
         match outcome {
             Ok(results) => {
-                let shown: Vec<String> =
-                    results.iter().map(|v| json_value(v).to_string()).collect();
+                let shown: Vec<String> = results.iter().map(|v| shown(v, codes)).collect();
                 let shown = if shown.is_empty() {
                     "(none)".to_string()
                 } else {

@@ -412,3 +412,62 @@ fn a_module_past_the_compile_limits_is_a_load_error_at_the_cli() {
         stderr(&output)
     );
 }
+
+#[test]
+fn error_codes_are_shown_with_their_names() {
+    let output = custody(&["run", "examples/demo.wat", "--no-cache"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.starts_with("result: -8 (E_DENIED)\n"), "{stdout}");
+}
+
+#[test]
+fn guest_names_in_messages_are_escaped() {
+    // An export whose name carries an escape sequence and a newline.
+    let module = scratch_module(
+        "names.wat",
+        r#"(module (func (export "run\u{1b}[2J\0acustody: forged") unreachable))"#,
+    );
+    let output = custody(&["run", module.to_str().unwrap(), "--no-cache"]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    let text = stderr(&output);
+    assert!(!text.contains('\u{1b}'), "{text:?}");
+    assert_eq!(text.lines().count(), 1, "{text:?}");
+    assert!(text.contains("run\\u{1b}[2J"), "{text:?}");
+}
+
+#[test]
+fn a_flood_of_stale_ids_is_cut_and_summed_up() {
+    // 200,000 closes of a forged id: each fires staleHandleUse.
+    let module = scratch_module(
+        "stale.wat",
+        r#"(module
+          (import "custody" "close" (func $close (param i32) (result i32)))
+          (func (export "run") (local i32)
+            (local.set 0 (i32.const 200000))
+            (loop $l
+              (drop (call $close (i32.const 12345)))
+              (br_if $l (local.tee 0 (i32.sub (local.get 0) (i32.const 1)))))))"#,
+    );
+    for json in [false, true] {
+        let mut args = vec!["run", module.to_str().unwrap(), "--no-cache"];
+        if json {
+            args.push("--json");
+        }
+        let output = custody(&args);
+        assert!(output.status.success(), "{}", stderr(&output));
+        let all = format!(
+            "{}{}",
+            stderr(&output),
+            String::from_utf8_lossy(&output.stdout)
+        );
+        assert!(all.len() < 1 << 20, "{} bytes of output", all.len());
+        let reported = all.matches("staleHandleUse").count();
+        assert!(reported < 1000, "{reported} reports");
+        assert!(
+            all.contains("more staleHandleUse diagnostics suppressed"),
+            "{}",
+            &all[all.len().saturating_sub(2000)..]
+        );
+    }
+}

@@ -141,9 +141,16 @@ impl Diagnostic {
         self
     }
 
-    /// The human-readable report, as printed to stderr.
+    /// The human-readable report, as printed to stderr. Every field is
+    /// printed with its control characters escaped (a function name or a
+    /// backtrace may come from a guest: it cannot break a line or drive the
+    /// terminal).
     pub fn render(&self) -> String {
-        let mut out = format!("custody: {}: {}\n", self.assistant, self.message);
+        let mut out = format!(
+            "custody: {}: {}\n",
+            self.assistant,
+            escape_control(&self.message)
+        );
         for (name, value) in [
             ("domain", self.domain.map(|d| d.to_string())),
             ("function", self.function.clone()),
@@ -151,7 +158,7 @@ impl Diagnostic {
             ("detail", self.detail.as_ref().map(|d| d.to_string())),
         ] {
             if let Some(value) = value {
-                let _ = writeln!(out, "  {name}: {value}");
+                let _ = writeln!(out, "  {name}: {}", escape_control(&value));
             }
         }
         if let Some(culprit) = &self.culprit {
@@ -186,16 +193,34 @@ impl Diagnostic {
         if let Some(bt) = &self.backtrace {
             out.push_str("  Backtrace:\n");
             for line in bt.lines() {
-                let _ = writeln!(out, "    {line}");
+                let _ = writeln!(out, "    {}", escape_control(line));
             }
         }
         out
     }
 
-    /// The JSON-lines form (one line, no trailing newline).
+    /// The JSON-lines form (one line, no trailing newline; JSON escapes
+    /// control characters itself).
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_else(|e| {
             format!("{{\"assistant\":\"{}\",\"error\":\"{e}\"}}", self.assistant)
         })
     }
+}
+
+/// `text` with every control character (newlines, escape bytes) written as
+/// a Rust escape (`\\n`, `\\u{1b}`).
+pub fn escape_control(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut escaped = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            escaped.extend(c.escape_default());
+        } else {
+            escaped.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(escaped)
 }

@@ -3,7 +3,7 @@
 //! current call's deadline and critical regions, and the one wait every
 //! blocking host call goes through.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::os::fd::BorrowedFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -58,6 +58,9 @@ pub(crate) struct DomainCtx {
     pub(crate) policy: Arc<Policy>,
     pub(crate) ledger: Arc<LedgerCounts>,
     log: LogSink,
+    /// How many guest log lines may still go out (the policy's
+    /// `log_lines_per_second`).
+    log_budget: RefCell<log::LogBudget>,
     /// The errno of the last `E_IO`, for `last_error`.
     pub(crate) last_errno: Cell<i32>,
     /// Open critical regions (and host locks held) in the current call.
@@ -96,7 +99,9 @@ impl DomainCtx {
         ledger: Arc<LedgerCounts>,
         log: LogSink,
     ) -> Self {
+        let log_budget = RefCell::new(log::LogBudget::new(policy.log_lines_per_second));
         DomainCtx {
+            log_budget,
             id,
             table,
             cancel,
@@ -117,8 +122,22 @@ impl DomainCtx {
         }
     }
 
+    /// Sends a guest log line, within the policy's rate; lines past it are
+    /// dropped and counted, and the count said before the next line that
+    /// passes (or when the domain's store goes).
     pub(crate) fn log_line(&self, level: u8, text: &str) {
-        log::guest_line(&self.log, self.id, level, text);
+        let (admitted, suppressed) = self.log_budget.borrow_mut().admit(Instant::now());
+        if let Some(n) = suppressed {
+            self.say_suppressed(n);
+        }
+        if admitted {
+            log::guest_line(&self.log, self.id, level, text);
+        }
+    }
+
+    fn say_suppressed(&self, n: u64) {
+        let line = log::suppressed_line(n, self.policy.log_lines_per_second);
+        log::guest_line(&self.log, self.id, 1, &line);
     }
 
     /// Why the current call is being stopped.
@@ -195,6 +214,16 @@ impl DomainCtx {
         match self.wait(&[fd], interest, self.policy.max_wait)? {
             Waited::Ready(_) => Ok(()),
             _ => Err(AbiError::TimedOut),
+        }
+    }
+}
+
+impl Drop for DomainCtx {
+    /// The domain's store goes (unload, recycle): lines suppressed since
+    /// the last one that passed are said now.
+    fn drop(&mut self) {
+        if let Some(n) = self.log_budget.get_mut().take_suppressed() {
+            self.say_suppressed(n);
         }
     }
 }

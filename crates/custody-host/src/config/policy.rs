@@ -202,6 +202,10 @@ pub struct Policy {
     /// allocates on demand (the pooling allocator cannot hold shared
     /// memories).
     pub threads: bool,
+    /// How many log lines a domain's guests may write per second (a window
+    /// of one second); the rest are dropped, and a line saying how many
+    /// stands for them. Default 100.
+    pub log_lines_per_second: u32,
     /// How many compiled modules the host keeps, keyed by content, so that
     /// compiling the same bytes again (a reload, another domain) costs a
     /// hash. Default 256; 0 turns the cache off.
@@ -306,6 +310,7 @@ impl Default for Policy {
             compile_memory_limit: 1 << 30,
             compile_timeout: Duration::from_secs(60),
             threads: false,
+            log_lines_per_second: 100,
         }
     }
 }
@@ -347,6 +352,11 @@ impl Policy {
         if self.allocation == Allocation::Pooling && self.pool_size == 0 {
             return Err(PolicyError(
                 "a pool of 0 instances would refuse every domain".into(),
+            ));
+        }
+        if self.log_lines_per_second == 0 {
+            return Err(PolicyError(
+                "a log rate of 0 lines per second would drop every line".into(),
             ));
         }
         if self.compile_timeout.is_zero() {

@@ -44,6 +44,7 @@ struct PolicyFile {
     pool_size: Option<u32>,
     module_cache_entries: Option<usize>,
     threads: Option<bool>,
+    log_lines_per_second: Option<u32>,
     compile_memory_limit_bytes: Option<usize>,
     compile_timeout_ms: Option<u64>,
     compile_limits: Option<CompileLimitsFile>,
@@ -109,6 +110,7 @@ impl Policy {
     /// pool_size = 1000              # live instances the pool holds
     /// module_cache_entries = 256    # compiled modules kept by content
     /// threads = false               # shared memories and atomic waits
+    /// log_lines_per_second = 100    # guest log lines; the rest are counted
     /// compile_memory_limit_bytes = 1073741824
     /// compile_timeout_ms = 60000
     ///
@@ -173,6 +175,9 @@ impl Policy {
             .module_cache_entries
             .unwrap_or(policy.module_cache_entries);
         policy.threads = file.threads.unwrap_or(policy.threads);
+        policy.log_lines_per_second = file
+            .log_lines_per_second
+            .unwrap_or(policy.log_lines_per_second);
         policy.compile_memory_limit = file
             .compile_memory_limit_bytes
             .unwrap_or(policy.compile_memory_limit);

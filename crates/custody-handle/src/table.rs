@@ -381,6 +381,14 @@ impl HandleTable {
         report
     }
 
+    /// The ids of the handles live now, in slot order (a snapshot: other
+    /// threads may insert and close meanwhile). One pass over the slots.
+    pub fn live_ids(&self) -> Vec<HandleId> {
+        (0..self.slots.fresh())
+            .filter_map(|index| self.slots.get(index)?.live_id())
+            .collect()
+    }
+
     /// Marks `id`'s slot REMOVING and finalizes it now if it is unpinned.
     /// `Err` carries the slot word if `id` is not live there (already closed
     /// or never issued).

@@ -99,7 +99,9 @@ impl Fuzzer {
         match r % 8 {
             0..=2 => SLOTS + 4 * (self.rng.next_u64() % SLOT_COUNT as u64) as i32,
             3 => self.rng.pick(&self.paths).0,
-            4 => self.rng.pick(&[-1, -4, i32::MIN, i32::MAX, 65_535, 65_533, 65_536]),
+            4 => self
+                .rng
+                .pick(&[-1, -4, i32::MIN, i32::MAX, 65_535, 65_533, 65_536]),
             5 => 1 + 4 * (self.rng.next_u64() % 64) as i32, // unaligned
             _ => (self.rng.next_u64() % 70_000) as i32,
         }
@@ -109,7 +111,9 @@ impl Fuzzer {
         let big = MAX_IO as i32;
         match self.rng.next_u64() % 6 {
             0 => self.rng.pick(&[0, 1, 2, 4, 8, 16]),
-            1 => self.rng.pick(&[-1, i32::MIN, i32::MAX, big, big + 1, 65_536]),
+            1 => self
+                .rng
+                .pick(&[-1, i32::MIN, i32::MAX, big, big + 1, 65_536]),
             _ => (self.rng.next_u64() % 1024) as i32,
         }
     }
@@ -298,8 +302,13 @@ fn random_calls_of_every_abi_function_keep_every_bound() {
         "seed {seed}: the ledger balances: {l:?}"
     );
     assert!(calls > 100, "seed {seed}: only {calls} calls");
-    for reached in ["open ok", "pipe ok", "read ok", "E_FAULT", "E_STALE", "E_DENIED", "E_INVAL"] {
-        assert!(seen.contains(reached), "seed {seed}: never reached {reached}: {seen:?}");
+    for reached in [
+        "open ok", "pipe ok", "read ok", "E_FAULT", "E_STALE", "E_DENIED", "E_INVAL",
+    ] {
+        assert!(
+            seen.contains(reached),
+            "seed {seed}: never reached {reached}: {seen:?}"
+        );
     }
     drop(domain);
     baseline.assert_back(&format!("the fuzz run (seed {seed}, {calls} calls)"));

@@ -529,3 +529,44 @@ fn a_log_flood_is_cut_to_the_policy_s_rate_and_counted() {
         .sum();
     assert_eq!(said + spam as u64, 200_000, "every line is counted once");
 }
+
+#[test]
+fn a_start_function_that_fails_leaves_no_handle_behind() {
+    let _serial = serial();
+    let host = host();
+    let keeper = warmed_module(
+        &host,
+        r#"(module
+          (import "custody" "pipe" (func $pipe (param i32 i32) (result i32)))
+          (memory (export "memory") 1)
+          (func (export "keep") (result i32) (call $pipe (i32.const 0) (i32.const 4))))"#,
+    );
+    let failing = host
+        .compile(
+            br#"(module
+              (import "custody" "pipe" (func $pipe (param i32 i32) (result i32)))
+              (memory (export "memory") 1)
+              (func $start
+                (drop (call $pipe (i32.const 0) (i32.const 4)))
+                (drop (call $pipe (i32.const 8) (i32.const 12)))
+                unreachable)
+              (start $start))"#,
+        )
+        .unwrap();
+    let baseline = FdBaseline::now();
+    let domain = host.create_domain(DomainConfig::new()).unwrap();
+    domain.load("keeper", &keeper).unwrap();
+    assert_eq!(call(&domain, "keep", &[]), 0);
+    assert_eq!(domain.table().len(), 2);
+    let error = domain.load("failing", &failing).unwrap_err();
+    assert!(error.to_string().contains("unreachable"), "{error}");
+    assert_eq!(
+        domain.table().len(),
+        2,
+        "the keeper's pipe stays, the start's went"
+    );
+    assert_eq!(domain.ledger().closed_by_host, 4);
+    domain.unload().unwrap();
+    drop(domain);
+    baseline.assert_back("a failed start function");
+}

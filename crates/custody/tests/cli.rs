@@ -471,3 +471,70 @@ fn a_flood_of_stale_ids_is_cut_and_summed_up() {
         );
     }
 }
+
+#[test]
+fn compile_bounds_and_threads_come_from_the_policy_file() {
+    let dir = std::env::temp_dir().join(format!("custody-cli-policy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let policy = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let body = "(i32.add (local.get 0) (i32.const 1))".repeat(2000);
+    let big = scratch_module(
+        "big.wat",
+        &format!(
+            r#"(module (func (export "run") (param i32) (result i32) (local.get 0) {body} (drop)))"#
+        ),
+    );
+    let small_compiles = policy("compile.toml", "compile_memory_limit_bytes = 100000\n");
+    let output = custody(&[
+        "run",
+        big.to_str().unwrap(),
+        "--no-cache",
+        "--policy",
+        &small_compiles,
+        "1",
+    ]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(
+        error_line(&output).contains("compile_memory_limit"),
+        "{}",
+        stderr(&output)
+    );
+
+    let waiter = scratch_module(
+        "waiter.wat",
+        r#"(module (memory (export "memory") 1 1 shared)
+             (func (export "run") (result i32)
+               (memory.atomic.wait32 (i32.const 0) (i32.const 0) (i64.const -1))))"#,
+    );
+    let output = custody(&["run", waiter.to_str().unwrap(), "--no-cache"]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(
+        error_line(&output).contains("threads = true"),
+        "{}",
+        stderr(&output)
+    );
+
+    let threads = policy(
+        "threads.toml",
+        "threads = true\nallow_infinite_wait = true\ndeadline_ms = 200\n",
+    );
+    let started = std::time::Instant::now();
+    let output = custody(&[
+        "run",
+        waiter.to_str().unwrap(),
+        "--no-cache",
+        "--policy",
+        &threads,
+    ]);
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    assert!(
+        error_line(&output).contains("deadline"),
+        "{}",
+        stderr(&output)
+    );
+}

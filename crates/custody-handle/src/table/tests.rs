@@ -514,3 +514,18 @@ fn the_counters_balance_under_concurrent_use() {
     assert_eq!(c.release_failures, failing);
     assert!(table.is_empty());
 }
+
+#[test]
+fn live_ids_lists_exactly_the_live_handles() {
+    let table = HandleTable::new();
+    assert!(table.live_ids().is_empty());
+    let ids: Vec<HandleId> = (0..5)
+        .map(|_| table.insert(Probe::default()).unwrap())
+        .collect();
+    table.close(ids[1]).unwrap();
+    table.close(ids[3]).unwrap();
+    assert_eq!(table.live_ids(), vec![ids[0], ids[2], ids[4]]);
+    let again = table.insert(Probe::default()).unwrap();
+    let live: HashSet<HandleId> = table.live_ids().into_iter().collect();
+    assert!(live.contains(&again) && !live.contains(&ids[1]) && live.len() == 4);
+}

@@ -4,8 +4,10 @@
 //! categories). A module that imports only host functions is prepared once
 //! per host (`runtime`'s `InstancePre` cache) and instantiated from that.
 
+use std::collections::HashSet;
 use std::time::Instant;
 
+use custody_handle::HandleId;
 use wasmtime::{ExternType, Instance, Module};
 
 use super::Loaded;
@@ -44,6 +46,9 @@ pub(crate) fn instantiate(
         })?;
     let deadline = runtime.policy.deadline;
     let ctx = loaded.store.data_mut();
+    // What the domain held before: a start function that fails leaves
+    // nothing behind, so what it opened is closed again.
+    let held: HashSet<HandleId> = ctx.table.live_ids().into_iter().collect();
     ctx.deadline = deadline.map(|d| (Instant::now() + d, d));
     ctx.instantiating = true;
     let instance = resolve_and_instantiate(runtime, loaded, name, module);
@@ -51,19 +56,25 @@ pub(crate) fn instantiate(
     ctx.deadline = None;
     ctx.instantiating = false;
     let regions = std::mem::take(&mut ctx.critical_depth);
-    if instance.is_err() {
-        ctx.unreserve_memory(shared);
-    }
-    let instance = instance?;
-    if regions > 0 {
-        return Err(LoadError::Instantiate {
+    let failed = match instance {
+        Ok(instance) if regions == 0 => return Ok(instance),
+        Ok(_) => LoadError::Instantiate {
             module: name.to_string(),
             message: format!(
                 "its start function returned with {regions} critical region(s) still open"
             ),
-        });
+        },
+        Err(error) => {
+            ctx.unreserve_memory(shared);
+            error
+        }
+    };
+    for id in ctx.table.live_ids() {
+        if !held.contains(&id) {
+            let _ = ctx.table.close(id);
+        }
     }
-    Ok(instance)
+    Err(failed)
 }
 
 /// How far the shared memories `module` exports may grow past their

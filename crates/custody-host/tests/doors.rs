@@ -1,0 +1,243 @@
+//! Every bound of SPEC C1 attacked through every door guest code has: the
+//! start function, a call, the unloading hook, and the re-instantiation at
+//! a recycle. Each attack must end promptly with an error that names the
+//! bound (or be cut by it without an error, for quotas and rates), and
+//! leave the fds where they were; at the end the process's memory is back
+//! near where it started.
+
+use std::time::{Duration, Instant};
+
+use custody_host::abi::AbiError;
+use custody_host::{CallError, Domain, DomainConfig, HookOutcome, Module, Policy};
+use custody_testkit::*;
+
+/// One hostile function body and what stopping it looks like.
+struct Attack {
+    name: &'static str,
+    body: String,
+    /// Words the error names (`None`: the bound cuts it without an error).
+    error: Option<&'static str>,
+}
+
+fn attacks() -> Vec<Attack> {
+    let quota = AbiError::Quota.code();
+    vec![
+        Attack {
+            name: "cpu",
+            body: "(loop $l (br $l))".into(),
+            error: Some("deadline"),
+        },
+        Attack {
+            name: "wait",
+            // In the unloading hook an aborted sleep returns E_ABORTED: the
+            // loop makes the hook insist, and its time limit ends it.
+            body: "(loop $l (drop (call $sleep (i32.const 5000))) (br $l))".into(),
+            error: Some("deadline"),
+        },
+        Attack {
+            name: "memory",
+            body: "(drop (memory.grow (i32.const 1000)))".into(),
+            error: Some("memory limit"),
+        },
+        Attack {
+            name: "table",
+            body: "(drop (table.grow (ref.null func) (i32.const 1000000)))".into(),
+            error: Some("memory limit"),
+        },
+        Attack {
+            name: "stack",
+            body: "(call $recurse)".into(),
+            error: Some("stack"),
+        },
+        Attack {
+            name: "handles",
+            // Pipes until refused; anything but E_QUOTA is a failure.
+            body: format!(
+                "(loop $l (local.set $rc (call $pipe (i32.const 128) (i32.const 132)))
+                   (br_if $l (i32.ge_s (local.get $rc) (i32.const 0))))
+                 (if (i32.ne (local.get $rc) (i32.const {quota})) (then unreachable))"
+            ),
+            error: None,
+        },
+        Attack {
+            name: "log",
+            body: "(local.set $rc (i32.const 20000))
+                   (loop $l (drop (call $log (i32.const 2) (i32.const 0) (i32.const 10)))
+                     (br_if $l (local.tee $rc (i32.sub (local.get $rc) (i32.const 1)))))"
+                .into(),
+            error: None,
+        },
+    ]
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Door {
+    Start,
+    Call,
+    Hook,
+    Recycle,
+}
+
+fn module(attack: &Attack, door: Door) -> String {
+    let door_code = match door {
+        Door::Start => "(func $s (call $attack)) (start $s)",
+        Door::Call => r#"(func (export "attack") (call $attack))"#,
+        Door::Hook => r#"(func (export "custody_unloading") (call $attack))"#,
+        Door::Recycle => {
+            r#"(func $s (if (call $armed) (then (call $attack)))) (start $s)
+               (func (export "fail_critical") (drop (call $enter)) unreachable)"#
+        }
+    };
+    format!(
+        r#"(module
+          (import "custody" "pipe" (func $pipe (param i32 i32) (result i32)))
+          (import "custody" "sleep" (func $sleep (param i32) (result i32)))
+          (import "custody" "log" (func $log (param i32 i32 i32) (result i32)))
+          (import "custody" "open" (func $open (param i32 i32 i32 i32) (result i32)))
+          (import "custody" "close" (func $close (param i32) (result i32)))
+          (import "custody" "critical_enter" (func $enter (result i32)))
+          (memory (export "memory") 1)
+          (table 1 funcref)
+          (data (i32.const 0) "data/armed")
+          ;; Whether data/armed exists (the recycle door's trigger).
+          (func $armed (result i32)
+            (if (result i32) (i32.ge_s (call $open (i32.const 0) (i32.const 10) (i32.const 1) (i32.const 64)) (i32.const 0))
+              (then (drop (call $close (i32.load (i32.const 64)))) (i32.const 1))
+              (else (i32.const 0))))
+          (func $recurse (call $recurse))
+          (func $attack (local $rc i32) {body})
+          {door_code})"#,
+        body = attack.body,
+    )
+}
+
+fn policy() -> Policy {
+    Policy {
+        deadline: Some(Duration::from_millis(200)),
+        memory_limit: Some(4 << 20),
+        handle_quota: 16,
+        unload_hook_timeout: Duration::from_millis(200),
+        log_lines_per_second: 50,
+        ..Policy::default()
+    }
+}
+
+/// The attack's module for the door, compiled and instantiated once:
+/// wasmtime makes a module's memory image (a memfd) at its first
+/// instantiation, and it lives as long as the module.
+fn prepare(host: &custody_host::Host, attack: &Attack, door: Door) -> Module {
+    let module = host.compile(module(attack, door).as_bytes()).unwrap();
+    let warm = host.create_domain(DomainConfig::new()).unwrap();
+    let _ = warm.load("warm-up", &module);
+    let _ = warm.unload();
+    module
+}
+
+/// What one door made of one attack: `Ok` if it ran to the end, `Err` with
+/// the error's text if it was stopped.
+fn through(
+    host: &custody_host::Host,
+    module: &Module,
+    attack: &Attack,
+    door: Door,
+    dir: &std::path::Path,
+) -> (Result<(), String>, Domain) {
+    std::fs::remove_file(dir.join("armed")).ok();
+    let domain = host
+        .create_domain(DomainConfig::new().preopen("data", dir))
+        .unwrap();
+    let outcome = match door {
+        Door::Start => domain.load("hostile", module).map_err(|e| e.to_string()),
+        Door::Call => {
+            domain.load("hostile", module).unwrap();
+            let outcome = domain
+                .call("attack", &[])
+                .map(drop)
+                .map_err(|e| e.to_string());
+            assert!(
+                domain.table().len() <= 16,
+                "{}: the quota held",
+                attack.name
+            );
+            outcome
+        }
+        Door::Hook => {
+            domain.load("hostile", module).unwrap();
+            match domain.unload().unwrap().hook {
+                HookOutcome::Completed => Ok(()),
+                HookOutcome::TimedOut => Err("the deadline of the hook passed".into()),
+                other => Err(format!("{other:?}")),
+            }
+        }
+        Door::Recycle => {
+            domain.load("hostile", module).unwrap();
+            std::fs::write(dir.join("armed"), "").unwrap();
+            match domain.call("fail_critical", &[]) {
+                Err(CallError::Escalated { outcome, .. }) if outcome.contains("re-created") => {
+                    Ok(())
+                }
+                Err(CallError::Escalated { outcome, .. }) => Err(outcome),
+                other => panic!("{}: {other:?}", attack.name),
+            }
+        }
+    };
+    (outcome, domain)
+}
+
+fn resident_bytes() -> usize {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: usize = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}
+
+#[test]
+fn every_bound_holds_through_every_door() {
+    let _serial = serial();
+    let (host, lines) = host_with(policy());
+    let dir = scratch("doors");
+    // Warm the process (allocator, pool, first compilations).
+    for _ in 0..2 {
+        for attack in &attacks()[..1] {
+            let module = prepare(&host, attack, Door::Call);
+            let (_, domain) = through(&host, &module, attack, Door::Call, &dir);
+            let _ = domain.unload();
+        }
+    }
+    let resident = resident_bytes();
+    for round in 0..3 {
+        for attack in attacks() {
+            for door in [Door::Start, Door::Call, Door::Hook, Door::Recycle] {
+                let what = format!("{} through {door:?}", attack.name);
+                let module = prepare(&host, &attack, door);
+                let baseline = FdBaseline::now();
+                let started = Instant::now();
+                let (outcome, domain) = through(&host, &module, &attack, door, &dir);
+                assert!(
+                    started.elapsed() < Duration::from_secs(5),
+                    "{what}: took {:?}",
+                    started.elapsed()
+                );
+                match (attack.error, &outcome) {
+                    (None, Ok(())) => {}
+                    (Some(words), Err(text)) => {
+                        assert!(text.contains(words), "{what}: {text}");
+                    }
+                    (expected, got) => panic!("{what}: expected {expected:?}, got {got:?}"),
+                }
+                let _ = domain.unload();
+                drop(domain);
+                if round == 0 {
+                    baseline.assert_back(&what);
+                }
+            }
+        }
+    }
+    // The log flood was cut to the rate, every door together.
+    let logged = lines.lock().unwrap().len();
+    assert!(logged < 3 * 4 * 200, "{logged} guest lines");
+    let grown = resident_bytes().saturating_sub(resident);
+    assert!(
+        grown < 64 << 20,
+        "the process grew by {grown} bytes over three rounds"
+    );
+}

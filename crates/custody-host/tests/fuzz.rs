@@ -94,6 +94,10 @@ struct Fuzzer {
 }
 
 impl Fuzzer {
+    fn one_in(&mut self, n: u64) -> bool {
+        self.rng.next_u64().is_multiple_of(n)
+    }
+
     fn pointer(&mut self) -> i32 {
         let r = self.rng.next_u64();
         match r % 8 {
@@ -135,7 +139,7 @@ impl Fuzzer {
         match name {
             "handle" => self.handle(),
             "path_ptr" => {
-                if self.rng.next_u64() % 4 == 0 {
+                if self.one_in(4) {
                     self.pointer()
                 } else {
                     self.rng.pick(&self.paths).0
@@ -156,12 +160,12 @@ impl Fuzzer {
         let mut args: Vec<i32> = f.params.iter().map(|(n, _)| self.argument(n)).collect();
         if let Some(p) = f.params.iter().position(|(n, _)| *n == "path_ptr")
             && let Some(&(_, len)) = self.paths.iter().find(|(at, _)| *at == args[p])
-            && self.rng.next_u64() % 4 != 0
+            && !self.one_in(4)
         {
             args[p + 1] = len;
         }
         // poll reads its handle ids from memory: point it at the slots.
-        if f.name == "poll" && self.rng.next_u64() % 2 == 0 {
+        if f.name == "poll" && self.one_in(2) {
             args[0] = SLOTS;
         }
         args
@@ -246,7 +250,7 @@ fn random_calls_of_every_abi_function_keep_every_bound() {
         let f = fuzzer.rng.pick(FUNCTIONS);
         // A region left open recycles the domain (every handle gone): rare
         // enough that handles live long enough to be used.
-        if f.name == "critical_enter" && fuzzer.rng.next_u64() % 16 != 0 {
+        if f.name == "critical_enter" && !fuzzer.one_in(16) {
             continue;
         }
         let args = fuzzer.arguments(&f);

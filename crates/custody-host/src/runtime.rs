@@ -68,6 +68,9 @@ impl Runtime {
             disk_cache,
         } = config;
         policy.validate()?;
+        // A guest writing to a pipe with no reader gets EPIPE, never kills
+        // the host.
+        crate::sys::ignore_sigpipe();
         let (engine, allocation, fallback) = engine::build(&policy, disk_cache.as_deref())?;
         if let Some(why) = fallback {
             // `Host::allocation()` tells an embedder which is in effect.

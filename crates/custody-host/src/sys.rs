@@ -1,12 +1,16 @@
-//! Every system call custody-host makes, through rustix's safe wrappers (no
-//! `unsafe` here). Nothing in it knows about domains or guests: a wait takes
-//! the cancellation signal as a plain fd.
+//! Every system call custody-host makes, through rustix's safe wrappers,
+//! and one through libc ([`ignore_sigpipe`]: rustix has no safe signal API;
+//! it is this file's only `unsafe`). Nothing in it knows about domains or
+//! guests: a wait takes the cancellation signal as a plain fd.
 //!
 //! # References
 //! - [openat2(2)](https://man7.org/linux/man-pages/man2/openat2.2.html):
 //!   `RESOLVE_BENEATH` confines a path to its directory (no `..`, absolute
 //!   path or symlink escapes), `RESOLVE_NO_MAGICLINKS` refuses
 //!   `/proc/self/fd`-style links.
+//! - [sigaction(2)](https://man7.org/linux/man-pages/man2/sigaction.2.html):
+//!   with `SIGPIPE` ignored, a write to a pipe with no reader fails with
+//!   `EPIPE` instead of killing the process.
 //! - [poll(2)](https://man7.org/linux/man-pages/man2/poll.2.html),
 //!   [eventfd(2)](https://man7.org/linux/man-pages/man2/eventfd.2.html),
 //!   [pipe2(2)](https://man7.org/linux/man-pages/man2/pipe2.2.html).
@@ -160,4 +164,27 @@ pub(crate) fn wait(
         .iter()
         .position(|p| p.revents().intersects(ready))
         .map_or(Wait::TimedOut, Wait::Ready))
+}
+
+/// Makes a write to a broken pipe fail with `EPIPE` instead of killing the
+/// process with `SIGPIPE`. Rust programs start with `SIGPIPE` ignored (the
+/// standard library's runtime does it), so this changes nothing for them;
+/// an embedder whose `main` is not Rust's may have it at its default, and
+/// then a guest writing to a pipe whose reader went away would end the
+/// host. A disposition someone set on purpose (a handler, or ignored) is
+/// left alone.
+pub(crate) fn ignore_sigpipe() {
+    // SAFETY: `sigaction` with a null new action only reads SIGPIPE's
+    // disposition into `current`, a zeroed (valid) `sigaction` we own.
+    // Installing `SIG_IGN` runs no code of ours in signal context. Both are
+    // process-wide and thread-safe in the kernel; a race with another thread
+    // setting SIGPIPE leaves one of the two dispositions, each valid.
+    unsafe {
+        let mut current: libc::sigaction = std::mem::zeroed();
+        if libc::sigaction(libc::SIGPIPE, std::ptr::null(), &mut current) == 0
+            && current.sa_sigaction == libc::SIG_DFL
+        {
+            libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+        }
+    }
 }

@@ -78,7 +78,16 @@ enum Door {
     Recycle,
 }
 
-fn module(attack: &Attack, door: Door) -> String {
+/// The shared-memory attack, run with the policy's `threads`.
+fn atomic_wait() -> Attack {
+    Attack {
+        name: "atomic wait",
+        body: "(drop (memory.atomic.wait32 (i32.const 512) (i32.const 0) (i64.const -1)))".into(),
+        error: Some("deadline"),
+    }
+}
+
+fn module(attack: &Attack, door: Door, memory: &str) -> String {
     let door_code = match door {
         Door::Start => "(func $s (call $attack)) (start $s)",
         Door::Call => r#"(func (export "attack") (call $attack))"#,
@@ -96,7 +105,7 @@ fn module(attack: &Attack, door: Door) -> String {
           (import "custody" "open" (func $open (param i32 i32 i32 i32) (result i32)))
           (import "custody" "close" (func $close (param i32) (result i32)))
           (import "custody" "critical_enter" (func $enter (result i32)))
-          (memory (export "memory") 1)
+          (memory (export "memory") {memory})
           (table 1 funcref)
           (data (i32.const 0) "data/armed")
           ;; Whether data/armed exists (the recycle door's trigger).
@@ -125,8 +134,10 @@ fn policy() -> Policy {
 /// The attack's module for the door, compiled and instantiated once:
 /// wasmtime makes a module's memory image (a memfd) at its first
 /// instantiation, and it lives as long as the module.
-fn prepare(host: &custody_host::Host, attack: &Attack, door: Door) -> Module {
-    let module = host.compile(module(attack, door).as_bytes()).unwrap();
+fn prepare(host: &custody_host::Host, attack: &Attack, door: Door, memory: &str) -> Module {
+    let module = host
+        .compile(module(attack, door, memory).as_bytes())
+        .unwrap();
     let warm = host.create_domain(DomainConfig::new()).unwrap();
     let _ = warm.load("warm-up", &module);
     let _ = warm.unload();
@@ -198,7 +209,7 @@ fn every_bound_holds_through_every_door() {
     // Warm the process (allocator, pool, first compilations).
     for _ in 0..2 {
         for attack in &attacks()[..1] {
-            let module = prepare(&host, attack, Door::Call);
+            let module = prepare(&host, attack, Door::Call, "1");
             let (_, domain) = through(&host, &module, attack, Door::Call, &dir);
             let _ = domain.unload();
         }
@@ -206,30 +217,7 @@ fn every_bound_holds_through_every_door() {
     let resident = resident_bytes();
     for round in 0..3 {
         for attack in attacks() {
-            for door in [Door::Start, Door::Call, Door::Hook, Door::Recycle] {
-                let what = format!("{} through {door:?}", attack.name);
-                let module = prepare(&host, &attack, door);
-                let baseline = FdBaseline::now();
-                let started = Instant::now();
-                let (outcome, domain) = through(&host, &module, &attack, door, &dir);
-                assert!(
-                    started.elapsed() < Duration::from_secs(5),
-                    "{what}: took {:?}",
-                    started.elapsed()
-                );
-                match (attack.error, &outcome) {
-                    (None, Ok(())) => {}
-                    (Some(words), Err(text)) => {
-                        assert!(text.contains(words), "{what}: {text}");
-                    }
-                    (expected, got) => panic!("{what}: expected {expected:?}, got {got:?}"),
-                }
-                let _ = domain.unload();
-                drop(domain);
-                if round == 0 {
-                    baseline.assert_back(&what);
-                }
-            }
+            run_doors(&host, &attack, "1", &dir, round == 0);
         }
     }
     // The log flood was cut to the rate, every door together.
@@ -240,4 +228,49 @@ fn every_bound_holds_through_every_door() {
         grown < 64 << 20,
         "the process grew by {grown} bytes over three rounds"
     );
+}
+
+#[test]
+fn an_atomic_wait_ends_through_every_door() {
+    let _serial = serial();
+    let (host, _lines) = host_with(Policy {
+        threads: true,
+        allow_infinite_wait: true,
+        ..policy()
+    });
+    let dir = scratch("doors-threads");
+    run_doors(&host, &atomic_wait(), "1 1 shared", &dir, true);
+}
+
+/// Runs `attack` through the four doors, each promptly stopped (or cut)
+/// and, if `count_fds`, leaving the fds where they were.
+fn run_doors(
+    host: &custody_host::Host,
+    attack: &Attack,
+    memory: &str,
+    dir: &std::path::Path,
+    count_fds: bool,
+) {
+    for door in [Door::Start, Door::Call, Door::Hook, Door::Recycle] {
+        let what = format!("{} through {door:?}", attack.name);
+        let module = prepare(host, attack, door, memory);
+        let baseline = FdBaseline::now();
+        let started = Instant::now();
+        let (outcome, domain) = through(host, &module, attack, door, dir);
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{what}: took {:?}",
+            started.elapsed()
+        );
+        match (attack.error, &outcome) {
+            (None, Ok(())) => {}
+            (Some(words), Err(text)) => assert!(text.contains(words), "{what}: {text}"),
+            (expected, got) => panic!("{what}: expected {expected:?}, got {got:?}"),
+        }
+        let _ = domain.unload();
+        drop(domain);
+        if count_fds {
+            baseline.assert_back(&what);
+        }
+    }
 }

@@ -46,7 +46,16 @@
  * Guest exports the host looks for
  * --------------------------------
  *   memory             the linear memory all pointers refer to. wasm-ld
- *                      exports it as "memory" by default. Required.
+ *                      exports it as "memory" by default. Without it the
+ *                      module still loads (nothing checks at load), but
+ *                      the host sees an empty memory: every host function
+ *                      that reads or writes guest memory returns
+ *                      CUSTODY_E_FAULT (only an empty range at offset 0,
+ *                      such as custody_log(level, 0, 0), is accepted). A
+ *                      memory exported under another name counts as none.
+ *                      A guest linked with -Wl,--import-memory does not
+ *                      load: "unresolved import env::memory: no module
+ *                      named "env" in this domain or the host exports it".
  *   custody_unloading  optional, `void custody_unloading(void)`. Called
  *                      once by Domain::unload() before the handle table is
  *                      drained, with a time bound. Handles are still valid
@@ -148,12 +157,22 @@ int32_t custody_log(int32_t level, int32_t ptr, int32_t len);
  *             memory. If only the out write fails, the new handle is
  *             released again (nothing leaks), but CREATE/TRUNC may already
  *             have taken effect.
- *   E_DENIED  no pre-open named NAME; an absolute path; a `..` component;
- *             a symlink that leads outside the pre-opened directory; or the
- *             policy forbids the access.
+ *   E_DENIED  no pre-open named NAME; an absolute path (NAME//x too); a
+ *             `..` that steps above the pre-opened directory at any point,
+ *             even if the path comes back inside (`data/..`, or
+ *             `data/../D/x` where D is the directory's own name); a
+ *             symlink that leads outside it, or any symlink with an
+ *             absolute target (even one naming a file inside). A `..`
+ *             that stays beneath the pre-open is an ordinary component:
+ *             `data/sub/../x` opens `data/x`. (The kernel decides: openat2
+ *             with RESOLVE_BENEATH. A path with `..` can rarely fail with
+ *             E_IO and EAGAIN (11) when a rename elsewhere raced it: retry.)
  *   E_QUOTA   the domain's handle quota is used up.
  *   E_IO      the OS refused (errno via custody_last_error(), e.g. ENOENT
- *             without CREATE, EACCES, EISDIR).
+ *             without CREATE, EACCES). A directory (`NAME` itself, or
+ *             `NAME/dir`) opens with READ alone, and a custody_read of
+ *             that handle is E_IO with EISDIR (21); with WRITE, the open
+ *             itself is E_IO with EISDIR (21).
  *   E_ABORTED the call is being aborted.
  */
 CUSTODY_IMPORT_(open)
@@ -177,7 +196,7 @@ int32_t custody_open(int32_t path_ptr, int32_t path_len, int32_t flags,
  *   E_FAULT    the buffer or the 4 bytes at out_n_ptr are not inside memory.
  *   E_TIMEDOUT a blocking read hit the policy's wait cap with no data.
  *   E_IO       the OS refused (errno via custody_last_error(); e.g. EBADF
- *              for a handle not opened for reading).
+ *              for a handle not opened for reading, EISDIR for a directory).
  *   E_ABORTED  the call is being aborted.
  */
 CUSTODY_IMPORT_(read)

@@ -2,6 +2,8 @@
 //!
 //! Memory layout used by these tests: out slots at 0..64, paths at 1024..,
 //! buffers at 4096...
+//!
+//! Every test takes `serial()`: they open fds, and some count them.
 
 use std::fs;
 use std::os::unix::fs::symlink;
@@ -28,6 +30,7 @@ fn string_at(domain: &custody_host::Domain, at: i32, len: i32) -> String {
 
 #[test]
 fn files_open_read_write_and_close_under_a_preopen() {
+    let _serial = serial();
     let dir = scratch("files");
     fs::write(dir.join("in.txt"), "hello").unwrap();
     let host = host();
@@ -67,6 +70,7 @@ fn files_open_read_write_and_close_under_a_preopen() {
 
 #[test]
 fn paths_cannot_escape_the_preopen() {
+    let _serial = serial();
     let root = scratch("escape");
     let dir = root.join("jail");
     fs::create_dir(&dir).unwrap();
@@ -121,6 +125,7 @@ fn paths_cannot_escape_the_preopen() {
 
 #[test]
 fn open_reports_bad_input_and_os_errors() {
+    let _serial = serial();
     let dir = scratch("open-errors");
     let paths = [data(1024, "data/missing.txt"), data(1100, "data/\\ff\\fe")].concat();
     let host = host();
@@ -167,6 +172,7 @@ fn open_reports_bad_input_and_os_errors() {
 
 #[test]
 fn pipes_dup_and_poll() {
+    let _serial = serial();
     let host = host();
     let (domain, _m) = driver_domain(&host, DomainConfig::new(), &data(1024, "hello"));
     assert_eq!(call(&domain, "abi_pipe", &[0, 4]), 0);
@@ -249,6 +255,7 @@ fn pipes_dup_and_poll() {
 
 #[test]
 fn sleep_is_finite_and_capped() {
+    let _serial = serial();
     let host = host();
     let (domain, _m) = driver_domain(&host, DomainConfig::new(), "");
     let start = Instant::now();
@@ -260,6 +267,7 @@ fn sleep_is_finite_and_capped() {
 
 #[test]
 fn an_infinite_poll_is_allowed_only_when_the_policy_grants_it() {
+    let _serial = serial();
     let (host, _) = host_with(Policy {
         allow_infinite_wait: true,
         ..Policy::default()
@@ -274,6 +282,7 @@ fn an_infinite_poll_is_allowed_only_when_the_policy_grants_it() {
 
 #[test]
 fn log_reaches_the_host_sink() {
+    let _serial = serial();
     let (host, lines) = host_with(Policy::default());
     let (domain, _m) = driver_domain(&host, DomainConfig::new(), &data(1024, "hello \\ff"));
     assert_eq!(call(&domain, "abi_log", &[2, 1024, 7]), 0);
@@ -303,6 +312,7 @@ const REGIONS: &str = r#"
 
 #[test]
 fn critical_regions_nest_and_an_unbalanced_exit_is_inval() {
+    let _serial = serial();
     let host = host();
     let module = host.compile(REGIONS.as_bytes()).unwrap();
     let domain = host.create_domain(DomainConfig::new()).unwrap();
@@ -313,7 +323,135 @@ fn critical_regions_nest_and_an_unbalanced_exit_is_inval() {
 
 #[test]
 fn last_error_starts_at_zero() {
+    let _serial = serial();
     let host = host();
     let (domain, _m) = driver_domain(&host, DomainConfig::new(), "");
     assert_eq!(call(&domain, "abi_last_error", &[]), 0);
+}
+
+/// Data segments placing each path at its offset.
+fn paths_at(paths: &[(i32, &str)]) -> String {
+    paths.iter().map(|&(at, p)| data(at as u32, p)).collect()
+}
+
+/// `abi_open` of the path at `at` (see `paths_at`) with `flags`; the handle
+/// goes to slot 0.
+fn open_at(domain: &custody_host::Domain, paths: &[(i32, &str)], at: i32, flags: i32) -> i32 {
+    let (_, path) = paths.iter().find(|(a, _)| *a == at).unwrap();
+    call(domain, "abi_open", &[at, path.len() as i32, flags, 0])
+}
+
+/// custody.h's `..` rule: `openat2(RESOLVE_BENEATH)` resolves a `..` that
+/// stays beneath the pre-open like any other component; one that steps
+/// above it is `E_DENIED`, even if the path comes back inside. An absolute
+/// symlink is denied even when it names a file inside.
+#[test]
+fn dot_dot_is_denied_only_when_it_steps_above_the_preopen() {
+    let _serial = serial();
+    let root = scratch("dotdot");
+    let dir = root.join("jail");
+    fs::create_dir_all(dir.join("sub")).unwrap();
+    fs::write(dir.join("in.txt"), "inside").unwrap();
+    symlink(dir.join("in.txt"), dir.join("absolute")).unwrap();
+    symlink("sub/..", dir.join("up")).unwrap();
+    let paths = [
+        (1024, "data/sub/../in.txt"),
+        (1100, "data/./sub/./../in.txt"),
+        (1200, "data/up/in.txt"),
+        (1300, "data/.."),
+        (1400, "data/../jail/in.txt"),
+        (1500, "data/sub/../../jail/in.txt"),
+        (1600, "data/absolute"),
+    ];
+    let host = host();
+    let module = warmed_module(&host, &driver(&paths_at(&paths)));
+    let baseline = FdBaseline::now();
+    let domain = host
+        .create_domain(DomainConfig::new().preopen("data", &dir))
+        .unwrap();
+    domain.load("main", &module).unwrap();
+    for at in [1024, 1100, 1200] {
+        assert_eq!(open_at(&domain, &paths, at, READ), 0, "{at}: stays inside");
+        let h = call(&domain, "load", &[0]);
+        assert_eq!(call(&domain, "abi_read", &[h, 4096, 64, 8]), 0);
+        assert_eq!(string_at(&domain, 4096, 6), "inside");
+        assert_eq!(call(&domain, "abi_close", &[h]), 0);
+    }
+    for at in [1300, 1400, 1500, 1600] {
+        assert_eq!(
+            open_at(&domain, &paths, at, READ),
+            e(AbiError::Denied),
+            "{at}: steps above the pre-open"
+        );
+    }
+    assert_eq!(domain.unload().unwrap().ledger.opened, 3);
+    baseline.assert_back("after unload");
+}
+
+/// A directory opens for reading (a read of it is `E_IO`, EISDIR); opening
+/// one for writing is `E_IO` with EISDIR at once.
+#[test]
+fn a_directory_opens_for_reading_only_and_reads_as_eisdir() {
+    const EISDIR: i32 = 21;
+    let _serial = serial();
+    let dir = scratch("isdir");
+    fs::create_dir(dir.join("sub")).unwrap();
+    let paths = [(1024, "data/sub"), (1100, "data")];
+    let host = host();
+    let module = warmed_module(&host, &driver(&paths_at(&paths)));
+    let baseline = FdBaseline::now();
+    let domain = host
+        .create_domain(DomainConfig::new().preopen("data", &dir))
+        .unwrap();
+    domain.load("main", &module).unwrap();
+    for at in [1024, 1100] {
+        for flags in [WRITE, READ | WRITE, WRITE | CREATE, WRITE | TRUNC] {
+            assert_eq!(open_at(&domain, &paths, at, flags), e(AbiError::Io));
+            assert_eq!(call(&domain, "abi_last_error", &[]), EISDIR);
+        }
+        assert_eq!(open_at(&domain, &paths, at, READ), 0, "{at}: read-only");
+        let h = call(&domain, "load", &[0]);
+        call(&domain, "abi_last_error", &[]);
+        assert_eq!(
+            call(&domain, "abi_read", &[h, 4096, 64, 8]),
+            e(AbiError::Io)
+        );
+        assert_eq!(call(&domain, "abi_last_error", &[]), EISDIR);
+        assert_eq!(call(&domain, "abi_close", &[h]), 0);
+    }
+    domain.unload().unwrap();
+    baseline.assert_back("after unload");
+}
+
+/// A module that exports no `memory` loads; every host call that reads or
+/// writes guest memory then fails with `E_FAULT` (an empty range is fine).
+const NO_MEMORY: &str = r#"
+(module
+  (import "custody" "log" (func $log (param i32 i32 i32) (result i32)))
+  (import "custody" "pipe" (func $pipe (param i32 i32) (result i32)))
+  (memory (export "mem") 1)
+  (func (export "log_empty") (result i32) (call $log (i32.const 2) (i32.const 0) (i32.const 0)))
+  (func (export "log_one") (result i32) (call $log (i32.const 2) (i32.const 0) (i32.const 1)))
+  (func (export "pipe") (result i32) (call $pipe (i32.const 0) (i32.const 4)))
+)
+"#;
+
+#[test]
+fn a_module_without_a_memory_export_loads_and_every_access_faults() {
+    let _serial = serial();
+    let host = host();
+    let module = warmed_module(&host, NO_MEMORY);
+    let baseline = FdBaseline::now();
+    let domain = host.create_domain(DomainConfig::new()).unwrap();
+    domain.load("main", &module).unwrap();
+    assert_eq!(call(&domain, "log_empty", &[]), 0);
+    assert_eq!(call(&domain, "log_one", &[]), e(AbiError::Fault));
+    assert_eq!(call(&domain, "pipe", &[]), e(AbiError::Fault));
+    let report = domain.unload().unwrap();
+    assert_eq!(
+        report.ledger.opened, 2,
+        "the pipe was made, then taken back"
+    );
+    assert_eq!(report.released, 0, "nothing left for the unload");
+    baseline.assert_back("after unload");
 }

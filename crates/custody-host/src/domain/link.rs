@@ -34,7 +34,13 @@ pub(crate) fn instantiate(
             message,
         }
     })?;
-    let shared = shared_memory_growth(module);
+    // Only with threads can a module have a shared memory (the structural
+    // check refuses it otherwise); reading export types costs type lookups.
+    let shared = if runtime.policy.threads {
+        shared_memory_growth(module)
+    } else {
+        0
+    };
     loaded
         .store
         .data_mut()

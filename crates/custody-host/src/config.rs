@@ -4,4 +4,7 @@
 mod policy;
 mod policy_file;
 
-pub use policy::{Action, Allocation, Category, CompileLimits, Escalation, Policy, PolicyError};
+pub use policy::{
+    Action, Allocation, Category, CompileLimits, Escalation, Policy, PolicyError,
+    UnloadBlockedAction,
+};

@@ -31,19 +31,27 @@ pub(crate) mod call;
 pub(crate) mod invoke;
 pub(crate) mod link;
 pub(crate) mod recycle;
+pub(crate) mod refs;
+pub(crate) mod report;
+pub(crate) mod roots;
 pub(crate) mod state;
 pub(crate) mod unload;
 
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Instant;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use custody_handle::{CloseOutcome, HandleError, HandleId, HandleTable, ReleaseHandle};
-use wasmtime::{Instance, Module, ResourceLimiter, SharedMemory, Store, UpdateDeadline};
+use wasmtime::{
+    Instance, Module, ResourceLimiter, SharedMemory, Store, UpdateDeadline, WasmBacktrace,
+};
 
+use self::report::{HookOutcome, UnloadReport};
+use self::roots::Roots;
 use self::state::{DomainState, StateWord};
 use crate::boundary::cancel::{Cancel, Interrupt, Reason};
 use crate::boundary::ctx::DomainCtx;
 use crate::boundary::preopen::Preopens;
+use crate::config::Policy;
 use crate::error::LoadError;
 use crate::ledger::{Ledger, LedgerCounts};
 use crate::registry::{DomainInfo, Listed};
@@ -63,7 +71,24 @@ pub(crate) struct Loaded {
     pub(crate) modules: Vec<LoadedModule>,
 }
 
-/// What a domain shares between its `Domain` values and the registry.
+/// How long `roots()` waits for a running guest to reach an epoch check and
+/// hand over its stack: two epoch ticks, and some slack.
+pub(crate) const SAMPLE_WAIT: Duration = Duration::from_millis(20);
+
+/// Callbacks run when an unload begins (with the domain's id).
+type OnUnloading = Box<dyn FnOnce(u64) + Send>;
+/// Callbacks run when an unload completes.
+type OnUnloaded = Box<dyn FnOnce(&UnloadReport) + Send>;
+/// Releases a ref this domain holds on another.
+type ReleaseRef = Box<dyn FnOnce() + Send>;
+
+/// Locks a mutex of the domain; a panic elsewhere does not stop an unload.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// What a domain shares between its `Domain` values, its `DomainRef`s and
+/// the registry.
 pub(crate) struct DomainShared {
     pub(crate) id: u64,
     pub(crate) state: StateWord,
@@ -72,13 +97,28 @@ pub(crate) struct DomainShared {
     pub(crate) ledger: Arc<LedgerCounts>,
     pub(crate) loaded: Mutex<Option<Loaded>>,
     pub(crate) runtime: Arc<Runtime>,
+    /// The domain's policy.
+    pub(crate) policy: Arc<Policy>,
     created: Instant,
     /// The `tracing` span every event of this domain is recorded in (each
     /// call's span is its child).
     pub(crate) span: tracing::Span,
-    /// The report of a recycle that ended the domain, for `unload` to
-    /// return (a recycled domain has nothing left to unload).
-    pub(crate) recycled: Mutex<Option<unload::UnloadReport>>,
+    /// What keeps the domain from completing an unload (their count is in
+    /// the state word).
+    pub(crate) roots: Arc<Roots>,
+    /// The report of the unload (or recycle) that ended the domain, once it
+    /// has; `completed` wakes its waiters.
+    completion: Mutex<Option<UnloadReport>>,
+    completed: Condvar,
+    /// The unloading hook's outcome, between the event and the teardown.
+    pub(crate) hook: Mutex<Option<HookOutcome>>,
+    pub(crate) on_unloading: Mutex<Vec<OnUnloading>>,
+    pub(crate) on_unloaded: Mutex<Vec<OnUnloaded>>,
+    /// Refs this domain holds on others (`strong_ref_for`), released when
+    /// its unload completes.
+    pub(crate) owned_refs: Mutex<Vec<ReleaseRef>>,
+    /// When an unload was asked for.
+    pub(crate) unload_requested: Mutex<Option<Instant>>,
     /// Why an escalation ended the domain (the failure that started it),
     /// for the errors of every later call, load and unload.
     pub(crate) ended_by: Mutex<Option<String>>,
@@ -87,15 +127,50 @@ pub(crate) struct DomainShared {
 impl DomainShared {
     /// Why an escalation ended the domain, if one did.
     pub(crate) fn ended_by(&self) -> Option<String> {
-        self.ended_by
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        lock(&self.ended_by).clone()
+    }
+
+    /// The report of the unload or recycle that ended the domain, if one
+    /// has.
+    pub(crate) fn report(&self) -> Option<UnloadReport> {
+        lock(&self.completion).clone()
+    }
+
+    /// Waits at most `timeout` for the domain to end; its report.
+    pub(crate) fn wait_report(&self, timeout: Duration) -> Option<UnloadReport> {
+        let until = Instant::now().checked_add(timeout);
+        let mut done = lock(&self.completion);
+        while done.is_none() {
+            let wait = match until {
+                Some(until) => until.saturating_duration_since(Instant::now()),
+                None => Duration::from_secs(3600),
+            };
+            if wait.is_zero() {
+                return None;
+            }
+            done = self
+                .completed
+                .wait_timeout(done, wait)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        done.clone()
+    }
+
+    /// The domain ended with `report`: its waiters wake, its `on_unloaded`
+    /// callbacks run.
+    pub(crate) fn complete(&self, report: UnloadReport) {
+        *lock(&self.completion) = Some(report.clone());
+        self.completed.notify_all();
+        let callbacks = std::mem::take(&mut *lock(&self.on_unloaded));
+        for callback in callbacks {
+            callback(&report);
+        }
     }
 
     /// The store, waiting for an in-flight call to return.
     pub(crate) fn lock(&self) -> MutexGuard<'_, Option<Loaded>> {
-        self.loaded.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.loaded)
     }
 
     pub(crate) fn ledger(&self) -> Ledger {
@@ -110,7 +185,7 @@ impl DomainShared {
             Arc::clone(&self.table),
             Arc::clone(&self.cancel),
             preopens,
-            Arc::clone(&runtime.policy),
+            Arc::clone(&self.policy),
             Arc::clone(&self.ledger),
             Arc::clone(&runtime.log),
         );
@@ -120,7 +195,13 @@ impl DomainShared {
         // guest checks whether it must stop. (A guest blocked in a host call
         // is woken by the cancellation signal instead.)
         store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(|ctx| {
+        let roots = Arc::clone(&self.roots);
+        store.epoch_deadline_callback(move |ctx| {
+            if roots.sample_wanted() {
+                // `roots()` asked for this guest's stack: taken here, on
+                // the guest's own thread, at its epoch check.
+                roots.deliver_sample(WasmBacktrace::force_capture(&ctx).to_string());
+            }
             let data = ctx.data();
             if data.cancel.is_raised() {
                 return Err(data.interrupt().into());
@@ -138,25 +219,41 @@ impl DomainShared {
 
 impl Listed for DomainShared {
     fn info(&self) -> DomainInfo {
+        // The modules are read only if the store is free: a view never
+        // waits for a call.
+        let modules = match self.loaded.try_lock() {
+            Ok(guard) => guard
+                .as_ref()
+                .map(|l| l.modules.iter().map(|m| m.name.clone()).collect())
+                .unwrap_or_default(),
+            Err(_) => Vec::new(),
+        };
         DomainInfo {
             id: self.id,
             state: self.state.load(),
             handles: self.table.len(),
             age_ms: self.created.elapsed().as_millis() as u64,
             ledger: self.ledger(),
+            roots: self.state.roots(),
+            unloading_ms: lock(&self.unload_requested).map(|at| at.elapsed().as_millis() as u64),
+            forced: self.state.is_forced(),
+            modules,
         }
     }
 }
 
 impl Drop for DomainShared {
-    /// The last `Domain` went without `unload`: the store (and its
-    /// instances) drop with this value and the table drains as it drops, so
-    /// everything is released; the registry forgets the domain.
+    /// The last `Domain`, `DomainRef` and ticket went without an unload
+    /// completing: the domain unloads by itself (its unloading event runs,
+    /// then everything is released), and the registry forgets it.
     fn drop(&mut self) {
-        self.runtime.registry.forget(self.id);
         if !self.state.load().is_final() {
-            tracing::debug!(target: "custody::domain", parent: &self.span, domain = self.id, "dropped without unload: released implicitly");
+            tracing::debug!(target: "custody::domain", parent: &self.span, domain = self.id, "dropped without unload: unloading implicitly");
+            let _ = self.state.begin_unload();
+            let mut loaded = lock(&self.loaded).take();
+            unload::teardown(self, &mut loaded, unload::Ending::Unloaded, None);
         }
+        self.runtime.registry.forget(self.id);
     }
 }
 
@@ -186,9 +283,17 @@ impl Domain {
             ledger: Arc::default(),
             loaded: Mutex::new(None),
             runtime: Arc::clone(runtime),
+            policy: Arc::clone(&runtime.policy),
             created: Instant::now(),
             span: tracing::debug_span!(target: "custody::domain", "domain", id),
-            recycled: Mutex::new(None),
+            roots: Arc::default(),
+            completion: Mutex::new(None),
+            completed: Condvar::new(),
+            hook: Mutex::new(None),
+            on_unloading: Mutex::default(),
+            on_unloaded: Mutex::default(),
+            owned_refs: Mutex::default(),
+            unload_requested: Mutex::new(None),
             ended_by: Mutex::new(None),
         });
         let store = shared.new_store(preopens);

@@ -55,10 +55,15 @@ pub use boundary::embed::{EmbedderFn, GuestCall, HostFunctionBody, HostLock, Hos
 pub use boundary::errno::AbiError;
 pub use boundary::marshal::Pinned;
 pub use catalogue::{AbiType, HostFunction};
-pub use config::{Action, Allocation, Category, Escalation, Policy, PolicyError};
+pub use config::{
+    Action, Allocation, Category, Escalation, Policy, PolicyError, UnloadBlockedAction,
+};
 pub use domain::Domain;
+pub use domain::refs::{DomainRef, MemoryView, WeakDomain};
+pub use domain::report::{FailedRelease, Forced, HookOutcome, UnloadReport};
+pub use domain::roots::{Root, RootKind};
 pub use domain::state::DomainState;
-pub use domain::unload::{FailedRelease, HookOutcome, UnloadReport};
+pub use domain::unload::{UnloadBlocked, UnloadTicket};
 pub use error::{CallError, HostError, LoadError, UnloadError};
 pub use host::{DomainConfig, Host, HostBuilder};
 pub use ledger::Ledger;

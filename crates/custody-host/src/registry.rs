@@ -29,6 +29,14 @@ pub struct DomainInfo {
     pub age_ms: u64,
     /// Its handle ledger.
     pub ledger: Ledger,
+    /// How many roots hold it (calls in flight, refs, views, dependents).
+    pub roots: u64,
+    /// Milliseconds since an unload was asked for, if one was.
+    pub unloading_ms: Option<u64>,
+    /// Whether its unload was forced.
+    pub forced: bool,
+    /// The names of its loaded modules, in load order.
+    pub modules: Vec<String>,
 }
 
 /// What the registry can ask of a domain.

@@ -367,7 +367,7 @@ fn the_ladder_is_configurable() {
             outside_critical: Action::UnloadDomain,
             inside_critical: Action::UnloadDomain,
             orphaned_critical: Action::UnloadDomain,
-            recreate: true,
+            ..Escalation::default()
         },
         ..Policy::default()
     });

@@ -169,9 +169,11 @@ fn abort_and_unload_wake_a_waiting_guest() {
         std::thread::spawn(move || wait(&domain, -1))
     };
     std::thread::sleep(Duration::from_millis(50));
+    // A cooperative unload would wait for the call; a forced one wakes it.
     let unloading = Instant::now();
-    let report = domain.unload().unwrap();
+    let report = domain.force_unload().unwrap();
     assert!(unloading.elapsed() < Duration::from_secs(2), "unload hung");
+    assert!(report.forced.is_some());
     assert!(waiter.join().unwrap().is_err());
     assert!(
         !matches!(report.hook, HookOutcome::Completed),

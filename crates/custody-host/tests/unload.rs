@@ -129,7 +129,7 @@ fn the_unloading_hook_is_bounded_in_time() {
 }
 
 #[test]
-fn unload_wakes_a_call_blocked_in_sleep_poll_or_read_and_releases_its_handles() {
+fn a_forced_unload_wakes_a_call_blocked_in_sleep_poll_or_read_and_releases_its_handles() {
     let _serial = serial();
     let host = host();
     let module = warmed_module(&host, &driver(""));
@@ -157,7 +157,8 @@ fn unload_wakes_a_call_blocked_in_sleep_poll_or_read_and_releases_its_handles() 
             })
         };
         thread::sleep(Duration::from_millis(100));
-        let report = domain.unload().unwrap();
+        // A cooperative unload would let the call run to its end: forced.
+        let report = domain.force_unload().unwrap();
         let (result, waited) = blocked.join().unwrap();
         assert!(
             waited < Duration::from_secs(2),

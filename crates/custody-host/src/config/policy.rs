@@ -123,6 +123,21 @@ pub struct Escalation {
     /// After a recycle, re-create the domain's instances from the same
     /// modules (fresh state, no handles). Default: true.
     pub recreate: bool,
+    /// What [`Domain::unload`](crate::Domain::unload) does when the roots
+    /// still hold the domain after `unload_timeout`. Default: force.
+    pub unload_blocked: UnloadBlockedAction,
+}
+
+/// What an unload does when roots still hold the domain after the policy's
+/// `unload_timeout`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UnloadBlockedAction {
+    /// Force the unload: calls aborted, refs invalidated (SPEC D1).
+    #[default]
+    Force,
+    /// Keep waiting, firing `domainLeaked` once a minute.
+    Wait,
 }
 
 impl Default for Escalation {
@@ -132,6 +147,7 @@ impl Default for Escalation {
             inside_critical: Action::RecycleDomain,
             orphaned_critical: Action::RecycleDomain,
             recreate: true,
+            unload_blocked: UnloadBlockedAction::Force,
         }
     }
 }
@@ -166,6 +182,14 @@ pub struct Policy {
     pub handle_quota: usize,
     /// How long a guest's `custody_unloading` export may run. Default 1 s.
     pub unload_hook_timeout: Duration,
+    /// How long [`Domain::unload`](crate::Domain::unload) waits for a
+    /// cooperative unload to complete before `escalation.unload_blocked`
+    /// applies. Default 10 s.
+    pub unload_timeout: Duration,
+    /// How long a cooperative unload may take before `unloadBlocked`
+    /// reports what holds it; also how long a forced unload waits for the
+    /// call in flight to return before it reports it abandoned. Default 1 s.
+    pub unload_grace: Duration,
     /// Categories no imported host function may carry.
     pub denied: Vec<Category>,
     /// What failures escalate to.
@@ -301,6 +325,8 @@ impl Default for Policy {
             stack_limit: 512 * 1024,
             handle_quota: 4096,
             unload_hook_timeout: Duration::from_secs(1),
+            unload_timeout: Duration::from_secs(10),
+            unload_grace: Duration::from_secs(1),
             denied: Vec::new(),
             escalation: Escalation::default(),
             allocation: Allocation::default(),

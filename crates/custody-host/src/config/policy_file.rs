@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::policy::{Action, Allocation, Category, CompileLimits, Policy, PolicyError};
+use super::policy::{
+    Action, Allocation, Category, CompileLimits, Policy, PolicyError, UnloadBlockedAction,
+};
 
 /// A policy file: every key optional, defaults for the rest; durations in
 /// milliseconds, sizes in bytes. Unknown keys are errors (a typo must not
@@ -38,6 +40,8 @@ struct PolicyFile {
     stack_limit_bytes: Option<usize>,
     handle_quota: Option<usize>,
     unload_hook_timeout_ms: Option<u64>,
+    unload_timeout_ms: Option<u64>,
+    unload_grace_ms: Option<u64>,
     deny: Option<Vec<String>>,
     escalation: Option<EscalationFile>,
     allocation: Option<Allocation>,
@@ -91,6 +95,7 @@ struct EscalationFile {
     inside_critical: Option<Action>,
     orphaned_critical: Option<Action>,
     recreate: Option<bool>,
+    unload_blocked: Option<UnloadBlockedAction>,
 }
 
 impl Policy {
@@ -105,6 +110,8 @@ impl Policy {
     /// stack_limit_bytes = 524288
     /// handle_quota = 4096
     /// unload_hook_timeout_ms = 1000
+    /// unload_timeout_ms = 10000     # cooperative unload, then escalation.unload_blocked
+    /// unload_grace_ms = 1000        # then unloadBlocked lists the roots
     /// deny = ["ExternalProcessMgmt"] # host-protection categories
     /// allocation = "pooling"        # pooling, on-demand or dense
     /// pool_size = 1000              # live instances the pool holds
@@ -130,6 +137,7 @@ impl Policy {
     /// inside_critical = "recycle-domain"
     /// orphaned_critical = "recycle-domain"
     /// recreate = true
+    /// unload_blocked = "force"      # or "wait"
     /// ```
     ///
     /// # Errors
@@ -157,6 +165,12 @@ impl Policy {
         if let Some(ms) = file.unload_hook_timeout_ms {
             policy.unload_hook_timeout = Duration::from_millis(ms);
         }
+        if let Some(ms) = file.unload_timeout_ms {
+            policy.unload_timeout = Duration::from_millis(ms);
+        }
+        if let Some(ms) = file.unload_grace_ms {
+            policy.unload_grace = Duration::from_millis(ms);
+        }
         for name in file.deny.unwrap_or_default() {
             let category = Category::from_name(&name)
                 .ok_or_else(|| PolicyError(format!("deny: unknown category {name:?}")))?;
@@ -168,6 +182,7 @@ impl Policy {
             ladder.inside_critical = e.inside_critical.unwrap_or(ladder.inside_critical);
             ladder.orphaned_critical = e.orphaned_critical.unwrap_or(ladder.orphaned_critical);
             ladder.recreate = e.recreate.unwrap_or(ladder.recreate);
+            ladder.unload_blocked = e.unload_blocked.unwrap_or(ladder.unload_blocked);
         }
         policy.allocation = file.allocation.unwrap_or(policy.allocation);
         policy.pool_size = file.pool_size.unwrap_or(policy.pool_size);

@@ -33,7 +33,7 @@ pub(crate) fn escalate(
             // Another thread's unload may have begun meanwhile; then it
             // owns the teardown and will find `Loaded` gone.
             let _ = shared.state.begin_unload();
-            let report = unload::teardown(shared, guard, Ending::Unloaded);
+            let report = unload::teardown(shared, guard, Ending::Unloaded, None);
             (report.released, report.failed.len(), "unloaded".to_string())
         }
         Action::RecycleDomain => recycle(shared, guard, function, reason),
@@ -109,7 +109,7 @@ fn recycle(
                 shared,
                 format!("{outcome}: its call to {function} failed: {reason}"),
             );
-            unload::teardown(shared, guard, Ending::Recycled);
+            unload::teardown(shared, guard, Ending::Recycled, None);
             (drained.released, failures, outcome)
         }
     }

@@ -1,28 +1,55 @@
-//! The domain's state word. A leaf: errors, views and the registry name a
+//! The domain's state word: its phase, the progress of an unload, and how
+//! many roots hold it. A leaf: errors, views and the registry name a
 //! [`DomainState`] without importing the domain.
 //!
-//! All transitions are performed via RMW operations (a compare-and-swap or
-//! a swap) on one `AtomicU8`, so two threads racing to unload see exactly
-//! one winner:
-//!
+//! # The word
 //! ```text
-//! Running --begin_unload--> Unloading --finish(Unloaded)--> Unloaded
-//! Running --finish(Recycled)--> Recycled     (a recycle not re-created)
-//! Running --finish(Unloaded)--> Unloaded     (escalation to unload)
+//!  63 ........ 32 | 31 .. 7 |    6       |     5      |      4        |   3    | 2 .. 0
+//!  ROOTS (count)  | unused  | COMPLETING | EVENT_DONE | EVENT_STARTED | FORCED | PHASE
 //! ```
-//! A recycle that re-creates the domain leaves it `Running`. `Unloaded` and
-//! `Recycled` are final.
+//! `PHASE` is a [`DomainState`]. A *root* is anything that keeps an
+//! unloading domain from completing (a call in flight, a `DomainRef`, a
+//! timer, a memory view, ...; `roots.rs` keeps what each one is): taking one
+//! adds [`ROOT`], dropping one subtracts it.
+//!
+//! # Transitions
+//! Every transition is one RMW (a CAS loop or a `fetch_*`), so racing
+//! threads see one winner for each claim:
+//!
+//! | operation | from | effect |
+//! | --- | --- | --- |
+//! | `acquire_root(Admit)` | `Running` (and, for `Admit::WhileUnloading`, `Unloading` not forced nor completing) | `ROOTS += 1` |
+//! | `release_root` | any | `ROOTS -= 1`; if that was the last root of a cooperative unload whose event is done, claims `COMPLETING`: the caller completes |
+//! | `begin_unload` | `Running` | `PHASE = Unloading` (a second call finds `Unloading`: the same unload) |
+//! | `claim_event` | `Unloading`, event not started | sets `EVENT_STARTED`: the caller runs the unloading event |
+//! | `event_done` | `Unloading` | sets `EVENT_DONE`; with no root left, claims `COMPLETING` |
+//! | `force` | `Unloading` | sets `FORCED` and claims `COMPLETING` if nobody has |
+//! | `finish(to)` | any | `PHASE = to` (`Unloaded` or `Recycled`: final) |
+//!
+//! `COMPLETING` is claimed once per domain: exactly one thread tears it
+//! down. The loom models below check that under every interleaving of
+//! `begin_unload`, `force`, `event_done` and roots taken and dropped.
 
-use std::sync::atomic::{AtomicU8, Ordering};
+#[cfg(loom)]
+use loom::sync::atomic::{AtomicU64, Ordering};
+#[cfg(not(loom))]
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 
-/// Where a domain is in its life (see the module docs for the transitions).
+/// Where a domain is in its life.
+///
+/// ```text
+/// Running --begin_unload--> Unloading --(no roots left)--> Unloaded
+///                               \--force / unload_timeout--> Unloaded
+/// Running --escalation--> Recycled (or re-created: Running)
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub enum DomainState {
     /// Takes calls.
     Running,
-    /// Refuses calls; its unloading hook runs and its handles are released.
+    /// An unload was asked for: new calls and loads are refused; it
+    /// completes when no root is left (or when forced).
     Unloading,
     /// Gone: every handle released, every instance dropped.
     Unloaded,
@@ -32,8 +59,8 @@ pub enum DomainState {
 }
 
 impl DomainState {
-    fn from_u8(v: u8) -> DomainState {
-        match v {
+    fn from_bits(v: u64) -> DomainState {
+        match v & PHASE {
             0 => DomainState::Running,
             1 => DomainState::Unloading,
             2 => DomainState::Unloaded,
@@ -47,53 +74,304 @@ impl DomainState {
     }
 }
 
+const PHASE: u64 = 0b111;
+const FORCED: u64 = 1 << 3;
+const EVENT_STARTED: u64 = 1 << 4;
+const EVENT_DONE: u64 = 1 << 5;
+const COMPLETING: u64 = 1 << 6;
+/// One root.
+const ROOT: u64 = 1 << 32;
+
+const fn roots(word: u64) -> u64 {
+    word >> 32
+}
+
+/// Which phases a new root may be taken in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Admit {
+    /// Only while `Running` (a call through the `Domain`, a new ref).
+    Running,
+    /// Also during a cooperative unload (a call through a `DomainRef`, a
+    /// timer's callback): the unload waits for them.
+    WhileUnloading,
+}
+
+/// What dropping a root or finishing a step asks of the caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use]
+pub(crate) enum Next {
+    /// Nothing.
+    Nothing,
+    /// The caller claimed the completion: it must tear the domain down.
+    Complete,
+}
+
 /// The atomic state word.
 #[derive(Debug)]
-pub(crate) struct StateWord(AtomicU8);
+pub(crate) struct StateWord(AtomicU64);
 
 impl StateWord {
-    /// A running domain.
+    /// A running domain with no roots.
     pub(crate) fn new() -> Self {
-        StateWord(AtomicU8::new(DomainState::Running as u8))
+        StateWord(AtomicU64::new(DomainState::Running as u64))
     }
 
-    /// The state now.
+    /// The phase now.
     pub(crate) fn load(&self) -> DomainState {
-        DomainState::from_u8(self.0.load(Ordering::Acquire))
+        DomainState::from_bits(self.0.load(Ordering::Acquire))
     }
 
-    /// `Running -> Unloading`; `Err` carries the state that refused it.
-    pub(crate) fn begin_unload(&self) -> Result<(), DomainState> {
+    /// How many roots hold the domain now.
+    pub(crate) fn roots(&self) -> u64 {
+        roots(self.0.load(Ordering::Acquire))
+    }
+
+    /// Whether an unload was forced.
+    pub(crate) fn is_forced(&self) -> bool {
+        self.0.load(Ordering::Acquire) & FORCED != 0
+    }
+
+    /// Whether an unload is waiting for its unloading event to run.
+    pub(crate) fn wants_event(&self) -> bool {
+        let word = self.0.load(Ordering::Acquire);
+        DomainState::from_bits(word) == DomainState::Unloading && word & EVENT_STARTED == 0
+    }
+
+    fn update(&self, mut f: impl FnMut(u64) -> Option<u64>) -> Result<u64, u64> {
+        let mut current = self.0.load(Ordering::Acquire);
+        loop {
+            let new = f(current).ok_or(current)?;
+            match self
+                .0
+                .compare_exchange_weak(current, new, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return Ok(new),
+                Err(actual) => current = actual,
+            }
+        }
+    }
+
+    /// Takes a root; `Err` is the state that refused it.
+    pub(crate) fn acquire_root(&self, admit: Admit) -> Result<(), DomainState> {
+        self.update(|word| {
+            let open = match DomainState::from_bits(word) {
+                DomainState::Running => true,
+                DomainState::Unloading => {
+                    admit == Admit::WhileUnloading && word & (FORCED | COMPLETING) == 0
+                }
+                _ => false,
+            };
+            open.then_some(word + ROOT)
+        })
+        .map(drop)
+        .map_err(DomainState::from_bits)
+    }
+
+    /// Drops a root. [`Next::Complete`] if it was the last one of a
+    /// cooperative unload whose event is done (the caller completes it).
+    pub(crate) fn release_root(&self) -> Next {
+        let before = self.0.fetch_sub(ROOT, Ordering::AcqRel);
+        debug_assert!(roots(before) > 0, "a root released twice");
+        if roots(before) == 1 {
+            self.claim_completion_if_idle()
+        } else {
+            Next::Nothing
+        }
+    }
+
+    /// Claims `COMPLETING` if the unload is cooperative-ready: unloading,
+    /// its event done, no root left, nobody completing.
+    fn claim_completion_if_idle(&self) -> Next {
+        let claimed = self.update(|word| {
+            let ready = DomainState::from_bits(word) == DomainState::Unloading
+                && word & EVENT_DONE != 0
+                && word & COMPLETING == 0
+                && roots(word) == 0;
+            ready.then_some(word | COMPLETING)
+        });
+        if claimed.is_ok() {
+            Next::Complete
+        } else {
+            Next::Nothing
+        }
+    }
+
+    /// `Running -> Unloading`. `Ok(true)` for the call that began it,
+    /// `Ok(false)` if an unload was already under way; `Err` is a final
+    /// state.
+    pub(crate) fn begin_unload(&self) -> Result<bool, DomainState> {
+        match self.update(|word| {
+            (DomainState::from_bits(word) == DomainState::Running)
+                .then_some((word & !PHASE) | DomainState::Unloading as u64)
+        }) {
+            Ok(_) => Ok(true),
+            Err(word) if DomainState::from_bits(word) == DomainState::Unloading => Ok(false),
+            Err(word) => Err(DomainState::from_bits(word)),
+        }
+    }
+
+    /// Claims the running of the unloading event (once per unload).
+    pub(crate) fn claim_event(&self) -> bool {
+        self.update(|word| {
+            (DomainState::from_bits(word) == DomainState::Unloading
+                && word & (EVENT_STARTED | COMPLETING) == 0)
+                .then_some(word | EVENT_STARTED)
+        })
+        .is_ok()
+    }
+
+    /// The unloading event has run; [`Next::Complete`] if no root is left.
+    pub(crate) fn event_done(&self) -> Next {
         self.0
-            .compare_exchange(
-                DomainState::Running as u8,
-                DomainState::Unloading as u8,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            )
-            .map(drop)
-            .map_err(DomainState::from_u8)
+            .fetch_or(EVENT_DONE | EVENT_STARTED, Ordering::AcqRel);
+        self.claim_completion_if_idle()
     }
 
-    /// Moves to a final state (`Unloaded` or `Recycled`); returns the state
-    /// it left.
+    /// Forces the unload under way. [`Next::Complete`] if this call claimed
+    /// the completion (nobody was completing yet).
+    pub(crate) fn force(&self) -> Next {
+        match self.update(|word| {
+            (DomainState::from_bits(word) == DomainState::Unloading && word & COMPLETING == 0)
+                .then_some(word | FORCED | COMPLETING)
+        }) {
+            Ok(_) => Next::Complete,
+            Err(word) => {
+                if DomainState::from_bits(word) == DomainState::Unloading {
+                    self.0.fetch_or(FORCED, Ordering::AcqRel);
+                }
+                Next::Nothing
+            }
+        }
+    }
+
+    /// Moves to a final state (`Unloaded` or `Recycled`), keeping the roots
+    /// count; returns the phase it left.
     pub(crate) fn finish(&self, to: DomainState) -> DomainState {
         debug_assert!(to.is_final());
-        DomainState::from_u8(self.0.swap(to as u8, Ordering::AcqRel))
+        let mut left = DomainState::Running;
+        let _ = self.update(|word| {
+            left = DomainState::from_bits(word);
+            Some((word & !PHASE) | to as u64)
+        });
+        left
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
 
     #[test]
-    fn one_unload_wins() {
+    fn a_cooperative_unload_completes_when_the_last_root_goes() {
         let word = StateWord::new();
-        assert_eq!(word.begin_unload(), Ok(()));
-        assert_eq!(word.begin_unload(), Err(DomainState::Unloading));
-        assert_eq!(word.finish(DomainState::Unloaded), DomainState::Unloading);
+        word.acquire_root(Admit::Running).unwrap();
+        assert_eq!(word.begin_unload(), Ok(true));
+        assert_eq!(word.begin_unload(), Ok(false), "the same unload");
+        assert_eq!(
+            word.acquire_root(Admit::Running),
+            Err(DomainState::Unloading)
+        );
+        word.acquire_root(Admit::WhileUnloading).unwrap();
+        assert!(word.claim_event());
+        assert!(!word.claim_event(), "once");
+        assert_eq!(word.event_done(), Next::Nothing, "two roots left");
+        assert_eq!(word.release_root(), Next::Nothing);
+        assert_eq!(word.release_root(), Next::Complete);
+        assert_eq!(word.force(), Next::Nothing, "already completing");
+        word.finish(DomainState::Unloaded);
+        assert_eq!(word.load(), DomainState::Unloaded);
         assert_eq!(word.begin_unload(), Err(DomainState::Unloaded));
-        assert!(word.load().is_final());
+    }
+
+    #[test]
+    fn force_claims_the_completion_whatever_holds_it() {
+        let word = StateWord::new();
+        word.acquire_root(Admit::Running).unwrap();
+        word.begin_unload().unwrap();
+        assert_eq!(word.force(), Next::Complete);
+        assert!(word.is_forced());
+        assert_eq!(
+            word.acquire_root(Admit::WhileUnloading),
+            Err(DomainState::Unloading),
+            "a forced unload admits nothing"
+        );
+        assert_eq!(word.release_root(), Next::Nothing, "already completing");
+        assert_eq!(word.event_done(), Next::Nothing);
+    }
+
+    #[test]
+    fn an_event_done_with_no_roots_completes_at_once() {
+        let word = StateWord::new();
+        word.begin_unload().unwrap();
+        assert!(word.claim_event());
+        assert_eq!(word.event_done(), Next::Complete);
+    }
+}
+
+#[cfg(loom)]
+mod loom_models {
+    use super::*;
+    use loom::sync::Arc;
+    use loom::sync::atomic::AtomicUsize;
+    use loom::thread;
+
+    /// Counts the completions claimed: the models assert exactly one.
+    fn complete(next: Next, completions: &AtomicUsize) {
+        if next == Next::Complete {
+            completions.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn the_last_root_and_the_event_race_to_one_completion() {
+        loom::model(|| {
+            let word = Arc::new(StateWord::new());
+            let completions = Arc::new(AtomicUsize::new(0));
+            word.acquire_root(Admit::Running).unwrap();
+            word.acquire_root(Admit::Running).unwrap();
+            word.begin_unload().unwrap();
+            let handles: Vec<_> = (0..2)
+                .map(|_| {
+                    let (word, completions) = (Arc::clone(&word), Arc::clone(&completions));
+                    thread::spawn(move || complete(word.release_root(), &completions))
+                })
+                .collect();
+            if word.claim_event() {
+                complete(word.event_done(), &completions);
+            }
+            for h in handles {
+                h.join().unwrap();
+            }
+            assert_eq!(completions.load(Ordering::SeqCst), 1);
+            assert_eq!(word.roots(), 0);
+        });
+    }
+
+    #[test]
+    fn force_racing_the_last_root_and_a_late_ref_call_completes_once() {
+        loom::model(|| {
+            let word = Arc::new(StateWord::new());
+            let completions = Arc::new(AtomicUsize::new(0));
+            word.acquire_root(Admit::Running).unwrap();
+            word.begin_unload().unwrap();
+            assert!(word.claim_event());
+            let forcer = {
+                let (word, completions) = (Arc::clone(&word), Arc::clone(&completions));
+                thread::spawn(move || complete(word.force(), &completions))
+            };
+            let late = {
+                let (word, completions) = (Arc::clone(&word), Arc::clone(&completions));
+                thread::spawn(move || {
+                    if word.acquire_root(Admit::WhileUnloading).is_ok() {
+                        complete(word.release_root(), &completions);
+                    }
+                })
+            };
+            complete(word.event_done(), &completions);
+            complete(word.release_root(), &completions);
+            forcer.join().unwrap();
+            late.join().unwrap();
+            assert_eq!(completions.load(Ordering::SeqCst), 1);
+        });
     }
 }

@@ -1,74 +1,306 @@
-//! The one unload procedure. An explicit [`Domain::unload`], an escalation
-//! to unload and a recycle that is not re-created all end a domain through
-//! [`teardown`]: the unloading hook (for an unload), then the instances
-//! dropped, then the table drained (OS handles last, after all guest code),
-//! then the cancellation signal closed, the state made final and the domain
-//! forgotten by the registry.
+//! Unloading, cooperative and forced (SPEC D1), and the one procedure every
+//! ending goes through ([`teardown`]).
+//!
+//! ```text
+//! begin_unload ──> Unloading: new calls and loads refused; a call in flight runs on
+//!      │            (bounded by its own deadline); calls through a DomainRef still run
+//!      ├─ the store is free ──> the unloading event: on_unloading callbacks, then
+//!      │                        every module's `custody_unloading` (bounded)
+//!      ├─ the last root drops (event done) ──> teardown: instances dropped, table
+//!      │                                       drained, Unloaded, on_unloaded
+//!      └─ force (asked, or the policy after unload_timeout) ──> cancellation signal
+//!             raised, refs invalidated, the store taken as soon as the call in
+//!             flight returns (or abandoned after unload_grace), teardown
+//! ```
+//! Completion is driven by whoever drops the last root (the end of a call,
+//! the drop of a `DomainRef`): nothing polls. Whoever finds the store free
+//! runs the unloading event: `begin_unload` itself, or the call in flight as
+//! it ends (it checks again after giving the store back, so one of the two
+//! always sees the other).
 
+use std::sync::{Arc, MutexGuard};
 use std::time::{Duration, Instant};
 
-use custody_handle::{DrainReport, format_raw};
-use serde::Serialize;
+use custody_handle::diagnostics::{self, Assistant, Diagnostic};
 use wasmtime::Func;
 
 use super::invoke::{call_func, report_aborted};
-use super::state::DomainState;
+use super::report::{Forced, HookOutcome, UnloadReport};
+use super::roots::Root;
+use super::state::{DomainState, Next};
 use super::{Domain, DomainShared, Loaded};
 use crate::boundary::cancel::Reason;
+use crate::config::UnloadBlockedAction;
 use crate::error::{CallError, UnloadError};
 use crate::ledger::{Ledger, LedgerCounts};
 
 /// How a domain ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Ending {
-    /// Unloaded: its unloading hook runs first.
+    /// Unloaded: its unloading hook runs first (if the event has not).
     Unloaded,
     /// Recycled and not re-created: its instances are already gone.
     Recycled,
 }
 
-impl Domain {
-    /// Unloads the domain: refuses new calls, stops an in-flight call
-    /// (waking it if it is blocked in the host), runs the guest's
-    /// `custody_unloading` export if it has one (bounded by the policy's
-    /// `unload_hook_timeout`), releases every handle still in the table
-    /// (OS handles last, after all guest code), and drops the instances.
-    ///
-    /// A domain that a recycle ended (`Recycled`) holds nothing any more:
-    /// its unload returns the report of that recycle.
+/// A cooperative unload under way ([`Domain::begin_unload`]). Holding it
+/// does not keep the domain from completing.
+pub struct UnloadTicket {
+    shared: Arc<DomainShared>,
+}
+
+/// A cooperative unload that has not completed: what holds the domain.
+#[derive(Debug, thiserror::Error)]
+#[error("domain {domain} has not finished unloading: {} root(s) hold it: {}", roots.len(), describe(roots))]
+pub struct UnloadBlocked {
+    /// The domain.
+    pub domain: u64,
+    /// What holds it, with each root's origin.
+    pub roots: Vec<Root>,
+}
+
+fn describe(roots: &[Root]) -> String {
+    roots
+        .iter()
+        .map(Root::describe)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl UnloadTicket {
+    /// The domain being unloaded.
+    pub fn domain(&self) -> u64 {
+        self.shared.id
+    }
+
+    /// Whether the unload has completed.
+    pub fn is_complete(&self) -> bool {
+        self.shared.report().is_some()
+    }
+
+    /// Waits at most `timeout` for the unload to complete.
     ///
     /// # Errors
-    /// [`UnloadError::NotRunning`] if the domain is already unloading or
-    /// unloaded.
-    pub fn unload(&self) -> Result<UnloadReport, UnloadError> {
-        let shared = &self.shared;
-        if let Err(state) = shared.state.begin_unload() {
-            let recycled = shared.recycled.lock().unwrap_or_else(|e| e.into_inner());
-            return match (state, recycled.as_ref()) {
-                (DomainState::Recycled, Some(report)) => Ok(report.clone()),
-                _ => Err(UnloadError::NotRunning {
-                    domain: shared.id,
-                    state,
-                    cause: shared.ended_by(),
-                }),
-            };
-        }
-        // Wake a call blocked in the host and stop running guest code; then
-        // wait for it to give the store back. The signal is lowered again
-        // so the unloading hook's own waits can run.
-        shared.cancel.raise(Reason::Unload);
-        let mut guard = shared.lock();
-        shared.cancel.lower(Reason::Unload);
-        Ok(teardown(shared, &mut guard, Ending::Unloaded))
+    /// [`UnloadBlocked`], listing the roots that hold the domain now.
+    pub fn wait(&self, timeout: Duration) -> Result<UnloadReport, UnloadBlocked> {
+        self.shared
+            .wait_report(timeout)
+            .ok_or_else(|| UnloadBlocked {
+                domain: self.shared.id,
+                roots: self.shared.roots.list(super::SAMPLE_WAIT),
+            })
+    }
+
+    /// Forces this unload (see the module docs) and returns its report.
+    pub fn force(&self) -> UnloadReport {
+        force(&self.shared, "asked for")
     }
 }
 
-/// Ends the domain (see the module docs). The caller holds the store's
-/// mutex, so no guest code runs during or after it.
+impl Domain {
+    /// Begins a cooperative unload (see the module docs) and returns its
+    /// ticket; a second call returns a ticket for the same unload. A domain
+    /// a recycle ended returns a ticket that is already complete.
+    ///
+    /// # Errors
+    /// [`UnloadError::NotRunning`] if the domain has already been unloaded.
+    pub fn begin_unload(&self) -> Result<UnloadTicket, UnloadError> {
+        begin(&self.shared)?;
+        Ok(UnloadTicket {
+            shared: Arc::clone(&self.shared),
+        })
+    }
+
+    /// Unloads the domain: [`begin_unload`](Self::begin_unload), then waits
+    /// up to the policy's `unload_timeout` for the roots to go (firing
+    /// `unloadBlocked` after `unload_grace`), then, by
+    /// `escalation.unload_blocked`, forces the unload (the default) or keeps
+    /// waiting (firing `domainLeaked` once a minute).
+    ///
+    /// # Errors
+    /// [`UnloadError::NotRunning`] if the domain has already been unloaded.
+    pub fn unload(&self) -> Result<UnloadReport, UnloadError> {
+        let ticket = self.begin_unload()?;
+        let policy = &self.shared.policy;
+        let begun = Instant::now();
+        if let Some(report) = self.shared.wait_report(policy.unload_grace) {
+            return Ok(report);
+        }
+        report_blocked(&self.shared, &ticket);
+        let left = policy.unload_timeout.saturating_sub(begun.elapsed());
+        if let Some(report) = self.shared.wait_report(left) {
+            return Ok(report);
+        }
+        match policy.escalation.unload_blocked {
+            UnloadBlockedAction::Force => Ok(force(&self.shared, "unload_timeout passed")),
+            UnloadBlockedAction::Wait => loop {
+                report_leaked(&self.shared, begun.elapsed());
+                if let Some(report) = self.shared.wait_report(Duration::from_secs(60)) {
+                    return Ok(report);
+                }
+            },
+        }
+    }
+
+    /// Begins an unload and forces it at once: running guest code stops at
+    /// its next epoch check, a call blocked in a host wait wakes, every
+    /// `DomainRef` is invalidated.
+    ///
+    /// # Errors
+    /// [`UnloadError::NotRunning`] if the domain has already been unloaded.
+    pub fn force_unload(&self) -> Result<UnloadReport, UnloadError> {
+        begin(&self.shared)?;
+        Ok(force(&self.shared, "asked for"))
+    }
+
+    /// Runs `callback` (with the domain's id) when an unload begins, before
+    /// the guests' `custody_unloading` exports.
+    pub fn on_unloading(&self, callback: impl FnOnce(u64) + Send + 'static) {
+        super::lock(&self.shared.on_unloading).push(Box::new(callback));
+    }
+
+    /// Runs `callback` with the report when the domain's unload completes
+    /// (at once, if it has).
+    pub fn on_unloaded(&self, callback: impl FnOnce(&UnloadReport) + Send + 'static) {
+        let mut callbacks = super::lock(&self.shared.on_unloaded);
+        match self.shared.report() {
+            Some(report) => {
+                drop(callbacks);
+                callback(&report);
+            }
+            None => callbacks.push(Box::new(callback)),
+        }
+    }
+}
+
+/// Starts the unload (or finds it started); runs the event if the store is
+/// free. `Err` for a domain already unloaded.
+fn begin(shared: &Arc<DomainShared>) -> Result<(), UnloadError> {
+    match shared.state.begin_unload() {
+        Ok(first) => {
+            if first {
+                *super::lock(&shared.unload_requested) = Some(Instant::now());
+                tracing::debug!(target: "custody::domain", parent: &shared.span, domain = shared.id, "unload requested");
+            }
+            run_event_if_free(shared);
+            Ok(())
+        }
+        Err(DomainState::Recycled) if shared.report().is_some() => Ok(()),
+        Err(state) => Err(UnloadError::NotRunning {
+            domain: shared.id,
+            state,
+            cause: shared.ended_by(),
+        }),
+    }
+}
+
+/// Runs the unloading event if it is wanted and the store is free (else
+/// the call holding the store runs it when it ends).
+pub(crate) fn run_event_if_free(shared: &DomainShared) {
+    if !shared.state.wants_event() {
+        return;
+    }
+    if let Ok(mut guard) = shared.loaded.try_lock() {
+        run_event(shared, &mut guard);
+    }
+}
+
+/// The unloading event, with the store: embedder callbacks, then the
+/// guests' hooks; then completes if no root is left.
+pub(crate) fn run_event(shared: &DomainShared, guard: &mut Option<Loaded>) {
+    if !shared.state.claim_event() {
+        return;
+    }
+    let callbacks = std::mem::take(&mut *super::lock(&shared.on_unloading));
+    for callback in callbacks {
+        callback(shared.id);
+    }
+    if let Some(loaded) = guard.as_mut() {
+        let hook = run_unloading_hook(loaded, shared.policy.unload_hook_timeout);
+        *super::lock(&shared.hook) = Some(hook);
+    }
+    if shared.state.event_done() == Next::Complete {
+        teardown(shared, guard, Ending::Unloaded, None);
+    }
+}
+
+/// A root went; completes the unload if it was the last one.
+pub(crate) fn root_released(shared: &DomainShared) {
+    if shared.state.release_root() == Next::Complete {
+        let mut guard = shared.lock();
+        teardown(shared, &mut guard, Ending::Unloaded, None);
+    }
+}
+
+/// Forces the unload under way and returns its report (waiting for the
+/// thread that completes it, if another does).
+pub(crate) fn force(shared: &DomainShared, why: &str) -> UnloadReport {
+    if shared.state.force() == Next::Complete {
+        let roots_cut: Vec<String> = shared
+            .roots
+            .list(Duration::ZERO)
+            .iter()
+            .map(Root::describe)
+            .collect();
+        // Running code stops at its next epoch check; a blocked host call
+        // wakes at once.
+        shared.cancel.raise(Reason::Unload);
+        let mut forced = Forced {
+            why: why.to_string(),
+            roots_cut,
+            abandoned: None,
+        };
+        let report = match lock_within(shared, shared.policy.unload_grace) {
+            Some(mut guard) => {
+                // The unloading hook may still run (and wait) if the event
+                // has not: the signal is lowered for it.
+                shared.cancel.lower(Reason::Unload);
+                if shared.state.claim_event() {
+                    if let Some(loaded) = guard.as_mut() {
+                        let hook = run_unloading_hook(loaded, shared.policy.unload_hook_timeout);
+                        *super::lock(&shared.hook) = Some(hook);
+                    }
+                }
+                teardown(shared, &mut guard, Ending::Unloaded, Some(forced))
+            }
+            None => {
+                forced.abandoned = shared.roots.current_call();
+                // The call keeps the store; it drops it when it returns.
+                teardown(shared, &mut None, Ending::Unloaded, Some(forced))
+            }
+        };
+        return report;
+    }
+    shared
+        .wait_report(Duration::MAX)
+        .expect("an unbounded wait ends with the report")
+}
+
+/// The store, waiting at most `grace` for the call in flight to return.
+fn lock_within(shared: &DomainShared, grace: Duration) -> Option<MutexGuard<'_, Option<Loaded>>> {
+    let until = Instant::now() + grace;
+    loop {
+        match shared.loaded.try_lock() {
+            Ok(guard) => return Some(guard),
+            Err(std::sync::TryLockError::Poisoned(p)) => return Some(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) if Instant::now() < until => {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        }
+    }
+}
+
+/// Ends the domain: the unloading hook if it has not run (for an unload),
+/// the instances dropped, the table drained (OS handles last), the state
+/// made final, the report kept and the `on_unloaded` callbacks run. The
+/// caller holds the store's mutex, so no guest code runs during or after
+/// it (or, for an abandoned call, the store is dropped when it returns).
 pub(crate) fn teardown(
     shared: &DomainShared,
     guard: &mut Option<Loaded>,
     ending: Ending,
+    forced: Option<Forced>,
 ) -> UnloadReport {
     let mut report = UnloadReport {
         domain: shared.id,
@@ -76,15 +308,19 @@ pub(crate) fn teardown(
         failed: Vec::new(),
         deferred: 0,
         hook: HookOutcome::Absent,
+        forced,
         ledger: Ledger::default(),
     };
     if let Some(mut loaded) = guard.take() {
-        if ending == Ending::Unloaded {
-            report.hook =
-                run_unloading_hook(&mut loaded, shared.runtime.policy.unload_hook_timeout);
+        if ending == Ending::Unloaded && shared.state.claim_event() {
+            let hook = run_unloading_hook(&mut loaded, shared.policy.unload_hook_timeout);
+            *super::lock(&shared.hook) = Some(hook);
         }
         // Guest code is done and its instances go; the OS handles last.
         drop(loaded);
+    }
+    if let Some(hook) = super::lock(&shared.hook).take() {
+        report.hook = hook;
     }
     let drained = shared.table.drain();
     report.record(&drained);
@@ -97,9 +333,6 @@ pub(crate) fn teardown(
     shared.state.finish(state);
     shared.runtime.registry.forget(shared.id);
     report.ledger = shared.ledger();
-    if ending == Ending::Recycled {
-        *shared.recycled.lock().unwrap_or_else(|e| e.into_inner()) = Some(report.clone());
-    }
     tracing::info!(
         target: "custody::domain",
         parent: &shared.span,
@@ -108,26 +341,99 @@ pub(crate) fn teardown(
         released = report.released,
         failed = report.failed.len(),
         deferred = report.deferred,
+        forced = report.forced.is_some(),
         "ended"
     );
+    if let Some(forced) = &report.forced {
+        report_forced(shared, forced);
+    }
+    shared.complete(report.clone());
+    // Refs this domain held on others (`strong_ref_for`) go with it.
+    let dependents = std::mem::take(&mut *super::lock(&shared.owned_refs));
+    for release in dependents {
+        release();
+    }
     report
 }
 
-/// How the guest's `custody_unloading` export went.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case", tag = "outcome", content = "detail")]
-#[non_exhaustive]
-pub enum HookOutcome {
-    /// No loaded module exports it.
-    Absent,
-    /// It ran to completion.
-    Completed,
-    /// It trapped (the unload went on).
-    Trapped(String),
-    /// It ran past the policy's `unload_hook_timeout` and was stopped.
-    TimedOut,
-    /// It was stopped by another bound (the memory or stack limit): why.
-    Aborted(String),
+fn report_blocked(shared: &DomainShared, ticket: &UnloadTicket) {
+    let roots = shared.roots.list(super::SAMPLE_WAIT);
+    if roots.is_empty() {
+        return;
+    }
+    let domain = ticket.domain();
+    let causes: Vec<String> = roots.iter().map(likely_cause).collect();
+    tracing::warn!(target: "custody::domain", parent: &shared.span, domain, roots = roots.len(), "unload blocked");
+    diagnostics::fire(Assistant::UnloadBlocked, || {
+        let mut d = Diagnostic::new(
+            Assistant::UnloadBlocked,
+            format!(
+                "domain {domain} has not finished unloading after {:?}: {}",
+                shared.policy.unload_grace,
+                describe(&roots)
+            ),
+        );
+        d.domain = Some(domain);
+        d.causes = causes;
+        d.with_detail(serde_json::to_value(&roots).unwrap_or_default())
+    });
+}
+
+/// A root's likely cause, in plain words.
+fn likely_cause(root: &Root) -> String {
+    use super::roots::RootKind;
+    match root.kind {
+        RootKind::Call => format!(
+            "a call to {} is still running (it ends at its deadline, or force the unload)",
+            root.label
+        ),
+        RootKind::Ref => format!("a DomainRef labelled {:?} was not dropped", root.label),
+        RootKind::MemoryView => format!("a memory view labelled {:?} was not dropped", root.label),
+        RootKind::Dependent => format!(
+            "domain {} holds a ref to this one ({:?}); it goes when that domain unloads",
+            root.holder.unwrap_or_default(),
+            root.label
+        ),
+    }
+}
+
+fn report_forced(shared: &DomainShared, forced: &Forced) {
+    let domain = shared.id;
+    diagnostics::fire(Assistant::UnloadForced, || {
+        let mut d = Diagnostic::new(
+            Assistant::UnloadForced,
+            format!(
+                "domain {domain}'s unload was forced ({}): {} root(s) cut{}",
+                forced.why,
+                forced.roots_cut.len(),
+                forced
+                    .abandoned
+                    .as_ref()
+                    .map(|c| format!("; abandoned {c}"))
+                    .unwrap_or_default()
+            ),
+        );
+        d.domain = Some(domain);
+        d.causes = forced.roots_cut.clone();
+        d
+    });
+}
+
+fn report_leaked(shared: &DomainShared, unloading_for: Duration) {
+    let domain = shared.id;
+    let roots = shared.roots.list(super::SAMPLE_WAIT);
+    diagnostics::fire(Assistant::DomainLeaked, || {
+        let mut d = Diagnostic::new(
+            Assistant::DomainLeaked,
+            format!(
+                "domain {domain} has been unloading for {unloading_for:?} (escalation.unload_blocked = wait): {}",
+                describe(&roots)
+            ),
+        );
+        d.domain = Some(domain);
+        d.causes = roots.iter().map(likely_cause).collect();
+        d
+    });
 }
 
 const UNLOADING_EXPORT: &str = "custody_unloading";
@@ -171,53 +477,6 @@ fn run_unloading_hook(loaded: &mut Loaded, limit: Duration) -> HookOutcome {
             }
         };
     }
+    loaded.store.data_mut().in_unloading_hook = false;
     outcome
-}
-
-/// One release that failed at unload.
-#[derive(Clone, Debug, Serialize)]
-pub struct FailedRelease {
-    /// The guest's id for it.
-    pub handle: u32,
-    /// The resource type.
-    pub handle_type: String,
-    /// The raw value, `0x%08X`.
-    pub raw_hex: String,
-    /// The error.
-    pub error: String,
-}
-
-/// What [`Domain::unload`] did.
-#[derive(Clone, Debug, Serialize)]
-pub struct UnloadReport {
-    /// The domain.
-    pub domain: u64,
-    /// Handles released by the unload.
-    pub released: usize,
-    /// Releases that failed (each also fired `releaseHandleFailed`).
-    pub failed: Vec<FailedRelease>,
-    /// Handles still in use by a host thread: their release happens when
-    /// that use ends.
-    pub deferred: usize,
-    /// How the guest's unloading hook went.
-    pub hook: HookOutcome,
-    /// The domain's final handle ledger.
-    pub ledger: Ledger,
-}
-
-impl UnloadReport {
-    fn record(&mut self, drained: &DrainReport) {
-        self.released = drained.released;
-        self.deferred = drained.deferred;
-        self.failed = drained
-            .failed
-            .iter()
-            .map(|f| FailedRelease {
-                handle: f.id.raw(),
-                handle_type: f.handle_type.to_string(),
-                raw_hex: format_raw(f.raw_value),
-                error: f.error.to_string(),
-            })
-            .collect();
-    }
 }

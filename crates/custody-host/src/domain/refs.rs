@@ -1,0 +1,258 @@
+//! The embedder's references to a domain (SPEC D1, D2): [`DomainRef`]
+//! (strong: a root, it can call in), [`WeakDomain`] (never a root: how to
+//! see an unload complete without holding it up) and [`MemoryView`] (a
+//! host-held view of guest memory: a root while it lives).
+//!
+//! The owner's [`Domain`] value is not a root, so the code that calls
+//! `unload` never blocks itself.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+
+use wasmtime::Val;
+
+use super::roots::{Root, RootKind, RootRecord};
+use super::state::Admit;
+use super::unload::root_released;
+use super::{Domain, DomainShared, SAMPLE_WAIT, lock};
+use crate::error::CallError;
+
+/// A strong reference to a domain ([`Domain::strong_ref`]): it can call
+/// into the domain, also while a cooperative unload waits for it, and keeps
+/// that unload from completing until it is dropped. A forced unload
+/// invalidates it: calls through it then fail with `NotRunning`. Clones
+/// share one root.
+#[derive(Clone)]
+pub struct DomainRef {
+    inner: Arc<RefInner>,
+}
+
+struct RefInner {
+    shared: Arc<DomainShared>,
+    key: u64,
+    released: AtomicBool,
+}
+
+impl RefInner {
+    /// Gives the root back, once.
+    fn release(&self) {
+        if !self.released.swap(true, Ordering::AcqRel) {
+            self.shared.roots.remove(self.key);
+            root_released(&self.shared);
+        }
+    }
+}
+
+impl Drop for RefInner {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+impl DomainRef {
+    /// The domain's id.
+    pub fn id(&self) -> u64 {
+        self.inner.shared.id
+    }
+
+    /// Calls an export, as [`Domain::call`] does; during a cooperative
+    /// unload too (the unload waits for it).
+    ///
+    /// # Errors
+    /// As [`Domain::call`]; `NotRunning` once the unload was forced or
+    /// completed, or the ref was released with its holder.
+    pub fn call(&self, name: &str, args: &[Val]) -> Result<Vec<Val>, CallError> {
+        let shared = &self.inner.shared;
+        if self.inner.released.load(Ordering::Acquire) {
+            return Err(CallError::NotRunning {
+                domain: shared.id,
+                state: shared.state.load(),
+                cause: Some("the ref was released with the domain that held it".into()),
+            });
+        }
+        Domain::call_shared(shared, name, args, Admit::WhileUnloading)
+    }
+
+    /// Releases the root now (a dependent ref whose holder completed its
+    /// unload); later calls through it fail.
+    pub(crate) fn release(&self) {
+        self.inner.release();
+    }
+}
+
+impl std::fmt::Debug for DomainRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DomainRef").field("id", &self.id()).finish()
+    }
+}
+
+/// A reference that never keeps a domain alive ([`Domain::downgrade`]).
+#[derive(Clone, Debug)]
+pub struct WeakDomain {
+    shared: Weak<DomainShared>,
+}
+
+impl WeakDomain {
+    /// The domain, while it exists and has not finished unloading.
+    pub fn upgrade(&self) -> Option<Domain> {
+        let shared = self.shared.upgrade()?;
+        (!shared.state.load().is_final()).then_some(Domain { shared })
+    }
+}
+
+/// A host-held view of a domain's guest memory ([`Domain::memory_view`]):
+/// reads and writes through it are bounds-checked, and it keeps a
+/// cooperative unload from completing until it is dropped.
+pub struct MemoryView {
+    shared: Arc<DomainShared>,
+    key: u64,
+}
+
+impl MemoryView {
+    /// Copies `len` bytes at `offset` out of the first loaded module's
+    /// `memory`; `None` if the range is outside it or the domain is gone.
+    pub fn read(&self, offset: usize, len: usize) -> Option<Vec<u8>> {
+        let mut guard = self.shared.lock();
+        let loaded = guard.as_mut()?;
+        let instance = loaded.modules.first()?.instance;
+        let memory = instance.get_memory(&mut loaded.store, "memory")?;
+        let data = memory.data(&loaded.store);
+        data.get(offset..offset.checked_add(len)?)
+            .map(<[u8]>::to_vec)
+    }
+
+    /// Writes `bytes` at `offset` into the first loaded module's `memory`;
+    /// `false` if the range is outside it or the domain is gone.
+    pub fn write(&self, offset: usize, bytes: &[u8]) -> bool {
+        let mut guard = self.shared.lock();
+        let Some(loaded) = guard.as_mut() else {
+            return false;
+        };
+        let Some(instance) = loaded.modules.first().map(|m| m.instance) else {
+            return false;
+        };
+        let Some(memory) = instance.get_memory(&mut loaded.store, "memory") else {
+            return false;
+        };
+        let data = memory.data_mut(&mut loaded.store);
+        match offset
+            .checked_add(bytes.len())
+            .and_then(|end| data.get_mut(offset..end))
+        {
+            Some(dst) => {
+                dst.copy_from_slice(bytes);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl Drop for MemoryView {
+    fn drop(&mut self) {
+        self.shared.roots.remove(self.key);
+        root_released(&self.shared);
+    }
+}
+
+impl Domain {
+    /// A strong reference labelled `label` (see [`DomainRef`]). Its root
+    /// names the label and where it was made (the caller's location, or a
+    /// backtrace with `CUSTODY_TRACE_ROOTS=1`).
+    ///
+    /// # Errors
+    /// `NotRunning` once an unload has begun.
+    #[track_caller]
+    pub fn strong_ref(&self, label: &str) -> Result<DomainRef, CallError> {
+        let site = std::panic::Location::caller().to_string();
+        self.make_ref(RootRecord::new(RootKind::Ref, label.to_string(), site))
+    }
+
+    /// A strong reference that `holder` keeps (code forwarding calls from
+    /// `holder` into this domain): a `Dependent` root naming `holder`,
+    /// released when `holder`'s unload completes, after which calls through
+    /// it fail. Unloading `holder` completes `holder`, then this domain.
+    ///
+    /// # Errors
+    /// `NotRunning` once an unload of this domain has begun, or if
+    /// `holder` is already unloading.
+    #[track_caller]
+    pub fn strong_ref_for(&self, holder: &Domain, label: &str) -> Result<DomainRef, CallError> {
+        let site = std::panic::Location::caller().to_string();
+        let mut record = RootRecord::new(RootKind::Dependent, label.to_string(), site);
+        record.holder = Some(holder.id());
+        if holder.state() != super::DomainState::Running {
+            return Err(CallError::NotRunning {
+                domain: holder.id(),
+                state: holder.state(),
+                cause: Some("the holder of a dependent ref must be running".into()),
+            });
+        }
+        let r = self.make_ref(record)?;
+        let held = r.clone();
+        lock(&holder.shared.owned_refs).push(Box::new(move || held.release()));
+        Ok(r)
+    }
+
+    fn make_ref(&self, record: RootRecord) -> Result<DomainRef, CallError> {
+        let shared = &self.shared;
+        shared
+            .state
+            .acquire_root(Admit::Running)
+            .map_err(|state| CallError::NotRunning {
+                domain: shared.id,
+                state,
+                cause: shared.ended_by(),
+            })?;
+        let key = shared.roots.add(record);
+        Ok(DomainRef {
+            inner: Arc::new(RefInner {
+                shared: Arc::clone(shared),
+                key,
+                released: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// A reference that never keeps the domain alive nor holds up its
+    /// unload: [`WeakDomain::upgrade`] is `None` once the unload completed.
+    pub fn downgrade(&self) -> WeakDomain {
+        WeakDomain {
+            shared: Arc::downgrade(&self.shared),
+        }
+    }
+
+    /// A view of the guest memory labelled `label` (see [`MemoryView`]).
+    ///
+    /// # Errors
+    /// `NotRunning` once an unload has begun.
+    #[track_caller]
+    pub fn memory_view(&self, label: &str) -> Result<MemoryView, CallError> {
+        let site = std::panic::Location::caller().to_string();
+        let shared = &self.shared;
+        shared
+            .state
+            .acquire_root(Admit::Running)
+            .map_err(|state| CallError::NotRunning {
+                domain: shared.id,
+                state,
+                cause: shared.ended_by(),
+            })?;
+        let key = shared.roots.add(RootRecord::new(
+            RootKind::MemoryView,
+            label.to_string(),
+            site,
+        ));
+        Ok(MemoryView {
+            shared: Arc::clone(shared),
+            key,
+        })
+    }
+
+    /// What holds the domain now: what would keep an unload from
+    /// completing (SPEC D2). A running guest's stack is sampled at its next
+    /// epoch check (this waits about two epoch ticks for it).
+    pub fn roots(&self) -> Vec<Root> {
+        self.shared.roots.list(SAMPLE_WAIT)
+    }
+}

@@ -1,0 +1,254 @@
+//! Roots: what keeps an unloading domain from completing, each with what it
+//! is, who made it and since when ([`Domain::roots`](super::Domain::roots)).
+//!
+//! The state word counts roots (one atomic add and subtract each); this
+//! module keeps their descriptions. A call's record is written once per
+//! call under a small mutex that nothing else contends for while calls run;
+//! the other roots (refs, views, dependents) are made rarely.
+//!
+//! The stack of a guest running *now* is sampled on the guest's own thread:
+//! [`Roots::request_sample`] raises a flag that the store's epoch callback
+//! reads at the guest's next epoch check, where it captures the stack
+//! (wasmtime's `WasmBacktrace`) and hands it back.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::Thread;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+/// What kind of root.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub enum RootKind {
+    /// A call in flight (.NET: a thread with a frame in the context).
+    Call,
+    /// A strong [`DomainRef`](crate::DomainRef) the embedder holds (a strong
+    /// GC handle).
+    Ref,
+    /// A host-held view of guest memory ([`MemoryView`](crate::MemoryView)).
+    MemoryView,
+    /// Another domain holding a `DomainRef` to this one (a cross-context
+    /// reference), made by [`Domain::strong_ref_for`](crate::Domain::strong_ref_for).
+    Dependent,
+}
+
+/// One root and its origin.
+#[derive(Clone, Debug, Serialize)]
+#[non_exhaustive]
+pub struct Root {
+    /// What it is.
+    pub kind: RootKind,
+    /// Its label (a ref's or a view's), the export a call runs, or the
+    /// holding domain.
+    pub label: String,
+    /// The thread that made it (or runs it).
+    pub thread: String,
+    /// Where it was made: the caller's source location, or a backtrace when
+    /// `CUSTODY_TRACE_ROOTS=1`.
+    pub site: Option<String>,
+    /// How long it has been held, in milliseconds.
+    pub held_ms: u64,
+    /// For a call: the guest's stack now (sampled at its next epoch check)
+    /// or, if it is blocked in a host function, which one.
+    pub stack: Option<String>,
+    /// For a dependent: the id of the domain that holds the ref.
+    pub holder: Option<u64>,
+}
+
+impl Root {
+    /// One line: kind, label, thread, age, site.
+    pub fn describe(&self) -> String {
+        let mut line = format!(
+            "{:?} {:?} on thread {:?}, held {} ms",
+            self.kind, self.label, self.thread, self.held_ms
+        );
+        if let Some(holder) = self.holder {
+            line.push_str(&format!(", held by domain {holder}"));
+        }
+        if let Some(site) = &self.site {
+            line.push_str(&format!(", made at {site}"));
+        }
+        line
+    }
+}
+
+/// A root's description while it lives.
+#[derive(Clone, Debug)]
+pub(crate) struct RootRecord {
+    pub(crate) kind: RootKind,
+    pub(crate) label: String,
+    pub(crate) thread: String,
+    pub(crate) site: Option<String>,
+    pub(crate) since: Instant,
+    pub(crate) holder: Option<u64>,
+}
+
+impl RootRecord {
+    /// A record made here, now, on this thread.
+    pub(crate) fn new(kind: RootKind, label: String, site: String) -> Self {
+        RootRecord {
+            kind,
+            label,
+            thread: thread_name(&std::thread::current()),
+            site: Some(site_or_backtrace(site)),
+            since: Instant::now(),
+            holder: None,
+        }
+    }
+
+    fn root(&self) -> Root {
+        Root {
+            kind: self.kind,
+            label: self.label.clone(),
+            thread: self.thread.clone(),
+            site: self.site.clone(),
+            held_ms: self.since.elapsed().as_millis() as u64,
+            stack: None,
+            holder: self.holder,
+        }
+    }
+}
+
+fn thread_name(thread: &Thread) -> String {
+    match thread.name() {
+        Some(name) => format!("{name} ({:?})", thread.id()),
+        None => format!("{:?}", thread.id()),
+    }
+}
+
+/// With `CUSTODY_TRACE_ROOTS=1`, the backtrace where a root was made; else
+/// the caller's source location.
+fn site_or_backtrace(location: String) -> String {
+    static TRACE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let trace = *TRACE.get_or_init(|| std::env::var("CUSTODY_TRACE_ROOTS").is_ok_and(|v| v == "1"));
+    if trace {
+        format!("{location}\n{}", std::backtrace::Backtrace::force_capture())
+    } else {
+        location
+    }
+}
+
+/// The call in flight.
+struct CallRecord {
+    export: String,
+    thread: Thread,
+    since: Instant,
+}
+
+/// A domain's roots (beside their count in the state word).
+#[derive(Default)]
+pub(crate) struct Roots {
+    others: Mutex<BTreeMap<u64, RootRecord>>,
+    next: AtomicU64,
+    call: Mutex<Option<CallRecord>>,
+    /// Raised by `roots()`, read by the epoch callback.
+    sample_wanted: AtomicBool,
+    sample: Mutex<Option<String>>,
+    sampled: Condvar,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Roots {
+    /// Records a root other than a call; the key takes it back.
+    pub(crate) fn add(&self, record: RootRecord) -> u64 {
+        let key = self.next.fetch_add(1, Ordering::Relaxed);
+        lock(&self.others).insert(key, record);
+        key
+    }
+
+    /// Forgets the root recorded under `key`.
+    pub(crate) fn remove(&self, key: u64) {
+        lock(&self.others).remove(&key);
+    }
+
+    /// A call into `export` starts on this thread.
+    pub(crate) fn call_started(&self, export: &str) {
+        *lock(&self.call) = Some(CallRecord {
+            export: export.to_string(),
+            thread: std::thread::current(),
+            since: Instant::now(),
+        });
+    }
+
+    /// The call in flight, described on one line.
+    pub(crate) fn current_call(&self) -> Option<String> {
+        lock(&self.call).as_ref().map(|c| {
+            format!(
+                "the call to {} on thread {}, running for {} ms",
+                c.export,
+                thread_name(&c.thread),
+                c.since.elapsed().as_millis()
+            )
+        })
+    }
+
+    /// The call ended.
+    pub(crate) fn call_ended(&self) {
+        *lock(&self.call) = None;
+    }
+
+    /// Whether `roots()` wants the running guest's stack.
+    #[inline]
+    pub(crate) fn sample_wanted(&self) -> bool {
+        self.sample_wanted.load(Ordering::Relaxed)
+    }
+
+    /// The epoch callback hands over the stack it captured.
+    pub(crate) fn deliver_sample(&self, stack: String) {
+        self.sample_wanted.store(false, Ordering::Relaxed);
+        *lock(&self.sample) = Some(stack);
+        self.sampled.notify_all();
+    }
+
+    /// Every root now. A call's stack is sampled at the guest's next epoch
+    /// check, waited for at most `wait` (a guest blocked in a host function
+    /// never reaches one: it says where it is blocked instead).
+    pub(crate) fn list(&self, wait: Duration) -> Vec<Root> {
+        let mut roots: Vec<Root> = Vec::new();
+        let call = lock(&self.call).as_ref().map(|c| Root {
+            kind: RootKind::Call,
+            label: c.export.clone(),
+            thread: thread_name(&c.thread),
+            site: None,
+            held_ms: c.since.elapsed().as_millis() as u64,
+            stack: None,
+            holder: None,
+        });
+        if let Some(mut call) = call {
+            // A guest blocked in a host call reaches no epoch check.
+            call.stack =
+                Some(self.sample(wait).unwrap_or_else(|| {
+                    "not sampled: the guest is blocked in a host call".to_string()
+                }));
+            roots.push(call);
+        }
+        roots.extend(lock(&self.others).values().map(RootRecord::root));
+        roots
+    }
+
+    fn sample(&self, wait: Duration) -> Option<String> {
+        let mut sample = lock(&self.sample);
+        *sample = None;
+        self.sample_wanted.store(true, Ordering::Relaxed);
+        let until = Instant::now() + wait;
+        while sample.is_none() {
+            let now = Instant::now();
+            if now >= until || lock(&self.call).is_none() {
+                break;
+            }
+            sample = self
+                .sampled
+                .wait_timeout(sample, until - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        self.sample_wanted.store(false, Ordering::Relaxed);
+        sample.take()
+    }
+}

@@ -216,8 +216,7 @@ pub(crate) fn run_event(shared: &DomainShared, guard: &mut Option<Loaded>) {
         callback(shared.id);
     }
     if let Some(loaded) = guard.as_mut() {
-        let hook = run_unloading_hook(loaded, shared.policy.unload_hook_timeout);
-        *super::lock(&shared.hook) = Some(hook);
+        run_hook(shared, loaded);
     }
     if shared.state.event_done() == Next::Complete {
         teardown(shared, guard, Ending::Unloaded, None);
@@ -255,11 +254,10 @@ pub(crate) fn force(shared: &DomainShared, why: &str) -> UnloadReport {
                 // The unloading hook may still run (and wait) if the event
                 // has not: the signal is lowered for it.
                 shared.cancel.lower(Reason::Unload);
-                if shared.state.claim_event() {
-                    if let Some(loaded) = guard.as_mut() {
-                        let hook = run_unloading_hook(loaded, shared.policy.unload_hook_timeout);
-                        *super::lock(&shared.hook) = Some(hook);
-                    }
+                if shared.state.claim_event()
+                    && let Some(loaded) = guard.as_mut()
+                {
+                    run_hook(shared, loaded);
                 }
                 teardown(shared, &mut guard, Ending::Unloaded, Some(forced))
             }
@@ -313,8 +311,7 @@ pub(crate) fn teardown(
     };
     if let Some(mut loaded) = guard.take() {
         if ending == Ending::Unloaded && shared.state.claim_event() {
-            let hook = run_unloading_hook(&mut loaded, shared.policy.unload_hook_timeout);
-            *super::lock(&shared.hook) = Some(hook);
+            run_hook(shared, &mut loaded);
         }
         // Guest code is done and its instances go; the OS handles last.
         drop(loaded);
@@ -437,6 +434,12 @@ fn report_leaked(shared: &DomainShared, unloading_for: Duration) {
 }
 
 const UNLOADING_EXPORT: &str = "custody_unloading";
+
+/// Runs the guests' hooks and keeps the outcome for the report.
+fn run_hook(shared: &DomainShared, loaded: &mut Loaded) {
+    let hook = run_unloading_hook(loaded, shared.policy.unload_hook_timeout);
+    *super::lock(&shared.hook) = Some(hook);
+}
 
 /// Runs every module's `custody_unloading` export, bounded by `limit` each.
 fn run_unloading_hook(loaded: &mut Loaded, limit: Duration) -> HookOutcome {

@@ -356,6 +356,38 @@ int32_t custody_critical_enter(void);
 CUSTODY_IMPORT_(critical_exit)
 int32_t custody_critical_exit(void);
 
+/*
+ * custody_timer_set(delay_ms, period_ms, export_ptr, export_len,
+ *                   out_handle_ptr): arm a timer that calls one of this
+ * module's exports.
+ *   delay_ms            when the first call happens (0 .. the host's
+ *                       max_wait, 10 s by default).
+ *   period_ms           then every period_ms if > 0 (same cap); 0: once.
+ *   export_ptr, export_len  the export's name (UTF-8, at most 256 bytes):
+ *                       a function taking one int32_t (the timer's handle)
+ *                       and returning nothing, e.g.
+ *                       CUSTODY_EXPORT(tick) void tick(int32_t timer);
+ *   out_handle_ptr      where the timer's handle is written (4 bytes).
+ * Returns 0 and writes the handle. The timer is a handle: custody_close
+ * disarms it. Each callback is an ordinary call (serialized with the
+ * others, under the deadline). An armed timer keeps the domain from
+ * finishing an unload: close your timers in custody_unloading (a forced
+ * unload disarms them).
+ * Errors:
+ *   E_INVAL   delay_ms or period_ms < 0; export_len < 0 or > 256; no
+ *             such export, or not a (func (param i32)).
+ *   E_FAULT   the name or the 4 bytes at out_handle_ptr are not inside
+ *             memory.
+ *   E_DENIED  a delay or period above the host's max_wait; the domain is
+ *             unloading.
+ *   E_QUOTA   the domain's handle quota is used up.
+ *   E_NOTSUP  the host offers no timers.
+ *   E_ABORTED the call is being aborted.
+ */
+CUSTODY_IMPORT_(timer_set)
+int32_t custody_timer_set(int32_t delay_ms, int32_t period_ms, int32_t export_ptr,
+                          int32_t export_len, int32_t out_handle_ptr);
+
 /* ---- Convenience ------------------------------------------------------- */
 
 /* Log a NUL-terminated string (no libc: computes the length itself).

@@ -11,6 +11,7 @@
 mod files;
 mod io;
 mod regions;
+mod timers;
 mod wait;
 
 use wasmtime::Caller;
@@ -118,6 +119,10 @@ abi! {
         categories [Synchronization]
         errors [Inval, Aborted]
         => enter_ctx regions::critical_exit;
+    timer_set(delay_ms, period_ms, export_ptr, export_len, out_handle_ptr) "arm a timer that calls an export"
+        categories [Synchronization, MayLeakOnAbort]
+        errors [Inval, Fault, Denied, Quota, NotSup, Aborted]
+        => enter timers::timer_set;
 }
 
 /// The ABI function with this import name.

@@ -10,6 +10,7 @@
 //! | [`ctx`] | the store data a host call sees ([`DomainCtx`](ctx::DomainCtx)): limits, the one wait, errno |
 //! | [`marshal`] | one host call: memory resolved once per instance, handle arguments pinned, out-handles written |
 //! | [`atomic_wait`] | `memory.atomic.wait` under the deadline and the signal (the policy's `threads`) |
+//! | [`timer`] | what `timer_set` asks of the domain ([`Timers`](timer::Timers)), and the timer handle |
 //! | [`embed`] | the same guarantees for embedder functions ([`GuestCall`](embed::GuestCall)), and host locks |
 //!
 //! Imports point down this table: `embed` builds on `marshal`, which builds
@@ -24,3 +25,4 @@ pub(crate) mod errno;
 pub(crate) mod marshal;
 pub(crate) mod memory;
 pub(crate) mod preopen;
+pub(crate) mod timer;

@@ -35,6 +35,7 @@ pub(crate) mod refs;
 pub(crate) mod report;
 pub(crate) mod roots;
 pub(crate) mod state;
+pub(crate) mod timers;
 pub(crate) mod unload;
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -91,6 +92,8 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// the registry.
 pub(crate) struct DomainShared {
     pub(crate) id: u64,
+    /// Itself, weakly: what its store's timers hold.
+    me: std::sync::Weak<DomainShared>,
     pub(crate) state: StateWord,
     pub(crate) table: Arc<HandleTable>,
     pub(crate) cancel: Arc<Cancel>,
@@ -119,6 +122,8 @@ pub(crate) struct DomainShared {
     pub(crate) owned_refs: Mutex<Vec<ReleaseRef>>,
     /// When an unload was asked for.
     pub(crate) unload_requested: Mutex<Option<Instant>>,
+    /// Whether `unloadBlocked` fired for this unload.
+    pub(crate) blocked_reported: std::sync::atomic::AtomicBool,
     /// Why an escalation ended the domain (the failure that started it),
     /// for the errors of every later call, load and unload.
     pub(crate) ended_by: Mutex<Option<String>>,
@@ -189,6 +194,11 @@ impl DomainShared {
             Arc::clone(&self.ledger),
             Arc::clone(&runtime.log),
         );
+        let mut ctx = ctx;
+        ctx.timers = Some(Arc::new(timers::DomainTimers {
+            shared: self.me.clone(),
+            thread: Arc::clone(&runtime.timers),
+        }));
         let mut store = Store::new(&runtime.engine, ctx);
         store.limiter(|ctx| ctx as &mut dyn ResourceLimiter);
         // The epoch ticker fires every few milliseconds; each time, a running
@@ -275,8 +285,9 @@ pub struct Domain {
 impl Domain {
     pub(crate) fn new(runtime: &Arc<Runtime>, id: u64, preopens: Preopens) -> Domain {
         let table = Arc::new(HandleTable::with_limit(runtime.policy.handle_quota).for_domain(id));
-        let shared = Arc::new(DomainShared {
+        let shared = Arc::new_cyclic(|me| DomainShared {
             id,
+            me: me.clone(),
             state: StateWord::new(),
             table,
             cancel: Arc::default(),
@@ -294,6 +305,7 @@ impl Domain {
             on_unloaded: Mutex::default(),
             owned_refs: Mutex::default(),
             unload_requested: Mutex::new(None),
+            blocked_reported: Default::default(),
             ended_by: Mutex::new(None),
         });
         let store = shared.new_store(preopens);

@@ -15,6 +15,7 @@ mod module_cache;
 mod pre_cache;
 mod precheck;
 mod ticker;
+pub(crate) mod timer_thread;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -55,7 +56,15 @@ pub(crate) struct Runtime {
     pub(crate) allocation: Allocation,
     /// Compilations that passed the compile timeout and still run.
     overruns: Arc<compile_timeout::Overruns>,
+    /// Runs guest timer callbacks and deferred completions.
+    pub(crate) timers: Arc<timer_thread::TimerThread>,
     _ticker: ticker::Ticker,
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.timers.stop();
+    }
 }
 
 impl Runtime {
@@ -93,6 +102,7 @@ impl Runtime {
             registry: Registry::default(),
             allocation,
             overruns: Arc::default(),
+            timers: Arc::default(),
             _ticker: ticker,
         })
     }

@@ -1,7 +1,7 @@
 //! SPEC D7: the collectible-context test matrix, for domains. Cooperative
 //! unloads complete when the last root goes (never polled); forced ones cut
 //! what holds them; `roots()` says what holds a domain and where it came
-//! from. (Case 8, timers, comes with `timer_set`.)
+//! from.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
@@ -100,7 +100,10 @@ fn case_4_a_strong_ref_blocks_completion_until_it_is_dropped() {
     assert_eq!(root.kind, RootKind::Ref);
     assert_eq!(root.label, "cache entry");
     let site = root.site.as_deref().unwrap();
-    assert!(site.contains("unloadability.rs"), "the creation site: {site}");
+    assert!(
+        site.contains("unloadability.rs"),
+        "the creation site: {site}"
+    );
     assert!(blocked.to_string().contains("cache entry"), "{blocked}");
     let seen = watch(&domain);
     let dropped = Instant::now();
@@ -124,7 +127,9 @@ fn case_5_a_dependent_domain_completes_after_its_holder() {
     assert_eq!(blocked.roots[0].kind, RootKind::Dependent);
     assert_eq!(blocked.roots[0].holder, Some(a.id()));
     a.unload().unwrap();
-    let report = b_ticket.wait(Duration::from_secs(1)).expect("b completes after a");
+    let report = b_ticket
+        .wait(Duration::from_secs(1))
+        .expect("b completes after a");
     assert_eq!(report.domain, b.id());
     assert!(matches!(
         forwarder.call("anything", &[]),
@@ -171,8 +176,15 @@ fn case_7_a_call_in_flight_finishes_under_a_cooperative_unload_and_is_cut_by_a_f
     };
     thread::sleep(Duration::from_millis(50));
     let ticket = domain.begin_unload().unwrap();
-    assert!(ticket.wait(Duration::from_millis(50)).is_err(), "the call holds it");
-    assert_eq!(napping.join().unwrap().unwrap()[0].unwrap_i32(), 0, "it finished");
+    assert!(
+        ticket.wait(Duration::from_millis(50)).is_err(),
+        "the call holds it"
+    );
+    assert_eq!(
+        napping.join().unwrap().unwrap()[0].unwrap_i32(),
+        0,
+        "it finished"
+    );
     assert!(ticket.wait(Duration::from_secs(1)).is_ok());
 
     // Forced: a spinning guest and a sleeping one are cut at once.
@@ -194,10 +206,99 @@ fn case_7_a_call_in_flight_finishes_under_a_cooperative_unload_and_is_cut_by_a_f
         let report = domain.force_unload().unwrap();
         let result = running.join().unwrap();
         assert!(forced.elapsed() < Duration::from_millis(500), "{export}");
-        assert!(matches!(result, Err(CallError::Aborted { .. })), "{result:?}");
+        assert!(
+            matches!(result, Err(CallError::Aborted { .. })),
+            "{result:?}"
+        );
         let cut = report.forced.expect("forced");
         assert!(cut.roots_cut[0].contains(export), "{cut:?}");
     }
+}
+
+/// A guest that arms a timer calling `tick` (which counts in memory at 0)
+/// and, if `$close_in_hook`, closes it in its unloading hook.
+fn ticker(close_in_hook: bool) -> String {
+    let hook = if close_in_hook {
+        "(drop (call $close (i32.load (i32.const 8))))"
+    } else {
+        ""
+    };
+    format!(
+        r#"(module
+          (import "custody" "timer_set" (func $timer_set (param i32 i32 i32 i32 i32) (result i32)))
+          (import "custody" "close" (func $close (param i32) (result i32)))
+          (memory (export "memory") 1)
+          (data (i32.const 64) "tick")
+          (func $arm_here (param i32 i32) (result i32)
+            (call $timer_set (local.get 0) (local.get 1) (i32.const 64) (i32.const 4) (i32.const 8)))
+          (func (export "arm") (param i32 i32) (result i32) (call $arm_here (local.get 0) (local.get 1)))
+          (func (export "tick") (param i32)
+            (i32.store (i32.const 0) (i32.add (i32.load (i32.const 0)) (i32.const 1))))
+          (func (export "ticks") (result i32) (i32.load (i32.const 0)))
+          (func (export "bad") (result i32)
+            (call $timer_set (i32.const 0) (i32.const 0) (i32.const 64) (i32.const 3) (i32.const 8)))
+          (func (export "custody_unloading") {hook}))"#
+    )
+}
+
+#[test]
+fn case_8_a_timer_not_closed_by_the_hook_blocks_the_unload() {
+    let _serial = serial();
+    let host = host();
+    let (leaky, tidy) = (
+        warmed_module(&host, &ticker(false)),
+        warmed_module(&host, &ticker(true)),
+    );
+    let baseline = FdBaseline::now();
+    // A periodic timer calls its export, as an ordinary call.
+    let domain = host.create_domain(DomainConfig::new()).unwrap();
+    domain.load("main", &leaky).unwrap();
+    assert_eq!(
+        call(&domain, "bad", &[]),
+        custody_host::AbiError::Inval.code(),
+        "no export `tic`"
+    );
+    assert_eq!(call(&domain, "arm", &[5, 5]), 0);
+    let started = Instant::now();
+    while call(&domain, "ticks", &[]) < 3 {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the timer never fired"
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+    // Its hook does not close it: the timer holds the unload, and the
+    // report names it with the guest stack that armed it.
+    let ticket = domain.begin_unload().unwrap();
+    let blocked = ticket.wait(Duration::from_millis(50)).unwrap_err();
+    let timer = blocked
+        .roots
+        .iter()
+        .find(|r| r.kind == RootKind::Timer)
+        .expect("the timer is a root");
+    assert_eq!(timer.label, "tick");
+    let armed_at = timer.site.as_deref().unwrap();
+    assert!(
+        armed_at.contains("arm_here"),
+        "the guest stack that armed it: {armed_at}"
+    );
+    // A forced unload disarms it.
+    let report = ticket.force();
+    assert!(report.forced.is_some());
+    assert_eq!(domain.state(), DomainState::Unloaded);
+    assert!(matches!(
+        domain.call("ticks", &[]),
+        Err(CallError::NotRunning { .. })
+    ));
+
+    // A hook that closes its timer lets the unload complete by itself.
+    let domain = host.create_domain(DomainConfig::new()).unwrap();
+    domain.load("main", &tidy).unwrap();
+    assert_eq!(call(&domain, "arm", &[1000, 0]), 0);
+    assert_eq!(domain.roots()[0].kind, RootKind::Timer);
+    let report = domain.begin_unload().unwrap().wait(Duration::from_secs(1));
+    assert!(report.is_ok(), "completed once the hook closed the timer");
+    baseline.assert_back("timers");
 }
 
 #[test]
@@ -225,7 +326,13 @@ fn case_9_a_file_the_guest_opened_can_be_removed_after_unload() {
 
 fn resident_bytes() -> usize {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
-    statm.split_whitespace().nth(1).unwrap().parse::<usize>().unwrap() * 4096
+    statm
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse::<usize>()
+        .unwrap()
+        * 4096
 }
 
 #[test]
@@ -251,7 +358,11 @@ fn case_10_a_thousand_domains_come_and_go_without_a_trace() {
     let grown = resident_bytes().saturating_sub(resident);
     assert!(grown < 1 << 20, "RSS grew by {grown} bytes");
     assert_eq!(host.domains().len(), 0, "the registry is empty");
-    assert_eq!(host.cached_modules(), cached, "the module cache is unchanged");
+    assert_eq!(
+        host.cached_modules(),
+        cached,
+        "the module cache is unchanged"
+    );
 }
 
 #[test]
@@ -265,12 +376,17 @@ fn case_11_an_embedder_function_that_never_returns_is_abandoned() {
         unload_grace: Duration::from_millis(200),
         ..Policy::default()
     })
-    .func_wrap("env", "stuck", &[], move |_call: &mut custody_host::GuestCall<'_>| {
-        // Waits outside custody: neither the deadline nor the signal reach it.
-        let _ = wait.lock().unwrap().recv();
-        flag.store(true, Ordering::SeqCst);
-        Ok(0i32)
-    })
+    .func_wrap(
+        "env",
+        "stuck",
+        &[],
+        move |_call: &mut custody_host::GuestCall<'_>| {
+            // Waits outside custody: neither the deadline nor the signal reach it.
+            let _ = wait.lock().unwrap().recv();
+            flag.store(true, Ordering::SeqCst);
+            Ok(0i32)
+        },
+    )
     .build()
     .unwrap();
     let module = host
@@ -289,7 +405,11 @@ fn case_11_an_embedder_function_that_never_returns_is_abandoned() {
     let forced = Instant::now();
     let report = domain.force_unload().unwrap();
     assert!(forced.elapsed() < Duration::from_secs(2));
-    let abandoned = report.forced.unwrap().abandoned.expect("reported abandoned");
+    let abandoned = report
+        .forced
+        .unwrap()
+        .abandoned
+        .expect("reported abandoned");
     assert!(abandoned.contains("run"), "{abandoned}");
     assert_eq!(domain.state(), DomainState::Unloaded);
     assert!(!returned.load(Ordering::SeqCst));

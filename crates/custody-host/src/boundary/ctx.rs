@@ -84,6 +84,8 @@ pub(crate) struct DomainCtx {
     /// A module is being instantiated: host calls come from its start
     /// function, whose instance is not among those recorded yet.
     pub(crate) instantiating: bool,
+    /// Arms guest timers for this domain (`timer_set`); set by the domain.
+    pub(crate) timers: Option<Arc<dyn super::timer::Timers>>,
     /// The memory of the store's only instance, while it has exactly one:
     /// then every host call comes from that instance and needs no lookup.
     pub(crate) only_memory: Option<Extern>,
@@ -118,6 +120,7 @@ impl DomainCtx {
             memories: Vec::new(),
             instances: 0,
             instantiating: false,
+            timers: None,
             only_memory: None,
         }
     }

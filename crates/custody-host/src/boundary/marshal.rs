@@ -23,7 +23,7 @@ use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
 use custody_handle::{Fd, HandleId, HandleTable, ReleaseHandle, TableRef};
-use wasmtime::{Caller, Extern, SharedMemory};
+use wasmtime::{Caller, Extern, SharedMemory, ValType};
 
 use super::ctx::DomainCtx;
 use super::errno::AbiError;
@@ -48,6 +48,22 @@ pub(crate) struct HostCall<'a, 'c> {
 }
 
 impl HostCall<'_, '_> {
+    /// Whether the calling instance exports `name` as a function of one
+    /// `i32` returning nothing (a timer callback).
+    pub(crate) fn exports_callback(&mut self, name: &str) -> bool {
+        let Some(Extern::Func(func)) = self.caller.get_export(name) else {
+            return false;
+        };
+        let ty = func.ty(&*self.caller);
+        let params: Vec<ValType> = ty.params().collect();
+        matches!(params.as_slice(), [ValType::I32]) && ty.results().len() == 0
+    }
+
+    /// The guest's stack at this host call.
+    pub(crate) fn guest_stack(&self) -> String {
+        wasmtime::WasmBacktrace::force_capture(&*self.caller).to_string()
+    }
+
     /// The caller's memory and the domain, borrowed together.
     #[inline]
     pub(crate) fn split(&mut self) -> (GuestMemory<'_>, &mut DomainCtx) {

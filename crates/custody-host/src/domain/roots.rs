@@ -33,6 +33,9 @@ pub enum RootKind {
     /// Another domain holding a `DomainRef` to this one (a cross-context
     /// reference), made by [`Domain::strong_ref_for`](crate::Domain::strong_ref_for).
     Dependent,
+    /// An armed guest timer (`timer_set`; .NET: a timer callback into the
+    /// context): its site is the guest stack that armed it.
+    Timer,
 }
 
 /// One root and its origin.
@@ -56,6 +59,8 @@ pub struct Root {
     pub stack: Option<String>,
     /// For a dependent: the id of the domain that holds the ref.
     pub holder: Option<u64>,
+    /// For a timer: when it is due, and its period.
+    pub detail: Option<String>,
 }
 
 impl Root {
@@ -67,6 +72,9 @@ impl Root {
         );
         if let Some(holder) = self.holder {
             line.push_str(&format!(", held by domain {holder}"));
+        }
+        if let Some(detail) = &self.detail {
+            line.push_str(&format!(", {detail}"));
         }
         if let Some(site) = &self.site {
             line.push_str(&format!(", made at {site}"));
@@ -84,6 +92,7 @@ pub(crate) struct RootRecord {
     pub(crate) site: Option<String>,
     pub(crate) since: Instant,
     pub(crate) holder: Option<u64>,
+    pub(crate) detail: Option<String>,
 }
 
 impl RootRecord {
@@ -96,6 +105,7 @@ impl RootRecord {
             site: Some(site_or_backtrace(site)),
             since: Instant::now(),
             holder: None,
+            detail: None,
         }
     }
 
@@ -108,6 +118,7 @@ impl RootRecord {
             held_ms: self.since.elapsed().as_millis() as u64,
             stack: None,
             holder: self.holder,
+            detail: self.detail.clone(),
         }
     }
 }
@@ -219,6 +230,7 @@ impl Roots {
             held_ms: c.since.elapsed().as_millis() as u64,
             stack: None,
             holder: None,
+            detail: None,
         });
         if let Some(mut call) = call {
             // A guest blocked in a host call reaches no epoch check.

@@ -21,7 +21,7 @@
 //! | `acquire_root(Admit)` | `Running` (and, for `Admit::WhileUnloading`, `Unloading` not forced nor completing) | `ROOTS += 1` |
 //! | `release_root` | any | `ROOTS -= 1`; if that was the last root of a cooperative unload whose event is done, claims `COMPLETING`: the caller completes |
 //! | `begin_unload` | `Running` | `PHASE = Unloading` (a second call finds `Unloading`: the same unload) |
-//! | `claim_event` | `Unloading`, event not started | sets `EVENT_STARTED`: the caller runs the unloading event |
+//! | `claim_event` | `Unloading`, event not started (also once completing: a forced unload runs it if nobody has) | sets `EVENT_STARTED`: the caller runs the unloading event |
 //! | `event_done` | `Unloading` | sets `EVENT_DONE`; with no root left, claims `COMPLETING` |
 //! | `force` | `Unloading` | sets `FORCED` and claims `COMPLETING` if nobody has |
 //! | `finish(to)` | any | `PHASE = to` (`Unloaded` or `Recycled`: final) |
@@ -210,11 +210,11 @@ impl StateWord {
         }
     }
 
-    /// Claims the running of the unloading event (once per unload).
+    /// Claims the running of the unloading event (once per unload; a
+    /// forced unload whose event never ran claims it too).
     pub(crate) fn claim_event(&self) -> bool {
         self.update(|word| {
-            (DomainState::from_bits(word) == DomainState::Unloading
-                && word & (EVENT_STARTED | COMPLETING) == 0)
+            (DomainState::from_bits(word) == DomainState::Unloading && word & EVENT_STARTED == 0)
                 .then_some(word | EVENT_STARTED)
         })
         .is_ok()

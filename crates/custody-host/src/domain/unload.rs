@@ -126,7 +126,8 @@ impl Domain {
         if let Some(report) = self.shared.wait_report(policy.unload_grace) {
             return Ok(report);
         }
-        report_blocked(&self.shared, &ticket);
+        report_blocked(&self.shared);
+        drop(ticket);
         let left = policy.unload_timeout.saturating_sub(begun.elapsed());
         if let Some(report) = self.shared.wait_report(left) {
             return Ok(report);
@@ -211,13 +212,7 @@ pub(crate) fn run_event(shared: &DomainShared, guard: &mut Option<Loaded>) {
     if !shared.state.claim_event() {
         return;
     }
-    let callbacks = std::mem::take(&mut *super::lock(&shared.on_unloading));
-    for callback in callbacks {
-        callback(shared.id);
-    }
-    if let Some(loaded) = guard.as_mut() {
-        run_hook(shared, loaded);
-    }
+    event_body(shared, guard.as_mut());
     if shared.state.event_done() == Next::Complete {
         teardown(shared, guard, Ending::Unloaded, None);
     }
@@ -226,9 +221,14 @@ pub(crate) fn run_event(shared: &DomainShared, guard: &mut Option<Loaded>) {
 /// A root went; completes the unload if it was the last one.
 pub(crate) fn root_released(shared: &DomainShared) {
     if shared.state.release_root() == Next::Complete {
-        let mut guard = shared.lock();
-        teardown(shared, &mut guard, Ending::Unloaded, None);
+        complete(shared);
     }
+}
+
+/// Completes a cooperative unload whose completion the caller claimed.
+pub(crate) fn complete(shared: &DomainShared) {
+    let mut guard = shared.lock();
+    teardown(shared, &mut guard, Ending::Unloaded, None);
 }
 
 /// Forces the unload under way and returns its report (waiting for the
@@ -254,10 +254,8 @@ pub(crate) fn force(shared: &DomainShared, why: &str) -> UnloadReport {
                 // The unloading hook may still run (and wait) if the event
                 // has not: the signal is lowered for it.
                 shared.cancel.lower(Reason::Unload);
-                if shared.state.claim_event()
-                    && let Some(loaded) = guard.as_mut()
-                {
-                    run_hook(shared, loaded);
+                if shared.state.claim_event() {
+                    event_body(shared, guard.as_mut());
                 }
                 teardown(shared, &mut guard, Ending::Unloaded, Some(forced))
             }
@@ -311,7 +309,7 @@ pub(crate) fn teardown(
     };
     if let Some(mut loaded) = guard.take() {
         if ending == Ending::Unloaded && shared.state.claim_event() {
-            run_hook(shared, &mut loaded);
+            event_body(shared, Some(&mut loaded));
         }
         // Guest code is done and its instances go; the OS handles last.
         drop(loaded);
@@ -353,12 +351,16 @@ pub(crate) fn teardown(
     report
 }
 
-fn report_blocked(shared: &DomainShared, ticket: &UnloadTicket) {
-    let roots = shared.roots.list(super::SAMPLE_WAIT);
-    if roots.is_empty() {
+/// Fires `unloadBlocked`, once per unload.
+fn report_blocked(shared: &DomainShared) {
+    if shared
+        .blocked_reported
+        .swap(true, std::sync::atomic::Ordering::AcqRel)
+    {
         return;
     }
-    let domain = ticket.domain();
+    let roots = shared.roots.list(super::SAMPLE_WAIT);
+    let domain = shared.id;
     let causes: Vec<String> = roots.iter().map(likely_cause).collect();
     tracing::warn!(target: "custody::domain", parent: &shared.span, domain, roots = roots.len(), "unload blocked");
     diagnostics::fire(Assistant::UnloadBlocked, || {
@@ -386,6 +388,16 @@ fn likely_cause(root: &Root) -> String {
         ),
         RootKind::Ref => format!("a DomainRef labelled {:?} was not dropped", root.label),
         RootKind::MemoryView => format!("a memory view labelled {:?} was not dropped", root.label),
+        RootKind::Timer => format!(
+            "a timer calling {} is still armed: the guest's custody_unloading should close it (armed at: {})",
+            root.label,
+            root.site
+                .as_deref()
+                .unwrap_or("?")
+                .lines()
+                .next()
+                .unwrap_or("?")
+        ),
         RootKind::Dependent => format!(
             "domain {} holds a ref to this one ({:?}); it goes when that domain unloads",
             root.holder.unwrap_or_default(),
@@ -435,10 +447,19 @@ fn report_leaked(shared: &DomainShared, unloading_for: Duration) {
 
 const UNLOADING_EXPORT: &str = "custody_unloading";
 
-/// Runs the guests' hooks and keeps the outcome for the report.
-fn run_hook(shared: &DomainShared, loaded: &mut Loaded) {
-    let hook = run_unloading_hook(loaded, shared.policy.unload_hook_timeout);
-    *super::lock(&shared.hook) = Some(hook);
+/// The unloading event's work, once claimed: the embedder's
+/// `on_unloading` callbacks, then the guests' hooks (if the store is
+/// there), whose outcome is kept for the report. The callbacks run with
+/// the store locked: they must not call into the domain.
+fn event_body(shared: &DomainShared, loaded: Option<&mut Loaded>) {
+    let callbacks = std::mem::take(&mut *super::lock(&shared.on_unloading));
+    for callback in callbacks {
+        callback(shared.id);
+    }
+    if let Some(loaded) = loaded {
+        let hook = run_unloading_hook(loaded, shared.policy.unload_hook_timeout);
+        *super::lock(&shared.hook) = Some(hook);
+    }
 }
 
 /// Runs every module's `custody_unloading` export, bounded by `limit` each.

@@ -1,0 +1,65 @@
+//! `timer_set`: a guest timer as a handle (SPEC D6). The export it names is
+//! called with the timer's handle id after `delay_ms`, then every
+//! `period_ms` if that is positive; `close` disarms it. An armed timer is a
+//! root of its domain: an unload waits for the guest to close it (its
+//! `custody_unloading` should), and a forced unload disarms it.
+
+use std::time::Duration;
+
+use crate::boundary::errno::AbiError;
+use crate::boundary::marshal::{AbiResult, HostCall, length, pointer};
+use crate::boundary::timer::{TimerHandle, TimerSpec};
+
+/// The longest export name a timer may call.
+const MAX_EXPORT: u32 = 256;
+
+pub(super) fn timer_set(
+    call: &mut HostCall<'_, '_>,
+    delay_ms: i32,
+    period_ms: i32,
+    export_ptr: i32,
+    export_len: i32,
+    out: i32,
+) -> AbiResult {
+    let len = length(export_len)?;
+    if len > MAX_EXPORT || delay_ms < 0 || period_ms < 0 {
+        return Err(AbiError::Inval);
+    }
+    let table = call.table;
+    let (memory, ctx) = call.split();
+    // Delays are capped like waits: a guest asking for more is refused.
+    let (delay, period) = (
+        Duration::from_millis(delay_ms as u64),
+        Duration::from_millis(period_ms as u64),
+    );
+    if delay > ctx.policy.max_wait || period > ctx.policy.max_wait {
+        return Err(AbiError::Denied);
+    }
+    memory.range(pointer(out), 4)?;
+    let name = memory.read(pointer(export_ptr), len)?;
+    let export = String::from_utf8(name).map_err(|_| AbiError::Inval)?;
+    let timers = ctx.timers.clone().ok_or(AbiError::NotSup)?;
+    if !call.exports_callback(&export) {
+        return Err(AbiError::Inval);
+    }
+    let spec = TimerSpec {
+        export,
+        delay,
+        period: (period_ms > 0).then_some(period),
+        stack: call.guest_stack(),
+    };
+    let handle: TimerHandle = timers.arm(spec)?;
+    let armed = std::sync::Arc::clone(&handle.0);
+    // In the table first, so its callbacks get its id; a bad out pointer
+    // was checked above.
+    let id = table.insert(handle)?;
+    let _ = armed.id.set(id.raw());
+    let (mut memory, _) = call.split();
+    match memory.write_i32(pointer(out), id.raw() as i32) {
+        Ok(()) => Ok(0),
+        Err(fault) => {
+            let _ = table.close(id);
+            Err(fault.into())
+        }
+    }
+}

@@ -41,7 +41,7 @@ impl Domain {
             .ok_or_else(|| CallError::NoSuchExport(name.to_string()))?;
         // An abort raised while no call was in flight is not for this one.
         self.shared.cancel.lower(Reason::Abort);
-        let policy = Arc::clone(&self.shared.runtime.policy);
+        let policy = Arc::clone(&self.shared.policy);
         tracing::trace!(target: "custody::call", "call started");
         let outcome = call_func(&mut loaded.store, name, func, args, policy.deadline);
         match &outcome {

@@ -80,8 +80,7 @@ pub(crate) fn teardown(
     };
     if let Some(mut loaded) = guard.take() {
         if ending == Ending::Unloaded {
-            report.hook =
-                run_unloading_hook(&mut loaded, shared.runtime.policy.unload_hook_timeout);
+            report.hook = run_unloading_hook(&mut loaded, shared.policy.unload_hook_timeout);
         }
         // Guest code is done and its instances go; the OS handles last.
         drop(loaded);

@@ -23,7 +23,9 @@
 //! is drained (OS handles last), then the state becomes final.
 //!
 //! The submodules, lowest first: [`state`] (the state word), [`link`]
-//! (import resolution), [`invoke`] (running one export, classifying its
+//! (instantiation: each import bound to a module of the domain or a host
+//! function), [`resolve`] (the resolution order: loading on demand what the
+//! domain's resolver or a host library supplies), [`invoke`] (running one export, classifying its
 //! failure), [`unload`] (the one unload procedure), [`recycle`] (the
 //! escalation ladder applied), [`call`] (calls, and when they escalate).
 
@@ -33,6 +35,7 @@ pub(crate) mod link;
 pub(crate) mod recycle;
 pub(crate) mod refs;
 pub(crate) mod report;
+pub(crate) mod resolve;
 pub(crate) mod roots;
 pub(crate) mod state;
 pub(crate) mod timers;
@@ -57,6 +60,11 @@ use crate::error::LoadError;
 use crate::ledger::{Ledger, LedgerCounts};
 use crate::registry::{DomainInfo, Listed};
 use crate::runtime::Runtime;
+
+/// The embedder's resolver (`DomainConfig::resolver`): a module for an
+/// import module name, or `None`. It is called with the domain's lock held,
+/// so it must not call into the same domain.
+pub(crate) type Resolver = Arc<dyn Fn(&str) -> Option<Module> + Send + Sync>;
 
 /// One module loaded in a domain.
 pub(crate) struct LoadedModule {
@@ -100,8 +108,12 @@ pub(crate) struct DomainShared {
     pub(crate) ledger: Arc<LedgerCounts>,
     pub(crate) loaded: Mutex<Option<Loaded>>,
     pub(crate) runtime: Arc<Runtime>,
-    /// The domain's policy.
+    /// The domain's policy: the host's, or the domain's own (validated, and
+    /// the same as the host's in every engine-wide setting).
     pub(crate) policy: Arc<Policy>,
+    /// The embedder's resolver, asked for imports no module of the domain
+    /// satisfies.
+    pub(crate) resolver: Option<Resolver>,
     created: Instant,
     /// The `tracing` span every event of this domain is recorded in (each
     /// call's span is its child).
@@ -270,10 +282,13 @@ impl Drop for DomainShared {
 /// An isolation unit: WebAssembly modules, their handles and their fate.
 ///
 /// .NET: an `AppDomain` / a collectible `AssemblyLoadContext`. Several
-/// modules can be loaded into one domain; imports between them resolve
-/// inside the domain first, then to the host's functions. Calls into one
-/// domain are serialized; calls into different domains run in parallel.
-/// A failed call escalates by the host's [`Policy`](crate::Policy);
+/// modules can be loaded into one domain; an import resolves to a module of
+/// the domain, else to one the domain's resolver or a host library supplies
+/// (loaded into the domain on demand), else to a host function (see
+/// [`Domain::load`]). Calls into one domain are serialized; calls into
+/// different domains run in parallel. A failed call escalates by the
+/// domain's [`Policy`] (the host's, unless
+/// [`DomainConfig::policy`](crate::DomainConfig::policy) gave it its own);
 /// unloading releases every handle the domain's guests still hold (also
 /// what happens if the last `Domain` is dropped without `unload`). Domain
 /// ids are never reused.
@@ -283,8 +298,14 @@ pub struct Domain {
 }
 
 impl Domain {
-    pub(crate) fn new(runtime: &Arc<Runtime>, id: u64, preopens: Preopens) -> Domain {
-        let table = Arc::new(HandleTable::with_limit(runtime.policy.handle_quota).for_domain(id));
+    pub(crate) fn new(
+        runtime: &Arc<Runtime>,
+        id: u64,
+        preopens: Preopens,
+        policy: Arc<Policy>,
+        resolver: Option<Resolver>,
+    ) -> Domain {
+        let table = Arc::new(HandleTable::with_limit(policy.handle_quota).for_domain(id));
         let shared = Arc::new_cyclic(|me| DomainShared {
             id,
             me: me.clone(),
@@ -294,7 +315,8 @@ impl Domain {
             ledger: Arc::default(),
             loaded: Mutex::new(None),
             runtime: Arc::clone(runtime),
-            policy: Arc::clone(&runtime.policy),
+            policy,
+            resolver,
             created: Instant::now(),
             span: tracing::debug_span!(target: "custody::domain", "domain", id),
             roots: Arc::default(),
@@ -325,6 +347,12 @@ impl Domain {
     /// Its state.
     pub fn state(&self) -> DomainState {
         self.shared.state.load()
+    }
+
+    /// The policy the domain runs under: the host's, or its own
+    /// ([`DomainConfig::policy`](crate::DomainConfig::policy)).
+    pub fn policy(&self) -> &Policy {
+        &self.shared.policy
     }
 
     /// The domain as [`Host::domains`](crate::Host::domains) lists it.
@@ -371,9 +399,23 @@ impl Domain {
         self.shared.ledger()
     }
 
-    /// Loads a compiled module into the domain under `name`, resolving its
-    /// imports against modules already in the domain, then the host's
-    /// functions (subject to the policy's denied categories).
+    /// Loads a compiled module into the domain under `name` and runs its
+    /// start function (under the domain's deadline). Each import
+    /// `(module, name)` resolves, in this order, to:
+    ///
+    /// 1. the module loaded in this domain under that name;
+    /// 2. the module the domain's resolver
+    ///    ([`DomainConfig::resolver`](crate::DomainConfig::resolver))
+    ///    returns for that name, loaded into the domain under it first;
+    /// 3. the host's library of that name
+    ///    ([`Host::add_library`](crate::Host::add_library)), instantiated
+    ///    into the domain under it first;
+    /// 4. the host's function (the `custody` ABI, the embedder's functions),
+    ///    refused if the domain's policy denies one of its categories.
+    ///
+    /// The first place that has a module of that name must export the
+    /// import. A module loaded on demand stays in the domain even if the
+    /// module that needed it then fails to load.
     ///
     /// # Errors
     /// See [`LoadError`].
@@ -392,14 +434,7 @@ impl Domain {
         if loaded.modules.iter().any(|m| m.name == name) {
             return Err(LoadError::Duplicate(name.to_string()));
         }
-        let instance = link::instantiate(&self.shared.runtime, loaded, name, module)?;
-        loaded.modules.push(LoadedModule {
-            name: name.to_string(),
-            module: module.clone(),
-            instance,
-        });
-        tracing::debug!(target: "custody::domain", parent: &self.shared.span, domain = self.id(), module = name, "loaded");
-        Ok(())
+        resolve::load(&self.shared, loaded, name, module)
     }
 
     /// The shared memory a loaded module exports under `export`, if any (for

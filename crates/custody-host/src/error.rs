@@ -27,16 +27,29 @@ pub enum LoadError {
     /// the pooling allocator).
     #[error("the module does not fit the host's limits: {0}")]
     Limits(String),
-    /// An import names nothing in the domain, the host's `custody` ABI or the
-    /// host's shared modules.
-    #[error(
-        "unresolved import {module}::{name}: no module named {module:?} in this domain or the host exports it"
-    )]
+    /// An import resolves nowhere. `tried` says what every place it was
+    /// looked for answered, in the order of resolution: a module loaded in
+    /// the domain under that name, the domain's resolver, the host's
+    /// libraries, the host's functions. (When the domain has a module of
+    /// that name, `tried` says it lacks the export.)
+    #[error("unresolved import {module}::{name}: {}", tried.join(", "))]
+    #[non_exhaustive]
     UnresolvedImport {
         /// The import's module.
         module: String,
         /// The import's name.
         name: String,
+        /// Each place looked in and its answer, such as `not a module in
+        /// this domain` or `no host library named "png"`.
+        tried: Vec<String>,
+    },
+    /// Loading a module on demand (from the domain's resolver or a host
+    /// library) would load a module that is still being loaded: the modules
+    /// import each other in a cycle.
+    #[error("import cycle: {}", cycle.join(" -> "))]
+    ImportCycle {
+        /// The modules, from the first to the one importing it again.
+        cycle: Vec<String>,
     },
     /// An import names a function that a host module (such as `custody`)
     /// does not have: a typo, or a guest built for another ABI version.
@@ -206,6 +219,133 @@ pub enum HostError {
         /// The OS error.
         error: io::Error,
     },
+    /// A library module could not be added to the host
+    /// ([`Host::add_library`](crate::Host::add_library)).
+    #[error("cannot add the library {name:?}: {reason}")]
+    Library {
+        /// The library's name.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Why a [`Manifest`](crate::Manifest) could not be read, or its domain
+/// created. Each error names the manifest file (when it was read from one).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ManifestError {
+    /// The manifest file could not be read.
+    #[error("cannot read manifest {}: {error}", file.display())]
+    Read {
+        /// The file.
+        file: PathBuf,
+        /// The OS error.
+        error: io::Error,
+    },
+    /// The TOML is malformed, or a key is unknown, missing or of the wrong
+    /// type.
+    #[error("{}{}: {message}", label(file), line.map(|l| format!(", line {l}")).unwrap_or_default())]
+    Parse {
+        /// The manifest file.
+        file: Option<PathBuf>,
+        /// Where, if known.
+        line: Option<usize>,
+        /// What is wrong (naming the key).
+        message: String,
+    },
+    /// A value is well-typed but unusable (an empty or repeated module name,
+    /// a pre-open name that is not one path component).
+    #[error("{}: {message}", label(file))]
+    Invalid {
+        /// The manifest file.
+        file: Option<PathBuf>,
+        /// What is wrong.
+        message: String,
+    },
+    /// The manifest has no `[[module]]`.
+    #[error("{}: no [[module]]: a manifest loads at least one module", label(file))]
+    NoModules {
+        /// The manifest file.
+        file: Option<PathBuf>,
+    },
+    /// A module's file does not exist.
+    #[error("{}: module {module:?}: no such file {}", label(file), path.display())]
+    MissingModule {
+        /// The manifest file.
+        file: Option<PathBuf>,
+        /// The module's name.
+        module: String,
+        /// The file it names, resolved against the manifest's directory.
+        path: PathBuf,
+    },
+    /// The `[policy]` table sets a key that configures the host's engine
+    /// ([`ENGINE_WIDE_KEYS`](crate::ENGINE_WIDE_KEYS)): only the host's
+    /// policy may.
+    #[error(
+        "{}: [policy] {key} is engine-wide: only the host's policy sets it, not a domain's",
+        label(file)
+    )]
+    EngineWide {
+        /// The manifest file.
+        file: Option<PathBuf>,
+        /// The key.
+        key: String,
+    },
+    /// The `[policy]` table, applied over the host's policy, does not
+    /// validate.
+    #[error("{}: [policy]: {error}", label(file))]
+    Policy {
+        /// The manifest file.
+        file: Option<PathBuf>,
+        /// What is wrong.
+        error: crate::config::PolicyError,
+    },
+    /// The manifest's modules import each other in a cycle.
+    #[error("{}: the modules import each other in a cycle: {}", label(file), cycle.join(" -> "))]
+    ImportCycle {
+        /// The manifest file.
+        file: Option<PathBuf>,
+        /// The modules, from the first to the one importing it again.
+        cycle: Vec<String>,
+    },
+    /// A module could not be compiled or loaded into the domain.
+    #[error("{}: module {module:?}: {error}", label(file))]
+    Load {
+        /// The manifest file.
+        file: Option<PathBuf>,
+        /// The module's name.
+        module: String,
+        /// Why.
+        error: LoadError,
+    },
+    /// The domain could not be created (a pre-opened directory cannot be
+    /// opened, the domain's policy does not fit the host).
+    #[error("{}: {error}", label(file))]
+    Host {
+        /// The manifest file.
+        file: Option<PathBuf>,
+        /// Why.
+        error: HostError,
+    },
+}
+
+impl ManifestError {
+    /// The [`LoadError`] inside, if a module failed to compile or load.
+    pub fn load_error(&self) -> Option<&LoadError> {
+        match self {
+            ManifestError::Load { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+}
+
+/// How a manifest error names its manifest.
+fn label(file: &Option<PathBuf>) -> String {
+    match file {
+        Some(file) => format!("manifest {}", file.display()),
+        None => "manifest".to_string(),
+    }
 }
 
 /// The tail of a `NotRunning` message: what ended the domain.

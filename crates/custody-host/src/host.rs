@@ -1,6 +1,9 @@
 //! [`Host`] and [`HostBuilder`]: the embedder's entry point. A host owns the
-//! runtime (engine, catalogue of host functions, policy, registry) and
-//! creates [`Domain`]s from a [`DomainConfig`].
+//! runtime (engine, catalogue of host functions, policy, registry, library
+//! modules) and creates [`Domain`]s from a [`DomainConfig`] (or a
+//! [`Manifest`](crate::Manifest): `host/manifest.rs`).
+
+mod manifest;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,8 +14,8 @@ use crate::abi;
 use crate::boundary::embed::{self, EmbedderFn, EmbedderFunction, GuestCall};
 use crate::boundary::errno::AbiError;
 use crate::boundary::preopen::{Preopen, Preopens};
-use crate::config::{Allocation, Category, Policy};
-use crate::domain::Domain;
+use crate::config::{Allocation, Category, Policy, PolicyError};
+use crate::domain::{Domain, Resolver};
 use crate::error::{HostError, LoadError};
 use crate::log::{LogSink, stderr_log};
 use crate::registry::{DomainInfo, Listed};
@@ -71,7 +74,8 @@ impl Host {
         &self.runtime.engine
     }
 
-    /// The policy.
+    /// The host's policy: every domain's, unless its [`DomainConfig`] gives
+    /// it its own.
     pub fn policy(&self) -> &Policy {
         &self.runtime.policy
     }
@@ -117,16 +121,59 @@ impl Host {
         self.runtime.clear_module_cache();
     }
 
+    /// Adds a library module: a module every domain of this host may import
+    /// under `name`. It is compiled once (by this host) and instantiated
+    /// into each domain that imports it, once per domain, under `name`, so
+    /// its state is the domain's own; a module of the domain or one its
+    /// resolver supplies under the same name comes first, and the host's
+    /// functions after (see [`Domain::load`]).
+    ///
+    /// ```
+    /// use custody_host::{DomainConfig, Host, Policy};
+    ///
+    /// let host = Host::new(Policy::default())?;
+    /// let lib = host.compile(br#"(module (func (export "seven") (result i32) i32.const 7))"#)?;
+    /// host.add_library("util", &lib)?;
+    /// let app = host.compile(br#"(module (import "util" "seven" (func (result i32)))
+    ///     (export "run" (func 0)))"#)?;
+    /// let domain = host.create_domain(DomainConfig::new())?;
+    /// domain.load("app", &app)?;
+    /// assert_eq!(domain.call("run", &[])?[0].unwrap_i32(), 7);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`HostError::Library`] if the host already has a library of that
+    /// name, the name is empty or reserved, or another host compiled the
+    /// module.
+    pub fn add_library(&self, name: &str, module: &Module) -> Result<(), HostError> {
+        self.runtime
+            .add_library(name, module)
+            .map_err(|reason| HostError::Library {
+                name: name.to_string(),
+                reason,
+            })
+    }
+
     /// Creates a domain.
     ///
     /// # Errors
     /// [`HostError::Preopen`] if a pre-opened directory cannot be opened,
-    /// [`HostError::DuplicatePreopen`] if two share a name.
+    /// [`HostError::DuplicatePreopen`] if two share a name;
+    /// [`HostError::Policy`] if the domain's own policy does not validate,
+    /// changes an engine-wide setting
+    /// ([`ENGINE_WIDE_KEYS`](crate::ENGINE_WIDE_KEYS)), or raises the
+    /// memory limit above the host's under the pooling allocator (whose
+    /// slots the host's limit sized).
     ///
     /// # Panics
     /// If 2^64 - 1 domains have been created: ids are never reused, so the
     /// host refuses to wrap (as wasmtime does for store ids).
     pub fn create_domain(&self, config: DomainConfig) -> Result<Domain, HostError> {
+        let policy = match config.policy {
+            None => Arc::clone(&self.runtime.policy),
+            Some(policy) => Arc::new(self.domain_policy(policy)?),
+        };
         for (i, (name, _)) in config.preopens.iter().enumerate() {
             if config.preopens[..i].iter().any(|(other, _)| other == name) {
                 return Err(HostError::DuplicatePreopen(name.clone()));
@@ -142,10 +189,36 @@ impl Host {
             .collect::<Result<Vec<_>, _>>()?;
         let registry = &self.runtime.registry;
         let id = registry.next_id();
-        let domain = Domain::new(&self.runtime, id, Preopens::new(preopens));
+        let preopens = Preopens::new(preopens);
+        let domain = Domain::new(&self.runtime, id, preopens, policy, config.resolver);
         let listed: Arc<dyn Listed> = domain.shared.clone();
         registry.register(id, Arc::downgrade(&listed));
         Ok(domain)
+    }
+
+    /// Checks a domain's own policy against the host's.
+    fn domain_policy(&self, policy: Policy) -> Result<Policy, HostError> {
+        policy.validate()?;
+        let host = &self.runtime.policy;
+        if let Some(key) = policy.engine_wide_change(host) {
+            return Err(PolicyError(format!(
+                "{key} is engine-wide: a domain's policy must keep the host's"
+            ))
+            .into());
+        }
+        if self.runtime.allocation == Allocation::Pooling
+            && let Some(limit) = host.memory_limit
+            && policy.memory_limit.is_none_or(|own| own > limit)
+        {
+            let own = policy
+                .memory_limit
+                .map_or("none".to_string(), |own| format!("{own} bytes"));
+            return Err(PolicyError(format!(
+                "a domain's memory_limit ({own}) may not exceed the host's ({limit} bytes) under the pooling allocator, whose slots the host's limit sized"
+            ))
+            .into());
+        }
+        Ok(policy)
     }
 
     /// Live and unloading domains, by id.
@@ -281,10 +354,23 @@ impl HostBuilder {
     }
 }
 
-/// How to create a domain.
-#[derive(Clone, Debug, Default)]
+/// How to create a domain: its pre-opened directories, its own policy (else
+/// the host's) and its resolver.
+#[derive(Clone, Default)]
 pub struct DomainConfig {
     preopens: Vec<(String, PathBuf)>,
+    policy: Option<Policy>,
+    resolver: Option<Resolver>,
+}
+
+impl std::fmt::Debug for DomainConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DomainConfig")
+            .field("preopens", &self.preopens)
+            .field("policy", &self.policy)
+            .field("resolver", &self.resolver.is_some())
+            .finish()
+    }
 }
 
 impl DomainConfig {
@@ -297,6 +383,49 @@ impl DomainConfig {
     /// beneath it and nothing outside it.
     pub fn preopen(mut self, name: impl Into<String>, dir: impl Into<PathBuf>) -> Self {
         self.preopens.push((name.into(), dir.into()));
+        self
+    }
+
+    /// The domain's own policy, in place of the host's: its deadline,
+    /// waits, memory limit, handle quota, unload hook timeout, denied
+    /// categories, escalation and log rate are the domain's. Its
+    /// engine-wide settings ([`ENGINE_WIDE_KEYS`](crate::ENGINE_WIDE_KEYS))
+    /// must be the host's. To change a few keys of the host's policy, start
+    /// from it: `let mut p = host.policy().clone(); p.apply_toml(...)?`.
+    pub fn policy(mut self, policy: Policy) -> Self {
+        self.policy = Some(policy);
+        self
+    }
+
+    /// The domain's resolver (.NET: the load context's `Resolving`
+    /// event): asked, with the import's module name, for an import that no
+    /// module of the domain satisfies, before the host's libraries and
+    /// functions. The module it returns (compiled by the same host) is
+    /// loaded into the domain under that name, its own imports resolved the
+    /// same way; `None` passes the import on. A module it returns for a
+    /// name still being loaded is an [`ImportCycle`](LoadError::ImportCycle).
+    /// It runs with the domain's lock held, so it must not call into the
+    /// same domain.
+    ///
+    /// ```
+    /// use custody_host::{DomainConfig, Host, Policy};
+    ///
+    /// let host = Host::new(Policy::default())?;
+    /// let png = host.compile(br#"(module (func (export "decode") (result i32) i32.const 1))"#)?;
+    /// let config = DomainConfig::new()
+    ///     .resolver(move |name| (name == "png").then(|| png.clone()));
+    /// let app = host.compile(br#"(module (import "png" "decode" (func (result i32)))
+    ///     (export "run" (func 0)))"#)?;
+    /// let domain = host.create_domain(config)?;
+    /// domain.load("app", &app)?; // loads "png" first
+    /// assert_eq!(domain.call("run", &[])?[0].unwrap_i32(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn resolver(
+        mut self,
+        resolver: impl Fn(&str) -> Option<Module> + Send + Sync + 'static,
+    ) -> Self {
+        self.resolver = Some(Arc::new(resolver));
         self
     }
 }

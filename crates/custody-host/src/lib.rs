@@ -26,14 +26,14 @@
 //!
 //! | module | owns |
 //! | --- | --- |
-//! | `host` | [`Host`], [`HostBuilder`], [`DomainConfig`]: the entry point |
+//! | `host` | [`Host`], [`HostBuilder`], [`DomainConfig`]: the entry point; a domain from a [`Manifest`] |
 //! | `registry` | the live domains ([`DomainInfo`]) |
-//! | `domain` | [`Domain`]: load, call, recycle, the one unload procedure, the state word |
+//! | `domain` | [`Domain`]: load (the import resolution order), call, recycle, the one unload procedure, the state word |
 //! | `runtime` | the engine (allocation, compile cache), the linker, the epoch ticker, the module cache |
 //! | [`abi`] | the `custody` ABI: its catalogue entries and handlers |
 //! | `catalogue` | every host function, declared once ([`HostFunction`]) |
 //! | `boundary` | one host call: context, cancellation, marshalling, guest memory, pre-opens, embedder functions |
-//! | `config` | [`Policy`] and its TOML format |
+//! | `config` | [`Policy`] and its TOML format ([`PolicyOverrides`]), sizes ([`parse_size`]), the domain [`Manifest`] |
 //! | `error`, `ledger`, `log` | the error types, the [`Ledger`], the guest log sink |
 //! | `sys` | every system call, through rustix |
 #![deny(missing_docs)]
@@ -56,7 +56,8 @@ pub use boundary::errno::AbiError;
 pub use boundary::marshal::Pinned;
 pub use catalogue::{AbiType, HostFunction};
 pub use config::{
-    Action, Allocation, Category, Escalation, Policy, PolicyError, UnloadBlockedAction,
+    Action, Allocation, Category, ENGINE_WIDE_KEYS, Escalation, Manifest, ManifestModule, Policy,
+    PolicyError, PolicyOverrides, SizeError, UnloadBlockedAction, parse_size,
 };
 pub use domain::Domain;
 pub use domain::refs::{DomainRef, MemoryView, WeakDomain};
@@ -64,7 +65,7 @@ pub use domain::report::{FailedRelease, Forced, HookOutcome, UnloadReport};
 pub use domain::roots::{Root, RootKind};
 pub use domain::state::DomainState;
 pub use domain::unload::{UnloadBlocked, UnloadTicket};
-pub use error::{CallError, HostError, LoadError, UnloadError};
+pub use error::{CallError, HostError, LoadError, ManifestError, UnloadError};
 pub use host::{DomainConfig, Host, HostBuilder};
 pub use ledger::Ledger;
 pub use log::{LogSink, stderr_log};

@@ -1,7 +1,7 @@
 //! The runtime shared by a host and all its domains: the engine (configured
 //! from the policy), the linker with every host function of the
 //! [catalogue](crate::catalogue), the policy, the log sink, the registry of
-//! domains, the module cache and the epoch ticker.
+//! domains, the module cache, the library modules and the epoch ticker.
 //!
 //! Domains hold the runtime (an `Arc`), so deadlines keep firing and host
 //! functions stay linked even if the `Host` value is dropped first.
@@ -17,8 +17,9 @@ mod precheck;
 mod ticker;
 pub(crate) mod timer_thread;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use wasmtime::{Engine, Linker, Module};
 
@@ -54,6 +55,9 @@ pub(crate) struct Runtime {
     pub(crate) prepared: pre_cache::PreCache,
     /// The allocation in effect (the policy's, unless it had to fall back).
     pub(crate) allocation: Allocation,
+    /// Library modules by name, instantiated into each domain that imports
+    /// them.
+    libraries: RwLock<BTreeMap<String, Module>>,
     /// Compilations that passed the compile timeout and still run.
     overruns: Arc<compile_timeout::Overruns>,
     /// Runs guest timer callbacks and deferred completions.
@@ -101,6 +105,7 @@ impl Runtime {
             log,
             registry: Registry::default(),
             allocation,
+            libraries: RwLock::default(),
             overruns: Arc::default(),
             timers: Arc::default(),
             _ticker: ticker,
@@ -145,6 +150,37 @@ impl Runtime {
         LoadError::Limits(format!(
             "{message} ({limit}; shared memories need allocation = \"on-demand\" or \"dense\")"
         ))
+    }
+
+    /// The library module named `name`, if the host has one.
+    pub(crate) fn library(&self, name: &str) -> Option<Module> {
+        let libraries = self
+            .libraries
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        libraries.get(name).cloned()
+    }
+
+    /// Adds a library module; `Err` says why it cannot be.
+    pub(crate) fn add_library(&self, name: &str, module: &Module) -> Result<(), String> {
+        if name.is_empty() {
+            return Err("a library needs a name".to_string());
+        }
+        if name == atomic_waits::MODULE {
+            return Err(format!("{name:?} is reserved for the host"));
+        }
+        if !Engine::same(module.engine(), &self.engine) {
+            return Err("the module was compiled by another host's engine".to_string());
+        }
+        let mut libraries = self
+            .libraries
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if libraries.contains_key(name) {
+            return Err("the host already has a library of that name".to_string());
+        }
+        libraries.insert(name.to_string(), module.clone());
+        Ok(())
     }
 
     /// How many compiled modules the cache holds.

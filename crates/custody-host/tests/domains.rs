@@ -58,7 +58,7 @@ fn modules_in_one_domain_import_each_other() {
     let third = host.create_domain(DomainConfig::new()).unwrap();
     let error = third.load("app", &app).unwrap_err();
     assert!(
-        matches!(&error, LoadError::UnresolvedImport { module, name } if module == "lib" && name == "add")
+        matches!(&error, LoadError::UnresolvedImport { module, name, .. } if module == "lib" && name == "add")
     );
     assert!(error.to_string().contains("lib::add"), "{error}");
 }

@@ -2,10 +2,14 @@
 //! happened to every handle it touched.
 //!
 //! ```text
-//! custody run MODULE [--invoke NAME] [ARGS...] [--preopen [NAME=]DIR ...] [--deny CATEGORY ...]
-//!              [--policy FILE] [--deadline DURATION] [--memory SIZE] [--json] [--no-cache]
-//!              [--log-format text|json] [--log-level LEVEL]
+//! custody run (MODULE | --manifest FILE) [--invoke NAME] [ARGS...] [--preopen [NAME=]DIR ...]
+//!              [--deny CATEGORY ...] [--policy FILE] [--deadline DURATION] [--memory SIZE]
+//!              [--json] [--no-cache] [--log-format text|json] [--log-level LEVEL]
 //! ```
+//!
+//! With `--manifest`, the domain is the one the manifest describes (its
+//! modules, pre-opens and `[policy]` over the host's); `--deadline`,
+//! `--memory` and `--deny` apply over the manifest's policy too.
 //!
 //! Exit status: 0 success, 2 usage or load error, 3 trap or abort, 4 denied
 //! import.
@@ -17,11 +21,13 @@ use std::time::Duration;
 
 use std::sync::Arc;
 
+mod source;
+
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use custody_handle::diagnostics::{self, Collector};
 use custody_host::{
-    AbiError, CallError, Category, Domain, DomainConfig, Host, Ledger, LoadError, LogSink, Module,
-    Policy, Val, ValType,
+    AbiError, CallError, Domain, DomainConfig, Host, Ledger, LoadError, LogSink, ManifestError,
+    Module, Policy, Val, ValType, parse_size,
 };
 use serde::Serialize;
 use tracing_subscriber::filter::{LevelFilter, Targets};
@@ -117,16 +123,22 @@ fn install_log(format: LogFormat, level: LogLevel) {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Load MODULE (.wasm or .wat) into a fresh domain, call one export, unload
-    /// the domain and print the result and the handle ledger.
+    /// Load MODULE (.wasm or .wat), or the modules of a manifest, into a
+    /// fresh domain, call one export, unload the domain and print the result
+    /// and the handle ledger.
     Run(RunArgs),
 }
 
 #[derive(Args)]
 struct RunArgs {
-    /// The module to run (.wasm or .wat).
-    module: PathBuf,
-    /// The export to call [default: `_start`, `main` or `run`, the first the module has].
+    /// The module to run (.wasm or .wat); or give --manifest.
+    #[arg(allow_negative_numbers = true)]
+    module: Option<PathBuf>,
+    /// Run the domain a manifest describes (TOML: its modules, pre-opens and
+    /// policy) instead of one MODULE; the export is found across its modules.
+    #[arg(long, value_name = "FILE")]
+    manifest: Option<PathBuf>,
+    /// The export to call [default: `_start`, `main` or `run`, the first the module (or a module of the manifest) has].
     #[arg(long, value_name = "NAME")]
     invoke: Option<String>,
     /// Arguments for the export, parsed by its parameter types.
@@ -146,7 +158,7 @@ struct RunArgs {
     /// Abort the call after this long: `500ms`, `2s`, or milliseconds.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     deadline: Option<Duration>,
-    /// Cap the domain's linear memory: `64M`, `1G`, `512K` or bytes.
+    /// Cap the domain's linear memory: `64MiB`, `64M`, `1G`, `512K` or bytes.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     memory: Option<usize>,
     /// Print one JSON object on stdout instead of text.
@@ -189,6 +201,20 @@ impl Failure {
 impl From<LoadError> for Failure {
     fn from(error: LoadError) -> Self {
         let status = if matches!(error, LoadError::Denied { .. }) {
+            4
+        } else {
+            2
+        };
+        Failure {
+            status,
+            message: error.to_string(),
+        }
+    }
+}
+
+impl From<ManifestError> for Failure {
+    fn from(error: ManifestError) -> Self {
+        let status = if matches!(error.load_error(), Some(LoadError::Denied { .. })) {
             4
         } else {
             2
@@ -279,26 +305,6 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         .map_err(|_| format!("{text:?}: a deadline that long is out of range"))
 }
 
-fn parse_size(text: &str) -> Result<usize, String> {
-    let upper = text.trim().to_ascii_uppercase();
-    let upper = upper
-        .strip_suffix("IB")
-        .or_else(|| upper.strip_suffix('B'))
-        .unwrap_or(&upper);
-    let (number, scale) = match upper.chars().last() {
-        Some('K') => (&upper[..upper.len() - 1], 1usize << 10),
-        Some('M') => (&upper[..upper.len() - 1], 1 << 20),
-        Some('G') => (&upper[..upper.len() - 1], 1 << 30),
-        _ => (upper, 1),
-    };
-    number
-        .trim()
-        .parse::<usize>()
-        .ok()
-        .and_then(|n| n.checked_mul(scale))
-        .ok_or_else(|| format!("{text:?} is not a size (like 64M, 1G or bytes)"))
-}
-
 fn preopen(spec: &str) -> Result<(String, PathBuf), Failure> {
     let (name, dir) = match spec.split_once('=') {
         Some((name, dir)) => (name.to_string(), PathBuf::from(dir)),
@@ -364,22 +370,9 @@ fn run(args: &RunArgs, log_format: LogFormat) -> Result<(), Failure> {
         }
         None => Policy::default(),
     };
-    if args.deadline.is_some() {
-        policy.deadline = args.deadline;
-    }
-    if args.memory.is_some() {
-        policy.memory_limit = args.memory;
-    }
-    for name in &args.denied {
-        let category = Category::from_name(name).ok_or_else(|| {
-            let known: Vec<_> = Category::ALL.iter().map(|c| c.name()).collect();
-            Failure::usage(format!(
-                "--deny {name}: unknown category; known: {}",
-                known.join(", ")
-            ))
-        })?;
-        policy.denied.push(category);
-    }
+    let flags = source::Flags::parse(args)?;
+    flags.apply(&mut policy);
+    let (source, call_args) = source::source(args)?;
     // Bounded: a guest firing diagnostics in a loop cannot grow the CLI.
     let collector = Collector::bounded(MAX_DIAGNOSTICS);
     if args.json {
@@ -399,8 +392,28 @@ fn run(args: &RunArgs, log_format: LogFormat) -> Result<(), Failure> {
         builder = builder.disk_cache(dir);
     }
     let host = builder.build().map_err(|e| Failure::usage(e.to_string()))?;
-    let module = host.compile_file(&args.module)?;
     let mut config = DomainConfig::new();
+    let modules = match &source {
+        source::Source::Manifest(manifest) => {
+            // The manifest's policy over the host's, then the flags over both.
+            let mut own = manifest.domain_policy(host.policy())?;
+            flags.apply(&mut own);
+            config = config.policy(own);
+            for (name, dir) in manifest.preopens() {
+                config = config.preopen(name, dir);
+            }
+            host.compile_manifest(manifest)?
+        }
+        source::Source::Module(path) => {
+            let module = host.compile_file(path)?;
+            let name = module
+                .name()
+                .or_else(|| path.file_stem().and_then(|s| s.to_str()))
+                .unwrap_or("main")
+                .to_string();
+            vec![(name, module)]
+        }
+    };
     for spec in &args.preopens {
         let (name, dir) = preopen(spec)?;
         config = config.preopen(name, dir);
@@ -408,12 +421,7 @@ fn run(args: &RunArgs, log_format: LogFormat) -> Result<(), Failure> {
     let domain = host
         .create_domain(config)
         .map_err(|e| Failure::usage(e.to_string()))?;
-    let name = module
-        .name()
-        .or_else(|| args.module.file_stem().and_then(|s| s.to_str()))
-        .unwrap_or("main")
-        .to_string();
-    let outcome = load_and_call(args, &domain, &module, &name);
+    let outcome = load_and_call(args, &call_args, &domain, &modules);
     // Unload whatever happened: every handle comes back, and the ledger and
     // diagnostics are printed on every path.
     let ledger = match domain.unload() {
@@ -422,30 +430,48 @@ fn run(args: &RunArgs, log_format: LogFormat) -> Result<(), Failure> {
     };
     // Floods cut by the rate limit are summed up before the report.
     diagnostics::flush_suppressed();
-    let codes = module
-        .imports()
-        .any(|i| i.module() == custody_host::abi::MODULE);
+    let codes = modules.iter().any(|(_, module)| {
+        module
+            .imports()
+            .any(|i| i.module() == custody_host::abi::MODULE)
+    });
     print_outcome(args, &outcome, ledger, &collector, codes);
     outcome.map(drop)
 }
 
-/// Loads the module and calls the export with the command line's arguments.
+/// Loads the modules in order and calls the export (the first module's of
+/// that name, as [`Domain::call`] finds it) with the command line's
+/// arguments.
 fn load_and_call(
     args: &RunArgs,
+    call_args: &[String],
     domain: &Domain,
-    module: &Module,
-    name: &str,
+    modules: &[(String, Module)],
 ) -> Result<Vec<Val>, Failure> {
-    domain.load(name, module)?;
-
+    for (name, module) in modules {
+        domain.load(name, module).map_err(|error| {
+            let mut failure = Failure::from(error);
+            if args.manifest.is_some() {
+                // Which of the manifest's modules failed.
+                failure.message = format!("module {name:?}: {}", failure.message);
+            }
+            failure
+        })?;
+    }
+    let func = |name: &str| {
+        modules
+            .iter()
+            .find_map(|(_, m)| m.get_export(name).and_then(|e| e.func().cloned()))
+    };
     let export = match &args.invoke {
         Some(export) => export.clone(),
         None => ["_start", "main", "run"]
             .into_iter()
-            .find(|e| module.get_export(e).is_some())
+            .find(|e| func(e).is_some())
             .ok_or_else(|| {
-                let exports: Vec<_> = module
-                    .exports()
+                let exports: Vec<_> = modules
+                    .iter()
+                    .flat_map(|(_, m)| m.exports())
                     .filter(|e| e.ty().func().is_some())
                     .map(|e| e.name().to_string())
                     .collect();
@@ -456,21 +482,19 @@ fn load_and_call(
             })?
             .to_string(),
     };
-    let func_ty = module
-        .get_export(&export)
-        .and_then(|e| e.func().cloned())
-        .ok_or_else(|| Failure::from(CallError::NoSuchExport(export.clone())))?;
+    let func_ty =
+        func(&export).ok_or_else(|| Failure::from(CallError::NoSuchExport(export.clone())))?;
     let params: Vec<_> = func_ty.params().collect();
-    if params.len() != args.args.len() {
+    if params.len() != call_args.len() {
         return Err(Failure::usage(format!(
             "{export} takes {} argument(s), got {}",
             params.len(),
-            args.args.len()
+            call_args.len()
         )));
     }
     let values = params
         .iter()
-        .zip(&args.args)
+        .zip(call_args)
         .map(|(ty, text)| {
             parse_arg(text, ty)
                 .ok_or_else(|| Failure::usage(format!("{export}: {text:?} is not a valid {ty}")))

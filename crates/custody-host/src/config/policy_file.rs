@@ -1,5 +1,7 @@
 //! The policy file format (TOML): every key optional, defaults for the rest.
-//! Unknown keys are errors, so a typo never silently loosens a policy.
+//! Unknown keys are errors, so a typo never silently loosens a policy. The
+//! keys are read into [`PolicyOverrides`], which applies them over any
+//! policy (the defaults, for a policy file; the host's, for a domain's).
 
 use std::time::Duration;
 
@@ -8,10 +10,12 @@ use serde::Deserialize;
 use super::policy::{
     Action, Allocation, Category, CompileLimits, Policy, PolicyError, UnloadBlockedAction,
 };
+use super::size::deserialize_size;
 
 /// A policy file: every key optional, defaults for the rest; durations in
-/// milliseconds, sizes in bytes. Unknown keys are errors (a typo must not
-/// silently loosen a policy).
+/// milliseconds, sizes in bytes (or, for `memory_limit`, as text such as
+/// `"64MiB"`). Unknown keys are errors (a typo must not silently loosen a
+/// policy).
 ///
 /// ```toml
 /// deadline_ms = 2000
@@ -30,13 +34,15 @@ use super::policy::{
 /// orphaned_critical = "recycle-domain"
 /// recreate = true
 /// ```
-#[derive(Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PolicyFile {
     deadline_ms: Option<u64>,
     max_wait_ms: Option<u64>,
     allow_infinite_wait: Option<bool>,
     memory_limit_bytes: Option<usize>,
+    #[serde(default, deserialize_with = "deserialize_size")]
+    memory_limit: Option<usize>,
     stack_limit_bytes: Option<usize>,
     handle_quota: Option<usize>,
     unload_hook_timeout_ms: Option<u64>,
@@ -55,7 +61,7 @@ struct PolicyFile {
 }
 
 /// `[compile_limits]`: the structural limits, each optional.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CompileLimitsFile {
     module_bytes: Option<usize>,
@@ -69,8 +75,15 @@ struct CompileLimitsFile {
     element_segments: Option<u32>,
 }
 
+/// Pushes the name of each field that is set, with a prefix.
+macro_rules! set_keys {
+    ($keys:ident, $from:expr, $prefix:literal: $($field:ident),*) => {
+        $( if $from.$field.is_some() { $keys.push(concat!($prefix, stringify!($field))); } )*
+    };
+}
+
 impl CompileLimitsFile {
-    fn apply(self, to: &mut CompileLimits) {
+    fn apply(&self, to: &mut CompileLimits) {
         macro_rules! set {
             ($($field:ident),*) => { $( if let Some(v) = self.$field { to.$field = v; } )* };
         }
@@ -86,9 +99,14 @@ impl CompileLimitsFile {
             element_segments
         );
     }
+
+    fn keys(&self, keys: &mut Vec<&'static str>) {
+        set_keys!(keys, self, "compile_limits.": module_bytes, functions, function_body_bytes,
+            locals, nesting_depth, imports_and_exports, tables, data_segments, element_segments);
+    }
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct EscalationFile {
     outside_critical: Option<Action>,
@@ -98,15 +116,171 @@ struct EscalationFile {
     unload_blocked: Option<UnloadBlockedAction>,
 }
 
+/// The keys of the policy file that configure the host's engine, the same
+/// for every domain: only the host's policy sets them (a table `[name]`
+/// stands for each of its keys).
+pub const ENGINE_WIDE_KEYS: [&str; 8] = [
+    "stack_limit_bytes",
+    "allocation",
+    "pool_size",
+    "module_cache_entries",
+    "threads",
+    "compile_memory_limit_bytes",
+    "compile_timeout_ms",
+    "[compile_limits]",
+];
+
+/// The keys of a policy in TOML (the policy file's format, see
+/// [`Policy::from_toml`]), read but not yet applied: each key that is set
+/// replaces that value of the [`Policy`] it is applied to, and every key
+/// that is not set keeps it. A domain's `[policy]` table in a
+/// [`Manifest`](crate::Manifest) is read as one, and applied over the
+/// host's policy.
+///
+/// ```
+/// use std::time::Duration;
+/// use custody_host::{Policy, PolicyOverrides};
+///
+/// let host = Policy { max_wait: Duration::from_secs(2), ..Policy::default() };
+/// let overrides = PolicyOverrides::from_toml("deadline_ms = 500\nmemory_limit = \"64MiB\"")?;
+/// let mut domain = host.clone();
+/// overrides.apply_to(&mut domain)?;
+/// assert_eq!(domain.deadline, Some(Duration::from_millis(500)));
+/// assert_eq!(domain.memory_limit, Some(64 << 20));
+/// assert_eq!(domain.max_wait, Duration::from_secs(2), "the rest is the host's");
+/// assert_eq!(overrides.keys(), ["deadline_ms", "memory_limit"]);
+/// # Ok::<(), custody_host::PolicyError>(())
+/// ```
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(transparent)]
+pub struct PolicyOverrides {
+    file: PolicyFile,
+}
+
+impl PolicyOverrides {
+    /// Reads the keys from TOML, in the policy file's format.
+    ///
+    /// # Errors
+    /// A [`PolicyError`] naming an unknown key or a value of the wrong type.
+    pub fn from_toml(text: &str) -> Result<PolicyOverrides, PolicyError> {
+        toml::from_str(text).map_err(|e| PolicyError(e.message().to_string()))
+    }
+
+    /// Whether no key is set.
+    pub fn is_empty(&self) -> bool {
+        self.keys().is_empty()
+    }
+
+    /// The keys that are set, as the file writes them (a key of a table as
+    /// `table.key`), in the file format's order.
+    pub fn keys(&self) -> Vec<&'static str> {
+        let mut keys = Vec::new();
+        let file = &self.file;
+        set_keys!(keys, file, "": deadline_ms, max_wait_ms, allow_infinite_wait,
+            memory_limit_bytes, memory_limit, stack_limit_bytes, handle_quota,
+            unload_hook_timeout_ms, unload_timeout_ms, unload_grace_ms, deny);
+        if let Some(e) = &file.escalation {
+            set_keys!(keys, e, "escalation.": outside_critical, inside_critical,
+                orphaned_critical, recreate, unload_blocked);
+        }
+        set_keys!(keys, file, "": allocation, pool_size, module_cache_entries, threads,
+            log_lines_per_second, compile_memory_limit_bytes, compile_timeout_ms);
+        if let Some(limits) = &file.compile_limits {
+            limits.keys(&mut keys);
+        }
+        keys
+    }
+
+    /// The keys that are set and configure the engine
+    /// ([`ENGINE_WIDE_KEYS`]): a domain's policy may not set them.
+    pub fn engine_wide_keys(&self) -> Vec<&'static str> {
+        self.keys()
+            .into_iter()
+            .filter(|key| ENGINE_WIDE_KEYS.contains(key) || key.starts_with("compile_limits."))
+            .collect()
+    }
+
+    /// Applies the keys that are set to `policy`, key by key (`deny`
+    /// replaces the list), and validates the result. On an error `policy`
+    /// is left as it was.
+    ///
+    /// # Errors
+    /// A [`PolicyError`] for an unknown category, both `memory_limit` and
+    /// `memory_limit_bytes`, or a policy that does not validate.
+    pub fn apply_to(&self, policy: &mut Policy) -> Result<(), PolicyError> {
+        let file = &self.file;
+        let mut new = policy.clone();
+        let ms = Duration::from_millis;
+        if let Some(ms) = file.deadline_ms {
+            new.deadline = Some(Duration::from_millis(ms));
+        }
+        new.max_wait = file.max_wait_ms.map_or(new.max_wait, ms);
+        new.allow_infinite_wait = file.allow_infinite_wait.unwrap_or(new.allow_infinite_wait);
+        if file.memory_limit.is_some() && file.memory_limit_bytes.is_some() {
+            return Err(PolicyError(
+                "memory_limit and memory_limit_bytes both set the memory limit: keep one".into(),
+            ));
+        }
+        if let Some(bytes) = file.memory_limit.or(file.memory_limit_bytes) {
+            new.memory_limit = Some(bytes);
+        }
+        new.stack_limit = file.stack_limit_bytes.unwrap_or(new.stack_limit);
+        new.handle_quota = file.handle_quota.unwrap_or(new.handle_quota);
+        new.unload_hook_timeout = file
+            .unload_hook_timeout_ms
+            .map_or(new.unload_hook_timeout, ms);
+        new.unload_timeout = file.unload_timeout_ms.map_or(new.unload_timeout, ms);
+        new.unload_grace = file.unload_grace_ms.map_or(new.unload_grace, ms);
+        if let Some(names) = &file.deny {
+            new.denied = names
+                .iter()
+                .map(|name| {
+                    Category::from_name(name)
+                        .ok_or_else(|| PolicyError(format!("deny: unknown category {name:?}")))
+                })
+                .collect::<Result<_, _>>()?;
+        }
+        if let Some(e) = &file.escalation {
+            let ladder = &mut new.escalation;
+            ladder.outside_critical = e.outside_critical.unwrap_or(ladder.outside_critical);
+            ladder.inside_critical = e.inside_critical.unwrap_or(ladder.inside_critical);
+            ladder.orphaned_critical = e.orphaned_critical.unwrap_or(ladder.orphaned_critical);
+            ladder.recreate = e.recreate.unwrap_or(ladder.recreate);
+            ladder.unload_blocked = e.unload_blocked.unwrap_or(ladder.unload_blocked);
+        }
+        new.allocation = file.allocation.unwrap_or(new.allocation);
+        new.pool_size = file.pool_size.unwrap_or(new.pool_size);
+        new.module_cache_entries = file
+            .module_cache_entries
+            .unwrap_or(new.module_cache_entries);
+        new.threads = file.threads.unwrap_or(new.threads);
+        new.log_lines_per_second = file
+            .log_lines_per_second
+            .unwrap_or(new.log_lines_per_second);
+        new.compile_memory_limit = file
+            .compile_memory_limit_bytes
+            .unwrap_or(new.compile_memory_limit);
+        new.compile_timeout = file.compile_timeout_ms.map_or(new.compile_timeout, ms);
+        if let Some(limits) = &file.compile_limits {
+            limits.apply(&mut new.compile_limits);
+        }
+        new.validate()?;
+        *policy = new;
+        Ok(())
+    }
+}
+
 impl Policy {
     /// Reads a policy from TOML (see the format below), starting from the
-    /// defaults, and validates it.
+    /// defaults, and validates it: [`Policy::default`] with
+    /// [`Policy::apply_toml`].
     ///
     /// ```toml
     /// deadline_ms = 2000            # per call; absent: none
     /// max_wait_ms = 10000           # longest blocking host call
     /// allow_infinite_wait = false   # poll with timeout -1
     /// memory_limit_bytes = 67108864 # all of a domain's memories; absent: none
+    /// # memory_limit = "64MiB"      # the same, as a size (one of the two)
     /// stack_limit_bytes = 524288
     /// handle_quota = 4096
     /// unload_hook_timeout_ms = 1000
@@ -143,67 +317,49 @@ impl Policy {
     /// # Errors
     /// A [`PolicyError`] naming the bad key or value.
     pub fn from_toml(text: &str) -> Result<Policy, PolicyError> {
-        let file: PolicyFile =
-            toml::from_str(text).map_err(|e| PolicyError(e.message().to_string()))?;
         let mut policy = Policy::default();
-        if let Some(ms) = file.deadline_ms {
-            policy.deadline = Some(Duration::from_millis(ms));
-        }
-        if let Some(ms) = file.max_wait_ms {
-            policy.max_wait = Duration::from_millis(ms);
-        }
-        if let Some(allow) = file.allow_infinite_wait {
-            policy.allow_infinite_wait = allow;
-        }
-        policy.memory_limit = file.memory_limit_bytes.or(policy.memory_limit);
-        if let Some(bytes) = file.stack_limit_bytes {
-            policy.stack_limit = bytes;
-        }
-        if let Some(quota) = file.handle_quota {
-            policy.handle_quota = quota;
-        }
-        if let Some(ms) = file.unload_hook_timeout_ms {
-            policy.unload_hook_timeout = Duration::from_millis(ms);
-        }
-        if let Some(ms) = file.unload_timeout_ms {
-            policy.unload_timeout = Duration::from_millis(ms);
-        }
-        if let Some(ms) = file.unload_grace_ms {
-            policy.unload_grace = Duration::from_millis(ms);
-        }
-        for name in file.deny.unwrap_or_default() {
-            let category = Category::from_name(&name)
-                .ok_or_else(|| PolicyError(format!("deny: unknown category {name:?}")))?;
-            policy.denied.push(category);
-        }
-        if let Some(e) = file.escalation {
-            let ladder = &mut policy.escalation;
-            ladder.outside_critical = e.outside_critical.unwrap_or(ladder.outside_critical);
-            ladder.inside_critical = e.inside_critical.unwrap_or(ladder.inside_critical);
-            ladder.orphaned_critical = e.orphaned_critical.unwrap_or(ladder.orphaned_critical);
-            ladder.recreate = e.recreate.unwrap_or(ladder.recreate);
-            ladder.unload_blocked = e.unload_blocked.unwrap_or(ladder.unload_blocked);
-        }
-        policy.allocation = file.allocation.unwrap_or(policy.allocation);
-        policy.pool_size = file.pool_size.unwrap_or(policy.pool_size);
-        policy.module_cache_entries = file
-            .module_cache_entries
-            .unwrap_or(policy.module_cache_entries);
-        policy.threads = file.threads.unwrap_or(policy.threads);
-        policy.log_lines_per_second = file
-            .log_lines_per_second
-            .unwrap_or(policy.log_lines_per_second);
-        policy.compile_memory_limit = file
-            .compile_memory_limit_bytes
-            .unwrap_or(policy.compile_memory_limit);
-        if let Some(ms) = file.compile_timeout_ms {
-            policy.compile_timeout = Duration::from_millis(ms);
-        }
-        if let Some(limits) = file.compile_limits {
-            limits.apply(&mut policy.compile_limits);
-        }
-        policy.validate()?;
+        policy.apply_toml(text)?;
         Ok(policy)
+    }
+
+    /// Applies a policy in TOML over this one, key by key: each key the
+    /// text sets replaces that value, every other keeps its own (see
+    /// [`PolicyOverrides`]). The result is validated; on an error the
+    /// policy is left as it was.
+    ///
+    /// # Errors
+    /// As [`Policy::from_toml`].
+    pub fn apply_toml(&mut self, text: &str) -> Result<(), PolicyError> {
+        PolicyOverrides::from_toml(text)?.apply_to(self)
+    }
+
+    /// The first engine-wide setting ([`ENGINE_WIDE_KEYS`]) in which this
+    /// policy differs from `host`'s, by its key.
+    pub(crate) fn engine_wide_change(&self, host: &Policy) -> Option<&'static str> {
+        [
+            (self.stack_limit != host.stack_limit, "stack_limit_bytes"),
+            (self.allocation != host.allocation, "allocation"),
+            (self.pool_size != host.pool_size, "pool_size"),
+            (
+                self.module_cache_entries != host.module_cache_entries,
+                "module_cache_entries",
+            ),
+            (self.threads != host.threads, "threads"),
+            (
+                self.compile_memory_limit != host.compile_memory_limit,
+                "compile_memory_limit_bytes",
+            ),
+            (
+                self.compile_timeout != host.compile_timeout,
+                "compile_timeout_ms",
+            ),
+            (
+                self.compile_limits != host.compile_limits,
+                "[compile_limits]",
+            ),
+        ]
+        .into_iter()
+        .find_map(|(changed, key)| changed.then_some(key))
     }
 }
 
@@ -261,9 +417,75 @@ mod tests {
             ("deadline_ms = \"soon\"", "invalid type"),
             ("[compile_limits]\ndepth = 3", "unknown field"),
             ("compile_timeout_ms = 0", "compile timeout of 0"),
+            ("memory_limit = \"lots\"", "is not a size"),
+            ("memory_limit = -3", "cannot be negative"),
+            (
+                "memory_limit = 5\nmemory_limit_bytes = 5",
+                "both set the memory limit",
+            ),
         ] {
             let error = Policy::from_toml(text).unwrap_err().to_string();
             assert!(error.contains(needle), "{text}: {error}");
         }
+    }
+
+    #[test]
+    fn a_policy_applies_over_another_key_by_key() {
+        let host = Policy::from_toml(
+            "deadline_ms = 100\nmax_wait_ms = 2000\ndeny = [\"UI\"]\n[escalation]\nrecreate = false",
+        )
+        .unwrap();
+        let mut domain = host.clone();
+        domain
+            .apply_toml("memory_limit = \"64MiB\"\ndeny = [\"SharedState\"]\n[escalation]\ninside_critical = \"unload-domain\"")
+            .unwrap();
+        assert_eq!(domain.memory_limit, Some(64 << 20));
+        assert_eq!(domain.denied, vec![Category::SharedState], "deny replaces");
+        assert_eq!(domain.escalation.inside_critical, Action::UnloadDomain);
+        assert!(!domain.escalation.recreate, "the rest of the table is kept");
+        assert_eq!(domain.deadline, Some(Duration::from_millis(100)));
+        assert_eq!(domain.max_wait, Duration::from_secs(2));
+        assert_eq!(
+            Policy::from_toml("memory_limit = 4096")
+                .unwrap()
+                .memory_limit,
+            Some(4096)
+        );
+
+        // A bad override leaves the policy as it was.
+        let before = domain.clone();
+        assert!(domain.apply_toml("deadline_ms = 0").is_err());
+        assert_eq!(format!("{domain:?}"), format!("{before:?}"));
+
+        let overrides = PolicyOverrides::from_toml(
+            "deadline_ms = 5\nthreads = true\n[escalation]\nrecreate = true\n[compile_limits]\nlocals = 9",
+        )
+        .unwrap();
+        assert_eq!(
+            overrides.keys(),
+            [
+                "deadline_ms",
+                "escalation.recreate",
+                "threads",
+                "compile_limits.locals"
+            ]
+        );
+        assert_eq!(
+            overrides.engine_wide_keys(),
+            ["threads", "compile_limits.locals"]
+        );
+        assert!(PolicyOverrides::default().is_empty());
+        assert!(!overrides.is_empty());
+
+        let mut changed = Policy::default();
+        assert_eq!(changed.engine_wide_change(&Policy::default()), None);
+        changed.deadline = Some(Duration::from_secs(1));
+        changed.handle_quota = 3;
+        assert_eq!(changed.engine_wide_change(&Policy::default()), None);
+        changed.allocation = Allocation::Dense;
+        assert_eq!(
+            changed.engine_wide_change(&Policy::default()),
+            Some("allocation")
+        );
     }
 }

@@ -1,8 +1,10 @@
-//! Import resolution and instantiation: an import `(module, name)` resolves
-//! to a module already loaded in the domain under that name, else to a host
-//! function of the catalogue (refused if the policy denies one of its
-//! categories). A module that imports only host functions is prepared once
-//! per host (`runtime`'s `InstancePre` cache) and instantiated from that.
+//! Instantiation: each import `(module, name)` bound to the module loaded in
+//! the domain under that name, else to a host function of the catalogue
+//! (refused if the domain's policy denies one of its categories). What the
+//! domain's resolver or a host library supplies was loaded into the domain
+//! first ([`resolve`](super::resolve)). A module that imports only host
+//! functions is prepared once per host (`runtime`'s `InstancePre` cache) and
+//! instantiated from that.
 
 use std::collections::HashSet;
 use std::time::Instant;
@@ -10,7 +12,7 @@ use std::time::Instant;
 use custody_handle::HandleId;
 use wasmtime::{ExternType, Instance, Module};
 
-use super::Loaded;
+use super::{DomainShared, Loaded};
 use crate::boundary::atomic_wait;
 use crate::config::Category;
 use crate::error::LoadError;
@@ -19,16 +21,17 @@ use crate::runtime::atomic_waits::{self, WaitImport};
 
 /// Instantiates `module` into `loaded`'s store and records its `memory`
 /// export for the boundary's lookups. The module's start function runs as
-/// a call does: under the policy's deadline (and the cancellation signal),
+/// a call does: under the domain's deadline (and the cancellation signal),
 /// and a critical region it leaves open is an error, not the first call's.
 pub(crate) fn instantiate(
-    runtime: &Runtime,
+    shared: &DomainShared,
     loaded: &mut Loaded,
     name: &str,
     module: &Module,
 ) -> Result<Instance, LoadError> {
+    let policy = &shared.policy;
     // The start function is guest code: the same stack rule as a call.
-    super::invoke::check_host_stack(runtime.policy.stack_limit).map_err(|message| {
+    super::invoke::check_host_stack(policy.stack_limit).map_err(|message| {
         LoadError::Instantiate {
             module: name.to_string(),
             message,
@@ -36,7 +39,7 @@ pub(crate) fn instantiate(
     })?;
     // Only with threads can a module have a shared memory (the structural
     // check refuses it otherwise); reading export types costs type lookups.
-    let shared = if runtime.policy.threads {
+    let growth = if policy.threads {
         shared_memory_growth(module)
     } else {
         0
@@ -44,20 +47,20 @@ pub(crate) fn instantiate(
     loaded
         .store
         .data_mut()
-        .reserve_memory(shared)
+        .reserve_memory(growth)
         .map_err(|limit| {
             LoadError::Limits(format!(
-                "{name}'s shared memories may grow by {shared} bytes, past the policy's memory_limit of {limit} bytes (a shared memory counts at its maximum)"
+                "{name}'s shared memories may grow by {growth} bytes, past the policy's memory_limit of {limit} bytes (a shared memory counts at its maximum)"
             ))
         })?;
-    let deadline = runtime.policy.deadline;
+    let deadline = policy.deadline;
     let ctx = loaded.store.data_mut();
     // What the domain held before: a start function that fails leaves
     // nothing behind, so what it opened is closed again.
     let held: HashSet<HandleId> = ctx.table.live_ids().into_iter().collect();
     ctx.deadline = deadline.map(|d| (Instant::now() + d, d));
     ctx.instantiating = true;
-    let instance = resolve_and_instantiate(runtime, loaded, name, module);
+    let instance = bind_and_instantiate(shared, loaded, name, module);
     let ctx = loaded.store.data_mut();
     ctx.deadline = None;
     ctx.instantiating = false;
@@ -71,7 +74,7 @@ pub(crate) fn instantiate(
             ),
         },
         Err(error) => {
-            ctx.unreserve_memory(shared);
+            ctx.unreserve_memory(growth);
             error
         }
     };
@@ -102,12 +105,13 @@ fn shared_memory_growth(module: &Module) -> usize {
         .unwrap_or(usize::MAX)
 }
 
-fn resolve_and_instantiate(
-    runtime: &Runtime,
+fn bind_and_instantiate(
+    shared: &DomainShared,
     loaded: &mut Loaded,
     name: &str,
     module: &Module,
 ) -> Result<Instance, LoadError> {
+    let (runtime, policy) = (&*shared.runtime, &*shared.policy);
     let store = &mut loaded.store;
     // A module importing only host functions: prepared once per host.
     let importing_a_sibling = module
@@ -118,7 +122,7 @@ fn resolve_and_instantiate(
             .prepared
             .get(&runtime.linker, &runtime.catalogue, module)
     {
-        let denied = &runtime.policy.denied;
+        let denied = &policy.denied;
         if let Some(&category) = prepared.categories.iter().find(|c| denied.contains(c)) {
             // Name the import that carries it.
             return Err(denied_import(runtime, module, category));
@@ -133,18 +137,11 @@ fn resolve_and_instantiate(
     let mut imports = Vec::with_capacity(module.imports().len());
     for import in module.imports() {
         let (from, field) = (import.module(), import.name());
-        let unresolved = || {
-            let (module, name) = (from.to_string(), field.to_string());
-            if runtime.catalogue.has_module(from) {
-                LoadError::UnknownHostFunction { module, name }
-            } else {
-                LoadError::UnresolvedImport { module, name }
-            }
-        };
         let sibling = loaded.modules.iter().find(|m| m.name == from);
+        let unresolved = || unresolved_import(shared, from, field, sibling.is_some());
         let resolved = match sibling {
             Some(sibling) => sibling.instance.get_export(&mut *store, field),
-            None if from == atomic_waits::MODULE && runtime.policy.threads => {
+            None if from == atomic_waits::MODULE && policy.threads => {
                 let wait = WaitImport::parse(field).ok_or_else(unresolved)?;
                 let func = atomic_wait::function(&mut *store, wait.width, wait.offset, wait.memory);
                 Some(func.into())
@@ -154,7 +151,7 @@ fn resolve_and_instantiate(
                     .catalogue
                     .categories_of(from, field)
                     .ok_or_else(unresolved)?;
-                let denied = &runtime.policy.denied;
+                let denied = &policy.denied;
                 if let Some(&category) = categories.iter().find(|c| denied.contains(c)) {
                     return Err(LoadError::Denied {
                         module: from.to_string(),
@@ -171,6 +168,42 @@ fn resolve_and_instantiate(
         Instance::new(&mut *store, module, &imports).map_err(|e| instantiate_error(name, e))?;
     record_memory(loaded, module, instance);
     Ok(instance)
+}
+
+/// The error for an import `from::field` that nothing binds: the domain's
+/// module `from` lacks the export, or (with no such module) every place
+/// was tried in turn. A host module without the function is
+/// [`LoadError::UnknownHostFunction`].
+fn unresolved_import(shared: &DomainShared, from: &str, field: &str, in_domain: bool) -> LoadError {
+    let (module, name) = (from.to_string(), field.to_string());
+    if in_domain {
+        let tried = vec![format!(
+            "the module {from:?} in this domain has no export {field:?}"
+        )];
+        return LoadError::UnresolvedImport {
+            module,
+            name,
+            tried,
+        };
+    }
+    if shared.runtime.catalogue.has_module(from) {
+        return LoadError::UnknownHostFunction { module, name };
+    }
+    let resolver = match shared.resolver {
+        Some(_) => "not found by the domain's resolver",
+        None => "no resolver in this domain",
+    };
+    let tried = vec![
+        "not a module in this domain".to_string(),
+        resolver.to_string(),
+        format!("no host library named {from:?}"),
+        "not a host function".to_string(),
+    ];
+    LoadError::UnresolvedImport {
+        module,
+        name,
+        tried,
+    }
 }
 
 fn instantiate_error(name: &str, error: wasmtime::Error) -> LoadError {

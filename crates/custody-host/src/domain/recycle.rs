@@ -81,14 +81,15 @@ fn recycle(
     let drained = shared.table.drain();
     LedgerCounts::bump(&shared.ledger.released_at_recycle, drained.released as u64);
     LedgerCounts::bump(&shared.ledger.recycles, 1);
-    let runtime = &shared.runtime;
     // Re-instantiation runs start functions: under the same rules as a
-    // load (deadline, memory, stack, critical regions).
-    let mut not_recreated = (!runtime.policy.escalation.recreate)
+    // load (deadline, memory, stack, critical regions). The modules are
+    // re-created in load order, so each import binds as it did (nothing is
+    // loaded on demand again).
+    let mut not_recreated = (!shared.policy.escalation.recreate)
         .then(|| "recycled (not re-created: the policy's recreate is off)".to_string());
     if not_recreated.is_none() {
         for old in mem::take(&mut loaded.modules) {
-            match link::instantiate(runtime, loaded, &old.name, &old.module) {
+            match link::instantiate(shared, loaded, &old.name, &old.module) {
                 Ok(instance) => loaded.modules.push(LoadedModule { instance, ..old }),
                 Err(error) => {
                     not_recreated = Some(format!("recycled (re-creating it failed: {error})"));

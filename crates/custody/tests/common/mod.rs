@@ -1,0 +1,39 @@
+//! What the CLI tests share: running the built `custody` and reading its
+//! output.
+#![allow(dead_code)] // each test file uses its own part of it
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn custody(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_custody"))
+        .args(args)
+        .current_dir(repo_root())
+        .output()
+        .unwrap()
+}
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+pub fn scratch_module(name: &str, text: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("custody-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// The error: one line, the last on stderr (guest log lines and diagnostic
+/// reports such as `callAborted` may precede it).
+pub fn error_line(output: &Output) -> String {
+    let text = stderr(output);
+    let last = text.lines().last().unwrap_or_default();
+    assert!(last.starts_with("custody: "), "{text}");
+    last.to_string()
+}

@@ -96,6 +96,8 @@ fn install_log(format: LogFormat, level: LogLevel) {
                 .with(
                     fmt::layer()
                         .with_writer(std::io::stderr)
+                        // Colours only for a terminal, not a file or a pipe.
+                        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                         .with_target(true)
                         .with_filter(targets),
                 )
@@ -158,6 +160,10 @@ struct RunArgs {
     /// Abort the call after this long: `500ms`, `2s`, or milliseconds.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     deadline: Option<Duration>,
+    /// How long the unload at the end waits for what still holds the domain
+    /// (an armed timer, say) before it forces it: `500ms`, `2s`.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    unload_timeout: Option<Duration>,
     /// Cap the domain's linear memory: `64MiB`, `64M`, `1G`, `512K` or bytes.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     memory: Option<usize>,

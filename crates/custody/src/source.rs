@@ -43,6 +43,7 @@ pub(crate) fn source(args: &RunArgs) -> Result<(Source<'_>, Vec<String>), Failur
 /// manifest's `[policy]`.
 pub(crate) struct Flags {
     deadline: Option<Duration>,
+    unload_timeout: Option<Duration>,
     memory: Option<usize>,
     denied: Vec<Category>,
 }
@@ -64,6 +65,7 @@ impl Flags {
             .collect::<Result<_, _>>()?;
         Ok(Flags {
             deadline: args.deadline,
+            unload_timeout: args.unload_timeout,
             memory: args.memory,
             denied,
         })
@@ -75,6 +77,10 @@ impl Flags {
         }
         if self.memory.is_some() {
             policy.memory_limit = self.memory;
+        }
+        if let Some(timeout) = self.unload_timeout {
+            policy.unload_timeout = timeout;
+            policy.unload_grace = policy.unload_grace.min(timeout / 2);
         }
         for &category in &self.denied {
             if !policy.denied.contains(&category) {

@@ -508,3 +508,44 @@ fn compile_bounds_and_threads_come_from_the_policy_file() {
         stderr(&output)
     );
 }
+
+#[test]
+fn an_unload_blocked_by_a_timer_shows_the_timer_and_its_origin_then_forces() {
+    let module = scratch_module(
+        "leaky_timer.wat",
+        r#"(module
+          (import "custody" "timer_set" (func $timer_set (param i32 i32 i32 i32 i32) (result i32)))
+          (memory (export "memory") 1)
+          (data (i32.const 64) "tick")
+          (func $arm_the_timer (result i32)
+            (call $timer_set (i32.const 1000) (i32.const 1000) (i32.const 64) (i32.const 4) (i32.const 8)))
+          (func (export "run") (result i32) (call $arm_the_timer))
+          (func (export "tick") (param i32)))"#,
+    );
+    let started = std::time::Instant::now();
+    let output = custody(&[
+        "run",
+        module.to_str().unwrap(),
+        "--no-cache",
+        "--unload-timeout",
+        "300ms",
+    ]);
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stderr(&output);
+    let blocked = text
+        .lines()
+        .find(|l| l.starts_with("custody: unloadBlocked:"))
+        .unwrap_or_else(|| panic!("no unloadBlocked report: {text}"));
+    assert!(blocked.contains("Timer \"tick\""), "{blocked}");
+    assert!(
+        blocked.contains("arm_the_timer"),
+        "the guest stack that armed it: {blocked}"
+    );
+    assert!(text.contains("custody: unloadForced:"), "{text}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("released at unload 1"),
+        "the timer's handle: {stdout}"
+    );
+}

@@ -59,9 +59,17 @@ impl HostCall<'_, '_> {
         matches!(params.as_slice(), [ValType::I32]) && ty.results().len() == 0
     }
 
-    /// The guest's stack at this host call.
+    /// The guest's stack at this host call, innermost frame first, one
+    /// frame a line.
     pub(crate) fn guest_stack(&self) -> String {
-        wasmtime::WasmBacktrace::force_capture(&*self.caller).to_string()
+        let trace = wasmtime::WasmBacktrace::force_capture(&*self.caller).to_string();
+        // Display begins with a heading meant for errors: only the frames.
+        trace
+            .lines()
+            .filter(|l| !l.starts_with("error while executing"))
+            .map(str::trim)
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     /// The caller's memory and the domain, borrowed together.

@@ -77,7 +77,14 @@ impl Root {
             line.push_str(&format!(", {detail}"));
         }
         if let Some(site) = &self.site {
-            line.push_str(&format!(", made at {site}"));
+            // A guest stack is several lines: its first frames here.
+            let frames: Vec<&str> = site
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .take(3)
+                .collect();
+            line.push_str(&format!(", made at {}", frames.join(" <- ")));
         }
         line
     }

@@ -78,6 +78,9 @@ pub(crate) struct Loaded {
     pub(crate) store: Store<DomainCtx>,
     /// In load order, so a recycle re-creates them in the same order.
     pub(crate) modules: Vec<LoadedModule>,
+    /// The export and thread of the last call, as its root was described
+    /// (a call like the last one describes nothing again).
+    pub(crate) last_call: Option<(String, std::thread::ThreadId)>,
 }
 
 /// How long `roots()` waits for a running guest to reach an epoch check and
@@ -334,6 +337,7 @@ impl Domain {
         *shared.lock() = Some(Loaded {
             store,
             modules: Vec::new(),
+            last_call: None,
         });
         tracing::debug!(target: "custody::domain", parent: &shared.span, domain = id, "created");
         Domain { shared }

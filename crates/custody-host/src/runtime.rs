@@ -14,7 +14,7 @@ mod engine;
 mod module_cache;
 mod pre_cache;
 mod precheck;
-mod ticker;
+pub(crate) mod ticker;
 pub(crate) mod timer_thread;
 
 use std::collections::BTreeMap;

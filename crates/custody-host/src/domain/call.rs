@@ -28,6 +28,16 @@ impl Domain {
         Self::call_shared(&self.shared, name, args, Admit::Running)
     }
 
+    /// The call as it was before calls were roots (SPEC D2): the store
+    /// locked and the export run, with no root taken or described. Only
+    /// for the benchmark that measures what root tracking costs.
+    #[cfg(feature = "bench-internals")]
+    #[doc(hidden)]
+    pub fn call_untracked(&self, name: &str, args: &[Val]) -> Result<Vec<Val>, CallError> {
+        let mut guard = self.shared.lock();
+        call_locked(&self.shared, &mut guard, name, args)
+    }
+
     /// A call as a root of the domain (`admit` says whether a cooperative
     /// unload still lets it in): the root is taken, the store locked, the
     /// call run; as it ends, the unloading event runs if one waits for the
@@ -45,7 +55,10 @@ impl Domain {
         };
         shared.state.acquire_root(admit).map_err(not_running)?;
         let mut guard = shared.lock();
-        shared.roots.call_started(name);
+        let same = guard
+            .as_mut()
+            .is_some_and(|loaded| same_as_last(loaded, name));
+        shared.roots.call_started(name, same);
         let outcome = call_locked(shared, &mut guard, name, args);
         shared.roots.call_ended();
         if shared.state.wants_event() {
@@ -63,6 +76,22 @@ impl Domain {
         // An unload begun while this call held the store found it busy.
         unload::run_event_if_free(shared);
         outcome
+    }
+}
+
+/// Whether this call has the export and thread of the last one; records
+/// them if not.
+fn same_as_last(loaded: &mut Loaded, name: &str) -> bool {
+    thread_local! {
+        static THREAD: std::thread::ThreadId = std::thread::current().id();
+    }
+    let thread = THREAD.with(|id| *id);
+    match &loaded.last_call {
+        Some((export, last)) if export == name && *last == thread => true,
+        _ => {
+            loaded.last_call = Some((name.to_string(), thread));
+            false
+        }
     }
 }
 

@@ -17,6 +17,8 @@ use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
+use crate::runtime::ticker;
+
 use serde::Serialize;
 
 /// What kind of root.
@@ -149,11 +151,11 @@ fn site_or_backtrace(location: String) -> String {
     }
 }
 
-/// The call in flight.
-struct CallRecord {
+/// Who runs the calls and into which export, as of the last time it
+/// changed (calls repeat: most do not write it).
+struct CallInfo {
     export: String,
     thread: Thread,
-    since: Instant,
 }
 
 /// A domain's roots (beside their count in the state word).
@@ -161,7 +163,12 @@ struct CallRecord {
 pub(crate) struct Roots {
     others: Mutex<BTreeMap<u64, RootRecord>>,
     next: AtomicU64,
-    call: Mutex<Option<CallRecord>>,
+    call: Mutex<Option<CallInfo>>,
+    /// Whether a call is in flight, and since when (`ticker::coarse_ms`):
+    /// written on every call, with plain atomic stores.
+    call_active: AtomicBool,
+    call_since_ms: AtomicU64,
+
     /// Raised by `roots()`, read by the epoch callback.
     sample_wanted: AtomicBool,
     sample: Mutex<Option<String>>,
@@ -185,30 +192,52 @@ impl Roots {
         lock(&self.others).remove(&key);
     }
 
-    /// A call into `export` starts on this thread.
-    pub(crate) fn call_started(&self, export: &str) {
-        *lock(&self.call) = Some(CallRecord {
-            export: export.to_string(),
-            thread: std::thread::current(),
-            since: Instant::now(),
-        });
-    }
-
-    /// The call in flight, described on one line.
-    pub(crate) fn current_call(&self) -> Option<String> {
-        lock(&self.call).as_ref().map(|c| {
-            format!(
-                "the call to {} on thread {}, running for {} ms",
-                c.export,
-                thread_name(&c.thread),
-                c.since.elapsed().as_millis()
-            )
-        })
+    /// A call into `export` starts on this thread. `same` says the caller
+    /// knows the export and thread are those of the last call (it keeps
+    /// them under the store's lock), so nothing but two stores happen.
+    pub(crate) fn call_started(&self, export: &str, same: bool) {
+        if !same {
+            *lock(&self.call) = Some(CallInfo {
+                export: export.to_string(),
+                thread: std::thread::current(),
+            });
+        }
+        self.call_since_ms
+            .store(ticker::coarse_ms(), Ordering::Relaxed);
+        self.call_active.store(true, Ordering::Release);
     }
 
     /// The call ended.
     pub(crate) fn call_ended(&self) {
-        *lock(&self.call) = None;
+        self.call_active.store(false, Ordering::Release);
+    }
+
+    /// The call in flight, described on one line.
+    pub(crate) fn current_call(&self) -> Option<String> {
+        let root = self.call_root()?;
+        Some(format!(
+            "the call to {} on thread {}, running for {} ms",
+            root.label, root.thread, root.held_ms
+        ))
+    }
+
+    /// The call in flight as a root (no stack yet).
+    fn call_root(&self) -> Option<Root> {
+        if !self.call_active.load(Ordering::Acquire) {
+            return None;
+        }
+        let held_ms =
+            ticker::precise_ms().saturating_sub(self.call_since_ms.load(Ordering::Relaxed));
+        lock(&self.call).as_ref().map(|c| Root {
+            kind: RootKind::Call,
+            label: c.export.clone(),
+            thread: thread_name(&c.thread),
+            site: None,
+            held_ms,
+            stack: None,
+            holder: None,
+            detail: None,
+        })
     }
 
     /// Whether `roots()` wants the running guest's stack.
@@ -229,16 +258,7 @@ impl Roots {
     /// never reaches one: it says where it is blocked instead).
     pub(crate) fn list(&self, wait: Duration) -> Vec<Root> {
         let mut roots: Vec<Root> = Vec::new();
-        let call = lock(&self.call).as_ref().map(|c| Root {
-            kind: RootKind::Call,
-            label: c.export.clone(),
-            thread: thread_name(&c.thread),
-            site: None,
-            held_ms: c.since.elapsed().as_millis() as u64,
-            stack: None,
-            holder: None,
-            detail: None,
-        });
+        let call = self.call_root();
         if let Some(mut call) = call {
             // A guest blocked in a host call reaches no epoch check.
             call.stack =
@@ -258,7 +278,7 @@ impl Roots {
         let until = Instant::now() + wait;
         while sample.is_none() {
             let now = Instant::now();
-            if now >= until || lock(&self.call).is_none() {
+            if now >= until || !self.call_active.load(Ordering::Acquire) {
                 break;
             }
             sample = self

@@ -246,12 +246,15 @@ impl Listed for DomainShared {
     fn info(&self) -> DomainInfo {
         // The modules are read only if the store is free: a view never
         // waits for a call.
-        let modules = match self.loaded.try_lock() {
-            Ok(guard) => guard
-                .as_ref()
-                .map(|l| l.modules.iter().map(|m| m.name.clone()).collect())
-                .unwrap_or_default(),
-            Err(_) => Vec::new(),
+        let (modules, memory_bytes) = match self.loaded.try_lock() {
+            Ok(guard) => match guard.as_ref() {
+                Some(l) => (
+                    l.modules.iter().map(|m| m.name.clone()).collect(),
+                    Some(l.store.data().memory_used()),
+                ),
+                None => (Vec::new(), Some(0)),
+            },
+            Err(_) => (Vec::new(), None),
         };
         DomainInfo {
             id: self.id,
@@ -263,6 +266,8 @@ impl Listed for DomainShared {
             unloading_ms: lock(&self.unload_requested).map(|at| at.elapsed().as_millis() as u64),
             forced: self.state.is_forced(),
             modules,
+            roots_by_kind: self.roots.count_by_kind(),
+            memory_bytes,
         }
     }
 }

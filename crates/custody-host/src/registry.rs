@@ -37,6 +37,11 @@ pub struct DomainInfo {
     pub forced: bool,
     /// The names of its loaded modules, in load order.
     pub modules: Vec<String>,
+    /// Its roots by kind (`Call`, `Ref`, `MemoryView`, `Dependent`, `Timer`).
+    pub roots_by_kind: std::collections::BTreeMap<String, usize>,
+    /// Bytes of linear memory and tables its instances hold (what the
+    /// memory cap counts); `None` while a call holds the store.
+    pub memory_bytes: Option<usize>,
 }
 
 /// What the registry can ask of a domain.

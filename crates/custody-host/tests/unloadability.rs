@@ -417,3 +417,25 @@ fn case_11_an_embedder_function_that_never_returns_is_abandoned() {
     let _ = stuck.join().unwrap();
     assert!(returned.load(Ordering::SeqCst));
 }
+
+#[test]
+fn views_show_the_roots_the_modules_and_the_memory_of_each_domain() {
+    let _serial = serial();
+    let host = host();
+    let module = warmed_module(&host, &driver(""));
+    let domain = host.create_domain(DomainConfig::new()).unwrap();
+    domain.load("main", &module).unwrap();
+    let r = domain.strong_ref("view test").unwrap();
+    let info = domain.info();
+    assert_eq!(info.modules, ["main"]);
+    assert_eq!(info.roots, 1);
+    assert_eq!(info.roots_by_kind.get("Ref"), Some(&1));
+    assert_eq!(info.memory_bytes, Some(64 * 1024), "one page");
+    let listed = host.domains();
+    assert_eq!(listed.len(), 1);
+    let json = serde_json::to_value(&listed).unwrap();
+    assert_eq!(json[0]["roots_by_kind"]["Ref"], 1, "{json}");
+    drop(r);
+    domain.unload().unwrap();
+    assert!(host.domains().is_empty());
+}

@@ -246,6 +246,12 @@ impl DomainCtx {
 }
 
 impl DomainCtx {
+    /// Linear memory and table bytes the domain's instances hold now (what
+    /// the memory cap counts).
+    pub(crate) fn memory_used(&self) -> usize {
+        self.memory_used
+    }
+
     /// Counts `bytes` against the memory cap ahead of time (a shared
     /// memory's growth, which wasmtime does not report to the limiter).
     /// `Err` is the cap it would pass.

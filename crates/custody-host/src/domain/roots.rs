@@ -240,6 +240,18 @@ impl Roots {
         })
     }
 
+    /// How many roots of each kind hold the domain now (no stack sampled).
+    pub(crate) fn count_by_kind(&self) -> std::collections::BTreeMap<String, usize> {
+        let mut counts = std::collections::BTreeMap::new();
+        if self.call_active.load(Ordering::Acquire) {
+            counts.insert(format!("{:?}", RootKind::Call), 1);
+        }
+        for record in lock(&self.others).values() {
+            *counts.entry(format!("{:?}", record.kind)).or_insert(0) += 1;
+        }
+        counts
+    }
+
     /// Whether `roots()` wants the running guest's stack.
     #[inline]
     pub(crate) fn sample_wanted(&self) -> bool {

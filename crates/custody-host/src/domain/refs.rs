@@ -195,6 +195,18 @@ impl Domain {
     }
 
     fn make_ref(&self, record: RootRecord) -> Result<DomainRef, CallError> {
+        let key = self.take_root(record)?;
+        Ok(DomainRef {
+            inner: Arc::new(RefInner {
+                shared: Arc::clone(&self.shared),
+                key,
+                released: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// Takes a root described by `record` (while the domain runs); its key.
+    fn take_root(&self, record: RootRecord) -> Result<u64, CallError> {
         let shared = &self.shared;
         shared
             .state
@@ -204,14 +216,7 @@ impl Domain {
                 state,
                 cause: shared.ended_by(),
             })?;
-        let key = shared.roots.add(record);
-        Ok(DomainRef {
-            inner: Arc::new(RefInner {
-                shared: Arc::clone(shared),
-                key,
-                released: AtomicBool::new(false),
-            }),
-        })
+        Ok(shared.roots.add(record))
     }
 
     /// A reference that never keeps the domain alive nor holds up its
@@ -229,22 +234,10 @@ impl Domain {
     #[track_caller]
     pub fn memory_view(&self, label: &str) -> Result<MemoryView, CallError> {
         let site = std::panic::Location::caller().to_string();
-        let shared = &self.shared;
-        shared
-            .state
-            .acquire_root(Admit::Running)
-            .map_err(|state| CallError::NotRunning {
-                domain: shared.id,
-                state,
-                cause: shared.ended_by(),
-            })?;
-        let key = shared.roots.add(RootRecord::new(
-            RootKind::MemoryView,
-            label.to_string(),
-            site,
-        ));
+        let record = RootRecord::new(RootKind::MemoryView, label.to_string(), site);
+        let key = self.take_root(record)?;
         Ok(MemoryView {
-            shared: Arc::clone(shared),
+            shared: Arc::clone(&self.shared),
             key,
         })
     }

@@ -99,6 +99,37 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// The store, held. An unload begun while someone held the store could not
+/// run its unloading event; so whoever gives the store back (a call, a
+/// load, a memory view, a view of the domain) checks, once the store is
+/// free, whether an event waits for it and runs it then. Every holder goes
+/// through this guard, so an event is never left waiting for a store that
+/// is free.
+pub(crate) struct StoreGuard<'a> {
+    shared: &'a DomainShared,
+    guard: Option<MutexGuard<'a, Option<Loaded>>>,
+}
+
+impl std::ops::Deref for StoreGuard<'_> {
+    type Target = Option<Loaded>;
+    fn deref(&self) -> &Option<Loaded> {
+        self.guard.as_ref().expect("held until dropped")
+    }
+}
+
+impl std::ops::DerefMut for StoreGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Option<Loaded> {
+        self.guard.as_mut().expect("held until dropped")
+    }
+}
+
+impl Drop for StoreGuard<'_> {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        unload::run_event_if_free(self.shared);
+    }
+}
+
 /// What a domain shares between its `Domain` values, its `DomainRef`s and
 /// the registry.
 pub(crate) struct DomainShared {
@@ -188,9 +219,26 @@ impl DomainShared {
         }
     }
 
-    /// The store, waiting for an in-flight call to return.
-    pub(crate) fn lock(&self) -> MutexGuard<'_, Option<Loaded>> {
-        lock(&self.loaded)
+    /// The store, waiting for an in-flight call to return. Whoever gives
+    /// it back runs an unloading event that waits for it ([`StoreGuard`]).
+    pub(crate) fn lock(&self) -> StoreGuard<'_> {
+        StoreGuard {
+            shared: self,
+            guard: Some(lock(&self.loaded)),
+        }
+    }
+
+    /// The store if it is free now.
+    pub(crate) fn try_lock(&self) -> Option<StoreGuard<'_>> {
+        let guard = match self.loaded.try_lock() {
+            Ok(guard) => guard,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        };
+        Some(StoreGuard {
+            shared: self,
+            guard: Some(guard),
+        })
     }
 
     pub(crate) fn ledger(&self) -> Ledger {
@@ -246,15 +294,15 @@ impl Listed for DomainShared {
     fn info(&self) -> DomainInfo {
         // The modules are read only if the store is free: a view never
         // waits for a call.
-        let (modules, memory_bytes) = match self.loaded.try_lock() {
-            Ok(guard) => match guard.as_ref() {
+        let (modules, memory_bytes) = match self.try_lock() {
+            Some(guard) => match guard.as_ref() {
                 Some(l) => (
                     l.modules.iter().map(|m| m.name.clone()).collect(),
                     Some(l.store.data().memory_used()),
                 ),
                 None => (Vec::new(), Some(0)),
             },
-            Err(_) => (Vec::new(), None),
+            None => (Vec::new(), None),
         };
         DomainInfo {
             id: self.id,
@@ -434,16 +482,26 @@ impl Domain {
             state,
             cause: self.shared.ended_by(),
         };
-        match self.state() {
-            DomainState::Running => {}
-            state => return Err(not_running(state)),
+        // A load runs guest code (start functions): it is a root, like a
+        // call, so an unload begun meanwhile waits for it and later loads
+        // are refused.
+        let shared = &self.shared;
+        shared
+            .state
+            .acquire_root(state::Admit::Running)
+            .map_err(not_running)?;
+        let mut guard = shared.lock();
+        let result = match guard.as_mut() {
+            None => Err(not_running(self.state())),
+            Some(loaded) if loaded.modules.iter().any(|m| m.name == name) => {
+                Err(LoadError::Duplicate(name.to_string()))
+            }
+            Some(loaded) => resolve::load(shared, loaded, name, module),
+        };
+        if shared.state.release_root() == state::Next::Complete {
+            unload::teardown(shared, &mut guard, unload::Ending::Unloaded, None);
         }
-        let mut guard = self.shared.lock();
-        let loaded = guard.as_mut().ok_or_else(|| not_running(self.state()))?;
-        if loaded.modules.iter().any(|m| m.name == name) {
-            return Err(LoadError::Duplicate(name.to_string()));
-        }
-        resolve::load(&self.shared, loaded, name, module)
+        result
     }
 
     /// The shared memory a loaded module exports under `export`, if any (for

@@ -439,3 +439,57 @@ fn views_show_the_roots_the_modules_and_the_memory_of_each_domain() {
     domain.unload().unwrap();
     assert!(host.domains().is_empty());
 }
+
+#[test]
+fn an_unload_begun_while_the_store_is_busy_completes_when_it_is_given_back() {
+    let _serial = serial();
+    let host = Arc::new(host());
+    // A load whose start function sleeps holds the store (and is a root).
+    let slow = host
+        .compile(
+            br#"(module (import "custody" "sleep" (func $sleep (param i32) (result i32)))
+                 (func $start (drop (call $sleep (i32.const 100)))) (start $start))"#,
+        )
+        .unwrap();
+    let domain = host.create_domain(DomainConfig::new()).unwrap();
+    let loading = {
+        let (domain, slow) = (domain.clone(), slow.clone());
+        thread::spawn(move || domain.load("slow", &slow))
+    };
+    thread::sleep(Duration::from_millis(30));
+    let ticket = domain.begin_unload().unwrap();
+    assert!(
+        loading.join().unwrap().is_ok(),
+        "the load in flight finishes"
+    );
+    assert!(
+        ticket.wait(Duration::from_secs(2)).is_ok(),
+        "then the unload completes"
+    );
+    assert!(matches!(
+        domain.load("late", &slow),
+        Err(LoadError::NotRunning { .. })
+    ));
+
+    // Views of the domains hold their stores for a moment, over and over:
+    // an unload begun meanwhile still completes.
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let (host, stop) = (Arc::clone(&host), Arc::clone(&stop));
+        thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::hint::black_box(host.domains());
+            }
+        })
+    };
+    for _ in 0..300 {
+        let domain = host.create_domain(DomainConfig::new()).unwrap();
+        let ticket = domain.begin_unload().unwrap();
+        assert!(
+            ticket.wait(Duration::from_secs(2)).is_ok(),
+            "an event was lost"
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    watcher.join().unwrap();
+}

@@ -72,9 +72,9 @@ impl Domain {
             // abandoned): its instances go now that it returned.
             drop(guard.take());
         }
+        // Giving the store back runs an unloading event that waited for it
+        // (an unload begun while this call held the store).
         drop(guard);
-        // An unload begun while this call held the store found it busy.
-        unload::run_event_if_free(shared);
         outcome
     }
 }

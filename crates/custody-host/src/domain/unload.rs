@@ -201,7 +201,14 @@ pub(crate) fn run_event_if_free(shared: &DomainShared) {
     if !shared.state.wants_event() {
         return;
     }
-    if let Ok(mut guard) = shared.loaded.try_lock() {
+    // The raw mutex, not a `StoreGuard`: giving it back must not come here
+    // again (and the event, once claimed, is not wanted any more).
+    let guard = match shared.loaded.try_lock() {
+        Ok(guard) => Some(guard),
+        Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+        Err(std::sync::TryLockError::WouldBlock) => None,
+    };
+    if let Some(mut guard) = guard {
         run_event(shared, &mut guard);
     }
 }

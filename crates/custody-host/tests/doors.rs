@@ -1,12 +1,14 @@
 //! Every bound of SPEC C1 attacked through every door guest code has: the
-//! start function, a call, the unloading hook, and the re-instantiation at
-//! a recycle. Each attack must end promptly with an error that names the
+//! start function, a call, the unloading hook, the re-instantiation at a
+//! recycle, and a timer's callback (a call no embedder made: its failure is
+//! seen in its `callAborted` report). Each attack must end promptly with an error that names the
 //! bound (or be cut by it without an error, for quotas and rates), and
 //! leave the fds where they were; at the end the process's memory is back
 //! near where it started.
 
 use std::time::{Duration, Instant};
 
+use custody_handle::diagnostics::{Assistant, Collector};
 use custody_host::abi::AbiError;
 use custody_host::{CallError, Domain, DomainConfig, HookOutcome, Module, Policy};
 use custody_testkit::*;
@@ -76,6 +78,8 @@ enum Door {
     Call,
     Hook,
     Recycle,
+    /// A timer's callback (`timer_set`): a call no embedder made.
+    Timer,
 }
 
 /// The shared-memory attack, run with the policy's `threads`.
@@ -96,6 +100,14 @@ fn module(attack: &Attack, door: Door, memory: &str) -> String {
             r#"(func $s (if (call $armed) (then (call $attack)))) (start $s)
                (func (export "fail_critical") (drop (call $enter)) unreachable)"#
         }
+        Door::Timer => {
+            r#"(data (i32.const 300) "attack_cb")
+               (func (export "arm") (result i32)
+                 (call $timer_set (i32.const 0) (i32.const 0) (i32.const 300) (i32.const 9) (i32.const 96)))
+               (func (export "attack_cb") (param i32)
+                 (i32.store (i32.const 256) (i32.const 1)) (call $attack))
+               (func (export "started") (result i32) (i32.load (i32.const 256)))"#
+        }
     };
     format!(
         r#"(module
@@ -105,6 +117,7 @@ fn module(attack: &Attack, door: Door, memory: &str) -> String {
           (import "custody" "open" (func $open (param i32 i32 i32 i32) (result i32)))
           (import "custody" "close" (func $close (param i32) (result i32)))
           (import "custody" "critical_enter" (func $enter (result i32)))
+          (import "custody" "timer_set" (func $timer_set (param i32 i32 i32 i32 i32) (result i32)))
           (memory (export "memory") {memory})
           (table 1 funcref)
           (data (i32.const 0) "data/armed")
@@ -191,6 +204,30 @@ fn through(
                 other => panic!("{}: {other:?}", attack.name),
             }
         }
+        Door::Timer => {
+            domain.load("hostile", module).unwrap();
+            let seen = Collector::start();
+            assert_eq!(call(&domain, "arm", &[]), 0, "{}: armed", attack.name);
+            // Calls are serialized: this one waits for the callback's end.
+            let waited = Instant::now();
+            while call(&domain, "started", &[]) == 0 {
+                assert!(
+                    waited.elapsed() < Duration::from_secs(5),
+                    "the timer never fired"
+                );
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let id = domain.id();
+            let aborted = seen.matching(|d| {
+                d.assistant == Assistant::CallAborted
+                    && d.domain == Some(id)
+                    && d.function.as_deref() == Some("attack_cb")
+            });
+            match aborted.first() {
+                Some(d) => Err(d.reason.clone().unwrap_or_default()),
+                None => Ok(()),
+            }
+        }
     };
     (outcome, domain)
 }
@@ -251,7 +288,13 @@ fn run_doors(
     dir: &std::path::Path,
     count_fds: bool,
 ) {
-    for door in [Door::Start, Door::Call, Door::Hook, Door::Recycle] {
+    for door in [
+        Door::Start,
+        Door::Call,
+        Door::Hook,
+        Door::Recycle,
+        Door::Timer,
+    ] {
         let what = format!("{} through {door:?}", attack.name);
         let module = prepare(host, attack, door, memory);
         let baseline = FdBaseline::now();
@@ -267,7 +310,15 @@ fn run_doors(
             (Some(words), Err(text)) => assert!(text.contains(words), "{what}: {text}"),
             (expected, got) => panic!("{what}: expected {expected:?}, got {got:?}"),
         }
+        let unloading = Instant::now();
         let _ = domain.unload();
+        if std::env::var_os("DOORS_TIMING").is_some() {
+            eprintln!(
+                "{what}: {:?}, unload {:?}",
+                started.elapsed(),
+                unloading.elapsed()
+            );
+        }
         drop(domain);
         if count_fds {
             baseline.assert_back(&what);

@@ -90,17 +90,14 @@ fn schedule(
             &[Val::I32(id as i32)],
             Admit::WhileUnloading,
         );
-        if let Some(period) = period
-            && !armed.is_disarmed()
-        {
-            schedule(
-                &again,
-                domain,
-                armed,
-                export,
-                Instant::now() + period,
-                Some(period),
-            );
+        match period {
+            Some(period) if !armed.is_disarmed() => {
+                let next = Instant::now() + period;
+                schedule(&again, domain, armed, export, next, Some(period));
+            }
+            // A one-shot timer that fired is armed no more: it stops being a
+            // root (its handle stays until the guest closes it).
+            _ => armed.disarm(),
         }
     });
 }

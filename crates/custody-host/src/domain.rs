@@ -99,6 +99,15 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// [`lock`], if the mutex is free now.
+pub(crate) fn try_lock<T>(mutex: &Mutex<T>) -> Option<MutexGuard<'_, T>> {
+    match mutex.try_lock() {
+        Ok(guard) => Some(guard),
+        Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+        Err(std::sync::TryLockError::WouldBlock) => None,
+    }
+}
+
 /// The store, held. An unload begun while someone held the store could not
 /// run its unloading event; so whoever gives the store back (a call, a
 /// load, a memory view, a view of the domain) checks, once the store is
@@ -230,14 +239,9 @@ impl DomainShared {
 
     /// The store if it is free now.
     pub(crate) fn try_lock(&self) -> Option<StoreGuard<'_>> {
-        let guard = match self.loaded.try_lock() {
-            Ok(guard) => guard,
-            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
-            Err(std::sync::TryLockError::WouldBlock) => return None,
-        };
         Some(StoreGuard {
             shared: self,
-            guard: Some(guard),
+            guard: Some(try_lock(&self.loaded)?),
         })
     }
 

@@ -493,3 +493,36 @@ fn an_unload_begun_while_the_store_is_busy_completes_when_it_is_given_back() {
     stop.store(true, Ordering::Relaxed);
     watcher.join().unwrap();
 }
+
+#[test]
+fn timers_are_bounded_by_the_wait_cap_and_the_handle_quota() {
+    let _serial = serial();
+    let (host, _lines) = host_with(Policy {
+        handle_quota: 3,
+        ..Policy::default()
+    });
+    let module = warmed_module(&host, &ticker(true));
+    let domain = host.create_domain(DomainConfig::new()).unwrap();
+    domain.load("main", &module).unwrap();
+    let denied = custody_host::AbiError::Denied.code();
+    assert_eq!(
+        call(&domain, "arm", &[20_000, 0]),
+        denied,
+        "a delay past max_wait"
+    );
+    assert_eq!(
+        call(&domain, "arm", &[0, 20_000]),
+        denied,
+        "a period past max_wait"
+    );
+    for _ in 0..3 {
+        assert_eq!(call(&domain, "arm", &[5_000, 5_000]), 0);
+    }
+    assert_eq!(
+        call(&domain, "arm", &[5_000, 5_000]),
+        custody_host::AbiError::Quota.code(),
+        "a timer is a handle: the quota holds"
+    );
+    assert_eq!(domain.roots().len(), 3, "one root a timer");
+    domain.force_unload().unwrap();
+}

@@ -105,6 +105,19 @@ pub(crate) struct RootRecord {
 }
 
 impl RootRecord {
+    /// A record of a root whose origin is known already (a guest stack).
+    pub(crate) fn with_origin(kind: RootKind, label: String, thread: &str, site: String) -> Self {
+        RootRecord {
+            kind,
+            label,
+            thread: thread.to_string(),
+            site: Some(site),
+            since: Instant::now(),
+            holder: None,
+            detail: None,
+        }
+    }
+
     /// A record made here, now, on this thread.
     pub(crate) fn new(kind: RootKind, label: String, site: String) -> Self {
         RootRecord {

@@ -32,9 +32,12 @@ impl Timers for DomainTimers {
             .state
             .acquire_root(Admit::Running)
             .map_err(|_| AbiError::Denied)?;
-        let mut record = RootRecord::new(RootKind::Timer, spec.export.clone(), String::new());
-        record.thread = "guest timer".into();
-        record.site = Some(spec.stack);
+        let mut record = RootRecord::with_origin(
+            RootKind::Timer,
+            spec.export.clone(),
+            "guest timer",
+            spec.stack,
+        );
         record.detail = Some(match spec.period {
             Some(p) => format!("first due in {:?}, then every {p:?}", spec.delay),
             None => format!("due in {:?}", spec.delay),

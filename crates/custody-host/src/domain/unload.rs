@@ -120,14 +120,13 @@ impl Domain {
     /// # Errors
     /// [`UnloadError::NotRunning`] if the domain has already been unloaded.
     pub fn unload(&self) -> Result<UnloadReport, UnloadError> {
-        let ticket = self.begin_unload()?;
+        begin(&self.shared)?;
         let policy = &self.shared.policy;
         let begun = Instant::now();
         if let Some(report) = self.shared.wait_report(policy.unload_grace) {
             return Ok(report);
         }
         report_blocked(&self.shared);
-        drop(ticket);
         let left = policy.unload_timeout.saturating_sub(begun.elapsed());
         if let Some(report) = self.shared.wait_report(left) {
             return Ok(report);
@@ -203,12 +202,7 @@ pub(crate) fn run_event_if_free(shared: &DomainShared) {
     }
     // The raw mutex, not a `StoreGuard`: giving it back must not come here
     // again (and the event, once claimed, is not wanted any more).
-    let guard = match shared.loaded.try_lock() {
-        Ok(guard) => Some(guard),
-        Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
-        Err(std::sync::TryLockError::WouldBlock) => None,
-    };
-    if let Some(mut guard) = guard {
+    if let Some(mut guard) = super::try_lock(&shared.loaded) {
         run_event(shared, &mut guard);
     }
 }
@@ -281,16 +275,15 @@ pub(crate) fn force(shared: &DomainShared, why: &str) -> UnloadReport {
 
 /// The store, waiting at most `grace` for the call in flight to return.
 fn lock_within(shared: &DomainShared, grace: Duration) -> Option<MutexGuard<'_, Option<Loaded>>> {
-    let until = Instant::now() + grace;
+    let until = Instant::now().checked_add(grace);
     loop {
-        match shared.loaded.try_lock() {
-            Ok(guard) => return Some(guard),
-            Err(std::sync::TryLockError::Poisoned(p)) => return Some(p.into_inner()),
-            Err(std::sync::TryLockError::WouldBlock) if Instant::now() < until => {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            Err(std::sync::TryLockError::WouldBlock) => return None,
+        if let Some(guard) = super::try_lock(&shared.loaded) {
+            return Some(guard);
         }
+        if until.is_some_and(|until| Instant::now() >= until) {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 

@@ -19,8 +19,7 @@ const COMPILE_BYTES_PER_CODE_BYTE: u64 = 64;
 /// its `threads` (shared memories). Bytes that do not parse are left to the
 /// compiler, which says why.
 pub(crate) fn check(wasm: &[u8], policy: &Policy) -> Result<(), String> {
-    check_shape(wasm, &policy.compile_limits)?;
-    let shape = Shape::of(wasm);
+    let shape = check_shape(wasm, &policy.compile_limits)?;
     let parallel = std::thread::available_parallelism().map_or(1, |n| n.get());
     let estimate = shape.compile_memory(parallel);
     if estimate > policy.compile_memory_limit as u64 {
@@ -60,46 +59,45 @@ struct Shape {
     exported_memories: Vec<u32>,
     /// How many memories are imported (they come first in the index space).
     imported_memories: u32,
+    /// How many memories were seen so far (imported and defined).
+    memories: u32,
 }
 
 impl Shape {
-    fn of(wasm: &[u8]) -> Shape {
-        let mut shape = Shape::default();
-        let mut memories = 0u32;
-        let mut note = |shape: &mut Shape, shared: bool| {
-            if shared {
-                shape.shared_memories.push(memories);
-            }
-            memories += 1;
-        };
-        for payload in Parser::new(0).parse_all(wasm) {
-            let Ok(payload) = payload else { break };
-            match payload {
-                Payload::ImportSection(s) => {
-                    for import in s.into_imports().flatten() {
-                        if let TypeRef::Memory(ty) = import.ty {
-                            note(&mut shape, ty.shared);
-                            shape.imported_memories += 1;
-                        }
-                    }
-                }
-                Payload::MemorySection(s) => {
-                    for ty in s.into_iter().flatten() {
-                        note(&mut shape, ty.shared);
-                    }
-                }
-                Payload::ExportSection(s) => {
-                    for export in s.into_iter().flatten() {
-                        if export.kind == ExternalKind::Memory {
-                            shape.exported_memories.push(export.index);
-                        }
-                    }
-                }
-                Payload::CodeSectionEntry(body) => shape.bodies.push(body.range().len() as u64),
-                _ => {}
-            }
+    /// One more memory in the index space, shared or not.
+    fn note_memory(&mut self, shared: bool) {
+        if shared {
+            self.shared_memories.push(self.memories);
         }
-        shape
+        self.memories += 1;
+    }
+
+    /// Notes what `payload` tells of the module's memories and code.
+    fn record(&mut self, payload: &Payload<'_>) {
+        match payload {
+            Payload::ImportSection(s) => {
+                for import in s.clone().into_imports().flatten() {
+                    if let TypeRef::Memory(ty) = import.ty {
+                        self.note_memory(ty.shared);
+                        self.imported_memories += 1;
+                    }
+                }
+            }
+            Payload::MemorySection(s) => {
+                for ty in s.clone().into_iter().flatten() {
+                    self.note_memory(ty.shared);
+                }
+            }
+            Payload::ExportSection(s) => {
+                for export in s.clone().into_iter().flatten() {
+                    if export.kind == ExternalKind::Memory {
+                        self.exported_memories.push(export.index);
+                    }
+                }
+            }
+            Payload::CodeSectionEntry(body) => self.bodies.push(body.range().len() as u64),
+            _ => {}
+        }
     }
 
     /// The estimated peak memory of compiling the module with `parallel`
@@ -113,7 +111,9 @@ impl Shape {
     }
 }
 
-fn check_shape(wasm: &[u8], limits: &CompileLimits) -> Result<(), String> {
+/// Checks the structural limits in one pass over `wasm`, and returns what
+/// the pass saw of its shape.
+fn check_shape(wasm: &[u8], limits: &CompileLimits) -> Result<Shape, String> {
     let over = |what: &str, count: u64, limit: u64| {
         if count > limit {
             Err(format!("{what}: {count}, above the limit of {limit}"))
@@ -127,8 +127,12 @@ fn check_shape(wasm: &[u8], limits: &CompileLimits) -> Result<(), String> {
         limits.module_bytes as u64,
     )?;
     let mut imports_and_exports = 0u64;
+    let mut shape = Shape::default();
     for payload in Parser::new(0).parse_all(wasm) {
-        let Ok(payload) = payload else { return Ok(()) };
+        let Ok(payload) = payload else {
+            return Ok(shape);
+        };
+        shape.record(&payload);
         match payload {
             Payload::ImportSection(s) => imports_and_exports += u64::from(s.count()),
             Payload::ExportSection(s) => imports_and_exports += u64::from(s.count()),
@@ -155,7 +159,7 @@ fn check_shape(wasm: &[u8], limits: &CompileLimits) -> Result<(), String> {
             limits.imports_and_exports.into(),
         )?;
     }
-    Ok(())
+    Ok(shape)
 }
 
 fn check_body(
@@ -218,7 +222,7 @@ mod tests {
     #[test]
     fn names_the_first_limit_passed() {
         let limits = CompileLimits::default();
-        assert_eq!(check_shape(&nested(1000), &limits), Ok(()));
+        assert!(check_shape(&nested(1000), &limits).is_ok());
         let error = check_shape(&nested(5000), &limits).unwrap_err();
         assert!(
             error.contains("blocks nested in one function: 1025"),

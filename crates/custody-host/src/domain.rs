@@ -173,8 +173,9 @@ pub(crate) struct DomainShared {
     pub(crate) on_unloading: Mutex<Vec<OnUnloading>>,
     pub(crate) on_unloaded: Mutex<Vec<OnUnloaded>>,
     /// Refs this domain holds on others (`strong_ref_for`), released when
-    /// its unload completes.
-    pub(crate) owned_refs: Mutex<Vec<ReleaseRef>>,
+    /// its unload completes; `None` from then on, so a ref made as it
+    /// completes is refused rather than kept forever.
+    pub(crate) owned_refs: Mutex<Option<Vec<ReleaseRef>>>,
     /// When an unload was asked for.
     pub(crate) unload_requested: Mutex<Option<Instant>>,
     /// Whether `unloadBlocked` fired for this unload.
@@ -262,6 +263,7 @@ impl DomainShared {
             Arc::clone(&runtime.log),
         );
         let mut ctx = ctx;
+        ctx.blocked = Arc::clone(&self.roots.blocked);
         ctx.timers = Some(Arc::new(timers::DomainTimers {
             shared: self.me.clone(),
             thread: Arc::clone(&runtime.timers),
@@ -385,7 +387,7 @@ impl Domain {
             hook: Mutex::new(None),
             on_unloading: Mutex::default(),
             on_unloaded: Mutex::default(),
-            owned_refs: Mutex::default(),
+            owned_refs: Mutex::new(Some(Vec::new())),
             unload_requested: Mutex::new(None),
             blocked_reported: Default::default(),
             ended_by: Mutex::new(None),

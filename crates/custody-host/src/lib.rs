@@ -60,7 +60,7 @@ pub use config::{
     PolicyError, PolicyOverrides, SizeError, UnloadBlockedAction, parse_size,
 };
 pub use domain::Domain;
-pub use domain::refs::{DomainRef, MemoryView, WeakDomain};
+pub use domain::refs::{DomainRef, MemoryView, PinError, PinnedHandle, WeakDomain};
 pub use domain::report::{FailedRelease, Forced, HookOutcome, UnloadReport};
 pub use domain::roots::{Root, RootKind};
 pub use domain::state::DomainState;

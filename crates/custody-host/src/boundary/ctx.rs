@@ -14,6 +14,7 @@ use rustix::event::PollFlags;
 use rustix::io::Errno;
 use wasmtime::{Extern, ModuleExport, ResourceLimiter};
 
+use super::blocked::BlockedIn;
 use super::cancel::{Cancel, Interrupt, Reason, Waited};
 use super::errno::AbiError;
 use super::preopen::Preopens;
@@ -89,6 +90,9 @@ pub(crate) struct DomainCtx {
     /// The memory of the store's only instance, while it has exactly one:
     /// then every host call comes from that instance and needs no lookup.
     pub(crate) only_memory: Option<Extern>,
+    /// The wait the current call is in, for the domain's roots (shared
+    /// with them; set by the domain).
+    pub(crate) blocked: Arc<BlockedIn>,
 }
 
 impl DomainCtx {
@@ -122,6 +126,7 @@ impl DomainCtx {
             instantiating: false,
             timers: None,
             only_memory: None,
+            blocked: Arc::default(),
         }
     }
 
@@ -204,19 +209,6 @@ impl DomainCtx {
             Ok(Waited::TimedOut) if cut_by_deadline => Err(AbiError::Aborted),
             Ok(outcome) => Ok(outcome),
             Err(e) => Err(self.io_error(&e)),
-        }
-    }
-
-    /// Waits until `fd` is ready for `interest` (a read or write that would
-    /// block): `E_TIMEDOUT` at the policy's wait cap.
-    pub(crate) fn wait_ready(
-        &self,
-        fd: BorrowedFd<'_>,
-        interest: PollFlags,
-    ) -> Result<(), AbiError> {
-        match self.wait(&[fd], interest, self.policy.max_wait)? {
-            Waited::Ready(_) => Ok(()),
-            _ => Err(AbiError::TimedOut),
         }
     }
 }

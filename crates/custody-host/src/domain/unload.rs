@@ -344,8 +344,8 @@ pub(crate) fn teardown(
     }
     shared.complete(report.clone());
     // Refs this domain held on others (`strong_ref_for`) go with it.
-    let dependents = std::mem::take(&mut *super::lock(&shared.owned_refs));
-    for release in dependents {
+    let dependents = super::lock(&shared.owned_refs).take();
+    for release in dependents.into_iter().flatten() {
         release();
     }
     report
@@ -383,8 +383,12 @@ fn likely_cause(root: &Root) -> String {
     use super::roots::RootKind;
     match root.kind {
         RootKind::Call => format!(
-            "a call to {} is still running (it ends at its deadline, or force the unload)",
-            root.label
+            "a call to {} is still running{} (it ends at its deadline, or force the unload)",
+            root.label,
+            root.detail
+                .as_deref()
+                .map(|d| format!(", {d}"))
+                .unwrap_or_default()
         ),
         RootKind::Ref => format!("a DomainRef labelled {:?} was not dropped", root.label),
         RootKind::MemoryView => format!("a memory view labelled {:?} was not dropped", root.label),
@@ -397,6 +401,11 @@ fn likely_cause(root: &Root) -> String {
                 .lines()
                 .next()
                 .unwrap_or("?")
+        ),
+        RootKind::PinnedHandle => format!(
+            "a host thread pinned {} ({:?}) outside a call and has not dropped the guard",
+            root.detail.as_deref().unwrap_or("a handle"),
+            root.label
         ),
         RootKind::Dependent => format!(
             "domain {} holds a ref to this one ({:?}); it goes when that domain unloads",

@@ -310,11 +310,15 @@ impl Roots {
                     call.stack = Some(blocked.stack);
                 }
                 None => {
-                    // A host call that is not a wait (an embedder function
-                    // busy elsewhere) reaches no epoch check either.
+                    // No epoch check within the wait: the thread was not
+                    // scheduled, or it is in a host call that blocks
+                    // outside custody's wait (an embedder function busy
+                    // elsewhere), which reaches none.
                     call.stack = Some(self.sample(wait).unwrap_or_else(|| {
-                        "not sampled: the guest is in a host call that does not wait through custody"
-                            .to_string()
+                        format!(
+                            "not sampled: no epoch check within {} ms (the thread was not scheduled, or it is in a host call that blocks outside custody's wait)",
+                            wait.as_millis()
+                        )
                     }));
                 }
             }

@@ -70,6 +70,13 @@ impl HostCall<'_, '_> {
         guest_stack(self.caller)
     }
 
+    /// The domain, without its memory (a body that must resolve something
+    /// of the domain's before it touches guest memory).
+    #[inline]
+    pub(crate) fn ctx(&mut self) -> &mut DomainCtx {
+        self.caller.data_mut()
+    }
+
     /// The caller's memory and the domain, borrowed together.
     #[inline]
     pub(crate) fn split(&mut self) -> (GuestMemory<'_>, &mut DomainCtx) {
@@ -81,13 +88,12 @@ impl HostCall<'_, '_> {
     /// stack now (a blocked guest reaches no epoch check to be sampled at).
     pub(crate) fn wait(
         &mut self,
-        fds: &[BorrowedFd<'_>],
-        interest: PollFlags,
+        fds: &[(BorrowedFd<'_>, PollFlags)],
         wanted: Duration,
     ) -> Result<Waited, AbiError> {
         let ctx = self.caller.data();
         let _waiting = ctx.blocked.enter(self.name, self.guest_stack());
-        ctx.wait(fds, interest, wanted)
+        ctx.wait(fds, wanted)
     }
 
     /// Runs one non-blocking `io` on the caller's memory until it does not
@@ -107,7 +113,7 @@ impl HostCall<'_, '_> {
                 Err(Errno::INTR) => {}
                 Err(Errno::AGAIN) => {
                     let max_wait = ctx.policy.max_wait;
-                    if !matches!(self.wait(&[fd], interest, max_wait)?, Waited::Ready(_)) {
+                    if !matches!(self.wait(&[(fd, interest)], max_wait)?, Waited::Ready(_)) {
                         return Err(AbiError::TimedOut);
                     }
                 }

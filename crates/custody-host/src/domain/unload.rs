@@ -483,7 +483,15 @@ fn run_unloading_hook(loaded: &mut Loaded, limit: Duration) -> HookOutcome {
     loaded.store.data_mut().in_unloading_hook = true;
     for hook in hooks {
         let started = Instant::now();
-        let result = call_func(&mut loaded.store, UNLOADING_EXPORT, hook, &[], Some(limit));
+        let ty = hook.ty(&loaded.store);
+        let result = call_func(
+            &mut loaded.store,
+            UNLOADING_EXPORT,
+            hook,
+            &ty,
+            &[],
+            Some(limit),
+        );
         outcome = match result {
             Ok(_) => HookOutcome::Completed,
             Err(CallError::Aborted {

@@ -152,6 +152,8 @@ impl Drop for StoreGuard<'_> {
     fn drop(&mut self) {
         drop(self.guard.take());
         unload::run_event_if_free(self.shared);
+        // A timer runner that found the store held waits for this.
+        self.shared.timers.store_released();
     }
 }
 
@@ -159,8 +161,8 @@ impl Drop for StoreGuard<'_> {
 /// the registry.
 pub(crate) struct DomainShared {
     pub(crate) id: u64,
-    /// Itself, weakly: what its store's timers hold.
-    me: std::sync::Weak<DomainShared>,
+    /// Its guest timers: what its store arms them with, and their runner.
+    pub(crate) timers: Arc<timers::DomainTimers>,
     pub(crate) state: StateWord,
     pub(crate) table: Arc<HandleTable>,
     pub(crate) cancel: Arc<Cancel>,
@@ -280,10 +282,7 @@ impl DomainShared {
         );
         let mut ctx = ctx;
         ctx.blocked = Arc::clone(&self.roots.blocked);
-        ctx.timers = Some(Arc::new(timers::DomainTimers {
-            shared: self.me.clone(),
-            thread: Arc::clone(&runtime.timers),
-        }));
+        ctx.timers = Some(Arc::clone(&self.timers) as _);
         let mut store = Store::new(&runtime.engine, ctx);
         store.limiter(|ctx| ctx as &mut dyn ResourceLimiter);
         // The epoch ticker fires every few milliseconds; each time, a running
@@ -386,7 +385,7 @@ impl Domain {
         let table = Arc::new(HandleTable::with_limit(policy.handle_quota).for_domain(id));
         let shared = Arc::new_cyclic(|me| DomainShared {
             id,
-            me: me.clone(),
+            timers: timers::DomainTimers::new(me.clone(), Arc::clone(&runtime.timers)),
             state: StateWord::new(),
             table,
             cancel: Arc::default(),

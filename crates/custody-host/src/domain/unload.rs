@@ -195,7 +195,8 @@ fn begin(shared: &Arc<DomainShared>) -> Result<(), UnloadError> {
 }
 
 /// Runs the unloading event if it is wanted and the store is free (else
-/// the call holding the store runs it when it ends).
+/// the call holding the store runs it when it ends); then hands on the
+/// store to a timer runner that found it held.
 pub(crate) fn run_event_if_free(shared: &DomainShared) {
     if !shared.state.wants_event() {
         return;
@@ -204,6 +205,10 @@ pub(crate) fn run_event_if_free(shared: &DomainShared) {
     // again (and the event, once claimed, is not wanted any more).
     if let Some(mut guard) = super::try_lock(&shared.loaded) {
         run_event(shared, &mut guard);
+        drop(guard);
+        // A timer due during the event runs now (a cooperative unload
+        // still lets callbacks in).
+        shared.timers.store_released();
     }
 }
 

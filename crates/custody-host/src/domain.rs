@@ -50,7 +50,7 @@ use wasmtime::{
     WasmBacktrace,
 };
 
-use self::report::{HookOutcome, UnloadReport};
+use self::report::{ModuleHook, UnloadReport};
 use self::roots::Roots;
 use self::state::{DomainState, StateWord};
 use crate::boundary::cancel::{Cancel, Interrupt, Reason};
@@ -186,8 +186,8 @@ pub(crate) struct DomainShared {
     /// has; `completed` wakes its waiters.
     completion: Mutex<Option<UnloadReport>>,
     completed: Condvar,
-    /// The unloading hook's outcome, between the event and the teardown.
-    pub(crate) hook: Mutex<Option<HookOutcome>>,
+    /// Each module's unloading hook, between the event and the teardown.
+    pub(crate) hooks: Mutex<Vec<ModuleHook>>,
     pub(crate) on_unloading: Mutex<Vec<OnUnloading>>,
     pub(crate) on_unloaded: Mutex<Vec<OnUnloaded>>,
     /// Refs this domain holds on others (`strong_ref_for`), released when
@@ -399,7 +399,7 @@ impl Domain {
             roots: Arc::default(),
             completion: Mutex::new(None),
             completed: Condvar::new(),
-            hook: Mutex::new(None),
+            hooks: Mutex::default(),
             on_unloading: Mutex::default(),
             on_unloaded: Mutex::default(),
             owned_refs: Mutex::new(Some(Vec::new())),

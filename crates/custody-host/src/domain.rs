@@ -325,10 +325,19 @@ impl Listed for DomainShared {
             },
             None => (Vec::new(), None),
         };
+        // One snapshot for both counts, so they agree.
+        let by_kind = self.table.count_by_kind();
+        let mut handles_by_type = std::collections::BTreeMap::new();
+        for &(kind, count) in &by_kind {
+            *handles_by_type
+                .entry(custody_handle::short_type_name(kind))
+                .or_default() += count;
+        }
         DomainInfo {
             id: self.id,
             state: self.state.load(),
-            handles: self.table.len(),
+            handles: by_kind.iter().map(|(_, count)| count).sum(),
+            handles_by_type,
             age_ms: self.created.elapsed().as_millis() as u64,
             ledger: self.ledger(),
             roots: self.state.roots(),

@@ -85,12 +85,13 @@ impl Marks {
         }
     }
 
-    /// How many marks of `tag` fell in `from..to`.
-    fn count(&self, tag: i32, from: Instant, to: Instant) -> usize {
+    /// How many marks of `tag` come from `since` until `wait` from now.
+    fn count_after(&self, tag: i32, since: Instant, wait: Duration) -> usize {
+        thread::sleep(wait);
         let marks = self.0.lock().unwrap();
         marks
             .iter()
-            .filter(|(t, at)| *t == tag && *at >= from && *at < to)
+            .filter(|(t, at)| *t == tag && *at >= since)
             .count()
     }
 }
@@ -224,8 +225,7 @@ fn delays_and_periods_below_the_policy_s_minimum_are_raised_to_it() {
         "fired {:?} after arming",
         first - armed
     );
-    thread::sleep(Duration::from_millis(500));
-    let fired = marks.count(1, armed, Instant::now());
+    let fired = marks.count_after(1, armed, Duration::from_millis(500));
     // At most one per floor (fewer on a busy machine, never more).
     assert!(
         (1..=500 / 50 + 2).contains(&fired),
@@ -243,24 +243,19 @@ fn a_periodic_timer_skips_while_its_callback_or_a_call_runs_and_never_piles_up()
     // the end of the last.
     let armed = Instant::now();
     assert_eq!(call(&a, "arm", &[10, 10, SLOW]), 0);
-    thread::sleep(Duration::from_millis(600));
-    let fired = marks.count(1, armed, Instant::now());
+    let fired = marks.count_after(1, armed, Duration::from_millis(600));
     assert!(
         (1..=600 / 110 + 1).contains(&fired),
         "{fired} slow callbacks in 600 ms"
     );
-    let a = {
-        a.force_unload().unwrap();
-        domain(&host, &module, 2)
-    };
+    a.force_unload().unwrap();
+    let a = domain(&host, &module, 2);
     // A call holding the store for 400 ms while a 10 ms timer is due:
     // afterwards, one callback runs, not forty.
     assert_eq!(call(&a, "arm", &[10, 10, MARK]), 0);
     marks.first(2, armed);
     call(&a, "nap", &[400]);
-    let ended = Instant::now();
-    thread::sleep(Duration::from_millis(100));
-    let after = marks.count(2, ended, Instant::now());
+    let after = marks.count_after(2, Instant::now(), Duration::from_millis(100));
     assert!(
         after <= 100 / 10 + 2,
         "{after} callbacks in the 100 ms after the call"

@@ -50,7 +50,7 @@ use wasmtime::{
     WasmBacktrace,
 };
 
-use self::report::{HookOutcome, UnloadReport};
+use self::report::{ModuleHook, UnloadReport};
 use self::roots::Roots;
 use self::state::{DomainState, StateWord};
 use crate::boundary::cancel::{Cancel, Interrupt, Reason};
@@ -154,6 +154,8 @@ impl Drop for StoreGuard<'_> {
     fn drop(&mut self) {
         drop(self.guard.take());
         unload::run_event_if_free(self.shared);
+        // A timer runner that found the store held waits for this.
+        self.shared.timers.store_released();
     }
 }
 
@@ -161,8 +163,8 @@ impl Drop for StoreGuard<'_> {
 /// the registry.
 pub(crate) struct DomainShared {
     pub(crate) id: u64,
-    /// Itself, weakly: what its store's timers hold.
-    me: std::sync::Weak<DomainShared>,
+    /// Its guest timers: what its store arms them with, and their runner.
+    pub(crate) timers: Arc<timers::DomainTimers>,
     pub(crate) state: StateWord,
     pub(crate) table: Arc<HandleTable>,
     pub(crate) cancel: Arc<Cancel>,
@@ -186,8 +188,8 @@ pub(crate) struct DomainShared {
     /// has; `completed` wakes its waiters.
     completion: Mutex<Option<UnloadReport>>,
     completed: Condvar,
-    /// The unloading hook's outcome, between the event and the teardown.
-    pub(crate) hook: Mutex<Option<HookOutcome>>,
+    /// Each module's unloading hook, between the event and the teardown.
+    pub(crate) hooks: Mutex<Vec<ModuleHook>>,
     pub(crate) on_unloading: Mutex<Vec<OnUnloading>>,
     pub(crate) on_unloaded: Mutex<Vec<OnUnloaded>>,
     /// Refs this domain holds on others (`strong_ref_for`), released when
@@ -286,10 +288,7 @@ impl DomainShared {
         let mut ctx = ctx;
         ctx.blocked = Arc::clone(&self.roots.blocked);
         ctx.wasi = wasi;
-        ctx.timers = Some(Arc::new(timers::DomainTimers {
-            shared: self.me.clone(),
-            thread: Arc::clone(&runtime.timers),
-        }));
+        ctx.timers = Some(Arc::clone(&self.timers) as _);
         let mut store = Store::new(&runtime.engine, ctx);
         store.limiter(|ctx| ctx as &mut dyn ResourceLimiter);
         // The epoch ticker fires every few milliseconds; each time, a running
@@ -332,10 +331,19 @@ impl Listed for DomainShared {
             },
             None => (Vec::new(), None),
         };
+        // One snapshot for both counts, so they agree.
+        let by_kind = self.table.count_by_kind();
+        let mut handles_by_type = std::collections::BTreeMap::new();
+        for &(kind, count) in &by_kind {
+            *handles_by_type
+                .entry(custody_handle::short_type_name(kind))
+                .or_default() += count;
+        }
         DomainInfo {
             id: self.id,
             state: self.state.load(),
-            handles: self.table.len(),
+            handles: by_kind.iter().map(|(_, count)| count).sum(),
+            handles_by_type,
             age_ms: self.created.elapsed().as_millis() as u64,
             ledger: self.ledger(),
             roots: self.state.roots(),
@@ -393,7 +401,7 @@ impl Domain {
         let table = Arc::new(HandleTable::with_limit(policy.handle_quota).for_domain(id));
         let shared = Arc::new_cyclic(|me| DomainShared {
             id,
-            me: me.clone(),
+            timers: timers::DomainTimers::new(me.clone(), Arc::clone(&runtime.timers)),
             state: StateWord::new(),
             table,
             cancel: Arc::default(),
@@ -407,7 +415,7 @@ impl Domain {
             roots: Arc::default(),
             completion: Mutex::new(None),
             completed: Condvar::new(),
-            hook: Mutex::new(None),
+            hooks: Mutex::default(),
             on_unloading: Mutex::default(),
             on_unloaded: Mutex::default(),
             owned_refs: Mutex::new(Some(Vec::new())),

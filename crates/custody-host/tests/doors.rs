@@ -187,7 +187,7 @@ fn through(
         }
         Door::Hook => {
             domain.load("hostile", module).unwrap();
-            match domain.unload().unwrap().hook {
+            match domain.unload().unwrap().hook() {
                 HookOutcome::Completed => Ok(()),
                 HookOutcome::TimedOut => Err("the deadline of the hook passed".into()),
                 other => Err(format!("{other:?}")),

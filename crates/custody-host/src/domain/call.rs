@@ -9,7 +9,7 @@ use wasmtime::Val;
 use super::invoke::{call_func, report_aborted};
 use super::state::{Admit, Next};
 use super::unload::{self, Ending};
-use super::{Domain, DomainShared, Loaded, recycle};
+use super::{Domain, DomainShared, Loaded, StoreGuard, recycle};
 use crate::boundary::cancel::Reason;
 use crate::config::Action;
 use crate::error::CallError;
@@ -54,7 +54,19 @@ impl Domain {
             cause: shared.ended_by(),
         };
         shared.state.acquire_root(admit).map_err(not_running)?;
-        let mut guard = shared.lock();
+        Self::call_rooted(shared, shared.lock(), name, args)
+    }
+
+    /// A call whose root the caller took, with the store it holds (a
+    /// timer's runner takes the store without waiting): the call is run;
+    /// as it ends, the unloading event runs if one waits for the store, and
+    /// the root's drop completes the unload if it was the last.
+    pub(crate) fn call_rooted(
+        shared: &Arc<DomainShared>,
+        mut guard: StoreGuard<'_>,
+        name: &str,
+        args: &[Val],
+    ) -> Result<Vec<Val>, CallError> {
         let same = guard
             .as_mut()
             .is_some_and(|loaded| same_as_last(loaded, name));

@@ -30,18 +30,18 @@ impl Failure {
     }
 }
 
+/// A load error's exit status: 4 for a denied import, else 2.
+fn load_status(error: Option<&LoadError>) -> u8 {
+    match error {
+        Some(LoadError::Denied { .. } | LoadError::DeniedModule { .. }) => 4,
+        _ => 2,
+    }
+}
+
 impl From<LoadError> for Failure {
     fn from(error: LoadError) -> Self {
-        let status = if matches!(
-            error,
-            LoadError::Denied { .. } | LoadError::DeniedModule { .. }
-        ) {
-            4
-        } else {
-            2
-        };
         Failure {
-            status,
+            status: load_status(Some(&error)),
             message: error.to_string(),
         }
     }
@@ -49,16 +49,8 @@ impl From<LoadError> for Failure {
 
 impl From<ManifestError> for Failure {
     fn from(error: ManifestError) -> Self {
-        let status = if matches!(
-            error.load_error(),
-            Some(LoadError::Denied { .. } | LoadError::DeniedModule { .. })
-        ) {
-            4
-        } else {
-            2
-        };
         Failure {
-            status,
+            status: load_status(error.load_error()),
             message: error.to_string(),
         }
     }

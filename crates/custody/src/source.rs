@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use custody_host::{Category, Manifest, Policy};
 
-use crate::{Failure, RunArgs};
+use crate::args::RunArgs;
+use crate::run::Failure;
 
 /// What to run: one module, or the domain a manifest describes.
 pub(crate) enum Source<'a> {

@@ -304,12 +304,7 @@ fn a_closed_stdout_does_not_kill_the_cli() {
 #[test]
 fn a_missing_preopen_directory_is_named_as_such() {
     let output = custody(&["run", "examples/demo.wat", "--preopen", "no/such/dir"]);
-    assert_eq!(output.status.code(), Some(2));
-    assert!(
-        error_line(&output).contains("no such directory"),
-        "{}",
-        stderr(&output)
-    );
+    assert_fails_with(&output, 2, "no such directory");
 }
 
 #[test]

@@ -37,3 +37,10 @@ pub fn error_line(output: &Output) -> String {
     assert!(last.starts_with("custody: "), "{text}");
     last.to_string()
 }
+
+/// Asserts that the run failed with exit `status` and that its error line
+/// says `needle`.
+pub fn assert_fails_with(output: &Output, status: i32, needle: &str) {
+    assert_eq!(output.status.code(), Some(status), "{}", stderr(output));
+    assert!(error_line(output).contains(needle), "{}", stderr(output));
+}

@@ -149,3 +149,26 @@ impl Catalogue {
         self.categories.contains_key(module)
     }
 }
+
+/// Checks that `doc` (docs/RELIABILITY.md) has a row `| `name` | categories |`
+/// for each of `functions`, naming exactly its categories.
+#[cfg(test)]
+pub(crate) fn assert_documented(functions: &[HostFunction], doc: &str) {
+    for f in functions {
+        let prefix = format!("| `{}` |", f.name);
+        let row = doc
+            .lines()
+            .find(|l| l.starts_with(&prefix))
+            .unwrap_or_else(|| panic!("{} missing from docs/RELIABILITY.md", f.name));
+        let mut documented: Vec<&str> = row[prefix.len()..]
+            .trim_end_matches('|')
+            .split(',')
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .collect();
+        let mut actual: Vec<&str> = f.categories.iter().map(|c| c.name()).collect();
+        actual.sort_unstable();
+        documented.sort_unstable();
+        assert_eq!(documented, actual, "{}", f.name);
+    }
+}

@@ -60,6 +60,8 @@ use crate::error::LoadError;
 use crate::ledger::{Ledger, LedgerCounts};
 use crate::registry::{DomainInfo, Listed};
 use crate::runtime::Runtime;
+use crate::wasi::state::WasiState;
+use crate::wasi::stdio::Capture;
 
 /// The embedder's resolver (`DomainConfig::resolver`): a module for an
 /// import module name, or `None`. It is called with the domain's lock held,
@@ -182,6 +184,9 @@ pub(crate) struct DomainShared {
     /// Why an escalation ended the domain (the failure that started it),
     /// for the errors of every later call, load and unload.
     pub(crate) ended_by: Mutex<Option<String>>,
+    /// The capture buffers of WASI's stdout and stderr, if they capture:
+    /// drained by the embedder, during a call or after the unload.
+    captures: [Option<Arc<Capture>>; 2],
 }
 
 impl DomainShared {
@@ -249,8 +254,8 @@ impl DomainShared {
         self.ledger.snapshot(self.table.counters())
     }
 
-    /// A fresh store for this domain, with `preopens`.
-    pub(crate) fn new_store(&self, preopens: Preopens) -> Store<DomainCtx> {
+    /// A fresh store for this domain, with `preopens` and its WASI state.
+    pub(crate) fn new_store(&self, preopens: Preopens, wasi: WasiState) -> Store<DomainCtx> {
         let runtime = &self.runtime;
         let ctx = DomainCtx::new(
             self.id,
@@ -262,6 +267,7 @@ impl DomainShared {
             Arc::clone(&runtime.log),
         );
         let mut ctx = ctx;
+        ctx.wasi = wasi;
         ctx.timers = Some(Arc::new(timers::DomainTimers {
             shared: self.me.clone(),
             thread: Arc::clone(&runtime.timers),
@@ -362,6 +368,7 @@ impl Domain {
         runtime: &Arc<Runtime>,
         id: u64,
         preopens: Preopens,
+        wasi: WasiState,
         policy: Arc<Policy>,
         resolver: Option<Resolver>,
     ) -> Domain {
@@ -389,8 +396,9 @@ impl Domain {
             unload_requested: Mutex::new(None),
             blocked_reported: Default::default(),
             ended_by: Mutex::new(None),
+            captures: wasi.captures(),
         });
-        let store = shared.new_store(preopens);
+        let store = shared.new_store(preopens, wasi);
         *shared.lock() = Some(Loaded {
             store,
             modules: Vec::new(),
@@ -444,6 +452,24 @@ impl Domain {
     /// As [`HandleTable::close`].
     pub fn close_handle(&self, id: HandleId) -> Result<CloseOutcome, HandleError> {
         self.shared.table.close(id)
+    }
+
+    /// What the domain's guests wrote to WASI's stdout since the last
+    /// call of this, if stdout is [`Stdio::Capture`](crate::Stdio::Capture)
+    /// (the default); empty otherwise. It drains the buffer: a guest
+    /// whose writes failed with `EFBIG` (the buffer held the policy's
+    /// `stdio_capture_limit`) may write again.
+    pub fn take_stdout(&self) -> Vec<u8> {
+        self.shared.captures[0]
+            .as_ref()
+            .map_or_else(Vec::new, |c| c.take())
+    }
+
+    /// As [`take_stdout`](Self::take_stdout), for stderr.
+    pub fn take_stderr(&self) -> Vec<u8> {
+        self.shared.captures[1]
+            .as_ref()
+            .map_or_else(Vec::new, |c| c.take())
     }
 
     /// Aborts the call in flight, if any: running guest code stops at its

@@ -74,6 +74,15 @@ pub enum LoadError {
         /// The denied category.
         category: Category,
     },
+    /// An import of the WASI module (`wasi_snapshot_preview1`) while the
+    /// policy's `wasi` is off.
+    #[error("import {module}::{name} is denied by the host's policy: WASI is off (wasi = false)")]
+    DeniedModule {
+        /// The import's module.
+        module: String,
+        /// The import's name.
+        name: String,
+    },
     /// Instantiation failed (a type mismatch between import and export, a
     /// trap in the start function, ...).
     #[error("instantiating {module} failed: {message}")]
@@ -166,6 +175,12 @@ pub enum CallError {
         /// How much stack is left and how much is needed.
         reason: String,
     },
+    /// The guest ended the call with WASI's `proc_exit` and this exit
+    /// status (`exit(n)` in C). Not a failure of the domain: no trap, no
+    /// escalation, the domain goes on running. A command's `_start` that
+    /// returns normally exited with 0 and is `Ok`.
+    #[error("the guest exited with status {0}")]
+    Exit(i32),
     /// The domain is unloading or unloaded: no new calls.
     #[error("domain {domain} is {state:?}: it takes no calls{}", ended_by(cause))]
     NotRunning {
@@ -216,6 +231,15 @@ pub enum HostError {
         name: String,
         /// The directory.
         path: PathBuf,
+        /// The OS error.
+        error: io::Error,
+    },
+    /// A WASI stdio stream could not be set up (its host fd could not be
+    /// duplicated for the domain).
+    #[error("cannot give the domain its {stream}: {error}")]
+    Stdio {
+        /// `stdin`, `stdout` or `stderr`.
+        stream: &'static str,
         /// The OS error.
         error: io::Error,
     },

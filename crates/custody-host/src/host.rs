@@ -21,6 +21,9 @@ use crate::log::{LogSink, stderr_log};
 use crate::registry::{DomainInfo, Listed};
 use crate::runtime::{Runtime, RuntimeConfig};
 use crate::sys;
+use crate::wasi;
+use crate::wasi::state::{WasiConfig, WasiState};
+use crate::wasi::stdio::{NAMES, Stdio};
 
 /// The runtime that hosts domains: one per process is typical.
 ///
@@ -187,10 +190,15 @@ impl Host {
                 Err(error) => Err(HostError::Preopen { name, path, error }),
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let wasi = WasiState::new(config.wasi, policy.stdio_capture_limit, preopens.len())
+            .map_err(|(which, error)| HostError::Stdio {
+                stream: NAMES[which],
+                error,
+            })?;
         let registry = &self.runtime.registry;
         let id = registry.next_id();
         let preopens = Preopens::new(preopens);
-        let domain = Domain::new(&self.runtime, id, preopens, policy, config.resolver);
+        let domain = Domain::new(&self.runtime, id, preopens, wasi, policy, config.resolver);
         let listed: Arc<dyn Listed> = domain.shared.clone();
         registry.register(id, Arc::downgrade(&listed));
         Ok(domain)
@@ -344,7 +352,7 @@ impl HostBuilder {
         let runtime = Runtime::new(RuntimeConfig {
             policy: self.policy,
             log: self.log,
-            builtin: vec![abi::FUNCTIONS],
+            builtin: vec![abi::FUNCTIONS, wasi::FUNCTIONS],
             embedder: self.functions,
             disk_cache: self.disk_cache,
         })?;
@@ -355,12 +363,14 @@ impl HostBuilder {
 }
 
 /// How to create a domain: its pre-opened directories, its own policy (else
-/// the host's) and its resolver.
+/// the host's), its resolver, and what WASI guests see (arguments,
+/// environment, stdio).
 #[derive(Clone, Default)]
 pub struct DomainConfig {
     preopens: Vec<(String, PathBuf)>,
     policy: Option<Policy>,
     resolver: Option<Resolver>,
+    wasi: WasiConfig,
 }
 
 impl std::fmt::Debug for DomainConfig {
@@ -369,6 +379,7 @@ impl std::fmt::Debug for DomainConfig {
             .field("preopens", &self.preopens)
             .field("policy", &self.policy)
             .field("resolver", &self.resolver.is_some())
+            .field("wasi", &self.wasi)
             .finish()
     }
 }
@@ -380,9 +391,46 @@ impl DomainConfig {
     }
 
     /// Pre-opens `dir` under `name`: the guests may open `name/rel/path`
-    /// beneath it and nothing outside it.
+    /// beneath it and nothing outside it. To a WASI guest the pre-opens are
+    /// fds 3, 4, ... in the order given, each announced under its `name`
+    /// (`"."`, `"/sandbox"`, `"data"`).
     pub fn preopen(mut self, name: impl Into<String>, dir: impl Into<PathBuf>) -> Self {
         self.preopens.push((name.into(), dir.into()));
+        self
+    }
+
+    /// The WASI arguments (`argv`), `argv[0]` included, as given.
+    pub fn args<I: IntoIterator<Item = S>, S: Into<String>>(mut self, args: I) -> Self {
+        self.wasi.args = args.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Adds one WASI environment variable (call once per variable; they
+    /// are seen in this order).
+    pub fn env(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.wasi
+            .env
+            .push(format!("{}={}", name.into(), value.into()));
+        self
+    }
+
+    /// Where WASI's stdin (fd 0) reads from. Default [`Stdio::Null`].
+    pub fn stdin(mut self, stdin: Stdio) -> Self {
+        self.wasi.stdio[0] = stdin.into();
+        self
+    }
+
+    /// Where WASI's stdout (fd 1) goes. Default [`Stdio::Capture`]
+    /// ([`Domain::take_stdout`]).
+    pub fn stdout(mut self, stdout: Stdio) -> Self {
+        self.wasi.stdio[1] = stdout.into();
+        self
+    }
+
+    /// Where WASI's stderr (fd 2) goes. Default [`Stdio::Capture`]
+    /// ([`Domain::take_stderr`]).
+    pub fn stderr(mut self, stderr: Stdio) -> Self {
+        self.wasi.stdio[2] = stderr.into();
         self
     }
 

@@ -3,7 +3,8 @@
 //! A [`Host`] runs guests in [`Domain`]s (.NET's AppDomains / collectible
 //! load contexts). Guests reach the host only through host functions: the
 //! `custody` ABI (module [`abi::MODULE`], documented for C in
-//! `guest/include/custody.h`) and the embedder's own
+//! `guest/include/custody.h`), WASI preview 1 (module [`wasi::MODULE`],
+//! for programs built for `wasm32-wasi`) and the embedder's own
 //! ([`HostBuilder::func_wrap`]). Their handles are ids in the domain's
 //! [`HandleTable`](custody_handle::HandleTable). Every handle argument is
 //! pinned for the whole host call, out-handles never leak, guest pointers are
@@ -31,6 +32,7 @@
 //! | `domain` | [`Domain`]: load (the import resolution order), call, recycle, the one unload procedure, the state word |
 //! | `runtime` | the engine (allocation, compile cache), the linker, the epoch ticker, the module cache |
 //! | [`abi`] | the `custody` ABI: its catalogue entries and handlers |
+//! | [`wasi`] | WASI preview 1 over the same handles: its catalogue entries, the fd model, stdio |
 //! | `catalogue` | every host function, declared once ([`HostFunction`]) |
 //! | `boundary` | one host call: context, cancellation, marshalling, guest memory, pre-opens, embedder functions |
 //! | `config` | [`Policy`] and its TOML format ([`PolicyOverrides`]), sizes ([`parse_size`]), the domain [`Manifest`] |
@@ -50,6 +52,7 @@ mod log;
 mod registry;
 mod runtime;
 mod sys;
+pub mod wasi;
 
 pub use boundary::embed::{EmbedderFn, GuestCall, HostFunctionBody, HostLock, HostLockGuard};
 pub use boundary::errno::AbiError;
@@ -71,4 +74,5 @@ pub use ledger::Ledger;
 pub use log::{LogSink, stderr_log};
 pub use registry::DomainInfo;
 pub use runtime::EPOCH_TICK;
+pub use wasi::Stdio;
 pub use wasmtime::{Module, Val, ValType};

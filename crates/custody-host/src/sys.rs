@@ -1,6 +1,6 @@
 //! Every system call custody-host makes, through rustix's safe wrappers,
-//! and one through libc ([`ignore_sigpipe`]: rustix has no safe signal API;
-//! it is this file's only `unsafe`). Nothing in it knows about domains or
+//! and one through libc ([`ignore_sigpipe`]: rustix has no safe signal API).
+//! Its two `unsafe` blocks are that one and [`dup_onto`]'s. Nothing in it knows about domains or
 //! guests: a wait takes the cancellation signal as a plain fd.
 //!
 //! # References
@@ -14,14 +14,25 @@
 //! - [poll(2)](https://man7.org/linux/man-pages/man2/poll.2.html),
 //!   [eventfd(2)](https://man7.org/linux/man-pages/man2/eventfd.2.html),
 //!   [pipe2(2)](https://man7.org/linux/man-pages/man2/pipe2.2.html).
+//! - [dup3(2)](https://man7.org/linux/man-pages/man2/dup3.2.html): the fd
+//!   number stays, the open file behind it is replaced atomically (WASI's
+//!   `fd_renumber`).
+//!
+//! The file operations WASI needs beyond reading and writing (stat, seek,
+//! flags, sync, times, sockets, clocks, random bytes) are in `sys/file.rs`.
+
+mod file;
+
+pub(crate) use file::*;
 
 use std::io;
-use std::os::fd::{BorrowedFd, OwnedFd};
+use std::mem::ManuallyDrop;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use rustix::event::{EventfdFlags, PollFd, PollFlags, Timespec};
-use rustix::fs::{Mode, OFlags, ResolveFlags};
+use rustix::event::{EventfdFlags, PollFd, PollFlags};
+use rustix::fs::{Mode, ResolveFlags};
 use rustix::io::Errno;
 
 /// Opens a directory to serve as a pre-open: a handle that grants nothing
@@ -98,6 +109,18 @@ pub(crate) fn write(fd: BorrowedFd<'_>, buf: &[u8]) -> Result<usize, Errno> {
     rustix::io::write(fd, buf)
 }
 
+/// Makes the fd number `to` name what `from` names (close-on-exec); the
+/// open file `to` named before is closed by the kernel, atomically.
+pub(crate) fn dup_onto(from: BorrowedFd<'_>, to: BorrowedFd<'_>) -> Result<(), Errno> {
+    // SAFETY: `to` is an open fd, borrowed for this call. The `OwnedFd`
+    // made from its number is never dropped (`ManuallyDrop`), so it never
+    // closes it, and it does not outlive this call. `dup3` keeps the
+    // number open throughout (it replaces what is behind it atomically),
+    // so whoever owns `to` still owns an open fd afterwards.
+    let mut target = ManuallyDrop::new(unsafe { OwnedFd::from_raw_fd(to.as_raw_fd()) });
+    rustix::io::dup3(from, &mut target, rustix::io::DupFlags::CLOEXEC)
+}
+
 /// A non-blocking, close-on-exec eventfd: the cancellation signal.
 pub(crate) fn eventfd() -> io::Result<OwnedFd> {
     Ok(rustix::event::eventfd(
@@ -129,16 +152,18 @@ pub(crate) enum Wait {
     Signalled,
 }
 
-/// Waits until one of `fds` is ready for `interest`, `signal` becomes
+/// Waits until one of `fds` is ready for its interest, `signal` becomes
 /// readable, or the timeout passes. Retries `EINTR` with the time left.
 pub(crate) fn wait(
-    fds: &[BorrowedFd<'_>],
-    interest: PollFlags,
+    fds: &[(BorrowedFd<'_>, PollFlags)],
     signal: BorrowedFd<'_>,
     timeout: Duration,
 ) -> io::Result<Wait> {
     let deadline = Instant::now() + timeout;
-    let mut pollfds: Vec<PollFd<'_>> = fds.iter().map(|fd| PollFd::new(fd, interest)).collect();
+    let mut pollfds: Vec<PollFd<'_>> = fds
+        .iter()
+        .map(|(fd, interest)| PollFd::new(fd, *interest))
+        .collect();
     pollfds.push(PollFd::new(&signal, PollFlags::IN));
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -159,12 +184,35 @@ pub(crate) fn wait(
     if !signal_fd.revents().is_empty() {
         return Ok(Wait::Signalled);
     }
-    let ready = PollFlags::IN | PollFlags::OUT | PollFlags::HUP | PollFlags::ERR | PollFlags::NVAL;
     Ok(guest_fds
         .iter()
-        .position(|p| p.revents().intersects(ready))
+        .position(|p| p.revents().intersects(READY))
         .map_or(Wait::TimedOut, Wait::Ready))
 }
+
+/// What `poll` reports of each of `fds`, now (no waiting): its ready
+/// events, empty if none.
+pub(crate) fn ready_now(fds: &[(BorrowedFd<'_>, PollFlags)]) -> io::Result<Vec<PollFlags>> {
+    let mut pollfds: Vec<PollFd<'_>> = fds
+        .iter()
+        .map(|(fd, interest)| PollFd::new(fd, *interest))
+        .collect();
+    loop {
+        match rustix::event::poll(&mut pollfds, Some(&Timespec::default())) {
+            Ok(_) => return Ok(pollfds.iter().map(|p| p.revents() & READY).collect()),
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// The events that make an fd "ready": its interest, or a hang-up or an
+/// error (the next read or write reports it).
+const READY: PollFlags = PollFlags::IN
+    .union(PollFlags::OUT)
+    .union(PollFlags::HUP)
+    .union(PollFlags::ERR)
+    .union(PollFlags::NVAL);
 
 /// Makes a write to a broken pipe fail with `EPIPE` instead of killing the
 /// process with `SIGPIPE`. Rust programs start with `SIGPIPE` ignored (the

@@ -7,9 +7,11 @@
 mod fds;
 mod guests;
 pub mod layering;
+mod wasi_guests;
 
 pub use fds::{FdBaseline, fd_is_open, open_fds, serial};
 pub use guests::*;
+pub use wasi_guests::*;
 
 use std::fs;
 

@@ -206,7 +206,10 @@ impl Failure {
 
 impl From<LoadError> for Failure {
     fn from(error: LoadError) -> Self {
-        let status = if matches!(error, LoadError::Denied { .. }) {
+        let status = if matches!(
+            error,
+            LoadError::Denied { .. } | LoadError::DeniedModule { .. }
+        ) {
             4
         } else {
             2
@@ -220,7 +223,10 @@ impl From<LoadError> for Failure {
 
 impl From<ManifestError> for Failure {
     fn from(error: ManifestError) -> Self {
-        let status = if matches!(error.load_error(), Some(LoadError::Denied { .. })) {
+        let status = if matches!(
+            error.load_error(),
+            Some(LoadError::Denied { .. } | LoadError::DeniedModule { .. })
+        ) {
             4
         } else {
             2

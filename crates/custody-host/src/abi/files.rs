@@ -5,14 +5,13 @@ use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use custody_handle::{Fd, HandleError};
+use custody_handle::Fd;
 use rustix::io::Errno;
 
 use super::MAX_PATH;
 use crate::boundary::ctx::DomainCtx;
 use crate::boundary::errno::AbiError;
 use crate::boundary::marshal::{self, AbiResult, HostCall, handle_id, length, pointer};
-use crate::ledger::LedgerCounts;
 use crate::sys::{self, OpenFlags};
 
 /// The `open` flags of `custody.h`, checked: unknown bits, no access mode,
@@ -71,23 +70,9 @@ pub(super) fn open(
 }
 
 pub(super) fn close(ctx: &mut DomainCtx, h: i32) -> AbiResult {
-    let id = handle_id(h);
-    // A shared handle its owner closed is still removed, but reported. A
-    // null or stale id ends here (one `staleHandleUse`, not two).
-    let closed_by_owner = match ctx.table.kind_of(id) {
-        Ok(_) => false,
-        Err(HandleError::Closed) => true,
-        Err(error) => return Err(error.into()),
-    };
-    let outcome = ctx.table.close(id);
-    if matches!(outcome, Ok(_) | Err(HandleError::ReleaseFailed(_))) {
-        LedgerCounts::bump(&ctx.ledger.closed_by_guest, 1);
-    }
-    match outcome {
-        Ok(_) if closed_by_owner => Err(AbiError::Closed),
-        Ok(_) => Ok(0),
-        Err(HandleError::ReleaseFailed(error)) => Err(ctx.io_error(&error)),
-        Err(error) => Err(error.into()),
+    match ctx.close_handle(handle_id(h))? {
+        true => Err(AbiError::Closed),
+        false => Ok(0),
     }
 }
 

@@ -88,21 +88,5 @@ fn the_header_declares_nothing_the_catalogue_lacks() {
 
 #[test]
 fn the_documented_category_table_matches_the_functions() {
-    for f in FUNCTIONS {
-        let prefix = format!("| `{}` |", f.name);
-        let row = RELIABILITY
-            .lines()
-            .find(|l| l.starts_with(&prefix))
-            .unwrap_or_else(|| panic!("{} missing from docs/RELIABILITY.md", f.name));
-        let mut documented: Vec<&str> = row[prefix.len()..]
-            .trim_end_matches('|')
-            .split(',')
-            .map(str::trim)
-            .filter(|c| !c.is_empty())
-            .collect();
-        let mut actual: Vec<&str> = f.categories.iter().map(|c| c.name()).collect();
-        actual.sort_unstable();
-        documented.sort_unstable();
-        assert_eq!(documented, actual, "{}", f.name);
-    }
+    crate::catalogue::assert_documented(FUNCTIONS, RELIABILITY);
 }

@@ -1,11 +1,10 @@
 //! Moving bytes: `read`, `write`, `pipe`, the guest's `log`, and
 //! `last_error` (the errno behind the last `E_IO`).
 
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::AsFd;
 
 use custody_handle::Fd;
 use rustix::event::PollFlags;
-use rustix::io::Errno;
 
 use super::{MAX_IO, MAX_LOG};
 use crate::boundary::ctx::DomainCtx;
@@ -34,7 +33,7 @@ pub(super) fn read(call: &mut HostCall<'_, '_>, h: i32, buf: i32, len: i32, out:
     memory.range(pointer(buf), len)?;
     memory.range(pointer(out), 4)?;
     let len = len.min(MAX_IO);
-    let n = until_ready(ctx, fd.as_fd(), PollFlags::IN, || {
+    let n = ctx.until_ready(fd.as_fd(), PollFlags::IN, || {
         Ok(memory.fill_with(pointer(buf), len, |bytes| sys::read(fd.as_fd(), bytes))?)
     })?;
     drop(fd);
@@ -54,31 +53,12 @@ pub(super) fn write(
     let (mut memory, ctx) = call.split();
     memory.range(pointer(out), 4)?;
     let bytes = memory.read(pointer(buf), len)?;
-    let n = until_ready(ctx, fd.as_fd(), PollFlags::OUT, || {
+    let n = ctx.until_ready(fd.as_fd(), PollFlags::OUT, || {
         Ok(sys::write(fd.as_fd(), &bytes))
     })?;
     drop(fd);
     memory.write_i32(pointer(out), n as i32)?;
     Ok(0)
-}
-
-/// Runs one non-blocking `io` until it does not block: `EAGAIN` waits (the
-/// one cancellable wait) for `interest`, `EINTR` retries, any other errno is
-/// `E_IO`.
-fn until_ready(
-    ctx: &DomainCtx,
-    fd: BorrowedFd<'_>,
-    interest: PollFlags,
-    mut io: impl FnMut() -> Result<Result<usize, Errno>, AbiError>,
-) -> Result<usize, AbiError> {
-    loop {
-        match io()? {
-            Ok(n) => return Ok(n),
-            Err(Errno::AGAIN) => ctx.wait_ready(fd, interest)?,
-            Err(Errno::INTR) => {}
-            Err(errno) => return Err(ctx.os_error(errno)),
-        }
-    }
 }
 
 pub(super) fn pipe(call: &mut HostCall<'_, '_>, out_r: i32, out_w: i32) -> AbiResult {

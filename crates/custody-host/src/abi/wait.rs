@@ -35,8 +35,11 @@ pub(super) fn poll(
         .chunks_exact(4)
         .map(|raw| marshal::pin::<Fd>(table, i32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]])))
         .collect::<Result<Vec<_>, _>>()?;
-    let fds: Vec<_> = pinned.iter().map(|fd| fd.as_fd()).collect();
-    let outcome = ctx.wait(&fds, PollFlags::IN, timeout);
+    let fds: Vec<_> = pinned
+        .iter()
+        .map(|fd| (fd.as_fd(), PollFlags::IN))
+        .collect();
+    let outcome = ctx.wait(&fds, timeout);
     drop(fds);
     // Every element was pinned until here.
     drop(pinned);
@@ -58,5 +61,5 @@ pub(super) fn sleep(ctx: &mut DomainCtx, ms: i32) -> AbiResult {
         return Err(AbiError::Inval);
     }
     let duration = ctx.policy.wait_for(ms).ok_or(AbiError::Denied)?;
-    ctx.wait(&[], PollFlags::IN, duration).map(|_| 0)
+    ctx.wait(&[], duration).map(|_| 0)
 }

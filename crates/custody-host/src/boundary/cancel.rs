@@ -127,12 +127,11 @@ impl Cancel {
         Ok(fd)
     }
 
-    /// Waits until one of `fds` is ready for `interest`, the timeout passes,
-    /// or the signal is raised.
+    /// Waits until one of `fds` is ready for its interest, the timeout
+    /// passes, or the signal is raised.
     pub(crate) fn wait(
         &self,
-        fds: &[BorrowedFd<'_>],
-        interest: PollFlags,
+        fds: &[(BorrowedFd<'_>, PollFlags)],
         timeout: Duration,
     ) -> io::Result<Waited> {
         let signal = self.eventfd()?;
@@ -141,7 +140,7 @@ impl Cancel {
         if self.is_raised() {
             return Ok(Waited::Cancelled);
         }
-        let outcome = sys::wait(fds, interest, signal.as_fd(), timeout)?;
+        let outcome = sys::wait(fds, signal.as_fd(), timeout)?;
         Ok(match outcome {
             _ if self.is_raised() => Waited::Cancelled,
             Wait::Signalled => Waited::Cancelled,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use custody_handle::HandleTable;
+use custody_handle::{HandleError, HandleId, HandleTable};
 use rustix::event::PollFlags;
 use rustix::io::Errno;
 use wasmtime::{Extern, ModuleExport, ResourceLimiter};
@@ -20,6 +20,7 @@ use super::preopen::Preopens;
 use crate::config::Policy;
 use crate::ledger::LedgerCounts;
 use crate::log::{self, LogSink};
+use crate::wasi::state::WasiState;
 
 /// What one table element costs the host, counted against the memory cap.
 pub(crate) const TABLE_ELEMENT_BYTES: usize = 8;
@@ -89,6 +90,8 @@ pub(crate) struct DomainCtx {
     /// The memory of the store's only instance, while it has exactly one:
     /// then every host call comes from that instance and needs no lookup.
     pub(crate) only_memory: Option<Extern>,
+    /// What WASI keeps of the domain: arguments, environment, stdio, fds.
+    pub(crate) wasi: WasiState,
 }
 
 impl DomainCtx {
@@ -122,6 +125,8 @@ impl DomainCtx {
             instantiating: false,
             timers: None,
             only_memory: None,
+            // The domain gives the store its own (`new_store`).
+            wasi: WasiState::empty(0),
         }
     }
 
@@ -179,7 +184,8 @@ impl DomainCtx {
         )
     }
 
-    /// The one way a host call waits: on `fds` (or only on time) for at most
+    /// The one way a host call waits: on `fds`, each for its interest (or
+    /// only on time), for at most
     /// `wanted`, cut at the call's deadline, and woken at once by the
     /// cancellation signal. A guest blocked in the host never reaches an
     /// epoch check, so the wait itself must end at the deadline.
@@ -188,8 +194,7 @@ impl DomainCtx {
     /// cancellation or the deadline is `E_ABORTED`; an OS error is `E_IO`.
     pub(crate) fn wait(
         &self,
-        fds: &[BorrowedFd<'_>],
-        interest: PollFlags,
+        fds: &[(BorrowedFd<'_>, PollFlags)],
         wanted: Duration,
     ) -> Result<Waited, AbiError> {
         let (timeout, cut_by_deadline) = match self.deadline {
@@ -199,11 +204,52 @@ impl DomainCtx {
             }
             None => (wanted, false),
         };
-        match self.cancel.wait(fds, interest, timeout) {
+        match self.cancel.wait(fds, timeout) {
             Ok(Waited::Cancelled) => Err(AbiError::Aborted),
             Ok(Waited::TimedOut) if cut_by_deadline => Err(AbiError::Aborted),
             Ok(outcome) => Ok(outcome),
             Err(e) => Err(self.io_error(&e)),
+        }
+    }
+
+    /// Runs one non-blocking `io` until it does not block: `EAGAIN` waits
+    /// (the one cancellable wait) for `interest`, `EINTR` retries, any
+    /// other errno is `E_IO` (and the domain's `last_error`).
+    pub(crate) fn until_ready(
+        &self,
+        fd: BorrowedFd<'_>,
+        interest: PollFlags,
+        mut io: impl FnMut() -> Result<Result<usize, Errno>, AbiError>,
+    ) -> Result<usize, AbiError> {
+        loop {
+            match io()? {
+                Ok(n) => return Ok(n),
+                Err(Errno::AGAIN) => self.wait_ready(fd, interest)?,
+                Err(Errno::INTR) => {}
+                Err(errno) => return Err(self.os_error(errno)),
+            }
+        }
+    }
+
+    /// Closes a guest's handle: the id is stale at once, its WASI state
+    /// forgotten, and the close counted in the ledger. `Ok(true)` if its
+    /// owner (the host) had closed it already: it is removed all the same.
+    pub(crate) fn close_handle(&mut self, id: HandleId) -> Result<bool, AbiError> {
+        // A null or stale id ends here (one `staleHandleUse`, not two).
+        let closed_by_owner = match self.table.kind_of(id) {
+            Ok(_) => false,
+            Err(HandleError::Closed) => true,
+            Err(error) => return Err(error.into()),
+        };
+        let outcome = self.table.close(id);
+        if matches!(outcome, Ok(_) | Err(HandleError::ReleaseFailed(_))) {
+            LedgerCounts::bump(&self.ledger.closed_by_guest, 1);
+            self.wasi.fds.forget(id.raw());
+        }
+        match outcome {
+            Ok(_) => Ok(closed_by_owner),
+            Err(HandleError::ReleaseFailed(error)) => Err(self.io_error(&error)),
+            Err(error) => Err(error.into()),
         }
     }
 
@@ -214,7 +260,7 @@ impl DomainCtx {
         fd: BorrowedFd<'_>,
         interest: PollFlags,
     ) -> Result<(), AbiError> {
-        match self.wait(&[fd], interest, self.policy.max_wait)? {
+        match self.wait(&[(fd, interest)], self.policy.max_wait)? {
             Waited::Ready(_) => Ok(()),
             _ => Err(AbiError::TimedOut),
         }

@@ -29,7 +29,6 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use custody_handle::{ReleaseHandle, TableRef};
-use rustix::event::PollFlags;
 use wasmtime::{Caller, FuncType, Linker, Val, ValType, WasmRet, WasmTy};
 
 use super::ctx::{DomainCtx, LockCount};
@@ -228,7 +227,7 @@ impl GuestCall<'_> {
         if duration > ctx.policy.max_wait {
             return Err(AbiError::Denied);
         }
-        match ctx.wait(&[], PollFlags::IN, duration) {
+        match ctx.wait(&[], duration) {
             Err(AbiError::Aborted) => Err(self.aborted()),
             outcome => outcome.map(drop),
         }

@@ -72,6 +72,13 @@ impl HostCall<'_, '_> {
             .join("\n")
     }
 
+    /// The domain, without its memory (a body that must resolve something
+    /// of the domain's before it touches guest memory).
+    #[inline]
+    pub(crate) fn ctx(&mut self) -> &mut DomainCtx {
+        self.caller.data_mut()
+    }
+
     /// The caller's memory and the domain, borrowed together.
     #[inline]
     pub(crate) fn split(&mut self) -> (GuestMemory<'_>, &mut DomainCtx) {

@@ -22,6 +22,12 @@ impl Preopens {
         Preopens(preopens)
     }
 
+    /// The pre-open at `index` (its order among the domain's pre-opens):
+    /// its name and directory.
+    pub(crate) fn get(&self, index: usize) -> Option<(&str, BorrowedFd<'_>)> {
+        self.0.get(index).map(|p| (p.name.as_str(), p.dir.as_fd()))
+    }
+
     /// Splits `NAME/rel/path` and finds the pre-open `NAME`: its directory
     /// and the path beneath it (`.` for the directory itself). An unknown
     /// name or an absolute remainder is `E_DENIED`; the kernel confines the

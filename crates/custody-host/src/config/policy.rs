@@ -234,6 +234,14 @@ pub struct Policy {
     /// compiling the same bytes again (a reload, another domain) costs a
     /// hash. Default 256; 0 turns the cache off.
     pub module_cache_entries: usize,
+    /// Whether guests may import WASI preview 1 (`wasi_snapshot_preview1`).
+    /// Default true; false: a module importing any of its functions fails
+    /// to load ([`LoadError::DeniedModule`](crate::LoadError::DeniedModule)).
+    pub wasi: bool,
+    /// The most bytes a WASI stdout or stderr capture buffer holds until
+    /// the embedder drains it ([`Domain::take_stdout`](crate::Domain::take_stdout));
+    /// writes past it fail with `EFBIG` (and a warning). Default 1 MiB.
+    pub stdio_capture_limit: usize,
 }
 
 /// Structural limits on a module, checked before compiling it (after the
@@ -337,6 +345,8 @@ impl Default for Policy {
             compile_timeout: Duration::from_secs(60),
             threads: false,
             log_lines_per_second: 100,
+            wasi: true,
+            stdio_capture_limit: 1 << 20,
         }
     }
 }
@@ -402,9 +412,19 @@ impl Policy {
     /// refuses it (infinite without the grant, or above `max_wait`).
     pub fn wait_for(&self, ms: i32) -> Option<Duration> {
         match ms {
-            -1 if self.allow_infinite_wait => Some(FOREVER),
+            -1 => self.wait_up_to(None),
             ms if ms < 0 => None,
-            ms => Some(Duration::from_millis(ms as u64)).filter(|d| *d <= self.max_wait),
+            ms => self.wait_up_to(Some(Duration::from_millis(ms as u64))),
+        }
+    }
+
+    /// The wait a guest may have for `wanted` (`None`: no end), or `None`
+    /// if the policy refuses it (the rule of [`wait_for`](Self::wait_for)).
+    pub(crate) fn wait_up_to(&self, wanted: Option<Duration>) -> Option<Duration> {
+        match wanted {
+            None if self.allow_infinite_wait => Some(FOREVER),
+            None => None,
+            Some(wait) => Some(wait).filter(|d| *d <= self.max_wait),
         }
     }
 }

@@ -58,6 +58,9 @@ struct PolicyFile {
     compile_memory_limit_bytes: Option<usize>,
     compile_timeout_ms: Option<u64>,
     compile_limits: Option<CompileLimitsFile>,
+    wasi: Option<bool>,
+    #[serde(default, deserialize_with = "deserialize_size")]
+    stdio_capture_limit: Option<usize>,
 }
 
 /// `[compile_limits]`: the structural limits, each optional.
@@ -184,7 +187,8 @@ impl PolicyOverrides {
                 orphaned_critical, recreate, unload_blocked);
         }
         set_keys!(keys, file, "": allocation, pool_size, module_cache_entries, threads,
-            log_lines_per_second, compile_memory_limit_bytes, compile_timeout_ms);
+            log_lines_per_second, compile_memory_limit_bytes, compile_timeout_ms, wasi,
+            stdio_capture_limit);
         if let Some(limits) = &file.compile_limits {
             limits.keys(&mut keys);
         }
@@ -264,6 +268,8 @@ impl PolicyOverrides {
         if let Some(limits) = &file.compile_limits {
             limits.apply(&mut new.compile_limits);
         }
+        new.wasi = file.wasi.unwrap_or(new.wasi);
+        new.stdio_capture_limit = file.stdio_capture_limit.unwrap_or(new.stdio_capture_limit);
         new.validate()?;
         *policy = new;
         Ok(())
@@ -294,6 +300,8 @@ impl Policy {
     /// log_lines_per_second = 100    # guest log lines; the rest are counted
     /// compile_memory_limit_bytes = 1073741824
     /// compile_timeout_ms = 60000
+    /// wasi = true                   # wasi_snapshot_preview1 imports allowed
+    /// stdio_capture_limit = "1MiB"  # a WASI stdout/stderr capture buffer
     ///
     /// [compile_limits]              # checked before compiling
     /// module_bytes = 1073741824
@@ -378,6 +386,8 @@ mod tests {
             threads = true
             compile_memory_limit_bytes = 1000000
             compile_timeout_ms = 1500
+            wasi = false
+            stdio_capture_limit = "64KiB"
             [compile_limits]
             nesting_depth = 10
             [escalation]
@@ -398,6 +408,8 @@ mod tests {
         assert_eq!(policy.compile_memory_limit, 1_000_000);
         assert_eq!(policy.compile_timeout, Duration::from_millis(1500));
         assert_eq!(policy.compile_limits.nesting_depth, 10);
+        assert!(!policy.wasi);
+        assert_eq!(policy.stdio_capture_limit, 64 << 10);
         assert_eq!(policy.compile_limits.locals, 50_000, "the rest default");
         assert_eq!(
             policy.max_wait,

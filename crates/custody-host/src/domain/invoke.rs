@@ -11,6 +11,7 @@ use wasmtime::{Func, Store, Trap, Val, ValType, WasmBacktrace};
 use crate::boundary::cancel::Interrupt;
 use crate::boundary::ctx::DomainCtx;
 use crate::error::CallError;
+use crate::wasi::proc::ProcExit;
 
 /// Fires `callAborted` for a failed call.
 pub(crate) fn report_aborted(
@@ -102,6 +103,11 @@ fn call_error(export: &str, error: wasmtime::Error, stack_limit: usize) -> CallE
         reason,
         backtrace: backtrace.clone(),
     };
+    // An exit is the guest's own ending, not a failure: it is told apart
+    // before anything that could escalate.
+    if let Some(ProcExit(status)) = error.downcast_ref::<ProcExit>() {
+        return CallError::Exit(*status);
+    }
     if let Some(interrupt) = error.downcast_ref::<Interrupt>() {
         return aborted(interrupt.to_string());
     }

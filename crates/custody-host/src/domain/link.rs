@@ -18,6 +18,7 @@ use crate::config::Category;
 use crate::error::LoadError;
 use crate::runtime::Runtime;
 use crate::runtime::atomic_waits::{self, WaitImport};
+use crate::wasi;
 
 /// Instantiates `module` into `loaded`'s store and records its `memory`
 /// export for the boundary's lookups. The module's start function runs as
@@ -60,7 +61,8 @@ pub(crate) fn instantiate(
     let held: HashSet<HandleId> = ctx.table.live_ids().into_iter().collect();
     ctx.deadline = deadline.map(|d| (Instant::now() + d, d));
     ctx.instantiating = true;
-    let instance = bind_and_instantiate(shared, loaded, name, module);
+    let instance = bind_and_instantiate(shared, loaded, name, module)
+        .and_then(|instance| initialize(loaded, name, instance, deadline));
     let ctx = loaded.store.data_mut();
     ctx.deadline = None;
     ctx.instantiating = false;
@@ -84,6 +86,26 @@ pub(crate) fn instantiate(
         }
     }
     Err(failed)
+}
+
+/// Runs a WASI reactor's `_initialize` export, once, as its start
+/// function: under its own deadline, and a failure fails the load.
+fn initialize(
+    loaded: &mut Loaded,
+    name: &str,
+    instance: Instance,
+    deadline: Option<std::time::Duration>,
+) -> Result<Instance, LoadError> {
+    let Some(func) = instance.get_func(&mut loaded.store, "_initialize") else {
+        return Ok(instance);
+    };
+    super::invoke::call_func(&mut loaded.store, "_initialize", func, &[], deadline).map_err(
+        |error| LoadError::Instantiate {
+            module: name.to_string(),
+            message: error.to_string(),
+        },
+    )?;
+    Ok(instance)
 }
 
 /// How far the shared memories `module` exports may grow past their
@@ -112,6 +134,14 @@ fn bind_and_instantiate(
     module: &Module,
 ) -> Result<Instance, LoadError> {
     let (runtime, policy) = (&*shared.runtime, &*shared.policy);
+    if !policy.wasi
+        && let Some(import) = module.imports().find(|i| i.module() == wasi::MODULE)
+    {
+        return Err(LoadError::DeniedModule {
+            module: import.module().to_string(),
+            name: import.name().to_string(),
+        });
+    }
     let store = &mut loaded.store;
     // A module importing only host functions: prepared once per host.
     let importing_a_sibling = module

@@ -74,9 +74,12 @@ fn recycle(
     let Some(loaded) = guard.as_mut() else {
         return (0, 0, "recycled (not re-created)".to_string());
     };
-    let preopens = mem::take(&mut loaded.store.data_mut().preopens);
+    let ctx = loaded.store.data_mut();
+    let preopens = mem::take(&mut ctx.preopens);
+    // The same arguments, environment and stdio; the fds as at creation.
+    let wasi = ctx.wasi.renew();
     // Guest instances and memories go first, the OS handles last.
-    let fresh = shared.new_store(preopens);
+    let fresh = shared.new_store(preopens, wasi);
     drop(mem::replace(&mut loaded.store, fresh));
     let drained = shared.table.drain();
     LedgerCounts::bump(&shared.ledger.released_at_recycle, drained.released as u64);

@@ -1,0 +1,305 @@
+//! Moving bytes: `fd_read`, `fd_write`, `fd_pread`, `fd_pwrite`, and the
+//! offset (`fd_seek`, `fd_tell`).
+//!
+//! A read fills the first non-empty iovec (a short read, as wasmtime's
+//! preview 1 does); a write gathers every iovec, up to [`MAX_IO`] bytes in
+//! all. A read or write that would block waits through the domain's one
+//! cancellable wait (an abort or unload wakes it), unless the guest set
+//! `NONBLOCK` on the fd: then it is `EAGAIN`.
+
+use std::os::fd::{AsFd, BorrowedFd};
+
+use custody_handle::{Fd, TableRef};
+use rustix::event::PollFlags;
+use rustix::io::Errno as OsErrno;
+
+use super::errno::{Fail, WasiResult, from_abi};
+use super::fds::Target;
+use super::stdio::Stream;
+use super::types::{Errno, Iovec, rights, whence};
+use crate::abi::MAX_IO;
+use crate::boundary::ctx::DomainCtx;
+use crate::boundary::marshal::{HostCall, pointer};
+use crate::boundary::memory::GuestMemory;
+use crate::sys::{self, SeekFrom};
+
+/// Most iovecs one call takes (POSIX's `IOV_MAX`).
+pub(crate) const MAX_IOVS: u32 = 1024;
+/// Most bytes one write to a pipe-like stdio stream moves: a pipe takes
+/// this much at once without blocking once `poll` says it is writable.
+const PIPE_BUF: usize = 4096;
+
+/// The iovec array at `iovs` (`len` entries), every buffer checked whole.
+pub(crate) fn iovecs(memory: &GuestMemory<'_>, iovs: i32, len: i32) -> Result<Vec<Iovec>, Fail> {
+    let len = len as u32;
+    if len > MAX_IOVS {
+        return Err(Errno::Inval.into());
+    }
+    let bytes = memory.read(pointer(iovs), len * Iovec::SIZE)?;
+    let list: Vec<Iovec> = bytes.chunks_exact(8).map(Iovec::decode).collect();
+    for iov in &list {
+        memory.range(iov.buf, iov.len)?;
+    }
+    Ok(list)
+}
+
+/// The bytes of every iovec, in order, up to [`MAX_IO`] in all.
+pub(crate) fn gather(memory: &GuestMemory<'_>, iovs: &[Iovec]) -> Result<Vec<u8>, Fail> {
+    let mut data = Vec::new();
+    for iov in iovs {
+        let room = MAX_IO as usize - data.len();
+        if room == 0 {
+            break;
+        }
+        let take = (iov.len as usize).min(room) as u32;
+        data.extend_from_slice(&memory.read(iov.buf, take)?);
+    }
+    Ok(data)
+}
+
+/// The buffer a read fills: the first non-empty iovec, cut to [`MAX_IO`].
+fn first_buffer(iovs: &[Iovec]) -> Option<(u32, u32)> {
+    iovs.iter()
+        .find(|iov| iov.len > 0)
+        .map(|iov| (iov.buf, iov.len.min(MAX_IO)))
+}
+
+/// Runs one non-blocking `io` on `fd` as the fd's mode says: waiting
+/// through the cancellable wait while it would block, or, for a guest's
+/// `NONBLOCK` fd, `EAGAIN` at once.
+fn on_fd(
+    ctx: &DomainCtx,
+    fd: BorrowedFd<'_>,
+    interest: PollFlags,
+    nonblock: bool,
+    mut io: impl FnMut() -> Result<usize, OsErrno>,
+) -> Result<usize, Fail> {
+    if nonblock {
+        loop {
+            match io() {
+                Err(OsErrno::INTR) => {}
+                other => return Ok(other?),
+            }
+        }
+    }
+    ctx.until_ready(fd, interest, || Ok(io()))
+        .map_err(|e| from_abi(e, ctx.last_errno.get()))
+}
+
+/// A directory read or written as a file is a bad fd to WASI (as wasmtime
+/// says it), not `EISDIR`.
+fn not_a_file(fail: Fail) -> Fail {
+    match fail {
+        Fail::Errno(Errno::Isdir) => Errno::Badf.into(),
+        other => other,
+    }
+}
+
+pub(super) fn fd_read(
+    call: &mut HostCall<'_, '_>,
+    fd: i32,
+    iovs: i32,
+    iovs_len: i32,
+    nread: i32,
+) -> WasiResult {
+    let table = call.table;
+    let target = call.ctx().wasi.fds.resolve(table, fd)?;
+    let (mut memory, ctx) = call.split();
+    let list = iovecs(&memory, iovs, iovs_len)?;
+    memory.range(pointer(nread), 4)?;
+    let Some((buf, len)) = first_buffer(&list) else {
+        return write_size(&mut memory, nread, 0);
+    };
+    let n = match target {
+        Target::Stdio(0) => read_stdin(ctx, &mut memory, buf, len)?,
+        Target::Stdio(_) | Target::Preopen(_) => return Err(Errno::Badf.into()),
+        Target::Handle(file) => {
+            let fds = &ctx.wasi.fds;
+            fds.check(fd, rights::FD_READ)?;
+            let nonblock = fds.state(fd).nonblock;
+            on_fd(ctx, file.as_fd(), PollFlags::IN, nonblock, || {
+                memory
+                    .fill_with(buf, len, |bytes| sys::read(file.as_fd(), bytes))
+                    .unwrap_or(Err(OsErrno::FAULT))
+            })
+            .map_err(not_a_file)?
+        }
+    };
+    write_size(&mut memory, nread, n)
+}
+
+/// Reads stdin: nothing from a null stream (the end of the file at once);
+/// from a host fd, once it is readable (it may be a blocking fd: only a
+/// `poll` that says so keeps the read from blocking).
+fn read_stdin(
+    ctx: &DomainCtx,
+    memory: &mut GuestMemory<'_>,
+    buf: u32,
+    len: u32,
+) -> Result<usize, Fail> {
+    let Stream::Os { fd, .. } = &ctx.wasi.stdio[0] else {
+        return Ok(0);
+    };
+    loop {
+        ctx.wait_ready(fd.as_fd(), PollFlags::IN)
+            .map_err(|e| from_abi(e, ctx.last_errno.get()))?;
+        match memory.fill_with(buf, len, |bytes| sys::read(fd.as_fd(), bytes))? {
+            Ok(n) => return Ok(n),
+            Err(OsErrno::AGAIN | OsErrno::INTR) => {}
+            Err(errno) => return Err(errno.into()),
+        }
+    }
+}
+
+pub(super) fn fd_write(
+    call: &mut HostCall<'_, '_>,
+    fd: i32,
+    iovs: i32,
+    iovs_len: i32,
+    nwritten: i32,
+) -> WasiResult {
+    let table = call.table;
+    let target = call.ctx().wasi.fds.resolve(table, fd)?;
+    let (mut memory, ctx) = call.split();
+    let list = iovecs(&memory, iovs, iovs_len)?;
+    memory.range(pointer(nwritten), 4)?;
+    let data = gather(&memory, &list)?;
+    let n = match target {
+        Target::Stdio(i @ (1 | 2)) => write_stdio(ctx, i, &data)?,
+        Target::Stdio(_) | Target::Preopen(_) => return Err(Errno::Badf.into()),
+        Target::Handle(file) => {
+            let fds = &ctx.wasi.fds;
+            fds.check(fd, rights::FD_WRITE)?;
+            let nonblock = fds.state(fd).nonblock;
+            on_fd(ctx, file.as_fd(), PollFlags::OUT, nonblock, || {
+                sys::write(file.as_fd(), &data)
+            })
+            .map_err(not_a_file)?
+        }
+    };
+    write_size(&mut memory, nwritten, n)
+}
+
+/// Writes to stdout or stderr: a null stream takes everything, a capture
+/// buffer what its limit leaves room for, a host fd what it takes at once
+/// (a pipe-like one once it is writable, at most [`PIPE_BUF`] bytes).
+fn write_stdio(ctx: &DomainCtx, which: usize, data: &[u8]) -> Result<usize, Fail> {
+    match &ctx.wasi.stdio[which] {
+        Stream::Null => Ok(data.len()),
+        Stream::Capture(capture) => Ok(capture.push(ctx.id, data)?),
+        Stream::Os { fd, polled: false } => on_fd(ctx, fd.as_fd(), PollFlags::OUT, false, || {
+            sys::write(fd.as_fd(), data)
+        }),
+        Stream::Os { fd, polled: true } => {
+            let data = &data[..data.len().min(PIPE_BUF)];
+            loop {
+                ctx.wait_ready(fd.as_fd(), PollFlags::OUT)
+                    .map_err(|e| from_abi(e, ctx.last_errno.get()))?;
+                match sys::write(fd.as_fd(), data) {
+                    Ok(n) => return Ok(n),
+                    Err(OsErrno::AGAIN | OsErrno::INTR) => {}
+                    Err(errno) => return Err(errno.into()),
+                }
+            }
+        }
+    }
+}
+
+pub(super) fn fd_pread(
+    call: &mut HostCall<'_, '_>,
+    fd: i32,
+    iovs: i32,
+    iovs_len: i32,
+    offset: i64,
+    nread: i32,
+) -> WasiResult {
+    let table = call.table;
+    let target = call.ctx().wasi.fds.resolve(table, fd)?;
+    let (mut memory, ctx) = call.split();
+    let list = iovecs(&memory, iovs, iovs_len)?;
+    memory.range(pointer(nread), 4)?;
+    let file = positioned(target)?;
+    ctx.wasi.fds.check(fd, rights::FD_READ | rights::FD_SEEK)?;
+    let Some((buf, len)) = first_buffer(&list) else {
+        return write_size(&mut memory, nread, 0);
+    };
+    let n = memory
+        .fill_with(buf, len, |bytes| {
+            sys::read_at(file.as_fd(), bytes, offset as u64)
+        })?
+        .map_err(Fail::from)
+        .map_err(not_a_file)?;
+    write_size(&mut memory, nread, n)
+}
+
+pub(super) fn fd_pwrite(
+    call: &mut HostCall<'_, '_>,
+    fd: i32,
+    iovs: i32,
+    iovs_len: i32,
+    offset: i64,
+    nwritten: i32,
+) -> WasiResult {
+    let table = call.table;
+    let target = call.ctx().wasi.fds.resolve(table, fd)?;
+    let (mut memory, ctx) = call.split();
+    let list = iovecs(&memory, iovs, iovs_len)?;
+    memory.range(pointer(nwritten), 4)?;
+    let file = positioned(target)?;
+    ctx.wasi.fds.check(fd, rights::FD_WRITE | rights::FD_SEEK)?;
+    let data = gather(&memory, &list)?;
+    let n = sys::write_at(file.as_fd(), &data, offset as u64)
+        .map_err(Fail::from)
+        .map_err(not_a_file)?;
+    write_size(&mut memory, nwritten, n)
+}
+
+/// The file behind a positioned or seeking call: stdio cannot seek
+/// (`ESPIPE`), a pre-open is no file (`EBADF`).
+fn positioned(target: Target<'_>) -> Result<TableRef<'_, Fd>, Fail> {
+    match target {
+        Target::Stdio(_) => Err(Errno::Spipe.into()),
+        Target::Preopen(_) => Err(Errno::Badf.into()),
+        Target::Handle(file) => Ok(file),
+    }
+}
+
+pub(super) fn fd_seek(
+    call: &mut HostCall<'_, '_>,
+    fd: i32,
+    offset: i64,
+    whence: i32,
+    newoffset: i32,
+) -> WasiResult {
+    let table = call.table;
+    let target = call.ctx().wasi.fds.resolve(table, fd)?;
+    let (mut memory, ctx) = call.split();
+    memory.range(pointer(newoffset), 8)?;
+    let to = match u8::try_from(whence) {
+        Ok(whence::SET) if offset >= 0 => SeekFrom::Start(offset as u64),
+        Ok(whence::CUR) => SeekFrom::Current(offset),
+        Ok(whence::END) => SeekFrom::End(offset),
+        _ => return Err(Errno::Inval.into()),
+    };
+    let file = positioned(target)?;
+    let right = match to {
+        SeekFrom::Current(0) => rights::FD_TELL,
+        _ => rights::FD_SEEK,
+    };
+    ctx.wasi.fds.check(fd, right)?;
+    let at = sys::seek(file.as_fd(), to)
+        .map_err(Fail::from)
+        .map_err(not_a_file)?;
+    memory.write(pointer(newoffset), &at.to_le_bytes())?;
+    Ok(())
+}
+
+pub(super) fn fd_tell(call: &mut HostCall<'_, '_>, fd: i32, offset: i32) -> WasiResult {
+    fd_seek(call, fd, 0, i32::from(whence::CUR), offset)
+}
+
+/// Writes a `size` result (a `u32`).
+pub(crate) fn write_size(memory: &mut GuestMemory<'_>, at: i32, n: usize) -> WasiResult {
+    memory.write(pointer(at), &(n as u32).to_le_bytes())?;
+    Ok(())
+}

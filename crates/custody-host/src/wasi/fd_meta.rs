@@ -1,0 +1,352 @@
+//! What an fd is and how it is kept: `fd_fdstat_*` (type, flags, rights),
+//! `fd_filestat_*` (attributes, size, times), `fd_advise`, `fd_allocate`,
+//! `fd_sync`, `fd_datasync`. Closing, renumbering and the pre-opens are
+//! in `fd_table.rs`.
+//!
+//! Rights are enforced (wasmtime's preview 1 ignores them): an fd starts
+//! with the rights its kind allows (as wasmtime reports them),
+//! `fd_fdstat_set_rights` may only drop some, and a call needing a dropped
+//! right is `ENOTCAPABLE`.
+
+use std::os::fd::{AsFd, BorrowedFd};
+
+use custody_handle::{Fd, TableRef};
+
+use super::errno::{Fail, WasiResult};
+use super::fds::{FdState, Target};
+use super::stdio::Stream;
+use super::types::{ADVICE_MAX, Errno, Fdstat, Filestat, fdflags, filetype, fstflags, rights};
+use crate::boundary::ctx::DomainCtx;
+use crate::boundary::marshal::{HostCall, pointer};
+use crate::sys::{self, Advice, FileType, OFlags, Stat, Timespec, Timestamps};
+
+/// The WASI file type of a `stat`.
+pub(crate) fn filetype_of(stat: &Stat) -> u8 {
+    match FileType::from_raw_mode(stat.st_mode) {
+        FileType::RegularFile => filetype::REGULAR_FILE,
+        FileType::Directory => filetype::DIRECTORY,
+        FileType::Symlink => filetype::SYMBOLIC_LINK,
+        FileType::CharacterDevice => filetype::CHARACTER_DEVICE,
+        FileType::BlockDevice => filetype::BLOCK_DEVICE,
+        FileType::Socket => filetype::SOCKET_STREAM,
+        _ => filetype::UNKNOWN,
+    }
+}
+
+/// A `stat` as WASI's `filestat`.
+pub(crate) fn filestat_of(stat: &Stat) -> Filestat {
+    let time = |sec: i64, nsec: i64| {
+        (sec.max(0) as u64)
+            .saturating_mul(1_000_000_000)
+            .saturating_add(nsec.max(0) as u64)
+    };
+    Filestat {
+        dev: stat.st_dev,
+        ino: stat.st_ino,
+        filetype: filetype_of(stat),
+        nlink: stat.st_nlink,
+        size: stat.st_size as u64,
+        atim: time(stat.st_atime, stat.st_atime_nsec as i64),
+        mtim: time(stat.st_mtime, stat.st_mtime_nsec as i64),
+        ctim: time(stat.st_ctime, stat.st_ctime_nsec as i64),
+    }
+}
+
+/// A table handle that is a file (not a directory): what the calls on a
+/// file's contents take. stdio, pre-opens and directories are `EBADF`.
+fn file(target: Target<'_>) -> Result<TableRef<'_, Fd>, Fail> {
+    let Target::Handle(file) = target else {
+        return Err(Errno::Badf.into());
+    };
+    if filetype_of(&sys::stat(file.as_fd())?) == filetype::DIRECTORY {
+        return Err(Errno::Badf.into());
+    }
+    Ok(file)
+}
+
+/// What `fd` is, before the rights its guest dropped: its `fdstat`.
+fn describe(ctx: &DomainCtx, target: &Target<'_>) -> Result<Fdstat, Fail> {
+    let stdio = |stream: &Stream, right: u64| {
+        let tty = matches!(stream, Stream::Os { fd, .. } if sys::is_terminal(fd.as_fd()));
+        Fdstat {
+            filetype: if tty {
+                filetype::CHARACTER_DEVICE
+            } else {
+                filetype::UNKNOWN
+            },
+            flags: 0,
+            rights_base: right,
+            rights_inheriting: right,
+        }
+    };
+    Ok(match target {
+        Target::Stdio(0) => stdio(&ctx.wasi.stdio[0], rights::FD_READ),
+        Target::Stdio(i) => stdio(&ctx.wasi.stdio[*i], rights::FD_WRITE),
+        Target::Preopen(_) => Fdstat {
+            filetype: filetype::DIRECTORY,
+            flags: 0,
+            rights_base: rights::PREOPEN_BASE,
+            rights_inheriting: rights::PREOPEN_INHERITING,
+        },
+        Target::Handle(file) => describe_file(file.as_fd())?,
+    })
+}
+
+/// The `fdstat` of a file or directory the guest opened: every right its
+/// type and access mode allow (wasmtime's rule), the flags the OS holds.
+fn describe_file(fd: BorrowedFd<'_>) -> Result<Fdstat, Fail> {
+    let mut kind = filetype_of(&sys::stat(fd)?);
+    if kind == filetype::SOCKET_STREAM && sys::is_datagram(fd) {
+        kind = filetype::SOCKET_DGRAM;
+    }
+    let status = sys::status_flags(fd)?;
+    let mut base = rights::ALL;
+    if kind == filetype::DIRECTORY {
+        base &= !(rights::FD_SEEK | rights::FD_FILESTAT_SET_SIZE | rights::PATH_FILESTAT_SET_SIZE);
+    }
+    let access = status & (OFlags::RDONLY | OFlags::WRONLY | OFlags::RDWR);
+    if access == OFlags::WRONLY || status.contains(OFlags::PATH) {
+        base &= !(rights::FD_READ | rights::FD_READDIR);
+    }
+    if access == OFlags::RDONLY {
+        base &= !rights::FD_WRITE;
+    }
+    let mut flags = 0;
+    if status.contains(OFlags::APPEND) {
+        flags |= fdflags::APPEND;
+    }
+    if status.contains(OFlags::SYNC) {
+        flags |= fdflags::SYNC | fdflags::RSYNC;
+    } else if status.contains(OFlags::DSYNC) {
+        flags |= fdflags::DSYNC;
+    }
+    Ok(Fdstat {
+        filetype: kind,
+        flags,
+        rights_base: base,
+        rights_inheriting: base,
+    })
+}
+
+pub(super) fn fd_fdstat_get(call: &mut HostCall<'_, '_>, fd: i32, stat: i32) -> WasiResult {
+    let table = call.table;
+    let target = call.ctx().wasi.fds.resolve(table, fd)?;
+    let (mut memory, ctx) = call.split();
+    memory.range(pointer(stat), Fdstat::SIZE)?;
+    let mut fdstat = describe(ctx, &target)?;
+    let state = ctx.wasi.fds.state(fd);
+    fdstat.rights_base &= state.rights.0;
+    fdstat.rights_inheriting &= state.rights.1;
+    if state.nonblock {
+        fdstat.flags |= fdflags::NONBLOCK;
+    }
+    memory.write(pointer(stat), &fdstat.encode())?;
+    Ok(())
+}
+
+pub(super) fn fd_fdstat_set_flags(call: &mut HostCall<'_, '_>, fd: i32, flags: i32) -> WasiResult {
+    let table = call.table;
+    let target = call.ctx().wasi.fds.resolve(table, fd)?;
+    let flags = u16::try_from(flags).map_err(|_| Errno::Inval)?;
+    // As wasmtime: only APPEND and NONBLOCK change after opening.
+    if flags & !fdflags::ALL != 0 || flags & (fdflags::DSYNC | fdflags::RSYNC | fdflags::SYNC) != 0
+    {
+        return Err(Errno::Inval.into());
+    }
+    let file = file(target)?;
+    let fds = &mut call.ctx().wasi.fds;
+    fds.check(fd, rights::FD_FDSTAT_SET_FLAGS)?;
+    let status = sys::status_flags(file.as_fd())?;
+    let status = if flags & fdflags::APPEND != 0 {
+        status | OFlags::APPEND
+    } else {
+        status - OFlags::APPEND
+    };
+    sys::set_status_flags(file.as_fd(), status)?;
+    let state = FdState {
+        nonblock: flags & fdflags::NONBLOCK != 0,
+        ..fds.state(fd)
+    };
+    fds.set_state(table, fd, state);
+    Ok(())
+}
+
+/// Custody enforces rights, so it implements what wasmtime answers
+/// `ENOTSUP` to: the rights may only shrink (asking for one the fd lacks
+/// is `ENOTCAPABLE`).
+pub(super) fn fd_fdstat_set_rights(
+    call: &mut HostCall<'_, '_>,
+    fd: i32,
+    base: i64,
+    inheriting: i64,
+) -> WasiResult {
+    let table = call.table;
+    let target = call.ctx().wasi.fds.resolve(table, fd)?;
+    let (base, inheriting) = (base as u64, inheriting as u64);
+    let ctx = call.ctx();
+    let kind = describe(ctx, &target)?;
+    let state = ctx.wasi.fds.state(fd);
+    let have = (
+        kind.rights_base & state.rights.0,
+        kind.rights_inheriting & state.rights.1,
+    );
+    if base & !have.0 != 0 || inheriting & !have.1 != 0 {
+        return Err(Errno::Notcapable.into());
+    }
+    let state = FdState {
+        rights: (base, inheriting),
+        ..state
+    };
+    ctx.wasi.fds.set_state(table, fd, state);
+    Ok(())
+}
+
+pub(super) fn fd_filestat_get(call: &mut HostCall<'_, '_>, fd: i32, buf: i32) -> WasiResult {
+    let table = call.table;
+    let target = call.ctx().wasi.fds.resolve(table, fd)?;
+    let (mut memory, ctx) = call.split();
+    memory.range(pointer(buf), Filestat::SIZE)?;
+    ctx.wasi.fds.check(fd, rights::FD_FILESTAT_GET)?;
+    let filestat = match &target {
+        // As wasmtime: stdio has a type and nothing else.
+        Target::Stdio(_) => Filestat {
+            filetype: describe(ctx, &target)?.filetype,
+            ..Filestat::default()
+        },
+        Target::Preopen(i) => {
+            let (_, dir) = ctx.preopens.get(*i).ok_or(Errno::Badf)?;
+            filestat_of(&sys::stat(dir)?)
+        }
+        Target::Handle(file) => filestat_of(&sys::stat(file.as_fd())?),
+    };
+    memory.write(pointer(buf), &filestat.encode())?;
+    Ok(())
+}
+
+pub(super) fn fd_filestat_set_size(call: &mut HostCall<'_, '_>, fd: i32, size: i64) -> WasiResult {
+    let table = call.table;
+    let target = call.ctx().wasi.fds.resolve(table, fd)?;
+    let file = file(target)?;
+    call.ctx()
+        .wasi
+        .fds
+        .check(fd, rights::FD_FILESTAT_SET_SIZE)?;
+    let size = u64::try_from(size).map_err(|_| Errno::Inval)?;
+    Ok(sys::set_size(file.as_fd(), size)?)
+}
+
+/// The `*_set_times` flags as the OS's timestamps: a time given, now, or
+/// left alone; both a time and now for one stamp is `EINVAL`.
+pub(crate) fn timestamps(atim: i64, mtim: i64, flags: i32) -> Result<Timestamps, Errno> {
+    const KNOWN: i32 =
+        (fstflags::ATIM | fstflags::ATIM_NOW | fstflags::MTIM | fstflags::MTIM_NOW) as i32;
+    if flags & !KNOWN != 0 {
+        return Err(Errno::Inval);
+    }
+    let flags = flags as u16;
+    let stamp = |time: i64, set: u16, now: u16| -> Result<Timespec, Errno> {
+        let nanos = time as u64;
+        match (flags & set != 0, flags & now != 0) {
+            (true, true) => Err(Errno::Inval),
+            (true, false) => Ok(Timespec {
+                tv_sec: (nanos / 1_000_000_000) as i64,
+                tv_nsec: (nanos % 1_000_000_000) as _,
+            }),
+            (false, true) => Ok(Timespec {
+                tv_sec: 0,
+                tv_nsec: rustix::fs::UTIME_NOW,
+            }),
+            (false, false) => Ok(Timespec {
+                tv_sec: 0,
+                tv_nsec: rustix::fs::UTIME_OMIT,
+            }),
+        }
+    };
+    Ok(Timestamps {
+        last_access: stamp(atim, fstflags::ATIM, fstflags::ATIM_NOW)?,
+        last_modification: stamp(mtim, fstflags::MTIM, fstflags::MTIM_NOW)?,
+    })
+}
+
+pub(super) fn fd_filestat_set_times(
+    call: &mut HostCall<'_, '_>,
+    fd: i32,
+    atim: i64,
+    mtim: i64,
+    fst_flags: i32,
+) -> WasiResult {
+    let table = call.table;
+    let target = call.ctx().wasi.fds.resolve(table, fd)?;
+    let times = timestamps(atim, mtim, fst_flags)?;
+    let Target::Handle(file) = target else {
+        return Err(Errno::Badf.into());
+    };
+    call.ctx()
+        .wasi
+        .fds
+        .check(fd, rights::FD_FILESTAT_SET_TIMES)?;
+    Ok(sys::set_times(file.as_fd(), &times)?)
+}
+
+pub(super) fn fd_advise(
+    call: &mut HostCall<'_, '_>,
+    fd: i32,
+    offset: i64,
+    len: i64,
+    advice: i32,
+) -> WasiResult {
+    let table = call.table;
+    let target = call.ctx().wasi.fds.resolve(table, fd)?;
+    let advice = match u8::try_from(advice) {
+        Ok(0) => Advice::Normal,
+        Ok(1) => Advice::Sequential,
+        Ok(2) => Advice::Random,
+        Ok(3) => Advice::WillNeed,
+        Ok(4) => Advice::DontNeed,
+        Ok(ADVICE_MAX) => Advice::NoReuse,
+        _ => return Err(Errno::Inval.into()),
+    };
+    let file = file(target)?;
+    call.ctx().wasi.fds.check(fd, rights::FD_ADVISE)?;
+    if offset < 0 || len < 0 {
+        return Err(Errno::Inval.into());
+    }
+    Ok(sys::advise(
+        file.as_fd(),
+        offset as u64,
+        len as u64,
+        advice,
+    )?)
+}
+
+pub(super) fn fd_allocate(
+    call: &mut HostCall<'_, '_>,
+    fd: i32,
+    offset: i64,
+    len: i64,
+) -> WasiResult {
+    let table = call.table;
+    let target = call.ctx().wasi.fds.resolve(table, fd)?;
+    let file = file(target)?;
+    call.ctx().wasi.fds.check(fd, rights::FD_ALLOCATE)?;
+    if offset < 0 || len <= 0 {
+        return Err(Errno::Inval.into());
+    }
+    Ok(sys::allocate(file.as_fd(), offset as u64, len as u64)?)
+}
+
+pub(super) fn fd_sync(call: &mut HostCall<'_, '_>, fd: i32) -> WasiResult {
+    let table = call.table;
+    let target = call.ctx().wasi.fds.resolve(table, fd)?;
+    let file = file(target)?;
+    call.ctx().wasi.fds.check(fd, rights::FD_SYNC)?;
+    Ok(sys::sync(file.as_fd())?)
+}
+
+pub(super) fn fd_datasync(call: &mut HostCall<'_, '_>, fd: i32) -> WasiResult {
+    let table = call.table;
+    let target = call.ctx().wasi.fds.resolve(table, fd)?;
+    let file = file(target)?;
+    call.ctx().wasi.fds.check(fd, rights::FD_DATASYNC)?;
+    Ok(sys::sync_data(file.as_fd())?)
+}

@@ -1,0 +1,220 @@
+//! `poll_oneoff`: waiting for clocks, and for fds to become readable or
+//! writable, through the domain's one cancellable, deadline-bounded wait.
+//!
+//! The subscriptions are read once (never re-read mid-call). The wait is
+//! the earliest clock's timeout, refused (`ENOTCAPABLE`) past the policy's
+//! `max_wait`, as the custody ABI's `poll` refuses it; with no clock it has
+//! no end, which only a policy with `allow_infinite_wait` grants. An abort,
+//! an unload or the call's deadline ends it at once. As wasmtime's: no
+//! subscription is `EINVAL`, an fd that does not resolve fails the call
+//! with `EBADF`, and a ready fd's event says 1 byte (with `HANGUP` at the
+//! end of a file or a pipe whose writer went away).
+
+use std::os::fd::{AsFd, BorrowedFd};
+use std::time::{Duration, Instant};
+
+use rustix::event::PollFlags;
+
+use super::clock::{clock, nanos};
+use super::errno::{Fail, WasiResult, from_abi};
+use super::fds::Target;
+use super::stdio::Stream;
+use super::types::{
+    EVENT_FD_READWRITE_HANGUP, Errno, Event, Subscribed, Subscription, clockid, eventtype, rights,
+};
+use crate::boundary::cancel::Waited;
+use crate::boundary::errno::AbiError;
+use crate::boundary::marshal::{HostCall, pointer};
+use crate::sys::{self, ClockId, FileType};
+
+/// Most subscriptions one call takes.
+pub(crate) const MAX_SUBSCRIPTIONS: u32 = 1024;
+
+/// How one subscription is waited for.
+enum Watch<'t> {
+    /// A clock that rings after this long.
+    Clock(Duration),
+    /// Ready now, whatever the wait (a null or captured stdio stream).
+    Now,
+    /// An OS fd, for this interest. `file` says whether it is a regular
+    /// file (its read end is at the end of the file when nothing is left).
+    Fd {
+        fd: BorrowedFd<'t>,
+        interest: PollFlags,
+        file: bool,
+    },
+}
+
+pub(super) fn poll_oneoff(
+    call: &mut HostCall<'_, '_>,
+    subscriptions: i32,
+    events: i32,
+    nsubscriptions: i32,
+    nevents: i32,
+) -> WasiResult {
+    let table = call.table;
+    let count = nsubscriptions as u32;
+    if count == 0 || count > MAX_SUBSCRIPTIONS {
+        return Err(Errno::Inval.into());
+    }
+    let (mut memory, ctx) = call.split();
+    let snapshot = memory.read(pointer(subscriptions), count * Subscription::SIZE)?;
+    memory.range(pointer(events), count * Event::SIZE)?;
+    memory.range(pointer(nevents), 4)?;
+    let subs = snapshot
+        .chunks_exact(Subscription::SIZE as usize)
+        .map(|bytes| Subscription::decode(bytes).ok_or(Errno::Inval))
+        .collect::<Result<Vec<_>, _>>()?;
+    // Pinned until the events are written: what the guest named stays open.
+    let mut targets = Vec::new();
+    for sub in &subs {
+        targets.push(match sub.what {
+            Subscribed::FdRead(fd) | Subscribed::FdWrite(fd) => {
+                ctx.wasi.fds.check(fd as i32, rights::POLL_FD_READWRITE)?;
+                Some(ctx.wasi.fds.resolve(table, fd as i32)?)
+            }
+            Subscribed::Clock { .. } => None,
+        });
+    }
+    let started = Instant::now();
+    let mut watches = Vec::with_capacity(subs.len());
+    for (sub, target) in subs.iter().zip(&targets) {
+        watches.push(match (sub.what, target) {
+            (
+                Subscribed::Clock {
+                    id,
+                    timeout,
+                    absolute,
+                },
+                _,
+            ) => Watch::Clock(clock_wait(id, timeout, absolute)?),
+            (Subscribed::FdRead(_), Some(target)) => watch(ctx, target, PollFlags::IN)?,
+            (Subscribed::FdWrite(_), Some(target)) => watch(ctx, target, PollFlags::OUT)?,
+            (_, None) => unreachable!("every fd subscription has its target"),
+        });
+    }
+    let fds: Vec<(BorrowedFd<'_>, PollFlags)> = watches
+        .iter()
+        .filter_map(|w| match w {
+            Watch::Fd { fd, interest, .. } => Some((*fd, *interest)),
+            _ => None,
+        })
+        .collect();
+    let now_ready = watches.iter().any(|w| matches!(w, Watch::Now));
+    let earliest = watches
+        .iter()
+        .filter_map(|w| match w {
+            Watch::Clock(after) => Some(*after),
+            _ => None,
+        })
+        .min();
+    let wait = if now_ready {
+        Duration::ZERO
+    } else {
+        ctx.policy
+            .wait_up_to(earliest)
+            .ok_or_else(|| from_abi(AbiError::Denied, 0))?
+    };
+    let fail = |e| from_abi(e, ctx.last_errno.get());
+    let ready = match ctx.wait(&fds, wait).map_err(fail)? {
+        Waited::Ready(_) => sys::ready_now(&fds)?,
+        _ => vec![PollFlags::empty(); fds.len()],
+    };
+    let elapsed = started.elapsed();
+    let mut found = Vec::new();
+    let mut next_fd = 0;
+    for (sub, watch) in subs.iter().zip(&watches) {
+        let kind = match sub.what {
+            Subscribed::Clock { .. } => eventtype::CLOCK,
+            Subscribed::FdRead(_) => eventtype::FD_READ,
+            Subscribed::FdWrite(_) => eventtype::FD_WRITE,
+        };
+        let event = |nbytes, flags| Event {
+            userdata: sub.userdata,
+            error: Errno::Success,
+            kind,
+            nbytes,
+            flags,
+        };
+        match watch {
+            Watch::Clock(after) if *after <= elapsed => found.push(event(0, 0)),
+            Watch::Clock(_) => {}
+            Watch::Now => found.push(event(1, 0)),
+            Watch::Fd { fd, interest, file } => {
+                let revents = ready[next_fd];
+                next_fd += 1;
+                if revents.is_empty() {
+                    continue;
+                }
+                let at_end = *interest == PollFlags::IN && *file && at_end_of_file(*fd);
+                let hangup = revents.contains(PollFlags::HUP) || at_end;
+                found.push(event(1, if hangup { EVENT_FD_READWRITE_HANGUP } else { 0 }));
+            }
+        }
+    }
+    drop(fds);
+    drop(watches);
+    drop(targets);
+    for (i, event) in found.iter().enumerate() {
+        memory.write(pointer(events) + i as u32 * Event::SIZE, &event.encode())?;
+    }
+    memory.write_i32(pointer(nevents), found.len() as i32)?;
+    Ok(())
+}
+
+/// How long from now a clock subscription rings. An absolute time is on
+/// its clock (realtime or monotonic); the CPU-time clocks cannot be waited
+/// on (`EINVAL`, as wasmtime says).
+fn clock_wait(id: u32, timeout: u64, absolute: bool) -> Result<Duration, Fail> {
+    let os = clock(id as i32)?;
+    if !matches!(id, clockid::REALTIME | clockid::MONOTONIC) {
+        return Err(Errno::Inval.into());
+    }
+    let nanos_left = if absolute {
+        timeout.saturating_sub(nanos(sys::clock_now(os)))
+    } else {
+        timeout
+    };
+    let _: ClockId = os;
+    Ok(Duration::from_nanos(nanos_left))
+}
+
+/// How to wait for `target` to be ready for `interest`.
+fn watch<'t>(
+    ctx: &'t crate::boundary::ctx::DomainCtx,
+    target: &'t Target<'_>,
+    interest: PollFlags,
+) -> Result<Watch<'t>, Fail> {
+    let stream = |which: usize| match &ctx.wasi.stdio[which] {
+        Stream::Os { fd, .. } => Watch::Fd {
+            fd: fd.as_fd(),
+            interest,
+            file: false,
+        },
+        _ => Watch::Now,
+    };
+    Ok(match (target, interest == PollFlags::IN) {
+        (Target::Stdio(0), true) => stream(0),
+        (Target::Stdio(i @ (1 | 2)), false) => stream(*i),
+        (Target::Stdio(_) | Target::Preopen(_), _) => return Err(Errno::Badf.into()),
+        (Target::Handle(file), _) => {
+            let fd = file.as_fd();
+            let kind = FileType::from_raw_mode(sys::stat(fd)?.st_mode);
+            if kind == FileType::Directory {
+                return Err(Errno::Badf.into());
+            }
+            Watch::Fd {
+                fd,
+                interest,
+                file: kind == FileType::RegularFile,
+            }
+        }
+    })
+}
+
+/// Whether a regular file's offset is at (or past) its end.
+fn at_end_of_file(fd: BorrowedFd<'_>) -> bool {
+    let size = sys::stat(fd).map(|s| s.st_size as u64);
+    let offset = sys::seek(fd, sys::SeekFrom::Current(0));
+    matches!((size, offset), (Ok(size), Ok(offset)) if offset >= size)
+}

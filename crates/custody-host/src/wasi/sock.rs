@@ -1,0 +1,172 @@
+//! Sockets: `sock_accept`, `sock_recv`, `sock_send`, `sock_shutdown`, on
+//! socket handles the embedder gave the domain
+//! ([`Domain::insert_handle`](crate::Domain::insert_handle)); a guest
+//! cannot create a socket. A connection `sock_accept` takes is a new handle
+//! of the domain (released at unload like every other). Waiting for data
+//! or room goes through the one cancellable wait, as reads and writes do.
+//! (wasmtime's preview 1 answers `ENOTSOCK` to all four.)
+
+use std::os::fd::AsFd;
+
+use custody_handle::{Fd, TableRef};
+use rustix::event::PollFlags;
+
+use super::errno::{Fail, WasiResult, from_abi};
+use super::fd_io::{gather, iovecs, write_size};
+use super::fds::{FdState, Target};
+use super::types::{Errno, RECV_DATA_TRUNCATED, fdflags, riflags, rights, sdflags};
+use crate::abi::MAX_IO;
+use crate::boundary::ctx::DomainCtx;
+use crate::boundary::marshal::{self, HostCall, pointer};
+use crate::sys::{self, FileType, RecvFlags, Shutdown};
+
+/// The socket `target` names: anything else is `ENOTSOCK`.
+fn socket(target: Target<'_>) -> Result<TableRef<'_, Fd>, Fail> {
+    let Target::Handle(file) = target else {
+        return Err(Errno::Notsock.into());
+    };
+    let kind = FileType::from_raw_mode(sys::stat(file.as_fd())?.st_mode);
+    if kind != FileType::Socket {
+        return Err(Errno::Notsock.into());
+    }
+    Ok(file)
+}
+
+/// Runs one non-blocking socket operation until it does not block (or at
+/// once, for a guest's `NONBLOCK` socket).
+fn until_ready(
+    ctx: &DomainCtx,
+    socket: &TableRef<'_, Fd>,
+    fd: i32,
+    interest: PollFlags,
+    mut io: impl FnMut() -> Result<usize, rustix::io::Errno>,
+) -> Result<usize, Fail> {
+    if ctx.wasi.fds.state(fd).nonblock {
+        return Ok(io()?);
+    }
+    ctx.until_ready(socket.as_fd(), interest, || Ok(io()))
+        .map_err(|e| from_abi(e, ctx.last_errno.get()))
+}
+
+pub(super) fn sock_accept(
+    call: &mut HostCall<'_, '_>,
+    fd: i32,
+    flags: i32,
+    accepted: i32,
+) -> WasiResult {
+    let table = call.table;
+    let target = call.ctx().wasi.fds.resolve(table, fd)?;
+    let listener = socket(target)?;
+    if flags & !i32::from(fdflags::NONBLOCK) != 0 {
+        return Err(Errno::Inval.into());
+    }
+    let (mut memory, ctx) = call.split();
+    memory.range(pointer(accepted), 4)?;
+    ctx.wasi.fds.check(fd, rights::SOCK_ACCEPT)?;
+    let mut connection = None;
+    until_ready(ctx, &listener, fd, PollFlags::IN, || {
+        connection = Some(sys::accept(listener.as_fd())?);
+        Ok(0)
+    })?;
+    drop(listener);
+    let connection = connection.expect("accepted when Ok");
+    marshal::give(&mut memory, table, accepted, Fd::from(connection))
+        .map_err(|e| from_abi(e, ctx.last_errno.get()))?;
+    if flags != 0 {
+        let id = memory.read(pointer(accepted), 4)?;
+        let id = i32::from_le_bytes([id[0], id[1], id[2], id[3]]);
+        let state = FdState {
+            nonblock: true,
+            ..FdState::default()
+        };
+        ctx.wasi.fds.set_state(table, id, state);
+    }
+    Ok(())
+}
+
+pub(super) fn sock_recv(
+    call: &mut HostCall<'_, '_>,
+    fd: i32,
+    ri_data: i32,
+    ri_data_len: i32,
+    ri_flags: i32,
+    ro_datalen: i32,
+    ro_flags: i32,
+) -> WasiResult {
+    let table = call.table;
+    let target = call.ctx().wasi.fds.resolve(table, fd)?;
+    let socket = socket(target)?;
+    let known = i32::from(riflags::RECV_PEEK | riflags::RECV_WAITALL);
+    if ri_flags & !known != 0 {
+        return Err(Errno::Inval.into());
+    }
+    let mut flags = RecvFlags::empty();
+    if ri_flags & i32::from(riflags::RECV_PEEK) != 0 {
+        flags |= RecvFlags::PEEK;
+    }
+    let (mut memory, ctx) = call.split();
+    let list = iovecs(&memory, ri_data, ri_data_len)?;
+    memory.range(pointer(ro_datalen), 4)?;
+    memory.range(pointer(ro_flags), 2)?;
+    ctx.wasi.fds.check(fd, rights::FD_READ)?;
+    let Some(iov) = list.iter().find(|iov| iov.len > 0) else {
+        write_size(&mut memory, ro_datalen, 0)?;
+        memory.write(pointer(ro_flags), &0u16.to_le_bytes())?;
+        return Ok(());
+    };
+    let len = iov.len.min(MAX_IO);
+    let mut whole = 0;
+    let got = until_ready(ctx, &socket, fd, PollFlags::IN, || {
+        let filled = memory.fill_with(iov.buf, len, |bytes| {
+            sys::recv(socket.as_fd(), bytes, flags).map(|(got, all)| {
+                whole = all;
+                got
+            })
+        });
+        filled.unwrap_or(Err(rustix::io::Errno::FAULT))
+    })?;
+    let truncated = if whole > got { RECV_DATA_TRUNCATED } else { 0 };
+    write_size(&mut memory, ro_datalen, got)?;
+    memory.write(pointer(ro_flags), &truncated.to_le_bytes())?;
+    Ok(())
+}
+
+pub(super) fn sock_send(
+    call: &mut HostCall<'_, '_>,
+    fd: i32,
+    si_data: i32,
+    si_data_len: i32,
+    si_flags: i32,
+    so_datalen: i32,
+) -> WasiResult {
+    let table = call.table;
+    let target = call.ctx().wasi.fds.resolve(table, fd)?;
+    let socket = socket(target)?;
+    // `siflags` has no flags.
+    if si_flags != 0 {
+        return Err(Errno::Inval.into());
+    }
+    let (mut memory, ctx) = call.split();
+    let list = iovecs(&memory, si_data, si_data_len)?;
+    memory.range(pointer(so_datalen), 4)?;
+    ctx.wasi.fds.check(fd, rights::FD_WRITE)?;
+    let data = gather(&memory, &list)?;
+    let sent = until_ready(ctx, &socket, fd, PollFlags::OUT, || {
+        sys::send(socket.as_fd(), &data)
+    })?;
+    write_size(&mut memory, so_datalen, sent)
+}
+
+pub(super) fn sock_shutdown(call: &mut HostCall<'_, '_>, fd: i32, how: i32) -> WasiResult {
+    let table = call.table;
+    let target = call.ctx().wasi.fds.resolve(table, fd)?;
+    let socket = socket(target)?;
+    let how = match u8::try_from(how) {
+        Ok(sdflags::RD) => Shutdown::Read,
+        Ok(sdflags::WR) => Shutdown::Write,
+        Ok(both) if both == sdflags::RD | sdflags::WR => Shutdown::Both,
+        _ => return Err(Errno::Inval.into()),
+    };
+    call.ctx().wasi.fds.check(fd, rights::SOCK_SHUTDOWN)?;
+    Ok(sys::shutdown(socket.as_fd(), how)?)
+}

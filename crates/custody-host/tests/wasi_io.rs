@@ -1,0 +1,228 @@
+//! WASI's bytes (SPEC W1): `fd_read`, `fd_write`, `fd_pread`, `fd_pwrite`,
+//! `fd_seek`, `fd_tell` on files, pipes and stdio; iovec arrays bounded;
+//! wild pointers `EFAULT`; a blocked read woken by an abort at once.
+//!
+//! Every test takes `serial()`: they open fds and some count them.
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use custody_host::{CallError, Domain, DomainConfig, Host, Policy, Stdio, Val};
+use custody_testkit::*;
+
+const EAGAIN: i32 = 6;
+const EBADF: i32 = 8;
+const EFAULT: i32 = 21;
+const EFBIG: i32 = 22;
+const EINVAL: i32 = 28;
+const ESPIPE: i32 = 70;
+
+fn domain_with(host: &Host, config: DomainConfig) -> Domain {
+    let module = host.compile(wasi_driver("").as_bytes()).unwrap();
+    let domain = host.create_domain(config).unwrap();
+    domain.load("main", &module).unwrap();
+    domain
+}
+
+/// Opens `path` under the pre-open `data` through the custody ABI (flags
+/// as `custody.h`: 1 read, 2 write, 4 create, 8 truncate); its id.
+fn open(domain: &Domain, path: &str, flags: i32) -> i32 {
+    let full = format!("data/{path}");
+    poke(domain, 2000, full.as_bytes());
+    assert_eq!(
+        call(domain, "abi_open", &[2000, full.len() as i32, flags, 2100]),
+        0,
+        "open {path}"
+    );
+    call(domain, "load", &[2100])
+}
+
+fn i64s(args: &[i64]) -> Vec<Val> {
+    args.iter().map(|&a| Val::I64(a)).collect()
+}
+
+#[test]
+fn files_are_read_and_written_through_iovecs() {
+    let _serial = serial();
+    let dir = scratch("wasi-io");
+    let domain = domain_with(&host(), DomainConfig::new().preopen("data", &dir));
+    let fd = open(&domain, "f.txt", 2 | 4 | 1);
+    poke(&domain, 100, b"hello, world");
+    // Two iovecs gathered into one write.
+    iovec(&domain, 0, 100, 5);
+    iovec(&domain, 8, 105, 7);
+    assert_eq!(call(&domain, "w_fd_write", &[fd, 0, 2, 16]), 0);
+    assert_eq!(call(&domain, "load", &[16]), 12);
+    assert_eq!(std::fs::read(dir.join("f.txt")).unwrap(), b"hello, world");
+    // Tell, seek back, read into the first non-empty iovec.
+    assert_eq!(call(&domain, "w_fd_tell", &[fd, 24]), 0);
+    assert_eq!(call(&domain, "load", &[24]), 12);
+    let seek = |offset: i64, whence: i32| {
+        wcall(
+            &domain,
+            "w_fd_seek",
+            &[
+                Val::I32(fd),
+                Val::I64(offset),
+                Val::I32(whence),
+                Val::I32(24),
+            ],
+        )
+    };
+    assert_eq!(seek(-5, 2), 0, "from the end");
+    assert_eq!(call(&domain, "load", &[24]), 7);
+    assert_eq!(seek(0, 0), 0);
+    iovec(&domain, 0, 300, 0);
+    iovec(&domain, 8, 300, 64);
+    assert_eq!(call(&domain, "w_fd_read", &[fd, 0, 2, 16]), 0);
+    assert_eq!(call(&domain, "load", &[16]), 12);
+    assert_eq!(peek(&domain, 300, 12), b"hello, world");
+    assert_eq!(seek(0, 3), EINVAL, "bad whence");
+    assert_eq!(seek(-1, 0), EINVAL, "before the start");
+    // Positioned I/O leaves the offset alone.
+    let mut args = vec![Val::I32(fd), Val::I32(8), Val::I32(1)];
+    args.extend(i64s(&[7]));
+    args.push(Val::I32(16));
+    assert_eq!(wcall(&domain, "w_fd_pread", &args), 0);
+    assert_eq!(call(&domain, "load", &[16]), 5);
+    assert_eq!(peek(&domain, 300, 5), b"world");
+    iovec(&domain, 0, 100, 5);
+    args[1] = Val::I32(0);
+    args[3] = Val::I64(20);
+    assert_eq!(wcall(&domain, "w_fd_pwrite", &args), 0);
+    assert_eq!(call(&domain, "w_fd_tell", &[fd, 24]), 0);
+    assert_eq!(call(&domain, "load", &[24]), 12, "pwrite moved nothing");
+    let bytes = std::fs::read(dir.join("f.txt")).unwrap();
+    assert_eq!(&bytes[20..], b"hello");
+    assert_eq!(call(&domain, "w_fd_close", &[fd]), 0);
+    domain.unload().unwrap();
+}
+
+#[test]
+fn wild_iovecs_are_efault_and_too_many_einval() {
+    let _serial = serial();
+    let domain = domain_with(&host(), DomainConfig::new());
+    iovec(&domain, 0, 65_530, 100);
+    assert_eq!(
+        call(&domain, "w_fd_write", &[1, 0, 1, 16]),
+        EFAULT,
+        "a buffer past memory"
+    );
+    assert_eq!(
+        call(&domain, "w_fd_write", &[1, 65_532, 1, 16]),
+        EFAULT,
+        "the array past memory"
+    );
+    iovec(&domain, 0, 100, 1);
+    assert_eq!(
+        call(&domain, "w_fd_write", &[1, 0, 1, 65_534]),
+        EFAULT,
+        "the result past memory"
+    );
+    assert_eq!(call(&domain, "w_fd_write", &[1, 0, 1025, 16]), EINVAL);
+    assert_eq!(call(&domain, "w_fd_write", &[1, 0, -1, 16]), EINVAL);
+    assert_eq!(
+        domain.take_stdout(),
+        b"",
+        "nothing written by a failed call"
+    );
+    assert_eq!(
+        call(&domain, "w_fd_read", &[1, 0, 1, 16]),
+        EBADF,
+        "stdout is not read"
+    );
+    assert_eq!(
+        call(&domain, "w_fd_write", &[0, 0, 1, 16]),
+        EBADF,
+        "stdin is not written"
+    );
+    assert_eq!(call(&domain, "w_fd_tell", &[1, 16]), ESPIPE);
+}
+
+#[test]
+fn stdio_goes_where_the_embedder_says() {
+    let _serial = serial();
+    let dir = scratch("wasi-stdio");
+    std::fs::File::create(dir.join("in"))
+        .unwrap()
+        .write_all(b"input!")
+        .unwrap();
+    let config = DomainConfig::new()
+        .stdin(Stdio::File(std::fs::File::open(dir.join("in")).unwrap()))
+        .stdout(Stdio::File(std::fs::File::create(dir.join("out")).unwrap()))
+        .stderr(Stdio::Null);
+    let domain = domain_with(&host(), config);
+    iovec(&domain, 0, 100, 64);
+    assert_eq!(call(&domain, "w_fd_read", &[0, 0, 1, 16]), 0);
+    assert_eq!(call(&domain, "load", &[16]), 6);
+    iovec(&domain, 0, 100, 6);
+    assert_eq!(call(&domain, "w_fd_write", &[1, 0, 1, 16]), 0);
+    assert_eq!(call(&domain, "w_fd_write", &[2, 0, 1, 16]), 0);
+    assert_eq!(call(&domain, "load", &[16]), 6, "null takes everything");
+    assert_eq!(std::fs::read(dir.join("out")).unwrap(), b"input!");
+    assert_eq!(domain.take_stdout(), b"", "not a capture");
+    // A null stdin is at its end at once.
+    let null = domain_with(&host(), DomainConfig::new());
+    iovec(&null, 0, 100, 64);
+    assert_eq!(call(&null, "w_fd_read", &[0, 0, 1, 16]), 0);
+    assert_eq!(call(&null, "load", &[16]), 0);
+}
+
+#[test]
+fn a_capture_buffer_is_bounded() {
+    let _serial = serial();
+    let (host, _) = host_with(Policy {
+        stdio_capture_limit: 10,
+        ..Policy::default()
+    });
+    let domain = domain_with(&host, DomainConfig::new());
+    poke(&domain, 100, b"0123456789abc");
+    iovec(&domain, 0, 100, 8);
+    assert_eq!(call(&domain, "w_fd_write", &[1, 0, 1, 16]), 0);
+    assert_eq!(call(&domain, "w_fd_write", &[1, 0, 1, 16]), 0);
+    assert_eq!(
+        call(&domain, "load", &[16]),
+        2,
+        "a short write up to the limit"
+    );
+    assert_eq!(call(&domain, "w_fd_write", &[1, 0, 1, 16]), EFBIG);
+    assert_eq!(domain.take_stdout(), b"0123456701");
+    assert_eq!(
+        call(&domain, "w_fd_write", &[1, 0, 1, 16]),
+        0,
+        "drained: room again"
+    );
+}
+
+#[test]
+fn a_read_on_an_empty_pipe_waits_and_an_abort_wakes_it() {
+    let _serial = serial();
+    let domain = domain_with(&host(), DomainConfig::new());
+    assert_eq!(call(&domain, "abi_pipe", &[200, 204]), 0);
+    let read_end = call(&domain, "load", &[200]);
+    iovec(&domain, 0, 100, 16);
+    let aborter = domain.clone();
+    let waker = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(150));
+        aborter.abort();
+    });
+    let started = Instant::now();
+    let outcome = domain.call(
+        "w_fd_read",
+        &[Val::I32(read_end), Val::I32(0), Val::I32(1), Val::I32(16)],
+    );
+    waker.join().unwrap();
+    assert!(
+        matches!(outcome, Err(CallError::Aborted { .. })),
+        "{outcome:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    // NONBLOCK: EAGAIN instead of a wait.
+    assert_eq!(call(&domain, "w_fd_fdstat_set_flags", &[read_end, 4]), 0);
+    assert_eq!(call(&domain, "w_fd_read", &[read_end, 0, 1, 16]), EAGAIN);
+    domain.unload().unwrap();
+}

@@ -48,164 +48,148 @@ fn conforms_natively(case: &Case, differences: &[Difference]) -> Outcome {
     custody
 }
 
+/// A corpus test: `#[test]`, ignored with the reason where the build
+/// script found no toolchain for the corpus (`cfg(no_wasi_toolchain)`).
+macro_rules! corpus_test {
+    ($(#[$attr:meta])* fn $name:ident() $body:block) => {
+        #[test]
+        #[cfg_attr(
+            no_wasi_toolchain,
+            ignore = "clang, lld, wasi-libc or cc missing: see guest/wasi/README.md"
+        )]
+        $(#[$attr])*
+        fn $name() $body
+    };
+}
+
 /// What stdio.c reads from stdin: lines, a NUL, a byte that is not UTF-8,
 /// and no newline at the end.
 const STDIN: &[u8] = b"line one\nline two\n\0binary\xff\nlast no newline";
 
-#[test]
-#[cfg_attr(
-    no_wasi_toolchain,
-    ignore = "clang, lld, wasi-libc or cc missing: see guest/wasi/README.md"
-)]
-fn stdio() {
-    let out = conforms_natively(&Case::new("stdio").stdin(STDIN), &[]);
-    assert_eq!(out.status, Status::Exit(0));
-    assert!(out.stdout.starts_with(b"hello from stdio\n"));
-}
-
-#[test]
-#[cfg_attr(
-    no_wasi_toolchain,
-    ignore = "clang, lld, wasi-libc or cc missing: see guest/wasi/README.md"
-)]
-fn args_and_environment() {
-    let case = Case::new("args_env")
-        .args(&["one", "two words", "", "ünï"])
-        .env("CONF_GREETING", "hello")
-        .env("CONF_EMPTY", "")
-        .env("CONF_EQUALS", "a=b=c")
-        .env("CONF_UNICODE", "héllo→");
-    let out = conforms_natively(&case, &[]);
-    assert_eq!(out.status, Status::Exit(5), "argc");
-}
-
-#[test]
-#[cfg_attr(
-    no_wasi_toolchain,
-    ignore = "clang, lld, wasi-libc or cc missing: see guest/wasi/README.md"
-)]
-fn exit_codes() {
-    for (args, status) in [
-        (&["return", "0"][..], Status::Exit(0)),
-        (&["return", "7"], Status::Exit(7)),
-        (&["exit", "0"], Status::Exit(0)),
-        (&["exit", "42"], Status::Exit(42)),
-        (&["exit", "125"], Status::Exit(125)),
-        (&["_Exit", "3"], Status::Exit(3)),
-        (&["atexit", "5"], Status::Exit(5)),
-    ] {
-        let out = conforms_natively(&Case::new("exit").args(args), &[]);
-        assert_eq!(out.status, status, "{args:?}");
+corpus_test! {
+    fn stdio() {
+        let out = conforms_natively(&Case::new("stdio").stdin(STDIN), &[]);
+        assert_eq!(out.status, Status::Exit(0));
+        assert!(out.stdout.starts_with(b"hello from stdio\n"));
     }
 }
 
-/// wasmtime-wasi refuses `proc_exit(n)` for n >= 126 with a trap ("exit
-/// with invalid exit status outside of [0..126)"); custody's contract is
-/// `CallError::Exit(n)` for any n, as the native exit(255) gives 255.
-#[test]
-#[cfg_attr(
-    no_wasi_toolchain,
-    ignore = "clang, lld, wasi-libc or cc missing: see guest/wasi/README.md"
-)]
-fn exit_codes_past_wasi_range() {
-    let past = Difference::Status {
-        wasmtime: Status::Trap,
-        custody: Status::Exit(255),
-    };
-    conforms_natively(&Case::new("exit").args(&["exit", "255"]), &[past]);
-    let past = Difference::Status {
-        wasmtime: Status::Trap,
-        custody: Status::Exit(1000),
-    };
-    conforms(&Case::new("exit").args(&["exit", "1000"]), &[past]);
+corpus_test! {
+    fn args_and_environment() {
+        let case = Case::new("args_env")
+            .args(&["one", "two words", "", "ünï"])
+            .env("CONF_GREETING", "hello")
+            .env("CONF_EMPTY", "")
+            .env("CONF_EQUALS", "a=b=c")
+            .env("CONF_UNICODE", "héllo→");
+        let out = conforms_natively(&case, &[]);
+        assert_eq!(out.status, Status::Exit(5), "argc");
+    }
 }
 
-/// abort() is a trap under WASI (the same under both runtimes) and
-/// SIGABRT natively; proc_raise is ENOTSUP under wasmtime-wasi and ENOSYS
-/// under custody (SPEC W1).
-#[test]
-#[cfg_attr(
-    no_wasi_toolchain,
-    ignore = "clang, lld, wasi-libc or cc missing: see guest/wasi/README.md"
-)]
-fn abort_and_raise() {
-    let out = conforms(&Case::new("exit").args(&["abort"]), &[]);
-    assert_eq!(out.status, Status::Trap);
-    let native = native_run(&Case::new("exit").args(&["abort"]));
-    assert_eq!(native.status, Status::Signal(6), "SIGABRT");
-    assert_eq!(portable(&native).stdout, out.stdout);
-    conforms(
-        &Case::new("exit").args(&["raise"]),
-        &[Difference::Line {
-            wasmtime: "[wasi] proc_raise SIGTERM: ENOTSUP",
-            custody: "[wasi] proc_raise SIGTERM: ENOSYS",
-        }],
-    );
+corpus_test! {
+    fn exit_codes() {
+        for (args, status) in [
+            (&["return", "0"][..], Status::Exit(0)),
+            (&["return", "7"], Status::Exit(7)),
+            (&["exit", "0"], Status::Exit(0)),
+            (&["exit", "42"], Status::Exit(42)),
+            (&["exit", "125"], Status::Exit(125)),
+            (&["_Exit", "3"], Status::Exit(3)),
+            (&["atexit", "5"], Status::Exit(5)),
+        ] {
+            let out = conforms_natively(&Case::new("exit").args(args), &[]);
+            assert_eq!(out.status, status, "{args:?}");
+        }
+    }
 }
 
-#[test]
-#[cfg_attr(
-    no_wasi_toolchain,
-    ignore = "clang, lld, wasi-libc or cc missing: see guest/wasi/README.md"
-)]
-#[cfg_attr(
-    not(no_wasi_toolchain),
-    ignore = "custody: path_open not implemented yet (ENOSYS)"
-)]
-fn files() {
-    conforms_natively(&Case::new("files"), &[]);
+corpus_test! {
+    /// wasmtime-wasi refuses `proc_exit(n)` for n >= 126 with a trap ("exit
+    /// with invalid exit status outside of [0..126)"); custody's contract is
+    /// `CallError::Exit(n)` for any n, as the native exit(255) gives 255.
+    fn exit_codes_past_wasi_range() {
+        let past = Difference::Status {
+            wasmtime: Status::Trap,
+            custody: Status::Exit(255),
+        };
+        conforms_natively(&Case::new("exit").args(&["exit", "255"]), &[past]);
+        let past = Difference::Status {
+            wasmtime: Status::Trap,
+            custody: Status::Exit(1000),
+        };
+        conforms(&Case::new("exit").args(&["exit", "1000"]), &[past]);
+    }
 }
 
-#[test]
-#[cfg_attr(
-    no_wasi_toolchain,
-    ignore = "clang, lld, wasi-libc or cc missing: see guest/wasi/README.md"
-)]
-#[cfg_attr(
-    not(no_wasi_toolchain),
-    ignore = "custody: path_create_directory, fd_readdir not implemented yet (ENOSYS)"
-)]
-fn directories() {
-    conforms_natively(&Case::new("dirs"), &[]);
+corpus_test! {
+    /// abort() is a trap under WASI (the same under both runtimes) and
+    /// SIGABRT natively; proc_raise is ENOTSUP under wasmtime-wasi and ENOSYS
+    /// under custody (SPEC W1).
+    fn abort_and_raise() {
+        let out = conforms(&Case::new("exit").args(&["abort"]), &[]);
+        assert_eq!(out.status, Status::Trap);
+        let native = native_run(&Case::new("exit").args(&["abort"]));
+        assert_eq!(native.status, Status::Signal(6), "SIGABRT");
+        assert_eq!(portable(&native).stdout, out.stdout);
+        conforms(
+            &Case::new("exit").args(&["raise"]),
+            &[Difference::Line {
+                wasmtime: "[wasi] proc_raise SIGTERM: ENOTSUP",
+                custody: "[wasi] proc_raise SIGTERM: ENOSYS",
+            }],
+        );
+    }
 }
 
-#[test]
-#[cfg_attr(
-    no_wasi_toolchain,
-    ignore = "clang, lld, wasi-libc or cc missing: see guest/wasi/README.md"
-)]
-#[cfg_attr(
-    not(no_wasi_toolchain),
-    ignore = "custody: path_open, path_filestat_get not implemented yet (ENOSYS)"
-)]
-fn stat_and_timestamps() {
-    conforms_natively(&Case::new("stat"), &[]);
+corpus_test! {
+    #[cfg_attr(
+        not(no_wasi_toolchain),
+        ignore = "custody: path_open not implemented yet (ENOSYS)"
+    )]
+    fn files() {
+        conforms_natively(&Case::new("files"), &[]);
+    }
 }
 
-#[test]
-#[cfg_attr(
-    no_wasi_toolchain,
-    ignore = "clang, lld, wasi-libc or cc missing: see guest/wasi/README.md"
-)]
-#[cfg_attr(
-    not(no_wasi_toolchain),
-    ignore = "custody: path_open, path_symlink not implemented yet (ENOSYS)"
-)]
-fn symlinks() {
-    conforms_natively(&Case::new("symlinks"), &[]);
+corpus_test! {
+    #[cfg_attr(
+        not(no_wasi_toolchain),
+        ignore = "custody: path_create_directory, fd_readdir not implemented yet (ENOSYS)"
+    )]
+    fn directories() {
+        conforms_natively(&Case::new("dirs"), &[]);
+    }
 }
 
-#[test]
-#[cfg_attr(
-    no_wasi_toolchain,
-    ignore = "clang, lld, wasi-libc or cc missing: see guest/wasi/README.md"
-)]
-#[cfg_attr(
-    not(no_wasi_toolchain),
-    ignore = "custody: path_open, path_rename not implemented yet (ENOSYS)"
-)]
-fn rename_and_unlink() {
-    conforms_natively(&Case::new("rename"), &[]);
+corpus_test! {
+    #[cfg_attr(
+        not(no_wasi_toolchain),
+        ignore = "custody: path_open, path_filestat_get not implemented yet (ENOSYS)"
+    )]
+    fn stat_and_timestamps() {
+        conforms_natively(&Case::new("stat"), &[]);
+    }
+}
+
+corpus_test! {
+    #[cfg_attr(
+        not(no_wasi_toolchain),
+        ignore = "custody: path_open, path_symlink not implemented yet (ENOSYS)"
+    )]
+    fn symlinks() {
+        conforms_natively(&Case::new("symlinks"), &[]);
+    }
+}
+
+corpus_test! {
+    #[cfg_attr(
+        not(no_wasi_toolchain),
+        ignore = "custody: path_open, path_rename not implemented yet (ENOSYS)"
+    )]
+    fn rename_and_unlink() {
+        conforms_natively(&Case::new("rename"), &[]);
+    }
 }
 
 /// confine.c's scratch directory: a file and a directory inside, and
@@ -226,94 +210,79 @@ fn confine_setup(dir: &std::path::Path) {
     }
 }
 
-#[test]
-#[cfg_attr(
-    no_wasi_toolchain,
-    ignore = "clang, lld, wasi-libc or cc missing: see guest/wasi/README.md"
-)]
-#[cfg_attr(
-    not(no_wasi_toolchain),
-    ignore = "custody: path_open not implemented yet (ENOSYS)"
-)]
-fn confinement() {
-    let out = conforms(&Case::new("confine").setup(confine_setup), &[]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("open ../inside.txt: EPERM\n"), "{stdout}");
+corpus_test! {
+    #[cfg_attr(
+        not(no_wasi_toolchain),
+        ignore = "custody: path_open not implemented yet (ENOSYS)"
+    )]
+    fn confinement() {
+        let out = conforms(&Case::new("confine").setup(confine_setup), &[]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains("open ../inside.txt: EPERM\n"), "{stdout}");
+    }
 }
 
-#[test]
-#[cfg_attr(
-    no_wasi_toolchain,
-    ignore = "clang, lld, wasi-libc or cc missing: see guest/wasi/README.md"
-)]
-fn clocks() {
-    // SPEC W1: custody implements the process and thread CPU-time clocks;
-    // wasmtime-wasi answers EBADF.
-    conforms_natively(
-        &Case::new("clocks"),
-        &[
-            Difference::Line {
-                wasmtime: "[wasi] clock_time_get PROCESS_CPUTIME_ID: EBADF",
-                custody: "[wasi] clock_time_get PROCESS_CPUTIME_ID: ok",
-            },
-            Difference::Line {
-                wasmtime: "[wasi] clock_res_get THREAD_CPUTIME_ID: EBADF",
-                custody: "[wasi] clock_res_get THREAD_CPUTIME_ID: ok",
-            },
-        ],
-    );
+corpus_test! {
+    fn clocks() {
+        // SPEC W1: custody implements the process and thread CPU-time clocks;
+        // wasmtime-wasi answers EBADF.
+        conforms_natively(
+            &Case::new("clocks"),
+            &[
+                Difference::Line {
+                    wasmtime: "[wasi] clock_time_get PROCESS_CPUTIME_ID: EBADF",
+                    custody: "[wasi] clock_time_get PROCESS_CPUTIME_ID: ok",
+                },
+                Difference::Line {
+                    wasmtime: "[wasi] clock_res_get THREAD_CPUTIME_ID: EBADF",
+                    custody: "[wasi] clock_res_get THREAD_CPUTIME_ID: ok",
+                },
+            ],
+        );
+    }
 }
 
-#[test]
-#[cfg_attr(
-    no_wasi_toolchain,
-    ignore = "clang, lld, wasi-libc or cc missing: see guest/wasi/README.md"
-)]
-fn random() {
-    conforms_natively(&Case::new("random"), &[]);
+corpus_test! {
+    fn random() {
+        conforms_natively(&Case::new("random"), &[]);
+    }
 }
 
-#[test]
-#[cfg_attr(
-    no_wasi_toolchain,
-    ignore = "clang, lld, wasi-libc or cc missing: see guest/wasi/README.md"
-)]
-#[cfg_attr(
-    not(no_wasi_toolchain),
-    ignore = "custody: path_open not implemented yet (ENOSYS)"
-)]
-fn poll() {
-    conforms_natively(&Case::new("poll"), &[]);
+corpus_test! {
+    #[cfg_attr(
+        not(no_wasi_toolchain),
+        ignore = "custody: path_open not implemented yet (ENOSYS)"
+    )]
+    fn poll() {
+        conforms_natively(&Case::new("poll"), &[]);
+    }
 }
 
-#[test]
-#[cfg_attr(
-    no_wasi_toolchain,
-    ignore = "clang, lld, wasi-libc or cc missing: see guest/wasi/README.md"
-)]
-#[cfg_attr(
-    not(no_wasi_toolchain),
-    ignore = "custody: path_open not implemented yet (ENOSYS)"
-)]
-fn fd_operations() {
-    // SPEC W1: custody implements fd_allocate (wasmtime-wasi: ENOTSUP) and
-    // fd_fdstat_set_rights, which may only drop rights (wasmtime-wasi:
-    // ENOTSUP); a dropped right is ENOTCAPABLE.
-    conforms_natively(
-        &Case::new("fdops"),
-        &[
-            Difference::Line {
-                wasmtime: "[wasi] fd_fdstat_set_rights without FD_WRITE: ENOTSUP",
-                custody: "[wasi] fd_fdstat_set_rights without FD_WRITE: ok\n\
-                          [wasi] write after dropping FD_WRITE: ENOTCAPABLE\n\
-                          [wasi] fd_fdstat_set_rights gaining FD_WRITE back: ENOTCAPABLE",
-            },
-            Difference::Line {
-                wasmtime: "posix_fallocate 4096: ENOTSUP, size 101",
-                custody: "posix_fallocate 4096: ok, size 4096",
-            },
-        ],
-    );
+corpus_test! {
+    #[cfg_attr(
+        not(no_wasi_toolchain),
+        ignore = "custody: path_open not implemented yet (ENOSYS)"
+    )]
+    fn fd_operations() {
+        // SPEC W1: custody implements fd_allocate (wasmtime-wasi: ENOTSUP) and
+        // fd_fdstat_set_rights, which may only drop rights (wasmtime-wasi:
+        // ENOTSUP); a dropped right is ENOTCAPABLE.
+        conforms_natively(
+            &Case::new("fdops"),
+            &[
+                Difference::Line {
+                    wasmtime: "[wasi] fd_fdstat_set_rights without FD_WRITE: ENOTSUP",
+                    custody: "[wasi] fd_fdstat_set_rights without FD_WRITE: ok\n\
+                              [wasi] write after dropping FD_WRITE: ENOTCAPABLE\n\
+                              [wasi] fd_fdstat_set_rights gaining FD_WRITE back: ENOTCAPABLE",
+                },
+                Difference::Line {
+                    wasmtime: "posix_fallocate 4096: ENOTSUP, size 101",
+                    custody: "posix_fallocate 4096: ok, size 4096",
+                },
+            ],
+        );
+    }
 }
 
 /// preopens.c's scratch directory: a file at each pre-open's root, and
@@ -333,83 +302,71 @@ fn preopens_setup(dir: &std::path::Path) {
     }
 }
 
-#[test]
-#[cfg_attr(
-    no_wasi_toolchain,
-    ignore = "clang, lld, wasi-libc or cc missing: see guest/wasi/README.md"
-)]
-#[cfg_attr(
-    not(no_wasi_toolchain),
-    ignore = "custody: path_open not implemented yet (ENOSYS)"
-)]
-fn preopen_mapping() {
-    let case = Case::new("preopens")
-        .preopen("/sandbox", "sandbox")
-        .preopen("data", "data")
-        .preopen("data/inner", "other")
-        .setup(preopens_setup);
-    let out = conforms(&case, &[]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        stdout.contains("fd 6: tag 0, name length 10, fd_prestat_dir_name ok \"data/inner\"\n")
-    );
-    assert!(stdout.contains("data/inner/i.txt: pre-open fd 6"));
+corpus_test! {
+    #[cfg_attr(
+        not(no_wasi_toolchain),
+        ignore = "custody: path_open not implemented yet (ENOSYS)"
+    )]
+    fn preopen_mapping() {
+        let case = Case::new("preopens")
+            .preopen("/sandbox", "sandbox")
+            .preopen("data", "data")
+            .preopen("data/inner", "other")
+            .setup(preopens_setup);
+        let out = conforms(&case, &[]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            stdout.contains("fd 6: tag 0, name length 10, fd_prestat_dir_name ok \"data/inner\"\n")
+        );
+        assert!(stdout.contains("data/inner/i.txt: pre-open fd 6"));
+    }
 }
 
-#[test]
-#[cfg_attr(
-    no_wasi_toolchain,
-    ignore = "clang, lld, wasi-libc or cc missing: see guest/wasi/README.md"
-)]
-#[cfg_attr(
-    not(no_wasi_toolchain),
-    ignore = "custody: path_create_directory, path_open not implemented yet (ENOSYS)"
-)]
-fn many_fds() {
-    conforms_natively(&Case::new("manyfds"), &[]);
+corpus_test! {
+    #[cfg_attr(
+        not(no_wasi_toolchain),
+        ignore = "custody: path_create_directory, path_open not implemented yet (ENOSYS)"
+    )]
+    fn many_fds() {
+        conforms_natively(&Case::new("manyfds"), &[]);
+    }
 }
 
-#[test]
-#[cfg_attr(
-    no_wasi_toolchain,
-    ignore = "clang, lld, wasi-libc or cc missing: see guest/wasi/README.md"
-)]
-#[cfg_attr(
-    not(no_wasi_toolchain),
-    ignore = "custody: path_open not implemented yet (ENOSYS)"
-)]
-fn large_io() {
-    conforms_natively(&Case::new("largeio"), &[]);
+corpus_test! {
+    #[cfg_attr(
+        not(no_wasi_toolchain),
+        ignore = "custody: path_open not implemented yet (ENOSYS)"
+    )]
+    fn large_io() {
+        conforms_natively(&Case::new("largeio"), &[]);
+    }
 }
 
-/// Bad input: wasmtime-wasi traps on each (its bindings reject the value);
-/// custody returns the errno the issue asks for and the program goes on.
-#[test]
-#[cfg_attr(
-    no_wasi_toolchain,
-    ignore = "clang, lld, wasi-libc or cc missing: see guest/wasi/README.md"
-)]
-#[cfg_attr(
-    not(no_wasi_toolchain),
-    ignore = "custody: path_open not implemented yet (ENOSYS)"
-)]
-fn bad_input_is_an_errno_not_a_trap() {
-    for (mode, errno) in [
-        ("whence", "EINVAL"),
-        ("advice", "EINVAL"),
-        ("fstflags", "EINVAL"),
-        ("oflags", "EINVAL"),
-        ("clockid", "EINVAL"),
-        ("wild", "EFAULT"),
-    ] {
-        let case = Case::new("invalid").args(&[mode]);
-        let reference = wasmtime_run(&case);
-        assert_eq!(reference.status, Status::Trap, "wasmtime-wasi, {mode}");
-        let want = Outcome {
-            stdout: format!("{mode}: {errno}\n").into_bytes(),
-            stderr: Vec::new(),
-            status: Status::Exit(0),
-        };
-        assert_same(&case, "custody", &custody_run(&case), "the issue", &want);
+corpus_test! {
+    /// Bad input: wasmtime-wasi traps on each (its bindings reject the value);
+    /// custody returns the errno the issue asks for and the program goes on.
+    #[cfg_attr(
+        not(no_wasi_toolchain),
+        ignore = "custody: path_open not implemented yet (ENOSYS)"
+    )]
+    fn bad_input_is_an_errno_not_a_trap() {
+        for (mode, errno) in [
+            ("whence", "EINVAL"),
+            ("advice", "EINVAL"),
+            ("fstflags", "EINVAL"),
+            ("oflags", "EINVAL"),
+            ("clockid", "EINVAL"),
+            ("wild", "EFAULT"),
+        ] {
+            let case = Case::new("invalid").args(&[mode]);
+            let reference = wasmtime_run(&case);
+            assert_eq!(reference.status, Status::Trap, "wasmtime-wasi, {mode}");
+            let want = Outcome {
+                stdout: format!("{mode}: {errno}\n").into_bytes(),
+                stderr: Vec::new(),
+                status: Status::Exit(0),
+            };
+            assert_same(&case, "custody", &custody_run(&case), "the issue", &want);
+        }
     }
 }

@@ -61,6 +61,7 @@ pub(crate) mod types;
 use wasmtime::Caller;
 
 use self::errno::{Fail, WasiResult};
+use self::fds::Target;
 use crate::boundary::ctx::DomainCtx;
 use crate::boundary::errno::AbiError;
 use crate::boundary::marshal::{self, HostCall};
@@ -92,6 +93,14 @@ fn enter(
     } else {
         code
     })
+}
+
+/// Resolves a WASI fd for the rest of the call (a table handle pinned),
+/// before any guest memory is looked up.
+#[inline]
+fn target<'a>(call: &mut HostCall<'a, '_>, fd: i32) -> Result<Target<'a>, Errno> {
+    let table = call.table;
+    call.ctx().wasi.fds.resolve(table, fd)
 }
 
 /// The Rust type of a parameter's [`AbiType`].

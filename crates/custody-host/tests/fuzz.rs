@@ -174,26 +174,6 @@ impl Fuzzer {
     }
 }
 
-fn seed() -> u64 {
-    std::env::var("CUSTODY_FUZZ_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |d| d.as_nanos() as u64)
-                | 1
-        })
-}
-
-fn duration() -> Duration {
-    let secs = std::env::var("CUSTODY_FUZZ_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(2.0);
-    Duration::from_secs_f64(secs)
-}
-
 fn prepare_data(dir: &std::path::Path) {
     std::fs::write(dir.join("a.txt"), "some bytes to read").unwrap();
     std::fs::create_dir_all(dir.join("dir")).unwrap();
@@ -207,7 +187,7 @@ fn prepare_data(dir: &std::path::Path) {
 #[test]
 fn random_calls_of_every_abi_function_keep_every_bound() {
     let _serial = serial();
-    let seed = seed();
+    let seed = fuzz_seed();
     let (host, _lines) = host_with(Policy {
         deadline: Some(Duration::from_millis(200)),
         max_wait: Duration::from_millis(10),
@@ -250,7 +230,7 @@ fn random_calls_of_every_abi_function_keep_every_bound() {
         "open ok", "pipe ok", "read ok", "E_FAULT", "E_STALE", "E_DENIED", "E_INVAL",
     ];
     let started = Instant::now();
-    let (until, hard_until) = (started + duration(), started + duration() * 10);
+    let (until, hard_until) = (started + fuzz_duration(), started + fuzz_duration() * 10);
     let mut calls = 0u64;
     // What the run reached, so that a run that reaches nothing fails.
     let mut seen: std::collections::BTreeSet<String> = Default::default();

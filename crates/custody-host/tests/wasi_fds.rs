@@ -18,11 +18,7 @@ const FD_READ: i64 = 1 << 1;
 const FD_WRITE: i64 = 1 << 6;
 
 fn domain(config: DomainConfig) -> Domain {
-    let host = host();
-    let module = host.compile(wasi_driver("").as_bytes()).unwrap();
-    let domain = host.create_domain(config).unwrap();
-    domain.load("main", &module).unwrap();
-    domain
+    wasi_domain(&host(), config, "")
 }
 
 fn open(domain: &Domain, path: &str, flags: i32) -> i32 {

@@ -9,11 +9,7 @@ use custody_testkit::*;
 const EBADF: i32 = 8;
 
 fn domain(config: DomainConfig) -> custody_host::Domain {
-    let host = host();
-    let module = host.compile(wasi_driver("").as_bytes()).unwrap();
-    let domain = host.create_domain(config).unwrap();
-    domain.load("main", &module).unwrap();
-    domain
+    wasi_domain(&host(), config, "")
 }
 
 #[test]

@@ -18,10 +18,7 @@ const EINVAL: i32 = 28;
 const ESPIPE: i32 = 70;
 
 fn domain_with(host: &Host, config: DomainConfig) -> Domain {
-    let module = host.compile(wasi_driver("").as_bytes()).unwrap();
-    let domain = host.create_domain(config).unwrap();
-    domain.load("main", &module).unwrap();
-    domain
+    wasi_domain(host, config, "")
 }
 
 /// Opens `path` under the pre-open `data` through the custody ABI (flags
@@ -201,11 +198,7 @@ fn a_read_on_an_empty_pipe_waits_and_an_abort_wakes_it() {
     assert_eq!(call(&domain, "abi_pipe", &[200, 204]), 0);
     let read_end = call(&domain, "load", &[200]);
     iovec(&domain, 0, 100, 16);
-    let aborter = domain.clone();
-    let waker = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(150));
-        aborter.abort();
-    });
+    let waker = abort_after(&domain, Duration::from_millis(150));
     let started = Instant::now();
     let outcome = domain.call(
         "w_fd_read",

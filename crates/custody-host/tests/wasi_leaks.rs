@@ -54,11 +54,7 @@ fn exit_trap_or_abort_mid_read_leaves_no_fd_behind() {
             .stdin(Stdio::Inherit);
         let domain = host.create_domain(config).unwrap();
         domain.load("main", &module).unwrap();
-        let aborter = domain.clone();
-        let waker = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(200));
-            aborter.abort();
-        });
+        let waker = abort_after(&domain, Duration::from_millis(200));
         let outcome = domain.call(export, &[]);
         waker.join().unwrap();
         match (expect, &outcome) {
@@ -86,12 +82,6 @@ fn a_recycle_gives_the_new_instances_their_stdio_and_fresh_fds() {
     let host = host();
     let module = warmed_module(&host, &opener());
     let baseline = FdBaseline::now();
-    let domain = host
-        .create_domain(DomainConfig::new().preopen("data", &dir).args(["prog"]))
-        .unwrap();
-    domain.load("main", &module).unwrap();
-    call(&domain, "open_n", &[3]);
-    assert_eq!(call(&domain, "w_fd_close", &[1]), 0);
     // Trapping inside a critical region recycles the domain (the default
     // ladder); a WASI guest has no critical region, so ask for it.
     let policy = custody_host::Policy {
@@ -121,7 +111,6 @@ fn a_recycle_gives_the_new_instances_their_stdio_and_fresh_fds() {
     );
     assert_eq!(recycling.take_stdout(), b"again");
     recycling.unload().unwrap();
-    domain.unload().unwrap();
-    drop((domain, recycling));
+    drop(recycling);
     baseline.assert_back("recycle");
 }

@@ -15,11 +15,7 @@ const EINVAL: i32 = 28;
 const ENOTCAPABLE: i32 = 76;
 
 fn domain(policy: Policy) -> Domain {
-    let (host, _) = host_with(policy);
-    let module = host.compile(wasi_driver("").as_bytes()).unwrap();
-    let domain = host.create_domain(DomainConfig::new()).unwrap();
-    domain.load("main", &module).unwrap();
-    domain
+    wasi_domain(&host_with(policy).0, DomainConfig::new(), "")
 }
 
 /// A clock subscription (relative, monotonic) of `ms`.
@@ -115,11 +111,7 @@ fn an_abort_wakes_a_blocked_poll_at_once() {
         1000,
         &[fd_sub(1, 1, read_end), clock(2, 8000)].concat(),
     );
-    let aborter = domain.clone();
-    let waker = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(150));
-        aborter.abort();
-    });
+    let waker = abort_after(&domain, Duration::from_millis(150));
     let started = Instant::now();
     let outcome = domain.call(
         "w_poll_oneoff",

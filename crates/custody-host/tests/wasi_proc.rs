@@ -18,11 +18,7 @@ const ENOSYS: i32 = 52;
 const ENOTSOCK: i32 = 57;
 
 fn load(extra: &str) -> custody_host::Domain {
-    let host = host();
-    let module = host.compile(wasi_driver(extra).as_bytes()).unwrap();
-    let domain = host.create_domain(DomainConfig::new()).unwrap();
-    domain.load("main", &module).unwrap();
-    domain
+    wasi_domain(&host(), DomainConfig::new(), extra)
 }
 
 fn u64_at(domain: &custody_host::Domain, at: i32) -> u64 {

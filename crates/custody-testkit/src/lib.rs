@@ -37,6 +37,29 @@ pub fn scratch(tag: &str) -> std::path::PathBuf {
     dir
 }
 
+/// The seed of a fuzz run: `CUSTODY_FUZZ_SEED`, else from the clock (a
+/// failure names it, so the run can be repeated).
+pub fn fuzz_seed() -> u64 {
+    std::env::var("CUSTODY_FUZZ_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+                | 1
+        })
+}
+
+/// How long a fuzz run lasts: `CUSTODY_FUZZ_SECS` (default 2 s).
+pub fn fuzz_duration() -> std::time::Duration {
+    let secs = std::env::var("CUSTODY_FUZZ_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2.0);
+    std::time::Duration::from_secs_f64(secs)
+}
+
 /// xorshift64*: reproducible randomness for hostile arguments and chaos.
 pub struct Rng(pub u64);
 

@@ -4,8 +4,11 @@
 //! few custody ABI functions (so a test can mix the two ABIs); memory
 //! helpers read and write the results.
 
+use std::thread::JoinHandle;
+use std::time::Duration;
+
 use custody_host::wasi::FUNCTIONS;
-use custody_host::{AbiType, Domain, Val};
+use custody_host::{AbiType, Domain, DomainConfig, Host, Val};
 
 /// The WASI driver's text, with `data` as extra data segments.
 pub fn wasi_driver(data: &str) -> String {
@@ -105,4 +108,23 @@ pub fn poke(domain: &Domain, at: i32, bytes: &[u8]) {
 pub fn iovec(domain: &Domain, at: i32, buf: i32, len: i32) {
     crate::call(domain, "store", &[at, buf]);
     crate::call(domain, "store", &[at + 4, len]);
+}
+
+/// A domain of `host` made from `config`, with the WASI driver (plus
+/// `extra` module fields) loaded as "main".
+pub fn wasi_domain(host: &Host, config: DomainConfig, extra: &str) -> Domain {
+    let module = host.compile(wasi_driver(extra).as_bytes()).unwrap();
+    let domain = host.create_domain(config).unwrap();
+    domain.load("main", &module).unwrap();
+    domain
+}
+
+/// Aborts `domain`'s call in flight after `after`, from another thread
+/// (join the handle once the call returned).
+pub fn abort_after(domain: &Domain, after: Duration) -> JoinHandle<()> {
+    let domain = domain.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(after);
+        domain.abort();
+    })
 }

@@ -67,7 +67,7 @@ fn first_buffer(iovs: &[Iovec]) -> Option<(u32, u32)> {
 /// Runs one non-blocking `io` on `fd` as the fd's mode says: waiting
 /// through the cancellable wait while it would block, or, for a guest's
 /// `NONBLOCK` fd, `EAGAIN` at once.
-fn on_fd(
+pub(crate) fn on_fd(
     ctx: &DomainCtx,
     fd: BorrowedFd<'_>,
     interest: PollFlags,
@@ -102,8 +102,7 @@ pub(super) fn fd_read(
     iovs_len: i32,
     nread: i32,
 ) -> WasiResult {
-    let table = call.table;
-    let target = call.ctx().wasi.fds.resolve(table, fd)?;
+    let target = super::target(call, fd)?;
     let (mut memory, ctx) = call.split();
     let list = iovecs(&memory, iovs, iovs_len)?;
     memory.range(pointer(nread), 4)?;
@@ -140,10 +139,26 @@ fn read_stdin(
     let Stream::Os { fd, .. } = &ctx.wasi.stdio[0] else {
         return Ok(0);
     };
+    when_ready(ctx, fd.as_fd(), PollFlags::IN, || {
+        memory
+            .fill_with(buf, len, |bytes| sys::read(fd.as_fd(), bytes))
+            .unwrap_or(Err(OsErrno::FAULT))
+    })
+}
+
+/// Runs `io` on a host fd that may be blocking, each time once `poll` says
+/// it is ready for `interest` (so the call itself never blocks), until it
+/// does not report `EAGAIN`.
+fn when_ready(
+    ctx: &DomainCtx,
+    fd: BorrowedFd<'_>,
+    interest: PollFlags,
+    mut io: impl FnMut() -> Result<usize, OsErrno>,
+) -> Result<usize, Fail> {
     loop {
-        ctx.wait_ready(fd.as_fd(), PollFlags::IN)
+        ctx.wait_ready(fd, interest)
             .map_err(|e| from_abi(e, ctx.last_errno.get()))?;
-        match memory.fill_with(buf, len, |bytes| sys::read(fd.as_fd(), bytes))? {
+        match io() {
             Ok(n) => return Ok(n),
             Err(OsErrno::AGAIN | OsErrno::INTR) => {}
             Err(errno) => return Err(errno.into()),
@@ -158,8 +173,7 @@ pub(super) fn fd_write(
     iovs_len: i32,
     nwritten: i32,
 ) -> WasiResult {
-    let table = call.table;
-    let target = call.ctx().wasi.fds.resolve(table, fd)?;
+    let target = super::target(call, fd)?;
     let (mut memory, ctx) = call.split();
     let list = iovecs(&memory, iovs, iovs_len)?;
     memory.range(pointer(nwritten), 4)?;
@@ -192,15 +206,9 @@ fn write_stdio(ctx: &DomainCtx, which: usize, data: &[u8]) -> Result<usize, Fail
         }),
         Stream::Os { fd, polled: true } => {
             let data = &data[..data.len().min(PIPE_BUF)];
-            loop {
-                ctx.wait_ready(fd.as_fd(), PollFlags::OUT)
-                    .map_err(|e| from_abi(e, ctx.last_errno.get()))?;
-                match sys::write(fd.as_fd(), data) {
-                    Ok(n) => return Ok(n),
-                    Err(OsErrno::AGAIN | OsErrno::INTR) => {}
-                    Err(errno) => return Err(errno.into()),
-                }
-            }
+            when_ready(ctx, fd.as_fd(), PollFlags::OUT, || {
+                sys::write(fd.as_fd(), data)
+            })
         }
     }
 }
@@ -213,8 +221,7 @@ pub(super) fn fd_pread(
     offset: i64,
     nread: i32,
 ) -> WasiResult {
-    let table = call.table;
-    let target = call.ctx().wasi.fds.resolve(table, fd)?;
+    let target = super::target(call, fd)?;
     let (mut memory, ctx) = call.split();
     let list = iovecs(&memory, iovs, iovs_len)?;
     memory.range(pointer(nread), 4)?;
@@ -240,8 +247,7 @@ pub(super) fn fd_pwrite(
     offset: i64,
     nwritten: i32,
 ) -> WasiResult {
-    let table = call.table;
-    let target = call.ctx().wasi.fds.resolve(table, fd)?;
+    let target = super::target(call, fd)?;
     let (mut memory, ctx) = call.split();
     let list = iovecs(&memory, iovs, iovs_len)?;
     memory.range(pointer(nwritten), 4)?;
@@ -271,8 +277,7 @@ pub(super) fn fd_seek(
     whence: i32,
     newoffset: i32,
 ) -> WasiResult {
-    let table = call.table;
-    let target = call.ctx().wasi.fds.resolve(table, fd)?;
+    let target = super::target(call, fd)?;
     let (mut memory, ctx) = call.split();
     memory.range(pointer(newoffset), 8)?;
     let to = match u8::try_from(whence) {

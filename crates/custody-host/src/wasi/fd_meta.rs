@@ -129,8 +129,7 @@ fn describe_file(fd: BorrowedFd<'_>) -> Result<Fdstat, Fail> {
 }
 
 pub(super) fn fd_fdstat_get(call: &mut HostCall<'_, '_>, fd: i32, stat: i32) -> WasiResult {
-    let table = call.table;
-    let target = call.ctx().wasi.fds.resolve(table, fd)?;
+    let target = super::target(call, fd)?;
     let (mut memory, ctx) = call.split();
     memory.range(pointer(stat), Fdstat::SIZE)?;
     let mut fdstat = describe(ctx, &target)?;
@@ -146,7 +145,7 @@ pub(super) fn fd_fdstat_get(call: &mut HostCall<'_, '_>, fd: i32, stat: i32) -> 
 
 pub(super) fn fd_fdstat_set_flags(call: &mut HostCall<'_, '_>, fd: i32, flags: i32) -> WasiResult {
     let table = call.table;
-    let target = call.ctx().wasi.fds.resolve(table, fd)?;
+    let target = super::target(call, fd)?;
     let flags = u16::try_from(flags).map_err(|_| Errno::Inval)?;
     // As wasmtime: only APPEND and NONBLOCK change after opening.
     if flags & !fdflags::ALL != 0 || flags & (fdflags::DSYNC | fdflags::RSYNC | fdflags::SYNC) != 0
@@ -181,7 +180,7 @@ pub(super) fn fd_fdstat_set_rights(
     inheriting: i64,
 ) -> WasiResult {
     let table = call.table;
-    let target = call.ctx().wasi.fds.resolve(table, fd)?;
+    let target = super::target(call, fd)?;
     let (base, inheriting) = (base as u64, inheriting as u64);
     let ctx = call.ctx();
     let kind = describe(ctx, &target)?;
@@ -202,8 +201,7 @@ pub(super) fn fd_fdstat_set_rights(
 }
 
 pub(super) fn fd_filestat_get(call: &mut HostCall<'_, '_>, fd: i32, buf: i32) -> WasiResult {
-    let table = call.table;
-    let target = call.ctx().wasi.fds.resolve(table, fd)?;
+    let target = super::target(call, fd)?;
     let (mut memory, ctx) = call.split();
     memory.range(pointer(buf), Filestat::SIZE)?;
     ctx.wasi.fds.check(fd, rights::FD_FILESTAT_GET)?;
@@ -224,8 +222,7 @@ pub(super) fn fd_filestat_get(call: &mut HostCall<'_, '_>, fd: i32, buf: i32) ->
 }
 
 pub(super) fn fd_filestat_set_size(call: &mut HostCall<'_, '_>, fd: i32, size: i64) -> WasiResult {
-    let table = call.table;
-    let target = call.ctx().wasi.fds.resolve(table, fd)?;
+    let target = super::target(call, fd)?;
     let file = file(target)?;
     call.ctx()
         .wasi
@@ -275,8 +272,7 @@ pub(super) fn fd_filestat_set_times(
     mtim: i64,
     fst_flags: i32,
 ) -> WasiResult {
-    let table = call.table;
-    let target = call.ctx().wasi.fds.resolve(table, fd)?;
+    let target = super::target(call, fd)?;
     let times = timestamps(atim, mtim, fst_flags)?;
     let Target::Handle(file) = target else {
         return Err(Errno::Badf.into());
@@ -295,8 +291,7 @@ pub(super) fn fd_advise(
     len: i64,
     advice: i32,
 ) -> WasiResult {
-    let table = call.table;
-    let target = call.ctx().wasi.fds.resolve(table, fd)?;
+    let target = super::target(call, fd)?;
     let advice = match u8::try_from(advice) {
         Ok(0) => Advice::Normal,
         Ok(1) => Advice::Sequential,
@@ -325,8 +320,7 @@ pub(super) fn fd_allocate(
     offset: i64,
     len: i64,
 ) -> WasiResult {
-    let table = call.table;
-    let target = call.ctx().wasi.fds.resolve(table, fd)?;
+    let target = super::target(call, fd)?;
     let file = file(target)?;
     call.ctx().wasi.fds.check(fd, rights::FD_ALLOCATE)?;
     if offset < 0 || len <= 0 {
@@ -336,16 +330,14 @@ pub(super) fn fd_allocate(
 }
 
 pub(super) fn fd_sync(call: &mut HostCall<'_, '_>, fd: i32) -> WasiResult {
-    let table = call.table;
-    let target = call.ctx().wasi.fds.resolve(table, fd)?;
+    let target = super::target(call, fd)?;
     let file = file(target)?;
     call.ctx().wasi.fds.check(fd, rights::FD_SYNC)?;
     Ok(sys::sync(file.as_fd())?)
 }
 
 pub(super) fn fd_datasync(call: &mut HostCall<'_, '_>, fd: i32) -> WasiResult {
-    let table = call.table;
-    let target = call.ctx().wasi.fds.resolve(table, fd)?;
+    let target = super::target(call, fd)?;
     let file = file(target)?;
     call.ctx().wasi.fds.check(fd, rights::FD_DATASYNC)?;
     Ok(sys::sync_data(file.as_fd())?)

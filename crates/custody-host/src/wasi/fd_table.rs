@@ -93,8 +93,7 @@ pub(super) fn fd_renumber(call: &mut HostCall<'_, '_>, from: i32, to: i32) -> Wa
 }
 
 pub(super) fn fd_prestat_get(call: &mut HostCall<'_, '_>, fd: i32, buf: i32) -> WasiResult {
-    let table = call.table;
-    let target = call.ctx().wasi.fds.resolve(table, fd)?;
+    let target = super::target(call, fd)?;
     let (mut memory, ctx) = call.split();
     let Target::Preopen(i) = target else {
         return Err(Errno::Badf.into());
@@ -110,8 +109,7 @@ pub(super) fn fd_prestat_dir_name(
     path: i32,
     path_len: i32,
 ) -> WasiResult {
-    let table = call.table;
-    let target = call.ctx().wasi.fds.resolve(table, fd)?;
+    let target = super::target(call, fd)?;
     let (mut memory, ctx) = call.split();
     // As wasmtime: an fd that is no pre-open is not a directory here.
     let Target::Preopen(i) = target else {

@@ -12,11 +12,10 @@ use custody_handle::{Fd, TableRef};
 use rustix::event::PollFlags;
 
 use super::errno::{Fail, WasiResult, from_abi};
-use super::fd_io::{gather, iovecs, write_size};
+use super::fd_io::{gather, iovecs, on_fd, write_size};
 use super::fds::{FdState, Target};
 use super::types::{Errno, RECV_DATA_TRUNCATED, fdflags, riflags, rights, sdflags};
 use crate::abi::MAX_IO;
-use crate::boundary::ctx::DomainCtx;
 use crate::boundary::marshal::{self, HostCall, pointer};
 use crate::sys::{self, FileType, RecvFlags, Shutdown};
 
@@ -32,22 +31,6 @@ fn socket(target: Target<'_>) -> Result<TableRef<'_, Fd>, Fail> {
     Ok(file)
 }
 
-/// Runs one non-blocking socket operation until it does not block (or at
-/// once, for a guest's `NONBLOCK` socket).
-fn until_ready(
-    ctx: &DomainCtx,
-    socket: &TableRef<'_, Fd>,
-    fd: i32,
-    interest: PollFlags,
-    mut io: impl FnMut() -> Result<usize, rustix::io::Errno>,
-) -> Result<usize, Fail> {
-    if ctx.wasi.fds.state(fd).nonblock {
-        return Ok(io()?);
-    }
-    ctx.until_ready(socket.as_fd(), interest, || Ok(io()))
-        .map_err(|e| from_abi(e, ctx.last_errno.get()))
-}
-
 pub(super) fn sock_accept(
     call: &mut HostCall<'_, '_>,
     fd: i32,
@@ -55,7 +38,7 @@ pub(super) fn sock_accept(
     accepted: i32,
 ) -> WasiResult {
     let table = call.table;
-    let target = call.ctx().wasi.fds.resolve(table, fd)?;
+    let target = super::target(call, fd)?;
     let listener = socket(target)?;
     if flags & !i32::from(fdflags::NONBLOCK) != 0 {
         return Err(Errno::Inval.into());
@@ -64,7 +47,8 @@ pub(super) fn sock_accept(
     memory.range(pointer(accepted), 4)?;
     ctx.wasi.fds.check(fd, rights::SOCK_ACCEPT)?;
     let mut connection = None;
-    until_ready(ctx, &listener, fd, PollFlags::IN, || {
+    let nonblock = ctx.wasi.fds.state(fd).nonblock;
+    on_fd(ctx, listener.as_fd(), PollFlags::IN, nonblock, || {
         connection = Some(sys::accept(listener.as_fd())?);
         Ok(0)
     })?;
@@ -93,8 +77,7 @@ pub(super) fn sock_recv(
     ro_datalen: i32,
     ro_flags: i32,
 ) -> WasiResult {
-    let table = call.table;
-    let target = call.ctx().wasi.fds.resolve(table, fd)?;
+    let target = super::target(call, fd)?;
     let socket = socket(target)?;
     let known = i32::from(riflags::RECV_PEEK | riflags::RECV_WAITALL);
     if ri_flags & !known != 0 {
@@ -116,7 +99,8 @@ pub(super) fn sock_recv(
     };
     let len = iov.len.min(MAX_IO);
     let mut whole = 0;
-    let got = until_ready(ctx, &socket, fd, PollFlags::IN, || {
+    let nonblock = ctx.wasi.fds.state(fd).nonblock;
+    let got = on_fd(ctx, socket.as_fd(), PollFlags::IN, nonblock, || {
         let filled = memory.fill_with(iov.buf, len, |bytes| {
             sys::recv(socket.as_fd(), bytes, flags).map(|(got, all)| {
                 whole = all;
@@ -139,8 +123,7 @@ pub(super) fn sock_send(
     si_flags: i32,
     so_datalen: i32,
 ) -> WasiResult {
-    let table = call.table;
-    let target = call.ctx().wasi.fds.resolve(table, fd)?;
+    let target = super::target(call, fd)?;
     let socket = socket(target)?;
     // `siflags` has no flags.
     if si_flags != 0 {
@@ -151,15 +134,15 @@ pub(super) fn sock_send(
     memory.range(pointer(so_datalen), 4)?;
     ctx.wasi.fds.check(fd, rights::FD_WRITE)?;
     let data = gather(&memory, &list)?;
-    let sent = until_ready(ctx, &socket, fd, PollFlags::OUT, || {
+    let nonblock = ctx.wasi.fds.state(fd).nonblock;
+    let sent = on_fd(ctx, socket.as_fd(), PollFlags::OUT, nonblock, || {
         sys::send(socket.as_fd(), &data)
     })?;
     write_size(&mut memory, so_datalen, sent)
 }
 
 pub(super) fn sock_shutdown(call: &mut HostCall<'_, '_>, fd: i32, how: i32) -> WasiResult {
-    let table = call.table;
-    let target = call.ctx().wasi.fds.resolve(table, fd)?;
+    let target = super::target(call, fd)?;
     let socket = socket(target)?;
     let how = match u8::try_from(how) {
         Ok(sdflags::RD) => Shutdown::Read,

@@ -159,7 +159,7 @@ pub enum Difference {
     Line {
         /// wasmtime-wasi's line.
         wasmtime: &'static str,
-        /// custody's line.
+        /// custody's line (or lines: custody may say more).
         custody: &'static str,
     },
     /// How the run ended.

@@ -118,6 +118,11 @@ fn fdstat_says_what_an_fd_is_and_rights_only_shrink() {
     // A read-only file never had FD_WRITE to drop.
     let read_only = open(&domain, "data/f", 1);
     assert_eq!(fdstat(&domain, read_only).unwrap().2 & FD_WRITE, 0);
+    // stdio's rights are enforced as well.
+    let stdout = [Val::I32(1), Val::I64(0), Val::I64(0)];
+    assert_eq!(wcall(&domain, "w_fd_fdstat_set_rights", &stdout), 0);
+    assert_eq!(call(&domain, "w_fd_write", &[1, 0, 1, 16]), ENOTCAPABLE);
+    assert_eq!(domain.take_stdout(), b"");
     // Closing forgets the dropped rights with the fd.
     assert_eq!(call(&domain, "w_fd_close", &[fd]), 0);
     assert_eq!(fdstat(&domain, fd), Err(EBADF));

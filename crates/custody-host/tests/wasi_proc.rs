@@ -86,11 +86,19 @@ fn a_command_exits_and_a_reactor_initializes_once() {
         0,
         "the domain goes on after an exit"
     );
+    // `_initialize` runs as a start function does: its calls find its
+    // memory (the write reads its iovec there).
     let reactor = load(
         r#"(global $runs (mut i32) (i32.const 0))
-           (func (export "_initialize") (global.set $runs (i32.add (global.get $runs) (i32.const 1))))
+           (data (i32.const 500) "init\n")
+           (func (export "_initialize")
+             (i32.store (i32.const 600) (i32.const 500))
+             (i32.store (i32.const 604) (i32.const 5))
+             (drop (call $fd_write (i32.const 1) (i32.const 600) (i32.const 1) (i32.const 608)))
+             (global.set $runs (i32.add (global.get $runs) (i32.const 1))))
            (func (export "runs") (result i32) (global.get $runs))"#,
     );
+    assert_eq!(reactor.take_stdout(), b"init\n");
     assert_eq!(call(&reactor, "runs", &[]), 1);
     let host = host();
     let failing = host

@@ -85,6 +85,10 @@ pub(crate) struct DomainCtx {
     /// A module is being instantiated: host calls come from its start
     /// function, whose instance is not among those recorded yet.
     pub(crate) instantiating: bool,
+    /// The `memory` export of the module being instantiated, resolved
+    /// before its start function runs: its host calls find their memory by
+    /// index, as every other call does.
+    pub(crate) starting_memory: Option<ModuleExport>,
     /// Arms guest timers for this domain (`timer_set`); set by the domain.
     pub(crate) timers: Option<Arc<dyn super::timer::Timers>>,
     /// The memory of the store's only instance, while it has exactly one:
@@ -123,6 +127,7 @@ impl DomainCtx {
             memories: Vec::new(),
             instances: 0,
             instantiating: false,
+            starting_memory: None,
             timers: None,
             only_memory: None,
             // The domain gives the store its own (`new_store`).

@@ -140,14 +140,22 @@ pub(crate) fn finish(ctx: &DomainCtx, result: AbiResult) -> wasmtime::Result<i32
 /// instance in the store, its memory was kept at load and is used as is;
 /// with several, the caller's is found among the `memory` exports resolved
 /// at load (`ModuleExport`s: an index compare, no string lookup). A start
-/// function, which runs before its instance is recorded, is looked up by
-/// name.
+/// function, which runs before its instance is recorded, finds its memory
+/// by the export resolved before instantiating (a call from another module
+/// that the start function called, by name).
 #[inline]
 fn caller_memory(caller: &mut Caller<'_, DomainCtx>) -> Option<Extern> {
     let ctx = caller.data();
     if ctx.instantiating {
         // A start function: its instance is not recorded yet (and the
-        // memory kept for another instance is not its own).
+        // memory kept for another instance is not its own). The lookup by
+        // `ModuleExport` is on the caller's own instance, and only if it is
+        // of the module being instantiated.
+        if let Some(export) = ctx.starting_memory
+            && let Some(memory) = caller.get_module_export(&export)
+        {
+            return Some(memory);
+        }
         return caller.get_export("memory");
     }
     if ctx.only_memory.is_some() || ctx.instances <= 1 {

@@ -61,11 +61,13 @@ pub(crate) fn instantiate(
     let held: HashSet<HandleId> = ctx.table.live_ids().into_iter().collect();
     ctx.deadline = deadline.map(|d| (Instant::now() + d, d));
     ctx.instantiating = true;
+    ctx.starting_memory = module.get_export_index("memory");
     let instance = bind_and_instantiate(shared, loaded, name, module)
         .and_then(|instance| initialize(loaded, name, instance, deadline));
     let ctx = loaded.store.data_mut();
     ctx.deadline = None;
     ctx.instantiating = false;
+    ctx.starting_memory = None;
     let regions = std::mem::take(&mut ctx.critical_depth);
     let failed = match instance {
         Ok(instance) if regions == 0 => return Ok(instance),

@@ -106,6 +106,7 @@ pub(super) fn fd_read(
     let (mut memory, ctx) = call.split();
     let list = iovecs(&memory, iovs, iovs_len)?;
     memory.range(pointer(nread), 4)?;
+    ctx.wasi.fds.check(fd, rights::FD_READ)?;
     let Some((buf, len)) = first_buffer(&list) else {
         return write_size(&mut memory, nread, 0);
     };
@@ -113,9 +114,7 @@ pub(super) fn fd_read(
         Target::Stdio(0) => read_stdin(ctx, &mut memory, buf, len)?,
         Target::Stdio(_) | Target::Preopen(_) => return Err(Errno::Badf.into()),
         Target::Handle(file) => {
-            let fds = &ctx.wasi.fds;
-            fds.check(fd, rights::FD_READ)?;
-            let nonblock = fds.state(fd).nonblock;
+            let nonblock = ctx.wasi.fds.state(fd).nonblock;
             on_fd(ctx, file.as_fd(), PollFlags::IN, nonblock, || {
                 memory
                     .fill_with(buf, len, |bytes| sys::read(file.as_fd(), bytes))
@@ -177,14 +176,13 @@ pub(super) fn fd_write(
     let (mut memory, ctx) = call.split();
     let list = iovecs(&memory, iovs, iovs_len)?;
     memory.range(pointer(nwritten), 4)?;
+    ctx.wasi.fds.check(fd, rights::FD_WRITE)?;
     let data = gather(&memory, &list)?;
     let n = match target {
         Target::Stdio(i @ (1 | 2)) => write_stdio(ctx, i, &data)?,
         Target::Stdio(_) | Target::Preopen(_) => return Err(Errno::Badf.into()),
         Target::Handle(file) => {
-            let fds = &ctx.wasi.fds;
-            fds.check(fd, rights::FD_WRITE)?;
-            let nonblock = fds.state(fd).nonblock;
+            let nonblock = ctx.wasi.fds.state(fd).nonblock;
             on_fd(ctx, file.as_fd(), PollFlags::OUT, nonblock, || {
                 sys::write(file.as_fd(), &data)
             })

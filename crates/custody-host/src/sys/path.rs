@@ -18,7 +18,8 @@ use rustix::io::Errno;
 const RENAME_RETRIES: usize = 8;
 
 /// `openat2(dir, path, flags, mode, RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS)`,
-/// close-on-exec and without a controlling terminal; an escape is `EXDEV`.
+/// close-on-exec and (unless `O_PATH`) without a controlling terminal; an
+/// escape is `EXDEV`.
 /// `flags` should hold `NONBLOCK` for anything that is not `O_PATH`, so
 /// that a FIFO's open never blocks.
 pub(crate) fn open_beneath_raw(
@@ -27,9 +28,17 @@ pub(crate) fn open_beneath_raw(
     flags: OFlags,
     mode: u32,
 ) -> Result<OwnedFd, Errno> {
-    let flags = flags | OFlags::CLOEXEC | OFlags::NOCTTY;
-    // openat2 insists on mode 0 unless a file may be created.
-    let mode = if flags.intersects(OFlags::CREATE | OFlags::TMPFILE) {
+    // openat2 refuses any flag beside `O_PATH` but `O_CLOEXEC`,
+    // `O_DIRECTORY` and `O_NOFOLLOW` (`EINVAL`); an `O_PATH` fd opens no
+    // terminal anyway.
+    let flags = if flags.contains(OFlags::PATH) {
+        flags | OFlags::CLOEXEC
+    } else {
+        flags | OFlags::CLOEXEC | OFlags::NOCTTY
+    };
+    // openat2 insists on mode 0 unless a file may be created (custody never
+    // asks for `O_TMPFILE`, whose bits include `O_DIRECTORY`'s).
+    let mode = if flags.contains(OFlags::CREATE) {
         Mode::from_raw_mode(mode)
     } else {
         Mode::empty()

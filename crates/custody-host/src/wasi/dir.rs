@@ -52,7 +52,8 @@ impl Out<'_, '_> {
     /// WASI says (a full buffer tells the guest to call again). Returns
     /// whether there is room left.
     fn entry(&mut self, dirent: Dirent, name: &[u8]) -> Result<bool, Fail> {
-        for part in [&dirent.encode()[..], name] {
+        let header = dirent.encode();
+        for part in [&header[..Dirent::SIZE as usize], name] {
             let take = (part.len() as u32).min(self.left);
             self.memory.write(self.at, &part[..take as usize])?;
             self.at += take;

@@ -170,7 +170,12 @@ int main(int argc, char **argv) {
         (__wasi_fd_t)wo, fst.fs_rights_base & ~__WASI_RIGHTS_FD_WRITE, fst.fs_rights_inheriting);
     printf("[wasi] fd_fdstat_set_rights without FD_WRITE: %s\n", errno_name(e));
     if (e == 0) {
-        report("[wasi] write after dropping FD_WRITE", write(wo, "x", 1));
+        /* wasi-libc's write() turns ENOTCAPABLE into EBADF: ask WASI. */
+        __wasi_ciovec_t x = {.buf = (const uint8_t *)"x", .buf_len = 1};
+        __wasi_size_t n;
+        printf("[wasi] fd_write after dropping FD_WRITE: %s\n",
+               errno_name(__wasi_fd_write((__wasi_fd_t)wo, &x, 1, &n)));
+        report("[wasi] write() after dropping FD_WRITE", write(wo, "x", 1));
         e = __wasi_fd_fdstat_set_rights((__wasi_fd_t)wo, fst.fs_rights_base,
                                         fst.fs_rights_inheriting);
         printf("[wasi] fd_fdstat_set_rights gaining FD_WRITE back: %s\n", errno_name(e));

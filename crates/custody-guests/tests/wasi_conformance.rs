@@ -143,50 +143,30 @@ corpus_test! {
 }
 
 corpus_test! {
-    #[cfg_attr(
-        not(no_wasi_toolchain),
-        ignore = "custody: path_open not implemented yet (ENOSYS)"
-    )]
     fn files() {
         conforms_natively(&Case::new("files"), &[]);
     }
 }
 
 corpus_test! {
-    #[cfg_attr(
-        not(no_wasi_toolchain),
-        ignore = "custody: path_create_directory, fd_readdir not implemented yet (ENOSYS)"
-    )]
     fn directories() {
         conforms_natively(&Case::new("dirs"), &[]);
     }
 }
 
 corpus_test! {
-    #[cfg_attr(
-        not(no_wasi_toolchain),
-        ignore = "custody: path_open, path_filestat_get not implemented yet (ENOSYS)"
-    )]
     fn stat_and_timestamps() {
         conforms_natively(&Case::new("stat"), &[]);
     }
 }
 
 corpus_test! {
-    #[cfg_attr(
-        not(no_wasi_toolchain),
-        ignore = "custody: path_open, path_symlink not implemented yet (ENOSYS)"
-    )]
     fn symlinks() {
         conforms_natively(&Case::new("symlinks"), &[]);
     }
 }
 
 corpus_test! {
-    #[cfg_attr(
-        not(no_wasi_toolchain),
-        ignore = "custody: path_open, path_rename not implemented yet (ENOSYS)"
-    )]
     fn rename_and_unlink() {
         conforms_natively(&Case::new("rename"), &[]);
     }
@@ -211,10 +191,6 @@ fn confine_setup(dir: &std::path::Path) {
 }
 
 corpus_test! {
-    #[cfg_attr(
-        not(no_wasi_toolchain),
-        ignore = "custody: path_open not implemented yet (ENOSYS)"
-    )]
     fn confinement() {
         let out = conforms(&Case::new("confine").setup(confine_setup), &[]);
         let stdout = String::from_utf8_lossy(&out.stdout);
@@ -249,20 +225,12 @@ corpus_test! {
 }
 
 corpus_test! {
-    #[cfg_attr(
-        not(no_wasi_toolchain),
-        ignore = "custody: path_open not implemented yet (ENOSYS)"
-    )]
     fn poll() {
         conforms_natively(&Case::new("poll"), &[]);
     }
 }
 
 corpus_test! {
-    #[cfg_attr(
-        not(no_wasi_toolchain),
-        ignore = "custody: path_open not implemented yet (ENOSYS)"
-    )]
     fn fd_operations() {
         // SPEC W1: custody implements fd_allocate (wasmtime-wasi: ENOTSUP) and
         // fd_fdstat_set_rights, which may only drop rights (wasmtime-wasi:
@@ -273,7 +241,8 @@ corpus_test! {
                 Difference::Line {
                     wasmtime: "[wasi] fd_fdstat_set_rights without FD_WRITE: ENOTSUP",
                     custody: "[wasi] fd_fdstat_set_rights without FD_WRITE: ok\n\
-                              [wasi] write after dropping FD_WRITE: ENOTCAPABLE\n\
+                              [wasi] fd_write after dropping FD_WRITE: ENOTCAPABLE\n\
+                              [wasi] write() after dropping FD_WRITE: EBADF\n\
                               [wasi] fd_fdstat_set_rights gaining FD_WRITE back: ENOTCAPABLE",
                 },
                 Difference::Line {
@@ -303,10 +272,6 @@ fn preopens_setup(dir: &std::path::Path) {
 }
 
 corpus_test! {
-    #[cfg_attr(
-        not(no_wasi_toolchain),
-        ignore = "custody: path_open not implemented yet (ENOSYS)"
-    )]
     fn preopen_mapping() {
         let case = Case::new("preopens")
             .preopen("/sandbox", "sandbox")
@@ -323,20 +288,12 @@ corpus_test! {
 }
 
 corpus_test! {
-    #[cfg_attr(
-        not(no_wasi_toolchain),
-        ignore = "custody: path_create_directory, path_open not implemented yet (ENOSYS)"
-    )]
     fn many_fds() {
         conforms_natively(&Case::new("manyfds"), &[]);
     }
 }
 
 corpus_test! {
-    #[cfg_attr(
-        not(no_wasi_toolchain),
-        ignore = "custody: path_open not implemented yet (ENOSYS)"
-    )]
     fn large_io() {
         conforms_natively(&Case::new("largeio"), &[]);
     }
@@ -345,10 +302,6 @@ corpus_test! {
 corpus_test! {
     /// Bad input: wasmtime-wasi traps on each (its bindings reject the value);
     /// custody returns the errno the issue asks for and the program goes on.
-    #[cfg_attr(
-        not(no_wasi_toolchain),
-        ignore = "custody: path_open not implemented yet (ENOSYS)"
-    )]
     fn bad_input_is_an_errno_not_a_trap() {
         for (mode, errno) in [
             ("whence", "EINVAL"),

@@ -75,10 +75,6 @@ fn leaves_nothing(how: &str, ended: fn(&Result<Vec<custody_host::Val>, CallError
     no_wasi_toolchain,
     ignore = "clang, lld, wasi-libc or cc missing: see guest/wasi/README.md"
 )]
-#[cfg_attr(
-    not(no_wasi_toolchain),
-    ignore = "custody: path_open not implemented yet (ENOSYS)"
-)]
 fn exiting_without_closing_leaks_nothing() {
     leaves_nothing("exit", |r| matches!(r, Err(CallError::Exit(3))));
 }
@@ -88,10 +84,6 @@ fn exiting_without_closing_leaks_nothing() {
     no_wasi_toolchain,
     ignore = "clang, lld, wasi-libc or cc missing: see guest/wasi/README.md"
 )]
-#[cfg_attr(
-    not(no_wasi_toolchain),
-    ignore = "custody: path_open not implemented yet (ENOSYS)"
-)]
 fn returning_without_closing_leaks_nothing() {
     leaves_nothing("return", |r| r.is_ok());
 }
@@ -100,10 +92,6 @@ fn returning_without_closing_leaks_nothing() {
 #[cfg_attr(
     no_wasi_toolchain,
     ignore = "clang, lld, wasi-libc or cc missing: see guest/wasi/README.md"
-)]
-#[cfg_attr(
-    not(no_wasi_toolchain),
-    ignore = "custody: path_open not implemented yet (ENOSYS)"
 )]
 fn trapping_while_holding_leaks_nothing() {
     leaves_nothing("trap", |r| matches!(r, Err(CallError::Trap { .. })));

@@ -247,13 +247,21 @@ pub fn assert_same(case: &Case, who: &str, got: &Outcome, reference: &str, want:
         let g = String::from_utf8_lossy(g);
         let w = String::from_utf8_lossy(w);
         let (gl, wl): (Vec<&str>, Vec<&str>) = (g.lines().collect(), w.lines().collect());
-        let at = gl.iter().zip(&wl).take_while(|(a, b)| a == b).count();
-        why += &format!(
-            "{stream} line {}: {who} {:?}, {reference} {:?}\n",
-            at + 1,
-            gl.get(at).copied().unwrap_or("<end>"),
-            wl.get(at).copied().unwrap_or("<end>"),
-        );
+        // With as many lines on both sides, every line that differs (each
+        // may be a finding of its own); else the first, where they part.
+        let lines: Vec<usize> = if gl.len() == wl.len() {
+            (0..gl.len()).filter(|&i| gl[i] != wl[i]).collect()
+        } else {
+            vec![gl.iter().zip(&wl).take_while(|(a, b)| a == b).count()]
+        };
+        for at in lines {
+            why += &format!(
+                "{stream} line {}: {who} {:?}, {reference} {:?}\n",
+                at + 1,
+                gl.get(at).copied().unwrap_or("<end>"),
+                wl.get(at).copied().unwrap_or("<end>"),
+            );
+        }
     }
     if got.status != want.status {
         why += &format!(

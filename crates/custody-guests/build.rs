@@ -1,41 +1,68 @@
-//! Builds the C guests (`guest/examples/*.c`) with `guest/build.sh` into
-//! `OUT_DIR/guest` and tells the tests where they are
-//! (`CUSTODY_GUEST_DIR`).
+//! Builds the C guests with `guest/build.sh` into `OUT_DIR/guest` and tells
+//! the tests where they are (`CUSTODY_GUEST_DIR`): the custody-ABI examples
+//! (`guest/examples/*.c` → `NAME.wasm`) and the WASI conformance corpus
+//! (`guest/wasi/*.c` → `wasi/NAME.wasm` and the native `native/NAME`).
 //!
-//! - clang or wasm-ld missing (build.sh exits 69): the tests are compiled
-//!   with `cfg(no_guest_toolchain)`, which marks each one `#[ignore]` with
-//!   the reason, so `cargo test` lists them as ignored, never as passed.
-//!   With `CUSTODY_REQUIRE_GUESTS=1` (CI) the build fails instead.
+//! Each set is built on its own, so a missing wasi-libc does not hide the
+//! examples' tests:
+//! - a tool missing (build.sh exits 69): the set's tests are compiled with
+//!   `cfg(no_guest_toolchain)` (examples) or `cfg(no_wasi_toolchain)`
+//!   (corpus), which marks each one `#[ignore]` with the reason, so `cargo
+//!   test` lists them as ignored, never as passed. With
+//!   `CUSTODY_REQUIRE_GUESTS=1` (CI) the build fails instead.
 //! - any other failure (a C compile error): the build fails.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// build.sh's exit status when clang or wasm-ld is missing.
+/// build.sh's exit status when a tool is missing.
 const TOOLCHAIN_MISSING: i32 = 69;
 
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(no_guest_toolchain)");
+    println!("cargo::rustc-check-cfg=cfg(no_wasi_toolchain)");
     let manifest = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap());
     let guest = manifest.join("../../guest");
     let out = PathBuf::from(std::env::var_os("OUT_DIR").unwrap()).join("guest");
     println!("cargo::rerun-if-changed={}", guest.display());
-    for var in ["CLANG", "WASM_LD", "CUSTODY_REQUIRE_GUESTS"] {
+    for var in [
+        "CLANG",
+        "WASM_LD",
+        "CC",
+        "WASI_SYSROOT",
+        "CUSTODY_REQUIRE_GUESTS",
+    ] {
         println!("cargo::rerun-if-env-changed={var}");
     }
     println!("cargo::rustc-env=CUSTODY_GUEST_DIR={}", out.display());
 
+    let missing = [
+        ("examples", "no_guest_toolchain"),
+        ("wasi", "no_wasi_toolchain"),
+    ]
+    .into_iter()
+    .filter(|&(set, cfg)| !build(&guest, &out, set, cfg))
+    .count();
+    if missing > 0 {
+        watch_path();
+    }
+}
+
+/// Builds one set of guests (`build.sh SET`); false when a tool is
+/// missing, after setting `cfg` so that the set's tests are ignored.
+fn build(guest: &Path, out: &Path, set: &str, cfg: &str) -> bool {
     let output = Command::new("bash")
         .arg(guest.join("build.sh"))
-        .env("CUSTODY_GUEST_OUT", &out)
+        .arg(set)
+        .env("CUSTODY_GUEST_OUT", out)
         .output();
     let why = match output {
-        Ok(o) if o.status.success() => return,
+        Ok(o) if o.status.success() => return true,
         Ok(o) if o.status.code() == Some(TOOLCHAIN_MISSING) => {
             String::from_utf8_lossy(&o.stderr).trim().to_string()
         }
         Ok(o) => fail(&format!(
-            "guest/build.sh failed ({}):\n{}{}",
+            "guest/build.sh {set} failed ({}):\n{}{}",
             o.status,
             String::from_utf8_lossy(&o.stdout),
             String::from_utf8_lossy(&o.stderr)
@@ -45,12 +72,12 @@ fn main() {
     };
     if required() {
         fail(&format!(
-            "CUSTODY_REQUIRE_GUESTS is set, but the C guests cannot be built: {why}"
+            "CUSTODY_REQUIRE_GUESTS is set, but the C guests ({set}) cannot be built: {why}"
         ));
     }
-    println!("cargo::warning=C guest tests ignored: {why}");
-    println!("cargo::rustc-cfg=no_guest_toolchain");
-    watch_path();
+    println!("cargo::warning=C guest tests ({set}) ignored: {why}");
+    println!("cargo::rustc-cfg={cfg}");
+    false
 }
 
 /// Fails the build with `message` (cargo shows the script's stderr).

@@ -52,7 +52,8 @@ pub struct HostFunction {
     pub results: &'static [AbiType],
     /// What it touches, for host protection (SPEC Part C).
     pub categories: &'static [Category],
-    /// The error codes it may return to the guest.
+    /// The error codes it may return to the guest (the `custody` ABI's;
+    /// empty for WASI functions, which return WASI errnos).
     pub errors: &'static [AbiError],
     /// One line on what it does.
     pub summary: &'static str,

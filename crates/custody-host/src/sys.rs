@@ -19,11 +19,14 @@
 //!   `fd_renumber`).
 //!
 //! The file operations WASI needs beyond reading and writing (stat, seek,
-//! flags, sync, times, sockets, clocks, random bytes) are in `sys/file.rs`.
+//! flags, sync, times, sockets, clocks, random bytes) are in `sys/file.rs`;
+//! the path calls of WASI's `path_*` functions in `sys/path.rs`.
 
 mod file;
+mod path;
 
 pub(crate) use file::*;
+pub(crate) use path::*;
 
 use std::io;
 use std::mem::ManuallyDrop;

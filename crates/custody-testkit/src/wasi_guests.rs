@@ -5,10 +5,10 @@
 //! helpers read and write the results.
 
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use custody_host::wasi::FUNCTIONS;
-use custody_host::{AbiType, Domain, DomainConfig, Host, Val};
+use custody_host::{AbiType, CallError, Domain, DomainConfig, Host, Val};
 
 /// The WASI driver's text, with `data` as extra data segments.
 pub fn wasi_driver(data: &str) -> String {
@@ -127,4 +127,18 @@ pub fn abort_after(domain: &Domain, after: Duration) -> JoinHandle<()> {
         std::thread::sleep(after);
         domain.abort();
     })
+}
+
+/// Asserts that a call was aborted, within `limit` of `started`: a wait
+/// woken at once, not when it would have ended.
+pub fn assert_aborted_within(
+    outcome: &Result<Vec<Val>, CallError>,
+    started: Instant,
+    limit: Duration,
+) {
+    assert!(
+        matches!(outcome, Err(CallError::Aborted { .. })),
+        "{outcome:?}"
+    );
+    assert!(started.elapsed() < limit, "{:?}", started.elapsed());
 }

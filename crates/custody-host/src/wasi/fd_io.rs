@@ -43,6 +43,23 @@ pub(crate) fn iovecs(memory: &GuestMemory<'_>, iovs: i32, len: i32) -> Result<Ve
     Ok(list)
 }
 
+/// What every read or write starts with: the fd resolved (a handle
+/// pinned), then the iovec array read and every buffer checked, and the
+/// place of the result (`out`, a `u32`) checked.
+pub(crate) fn begin<'a, 'c>(
+    call: &'c mut HostCall<'a, '_>,
+    fd: i32,
+    iovs: i32,
+    iovs_len: i32,
+    out: i32,
+) -> Result<(Target<'a>, GuestMemory<'c>, &'c mut DomainCtx, Vec<Iovec>), Fail> {
+    let target = super::target(call, fd)?;
+    let (memory, ctx) = call.split();
+    let list = iovecs(&memory, iovs, iovs_len)?;
+    memory.range(pointer(out), 4)?;
+    Ok((target, memory, ctx, list))
+}
+
 /// The bytes of every iovec, in order, up to [`MAX_IO`] in all.
 pub(crate) fn gather(memory: &GuestMemory<'_>, iovs: &[Iovec]) -> Result<Vec<u8>, Fail> {
     let mut data = Vec::new();
@@ -102,10 +119,7 @@ pub(super) fn fd_read(
     iovs_len: i32,
     nread: i32,
 ) -> WasiResult {
-    let target = super::target(call, fd)?;
-    let (mut memory, ctx) = call.split();
-    let list = iovecs(&memory, iovs, iovs_len)?;
-    memory.range(pointer(nread), 4)?;
+    let (target, mut memory, ctx, list) = begin(call, fd, iovs, iovs_len, nread)?;
     ctx.wasi.fds.check(fd, rights::FD_READ)?;
     let Some((buf, len)) = first_buffer(&list) else {
         return write_size(&mut memory, nread, 0);
@@ -172,10 +186,7 @@ pub(super) fn fd_write(
     iovs_len: i32,
     nwritten: i32,
 ) -> WasiResult {
-    let target = super::target(call, fd)?;
-    let (mut memory, ctx) = call.split();
-    let list = iovecs(&memory, iovs, iovs_len)?;
-    memory.range(pointer(nwritten), 4)?;
+    let (target, mut memory, ctx, list) = begin(call, fd, iovs, iovs_len, nwritten)?;
     ctx.wasi.fds.check(fd, rights::FD_WRITE)?;
     let data = gather(&memory, &list)?;
     let n = match target {
@@ -219,10 +230,7 @@ pub(super) fn fd_pread(
     offset: i64,
     nread: i32,
 ) -> WasiResult {
-    let target = super::target(call, fd)?;
-    let (mut memory, ctx) = call.split();
-    let list = iovecs(&memory, iovs, iovs_len)?;
-    memory.range(pointer(nread), 4)?;
+    let (target, mut memory, ctx, list) = begin(call, fd, iovs, iovs_len, nread)?;
     let file = positioned(target)?;
     ctx.wasi.fds.check(fd, rights::FD_READ | rights::FD_SEEK)?;
     let Some((buf, len)) = first_buffer(&list) else {
@@ -245,10 +253,7 @@ pub(super) fn fd_pwrite(
     offset: i64,
     nwritten: i32,
 ) -> WasiResult {
-    let target = super::target(call, fd)?;
-    let (mut memory, ctx) = call.split();
-    let list = iovecs(&memory, iovs, iovs_len)?;
-    memory.range(pointer(nwritten), 4)?;
+    let (target, mut memory, ctx, list) = begin(call, fd, iovs, iovs_len, nwritten)?;
     let file = positioned(target)?;
     ctx.wasi.fds.check(fd, rights::FD_WRITE | rights::FD_SEEK)?;
     let data = gather(&memory, &list)?;

@@ -101,6 +101,10 @@ fn describe_file(fd: BorrowedFd<'_>) -> Result<Fdstat, Fail> {
     }
     let status = sys::status_flags(fd)?;
     let mut base = rights::ALL;
+    // A directory passes every right on to what is opened beneath it,
+    // whatever its own access mode (a read-only directory holds writable
+    // files): `path_open` checks against this.
+    let inheriting = base;
     if kind == filetype::DIRECTORY {
         base &= !(rights::FD_SEEK | rights::FD_FILESTAT_SET_SIZE | rights::PATH_FILESTAT_SET_SIZE);
     }
@@ -124,7 +128,11 @@ fn describe_file(fd: BorrowedFd<'_>) -> Result<Fdstat, Fail> {
         filetype: kind,
         flags,
         rights_base: base,
-        rights_inheriting: base,
+        rights_inheriting: if kind == filetype::DIRECTORY {
+            inheriting
+        } else {
+            base
+        },
     })
 }
 

@@ -53,7 +53,8 @@ fn duplicate(ctx: &DomainCtx, target: &Target<'_>) -> Result<OwnedFd, Fail> {
 /// `to` names what `from` named, and `from` is closed; what `to` named
 /// before is released. Onto a table id, the open file behind `to`'s OS fd
 /// is replaced in place (`dup3`), so the id, and every custody ABI use of
-/// it, follows. Onto a small fd, the small fd takes `from`'s stdio stream
+/// it, follows (a handle the embedder shares with the domain through
+/// `HandleTable::insert_handle` sees its fd follow too). Onto a small fd, the small fd takes `from`'s stdio stream
 /// or pre-open, or a new handle over a duplicate of `from`'s file.
 pub(super) fn fd_renumber(call: &mut HostCall<'_, '_>, from: i32, to: i32) -> WasiResult {
     let table = call.table;

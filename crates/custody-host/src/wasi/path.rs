@@ -1,134 +1,278 @@
 //! The `path_*` functions: paths resolved beneath a directory fd (a
 //! pre-open or a directory the guest opened) with `openat2`'s
-//! `RESOLVE_BENEATH`, as the custody ABI's `open` is.
+//! `RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS`, as the custody ABI's `open`
+//! is. This file holds what they share (reading the path, the directory
+//! fd, the parent of a last component) and `path_open`; the others are in
+//! `path/ops.rs`.
 //!
-//! path helper: not implemented yet. Every function answers `ENOSYS`; the
-//! helper implementing them replaces this file (the fd model it builds on
-//! is `fds.rs`: `WasiFds::resolve` gives a pre-open's index or a pinned
-//! directory handle).
+//! # Confinement
+//! - a path that leaves its directory (`..` above it, an absolute path, a
+//!   symbolic link pointing out) is `EPERM`, as wasmtime-wasi answers it
+//!   (the kernel says `EXDEV`; cap-std, under wasmtime, says "permission
+//!   denied");
+//! - the calls with no `openat2` form (`mkdirat`, `unlinkat`, `renameat`,
+//!   `symlinkat`, `linkat`) get the *parent* directory opened beneath the
+//!   dir fd (`O_PATH`) and a last component with no `/` in it but a
+//!   trailing one, so the kernel resolves nothing the `openat2` did not
+//!   check; a last component `..` is resolved as a parent itself, with
+//!   `.` as the name (so `..` at the top is `EPERM`, as with cap-std);
+//! - the calls on a whole path (stat, times, readlink) open it `O_PATH`
+//!   beneath the dir fd and act on that fd (`AT_EMPTY_PATH`).
+//!
+//! # Rights
+//! Each function needs its `PATH_*` right on the dir fd (`ENOTCAPABLE`
+//! without it); `path_open` may ask for no right the dir fd does not pass
+//! on (its inheriting rights), and the new fd keeps the rights it asked
+//! for (wasmtime ignores rights: it only reads `FD_READ` and `FD_WRITE` to
+//! choose the access mode, as custody does too).
 
-use super::errno::WasiResult;
-use super::types::Errno;
-use crate::boundary::marshal::HostCall;
+mod ops;
 
-/// What every function here answers until it is implemented.
-fn not_yet() -> WasiResult {
-    Err(Errno::Nosys.into())
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use custody_handle::Fd;
+use rustix::io::Errno as OsErrno;
+
+pub(super) use ops::{
+    path_create_directory, path_filestat_get, path_filestat_set_times, path_link, path_readlink,
+    path_remove_directory, path_rename, path_symlink, path_unlink_file,
+};
+
+use super::errno::{Fail, WasiResult};
+use super::fd_meta::filetype_of;
+use super::fds::{FdState, Target};
+use super::types::{Errno, fdflags, filetype, lookupflags, oflags, rights};
+use crate::boundary::ctx::DomainCtx;
+use crate::boundary::marshal::{HostCall, pointer};
+use crate::boundary::memory::GuestMemory;
+use crate::sys::{self, OFlags};
+
+/// The longest path a guest may pass: bounds the host's copy of it (the
+/// kernel refuses anything past `PATH_MAX`, 4 KiB, anyway).
+const MAX_PATH: u32 = 64 * 1024;
+
+/// The path at `ptr` (`len` bytes): a wild range is `EFAULT`, bytes that
+/// are not UTF-8 are `EILSEQ` (as wasmtime's string reading says).
+pub(super) fn read_path(memory: &GuestMemory<'_>, ptr: i32, len: i32) -> Result<String, Fail> {
+    let len = len as u32;
+    memory.range(pointer(ptr), len)?;
+    if len > MAX_PATH {
+        return Err(Errno::Nametoolong.into());
+    }
+    let bytes = memory.read(pointer(ptr), len)?;
+    String::from_utf8(bytes).map_err(|_| Errno::Ilseq.into())
 }
 
-pub(super) fn path_create_directory(
-    _: &mut HostCall<'_, '_>,
-    _fd: i32,
-    _path: i32,
-    _len: i32,
-) -> WasiResult {
-    not_yet()
+/// An OS error of a lookup beneath a directory: an escape (`EXDEV` from
+/// `openat2`) is `EPERM`, as wasmtime returns it.
+pub(super) fn lookup_error(errno: OsErrno) -> Fail {
+    if errno == OsErrno::XDEV {
+        Errno::Perm.into()
+    } else {
+        errno.into()
+    }
 }
 
-pub(super) fn path_filestat_get(
-    _: &mut HostCall<'_, '_>,
-    _fd: i32,
-    _flags: i32,
-    _path: i32,
-    _len: i32,
-    _buf: i32,
-) -> WasiResult {
-    not_yet()
+/// The directory `target` names, for a path call on it: a pre-open, or a
+/// table handle that is a directory. Anything else is `EBADF` (wasmtime's
+/// answer; `path_open` says `ENOTDIR` for a file itself).
+pub(super) fn dir_fd<'a>(
+    ctx: &'a DomainCtx,
+    target: &'a Target<'_>,
+) -> Result<BorrowedFd<'a>, Fail> {
+    match target {
+        Target::Stdio(_) => Err(Errno::Badf.into()),
+        Target::Preopen(i) => Ok(ctx.preopens.get(*i).ok_or(Errno::Badf)?.1),
+        Target::Handle(file) => {
+            let fd = file.as_fd();
+            if filetype_of(&sys::stat(fd)?) != filetype::DIRECTORY {
+                return Err(Errno::Badf.into());
+            }
+            Ok(fd)
+        }
+    }
 }
 
-#[allow(clippy::too_many_arguments)]
-pub(super) fn path_filestat_set_times(
-    _: &mut HostCall<'_, '_>,
-    _fd: i32,
-    _flags: i32,
-    _path: i32,
-    _len: i32,
-    _atim: i64,
-    _mtim: i64,
-    _fst_flags: i32,
-) -> WasiResult {
-    not_yet()
+/// A path split for a call with no `openat2` form: its parent directory,
+/// opened `O_PATH` beneath the dir fd, and the last component (no `/` in
+/// it, but the path's trailing one, which the kernel checks: `file/` is
+/// not a directory).
+pub(super) struct Parent {
+    pub(super) dir: OwnedFd,
+    pub(super) name: String,
 }
 
-#[allow(clippy::too_many_arguments)]
-pub(super) fn path_link(
-    _: &mut HostCall<'_, '_>,
-    _old_fd: i32,
-    _old_flags: i32,
-    _old_path: i32,
-    _old_len: i32,
-    _new_fd: i32,
-    _new_path: i32,
-    _new_len: i32,
-) -> WasiResult {
-    not_yet()
+/// Splits `path` beneath `dir` into its [`Parent`]. An empty path is
+/// `ENOENT`; one that leaves `dir` is `EPERM`.
+pub(super) fn parent(dir: BorrowedFd<'_>, path: &str) -> Result<Parent, Fail> {
+    let trimmed = path.trim_end_matches('/');
+    let trailing = if trimmed.len() == path.len() { "" } else { "/" };
+    if trimmed.is_empty() {
+        // "" names nothing; "/" is absolute: out of every directory.
+        return Err(if path.is_empty() {
+            Errno::Noent
+        } else {
+            Errno::Perm
+        }
+        .into());
+    }
+    let (up, last) = match trimmed.rfind('/') {
+        // "/name": the parent is the root, an escape the openat2 reports.
+        Some(0) => ("/", &trimmed[1..]),
+        Some(i) => (&trimmed[..i], &trimmed[i + 1..]),
+        None => (".", trimmed),
+    };
+    // A last `..` is a directory to resolve (beneath), not a name to act
+    // on: the call acts on `.` in it (and `..` at the top is an escape).
+    let (up, name) = if last == ".." {
+        (trimmed, ".".to_owned())
+    } else {
+        (up, format!("{last}{trailing}"))
+    };
+    let dir = sys::open_beneath_raw(dir, up, OFlags::PATH | OFlags::DIRECTORY, 0)
+        .map_err(lookup_error)?;
+    Ok(Parent { dir, name })
 }
 
+/// Opens the whole of `path` beneath `dir` as an `O_PATH` fd: the file a
+/// symbolic link names if `follow`, else the link itself.
+pub(super) fn whole(dir: BorrowedFd<'_>, path: &str, follow: bool) -> Result<OwnedFd, Fail> {
+    let mut flags = OFlags::PATH;
+    if !follow {
+        flags |= OFlags::NOFOLLOW;
+    }
+    sys::open_beneath_raw(dir, path, flags, 0).map_err(lookup_error)
+}
+
+/// Whether `lookupflags` says to follow a last symbolic link; unknown
+/// bits are `EINVAL`.
+pub(super) fn follows(flags: i32) -> Result<bool, Fail> {
+    let flags = flags as u32;
+    if flags & !lookupflags::SYMLINK_FOLLOW != 0 {
+        return Err(Errno::Inval.into());
+    }
+    Ok(flags & lookupflags::SYMLINK_FOLLOW != 0)
+}
+
+/// What a guest asked `path_open` for, checked.
+struct OpenRequest {
+    flags: OFlags,
+    nonblock: bool,
+}
+
+/// The OS flags of a `path_open` (wasmtime's rules): written if `FD_WRITE`
+/// is asked for or the file may be created or truncated, read if
+/// `FD_READ` is asked for or it is not written; `EXCL` only with `CREAT`;
+/// `DIRECTORY` with `CREAT`, `EXCL` or `TRUNC` is `EINVAL`; the sync flags
+/// are `ENOTSUP` (wasmtime cannot open with them either). Always
+/// `NONBLOCK`: opening a FIFO must not block (and every read or write on
+/// the fd waits in the one cancellable wait).
+fn open_request(dirflags: i32, open: i32, base: u64, fdflags: i32) -> Result<OpenRequest, Fail> {
+    let follow = follows(dirflags)?;
+    let open = u16::try_from(open).map_err(|_| Errno::Inval)?;
+    let fdflags = u16::try_from(fdflags).map_err(|_| Errno::Inval)?;
+    if open & !oflags::ALL != 0 || fdflags & !fdflags::ALL != 0 {
+        return Err(Errno::Inval.into());
+    }
+    if open & oflags::DIRECTORY != 0 && open & (oflags::CREAT | oflags::EXCL | oflags::TRUNC) != 0 {
+        return Err(Errno::Inval.into());
+    }
+    if fdflags & (fdflags::SYNC | fdflags::DSYNC | fdflags::RSYNC) != 0 {
+        return Err(Errno::Notsup.into());
+    }
+    let write = base & rights::FD_WRITE != 0 || open & (oflags::CREAT | oflags::TRUNC) != 0;
+    let read = base & rights::FD_READ != 0 || base & rights::FD_WRITE == 0;
+    let mut flags = match (read, write) {
+        (true, true) => OFlags::RDWR,
+        (false, true) => OFlags::WRONLY,
+        _ => OFlags::RDONLY,
+    } | OFlags::NONBLOCK;
+    if open & oflags::CREAT != 0 {
+        flags |= OFlags::CREATE;
+        if open & oflags::EXCL != 0 {
+            flags |= OFlags::EXCL;
+        }
+    }
+    if open & oflags::TRUNC != 0 {
+        flags |= OFlags::TRUNC;
+    }
+    if open & oflags::DIRECTORY != 0 {
+        flags |= OFlags::DIRECTORY;
+    }
+    if !follow {
+        flags |= OFlags::NOFOLLOW;
+    }
+    if fdflags & fdflags::APPEND != 0 {
+        flags |= OFlags::APPEND;
+    }
+    Ok(OpenRequest {
+        flags,
+        nonblock: fdflags & fdflags::NONBLOCK != 0,
+    })
+}
+
+/// The rights `fd` passes on to what is opened beneath it: a pre-open's
+/// announced set, a directory the guest opened every right, less what the
+/// guest dropped.
+fn passes_on(ctx: &DomainCtx, target: &Target<'_>, fd: i32) -> u64 {
+    let kind = match target {
+        Target::Preopen(_) => rights::PREOPEN_INHERITING,
+        _ => rights::ALL,
+    };
+    kind & ctx.wasi.fds.state(fd).rights.1
+}
+
+/// Opens a file or directory beneath `fd` and gives the guest a new fd:
+/// a table handle, inserted before its number is written to `opened` and
+/// closed again if that write faults. Rights asked for beyond what `fd`
+/// passes on are `ENOTCAPABLE`; the new fd has the rights asked for.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn path_open(
-    _: &mut HostCall<'_, '_>,
-    _fd: i32,
-    _dirflags: i32,
-    _path: i32,
-    _len: i32,
-    _oflags: i32,
-    _base: i64,
-    _inheriting: i64,
-    _fdflags: i32,
-    _opened: i32,
+    call: &mut HostCall<'_, '_>,
+    fd: i32,
+    dirflags: i32,
+    path: i32,
+    len: i32,
+    open: i32,
+    base: i64,
+    inheriting: i64,
+    fdflags: i32,
+    opened: i32,
 ) -> WasiResult {
-    not_yet()
-}
-
-pub(super) fn path_readlink(
-    _: &mut HostCall<'_, '_>,
-    _fd: i32,
-    _path: i32,
-    _len: i32,
-    _buf: i32,
-    _buf_len: i32,
-    _used: i32,
-) -> WasiResult {
-    not_yet()
-}
-
-pub(super) fn path_remove_directory(
-    _: &mut HostCall<'_, '_>,
-    _fd: i32,
-    _path: i32,
-    _len: i32,
-) -> WasiResult {
-    not_yet()
-}
-
-pub(super) fn path_rename(
-    _: &mut HostCall<'_, '_>,
-    _fd: i32,
-    _old_path: i32,
-    _old_len: i32,
-    _new_fd: i32,
-    _new_path: i32,
-    _new_len: i32,
-) -> WasiResult {
-    not_yet()
-}
-
-pub(super) fn path_symlink(
-    _: &mut HostCall<'_, '_>,
-    _old_path: i32,
-    _old_len: i32,
-    _fd: i32,
-    _new_path: i32,
-    _new_len: i32,
-) -> WasiResult {
-    not_yet()
-}
-
-pub(super) fn path_unlink_file(
-    _: &mut HostCall<'_, '_>,
-    _fd: i32,
-    _path: i32,
-    _len: i32,
-) -> WasiResult {
-    not_yet()
+    let table = call.table;
+    let target = call.ctx().wasi.fds.resolve(table, fd)?;
+    let (mut memory, ctx) = call.split();
+    if let Target::Handle(file) = &target
+        && filetype_of(&sys::stat(file.as_fd())?) != filetype::DIRECTORY
+    {
+        return Err(Errno::Notdir.into());
+    }
+    let dir = dir_fd(ctx, &target)?;
+    let path = read_path(&memory, path, len)?;
+    memory.range(pointer(opened), 4)?;
+    let (base, inheriting) = (base as u64, inheriting as u64);
+    let request = open_request(dirflags, open, base, fdflags)?;
+    let fds = &ctx.wasi.fds;
+    fds.check(fd, rights::PATH_OPEN)?;
+    if request.flags.contains(OFlags::CREATE) {
+        fds.check(fd, rights::PATH_CREATE_FILE)?;
+    }
+    let allowed = passes_on(ctx, &target, fd);
+    if base & !allowed != 0 || inheriting & !allowed != 0 {
+        return Err(Errno::Notcapable.into());
+    }
+    let file = sys::open_beneath_raw(dir, &path, request.flags, 0o666).map_err(lookup_error)?;
+    drop(target);
+    // Inserted first, then its number written: a fault closes it again.
+    let id = table.insert(Fd::from(file))?;
+    if let Err(fault) = memory.write_i32(pointer(opened), id.raw() as i32) {
+        let _ = table.close(id);
+        return Err(fault.into());
+    }
+    let state = FdState {
+        rights: (base, inheriting),
+        nonblock: request.nonblock,
+    };
+    ctx.wasi.fds.set_state(table, id.raw() as i32, state);
+    Ok(())
 }

@@ -12,7 +12,7 @@ use custody_handle::{Fd, TableRef};
 use rustix::event::PollFlags;
 
 use super::errno::{Fail, WasiResult, from_abi};
-use super::fd_io::{gather, iovecs, on_fd, write_size};
+use super::fd_io::{begin, gather, on_fd, write_size};
 use super::fds::{FdState, Target};
 use super::types::{Errno, RECV_DATA_TRUNCATED, fdflags, riflags, rights, sdflags};
 use crate::abi::MAX_IO;
@@ -77,8 +77,6 @@ pub(super) fn sock_recv(
     ro_datalen: i32,
     ro_flags: i32,
 ) -> WasiResult {
-    let target = super::target(call, fd)?;
-    let socket = socket(target)?;
     let known = i32::from(riflags::RECV_PEEK | riflags::RECV_WAITALL);
     if ri_flags & !known != 0 {
         return Err(Errno::Inval.into());
@@ -87,9 +85,8 @@ pub(super) fn sock_recv(
     if ri_flags & i32::from(riflags::RECV_PEEK) != 0 {
         flags |= RecvFlags::PEEK;
     }
-    let (mut memory, ctx) = call.split();
-    let list = iovecs(&memory, ri_data, ri_data_len)?;
-    memory.range(pointer(ro_datalen), 4)?;
+    let (target, mut memory, ctx, list) = begin(call, fd, ri_data, ri_data_len, ro_datalen)?;
+    let socket = socket(target)?;
     memory.range(pointer(ro_flags), 2)?;
     ctx.wasi.fds.check(fd, rights::FD_READ)?;
     let Some(iov) = list.iter().find(|iov| iov.len > 0) else {
@@ -123,15 +120,12 @@ pub(super) fn sock_send(
     si_flags: i32,
     so_datalen: i32,
 ) -> WasiResult {
-    let target = super::target(call, fd)?;
-    let socket = socket(target)?;
     // `siflags` has no flags.
     if si_flags != 0 {
         return Err(Errno::Inval.into());
     }
-    let (mut memory, ctx) = call.split();
-    let list = iovecs(&memory, si_data, si_data_len)?;
-    memory.range(pointer(so_datalen), 4)?;
+    let (target, mut memory, ctx, list) = begin(call, fd, si_data, si_data_len, so_datalen)?;
+    let socket = socket(target)?;
     ctx.wasi.fds.check(fd, rights::FD_WRITE)?;
     let data = gather(&memory, &list)?;
     let nonblock = ctx.wasi.fds.state(fd).nonblock;

@@ -189,7 +189,6 @@ pub(crate) mod fdflags {
 }
 
 /// `oflags` (a `u16`), for `path_open`.
-#[allow(dead_code)] // path_open's (path.rs)
 pub(crate) mod oflags {
     pub(crate) const CREAT: u16 = 1 << 0;
     pub(crate) const DIRECTORY: u16 = 1 << 1;
@@ -200,7 +199,6 @@ pub(crate) mod oflags {
 }
 
 /// `lookupflags` (a `u32`), for the `path_*` functions.
-#[allow(dead_code)] // the path functions' (path.rs)
 pub(crate) mod lookupflags {
     pub(crate) const SYMLINK_FOLLOW: u32 = 1 << 0;
 }
@@ -312,7 +310,6 @@ impl Filestat {
 
 /// `dirent` (24 bytes, followed by the name's bytes): one entry of
 /// `fd_readdir`.
-#[allow(dead_code)] // fd_readdir's (dir.rs)
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Dirent {
     /// The cookie of the next entry.
@@ -322,7 +319,6 @@ pub(crate) struct Dirent {
     pub(crate) filetype: u8,
 }
 
-#[allow(dead_code)] // fd_readdir's (dir.rs)
 impl Dirent {
     pub(crate) const SIZE: u32 = 24;
 

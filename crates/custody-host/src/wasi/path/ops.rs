@@ -1,0 +1,224 @@
+//! The `path_*` functions other than `path_open`: create and remove
+//! directories, unlink, rename, symbolic and hard links, and a file's
+//! attributes by path. Each resolves beneath its dir fd as `path.rs`
+//! says: the parent of the last component for the calls with no `openat2`
+//! form, the whole path opened `O_PATH` for the others.
+
+use std::os::fd::AsFd;
+
+use super::{Parent, dir_fd, follows, parent, read_path, whole};
+use crate::boundary::marshal::{HostCall, pointer};
+use crate::sys;
+use crate::wasi::errno::WasiResult;
+use crate::wasi::fd_meta::{filestat_of, timestamps};
+use crate::wasi::types::{Errno, Filestat, rights};
+
+/// Runs `op` on the parent of `path` beneath `fd`, after checking `right`.
+fn on_parent(
+    call: &mut HostCall<'_, '_>,
+    fd: i32,
+    path: i32,
+    len: i32,
+    right: u64,
+    op: impl FnOnce(&Parent) -> Result<(), rustix::io::Errno>,
+) -> WasiResult {
+    let table = call.table;
+    let target = call.ctx().wasi.fds.resolve(table, fd)?;
+    let (memory, ctx) = call.split();
+    let dir = dir_fd(ctx, &target)?;
+    let path = read_path(&memory, path, len)?;
+    ctx.wasi.fds.check(fd, right)?;
+    let at = parent(dir, &path)?;
+    Ok(op(&at)?)
+}
+
+pub(in crate::wasi) fn path_create_directory(
+    call: &mut HostCall<'_, '_>,
+    fd: i32,
+    path: i32,
+    len: i32,
+) -> WasiResult {
+    on_parent(call, fd, path, len, rights::PATH_CREATE_DIRECTORY, |at| {
+        sys::mkdir_at(at.dir.as_fd(), &at.name)
+    })
+}
+
+pub(in crate::wasi) fn path_remove_directory(
+    call: &mut HostCall<'_, '_>,
+    fd: i32,
+    path: i32,
+    len: i32,
+) -> WasiResult {
+    on_parent(call, fd, path, len, rights::PATH_REMOVE_DIRECTORY, |at| {
+        sys::unlink_at(at.dir.as_fd(), &at.name, true)
+    })
+}
+
+pub(in crate::wasi) fn path_unlink_file(
+    call: &mut HostCall<'_, '_>,
+    fd: i32,
+    path: i32,
+    len: i32,
+) -> WasiResult {
+    on_parent(call, fd, path, len, rights::PATH_UNLINK_FILE, |at| {
+        sys::unlink_at(at.dir.as_fd(), &at.name, false)
+    })
+}
+
+/// The contents of a symbolic link are stored as given (they are resolved,
+/// beneath a directory, only by a later lookup, which confines them then).
+pub(in crate::wasi) fn path_symlink(
+    call: &mut HostCall<'_, '_>,
+    old_path: i32,
+    old_len: i32,
+    fd: i32,
+    new_path: i32,
+    new_len: i32,
+) -> WasiResult {
+    let table = call.table;
+    let target = call.ctx().wasi.fds.resolve(table, fd)?;
+    let (memory, ctx) = call.split();
+    let dir = dir_fd(ctx, &target)?;
+    let contents = read_path(&memory, old_path, old_len)?;
+    let new = read_path(&memory, new_path, new_len)?;
+    ctx.wasi.fds.check(fd, rights::PATH_SYMLINK)?;
+    let at = parent(dir, &new)?;
+    Ok(sys::symlink_at(&contents, at.dir.as_fd(), &at.name)?)
+}
+
+/// Renames within or across two dir fds (`old` needs
+/// `PATH_RENAME_SOURCE`, `new` `PATH_RENAME_TARGET`).
+pub(in crate::wasi) fn path_rename(
+    call: &mut HostCall<'_, '_>,
+    fd: i32,
+    old_path: i32,
+    old_len: i32,
+    new_fd: i32,
+    new_path: i32,
+    new_len: i32,
+) -> WasiResult {
+    let table = call.table;
+    let fds = &call.ctx().wasi.fds;
+    let (old_target, new_target) = (fds.resolve(table, fd)?, fds.resolve(table, new_fd)?);
+    let (memory, ctx) = call.split();
+    let (old_dir, new_dir) = (dir_fd(ctx, &old_target)?, dir_fd(ctx, &new_target)?);
+    let old = read_path(&memory, old_path, old_len)?;
+    let new = read_path(&memory, new_path, new_len)?;
+    ctx.wasi.fds.check(fd, rights::PATH_RENAME_SOURCE)?;
+    ctx.wasi.fds.check(new_fd, rights::PATH_RENAME_TARGET)?;
+    let (from, to) = (parent(old_dir, &old)?, parent(new_dir, &new)?);
+    Ok(sys::rename_at(
+        from.dir.as_fd(),
+        &from.name,
+        to.dir.as_fd(),
+        &to.name,
+    )?)
+}
+
+/// A hard link. Following a symbolic link at `old` is `EINVAL`, as in
+/// wasmtime (it could name a file outside every directory).
+#[allow(clippy::too_many_arguments)]
+pub(in crate::wasi) fn path_link(
+    call: &mut HostCall<'_, '_>,
+    old_fd: i32,
+    old_flags: i32,
+    old_path: i32,
+    old_len: i32,
+    new_fd: i32,
+    new_path: i32,
+    new_len: i32,
+) -> WasiResult {
+    let table = call.table;
+    let fds = &call.ctx().wasi.fds;
+    let (old_target, new_target) = (fds.resolve(table, old_fd)?, fds.resolve(table, new_fd)?);
+    let (memory, ctx) = call.split();
+    let (old_dir, new_dir) = (dir_fd(ctx, &old_target)?, dir_fd(ctx, &new_target)?);
+    let old = read_path(&memory, old_path, old_len)?;
+    let new = read_path(&memory, new_path, new_len)?;
+    if follows(old_flags)? {
+        return Err(Errno::Inval.into());
+    }
+    ctx.wasi.fds.check(old_fd, rights::PATH_LINK_SOURCE)?;
+    ctx.wasi.fds.check(new_fd, rights::PATH_LINK_TARGET)?;
+    let (from, to) = (parent(old_dir, &old)?, parent(new_dir, &new)?);
+    Ok(sys::link_at(
+        from.dir.as_fd(),
+        &from.name,
+        to.dir.as_fd(),
+        &to.name,
+    )?)
+}
+
+/// Reads a symbolic link's contents into `buf`, cut to `buf_len` bytes
+/// (as wasmtime does: no error for a short buffer); `used` gets the
+/// count.
+pub(in crate::wasi) fn path_readlink(
+    call: &mut HostCall<'_, '_>,
+    fd: i32,
+    path: i32,
+    len: i32,
+    buf: i32,
+    buf_len: i32,
+    used: i32,
+) -> WasiResult {
+    let table = call.table;
+    let target = call.ctx().wasi.fds.resolve(table, fd)?;
+    let (mut memory, ctx) = call.split();
+    let dir = dir_fd(ctx, &target)?;
+    let path = read_path(&memory, path, len)?;
+    memory.range(pointer(buf), buf_len as u32)?;
+    memory.range(pointer(used), 4)?;
+    ctx.wasi.fds.check(fd, rights::PATH_READLINK)?;
+    let link = whole(dir, &path, false)?;
+    let contents = sys::read_link(link.as_fd())?;
+    let bytes = contents.as_bytes();
+    let bytes = &bytes[..bytes.len().min(buf_len as u32 as usize)];
+    memory.write(pointer(buf), bytes)?;
+    memory.write(pointer(used), &(bytes.len() as u32).to_le_bytes())?;
+    Ok(())
+}
+
+pub(in crate::wasi) fn path_filestat_get(
+    call: &mut HostCall<'_, '_>,
+    fd: i32,
+    flags: i32,
+    path: i32,
+    len: i32,
+    buf: i32,
+) -> WasiResult {
+    let table = call.table;
+    let target = call.ctx().wasi.fds.resolve(table, fd)?;
+    let (mut memory, ctx) = call.split();
+    let dir = dir_fd(ctx, &target)?;
+    let path = read_path(&memory, path, len)?;
+    memory.range(pointer(buf), Filestat::SIZE)?;
+    let follow = follows(flags)?;
+    ctx.wasi.fds.check(fd, rights::PATH_FILESTAT_GET)?;
+    let file = whole(dir, &path, follow)?;
+    let stat = filestat_of(&sys::stat_fd(file.as_fd())?);
+    memory.write(pointer(buf), &stat.encode())?;
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(in crate::wasi) fn path_filestat_set_times(
+    call: &mut HostCall<'_, '_>,
+    fd: i32,
+    flags: i32,
+    path: i32,
+    len: i32,
+    atim: i64,
+    mtim: i64,
+    fst_flags: i32,
+) -> WasiResult {
+    let table = call.table;
+    let target = call.ctx().wasi.fds.resolve(table, fd)?;
+    let (memory, ctx) = call.split();
+    let dir = dir_fd(ctx, &target)?;
+    let path = read_path(&memory, path, len)?;
+    let follow = follows(flags)?;
+    let times = timestamps(atim, mtim, fst_flags)?;
+    ctx.wasi.fds.check(fd, rights::PATH_FILESTAT_SET_TIMES)?;
+    let file = whole(dir, &path, follow)?;
+    Ok(sys::set_times_fd(file.as_fd(), &times)?)
+}

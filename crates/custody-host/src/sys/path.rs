@@ -98,10 +98,10 @@ pub(crate) fn link_at(
     rustix::fs::linkat(old_dir, old, new_dir, new, AtFlags::empty())
 }
 
-/// `readlinkat(fd, "")`: the contents of the symbolic link `fd` is an
-/// `O_PATH | O_NOFOLLOW` fd of (the kernel bounds its length).
-pub(crate) fn read_link(fd: BorrowedFd<'_>) -> Result<CString, Errno> {
-    rustix::fs::readlinkat(fd, "", Vec::new())
+/// `readlinkat(dir, name)`: the contents of the symbolic link `name` in
+/// `dir` (`EINVAL` if it is not one, as Linux says).
+pub(crate) fn read_link_at(dir: BorrowedFd<'_>, name: &str) -> Result<CString, Errno> {
+    rustix::fs::readlinkat(dir, name, Vec::new())
 }
 
 /// `fstatat(fd, "", AT_EMPTY_PATH)`: works on an `O_PATH` fd, a symbolic

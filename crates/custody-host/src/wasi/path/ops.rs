@@ -66,7 +66,9 @@ pub(in crate::wasi) fn path_unlink_file(
 }
 
 /// The contents of a symbolic link are stored as given (they are resolved,
-/// beneath a directory, only by a later lookup, which confines them then).
+/// beneath a directory, only by a later lookup, which confines them then),
+/// except an absolute target, which could only ever point out: `EPERM`,
+/// as wasmtime refuses it.
 pub(in crate::wasi) fn path_symlink(
     call: &mut HostCall<'_, '_>,
     old_path: i32,
@@ -82,6 +84,9 @@ pub(in crate::wasi) fn path_symlink(
     let contents = read_path(&memory, old_path, old_len)?;
     let new = read_path(&memory, new_path, new_len)?;
     ctx.wasi.fds.check(fd, rights::PATH_SYMLINK)?;
+    if contents.starts_with('/') {
+        return Err(Errno::Perm.into());
+    }
     let at = parent(dir, &new)?;
     Ok(sys::symlink_at(&contents, at.dir.as_fd(), &at.name)?)
 }
@@ -151,7 +156,9 @@ pub(in crate::wasi) fn path_link(
 
 /// Reads a symbolic link's contents into `buf`, cut to `buf_len` bytes
 /// (as wasmtime does: no error for a short buffer); `used` gets the
-/// count.
+/// count. Not a link is `EINVAL` (as Linux and wasmtime say); a link to an
+/// absolute path is `EPERM`, as wasmtime answers: its target is outside
+/// every directory the guest was given.
 pub(in crate::wasi) fn path_readlink(
     call: &mut HostCall<'_, '_>,
     fd: i32,
@@ -169,9 +176,12 @@ pub(in crate::wasi) fn path_readlink(
     memory.range(pointer(buf), buf_len as u32)?;
     memory.range(pointer(used), 4)?;
     ctx.wasi.fds.check(fd, rights::PATH_READLINK)?;
-    let link = whole(dir, &path, false)?;
-    let contents = sys::read_link(link.as_fd())?;
+    let at = parent(dir, &path)?;
+    let contents = sys::read_link_at(at.dir.as_fd(), &at.name)?;
     let bytes = contents.as_bytes();
+    if bytes.starts_with(b"/") {
+        return Err(Errno::Perm.into());
+    }
     let bytes = &bytes[..bytes.len().min(buf_len as u32 as usize)];
     memory.write(pointer(buf), bytes)?;
     memory.write(pointer(used), &(bytes.len() as u32).to_le_bytes())?;

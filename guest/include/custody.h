@@ -361,8 +361,13 @@ int32_t custody_critical_exit(void);
  *                   out_handle_ptr): arm a timer that calls one of this
  * module's exports.
  *   delay_ms            when the first call happens (0 .. the host's
- *                       max_wait, 10 s by default).
- *   period_ms           then every period_ms if > 0 (same cap); 0: once.
+ *                       max_wait, 10 s by default; below the host's
+ *                       timer_min_period, 10 ms by default, it is raised
+ *                       to it).
+ *   period_ms           then every period_ms if > 0 (same cap and floor),
+ *                       counted from the end of the last call, so a slow
+ *                       callback skips beats rather than piling them up;
+ *                       0: once.
  *   export_ptr, export_len  the export's name (UTF-8, at most 256 bytes):
  *                       a function taking one int32_t (the timer's handle)
  *                       and returning nothing, e.g.

@@ -90,7 +90,7 @@ fn leaky_leaks_nothing_past_its_domain() {
     assert_eq!(call(&domain, "leak", &[5]), 5);
     assert_eq!(open_fds(), baseline + 10);
     let report = domain.unload().unwrap();
-    assert_eq!(report.hook, HookOutcome::Completed);
+    assert_eq!(report.hook(), HookOutcome::Completed);
     assert_eq!(report.released, 10);
     assert!(
         lines

@@ -37,7 +37,7 @@
 //! | module | owns |
 //! | --- | --- |
 //! | `id` | [`HandleId`] and the id bit layout ([`SLOT_BITS`], [`GENERATION_BITS`], ...) |
-//! | `release` | the [`ReleaseHandle`] contract and [`format_raw`] |
+//! | `release` | the [`ReleaseHandle`] contract, [`format_raw`] and [`short_type_name`] |
 //! | `sync` | the atomics and locks, std's or loom's (`--cfg loom`) |
 //! | `env` | how a bad `CUSTODY_*` variable is reported |
 //! | `error` | [`HandleError`] |
@@ -45,7 +45,7 @@
 //! | [`diagnostics`] | the assistants, [`Diagnostic`](diagnostics::Diagnostic), the sinks (stderr, subscribers, `tracing`), the per-assistant rate limit; `diagnostics/rate.rs`: the window word and its transitions |
 //! | `critical_handle` | [`CriticalHandle`] |
 //! | `safe_handle` | [`SafeHandle`] and [`HandleRef`]; `safe_handle/state.rs`: the `(n, D, C)` state word and its transitions |
-//! | `table` | [`HandleTable`], [`TableRef`], the reports and [`TableCounters`]; `table/slot.rs`: the slot word, the slots and every `unsafe` of the table |
+//! | `table` | [`HandleTable`], [`TableRef`], the reports and [`TableCounters`]; `table/slot.rs`: the slot word, the slots and every `unsafe` of the table; `table/kinds.rs`: the live slots by resource type |
 //! | `os` | [`Fd`], [`Mapping`], [`Child`] and the system calls behind them |
 //!
 //! # Features
@@ -71,6 +71,6 @@ pub use critical_handle::CriticalHandle;
 pub use error::HandleError;
 pub use id::{GENERATION_BITS, HandleId, MAX_GENERATION, MAX_SLOTS, SLOT_BITS};
 pub use os::{Child, Fd, Mapping};
-pub use release::{ReleaseHandle, format_raw};
+pub use release::{ReleaseHandle, format_raw, short_type_name};
 pub use safe_handle::{HandleRef, MAX_REF_COUNT, SafeHandle};
 pub use table::{CloseOutcome, DrainReport, HandleTable, ReleaseFailure, TableCounters, TableRef};

@@ -38,3 +38,35 @@ pub trait ReleaseHandle: Send + Sync + 'static {
 pub fn format_raw(raw: u64) -> String {
     format!("0x{raw:08X}")
 }
+
+/// A resource type's name without its path, for people: `Fd` for
+/// `custody_handle::os::fd::Fd`, `Guard<Fd>` for `a::Guard<b::Fd>`.
+pub fn short_type_name(name: &str) -> String {
+    let mut short = String::with_capacity(name.len());
+    let mut segment = String::new();
+    for c in name.chars() {
+        if c.is_alphanumeric() || c == '_' || c == ':' {
+            segment.push(c);
+        } else {
+            short.push_str(segment.rsplit("::").next().unwrap_or(""));
+            segment.clear();
+            short.push(c);
+        }
+    }
+    short.push_str(segment.rsplit("::").next().unwrap_or(""));
+    short
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn type_names_lose_their_paths() {
+        assert_eq!(short_type_name("custody_handle::os::fd::Fd"), "Fd");
+        assert_eq!(short_type_name("Fd"), "Fd");
+        assert_eq!(short_type_name("a::Guard<b::c::Fd, u8>"), "Guard<Fd, u8>");
+        assert_eq!(short_type_name("(a::X, [b::Y; 2])"), "(X, [Y; 2])");
+        assert_eq!(short_type_name(""), "");
+    }
+}

@@ -63,6 +63,7 @@ use crate::id::{HandleId, MAX_SLOTS};
 use crate::release::{ReleaseHandle, format_raw};
 use crate::safe_handle::SafeHandle;
 
+mod kinds;
 mod slot;
 
 use slot::{Entry, Pin, PinError, Pinned, Removal, Slot, SlotOwner, Slots};
@@ -211,6 +212,22 @@ impl HandleTable {
         self.len() == 0
     }
 
+    /// How many handles the table holds of each resource type, by type name
+    /// (`std::any::type_name` of the resource, as [`kind_of`](Self::kind_of)
+    /// gives it; [`short_type_name`](crate::short_type_name) shortens it),
+    /// in name order, each count above zero.
+    ///
+    /// It never stops the table: lookups do not see it, and inserts and
+    /// removals wait only for a copy of a few counts (it is kept under the
+    /// allocator's lock, which they take anyway). It is a snapshot taken at
+    /// one instant: it sums to what [`len`](Self::len) returned at that
+    /// instant, so it counts handles closed whose release is deferred to a
+    /// guard, and a handle being inserted before its id is returned; other
+    /// threads may insert and close before the caller reads it.
+    pub fn count_by_kind(&self) -> Vec<(&'static str, usize)> {
+        self.slots.count_by_kind()
+    }
+
     /// How many slots have used up their generations and been retired.
     pub fn retired_slots(&self) -> u32 {
         self.slots.retired()
@@ -265,7 +282,7 @@ impl HandleTable {
         // The table's reference: dropped by `Entry::release`.
         handle.dangerous_add_ref()?;
         let entry = Entry::new(handle, created);
-        let vacant = match self.slots.allocate(self.limit) {
+        let vacant = match self.slots.allocate(self.limit, entry.handle_type()) {
             Ok(vacant) => vacant,
             Err(error) => {
                 // Nothing else owns a handle we created: release it now.
@@ -525,6 +542,9 @@ impl ReleaseFailure {
 
 #[cfg(all(test, not(loom)))]
 mod tests;
+
+#[cfg(all(test, not(loom)))]
+mod count_tests;
 
 #[cfg(all(test, loom))]
 mod loom_models;

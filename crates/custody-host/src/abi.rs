@@ -60,7 +60,7 @@ macro_rules! abi {
                         MODULE,
                         stringify!($name),
                         |mut caller: Caller<'_, DomainCtx>, $($param: i32),*| {
-                            marshal::$enter(&mut caller, |call| $handler(call, $($param),*))
+                            marshal::$enter(&mut caller, stringify!($name), |call| $handler(call, $($param),*))
                         },
                     )?;
                     Ok(())
@@ -106,7 +106,7 @@ abi! {
     sleep(ms) "sleep"
         categories [Synchronization]
         errors [Inval, Denied, Aborted]
-        => enter_ctx wait::sleep;
+        => enter wait::sleep;
     last_error() "the errno behind the last E_IO"
         categories []
         errors []

@@ -7,6 +7,7 @@
 //! | [`memory`] | bounds-checked access to guest memory (the crate's only `unsafe`) |
 //! | [`cancel`] | the cancellation signal that abort and unload raise, and why a call stopped |
 //! | [`preopen`] | the pre-opened directories a domain may reach, and guest path splitting |
+//! | [`blocked`] | which host function a call is blocked in, and the guest's stack when it began to wait |
 //! | [`ctx`] | the store data a host call sees ([`DomainCtx`](ctx::DomainCtx)): limits, the one wait, errno |
 //! | [`marshal`] | one host call: memory resolved once per instance, handle arguments pinned, out-handles written |
 //! | [`atomic_wait`] | `memory.atomic.wait` under the deadline and the signal (the policy's `threads`) |
@@ -18,6 +19,7 @@
 //! host.
 
 pub(crate) mod atomic_wait;
+pub(crate) mod blocked;
 pub(crate) mod cancel;
 pub(crate) mod ctx;
 pub(crate) mod embed;

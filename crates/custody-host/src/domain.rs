@@ -46,10 +46,11 @@ use std::time::{Duration, Instant};
 
 use custody_handle::{CloseOutcome, HandleError, HandleId, HandleTable, ReleaseHandle};
 use wasmtime::{
-    Instance, Module, ResourceLimiter, SharedMemory, Store, UpdateDeadline, WasmBacktrace,
+    Func, FuncType, Instance, Module, ResourceLimiter, SharedMemory, Store, UpdateDeadline,
+    WasmBacktrace,
 };
 
-use self::report::{HookOutcome, UnloadReport};
+use self::report::{ModuleHook, UnloadReport};
 use self::roots::Roots;
 use self::state::{DomainState, StateWord};
 use crate::boundary::cancel::{Cancel, Interrupt, Reason};
@@ -80,9 +81,24 @@ pub(crate) struct Loaded {
     pub(crate) store: Store<DomainCtx>,
     /// In load order, so a recycle re-creates them in the same order.
     pub(crate) modules: Vec<LoadedModule>,
-    /// The export and thread of the last call, as its root was described
-    /// (a call like the last one describes nothing again).
-    pub(crate) last_call: Option<(String, std::thread::ThreadId)>,
+    /// The last export called, resolved: calls repeat, and wasmtime's
+    /// lookup by name (a hash of the name, a string-pool search) and its
+    /// type query cost nearly half of an empty call. Belongs to `store`:
+    /// cleared whenever the store is replaced.
+    pub(crate) last_export: Option<(Box<str>, Func, FuncType)>,
+    /// The thread of the last call. With `last_export`, what the call's
+    /// root was last described as: a call like the last one describes
+    /// nothing again.
+    pub(crate) last_thread: Option<std::thread::ThreadId>,
+}
+
+impl Loaded {
+    /// Puts `fresh` in place of the store (a recycle) and forgets what
+    /// belonged to the old one; the old store is returned to be dropped.
+    pub(crate) fn replace_store(&mut self, fresh: Store<DomainCtx>) -> Store<DomainCtx> {
+        self.last_export = None;
+        std::mem::replace(&mut self.store, fresh)
+    }
 }
 
 /// How long `roots()` waits for a running guest to reach an epoch check and
@@ -138,6 +154,8 @@ impl Drop for StoreGuard<'_> {
     fn drop(&mut self) {
         drop(self.guard.take());
         unload::run_event_if_free(self.shared);
+        // A timer runner that found the store held waits for this.
+        self.shared.timers.store_released();
     }
 }
 
@@ -145,8 +163,8 @@ impl Drop for StoreGuard<'_> {
 /// the registry.
 pub(crate) struct DomainShared {
     pub(crate) id: u64,
-    /// Itself, weakly: what its store's timers hold.
-    me: std::sync::Weak<DomainShared>,
+    /// Its guest timers: what its store arms them with, and their runner.
+    pub(crate) timers: Arc<timers::DomainTimers>,
     pub(crate) state: StateWord,
     pub(crate) table: Arc<HandleTable>,
     pub(crate) cancel: Arc<Cancel>,
@@ -170,13 +188,14 @@ pub(crate) struct DomainShared {
     /// has; `completed` wakes its waiters.
     completion: Mutex<Option<UnloadReport>>,
     completed: Condvar,
-    /// The unloading hook's outcome, between the event and the teardown.
-    pub(crate) hook: Mutex<Option<HookOutcome>>,
+    /// Each module's unloading hook, between the event and the teardown.
+    pub(crate) hooks: Mutex<Vec<ModuleHook>>,
     pub(crate) on_unloading: Mutex<Vec<OnUnloading>>,
     pub(crate) on_unloaded: Mutex<Vec<OnUnloaded>>,
     /// Refs this domain holds on others (`strong_ref_for`), released when
-    /// its unload completes.
-    pub(crate) owned_refs: Mutex<Vec<ReleaseRef>>,
+    /// its unload completes; `None` from then on, so a ref made as it
+    /// completes is refused rather than kept forever.
+    pub(crate) owned_refs: Mutex<Option<Vec<ReleaseRef>>>,
     /// When an unload was asked for.
     pub(crate) unload_requested: Mutex<Option<Instant>>,
     /// Whether `unloadBlocked` fired for this unload.
@@ -268,10 +287,8 @@ impl DomainShared {
         );
         let mut ctx = ctx;
         ctx.wasi = wasi;
-        ctx.timers = Some(Arc::new(timers::DomainTimers {
-            shared: self.me.clone(),
-            thread: Arc::clone(&runtime.timers),
-        }));
+        ctx.blocked = Arc::clone(&self.roots.blocked);
+        ctx.timers = Some(Arc::clone(&self.timers) as _);
         let mut store = Store::new(&runtime.engine, ctx);
         store.limiter(|ctx| ctx as &mut dyn ResourceLimiter);
         // The epoch ticker fires every few milliseconds; each time, a running
@@ -314,10 +331,19 @@ impl Listed for DomainShared {
             },
             None => (Vec::new(), None),
         };
+        // One snapshot for both counts, so they agree.
+        let by_kind = self.table.count_by_kind();
+        let mut handles_by_type = std::collections::BTreeMap::new();
+        for &(kind, count) in &by_kind {
+            *handles_by_type
+                .entry(custody_handle::short_type_name(kind))
+                .or_default() += count;
+        }
         DomainInfo {
             id: self.id,
             state: self.state.load(),
-            handles: self.table.len(),
+            handles: by_kind.iter().map(|(_, count)| count).sum(),
+            handles_by_type,
             age_ms: self.created.elapsed().as_millis() as u64,
             ledger: self.ledger(),
             roots: self.state.roots(),
@@ -375,7 +401,7 @@ impl Domain {
         let table = Arc::new(HandleTable::with_limit(policy.handle_quota).for_domain(id));
         let shared = Arc::new_cyclic(|me| DomainShared {
             id,
-            me: me.clone(),
+            timers: timers::DomainTimers::new(me.clone(), Arc::clone(&runtime.timers)),
             state: StateWord::new(),
             table,
             cancel: Arc::default(),
@@ -389,10 +415,10 @@ impl Domain {
             roots: Arc::default(),
             completion: Mutex::new(None),
             completed: Condvar::new(),
-            hook: Mutex::new(None),
+            hooks: Mutex::default(),
             on_unloading: Mutex::default(),
             on_unloaded: Mutex::default(),
-            owned_refs: Mutex::default(),
+            owned_refs: Mutex::new(Some(Vec::new())),
             unload_requested: Mutex::new(None),
             blocked_reported: Default::default(),
             ended_by: Mutex::new(None),
@@ -402,7 +428,8 @@ impl Domain {
         *shared.lock() = Some(Loaded {
             store,
             modules: Vec::new(),
-            last_call: None,
+            last_export: None,
+            last_thread: None,
         });
         tracing::debug!(target: "custody::domain", parent: &shared.span, domain = id, "created");
         Domain { shared }

@@ -63,8 +63,8 @@ pub use config::{
     PolicyError, PolicyOverrides, SizeError, UnloadBlockedAction, parse_size,
 };
 pub use domain::Domain;
-pub use domain::refs::{DomainRef, MemoryView, WeakDomain};
-pub use domain::report::{FailedRelease, Forced, HookOutcome, UnloadReport};
+pub use domain::refs::{DomainRef, MemoryView, PinError, PinnedHandle, WeakDomain};
+pub use domain::report::{FailedRelease, Forced, HookOutcome, ModuleHook, UnloadReport};
 pub use domain::roots::{Root, RootKind};
 pub use domain::state::DomainState;
 pub use domain::unload::{UnloadBlocked, UnloadTicket};

@@ -25,6 +25,11 @@ pub struct DomainInfo {
     pub state: DomainState,
     /// Handles its table holds.
     pub handles: usize,
+    /// The same handles by resource type, by its short name (`Fd` for
+    /// files and pipes, `Timer` for guest timers): a snapshot
+    /// that may race with the guests' opens and closes (see
+    /// [`HandleTable::count_by_kind`](custody_handle::HandleTable::count_by_kind)).
+    pub handles_by_type: BTreeMap<String, usize>,
     /// Milliseconds since it was created.
     pub age_ms: u64,
     /// Its handle ledger.
@@ -38,7 +43,7 @@ pub struct DomainInfo {
     /// The names of its loaded modules, in load order.
     pub modules: Vec<String>,
     /// Its roots by kind (`Call`, `Ref`, `MemoryView`, `Dependent`, `Timer`).
-    pub roots_by_kind: std::collections::BTreeMap<String, usize>,
+    pub roots_by_kind: BTreeMap<String, usize>,
     /// Bytes of linear memory and tables its instances hold (what the
     /// memory cap counts); `None` while a call holds the store.
     pub memory_bytes: Option<usize>,

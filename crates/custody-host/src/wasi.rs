@@ -81,9 +81,10 @@ pub const MODULE: &str = "wasi_snapshot_preview1";
 #[inline]
 fn enter(
     caller: &mut Caller<'_, DomainCtx>,
+    name: &'static str,
     body: impl FnOnce(&mut HostCall<'_, '_>) -> WasiResult,
 ) -> wasmtime::Result<i32> {
-    let code = marshal::enter(caller, |call| match body(call) {
+    let code = marshal::enter(caller, name, |call| match body(call) {
         Ok(()) => Ok(0),
         Err(Fail::Errno(errno)) => Ok(errno.code()),
         Err(Fail::Aborted) => Err(AbiError::Aborted),
@@ -101,6 +102,12 @@ fn enter(
 fn target<'a>(call: &mut HostCall<'a, '_>, fd: i32) -> Result<Target<'a>, Errno> {
     let table = call.table;
     call.ctx().wasi.fds.resolve(table, fd)
+}
+
+/// A failure of the boundary (a wait, a marshalled handle) as the guest's
+/// errno; an `E_IO` is the errno the domain recorded for it.
+fn fail(call: &mut HostCall<'_, '_>, error: AbiError) -> Fail {
+    errno::from_abi(error, call.ctx().last_errno.get())
 }
 
 /// The Rust type of a parameter's [`AbiType`].
@@ -121,7 +128,7 @@ macro_rules! link_one {
             MODULE,
             stringify!($name),
             |mut caller: Caller<'_, DomainCtx>, $($param: rust_type!($ty)),*| {
-                enter(&mut caller, |call| $handler(call, $($param),*))
+                enter(&mut caller, stringify!($name), |call| $handler(call, $($param),*))
             },
         )?
     };

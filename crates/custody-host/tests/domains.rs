@@ -238,6 +238,69 @@ fn the_ledger_counts_every_handle_of_the_table_whoever_inserted_it() {
     fds.assert_back("after unload");
 }
 
+/// Opens a file, a pipe and a timer; `close_read` closes the pipe's read
+/// end.
+const OPENER: &str = r#"
+(module
+  (import "custody" "open" (func $open (param i32 i32 i32 i32) (result i32)))
+  (import "custody" "pipe" (func $pipe (param i32 i32) (result i32)))
+  (import "custody" "close" (func $close (param i32) (result i32)))
+  (import "custody" "timer_set" (func $timer_set (param i32 i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 64) "d/f")
+  (data (i32.const 80) "tick")
+  (func (export "tick") (param i32))
+  (func (export "open_all") (result i32)
+    (i32.or
+      (i32.or (call $open (i32.const 64) (i32.const 3) (i32.const 1) (i32.const 0))
+              (call $pipe (i32.const 4) (i32.const 8)))
+      (call $timer_set (i32.const 5000) (i32.const 0) (i32.const 80) (i32.const 4) (i32.const 12))))
+  (func (export "close_read") (result i32) (call $close (i32.load (i32.const 4))))
+)
+"#;
+
+#[test]
+fn domain_info_counts_handles_by_resource_type() {
+    let _serial = serial();
+    let dir = scratch("by-type");
+    std::fs::write(dir.join("f"), "data").unwrap();
+    let host = host();
+    let module = warmed_module(&host, OPENER);
+    let fds = FdBaseline::now();
+    let domain = host
+        .create_domain(DomainConfig::new().preopen("d", &dir))
+        .unwrap();
+    domain.load("main", &module).unwrap();
+    assert!(domain.info().handles_by_type.is_empty());
+    assert_eq!(call(&domain, "open_all", &[]), 0);
+    let by_type = |info: &custody_host::DomainInfo| {
+        let counts: Vec<(String, usize)> = info
+            .handles_by_type
+            .iter()
+            .map(|(kind, n)| (kind.clone(), *n))
+            .collect();
+        counts
+    };
+    let info = domain.info();
+    assert_eq!(by_type(&info), [("Fd".into(), 3), ("Timer".into(), 1)]);
+    assert_eq!(info.handles, 4);
+    let listed = host.domains();
+    assert_eq!(by_type(&listed[0]), by_type(&info), "Host::domains agrees");
+    assert_eq!(
+        serde_json::to_value(&info).unwrap()["handles_by_type"],
+        serde_json::json!({"Fd": 3, "Timer": 1})
+    );
+    assert_eq!(call(&domain, "close_read", &[]), 0);
+    assert_eq!(
+        by_type(&domain.info()),
+        [("Fd".into(), 2), ("Timer".into(), 1)]
+    );
+    // The armed timer holds a cooperative unload: force it.
+    let report = domain.force_unload().unwrap();
+    assert_eq!(report.released, 3);
+    fds.assert_back("after unload");
+}
+
 #[test]
 fn the_registry_forgets_domains_unloaded_or_dropped() {
     let host = host();

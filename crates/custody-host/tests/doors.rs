@@ -63,7 +63,7 @@ fn attacks() -> Vec<Attack> {
         },
         Attack {
             name: "log",
-            body: "(local.set $rc (i32.const 20000))
+            body: "(local.set $rc (i32.const 5000))
                    (loop $l (drop (call $log (i32.const 2) (i32.const 0) (i32.const 10)))
                      (br_if $l (local.tee $rc (i32.sub (local.get $rc) (i32.const 1)))))"
                 .into(),
@@ -187,7 +187,7 @@ fn through(
         }
         Door::Hook => {
             domain.load("hostile", module).unwrap();
-            match domain.unload().unwrap().hook {
+            match domain.unload().unwrap().hook() {
                 HookOutcome::Completed => Ok(()),
                 HookOutcome::TimedOut => Err("the deadline of the hook passed".into()),
                 other => Err(format!("{other:?}")),

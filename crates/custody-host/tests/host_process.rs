@@ -50,7 +50,9 @@ fn a_thread_with_too_small_a_stack_is_refused_before_guest_code_runs() {
     assert!(error.contains("stack left"), "{error}");
     // The unloading hook: not run, and said so.
     let d = std::sync::Arc::clone(&domain);
-    let hook = on_small_stack(Box::new(move || format!("{:?}", d.unload().unwrap().hook)));
+    let hook = on_small_stack(Box::new(move || {
+        format!("{:?}", d.unload().unwrap().hook())
+    }));
     assert!(
         hook.contains("Aborted") && hook.contains("stack left"),
         "{hook}"

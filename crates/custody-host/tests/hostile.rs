@@ -136,7 +136,7 @@ fn an_unloading_hook_stopped_by_its_memory_limit_keeps_that_cause() {
         .unwrap();
     let domain = host.create_domain(DomainConfig::new()).unwrap();
     domain.load("greedy", &module).unwrap();
-    match domain.unload().unwrap().hook {
+    match domain.unload().unwrap().hook() {
         custody_host::HookOutcome::Aborted(reason) => {
             assert!(reason.contains("memory limit"), "{reason}")
         }

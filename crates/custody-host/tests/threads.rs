@@ -176,8 +176,8 @@ fn abort_and_unload_wake_a_waiting_guest() {
     assert!(report.forced.is_some());
     assert!(waiter.join().unwrap().is_err());
     assert!(
-        !matches!(report.hook, HookOutcome::Completed),
+        !matches!(report.hook(), HookOutcome::Completed),
         "{:?}",
-        report.hook
+        report.hooks
     );
 }

@@ -73,7 +73,7 @@ fn the_unloading_hook_runs_before_the_handles_are_released() {
     domain.load("main", &module).unwrap();
     call(&domain, "setup", &[]);
     let report = domain.unload().unwrap();
-    assert_eq!(report.hook, HookOutcome::Completed);
+    assert_eq!(report.hook(), HookOutcome::Completed);
     assert_eq!(report.ledger.opened, 2);
     assert_eq!(report.ledger.closed_by_guest, 1, "the hook closed one");
     assert_eq!(report.released, 1, "unload released the other");
@@ -85,6 +85,63 @@ fn the_unloading_hook_runs_before_the_handles_are_released() {
             .any(|(d, _, text)| *d == domain.id() && text == "goodbye")
     );
     assert_eq!(open_fds(), baseline);
+}
+
+#[test]
+fn every_module_s_unloading_hook_is_reported_in_load_order() {
+    let _serial = serial();
+    let (host, lines) = host_with(Policy::default());
+    let trapping = warmed_module(
+        &host,
+        r#"(module (func (export "custody_unloading") unreachable))"#,
+    );
+    let silent = warmed_module(&host, "(module)");
+    let tidy = warmed_module(&host, HOOKED);
+    let baseline = open_fds();
+    let domain = host.create_domain(DomainConfig::new()).unwrap();
+    domain.load("trapping", &trapping).unwrap();
+    domain.load("silent", &silent).unwrap();
+    domain.load("tidy", &tidy).unwrap();
+    call(&domain, "setup", &[]);
+    let report = domain.unload().unwrap();
+    let hooks: Vec<(&str, &HookOutcome)> = report
+        .hooks
+        .iter()
+        .map(|h| (h.module.as_str(), &h.outcome))
+        .collect();
+    assert_eq!(
+        hooks.len(),
+        2,
+        "a module with no hook is not listed: {hooks:?}"
+    );
+    assert_eq!(hooks[0].0, "trapping");
+    assert!(matches!(hooks[0].1, HookOutcome::Trapped(_)), "{hooks:?}");
+    assert_eq!(hooks[1], ("tidy", &HookOutcome::Completed));
+    // The hook after the one that trapped ran all the same.
+    assert_eq!(report.ledger.closed_by_guest, 1);
+    assert!(
+        lines
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(_, _, text)| text == "goodbye")
+    );
+    assert_eq!(
+        report.hook(),
+        hooks[0].1.clone(),
+        "the summary: the failure"
+    );
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["hooks"][0]["module"], "trapping");
+    assert_eq!(json["hooks"][0]["outcome"]["outcome"], "trapped");
+    assert_eq!(json["hooks"][1]["outcome"]["outcome"], "completed");
+    assert_eq!(open_fds(), baseline);
+
+    let plain = host.create_domain(DomainConfig::new()).unwrap();
+    plain.load("silent", &silent).unwrap();
+    let report = plain.unload().unwrap();
+    assert!(report.hooks.is_empty());
+    assert_eq!(report.hook(), HookOutcome::Absent);
 }
 
 const STUBBORN: &str = r#"
@@ -115,7 +172,7 @@ fn the_unloading_hook_is_bounded_in_time() {
     let collector = custody_handle::diagnostics::Collector::start();
     let start = Instant::now();
     let report = domain.unload().unwrap();
-    assert_eq!(report.hook, HookOutcome::TimedOut);
+    assert_eq!(report.hook(), HookOutcome::TimedOut);
     let aborted = collector.matching(|d| d.domain == Some(domain.id()));
     assert_eq!(aborted.len(), 1, "the hook's abort is reported");
     assert_eq!(aborted[0].function.as_deref(), Some("custody_unloading"));

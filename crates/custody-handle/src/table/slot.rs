@@ -47,6 +47,7 @@ use std::any::{Any, TypeId, type_name};
 use std::collections::VecDeque;
 use std::ptr;
 
+use super::kinds::Kinds;
 use crate::error::HandleError;
 use crate::id::{HandleId, MAX_GENERATION, MAX_SLOTS};
 use crate::release::ReleaseHandle;
@@ -413,6 +414,8 @@ struct Allocator {
     /// Slots below this index have been handed out at least once.
     fresh: u32,
     live: usize,
+    /// The live slots by the type of their entry (reserved ones included).
+    kinds: Kinds,
     retired: u32,
 }
 
@@ -431,6 +434,7 @@ impl Slots {
                 free: VecDeque::new(),
                 fresh: 0,
                 live: 0,
+                kinds: Kinds::default(),
                 retired: 0,
             }),
         }
@@ -454,9 +458,14 @@ impl Slots {
         Some(unsafe { &*base.add(offset) })
     }
 
-    /// Reserves a free slot (allocating its bucket if needed), counting it
-    /// live, unless `limit` slots are live or every slot is retired.
-    pub(super) fn allocate(&self, limit: usize) -> Result<Vacant<'_>, HandleError> {
+    /// Reserves a free slot (allocating its bucket if needed) for an entry
+    /// of type `kind`, counting it live, unless `limit` slots are live or
+    /// every slot is retired.
+    pub(super) fn allocate(
+        &self,
+        limit: usize,
+        kind: &'static str,
+    ) -> Result<Vacant<'_>, HandleError> {
         let mut alloc = lock(&self.alloc);
         if alloc.live >= limit {
             return Err(HandleError::QuotaExceeded { limit });
@@ -480,6 +489,7 @@ impl Slots {
             None => return Err(HandleError::QuotaExceeded { limit }),
         };
         alloc.live += 1;
+        alloc.kinds.add(kind);
         let slot = self
             .get(index)
             .expect("allocate returns a slot in an allocated bucket");
@@ -503,6 +513,9 @@ impl Slots {
             .store(u64::from(next) << GEN_SHIFT, Ordering::Release);
         let mut alloc = lock(&self.alloc);
         alloc.live -= 1;
+        if let Some(entry) = &entry {
+            alloc.kinds.remove(entry.handle_type());
+        }
         if next <= MAX_GENERATION {
             alloc.free.push_back(id.slot());
         } else {
@@ -515,6 +528,12 @@ impl Slots {
     /// is deferred).
     pub(super) fn live(&self) -> usize {
         lock(&self.alloc).live
+    }
+
+    /// How many live slots hold each type (as [`live`](Self::live) counts
+    /// them), by type name.
+    pub(super) fn count_by_kind(&self) -> Vec<(&'static str, usize)> {
+        lock(&self.alloc).kinds.snapshot()
     }
 
     /// How many slots have used up their generations.

@@ -1,5 +1,6 @@
 //! Unit tests of the table: ids, generations and retirement, pins and
-//! deferred closes, the quota, drain, and the counters.
+//! deferred closes, the quota, drain, and the live ids (the counts are in
+//! `count_tests.rs`).
 
 use std::collections::HashSet;
 use std::io;
@@ -13,13 +14,13 @@ use crate::id::MAX_GENERATION;
 
 /// A resource that counts its releases; `fail` makes the release fail.
 #[derive(Default)]
-struct Probe {
-    releases: Arc<AtomicUsize>,
-    fail: bool,
+pub(super) struct Probe {
+    pub(super) releases: Arc<AtomicUsize>,
+    pub(super) fail: bool,
 }
 
 impl Probe {
-    fn counted() -> (Probe, Arc<AtomicUsize>) {
+    pub(super) fn counted() -> (Probe, Arc<AtomicUsize>) {
         let probe = Probe::default();
         let releases = Arc::clone(&probe.releases);
         (probe, releases)
@@ -44,7 +45,7 @@ impl ReleaseHandle for Probe {
 }
 
 /// Another kind, for `WrongKind`.
-struct Other;
+pub(super) struct Other;
 
 impl ReleaseHandle for Other {
     fn is_invalid(&self) -> bool {
@@ -315,204 +316,6 @@ fn dropping_the_table_releases_everything_once() {
             .collect();
     }
     assert!(counters.iter().all(|c| c.load(SeqCst) == 1));
-}
-
-// ---- counters -----------------------------------------------------------------
-
-fn failing() -> Probe {
-    Probe {
-        fail: true,
-        ..Probe::default()
-    }
-}
-
-#[test]
-fn a_new_table_counts_nothing() {
-    assert_eq!(HandleTable::new().counters(), TableCounters::default());
-}
-
-#[test]
-fn inserted_counts_insert_and_insert_handle_but_not_refused_values() {
-    let table = HandleTable::with_limit(3);
-    table.insert(Probe::default()).unwrap();
-    let shared = SafeHandle::new(Probe::default());
-    table.insert_handle(&shared).unwrap();
-    table.insert_handle(&shared).unwrap();
-    assert_eq!(table.counters().inserted, 3);
-    // Refused by the quota, and refused because closed: not inserted.
-    assert!(table.insert(Probe::default()).is_err());
-    let closed = SafeHandle::new(Probe::default());
-    closed.dispose().unwrap();
-    assert!(HandleTable::new().insert_handle(&closed).is_err());
-    assert!(table.insert_handle(&closed).is_err());
-    assert_eq!(
-        table.counters(),
-        TableCounters {
-            inserted: 3,
-            ..TableCounters::default()
-        }
-    );
-}
-
-#[test]
-fn closed_counts_closes_released_now_and_deferred_but_not_stale_ones() {
-    crate::diagnostics::capture_for_tests();
-    let table = HandleTable::new();
-    let now = table.insert(Probe::default()).unwrap();
-    let later = table.insert(Probe::default()).unwrap();
-    let guard = table.get::<Probe>(later).unwrap();
-    assert_eq!(table.close(now).unwrap(), CloseOutcome::Released);
-    assert_eq!(table.close(later).unwrap(), CloseOutcome::Deferred);
-    assert!(matches!(table.close(now), Err(HandleError::Stale(_))));
-    assert!(matches!(
-        table.close(HandleId::NULL),
-        Err(HandleError::Null)
-    ));
-    drop(guard);
-    assert_eq!(
-        table.counters(),
-        TableCounters {
-            inserted: 2,
-            closed: 2,
-            drained: 0,
-            release_failures: 0,
-        }
-    );
-}
-
-#[test]
-fn drained_counts_every_handle_the_drain_removed() {
-    crate::diagnostics::capture_for_tests();
-    let table = HandleTable::new();
-    for _ in 0..3 {
-        table.insert(Probe::default()).unwrap();
-    }
-    let closed = table.insert(Probe::default()).unwrap();
-    table.close(closed).unwrap();
-    table.insert(failing()).unwrap();
-    let pinned = table.insert(Probe::default()).unwrap();
-    let guard = table.get::<Probe>(pinned).unwrap();
-    let report = table.drain();
-    assert_eq!(
-        (report.released, report.failed.len(), report.deferred),
-        (3, 1, 1)
-    );
-    drop(guard);
-    assert_eq!(
-        table.counters(),
-        TableCounters {
-            inserted: 6,
-            closed: 1,
-            drained: 5,
-            release_failures: 1,
-        }
-    );
-    // A second drain finds nothing.
-    table.drain();
-    assert_eq!(table.counters().drained, 5);
-}
-
-#[test]
-fn release_failures_count_a_failure_in_close() {
-    crate::diagnostics::capture_for_tests();
-    let table = HandleTable::new();
-    let id = table.insert(failing()).unwrap();
-    assert!(matches!(
-        table.close(id),
-        Err(HandleError::ReleaseFailed(_))
-    ));
-    let counters = table.counters();
-    assert_eq!((counters.closed, counters.release_failures), (1, 1));
-}
-
-#[test]
-fn release_failures_count_a_failure_deferred_to_the_last_guard() {
-    crate::diagnostics::capture_for_tests();
-    let table = HandleTable::new();
-    let (probe, releases) = Probe::counted();
-    let id = table
-        .insert(Probe {
-            fail: true,
-            ..probe
-        })
-        .unwrap();
-    let first = table.get::<Probe>(id).unwrap();
-    let second = table.get::<Probe>(id).unwrap();
-    assert_eq!(table.close(id).unwrap(), CloseOutcome::Deferred);
-    assert_eq!(table.counters().release_failures, 0, "nothing released yet");
-    drop(first);
-    assert_eq!(
-        table.counters().release_failures,
-        0,
-        "one guard still pins it"
-    );
-    drop(second);
-    assert_eq!(releases.load(SeqCst), 1);
-    assert_eq!(
-        table.counters(),
-        TableCounters {
-            inserted: 1,
-            closed: 1,
-            drained: 0,
-            release_failures: 1,
-        }
-    );
-}
-
-#[test]
-fn release_failures_count_a_refused_value_whose_release_failed() {
-    crate::diagnostics::capture_for_tests();
-    let table = HandleTable::with_limit(0);
-    assert!(matches!(
-        table.insert(failing()),
-        Err(HandleError::QuotaExceeded { limit: 0 })
-    ));
-    assert_eq!(
-        table.counters(),
-        TableCounters {
-            release_failures: 1,
-            ..TableCounters::default()
-        }
-    );
-}
-
-#[test]
-fn the_counters_balance_under_concurrent_use() {
-    crate::diagnostics::capture_for_tests();
-    let table = HandleTable::new();
-    std::thread::scope(|s| {
-        for t in 0..4 {
-            let table = &table;
-            s.spawn(move || {
-                for i in 0..500 {
-                    let id = table
-                        .insert(Probe {
-                            fail: (i + t) % 7 == 0,
-                            ..Probe::default()
-                        })
-                        .unwrap();
-                    let guard = table.get::<Probe>(id).unwrap();
-                    if i % 2 == 0 {
-                        let _ = table.close(id);
-                    }
-                    drop(guard);
-                }
-            });
-        }
-    });
-    let report = table.drain();
-    let c = table.counters();
-    assert_eq!(c.inserted, 2000);
-    assert_eq!(c.closed, 1000);
-    assert_eq!(c.drained, 1000);
-    assert_eq!(report.released + report.failed.len(), 1000);
-    // Every (t, i) pair with (i + t) % 7 == 0 failed its release once.
-    let failing = (0..4)
-        .flat_map(|t| (0..500).map(move |i| (i + t) % 7 == 0))
-        .filter(|&f| f)
-        .count() as u64;
-    assert_eq!(c.release_failures, failing);
-    assert!(table.is_empty());
 }
 
 #[test]

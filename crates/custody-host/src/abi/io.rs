@@ -27,17 +27,19 @@ pub(super) fn log(call: &mut HostCall<'_, '_>, level: i32, ptr: i32, len: i32) -
 pub(super) fn read(call: &mut HostCall<'_, '_>, h: i32, buf: i32, len: i32, out: i32) -> AbiResult {
     let len = length(len)?;
     let fd = marshal::pin::<Fd>(call.table, h)?;
-    let (mut memory, ctx) = call.split();
     // Check both destinations, whole, before consuming any data; only then
     // cut the request to what one call moves (a short read).
-    memory.range(pointer(buf), len)?;
-    memory.range(pointer(out), 4)?;
+    {
+        let (memory, _) = call.split();
+        memory.range(pointer(buf), len)?;
+        memory.range(pointer(out), 4)?;
+    }
     let len = len.min(MAX_IO);
-    let n = ctx.until_ready(fd.as_fd(), PollFlags::IN, || {
+    let n = call.until_ready(fd.as_fd(), PollFlags::IN, |memory| {
         Ok(memory.fill_with(pointer(buf), len, |bytes| sys::read(fd.as_fd(), bytes))?)
     })?;
     drop(fd);
-    memory.write_i32(pointer(out), n as i32)?;
+    call.split().0.write_i32(pointer(out), n as i32)?;
     Ok(0)
 }
 
@@ -50,14 +52,16 @@ pub(super) fn write(
 ) -> AbiResult {
     let len = length(len)?.min(MAX_IO);
     let fd = marshal::pin::<Fd>(call.table, h)?;
-    let (mut memory, ctx) = call.split();
-    memory.range(pointer(out), 4)?;
-    let bytes = memory.read(pointer(buf), len)?;
-    let n = ctx.until_ready(fd.as_fd(), PollFlags::OUT, || {
+    let bytes = {
+        let (memory, _) = call.split();
+        memory.range(pointer(out), 4)?;
+        memory.read(pointer(buf), len)?
+    };
+    let n = call.until_ready(fd.as_fd(), PollFlags::OUT, |_| {
         Ok(sys::write(fd.as_fd(), &bytes))
     })?;
     drop(fd);
-    memory.write_i32(pointer(out), n as i32)?;
+    call.split().0.write_i32(pointer(out), n as i32)?;
     Ok(0)
 }
 

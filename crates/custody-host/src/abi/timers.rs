@@ -1,6 +1,8 @@
 //! `timer_set`: a guest timer as a handle (SPEC D6). The export it names is
 //! called with the timer's handle id after `delay_ms`, then every
-//! `period_ms` if that is positive; `close` disarms it. An armed timer is a
+//! `period_ms` if that is positive (each at least the policy's
+//! `timer_min_period`, counted from the end of the last callback); `close`
+//! disarms it. An armed timer is a
 //! root of its domain: an unload waits for the guest to close it (its
 //! `custody_unloading` should), and a forced unload disarms it.
 
@@ -8,7 +10,7 @@ use std::time::Duration;
 
 use crate::boundary::errno::AbiError;
 use crate::boundary::marshal::{AbiResult, HostCall, length, pointer};
-use crate::boundary::timer::{TimerHandle, TimerSpec};
+use crate::boundary::timer::{Timer, TimerSpec};
 
 /// The longest export name a timer may call.
 const MAX_EXPORT: u32 = 256;
@@ -35,6 +37,9 @@ pub(super) fn timer_set(
     if delay > ctx.policy.max_wait || period > ctx.policy.max_wait {
         return Err(AbiError::Denied);
     }
+    // Below the floor a timer would only keep a worker and the domain's
+    // store busy: it is raised to it, as a clock's resolution would.
+    let floor = ctx.policy.timer_min_period;
     memory.range(pointer(out), 4)?;
     let name = memory.read(pointer(export_ptr), len)?;
     let export = String::from_utf8(name).map_err(|_| AbiError::Inval)?;
@@ -44,11 +49,11 @@ pub(super) fn timer_set(
     }
     let spec = TimerSpec {
         export,
-        delay,
-        period: (period_ms > 0).then_some(period),
+        delay: delay.max(floor),
+        period: (period_ms > 0).then(|| period.max(floor)),
         stack: call.guest_stack(),
     };
-    let handle: TimerHandle = timers.arm(spec)?;
+    let handle: Timer = timers.arm(spec)?;
     let armed = std::sync::Arc::clone(&handle.0);
     // In the table first, so its callbacks get its id; a bad out pointer
     // was checked above.

@@ -8,7 +8,6 @@ use rustix::event::PollFlags;
 
 use super::MAX_POLL;
 use crate::boundary::cancel::Waited;
-use crate::boundary::ctx::DomainCtx;
 use crate::boundary::errno::AbiError;
 use crate::boundary::marshal::{self, AbiResult, HostCall, pointer};
 
@@ -24,10 +23,10 @@ pub(super) fn poll(
     out: i32,
 ) -> AbiResult {
     let table = call.table;
-    let (mut memory, ctx) = call.split();
     if !(1..=MAX_POLL).contains(&count) || timeout_ms < -1 {
         return Err(AbiError::Inval);
     }
+    let (memory, ctx) = call.split();
     let timeout = ctx.policy.wait_for(timeout_ms).ok_or(AbiError::Denied)?;
     let snapshot = memory.read(pointer(handles), count as u32 * 4)?;
     memory.range(pointer(out), 4)?;
@@ -39,11 +38,12 @@ pub(super) fn poll(
         .iter()
         .map(|fd| (fd.as_fd(), PollFlags::IN))
         .collect();
-    let outcome = ctx.wait(&fds, timeout);
+    let outcome = call.wait(&fds, timeout);
     drop(fds);
     // Every element was pinned until here.
     drop(pinned);
     let outcome = outcome?;
+    let (mut memory, _) = call.split();
     if memory.read(pointer(handles), count as u32 * 4)? != snapshot {
         return Err(AbiError::NotSup);
     }
@@ -56,10 +56,10 @@ pub(super) fn poll(
     }
 }
 
-pub(super) fn sleep(ctx: &mut DomainCtx, ms: i32) -> AbiResult {
+pub(super) fn sleep(call: &mut HostCall<'_, '_>, ms: i32) -> AbiResult {
     if ms < 0 {
         return Err(AbiError::Inval);
     }
-    let duration = ctx.policy.wait_for(ms).ok_or(AbiError::Denied)?;
-    ctx.wait(&[], duration).map(|_| 0)
+    let duration = call.split().1.policy.wait_for(ms).ok_or(AbiError::Denied)?;
+    call.wait(&[], duration).map(|_| 0)
 }

@@ -69,6 +69,9 @@ fn wait(
         );
     }
     let until = wanted.map(|w| Instant::now() + w);
+    let _waiting = ctx
+        .blocked
+        .enter("memory.atomic.wait", super::marshal::guest_stack(&caller));
     loop {
         if ctx.cancel.reason().is_some() {
             return Err(ctx.interrupt().into());

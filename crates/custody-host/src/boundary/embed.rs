@@ -94,11 +94,12 @@ macro_rules! embedder_fn {
             #[allow(non_snake_case)]
             fn into_link(self, module: String, name: String) -> EmbedderLink {
                 EmbedderLink(Box::new(move |linker| {
+                    let label: Arc<str> = Arc::from(name.as_str());
                     linker.func_wrap(
                         &module,
                         &name,
                         move |caller: Caller<'_, DomainCtx>, $($arg: $arg),*| -> wasmtime::Result<R> {
-                            let mut call = GuestCall { caller };
+                            let mut call = GuestCall { caller, name: &label };
                             call.run(|call| self(call, $($arg),*))
                         },
                     )?;
@@ -129,8 +130,12 @@ pub(crate) fn link_untyped(
 ) -> LinkFn {
     Box::new(move |linker| {
         let ty = FuncType::new(linker.engine(), params, results);
+        let label: Arc<str> = Arc::from(name.as_str());
         linker.func_new(&module, &name, ty, move |caller, params, results| {
-            let mut call = GuestCall { caller };
+            let mut call = GuestCall {
+                caller,
+                name: &label,
+            };
             call.run(|call| body(call, params, results))
         })?;
         Ok(())
@@ -140,6 +145,8 @@ pub(crate) fn link_untyped(
 /// One guest call into an embedder host function.
 pub struct GuestCall<'a> {
     caller: Caller<'a, DomainCtx>,
+    /// The function's import name (for the record of a wait).
+    name: &'a str,
 }
 
 impl GuestCall<'_> {
@@ -227,6 +234,9 @@ impl GuestCall<'_> {
         if duration > ctx.policy.max_wait {
             return Err(AbiError::Denied);
         }
+        let _waiting = ctx
+            .blocked
+            .enter(self.name, marshal::guest_stack(&self.caller));
         match ctx.wait(&[], duration) {
             Err(AbiError::Aborted) => Err(self.aborted()),
             outcome => outcome.map(drop),

@@ -19,12 +19,16 @@
 //!   was stopped (except in the unloading hook); every other code goes to
 //!   the guest.
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::sync::Arc;
+use std::time::Duration;
 
 use custody_handle::{Fd, HandleId, HandleTable, ReleaseHandle, TableRef};
+use rustix::event::PollFlags;
+use rustix::io::Errno;
 use wasmtime::{Caller, Extern, SharedMemory, ValType};
 
+use super::cancel::Waited;
 use super::ctx::DomainCtx;
 use super::errno::AbiError;
 use super::memory::GuestMemory;
@@ -41,6 +45,8 @@ pub type Pinned<'a, T> = TableRef<'a, T>;
 /// looks its memory up.
 pub(crate) struct HostCall<'a, 'c> {
     caller: &'a mut Caller<'c, DomainCtx>,
+    /// The host function being called (for the record of a wait).
+    name: &'static str,
     pub(crate) table: &'a HandleTable,
     /// A shared memory found by [`HostCall::split`], kept so its bytes can
     /// be borrowed for the rest of the call.
@@ -59,17 +65,9 @@ impl HostCall<'_, '_> {
         matches!(params.as_slice(), [ValType::I32]) && ty.results().len() == 0
     }
 
-    /// The guest's stack at this host call, innermost frame first, one
-    /// frame a line.
+    /// The guest's stack at this host call ([`guest_stack`]).
     pub(crate) fn guest_stack(&self) -> String {
-        let trace = wasmtime::WasmBacktrace::force_capture(&*self.caller).to_string();
-        // Display begins with a heading meant for errors: only the frames.
-        trace
-            .lines()
-            .filter(|l| !l.starts_with("error while executing"))
-            .map(str::trim)
-            .collect::<Vec<_>>()
-            .join("\n")
+        guest_stack(self.caller)
     }
 
     /// The domain, without its memory (a body that must resolve something
@@ -84,12 +82,74 @@ impl HostCall<'_, '_> {
     pub(crate) fn split(&mut self) -> (GuestMemory<'_>, &mut DomainCtx) {
         split(self.caller, &mut self.shared)
     }
+
+    /// The domain's one wait ([`DomainCtx::wait`]), recorded for the
+    /// domain's roots while it lasts: this host function and the guest's
+    /// stack now (a blocked guest reaches no epoch check to be sampled at).
+    pub(crate) fn wait(
+        &mut self,
+        fds: &[(BorrowedFd<'_>, PollFlags)],
+        wanted: Duration,
+    ) -> Result<Waited, AbiError> {
+        let ctx = self.caller.data();
+        let _waiting = ctx.blocked.enter(self.name, self.guest_stack());
+        ctx.wait(fds, wanted)
+    }
+
+    /// Waits until `fd` is ready for `interest`, at most the policy's
+    /// `max_wait` (then `E_TIMEDOUT`).
+    pub(crate) fn wait_ready(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        interest: PollFlags,
+    ) -> Result<(), AbiError> {
+        let max_wait = self.caller.data().policy.max_wait;
+        match self.wait(&[(fd, interest)], max_wait)? {
+            Waited::Ready(_) => Ok(()),
+            _ => Err(AbiError::TimedOut),
+        }
+    }
+
+    /// Runs one non-blocking `io` on the caller's memory until it does not
+    /// block: `EAGAIN` waits ([`wait`](Self::wait), for `interest`, at most
+    /// the policy's `max_wait`: then `E_TIMEDOUT`), `EINTR` retries, any
+    /// other errno is `E_IO`.
+    pub(crate) fn until_ready(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        interest: PollFlags,
+        mut io: impl FnMut(&mut GuestMemory<'_>) -> Result<Result<usize, Errno>, AbiError>,
+    ) -> Result<usize, AbiError> {
+        loop {
+            let (mut memory, ctx) = self.split();
+            match io(&mut memory)? {
+                Ok(n) => return Ok(n),
+                Err(Errno::INTR) => {}
+                Err(Errno::AGAIN) => self.wait_ready(fd, interest)?,
+                Err(errno) => return Err(ctx.os_error(errno)),
+            }
+        }
+    }
+}
+
+/// The guest's stack at a host call, innermost frame first, one frame a
+/// line.
+pub(crate) fn guest_stack(caller: &Caller<'_, DomainCtx>) -> String {
+    let trace = wasmtime::WasmBacktrace::force_capture(caller).to_string();
+    // Display begins with a heading meant for errors: only the frames.
+    trace
+        .lines()
+        .filter(|l| !l.starts_with("error while executing"))
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Runs an ABI function body that takes guest pointers.
 #[inline]
 pub(crate) fn enter(
     caller: &mut Caller<'_, DomainCtx>,
+    name: &'static str,
     body: impl FnOnce(&mut HostCall<'_, '_>) -> AbiResult,
 ) -> wasmtime::Result<i32> {
     let result = if caller.data().cancel.is_raised() {
@@ -105,6 +165,7 @@ pub(crate) fn enter(
         let table = unsafe { &*table };
         body(&mut HostCall {
             caller,
+            name,
             table,
             shared: None,
         })
@@ -116,6 +177,7 @@ pub(crate) fn enter(
 #[inline]
 pub(crate) fn enter_ctx(
     caller: &mut Caller<'_, DomainCtx>,
+    _name: &'static str,
     body: impl FnOnce(&mut DomainCtx) -> AbiResult,
 ) -> wasmtime::Result<i32> {
     let ctx = caller.data_mut();

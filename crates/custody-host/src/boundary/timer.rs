@@ -24,7 +24,7 @@ pub(crate) struct TimerSpec {
 /// What a domain offers `timer_set`.
 pub(crate) trait Timers: Send + Sync {
     /// Arms a timer; its handle disarms it when released.
-    fn arm(&self, spec: TimerSpec) -> Result<TimerHandle, AbiError>;
+    fn arm(&self, spec: TimerSpec) -> Result<Timer, AbiError>;
 }
 
 /// One armed timer, shared by its handle and its scheduled callbacks.
@@ -69,9 +69,9 @@ impl Armed {
 
 /// The resource a timer's handle names: releasing it (a guest `close`, the
 /// unload's drain) disarms the timer.
-pub(crate) struct TimerHandle(pub(crate) std::sync::Arc<Armed>);
+pub(crate) struct Timer(pub(crate) std::sync::Arc<Armed>);
 
-impl ReleaseHandle for TimerHandle {
+impl ReleaseHandle for Timer {
     fn is_invalid(&self) -> bool {
         false
     }

@@ -180,6 +180,12 @@ pub struct Policy {
     pub stack_limit: usize,
     /// The most handles one domain may hold (`E_QUOTA` beyond). Default 4096.
     pub handle_quota: usize,
+    /// The shortest delay and period of a guest timer (`timer_set`): a
+    /// shorter one is raised to it (not refused: a guest asking for 1 ms
+    /// gets a timer that fires as often as the host allows). It bounds how
+    /// often one timer can take the domain's store and a timer worker.
+    /// Default 10 ms; 0 sets no floor.
+    pub timer_min_period: Duration,
     /// How long a guest's `custody_unloading` export may run. Default 1 s.
     pub unload_hook_timeout: Duration,
     /// How long [`Domain::unload`](crate::Domain::unload) waits for a
@@ -332,6 +338,7 @@ impl Default for Policy {
             memory_limit: None,
             stack_limit: 512 * 1024,
             handle_quota: 4096,
+            timer_min_period: Duration::from_millis(10),
             unload_hook_timeout: Duration::from_secs(1),
             unload_timeout: Duration::from_secs(10),
             unload_grace: Duration::from_secs(1),

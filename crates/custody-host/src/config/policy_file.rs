@@ -24,6 +24,7 @@ use super::size::deserialize_size;
 /// memory_limit_bytes = 67108864
 /// stack_limit_bytes = 524288
 /// handle_quota = 4096
+/// timer_min_period_ms = 10
 /// unload_hook_timeout_ms = 1000
 /// deny = ["ExternalProcessMgmt"]
 /// allocation = "pooling"
@@ -45,6 +46,7 @@ struct PolicyFile {
     memory_limit: Option<usize>,
     stack_limit_bytes: Option<usize>,
     handle_quota: Option<usize>,
+    timer_min_period_ms: Option<u64>,
     unload_hook_timeout_ms: Option<u64>,
     unload_timeout_ms: Option<u64>,
     unload_grace_ms: Option<u64>,
@@ -181,7 +183,7 @@ impl PolicyOverrides {
         let file = &self.file;
         set_keys!(keys, file, "": deadline_ms, max_wait_ms, allow_infinite_wait,
             memory_limit_bytes, memory_limit, stack_limit_bytes, handle_quota,
-            unload_hook_timeout_ms, unload_timeout_ms, unload_grace_ms, deny);
+            timer_min_period_ms, unload_hook_timeout_ms, unload_timeout_ms, unload_grace_ms, deny);
         if let Some(e) = &file.escalation {
             set_keys!(keys, e, "escalation.": outside_critical, inside_critical,
                 orphaned_critical, recreate, unload_blocked);
@@ -230,6 +232,7 @@ impl PolicyOverrides {
         }
         new.stack_limit = file.stack_limit_bytes.unwrap_or(new.stack_limit);
         new.handle_quota = file.handle_quota.unwrap_or(new.handle_quota);
+        new.timer_min_period = file.timer_min_period_ms.map_or(new.timer_min_period, ms);
         new.unload_hook_timeout = file
             .unload_hook_timeout_ms
             .map_or(new.unload_hook_timeout, ms);
@@ -289,6 +292,7 @@ impl Policy {
     /// # memory_limit = "64MiB"      # the same, as a size (one of the two)
     /// stack_limit_bytes = 524288
     /// handle_quota = 4096
+    /// timer_min_period_ms = 10      # shorter guest timer delays and periods are raised to it
     /// unload_hook_timeout_ms = 1000
     /// unload_timeout_ms = 10000     # cooperative unload, then escalation.unload_blocked
     /// unload_grace_ms = 1000        # then unloadBlocked lists the roots
@@ -380,6 +384,7 @@ mod tests {
         let policy = Policy::from_toml(
             r#"
             deadline_ms = 250
+            timer_min_period_ms = 25
             memory_limit_bytes = 1048576
             deny = ["Synchronization", "ui"]
             allocation = "dense"
@@ -399,6 +404,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(policy.deadline, Some(Duration::from_millis(250)));
+        assert_eq!(policy.timer_min_period, Duration::from_millis(25));
+        assert_eq!(
+            Policy::default().timer_min_period,
+            Duration::from_millis(10)
+        );
         assert_eq!(policy.memory_limit, Some(1 << 20));
         assert_eq!(policy.denied, vec![Category::Synchronization, Category::UI]);
         assert_eq!(policy.escalation.inside_critical, Action::UnloadDomain);

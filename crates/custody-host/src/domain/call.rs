@@ -9,7 +9,7 @@ use wasmtime::Val;
 use super::invoke::{call_func, report_aborted};
 use super::state::{Admit, Next};
 use super::unload::{self, Ending};
-use super::{Domain, DomainShared, Loaded, recycle};
+use super::{Domain, DomainShared, Loaded, StoreGuard, recycle};
 use crate::boundary::cancel::Reason;
 use crate::config::Action;
 use crate::error::CallError;
@@ -54,7 +54,19 @@ impl Domain {
             cause: shared.ended_by(),
         };
         shared.state.acquire_root(admit).map_err(not_running)?;
-        let mut guard = shared.lock();
+        Self::call_rooted(shared, shared.lock(), name, args)
+    }
+
+    /// A call whose root the caller took, with the store it holds (a
+    /// timer's runner takes the store without waiting): the call is run;
+    /// as it ends, the unloading event runs if one waits for the store, and
+    /// the root's drop completes the unload if it was the last.
+    pub(crate) fn call_rooted(
+        shared: &Arc<DomainShared>,
+        mut guard: StoreGuard<'_>,
+        name: &str,
+        args: &[Val],
+    ) -> Result<Vec<Val>, CallError> {
         let same = guard
             .as_mut()
             .is_some_and(|loaded| same_as_last(loaded, name));
@@ -79,20 +91,16 @@ impl Domain {
     }
 }
 
-/// Whether this call has the export and thread of the last one; records
-/// them if not.
+/// Whether this call has the export and thread of the last one (so its
+/// root's description stands); records the thread. The export is recorded
+/// by [`call_locked`] once resolved.
 fn same_as_last(loaded: &mut Loaded, name: &str) -> bool {
     thread_local! {
         static THREAD: std::thread::ThreadId = std::thread::current().id();
     }
     let thread = THREAD.with(|id| *id);
-    match &loaded.last_call {
-        Some((export, last)) if export == name && *last == thread => true,
-        _ => {
-            loaded.last_call = Some((name.to_string(), thread));
-            false
-        }
-    }
+    let same_thread = loaded.last_thread.replace(thread) == Some(thread);
+    same_thread && matches!(&loaded.last_export, Some((last, ..)) if **last == *name)
 }
 
 /// The call, with the store held.
@@ -111,16 +119,31 @@ fn call_locked(
     let loaded = guard
         .as_mut()
         .ok_or_else(|| not_running(shared.state.load()))?;
-    let func = loaded
-        .modules
-        .iter()
-        .find_map(|m| m.instance.get_func(&mut loaded.store, name))
-        .ok_or_else(|| CallError::NoSuchExport(name.to_string()))?;
+    let (func, ty) = match &loaded.last_export {
+        Some((last, func, ty)) if **last == *name => (*func, ty.clone()),
+        _ => {
+            // The first loaded module's export of that name: loading more
+            // modules never changes which, so only a new store clears this.
+            let Some(func) = loaded
+                .modules
+                .iter()
+                .find_map(|m| m.instance.get_func(&mut loaded.store, name))
+            else {
+                // The root was described as this call: the next one must
+                // not be taken for the last export's.
+                loaded.last_export = None;
+                return Err(CallError::NoSuchExport(name.to_string()));
+            };
+            let ty = func.ty(&loaded.store);
+            loaded.last_export = Some((name.into(), func, ty.clone()));
+            (func, ty)
+        }
+    };
     // An abort raised while no call was in flight is not for this one.
     shared.cancel.lower(Reason::Abort);
     let policy = Arc::clone(&shared.policy);
     tracing::trace!(target: "custody::call", "call started");
-    let outcome = call_func(&mut loaded.store, name, func, args, policy.deadline);
+    let outcome = call_func(&mut loaded.store, name, func, &ty, args, policy.deadline);
     match &outcome {
         Ok(_) => tracing::trace!(target: "custody::call", "call ended"),
         Err(error) => tracing::debug!(target: "custody::call", %error, "call failed"),

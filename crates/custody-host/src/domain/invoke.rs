@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use custody_handle::diagnostics::{self, Assistant, Diagnostic};
-use wasmtime::{Func, Store, Trap, Val, ValType, WasmBacktrace};
+use wasmtime::{Func, FuncType, Store, Trap, Val, ValType, WasmBacktrace};
 
 use crate::boundary::cancel::Interrupt;
 use crate::boundary::ctx::DomainCtx;
@@ -59,10 +59,10 @@ pub(crate) fn call_func(
     store: &mut Store<DomainCtx>,
     export: &str,
     func: Func,
+    ty: &FuncType,
     args: &[Val],
     deadline: Option<Duration>,
 ) -> Result<Vec<Val>, CallError> {
-    let ty = func.ty(&*store);
     let matches = ty.params().len() == args.len()
         && ty
             .params()

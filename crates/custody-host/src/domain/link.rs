@@ -101,7 +101,8 @@ fn initialize(
     let Some(func) = instance.get_func(&mut loaded.store, "_initialize") else {
         return Ok(instance);
     };
-    super::invoke::call_func(&mut loaded.store, "_initialize", func, &[], deadline).map_err(
+    let ty = func.ty(&loaded.store);
+    super::invoke::call_func(&mut loaded.store, "_initialize", func, &ty, &[], deadline).map_err(
         |error| LoadError::Instantiate {
             module: name.to_string(),
             message: error.to_string(),

@@ -80,7 +80,7 @@ fn recycle(
     let wasi = ctx.wasi.renew();
     // Guest instances and memories go first, the OS handles last.
     let fresh = shared.new_store(preopens, wasi);
-    drop(mem::replace(&mut loaded.store, fresh));
+    drop(loaded.replace_store(fresh));
     let drained = shared.table.drain();
     LedgerCounts::bump(&shared.ledger.released_at_recycle, drained.released as u64);
     LedgerCounts::bump(&shared.ledger.recycles, 1);

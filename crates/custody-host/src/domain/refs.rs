@@ -1,7 +1,9 @@
 //! The embedder's references to a domain (SPEC D1, D2): [`DomainRef`]
 //! (strong: a root, it can call in), [`WeakDomain`] (never a root: how to
 //! see an unload complete without holding it up) and [`MemoryView`] (a
-//! host-held view of guest memory: a root while it lives).
+//! host-held view of guest memory: a root while it lives) and
+//! [`PinnedHandle`] (a handle pinned by a host thread outside a call: a
+//! root while it lives).
 //!
 //! The owner's [`Domain`] value is not a root, so the code that calls
 //! `unload` never blocks itself.
@@ -9,6 +11,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 
+use custody_handle::{HandleError, HandleId, ReleaseHandle, TableRef};
 use wasmtime::Val;
 
 use super::roots::{Root, RootKind, RootRecord};
@@ -181,16 +184,26 @@ impl Domain {
         let site = std::panic::Location::caller().to_string();
         let mut record = RootRecord::new(RootKind::Dependent, label.to_string(), site);
         record.holder = Some(holder.id());
+        let holder_not_running = || CallError::NotRunning {
+            domain: holder.id(),
+            state: holder.state(),
+            cause: Some("the holder of a dependent ref must be running".into()),
+        };
         if holder.state() != super::DomainState::Running {
-            return Err(CallError::NotRunning {
-                domain: holder.id(),
-                state: holder.state(),
-                cause: Some("the holder of a dependent ref must be running".into()),
-            });
+            return Err(holder_not_running());
         }
         let r = self.make_ref(record)?;
         let held = r.clone();
-        lock(&holder.shared.owned_refs).push(Box::new(move || held.release()));
+        // Checked again under the lock that completion takes: a holder that
+        // completed since the check above has released its refs already,
+        // and one pushed now would never be.
+        match lock(&holder.shared.owned_refs).as_mut() {
+            Some(refs) => refs.push(Box::new(move || held.release())),
+            None => {
+                r.release();
+                return Err(holder_not_running());
+            }
+        }
         Ok(r)
     }
 
@@ -247,5 +260,109 @@ impl Domain {
     /// epoch check (this waits about two epoch ticks for it).
     pub fn roots(&self) -> Vec<Root> {
         self.shared.roots.list(SAMPLE_WAIT)
+    }
+}
+
+/// One of a domain's handles pinned by a host thread outside a call
+/// ([`Domain::pin_handle`]): derefs to the resource, which stays open until
+/// the guard drops, and is a `PinnedHandle` root until then, naming the
+/// handle, its type, the thread and the site that pinned it.
+#[must_use = "dropping the guard unpins the handle at once"]
+pub struct PinnedHandle<'a, T: ReleaseHandle> {
+    /// `Some` until the drop, which unpins before it gives the root back
+    /// (the root's release may complete the unload and drain the table).
+    guard: Option<TableRef<'a, T>>,
+    shared: &'a DomainShared,
+    key: u64,
+}
+
+impl<T: ReleaseHandle> PinnedHandle<'_, T> {
+    /// The id of the pinned handle.
+    pub fn id(&self) -> HandleId {
+        self.guard.as_ref().map_or(HandleId::NULL, TableRef::id)
+    }
+}
+
+impl<T: ReleaseHandle> std::ops::Deref for PinnedHandle<'_, T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        // Only `drop` empties the option.
+        self.guard
+            .as_deref()
+            .expect("a live PinnedHandle holds its guard")
+    }
+}
+
+impl<T: ReleaseHandle> Drop for PinnedHandle<'_, T> {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        self.shared.roots.remove(self.key);
+        root_released(self.shared);
+    }
+}
+
+/// Why [`Domain::pin_handle`] could not pin.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PinError {
+    /// The domain is unloading or unloaded: no new roots.
+    #[error(transparent)]
+    NotRunning(#[from] CallError),
+    /// The id is null, stale, closed or holds another kind.
+    #[error(transparent)]
+    Handle(#[from] HandleError),
+}
+
+impl Domain {
+    /// Pins the handle `id` as a `T` for a host thread, outside any call
+    /// (an embedder reading a guest's file from a worker thread, say): the
+    /// resource stays open until the guard drops, even if the guest closes
+    /// the id, and until then the guard is a `PinnedHandle` root that
+    /// [`roots`](Self::roots) names with the handle, its type, `label`, the
+    /// thread and the caller's location (a backtrace with
+    /// `CUSTODY_TRACE_ROOTS=1`). A pin taken through
+    /// [`table`](Self::table) holds the resource the same way but is not a
+    /// root: prefer this one for anything held longer than a statement.
+    ///
+    /// # Errors
+    /// `NotRunning` once an unload has begun; the table's error for a
+    /// null, stale, closed or wrong-kind id (nothing is held then).
+    #[track_caller]
+    pub fn pin_handle<T: ReleaseHandle>(
+        &self,
+        id: HandleId,
+        label: &str,
+    ) -> Result<PinnedHandle<'_, T>, PinError> {
+        let site = std::panic::Location::caller().to_string();
+        let guard = self.shared.table.get::<T>(id)?;
+        let mut record = RootRecord::new(RootKind::PinnedHandle, label.to_string(), site);
+        record.detail = Some(format!(
+            "handle {} ({})",
+            id.raw(),
+            short_type_name(std::any::type_name::<T>())
+        ));
+        let key = self.take_root(record)?;
+        Ok(PinnedHandle {
+            guard: Some(guard),
+            shared: &self.shared,
+            key,
+        })
+    }
+}
+
+/// `custody_handle::os::fd::Fd` -> `Fd`.
+fn short_type_name(name: &str) -> &str {
+    let generic = name.find('<').unwrap_or(name.len());
+    name[..generic].rsplit("::").next().unwrap_or(name)
+}
+
+impl std::os::fd::AsFd for PinnedHandle<'_, custody_handle::Fd> {
+    /// The pinned fd, for std and rustix I/O (as the table's guard gives).
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.guard
+            .as_ref()
+            .expect("a live PinnedHandle holds its guard")
+            .as_fd()
     }
 }

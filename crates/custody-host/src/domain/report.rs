@@ -1,5 +1,6 @@
-//! What an unload reports: [`UnloadReport`], the unloading hook's
-//! [`HookOutcome`], releases that failed, and what a forced unload cut.
+//! What an unload reports: [`UnloadReport`], each module's unloading hook
+//! ([`ModuleHook`], [`HookOutcome`]), releases that failed, and what a
+//! forced unload cut.
 
 use custody_handle::{DrainReport, format_raw};
 use serde::Serialize;
@@ -21,6 +22,17 @@ pub enum HookOutcome {
     TimedOut,
     /// It was stopped by another bound (the memory or stack limit): why.
     Aborted(String),
+}
+
+/// One module's unloading hook: the module's name and how its
+/// `custody_unloading` export went.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ModuleHook {
+    /// The module's name in the domain.
+    pub module: String,
+    /// How its hook went (never [`HookOutcome::Absent`]: a module without
+    /// a hook is not listed).
+    pub outcome: HookOutcome,
 }
 
 /// One release that failed at unload.
@@ -48,8 +60,11 @@ pub struct UnloadReport {
     /// Handles still in use by a host thread: their release happens when
     /// that use ends.
     pub deferred: usize,
-    /// How the guest's unloading hook went.
-    pub hook: HookOutcome,
+    /// How each module's unloading hook went, in load order: one entry
+    /// per module that exports `custody_unloading`, empty if none does or
+    /// if the hooks did not run (a recycle, or a forced unload that never
+    /// had the store). [`UnloadReport::hook`] sums them up.
+    pub hooks: Vec<ModuleHook>,
     /// Whether the unload was forced, and what that cut.
     pub forced: Option<Forced>,
     /// The domain's final handle ledger.
@@ -57,6 +72,21 @@ pub struct UnloadReport {
 }
 
 impl UnloadReport {
+    /// The hooks summed up: [`HookOutcome::Absent`] if none ran, else the
+    /// first that did not complete (in load order), else
+    /// [`HookOutcome::Completed`].
+    pub fn hook(&self) -> HookOutcome {
+        match self
+            .hooks
+            .iter()
+            .find(|h| h.outcome != HookOutcome::Completed)
+        {
+            Some(failed) => failed.outcome.clone(),
+            None if self.hooks.is_empty() => HookOutcome::Absent,
+            None => HookOutcome::Completed,
+        }
+    }
+
     pub(crate) fn record(&mut self, drained: &DrainReport) {
         self.released = drained.released;
         self.deferred = drained.deferred;

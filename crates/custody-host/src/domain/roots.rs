@@ -13,10 +13,11 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
+use crate::boundary::blocked::BlockedIn;
 use crate::runtime::ticker;
 
 use serde::Serialize;
@@ -38,6 +39,10 @@ pub enum RootKind {
     /// An armed guest timer (`timer_set`; .NET: a timer callback into the
     /// context): its site is the guest stack that armed it.
     Timer,
+    /// A host thread holding one of the domain's handles pinned outside a
+    /// call ([`Domain::pin_handle`](crate::Domain::pin_handle); .NET: a
+    /// `DangerousAddRef` never matched by its release).
+    PinnedHandle,
 }
 
 /// One root and its origin.
@@ -57,11 +62,14 @@ pub struct Root {
     /// How long it has been held, in milliseconds.
     pub held_ms: u64,
     /// For a call: the guest's stack now (sampled at its next epoch check)
-    /// or, if it is blocked in a host function, which one.
+    /// or, if it is blocked in a host function, its stack when it began to
+    /// wait (`detail` names the function).
     pub stack: Option<String>,
     /// For a dependent: the id of the domain that holds the ref.
     pub holder: Option<u64>,
-    /// For a timer: when it is due, and its period.
+    /// For a timer: when it is due, and its period; for a call blocked in
+    /// a host function: which, and for how long; for a pinned handle: its
+    /// id and type.
     pub detail: Option<String>,
 }
 
@@ -182,6 +190,10 @@ pub(crate) struct Roots {
     call_active: AtomicBool,
     call_since_ms: AtomicU64,
 
+    /// The host function the call is blocked in, with the guest's stack
+    /// when it began to wait (written by the store's host calls).
+    pub(crate) blocked: Arc<BlockedIn>,
+
     /// Raised by `roots()`, read by the epoch callback.
     sample_wanted: AtomicBool,
     sample: Mutex<Option<String>>,
@@ -228,8 +240,12 @@ impl Roots {
     /// The call in flight, described on one line.
     pub(crate) fn current_call(&self) -> Option<String> {
         let root = self.call_root()?;
+        let blocked = match self.blocked.now() {
+            Some(b) => format!(", blocked in host function {}", b.function),
+            None => String::new(),
+        };
         Some(format!(
-            "the call to {} on thread {}, running for {} ms",
+            "the call to {} on thread {}, running for {} ms{blocked}",
             root.label, root.thread, root.held_ms
         ))
     }
@@ -278,18 +294,34 @@ impl Roots {
         self.sampled.notify_all();
     }
 
-    /// Every root now. A call's stack is sampled at the guest's next epoch
-    /// check, waited for at most `wait` (a guest blocked in a host function
-    /// never reaches one: it says where it is blocked instead).
+    /// Every root now. A running guest's stack is sampled at its next epoch
+    /// check, waited for at most `wait`; a guest blocked in a host function
+    /// reaches none, and has the stack it had when it began to wait.
     pub(crate) fn list(&self, wait: Duration) -> Vec<Root> {
         let mut roots: Vec<Root> = Vec::new();
-        let call = self.call_root();
-        if let Some(mut call) = call {
-            // A guest blocked in a host call reaches no epoch check.
-            call.stack =
-                Some(self.sample(wait).unwrap_or_else(|| {
-                    "not sampled: the guest is blocked in a host call".to_string()
-                }));
+        if let Some(mut call) = self.call_root() {
+            match self.blocked.now() {
+                Some(blocked) => {
+                    call.detail = Some(format!(
+                        "blocked in host function {} for {} ms",
+                        blocked.function,
+                        blocked.since.elapsed().as_millis()
+                    ));
+                    call.stack = Some(blocked.stack);
+                }
+                None => {
+                    // No epoch check within the wait: the thread was not
+                    // scheduled, or it is in a host call that blocks
+                    // outside custody's wait (an embedder function busy
+                    // elsewhere), which reaches none.
+                    call.stack = Some(self.sample(wait).unwrap_or_else(|| {
+                        format!(
+                            "not sampled: no epoch check within {} ms (the thread was not scheduled, or it is in a host call that blocks outside custody's wait)",
+                            wait.as_millis()
+                        )
+                    }));
+                }
+            }
             roots.push(call);
         }
         roots.extend(lock(&self.others).values().map(RootRecord::root));

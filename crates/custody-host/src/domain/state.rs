@@ -172,7 +172,11 @@ impl StateWord {
     pub(crate) fn release_root(&self) -> Next {
         let before = self.0.fetch_sub(ROOT, Ordering::AcqRel);
         debug_assert!(roots(before) > 0, "a root released twice");
-        if roots(before) == 1 {
+        // While running there is nothing to complete: an unload that begins
+        // after this release sees no root and completes by itself (the
+        // word's modification order puts its transition after this one).
+        // The common case, a call's end, stops here.
+        if roots(before) == 1 && DomainState::from_bits(before) == DomainState::Unloading {
             self.claim_completion_if_idle()
         } else {
             Next::Nothing
@@ -342,6 +346,28 @@ mod loom_models {
             for h in handles {
                 h.join().unwrap();
             }
+            assert_eq!(completions.load(Ordering::SeqCst), 1);
+            assert_eq!(word.roots(), 0);
+        });
+    }
+
+    /// A call ends (its root released while the word says `Running`, the
+    /// fast path that claims nothing) as another thread begins the unload
+    /// and runs its event: whoever comes second completes, once.
+    #[test]
+    fn a_call_ending_as_the_unload_begins_completes_once() {
+        loom::model(|| {
+            let word = Arc::new(StateWord::new());
+            let completions = Arc::new(AtomicUsize::new(0));
+            word.acquire_root(Admit::Running).unwrap();
+            let call = {
+                let (word, completions) = (Arc::clone(&word), Arc::clone(&completions));
+                thread::spawn(move || complete(word.release_root(), &completions))
+            };
+            if word.begin_unload().unwrap() && word.claim_event() {
+                complete(word.event_done(), &completions);
+            }
+            call.join().unwrap();
             assert_eq!(completions.load(Ordering::SeqCst), 1);
             assert_eq!(word.roots(), 0);
         });

@@ -25,7 +25,7 @@ use custody_handle::diagnostics::{self, Assistant, Diagnostic};
 use wasmtime::Func;
 
 use super::invoke::{call_func, report_aborted};
-use super::report::{Forced, HookOutcome, UnloadReport};
+use super::report::{Forced, HookOutcome, ModuleHook, UnloadReport};
 use super::roots::Root;
 use super::state::{DomainState, Next};
 use super::{Domain, DomainShared, Loaded};
@@ -195,7 +195,8 @@ fn begin(shared: &Arc<DomainShared>) -> Result<(), UnloadError> {
 }
 
 /// Runs the unloading event if it is wanted and the store is free (else
-/// the call holding the store runs it when it ends).
+/// the call holding the store runs it when it ends); then hands on the
+/// store to a timer runner that found it held.
 pub(crate) fn run_event_if_free(shared: &DomainShared) {
     if !shared.state.wants_event() {
         return;
@@ -204,6 +205,10 @@ pub(crate) fn run_event_if_free(shared: &DomainShared) {
     // again (and the event, once claimed, is not wanted any more).
     if let Some(mut guard) = super::try_lock(&shared.loaded) {
         run_event(shared, &mut guard);
+        drop(guard);
+        // A timer due during the event runs now (a cooperative unload
+        // still lets callbacks in).
+        shared.timers.store_released();
     }
 }
 
@@ -303,7 +308,7 @@ pub(crate) fn teardown(
         released: 0,
         failed: Vec::new(),
         deferred: 0,
-        hook: HookOutcome::Absent,
+        hooks: Vec::new(),
         forced,
         ledger: Ledger::default(),
     };
@@ -314,9 +319,7 @@ pub(crate) fn teardown(
         // Guest code is done and its instances go; the OS handles last.
         drop(loaded);
     }
-    if let Some(hook) = super::lock(&shared.hook).take() {
-        report.hook = hook;
-    }
+    report.hooks = std::mem::take(&mut *super::lock(&shared.hooks));
     let drained = shared.table.drain();
     report.record(&drained);
     let (counter, state) = match ending {
@@ -344,8 +347,8 @@ pub(crate) fn teardown(
     }
     shared.complete(report.clone());
     // Refs this domain held on others (`strong_ref_for`) go with it.
-    let dependents = std::mem::take(&mut *super::lock(&shared.owned_refs));
-    for release in dependents {
+    let dependents = super::lock(&shared.owned_refs).take();
+    for release in dependents.into_iter().flatten() {
         release();
     }
     report
@@ -383,8 +386,12 @@ fn likely_cause(root: &Root) -> String {
     use super::roots::RootKind;
     match root.kind {
         RootKind::Call => format!(
-            "a call to {} is still running (it ends at its deadline, or force the unload)",
-            root.label
+            "a call to {} is still running{} (it ends at its deadline, or force the unload)",
+            root.label,
+            root.detail
+                .as_deref()
+                .map(|d| format!(", {d}"))
+                .unwrap_or_default()
         ),
         RootKind::Ref => format!("a DomainRef labelled {:?} was not dropped", root.label),
         RootKind::MemoryView => format!("a memory view labelled {:?} was not dropped", root.label),
@@ -397,6 +404,11 @@ fn likely_cause(root: &Root) -> String {
                 .lines()
                 .next()
                 .unwrap_or("?")
+        ),
+        RootKind::PinnedHandle => format!(
+            "a host thread pinned {} ({:?}) outside a call and has not dropped the guard",
+            root.detail.as_deref().unwrap_or("a handle"),
+            root.label
         ),
         RootKind::Dependent => format!(
             "domain {} holds a ref to this one ({:?}); it goes when that domain unloads",
@@ -457,25 +469,37 @@ fn event_body(shared: &DomainShared, loaded: Option<&mut Loaded>) {
         callback(shared.id);
     }
     if let Some(loaded) = loaded {
-        let hook = run_unloading_hook(loaded, shared.policy.unload_hook_timeout);
-        *super::lock(&shared.hook) = Some(hook);
+        let hooks = run_unloading_hooks(loaded, shared.policy.unload_hook_timeout);
+        *super::lock(&shared.hooks) = hooks;
     }
 }
 
-/// Runs every module's `custody_unloading` export, bounded by `limit` each.
-fn run_unloading_hook(loaded: &mut Loaded, limit: Duration) -> HookOutcome {
-    let hooks: Vec<Func> = loaded
+/// Runs every module's `custody_unloading` export in load order, bounded by
+/// `limit` each; a hook that fails does not keep the next from running.
+fn run_unloading_hooks(loaded: &mut Loaded, limit: Duration) -> Vec<ModuleHook> {
+    let hooks: Vec<(String, Func)> = loaded
         .modules
         .iter()
-        .filter_map(|m| m.instance.get_func(&mut loaded.store, UNLOADING_EXPORT))
+        .filter_map(|m| {
+            let hook = m.instance.get_func(&mut loaded.store, UNLOADING_EXPORT)?;
+            Some((m.name.clone(), hook))
+        })
         .collect();
-    let mut outcome = HookOutcome::Absent;
+    let mut outcomes = Vec::with_capacity(hooks.len());
     let domain = loaded.store.data().id;
     loaded.store.data_mut().in_unloading_hook = true;
-    for hook in hooks {
+    for (module, hook) in hooks {
         let started = Instant::now();
-        let result = call_func(&mut loaded.store, UNLOADING_EXPORT, hook, &[], Some(limit));
-        outcome = match result {
+        let ty = hook.ty(&loaded.store);
+        let result = call_func(
+            &mut loaded.store,
+            UNLOADING_EXPORT,
+            hook,
+            &ty,
+            &[],
+            Some(limit),
+        );
+        let outcome = match result {
             Ok(_) => HookOutcome::Completed,
             Err(CallError::Aborted {
                 reason, backtrace, ..
@@ -500,7 +524,8 @@ fn run_unloading_hook(loaded: &mut Loaded, limit: Duration) -> HookOutcome {
                 HookOutcome::Trapped(e.to_string())
             }
         };
+        outcomes.push(ModuleHook { module, outcome });
     }
     loaded.store.data_mut().in_unloading_hook = false;
-    outcome
+    outcomes
 }

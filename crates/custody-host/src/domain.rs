@@ -286,8 +286,8 @@ impl DomainShared {
             Arc::clone(&runtime.log),
         );
         let mut ctx = ctx;
-        ctx.blocked = Arc::clone(&self.roots.blocked);
         ctx.wasi = wasi;
+        ctx.blocked = Arc::clone(&self.roots.blocked);
         ctx.timers = Some(Arc::clone(&self.timers) as _);
         let mut store = Store::new(&runtime.engine, ctx);
         store.limiter(|ctx| ctx as &mut dyn ResourceLimiter);

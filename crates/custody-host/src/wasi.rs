@@ -104,6 +104,12 @@ fn target<'a>(call: &mut HostCall<'a, '_>, fd: i32) -> Result<Target<'a>, Errno>
     call.ctx().wasi.fds.resolve(table, fd)
 }
 
+/// A failure of the boundary (a wait, a marshalled handle) as the guest's
+/// errno; an `E_IO` is the errno the domain recorded for it.
+fn fail(call: &mut HostCall<'_, '_>, error: AbiError) -> Fail {
+    errno::from_abi(error, call.ctx().last_errno.get())
+}
+
 /// The Rust type of a parameter's [`AbiType`].
 macro_rules! rust_type {
     (I32) => {

@@ -211,3 +211,47 @@ fn a_read_on_an_empty_pipe_waits_and_an_abort_wakes_it() {
     assert_eq!(call(&domain, "w_fd_read", &[read_end, 0, 1, 16]), EAGAIN);
     domain.unload().unwrap();
 }
+
+#[test]
+fn a_guest_blocked_in_fd_read_or_poll_oneoff_is_a_root_that_names_it() {
+    let _serial = serial();
+    let domain = domain_with(&host(), DomainConfig::new());
+    assert_eq!(call(&domain, "abi_pipe", &[200, 204]), 0);
+    let read_end = call(&domain, "load", &[200]);
+    iovec(&domain, 0, 100, 16);
+    // One fd_read subscription on the empty pipe, and a clock of 8 s.
+    let mut subs = vec![0u8; 96];
+    subs[8] = 1;
+    subs[16..20].copy_from_slice(&read_end.to_le_bytes());
+    subs[64] = 1;
+    subs[72..80].copy_from_slice(&8_000_000_000u64.to_le_bytes());
+    poke(&domain, 1000, &subs);
+    for (export, args, function) in [
+        ("w_fd_read", [read_end, 0, 1, 16], "fd_read"),
+        ("w_poll_oneoff", [1000, 4000, 2, 16], "poll_oneoff"),
+    ] {
+        let caller = {
+            let domain = domain.strong_ref("caller").unwrap();
+            let args: Vec<Val> = args.iter().map(|&a| Val::I32(a)).collect();
+            std::thread::spawn(move || domain.call(export, &args))
+        };
+        let until = Instant::now() + Duration::from_secs(10);
+        let detail = loop {
+            let roots = domain.roots();
+            if let Some(detail) = roots.into_iter().find_map(|r| r.detail) {
+                break detail;
+            }
+            assert!(Instant::now() < until, "{export}: never seen blocked");
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        assert!(
+            detail.starts_with(&format!("blocked in host function {function} for ")),
+            "{export}: {detail}"
+        );
+        let started = Instant::now();
+        domain.abort();
+        let outcome = caller.join().unwrap();
+        assert_aborted_within(&outcome, started, Duration::from_secs(2));
+    }
+    domain.unload().unwrap();
+}

@@ -95,11 +95,11 @@ pub(crate) struct DomainCtx {
     /// The memory of the store's only instance, while it has exactly one:
     /// then every host call comes from that instance and needs no lookup.
     pub(crate) only_memory: Option<Extern>,
+    /// What WASI keeps of the domain: arguments, environment, stdio, fds.
+    pub(crate) wasi: WasiState,
     /// The wait the current call is in, for the domain's roots (shared
     /// with them; set by the domain).
     pub(crate) blocked: Arc<BlockedIn>,
-    /// What WASI keeps of the domain: arguments, environment, stdio, fds.
-    pub(crate) wasi: WasiState,
 }
 
 impl DomainCtx {
@@ -134,9 +134,9 @@ impl DomainCtx {
             starting_memory: None,
             timers: None,
             only_memory: None,
-            blocked: Arc::default(),
             // The domain gives the store its own (`new_store`).
             wasi: WasiState::empty(0),
+            blocked: Arc::default(),
         }
     }
 
@@ -222,25 +222,6 @@ impl DomainCtx {
         }
     }
 
-    /// Runs one non-blocking `io` until it does not block: `EAGAIN` waits
-    /// (the one cancellable wait) for `interest`, `EINTR` retries, any
-    /// other errno is `E_IO` (and the domain's `last_error`).
-    pub(crate) fn until_ready(
-        &self,
-        fd: BorrowedFd<'_>,
-        interest: PollFlags,
-        mut io: impl FnMut() -> Result<Result<usize, Errno>, AbiError>,
-    ) -> Result<usize, AbiError> {
-        loop {
-            match io()? {
-                Ok(n) => return Ok(n),
-                Err(Errno::AGAIN) => self.wait_ready(fd, interest)?,
-                Err(Errno::INTR) => {}
-                Err(errno) => return Err(self.os_error(errno)),
-            }
-        }
-    }
-
     /// Closes a guest's handle: the id is stale at once, its WASI state
     /// forgotten, and the close counted in the ledger. `Ok(true)` if its
     /// owner (the host) had closed it already: it is removed all the same.
@@ -260,19 +241,6 @@ impl DomainCtx {
             Ok(_) => Ok(closed_by_owner),
             Err(HandleError::ReleaseFailed(error)) => Err(self.io_error(&error)),
             Err(error) => Err(error.into()),
-        }
-    }
-
-    /// Waits until `fd` is ready for `interest` (a read or write that would
-    /// block): `E_TIMEDOUT` at the policy's wait cap.
-    pub(crate) fn wait_ready(
-        &self,
-        fd: BorrowedFd<'_>,
-        interest: PollFlags,
-    ) -> Result<(), AbiError> {
-        match self.wait(&[(fd, interest)], self.policy.max_wait)? {
-            Waited::Ready(_) => Ok(()),
-            _ => Err(AbiError::TimedOut),
         }
     }
 }

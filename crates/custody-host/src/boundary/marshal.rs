@@ -96,6 +96,20 @@ impl HostCall<'_, '_> {
         ctx.wait(fds, wanted)
     }
 
+    /// Waits until `fd` is ready for `interest`, at most the policy's
+    /// `max_wait` (then `E_TIMEDOUT`).
+    pub(crate) fn wait_ready(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        interest: PollFlags,
+    ) -> Result<(), AbiError> {
+        let max_wait = self.caller.data().policy.max_wait;
+        match self.wait(&[(fd, interest)], max_wait)? {
+            Waited::Ready(_) => Ok(()),
+            _ => Err(AbiError::TimedOut),
+        }
+    }
+
     /// Runs one non-blocking `io` on the caller's memory until it does not
     /// block: `EAGAIN` waits ([`wait`](Self::wait), for `interest`, at most
     /// the policy's `max_wait`: then `E_TIMEDOUT`), `EINTR` retries, any
@@ -111,12 +125,7 @@ impl HostCall<'_, '_> {
             match io(&mut memory)? {
                 Ok(n) => return Ok(n),
                 Err(Errno::INTR) => {}
-                Err(Errno::AGAIN) => {
-                    let max_wait = ctx.policy.max_wait;
-                    if !matches!(self.wait(&[(fd, interest)], max_wait)?, Waited::Ready(_)) {
-                        return Err(AbiError::TimedOut);
-                    }
-                }
+                Err(Errno::AGAIN) => self.wait_ready(fd, interest)?,
                 Err(errno) => return Err(ctx.os_error(errno)),
             }
         }

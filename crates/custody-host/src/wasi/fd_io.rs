@@ -13,7 +13,7 @@ use custody_handle::{Fd, TableRef};
 use rustix::event::PollFlags;
 use rustix::io::Errno as OsErrno;
 
-use super::errno::{Fail, WasiResult, from_abi};
+use super::errno::{Fail, WasiResult};
 use super::fds::Target;
 use super::stdio::Stream;
 use super::types::{Errno, Iovec, rights, whence};
@@ -81,26 +81,51 @@ fn first_buffer(iovs: &[Iovec]) -> Option<(u32, u32)> {
         .map(|iov| (iov.buf, iov.len.min(MAX_IO)))
 }
 
-/// Runs one non-blocking `io` on `fd` as the fd's mode says: waiting
-/// through the cancellable wait while it would block, or, for a guest's
-/// `NONBLOCK` fd, `EAGAIN` at once.
+/// Runs one non-blocking `io` on `fd` (with the caller's memory) as the
+/// fd's mode says: waiting through the call's cancellable wait while it
+/// would block, or, for a guest's `NONBLOCK` fd, `EAGAIN` at once.
 pub(crate) fn on_fd(
-    ctx: &DomainCtx,
+    call: &mut HostCall<'_, '_>,
     fd: BorrowedFd<'_>,
     interest: PollFlags,
     nonblock: bool,
-    mut io: impl FnMut() -> Result<usize, OsErrno>,
+    mut io: impl FnMut(&mut GuestMemory<'_>) -> Result<usize, OsErrno>,
 ) -> Result<usize, Fail> {
     if nonblock {
         loop {
-            match io() {
+            let (mut memory, _) = call.split();
+            match io(&mut memory) {
                 Err(OsErrno::INTR) => {}
                 other => return Ok(other?),
             }
         }
     }
-    ctx.until_ready(fd, interest, || Ok(io()))
-        .map_err(|e| from_abi(e, ctx.last_errno.get()))
+    match call.until_ready(fd, interest, |memory| Ok(io(memory))) {
+        Ok(n) => Ok(n),
+        Err(error) => Err(super::fail(call, error)),
+    }
+}
+
+/// Runs `io` on a host fd that may be blocking, each time once `poll` says
+/// it is ready for `interest` (so the call itself never blocks), until it
+/// does not report `EAGAIN`.
+fn when_ready(
+    call: &mut HostCall<'_, '_>,
+    fd: BorrowedFd<'_>,
+    interest: PollFlags,
+    mut io: impl FnMut(&mut GuestMemory<'_>) -> Result<usize, OsErrno>,
+) -> Result<usize, Fail> {
+    loop {
+        if let Err(error) = call.wait_ready(fd, interest) {
+            return Err(super::fail(call, error));
+        }
+        let (mut memory, _) = call.split();
+        match io(&mut memory) {
+            Ok(n) => return Ok(n),
+            Err(OsErrno::AGAIN | OsErrno::INTR) => {}
+            Err(errno) => return Err(errno.into()),
+        }
+    }
 }
 
 /// A directory read or written as a file is a bad fd to WASI (as wasmtime
@@ -109,6 +134,19 @@ fn not_a_file(fail: Fail) -> Fail {
     match fail {
         Fail::Errno(Errno::Isdir) => Errno::Badf.into(),
         other => other,
+    }
+}
+
+/// Reads `len` bytes at most into guest memory at `buf` from `fd`.
+fn read_into(
+    fd: BorrowedFd<'_>,
+    buf: u32,
+    len: u32,
+) -> impl FnMut(&mut GuestMemory<'_>) -> Result<usize, OsErrno> + '_ {
+    move |memory| {
+        memory
+            .fill_with(buf, len, |bytes| sys::read(fd, bytes))
+            .unwrap_or(Err(OsErrno::FAULT))
     }
 }
 
@@ -124,59 +162,31 @@ pub(super) fn fd_read(
     let Some((buf, len)) = first_buffer(&list) else {
         return write_size(&mut memory, nread, 0);
     };
+    let nonblock = ctx.wasi.fds.state(fd).nonblock;
+    let stdin = ctx.wasi.stdio[0].clone();
     let n = match target {
-        Target::Stdio(0) => read_stdin(ctx, &mut memory, buf, len)?,
+        // A null stdin is at its end at once; a host fd may be a blocking
+        // one: it is read only once `poll` says it is readable.
+        Target::Stdio(0) => match stdin {
+            Stream::Os { fd, .. } => when_ready(
+                call,
+                fd.as_fd(),
+                PollFlags::IN,
+                read_into(fd.as_fd(), buf, len),
+            )?,
+            _ => 0,
+        },
         Target::Stdio(_) | Target::Preopen(_) => return Err(Errno::Badf.into()),
-        Target::Handle(file) => {
-            let nonblock = ctx.wasi.fds.state(fd).nonblock;
-            on_fd(ctx, file.as_fd(), PollFlags::IN, nonblock, || {
-                memory
-                    .fill_with(buf, len, |bytes| sys::read(file.as_fd(), bytes))
-                    .unwrap_or(Err(OsErrno::FAULT))
-            })
-            .map_err(not_a_file)?
-        }
+        Target::Handle(file) => on_fd(
+            call,
+            file.as_fd(),
+            PollFlags::IN,
+            nonblock,
+            read_into(file.as_fd(), buf, len),
+        )
+        .map_err(not_a_file)?,
     };
-    write_size(&mut memory, nread, n)
-}
-
-/// Reads stdin: nothing from a null stream (the end of the file at once);
-/// from a host fd, once it is readable (it may be a blocking fd: only a
-/// `poll` that says so keeps the read from blocking).
-fn read_stdin(
-    ctx: &DomainCtx,
-    memory: &mut GuestMemory<'_>,
-    buf: u32,
-    len: u32,
-) -> Result<usize, Fail> {
-    let Stream::Os { fd, .. } = &ctx.wasi.stdio[0] else {
-        return Ok(0);
-    };
-    when_ready(ctx, fd.as_fd(), PollFlags::IN, || {
-        memory
-            .fill_with(buf, len, |bytes| sys::read(fd.as_fd(), bytes))
-            .unwrap_or(Err(OsErrno::FAULT))
-    })
-}
-
-/// Runs `io` on a host fd that may be blocking, each time once `poll` says
-/// it is ready for `interest` (so the call itself never blocks), until it
-/// does not report `EAGAIN`.
-fn when_ready(
-    ctx: &DomainCtx,
-    fd: BorrowedFd<'_>,
-    interest: PollFlags,
-    mut io: impl FnMut() -> Result<usize, OsErrno>,
-) -> Result<usize, Fail> {
-    loop {
-        ctx.wait_ready(fd, interest)
-            .map_err(|e| from_abi(e, ctx.last_errno.get()))?;
-        match io() {
-            Ok(n) => return Ok(n),
-            Err(OsErrno::AGAIN | OsErrno::INTR) => {}
-            Err(errno) => return Err(errno.into()),
-        }
-    }
+    write_size(&mut call.split().0, nread, n)
 }
 
 pub(super) fn fd_write(
@@ -186,36 +196,36 @@ pub(super) fn fd_write(
     iovs_len: i32,
     nwritten: i32,
 ) -> WasiResult {
-    let (target, mut memory, ctx, list) = begin(call, fd, iovs, iovs_len, nwritten)?;
+    let (target, memory, ctx, list) = begin(call, fd, iovs, iovs_len, nwritten)?;
     ctx.wasi.fds.check(fd, rights::FD_WRITE)?;
     let data = gather(&memory, &list)?;
+    let nonblock = ctx.wasi.fds.state(fd).nonblock;
     let n = match target {
-        Target::Stdio(i @ (1 | 2)) => write_stdio(ctx, i, &data)?,
+        Target::Stdio(i @ (1 | 2)) => write_stdio(call, i, &data)?,
         Target::Stdio(_) | Target::Preopen(_) => return Err(Errno::Badf.into()),
-        Target::Handle(file) => {
-            let nonblock = ctx.wasi.fds.state(fd).nonblock;
-            on_fd(ctx, file.as_fd(), PollFlags::OUT, nonblock, || {
-                sys::write(file.as_fd(), &data)
-            })
-            .map_err(not_a_file)?
-        }
+        Target::Handle(file) => on_fd(call, file.as_fd(), PollFlags::OUT, nonblock, |_| {
+            sys::write(file.as_fd(), &data)
+        })
+        .map_err(not_a_file)?,
     };
-    write_size(&mut memory, nwritten, n)
+    write_size(&mut call.split().0, nwritten, n)
 }
 
 /// Writes to stdout or stderr: a null stream takes everything, a capture
 /// buffer what its limit leaves room for, a host fd what it takes at once
 /// (a pipe-like one once it is writable, at most [`PIPE_BUF`] bytes).
-fn write_stdio(ctx: &DomainCtx, which: usize, data: &[u8]) -> Result<usize, Fail> {
-    match &ctx.wasi.stdio[which] {
+fn write_stdio(call: &mut HostCall<'_, '_>, which: usize, data: &[u8]) -> Result<usize, Fail> {
+    let ctx = call.ctx();
+    let (domain, stream) = (ctx.id, ctx.wasi.stdio[which].clone());
+    match stream {
         Stream::Null => Ok(data.len()),
-        Stream::Capture(capture) => Ok(capture.push(ctx.id, data)?),
-        Stream::Os { fd, polled: false } => on_fd(ctx, fd.as_fd(), PollFlags::OUT, false, || {
+        Stream::Capture(capture) => Ok(capture.push(domain, data)?),
+        Stream::Os { fd, polled: false } => on_fd(call, fd.as_fd(), PollFlags::OUT, false, |_| {
             sys::write(fd.as_fd(), data)
         }),
         Stream::Os { fd, polled: true } => {
             let data = &data[..data.len().min(PIPE_BUF)];
-            when_ready(ctx, fd.as_fd(), PollFlags::OUT, || {
+            when_ready(call, fd.as_fd(), PollFlags::OUT, |_| {
                 sys::write(fd.as_fd(), data)
             })
         }

@@ -10,7 +10,8 @@
 //! with `EBADF`, and a ready fd's event says 1 byte (with `HANGUP` at the
 //! end of a file or a pipe whose writer went away).
 
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustix::event::PollFlags;
@@ -23,9 +24,10 @@ use super::types::{
     EVENT_FD_READWRITE_HANGUP, Errno, Event, Subscribed, Subscription, clockid, eventtype, rights,
 };
 use crate::boundary::cancel::Waited;
+use crate::boundary::ctx::DomainCtx;
 use crate::boundary::errno::AbiError;
 use crate::boundary::marshal::{HostCall, pointer};
-use crate::sys::{self, ClockId, FileType};
+use crate::sys::{self, FileType};
 
 /// Most subscriptions one call takes.
 pub(crate) const MAX_SUBSCRIPTIONS: u32 = 1024;
@@ -39,10 +41,26 @@ enum Watch<'t> {
     /// An OS fd, for this interest. `file` says whether it is a regular
     /// file (its read end is at the end of the file when nothing is left).
     Fd {
-        fd: BorrowedFd<'t>,
+        fd: Watched<'t>,
         interest: PollFlags,
         file: bool,
     },
+}
+
+/// The fd a watch waits on: a pinned handle's, or a stdio stream's (held
+/// by the watch, so the wait borrows the call and not the store's data).
+enum Watched<'t> {
+    Handle(BorrowedFd<'t>),
+    Stdio(Arc<OwnedFd>),
+}
+
+impl Watched<'_> {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Watched::Handle(fd) => *fd,
+            Watched::Stdio(fd) => fd.as_fd(),
+        }
+    }
 }
 
 pub(super) fn poll_oneoff(
@@ -57,7 +75,7 @@ pub(super) fn poll_oneoff(
     if count == 0 || count > MAX_SUBSCRIPTIONS {
         return Err(Errno::Inval.into());
     }
-    let (mut memory, ctx) = call.split();
+    let (memory, ctx) = call.split();
     let snapshot = memory.read(pointer(subscriptions), count * Subscription::SIZE)?;
     memory.range(pointer(events), count * Event::SIZE)?;
     memory.range(pointer(nevents), 4)?;
@@ -96,7 +114,7 @@ pub(super) fn poll_oneoff(
     let fds: Vec<(BorrowedFd<'_>, PollFlags)> = watches
         .iter()
         .filter_map(|w| match w {
-            Watch::Fd { fd, interest, .. } => Some((*fd, *interest)),
+            Watch::Fd { fd, interest, .. } => Some((fd.as_fd(), *interest)),
             _ => None,
         })
         .collect();
@@ -115,10 +133,10 @@ pub(super) fn poll_oneoff(
             .wait_up_to(earliest)
             .ok_or_else(|| from_abi(AbiError::Denied, 0))?
     };
-    let fail = |e| from_abi(e, ctx.last_errno.get());
-    let ready = match ctx.wait(&fds, wait).map_err(fail)? {
-        Waited::Ready(_) => sys::ready_now(&fds)?,
-        _ => vec![PollFlags::empty(); fds.len()],
+    let ready = match call.wait(&fds, wait) {
+        Ok(Waited::Ready(_)) => sys::ready_now(&fds)?,
+        Ok(_) => vec![PollFlags::empty(); fds.len()],
+        Err(error) => return Err(super::fail(call, error)),
     };
     let elapsed = started.elapsed();
     let mut found = Vec::new();
@@ -146,7 +164,7 @@ pub(super) fn poll_oneoff(
                 if revents.is_empty() {
                     continue;
                 }
-                let at_end = *interest == PollFlags::IN && *file && at_end_of_file(*fd);
+                let at_end = *interest == PollFlags::IN && *file && at_end_of_file(fd.as_fd());
                 let hangup = revents.contains(PollFlags::HUP) || at_end;
                 found.push(event(1, if hangup { EVENT_FD_READWRITE_HANGUP } else { 0 }));
             }
@@ -155,6 +173,7 @@ pub(super) fn poll_oneoff(
     drop(fds);
     drop(watches);
     drop(targets);
+    let (mut memory, _) = call.split();
     for (i, event) in found.iter().enumerate() {
         memory.write(pointer(events) + i as u32 * Event::SIZE, &event.encode())?;
     }
@@ -175,19 +194,18 @@ fn clock_wait(id: u32, timeout: u64, absolute: bool) -> Result<Duration, Fail> {
     } else {
         timeout
     };
-    let _: ClockId = os;
     Ok(Duration::from_nanos(nanos_left))
 }
 
 /// How to wait for `target` to be ready for `interest`.
 fn watch<'t>(
-    ctx: &'t crate::boundary::ctx::DomainCtx,
+    ctx: &DomainCtx,
     target: &'t Target<'_>,
     interest: PollFlags,
 ) -> Result<Watch<'t>, Fail> {
     let stream = |which: usize| match &ctx.wasi.stdio[which] {
         Stream::Os { fd, .. } => Watch::Fd {
-            fd: fd.as_fd(),
+            fd: Watched::Stdio(Arc::clone(fd)),
             interest,
             file: false,
         },
@@ -204,7 +222,7 @@ fn watch<'t>(
                 return Err(Errno::Badf.into());
             }
             Watch::Fd {
-                fd,
+                fd: Watched::Handle(fd),
                 interest,
                 file: kind == FileType::RegularFile,
             }

@@ -43,17 +43,18 @@ pub(super) fn sock_accept(
     if flags & !i32::from(fdflags::NONBLOCK) != 0 {
         return Err(Errno::Inval.into());
     }
-    let (mut memory, ctx) = call.split();
+    let (memory, ctx) = call.split();
     memory.range(pointer(accepted), 4)?;
     ctx.wasi.fds.check(fd, rights::SOCK_ACCEPT)?;
     let mut connection = None;
     let nonblock = ctx.wasi.fds.state(fd).nonblock;
-    on_fd(ctx, listener.as_fd(), PollFlags::IN, nonblock, || {
+    on_fd(call, listener.as_fd(), PollFlags::IN, nonblock, |_| {
         connection = Some(sys::accept(listener.as_fd())?);
         Ok(0)
     })?;
     drop(listener);
     let connection = connection.expect("accepted when Ok");
+    let (mut memory, ctx) = call.split();
     marshal::give(&mut memory, table, accepted, Fd::from(connection))
         .map_err(|e| from_abi(e, ctx.last_errno.get()))?;
     if flags != 0 {
@@ -97,8 +98,9 @@ pub(super) fn sock_recv(
     let len = iov.len.min(MAX_IO);
     let mut whole = 0;
     let nonblock = ctx.wasi.fds.state(fd).nonblock;
-    let got = on_fd(ctx, socket.as_fd(), PollFlags::IN, nonblock, || {
-        let filled = memory.fill_with(iov.buf, len, |bytes| {
+    let buf = iov.buf;
+    let got = on_fd(call, socket.as_fd(), PollFlags::IN, nonblock, |memory| {
+        let filled = memory.fill_with(buf, len, |bytes| {
             sys::recv(socket.as_fd(), bytes, flags).map(|(got, all)| {
                 whole = all;
                 got
@@ -107,6 +109,7 @@ pub(super) fn sock_recv(
         filled.unwrap_or(Err(rustix::io::Errno::FAULT))
     })?;
     let truncated = if whole > got { RECV_DATA_TRUNCATED } else { 0 };
+    let (mut memory, _) = call.split();
     write_size(&mut memory, ro_datalen, got)?;
     memory.write(pointer(ro_flags), &truncated.to_le_bytes())?;
     Ok(())
@@ -124,15 +127,15 @@ pub(super) fn sock_send(
     if si_flags != 0 {
         return Err(Errno::Inval.into());
     }
-    let (target, mut memory, ctx, list) = begin(call, fd, si_data, si_data_len, so_datalen)?;
+    let (target, memory, ctx, list) = begin(call, fd, si_data, si_data_len, so_datalen)?;
     let socket = socket(target)?;
     ctx.wasi.fds.check(fd, rights::FD_WRITE)?;
     let data = gather(&memory, &list)?;
     let nonblock = ctx.wasi.fds.state(fd).nonblock;
-    let sent = on_fd(ctx, socket.as_fd(), PollFlags::OUT, nonblock, || {
+    let sent = on_fd(call, socket.as_fd(), PollFlags::OUT, nonblock, |_| {
         sys::send(socket.as_fd(), &data)
     })?;
-    write_size(&mut memory, so_datalen, sent)
+    write_size(&mut call.split().0, so_datalen, sent)
 }
 
 pub(super) fn sock_shutdown(call: &mut HostCall<'_, '_>, fd: i32, how: i32) -> WasiResult {

@@ -58,15 +58,17 @@ impl From<Stdio> for StdioSpec {
 /// The names of the three streams, for messages.
 pub(crate) const NAMES: [&str; 3] = ["stdin", "stdout", "stderr"];
 
-/// One of a domain's stdio streams, as it holds it.
-#[derive(Debug)]
+/// One of a domain's stdio streams, as it holds it. Cloned (cheaply) out
+/// of the store's data by a host call that waits on it: the wait borrows
+/// the call, not the store's data.
+#[derive(Clone, Debug)]
 pub(crate) enum Stream {
     Null,
     /// The domain's own duplicate of a host fd (inherited or a file).
     /// `polled`: it may block (a pipe, socket or FIFO, not a regular file
     /// or a device), so it is written only once `poll` says it can be.
     Os {
-        fd: OwnedFd,
+        fd: Arc<OwnedFd>,
         polled: bool,
     },
     Capture(Arc<Capture>),
@@ -96,7 +98,10 @@ impl Stream {
             ),
             Err(_) => true,
         };
-        Stream::Os { fd, polled }
+        Stream::Os {
+            fd: Arc::new(fd),
+            polled,
+        }
     }
 
     /// The capture buffer, if this stream is one.

@@ -14,7 +14,7 @@ use std::os::fd::BorrowedFd;
 
 use super::errno::{Fail, WasiResult};
 use super::fd_io::write_size;
-use super::fd_meta::filetype_of;
+use super::fd_meta::{filetype_of, wasi_filetype};
 use super::path::dir_fd;
 use super::types::{Dirent, Errno, filetype, rights};
 use crate::boundary::marshal::{HostCall, pointer};
@@ -23,21 +23,15 @@ use crate::sys::{self, FileType};
 
 /// The WASI file type of a directory entry: its `d_type`, or its `lstat`'s
 /// when the file system does not say.
-fn entry_type(dir: BorrowedFd<'_>, name: &str, kind: FileType) -> Result<u8, Fail> {
-    Ok(match kind {
-        FileType::RegularFile => filetype::REGULAR_FILE,
-        FileType::Directory => filetype::DIRECTORY,
-        FileType::Symlink => filetype::SYMBOLIC_LINK,
-        FileType::CharacterDevice => filetype::CHARACTER_DEVICE,
-        FileType::BlockDevice => filetype::BLOCK_DEVICE,
-        FileType::Socket => filetype::SOCKET_STREAM,
-        FileType::Fifo => filetype::UNKNOWN,
+fn entry_type(dir: BorrowedFd<'_>, name: &str, kind: FileType) -> u8 {
+    match kind {
         FileType::Unknown => match sys::stat_entry(dir, name) {
             Ok(stat) => filetype_of(&stat),
             // Gone since it was listed: still listed, of no known type.
             Err(_) => filetype::UNKNOWN,
         },
-    })
+        kind => wasi_filetype(kind),
+    }
 }
 
 /// Where the next entry goes in the guest's buffer, and how much is left.
@@ -114,7 +108,7 @@ pub(super) fn fd_readdir(
         }
         if index >= cookie {
             let text = std::str::from_utf8(name).map_err(|_| Errno::Ilseq)?;
-            let kind = entry_type(dir, text, entry.file_type())?;
+            let kind = entry_type(dir, text, entry.file_type());
             room = out.entry(dirent(index, entry.ino(), name, kind), name)?;
         }
         index += 1;

@@ -22,7 +22,13 @@ use crate::sys::{self, Advice, FileType, OFlags, Stat, Timespec, Timestamps};
 
 /// The WASI file type of a `stat`.
 pub(crate) fn filetype_of(stat: &Stat) -> u8 {
-    match FileType::from_raw_mode(stat.st_mode) {
+    wasi_filetype(FileType::from_raw_mode(stat.st_mode))
+}
+
+/// The WASI file type of an OS file type (WASI has none for a FIFO, nor
+/// for "the file system did not say").
+pub(crate) fn wasi_filetype(kind: FileType) -> u8 {
+    match kind {
         FileType::RegularFile => filetype::REGULAR_FILE,
         FileType::Directory => filetype::DIRECTORY,
         FileType::Symlink => filetype::SYMBOLIC_LINK,

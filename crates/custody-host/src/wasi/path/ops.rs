@@ -9,7 +9,7 @@ use std::os::fd::AsFd;
 use super::{Parent, dir_fd, follows, parent, read_path, whole};
 use crate::boundary::marshal::{HostCall, pointer};
 use crate::sys;
-use crate::wasi::errno::WasiResult;
+use crate::wasi::errno::{Fail, WasiResult};
 use crate::wasi::fd_meta::{filestat_of, timestamps};
 use crate::wasi::types::{Errno, Filestat, rights};
 
@@ -49,9 +49,7 @@ pub(in crate::wasi) fn path_remove_directory(
     path: i32,
     len: i32,
 ) -> WasiResult {
-    on_parent(call, fd, path, len, rights::PATH_REMOVE_DIRECTORY, |at| {
-        sys::unlink_at(at.dir.as_fd(), &at.name, true)
-    })
+    remove(call, fd, path, len, true)
 }
 
 pub(in crate::wasi) fn path_unlink_file(
@@ -60,8 +58,26 @@ pub(in crate::wasi) fn path_unlink_file(
     path: i32,
     len: i32,
 ) -> WasiResult {
-    on_parent(call, fd, path, len, rights::PATH_UNLINK_FILE, |at| {
-        sys::unlink_at(at.dir.as_fd(), &at.name, false)
+    remove(call, fd, path, len, false)
+}
+
+/// Removes an empty directory (`directory`, with `PATH_REMOVE_DIRECTORY`)
+/// or anything else (with `PATH_UNLINK_FILE`): the kernel says `EISDIR`
+/// or `ENOTDIR` for the wrong kind.
+fn remove(
+    call: &mut HostCall<'_, '_>,
+    fd: i32,
+    path: i32,
+    len: i32,
+    directory: bool,
+) -> WasiResult {
+    let right = if directory {
+        rights::PATH_REMOVE_DIRECTORY
+    } else {
+        rights::PATH_UNLINK_FILE
+    };
+    on_parent(call, fd, path, len, right, |at| {
+        sys::unlink_at(at.dir.as_fd(), &at.name, directory)
     })
 }
 
@@ -91,6 +107,25 @@ pub(in crate::wasi) fn path_symlink(
     Ok(sys::symlink_at(&contents, at.dir.as_fd(), &at.name)?)
 }
 
+/// One side of a two-path call: the dir fd, the path (pointer and
+/// length), and the right the dir fd needs for it.
+type Side = (i32, i32, i32, u64);
+
+/// The parents of both paths of a rename or link, each beneath its own
+/// dir fd, after checking each fd's right.
+fn both(call: &mut HostCall<'_, '_>, old: Side, new: Side) -> Result<(Parent, Parent), Fail> {
+    let table = call.table;
+    let fds = &call.ctx().wasi.fds;
+    let (old_target, new_target) = (fds.resolve(table, old.0)?, fds.resolve(table, new.0)?);
+    let (memory, ctx) = call.split();
+    let (old_dir, new_dir) = (dir_fd(ctx, &old_target)?, dir_fd(ctx, &new_target)?);
+    let old_path = read_path(&memory, old.1, old.2)?;
+    let new_path = read_path(&memory, new.1, new.2)?;
+    ctx.wasi.fds.check(old.0, old.3)?;
+    ctx.wasi.fds.check(new.0, new.3)?;
+    Ok((parent(old_dir, &old_path)?, parent(new_dir, &new_path)?))
+}
+
 /// Renames within or across two dir fds (`old` needs
 /// `PATH_RENAME_SOURCE`, `new` `PATH_RENAME_TARGET`).
 pub(in crate::wasi) fn path_rename(
@@ -102,16 +137,11 @@ pub(in crate::wasi) fn path_rename(
     new_path: i32,
     new_len: i32,
 ) -> WasiResult {
-    let table = call.table;
-    let fds = &call.ctx().wasi.fds;
-    let (old_target, new_target) = (fds.resolve(table, fd)?, fds.resolve(table, new_fd)?);
-    let (memory, ctx) = call.split();
-    let (old_dir, new_dir) = (dir_fd(ctx, &old_target)?, dir_fd(ctx, &new_target)?);
-    let old = read_path(&memory, old_path, old_len)?;
-    let new = read_path(&memory, new_path, new_len)?;
-    ctx.wasi.fds.check(fd, rights::PATH_RENAME_SOURCE)?;
-    ctx.wasi.fds.check(new_fd, rights::PATH_RENAME_TARGET)?;
-    let (from, to) = (parent(old_dir, &old)?, parent(new_dir, &new)?);
+    let (from, to) = both(
+        call,
+        (fd, old_path, old_len, rights::PATH_RENAME_SOURCE),
+        (new_fd, new_path, new_len, rights::PATH_RENAME_TARGET),
+    )?;
     Ok(sys::rename_at(
         from.dir.as_fd(),
         &from.name,
@@ -133,19 +163,14 @@ pub(in crate::wasi) fn path_link(
     new_path: i32,
     new_len: i32,
 ) -> WasiResult {
-    let table = call.table;
-    let fds = &call.ctx().wasi.fds;
-    let (old_target, new_target) = (fds.resolve(table, old_fd)?, fds.resolve(table, new_fd)?);
-    let (memory, ctx) = call.split();
-    let (old_dir, new_dir) = (dir_fd(ctx, &old_target)?, dir_fd(ctx, &new_target)?);
-    let old = read_path(&memory, old_path, old_len)?;
-    let new = read_path(&memory, new_path, new_len)?;
     if follows(old_flags)? {
         return Err(Errno::Inval.into());
     }
-    ctx.wasi.fds.check(old_fd, rights::PATH_LINK_SOURCE)?;
-    ctx.wasi.fds.check(new_fd, rights::PATH_LINK_TARGET)?;
-    let (from, to) = (parent(old_dir, &old)?, parent(new_dir, &new)?);
+    let (from, to) = both(
+        call,
+        (old_fd, old_path, old_len, rights::PATH_LINK_SOURCE),
+        (new_fd, new_path, new_len, rights::PATH_LINK_TARGET),
+    )?;
     Ok(sys::link_at(
         from.dir.as_fd(),
         &from.name,

@@ -23,7 +23,7 @@ pub(crate) struct RunArgs {
     /// first the module (or a module of the manifest) has].
     #[arg(long, value_name = "NAME")]
     pub(crate) invoke: Option<String>,
-    /// A WASI command's arguments (after argv[0], MODULE as given), or the
+    /// A WASI command's arguments (after `argv[0]`, MODULE as given), or the
     /// export's parameters, parsed by their types. Those starting with `-`
     /// (other than negative numbers) go after `--`.
     #[arg(allow_negative_numbers = true, value_name = "ARGS")]

@@ -1,4 +1,5 @@
-//! Every bound of SPEC C1 attacked through every door guest code has: the
+//! Every bound of SPEC C1 (and of WASI's stdio capture and waits)
+//! attacked through every door guest code has: the
 //! start function, a call, the unloading hook, the re-instantiation at a
 //! recycle, and a timer's callback (a call no embedder made: its failure is
 //! seen in its `callAborted` report). Each attack must end promptly with an error that names the
@@ -62,6 +63,34 @@ fn attacks() -> Vec<Attack> {
             error: None,
         },
         Attack {
+            name: "wasi stdout",
+            // 4 KiB writes to the captured stdout until refused: the
+            // capture's bound (`stdio_capture_limit`) answers EFBIG (22),
+            // anything else is a failure.
+            body: "(i32.store (i32.const 1024) (i32.const 2048))
+                   (i32.store (i32.const 1028) (i32.const 4096))
+                   (loop $l
+                     (local.set $rc (call $fd_write (i32.const 1) (i32.const 1024) (i32.const 1) (i32.const 1032)))
+                     (br_if $l (i32.eqz (local.get $rc))))
+                   (if (i32.ne (local.get $rc) (i32.const 22)) (then unreachable))"
+                .into(),
+            error: None,
+        },
+        Attack {
+            name: "wasi wait",
+            // poll_oneoff on a 5 s monotonic clock, again and again: the
+            // one cancellable wait ends it at the deadline (in the hook, at
+            // the hook's time limit).
+            body: "(i32.store8 (i32.const 1096) (i32.const 0))
+                   (i32.store (i32.const 1104) (i32.const 1))
+                   (i64.store (i32.const 1112) (i64.const 5000000000))
+                   (loop $l
+                     (drop (call $poll_oneoff (i32.const 1088) (i32.const 1152) (i32.const 1) (i32.const 1184)))
+                     (br $l))"
+                .into(),
+            error: Some("deadline"),
+        },
+        Attack {
             name: "log",
             body: "(local.set $rc (i32.const 5000))
                    (loop $l (drop (call $log (i32.const 2) (i32.const 0) (i32.const 10)))
@@ -118,6 +147,8 @@ fn module(attack: &Attack, door: Door, memory: &str) -> String {
           (import "custody" "close" (func $close (param i32) (result i32)))
           (import "custody" "critical_enter" (func $enter (result i32)))
           (import "custody" "timer_set" (func $timer_set (param i32 i32 i32 i32 i32) (result i32)))
+          (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+          (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll_oneoff (param i32 i32 i32 i32) (result i32)))
           (memory (export "memory") {memory})
           (table 1 funcref)
           (data (i32.const 0) "data/armed")

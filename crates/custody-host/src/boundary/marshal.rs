@@ -173,7 +173,9 @@ pub(crate) fn enter(
     finish(caller.data(), result)
 }
 
-/// Runs an ABI function body without pointer arguments.
+/// Runs an ABI function body without pointer arguments. Such a body
+/// never waits, so it needs no name for a wait's record: `_name` is taken
+/// only so the ABI's declaration calls every entry the same way.
 #[inline]
 pub(crate) fn enter_ctx(
     caller: &mut Caller<'_, DomainCtx>,

@@ -340,7 +340,7 @@ impl Domain {
         record.detail = Some(format!(
             "handle {} ({})",
             id.raw(),
-            short_type_name(std::any::type_name::<T>())
+            custody_handle::short_type_name(std::any::type_name::<T>())
         ));
         let key = self.take_root(record)?;
         Ok(PinnedHandle {
@@ -349,12 +349,6 @@ impl Domain {
             key,
         })
     }
-}
-
-/// `custody_handle::os::fd::Fd` -> `Fd`.
-fn short_type_name(name: &str) -> &str {
-    let generic = name.find('<').unwrap_or(name.len());
-    name[..generic].rsplit("::").next().unwrap_or(name)
 }
 
 impl std::os::fd::AsFd for PinnedHandle<'_, custody_handle::Fd> {

@@ -497,6 +497,16 @@ impl<T: ReleaseHandle> TableRef<'_, T> {
     pub fn id(&self) -> HandleId {
         self.pin.id()
     }
+
+    /// Whether the table shares this handle with an owner outside it (it
+    /// was put in with [`HandleTable::insert_handle`]) rather than owning it
+    /// alone ([`HandleTable::insert`]). A host function that would change
+    /// the resource itself, not just use it (replace the file behind an fd,
+    /// say), must not do so to a shared one: the change would reach its
+    /// other owner.
+    pub fn is_shared(&self) -> bool {
+        self.pin.entry().is_shared()
+    }
 }
 
 impl<T: ReleaseHandle> Deref for TableRef<'_, T> {

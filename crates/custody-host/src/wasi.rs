@@ -26,7 +26,9 @@
 //!   ABI's handles. A stale or forged id is `EBADF` and fires
 //!   `staleHandleUse`.
 //! - `fd_renumber(from, to)` makes `to` name `from`'s open file and closes
-//!   `from`; what `to` named is released.
+//!   `from`; what `to` named is released. Never onto a handle the embedder
+//!   shares with the domain (`ENOTSUP`): that would replace the file behind
+//!   the embedder's own fd.
 //! - per-fd state (rights the guest dropped, its `NONBLOCK`) is kept in a
 //!   side map (`fds`), never larger than the handle quota.
 //!

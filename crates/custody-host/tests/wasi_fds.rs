@@ -12,6 +12,7 @@ const EBADF: i32 = 8;
 const EINVAL: i32 = 28;
 const ENAMETOOLONG: i32 = 37;
 const ENOTDIR: i32 = 54;
+const ENOTSUP: i32 = 58;
 const ENOTCAPABLE: i32 = 76;
 
 const FD_READ: i64 = 1 << 1;
@@ -237,6 +238,50 @@ fn renumber_moves_a_file_onto_another_fd() {
     assert_eq!(call(&domain, "w_fd_prestat_get", &[2, 0]), 0);
     assert_eq!(call(&domain, "w_fd_prestat_get", &[3, 0]), EBADF);
     domain.unload().unwrap();
+}
+
+/// A guest renumbering onto a handle the embedder shares with it would
+/// replace the file behind the embedder's own fd: refused, nothing changes.
+#[test]
+fn renumber_never_replaces_a_file_the_embedder_shares() {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
+    let _serial = serial();
+    let dir = scratch("wasi-renumber-shared");
+    std::fs::write(dir.join("mine"), b"").unwrap();
+    std::fs::write(dir.join("a"), b"AAAA").unwrap();
+    let inode = |fd: std::os::fd::BorrowedFd<'_>| {
+        std::fs::File::from(fd.try_clone_to_owned().unwrap())
+            .metadata()
+            .unwrap()
+            .ino()
+    };
+    let fds = open_fds();
+    let domain = domain(DomainConfig::new().preopen("data", &dir));
+    let mine: custody_handle::SafeHandle<custody_handle::Fd> =
+        std::fs::File::open(dir.join("mine")).unwrap().into();
+    let mine_inode = inode(mine.acquire().unwrap().as_fd());
+    let shared = domain.table().insert_handle(&mine).unwrap().raw() as i32;
+    let from = open(&domain, "data/a", 1);
+    assert_eq!(call(&domain, "w_fd_renumber", &[from, shared]), ENOTSUP);
+    assert_eq!(
+        inode(mine.acquire().unwrap().as_fd()),
+        mine_inode,
+        "the embedder's fd still names its own file"
+    );
+    // Both of the guest's fds still work; the shared one still reads `mine`.
+    iovec(&domain, 0, 100, 4);
+    assert_eq!(call(&domain, "w_fd_read", &[from, 0, 1, 16]), 0);
+    assert_eq!(peek(&domain, 100, 4), b"AAAA");
+    // The other way is fine: the shared file is duplicated, the
+    // embedder's fd untouched, and the domain's id for it closed.
+    let to = open(&domain, "data/a", 1);
+    assert_eq!(call(&domain, "w_fd_renumber", &[shared, to]), 0);
+    assert_eq!(call(&domain, "w_fd_close", &[shared]), EBADF);
+    assert_eq!(inode(mine.acquire().unwrap().as_fd()), mine_inode);
+    domain.unload().unwrap();
+    drop(mine);
+    assert_eq!(open_fds(), fds);
 }
 
 #[test]

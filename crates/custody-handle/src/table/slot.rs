@@ -194,6 +194,13 @@ impl Entry {
         }
     }
 
+    /// Whether the entry shares a caller's handle (`insert_handle`), so an
+    /// owner outside the table may hold the resource too.
+    #[inline]
+    pub(super) fn is_shared(&self) -> bool {
+        !self.created
+    }
+
     /// The resource type (its Rust path).
     #[inline]
     pub(super) fn handle_type(&self) -> &'static str {

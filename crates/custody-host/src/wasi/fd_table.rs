@@ -53,9 +53,11 @@ fn duplicate(ctx: &DomainCtx, target: &Target<'_>) -> Result<OwnedFd, Fail> {
 /// `to` names what `from` named, and `from` is closed; what `to` named
 /// before is released. Onto a table id, the open file behind `to`'s OS fd
 /// is replaced in place (`dup3`), so the id, and every custody ABI use of
-/// it, follows (a handle the embedder shares with the domain through
-/// `HandleTable::insert_handle` sees its fd follow too). Onto a small fd, the small fd takes `from`'s stdio stream
-/// or pre-open, or a new handle over a duplicate of `from`'s file.
+/// it, follows. Not onto a handle the embedder shares with the domain
+/// (`HandleTable::insert_handle`): replacing its file would reach the
+/// embedder's own fd, so that is `ENOTSUP` and nothing changes. Onto a
+/// small fd, the small fd takes `from`'s stdio stream or pre-open, or a new
+/// handle over a duplicate of `from`'s file.
 pub(super) fn fd_renumber(call: &mut HostCall<'_, '_>, from: i32, to: i32) -> WasiResult {
     let table = call.table;
     let ctx = call.ctx();
@@ -66,6 +68,9 @@ pub(super) fn fd_renumber(call: &mut HostCall<'_, '_>, from: i32, to: i32) -> Wa
     }
     let (from_raw, to_raw) = (from as u32, to as u32);
     if let Target::Handle(dest) = dest {
+        if dest.is_shared() {
+            return Err(Errno::Notsup.into());
+        }
         let source_fd = duplicate(ctx, &source)?;
         sys::dup_onto(source_fd.as_fd(), dest.as_fd())?;
         drop((dest, source));

@@ -35,7 +35,8 @@ impl Domain {
     #[doc(hidden)]
     pub fn call_untracked(&self, name: &str, args: &[Val]) -> Result<Vec<Val>, CallError> {
         let mut guard = self.shared.lock();
-        call_locked(&self.shared, &mut guard, name, args)
+        let resolved = guard.as_mut().map(|loaded| resolve_export(loaded, name));
+        call_locked(&self.shared, &mut guard, resolved, name, args)
     }
 
     /// A call as a root of the domain (`admit` says whether a cooperative
@@ -67,11 +68,18 @@ impl Domain {
         name: &str,
         args: &[Val],
     ) -> Result<Vec<Val>, CallError> {
-        let same = guard
-            .as_mut()
-            .is_some_and(|loaded| same_as_last(loaded, name));
+        // The root's description stands if the export and the thread are
+        // the last call's (the export is resolved once, here).
+        let (resolved, same) = match guard.as_mut() {
+            Some(loaded) => {
+                let resolved = resolve_export(loaded, name);
+                let same = same_thread(loaded) && matches!(resolved, Ok(true));
+                (Some(resolved), same)
+            }
+            None => (None, false),
+        };
         shared.roots.call_started(name, same);
-        let outcome = call_locked(shared, &mut guard, name, args);
+        let outcome = call_locked(shared, &mut guard, resolved, name, args);
         shared.roots.call_ended();
         if shared.state.wants_event() {
             unload::run_event(shared, &mut guard);
@@ -91,22 +99,43 @@ impl Domain {
     }
 }
 
-/// Whether this call has the export and thread of the last one (so its
-/// root's description stands); records the thread. The export is recorded
-/// by [`call_locked`] once resolved.
-fn same_as_last(loaded: &mut Loaded, name: &str) -> bool {
+/// Whether this call comes from the thread of the last one; records it.
+fn same_thread(loaded: &mut Loaded) -> bool {
     thread_local! {
         static THREAD: std::thread::ThreadId = std::thread::current().id();
     }
     let thread = THREAD.with(|id| *id);
-    let same_thread = loaded.last_thread.replace(thread) == Some(thread);
-    same_thread && matches!(&loaded.last_export, Some((last, ..)) if **last == *name)
+    loaded.last_thread.replace(thread) == Some(thread)
 }
 
-/// The call, with the store held.
+/// Makes `name` the export in `loaded.last_export` (the first loaded
+/// module's export of that name: loading more modules never changes which,
+/// so only a new store clears it). `Ok(true)` if it already was.
+fn resolve_export(loaded: &mut Loaded, name: &str) -> Result<bool, CallError> {
+    if matches!(&loaded.last_export, Some((last, ..)) if **last == *name) {
+        return Ok(true);
+    }
+    let Some(func) = loaded
+        .modules
+        .iter()
+        .find_map(|m| m.instance.get_func(&mut loaded.store, name))
+    else {
+        // The root was described as this call: the next one must not be
+        // taken for the last export's.
+        loaded.last_export = None;
+        return Err(CallError::NoSuchExport(name.to_string()));
+    };
+    let ty = func.ty(&loaded.store);
+    loaded.last_export = Some((name.into(), func, ty));
+    Ok(false)
+}
+
+/// The call, with the store held and the export resolved by
+/// [`resolve_export`] (`None`: no store, the domain is not running).
 fn call_locked(
     shared: &Arc<DomainShared>,
     guard: &mut Option<Loaded>,
+    resolved: Option<Result<bool, CallError>>,
     name: &str,
     args: &[Val],
 ) -> Result<Vec<Val>, CallError> {
@@ -116,34 +145,24 @@ fn call_locked(
         cause: shared.ended_by(),
     };
     let _span = tracing::debug_span!(target: "custody::call", parent: &shared.span, "call", domain = shared.id, export = name).entered();
-    let loaded = guard
-        .as_mut()
-        .ok_or_else(|| not_running(shared.state.load()))?;
-    let (func, ty) = match &loaded.last_export {
-        Some((last, func, ty)) if **last == *name => (*func, ty.clone()),
-        _ => {
-            // The first loaded module's export of that name: loading more
-            // modules never changes which, so only a new store clears this.
-            let Some(func) = loaded
-                .modules
-                .iter()
-                .find_map(|m| m.instance.get_func(&mut loaded.store, name))
-            else {
-                // The root was described as this call: the next one must
-                // not be taken for the last export's.
-                loaded.last_export = None;
-                return Err(CallError::NoSuchExport(name.to_string()));
-            };
-            let ty = func.ty(&loaded.store);
-            loaded.last_export = Some((name.into(), func, ty.clone()));
-            (func, ty)
-        }
+    let (Some(loaded), Some(resolved)) = (guard.as_mut(), resolved) else {
+        return Err(not_running(shared.state.load()));
+    };
+    resolved?;
+    let Loaded {
+        store,
+        last_export: Some((_, func, ty)),
+        ..
+    } = loaded
+    else {
+        // `resolve_export` succeeded, so it left the export here.
+        return Err(CallError::NoSuchExport(name.to_string()));
     };
     // An abort raised while no call was in flight is not for this one.
     shared.cancel.lower(Reason::Abort);
     let policy = Arc::clone(&shared.policy);
     tracing::trace!(target: "custody::call", "call started");
-    let outcome = call_func(&mut loaded.store, name, func, &ty, args, policy.deadline);
+    let outcome = call_func(store, name, *func, ty, args, policy.deadline);
     match &outcome {
         Ok(_) => tracing::trace!(target: "custody::call", "call ended"),
         Err(error) => tracing::debug!(target: "custody::call", %error, "call failed"),

@@ -3,7 +3,8 @@
 //! - **Root tracking**: `Domain::call` of an empty export (the call is a
 //!   root: its count in the state word and its description) vs the same
 //!   call with no root tracking (`call_untracked`, the call path before
-//!   roots; only with the `bench-internals` feature).
+//!   roots; only with the `bench-internals` feature), each timed in blocks
+//!   alternating with blocks of the other, so both see the same load.
 //! - **Completion**: from the drop of the last root (a `DomainRef`) of a
 //!   cooperative unload to its completion seen by `on_unloaded`.
 //! - **`roots()` on a spinning guest**: how long until it returns the
@@ -32,15 +33,48 @@ fn domain(host: &Host) -> Domain {
     domain
 }
 
+/// Calls per block: enough that reading the clock is lost in them, few
+/// enough that the two variants alternate thousands of times a second.
+const BLOCK: u64 = 256;
+
+/// Times `iters` calls of `measured`, in blocks that alternate with as many
+/// untimed calls of `other`. On a shared machine the load changes from one
+/// second to the next, so two benches run one after the other compare two
+/// loads as much as two code paths; interleaved, both variants run under
+/// the same conditions.
+fn paired(iters: u64, measured: impl Fn(), other: impl Fn()) -> Duration {
+    let mut total = Duration::ZERO;
+    let mut left = iters;
+    while left > 0 {
+        let n = left.min(BLOCK);
+        let start = Instant::now();
+        for _ in 0..n {
+            measured();
+        }
+        total += start.elapsed();
+        for _ in 0..n {
+            other();
+        }
+        left -= n;
+    }
+    total
+}
+
 fn root_tracking(c: &mut Criterion) {
     let host = Host::new(Policy::default()).unwrap();
     let domain = domain(&host);
+    let untracked = || {
+        black_box(domain.call_untracked("nothing", &[]).unwrap());
+    };
+    let tracked = || {
+        black_box(domain.call("nothing", &[]).unwrap());
+    };
     let mut group = c.benchmark_group("call of an empty export");
     group.bench_function("baseline: no root tracking", |b| {
-        b.iter(|| black_box(domain.call_untracked("nothing", &[]).unwrap()))
+        b.iter_custom(|iters| paired(iters, untracked, tracked))
     });
     group.bench_function("Domain::call (a root)", |b| {
-        b.iter(|| black_box(domain.call("nothing", &[]).unwrap()))
+        b.iter_custom(|iters| paired(iters, tracked, untracked))
     });
     group.finish();
 }

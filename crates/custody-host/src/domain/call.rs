@@ -35,8 +35,10 @@ impl Domain {
     #[doc(hidden)]
     pub fn call_untracked(&self, name: &str, args: &[Val]) -> Result<Vec<Val>, CallError> {
         let mut guard = self.shared.lock();
-        let resolved = guard.as_mut().map(|loaded| resolve_export(loaded, name));
-        call_locked(&self.shared, &mut guard, resolved, name, args)
+        if let Some(loaded) = guard.as_mut() {
+            resolve_export(loaded, name);
+        }
+        call_locked(&self.shared, &mut guard, name, args)
     }
 
     /// A call as a root of the domain (`admit` says whether a cooperative
@@ -62,6 +64,7 @@ impl Domain {
     /// timer's runner takes the store without waiting): the call is run;
     /// as it ends, the unloading event runs if one waits for the store, and
     /// the root's drop completes the unload if it was the last.
+    #[inline]
     pub(crate) fn call_rooted(
         shared: &Arc<DomainShared>,
         mut guard: StoreGuard<'_>,
@@ -69,17 +72,13 @@ impl Domain {
         args: &[Val],
     ) -> Result<Vec<Val>, CallError> {
         // The root's description stands if the export and the thread are
-        // the last call's (the export is resolved once, here).
-        let (resolved, same) = match guard.as_mut() {
-            Some(loaded) => {
-                let resolved = resolve_export(loaded, name);
-                let same = same_thread(loaded) && matches!(resolved, Ok(true));
-                (Some(resolved), same)
-            }
-            None => (None, false),
-        };
+        // the last call's (the export is resolved once, here; `&`, not
+        // `&&`: the thread is recorded either way).
+        let same = guard
+            .as_mut()
+            .is_some_and(|loaded| resolve_export(loaded, name) & same_thread(loaded));
         shared.roots.call_started(name, same);
-        let outcome = call_locked(shared, &mut guard, resolved, name, args);
+        let outcome = call_locked(shared, &mut guard, name, args);
         shared.roots.call_ended();
         if shared.state.wants_event() {
             unload::run_event(shared, &mut guard);
@@ -110,10 +109,11 @@ fn same_thread(loaded: &mut Loaded) -> bool {
 
 /// Makes `name` the export in `loaded.last_export` (the first loaded
 /// module's export of that name: loading more modules never changes which,
-/// so only a new store clears it). `Ok(true)` if it already was.
-fn resolve_export(loaded: &mut Loaded, name: &str) -> Result<bool, CallError> {
+/// so only a new store clears it), or clears it if no module exports
+/// `name`. True if it already was the last call's export.
+fn resolve_export(loaded: &mut Loaded, name: &str) -> bool {
     if matches!(&loaded.last_export, Some((last, ..)) if **last == *name) {
-        return Ok(true);
+        return true;
     }
     let Some(func) = loaded
         .modules
@@ -123,19 +123,18 @@ fn resolve_export(loaded: &mut Loaded, name: &str) -> Result<bool, CallError> {
         // The root was described as this call: the next one must not be
         // taken for the last export's.
         loaded.last_export = None;
-        return Err(CallError::NoSuchExport(name.to_string()));
+        return false;
     };
     let ty = func.ty(&loaded.store);
     loaded.last_export = Some((name.into(), func, ty));
-    Ok(false)
+    false
 }
 
 /// The call, with the store held and the export resolved by
-/// [`resolve_export`] (`None`: no store, the domain is not running).
+/// [`resolve_export`] into `Loaded::last_export`.
 fn call_locked(
     shared: &Arc<DomainShared>,
     guard: &mut Option<Loaded>,
-    resolved: Option<Result<bool, CallError>>,
     name: &str,
     args: &[Val],
 ) -> Result<Vec<Val>, CallError> {
@@ -145,17 +144,16 @@ fn call_locked(
         cause: shared.ended_by(),
     };
     let _span = tracing::debug_span!(target: "custody::call", parent: &shared.span, "call", domain = shared.id, export = name).entered();
-    let (Some(loaded), Some(resolved)) = (guard.as_mut(), resolved) else {
-        return Err(not_running(shared.state.load()));
-    };
-    resolved?;
+    let loaded = guard
+        .as_mut()
+        .ok_or_else(|| not_running(shared.state.load()))?;
     let Loaded {
         store,
         last_export: Some((_, func, ty)),
         ..
     } = loaded
     else {
-        // `resolve_export` succeeded, so it left the export here.
+        // `resolve_export` found no module exporting `name`.
         return Err(CallError::NoSuchExport(name.to_string()));
     };
     // An abort raised while no call was in flight is not for this one.

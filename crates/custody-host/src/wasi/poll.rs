@@ -32,6 +32,16 @@ use crate::sys::{self, FileType};
 /// Most subscriptions one call takes.
 pub(crate) const MAX_SUBSCRIPTIONS: u32 = 1024;
 
+/// A subscription with its fd resolved (the handle pinned).
+enum Resolved<'t> {
+    Clock {
+        id: u32,
+        timeout: u64,
+        absolute: bool,
+    },
+    Fd(Target<'t>, PollFlags),
+}
+
 /// How one subscription is waited for.
 enum Watch<'t> {
     /// A clock that rings after this long.
@@ -83,32 +93,41 @@ pub(super) fn poll_oneoff(
         .chunks_exact(Subscription::SIZE as usize)
         .map(|bytes| Subscription::decode(bytes).ok_or(Errno::Inval))
         .collect::<Result<Vec<_>, _>>()?;
-    // Pinned until the events are written: what the guest named stays open.
-    let mut targets = Vec::new();
+    // Each fd resolved, and pinned until the events are written: what the
+    // guest named stays open.
+    let fd_watched = |fd: u32, interest| -> Result<Resolved<'_>, Fail> {
+        ctx.wasi.fds.check(fd as i32, rights::POLL_FD_READWRITE)?;
+        Ok(Resolved::Fd(
+            ctx.wasi.fds.resolve(table, fd as i32)?,
+            interest,
+        ))
+    };
+    let mut resolved = Vec::with_capacity(subs.len());
     for sub in &subs {
-        targets.push(match sub.what {
-            Subscribed::FdRead(fd) | Subscribed::FdWrite(fd) => {
-                ctx.wasi.fds.check(fd as i32, rights::POLL_FD_READWRITE)?;
-                Some(ctx.wasi.fds.resolve(table, fd as i32)?)
-            }
-            Subscribed::Clock { .. } => None,
+        resolved.push(match sub.what {
+            Subscribed::Clock {
+                id,
+                timeout,
+                absolute,
+            } => Resolved::Clock {
+                id,
+                timeout,
+                absolute,
+            },
+            Subscribed::FdRead(fd) => fd_watched(fd, PollFlags::IN)?,
+            Subscribed::FdWrite(fd) => fd_watched(fd, PollFlags::OUT)?,
         });
     }
     let started = Instant::now();
     let mut watches = Vec::with_capacity(subs.len());
-    for (sub, target) in subs.iter().zip(&targets) {
-        watches.push(match (sub.what, target) {
-            (
-                Subscribed::Clock {
-                    id,
-                    timeout,
-                    absolute,
-                },
-                _,
-            ) => Watch::Clock(clock_wait(id, timeout, absolute)?),
-            (Subscribed::FdRead(_), Some(target)) => watch(ctx, target, PollFlags::IN)?,
-            (Subscribed::FdWrite(_), Some(target)) => watch(ctx, target, PollFlags::OUT)?,
-            (_, None) => unreachable!("every fd subscription has its target"),
+    for what in &resolved {
+        watches.push(match what {
+            Resolved::Clock {
+                id,
+                timeout,
+                absolute,
+            } => Watch::Clock(clock_wait(*id, *timeout, *absolute)?),
+            Resolved::Fd(target, interest) => watch(ctx, target, *interest)?,
         });
     }
     let fds: Vec<(BorrowedFd<'_>, PollFlags)> = watches
@@ -172,7 +191,7 @@ pub(super) fn poll_oneoff(
     }
     drop(fds);
     drop(watches);
-    drop(targets);
+    drop(resolved);
     let (mut memory, _) = call.split();
     for (i, event) in found.iter().enumerate() {
         memory.write(pointer(events) + i as u32 * Event::SIZE, &event.encode())?;

@@ -27,4 +27,5 @@ pub(crate) mod errno;
 pub(crate) mod marshal;
 pub(crate) mod memory;
 pub(crate) mod preopen;
+pub(crate) mod stack;
 pub(crate) mod timer;

@@ -56,6 +56,7 @@ use self::state::{DomainState, StateWord};
 use crate::boundary::cancel::{Cancel, Interrupt, Reason};
 use crate::boundary::ctx::DomainCtx;
 use crate::boundary::preopen::Preopens;
+use crate::boundary::stack;
 use crate::config::Policy;
 use crate::error::LoadError;
 use crate::ledger::{Ledger, LedgerCounts};
@@ -222,13 +223,10 @@ impl DomainShared {
 
     /// Waits at most `timeout` for the domain to end; its report.
     pub(crate) fn wait_report(&self, timeout: Duration) -> Option<UnloadReport> {
-        let until = Instant::now().checked_add(timeout);
+        let until = crate::deadline::after(timeout);
         let mut done = lock(&self.completion);
         while done.is_none() {
-            let wait = match until {
-                Some(until) => until.saturating_duration_since(Instant::now()),
-                None => Duration::from_secs(3600),
-            };
+            let wait = until.saturating_duration_since(Instant::now());
             if wait.is_zero() {
                 return None;
             }
@@ -300,7 +298,7 @@ impl DomainShared {
             if roots.sample_wanted() {
                 // `roots()` asked for this guest's stack: taken here, on
                 // the guest's own thread, at its epoch check.
-                roots.deliver_sample(WasmBacktrace::force_capture(&ctx).to_string());
+                roots.deliver_sample(stack::render(&WasmBacktrace::force_capture(&ctx)));
             }
             let data = ctx.data();
             if data.cancel.is_raised() {

@@ -38,12 +38,14 @@
 //! | `config` | [`Policy`] and its TOML format ([`PolicyOverrides`]), sizes ([`parse_size`]), the domain [`Manifest`] |
 //! | `error`, `ledger`, `log` | the error types, the [`Ledger`], the guest log sink |
 //! | `sys` | every system call, through rustix |
+//! | `deadline` | instants from any duration a user, a policy or a guest chose, saturated (a leaf) |
 #![deny(missing_docs)]
 
 pub mod abi;
 mod boundary;
 mod catalogue;
 mod config;
+mod deadline;
 mod domain;
 mod error;
 mod host;

@@ -11,6 +11,7 @@ mod bounded;
 mod compile_timeout;
 mod dense;
 mod engine;
+mod export_names;
 mod module_cache;
 mod pre_cache;
 mod precheck;
@@ -120,6 +121,7 @@ impl Runtime {
             let wasm =
                 wat::parse_bytes(bytes).map_err(|e| LoadError::Malformed(format!("{e:#}")))?;
             precheck::check(&wasm, &self.policy).map_err(LoadError::Limits)?;
+            let wasm = export_names::with_export_names(&wasm);
             let wasm = if self.policy.threads {
                 atomic_waits::rewrite(&wasm)
                     .map_err(LoadError::Limits)?

@@ -35,7 +35,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use rustix::event::{EventfdFlags, PollFd, PollFlags};
-use rustix::fs::{Mode, ResolveFlags};
+use rustix::fs::Mode;
 use rustix::io::Errno;
 
 /// Opens a directory to serve as a pre-open: a handle that grants nothing
@@ -71,7 +71,7 @@ pub(crate) fn open_beneath(
     };
     // Non-blocking: opening a FIFO (or a device) must not block outside the
     // one cancellable wait, and every later read or write on it waits there.
-    oflags |= OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK;
+    oflags |= OFlags::NONBLOCK;
     if flags.create {
         oflags |= OFlags::CREATE;
     }
@@ -81,19 +81,9 @@ pub(crate) fn open_beneath(
     if flags.append {
         oflags |= OFlags::APPEND;
     }
-    // openat2 insists on mode 0 unless a file may be created.
-    let mode = if flags.create {
-        Mode::from_raw_mode(0o644)
-    } else {
-        Mode::empty()
-    };
-    rustix::fs::openat2(
-        dir,
-        relative,
-        oflags,
-        mode,
-        ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
-    )
+    // One openat2 for both ABIs: close-on-exec, no controlling terminal,
+    // and a lookup a concurrent rename disturbed is retried there.
+    path::open_beneath_raw(dir, relative, oflags, 0o644)
 }
 
 /// A non-blocking, close-on-exec pipe: (read end, write end). Non-blocking,
@@ -162,7 +152,7 @@ pub(crate) fn wait(
     signal: BorrowedFd<'_>,
     timeout: Duration,
 ) -> io::Result<Wait> {
-    let deadline = Instant::now() + timeout;
+    let deadline = crate::deadline::after(timeout);
     let mut pollfds: Vec<PollFd<'_>> = fds
         .iter()
         .map(|(fd, interest)| PollFd::new(fd, *interest))

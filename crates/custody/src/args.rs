@@ -101,10 +101,10 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         .parse()
         .map_err(|_| format!("{text:?} is not a duration (like 500ms or 2s)"))?;
     if !(value.is_finite() && value > 0.0) {
-        return Err(format!("{text:?}: a deadline must be positive and finite"));
+        return Err(format!("{text:?}: a duration must be positive and finite"));
     }
     Duration::try_from_secs_f64(value * scale)
-        .map_err(|_| format!("{text:?}: a deadline that long is out of range"))
+        .map_err(|_| format!("{text:?}: a duration that long is out of range"))
 }
 
 /// `--preopen [NAME=]DIR`: the name and the directory.

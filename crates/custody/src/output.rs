@@ -63,7 +63,23 @@ fn json_value(value: &Val) -> serde_json::Value {
         Val::I64(v) => (*v).into(),
         Val::F32(bits) => f64::from(f32::from_bits(*bits)).into(),
         Val::F64(bits) => f64::from_bits(*bits).into(),
-        other => format!("{other:?}").into(),
+        Val::V128(v) => format!("{:#034x}", v.as_u128()).into(),
+        // A reference is shown by its type, never by what it points at: a
+        // host address is nobody's business outside the process.
+        Val::FuncRef(r) => reference("funcref", r.is_some()),
+        Val::ExternRef(r) => reference("externref", r.is_some()),
+        Val::AnyRef(r) => reference("anyref", r.is_some()),
+        Val::ExnRef(r) => reference("exnref", r.is_some()),
+        Val::ContRef(r) => reference("contref", r.is_some()),
+    }
+}
+
+/// A reference result: its type's name, or `null`.
+fn reference(kind: &str, non_null: bool) -> serde_json::Value {
+    if non_null {
+        kind.into()
+    } else {
+        serde_json::Value::Null
     }
 }
 
@@ -75,7 +91,10 @@ fn shown(value: &Val, codes: bool) -> String {
             Some(error) => error.to_string(),
             None => n.to_string(),
         },
-        other => json_value(other).to_string(),
+        other => match json_value(other) {
+            serde_json::Value::String(text) => text,
+            value => value.to_string(),
+        },
     }
 }
 

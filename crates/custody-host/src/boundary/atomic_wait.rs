@@ -68,7 +68,7 @@ fn wait(
             policy.max_wait
         );
     }
-    let until = wanted.map(|w| Instant::now() + w);
+    let until = wanted.map(crate::deadline::after);
     let _waiting = ctx
         .blocked
         .enter("memory.atomic.wait", super::marshal::guest_stack(&caller));

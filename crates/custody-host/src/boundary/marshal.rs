@@ -135,14 +135,7 @@ impl HostCall<'_, '_> {
 /// The guest's stack at a host call, innermost frame first, one frame a
 /// line.
 pub(crate) fn guest_stack(caller: &Caller<'_, DomainCtx>) -> String {
-    let trace = wasmtime::WasmBacktrace::force_capture(caller).to_string();
-    // Display begins with a heading meant for errors: only the frames.
-    trace
-        .lines()
-        .filter(|l| !l.starts_with("error while executing"))
-        .map(str::trim)
-        .collect::<Vec<_>>()
-        .join("\n")
+    super::stack::render(&wasmtime::WasmBacktrace::force_capture(caller))
 }
 
 /// Runs an ABI function body that takes guest pointers.

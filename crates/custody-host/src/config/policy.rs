@@ -365,7 +365,7 @@ pub struct PolicyError(pub String);
 
 /// What `-1` becomes when the policy grants an infinite wait: long enough
 /// never to end by itself, short enough for `poll(2)`'s timespec.
-const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+const FOREVER: Duration = crate::deadline::NEVER;
 
 impl Policy {
     /// Checks that the policy is consistent: the ladder only escalates, the
@@ -384,32 +384,32 @@ impl Policy {
             )));
         }
         if self.deadline == Some(Duration::ZERO) {
-            return Err(PolicyError("a deadline of 0 would abort every call".into()));
+            return Err(PolicyError("deadline: 0 would abort every call".into()));
         }
         if self.stack_limit < 16 * 1024 {
             return Err(PolicyError(format!(
-                "a stack limit of {} bytes is too small to call anything",
+                "stack_limit: {} bytes is too small to call anything",
                 self.stack_limit
             )));
         }
         if self.allocation == Allocation::Pooling && self.pool_size == 0 {
             return Err(PolicyError(
-                "a pool of 0 instances would refuse every domain".into(),
+                "pool_size: 0 instances would refuse every domain".into(),
             ));
         }
         if self.log_lines_per_second == 0 {
             return Err(PolicyError(
-                "a log rate of 0 lines per second would drop every line".into(),
+                "log_lines_per_second: 0 would drop every guest log line".into(),
             ));
         }
         if self.compile_timeout.is_zero() {
             return Err(PolicyError(
-                "a compile timeout of 0 would refuse every module".into(),
+                "compile_timeout: 0 would refuse every module".into(),
             ));
         }
         if self.handle_quota == 0 {
             return Err(PolicyError(
-                "a handle quota of 0 would refuse every handle".into(),
+                "handle_quota: 0 would refuse every handle".into(),
             ));
         }
         Ok(())

@@ -438,7 +438,7 @@ mod tests {
             ),
             ("deadline_ms = \"soon\"", "invalid type"),
             ("[compile_limits]\ndepth = 3", "unknown field"),
-            ("compile_timeout_ms = 0", "compile timeout of 0"),
+            ("compile_timeout_ms = 0", "compile_timeout: 0"),
             ("memory_limit = \"lots\"", "is not a size"),
             ("memory_limit = -3", "cannot be negative"),
             (

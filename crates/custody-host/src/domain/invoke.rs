@@ -3,13 +3,14 @@
 //! (a trap, or an abort with its reason) and reported as `callAborted`.
 //! Calls and the unloading hook both run guest code through here.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use custody_handle::diagnostics::{self, Assistant, Diagnostic};
-use wasmtime::{Func, FuncType, Store, Trap, Val, ValType, WasmBacktrace};
+use wasmtime::{Func, FuncType, Store, Trap, Val, ValType};
 
 use crate::boundary::cancel::Interrupt;
 use crate::boundary::ctx::DomainCtx;
+use crate::boundary::stack;
 use crate::error::CallError;
 use crate::wasi::proc::ProcExit;
 
@@ -84,7 +85,7 @@ pub(crate) fn call_func(
         .results()
         .map(|t| Val::default_for_ty(&t).unwrap_or(Val::I32(0)))
         .collect();
-    store.data_mut().deadline = deadline.map(|d| (Instant::now() + d, d));
+    store.data_mut().deadline = deadline.map(|d| (crate::deadline::after(d), d));
     let outcome = func.call(&mut *store, args, &mut results);
     store.data_mut().deadline = None;
     match outcome {
@@ -94,10 +95,7 @@ pub(crate) fn call_func(
 }
 
 fn call_error(export: &str, error: wasmtime::Error, stack_limit: usize) -> CallError {
-    let backtrace = error
-        .downcast_ref::<WasmBacktrace>()
-        .map(|bt| bt.to_string())
-        .unwrap_or_default();
+    let (cause, backtrace) = stack::cause_and_stack(&error);
     let aborted = |reason: String| CallError::Aborted {
         export: export.to_string(),
         reason,
@@ -122,7 +120,7 @@ fn call_error(export: &str, error: wasmtime::Error, stack_limit: usize) -> CallE
         },
         None => CallError::Trap {
             export: export.to_string(),
-            message: format!("{error:#}"),
+            message: cause,
             backtrace,
         },
     }

@@ -7,13 +7,13 @@
 //! instantiated from that.
 
 use std::collections::HashSet;
-use std::time::Instant;
 
 use custody_handle::HandleId;
 use wasmtime::{ExternType, Instance, Module};
 
+use super::invoke::report_aborted;
 use super::{DomainShared, Loaded};
-use crate::boundary::atomic_wait;
+use crate::boundary::{atomic_wait, stack};
 use crate::config::Category;
 use crate::error::LoadError;
 use crate::runtime::Runtime;
@@ -59,7 +59,7 @@ pub(crate) fn instantiate(
     // What the domain held before: a start function that fails leaves
     // nothing behind, so what it opened is closed again.
     let held: HashSet<HandleId> = ctx.table.live_ids().into_iter().collect();
-    ctx.deadline = deadline.map(|d| (Instant::now() + d, d));
+    ctx.deadline = deadline.map(|d| (crate::deadline::after(d), d));
     ctx.instantiating = true;
     ctx.starting_memory = module.get_export_index("memory");
     let instance = bind_and_instantiate(shared, loaded, name, module)
@@ -163,7 +163,7 @@ fn bind_and_instantiate(
         let instance = prepared
             .pre
             .instantiate(&mut *store)
-            .map_err(|e| instantiate_error(name, e))?;
+            .map_err(|e| instantiate_error(shared.id, name, e))?;
         record_memory(loaded, module, instance);
         return Ok(instance);
     }
@@ -197,8 +197,8 @@ fn bind_and_instantiate(
         };
         imports.push(resolved.ok_or_else(unresolved)?);
     }
-    let instance =
-        Instance::new(&mut *store, module, &imports).map_err(|e| instantiate_error(name, e))?;
+    let instance = Instance::new(&mut *store, module, &imports)
+        .map_err(|e| instantiate_error(shared.id, name, e))?;
     record_memory(loaded, module, instance);
     Ok(instance)
 }
@@ -239,10 +239,17 @@ fn unresolved_import(shared: &DomainShared, from: &str, field: &str, in_domain: 
     }
 }
 
-fn instantiate_error(name: &str, error: wasmtime::Error) -> LoadError {
+/// A failed instantiation: its cause on one line; if its start function
+/// failed, the guest's stack goes to `callAborted`, as a call's does.
+fn instantiate_error(domain: u64, name: &str, error: wasmtime::Error) -> LoadError {
+    let (cause, stack) = stack::cause_and_stack(&error);
+    if !stack.is_empty() {
+        let context = format!("while instantiating {name}");
+        report_aborted(domain, "start", &cause, &stack, Some(&context));
+    }
     LoadError::Instantiate {
         module: name.to_string(),
-        message: format!("{error:#}"),
+        message: cause,
     }
 }
 

@@ -332,7 +332,7 @@ impl Roots {
         let mut sample = lock(&self.sample);
         *sample = None;
         self.sample_wanted.store(true, Ordering::Relaxed);
-        let until = Instant::now() + wait;
+        let until = crate::deadline::after(wait);
         while sample.is_none() {
             let now = Instant::now();
             if now >= until || !self.call_active.load(Ordering::Acquire) {

@@ -199,7 +199,7 @@ impl DomainTimers {
         let _ = Domain::call_rooted(shared, guard, &timer.export, &[Val::I32(id as i32)]);
         match timer.period {
             Some(period) if !timer.armed.is_disarmed() => {
-                self.schedule(Arc::clone(timer), Instant::now() + period);
+                self.schedule(Arc::clone(timer), crate::deadline::after(period));
             }
             _ => timer.armed.disarm(),
         }
@@ -242,7 +242,7 @@ impl Timers for DomainTimers {
             export: Arc::from(spec.export),
             period: spec.period,
         });
-        self.schedule(timer, Instant::now() + spec.delay);
+        self.schedule(timer, crate::deadline::after(spec.delay));
         Ok(Timer(armed))
     }
 }

@@ -280,12 +280,12 @@ pub(crate) fn force(shared: &DomainShared, why: &str) -> UnloadReport {
 
 /// The store, waiting at most `grace` for the call in flight to return.
 fn lock_within(shared: &DomainShared, grace: Duration) -> Option<MutexGuard<'_, Option<Loaded>>> {
-    let until = Instant::now().checked_add(grace);
+    let until = crate::deadline::after(grace);
     loop {
         if let Some(guard) = super::try_lock(&shared.loaded) {
             return Some(guard);
         }
-        if until.is_some_and(|until| Instant::now() >= until) {
+        if Instant::now() >= until {
             return None;
         }
         std::thread::sleep(Duration::from_millis(1));

@@ -69,7 +69,7 @@ impl Overruns {
             })
             .map_err(|e| Failed::Refused(format!("starting the compiler thread: {e}")))?;
         let (progress, done) = &*slot;
-        let until = Instant::now() + timeout;
+        let until = crate::deadline::after(timeout);
         let mut progress = progress.lock().unwrap_or_else(PoisonError::into_inner);
         loop {
             match std::mem::replace(&mut *progress, Progress::Running) {

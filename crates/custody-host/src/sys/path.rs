@@ -24,7 +24,7 @@ const RENAME_RETRIES: usize = 8;
 /// that a FIFO's open never blocks.
 pub(crate) fn open_beneath_raw(
     dir: BorrowedFd<'_>,
-    path: &str,
+    path: impl rustix::path::Arg + Copy,
     flags: OFlags,
     mode: u32,
 ) -> Result<OwnedFd, Errno> {

@@ -22,12 +22,16 @@
 //! through [`unload::teardown`]: instances are dropped first, then the table
 //! is drained (OS handles last), then the state becomes final.
 //!
-//! The submodules, lowest first: [`state`] (the state word), [`link`]
-//! (instantiation: each import bound to a module of the domain or a host
-//! function), [`resolve`] (the resolution order: loading on demand what the
-//! domain's resolver or a host library supplies), [`invoke`] (running one export, classifying its
-//! failure), [`unload`] (the one unload procedure), [`recycle`] (the
-//! escalation ladder applied), [`call`] (calls, and when they escalate).
+//! The submodules, lowest first (as docs/ARCHITECTURE.md lists them):
+//! [`state`] (the state word), [`link`] (instantiation: each import bound
+//! to a module of the domain or a host function), [`resolve`] (the
+//! resolution order: loading on demand what the domain's resolver or a
+//! host library supplies), [`invoke`] (running one export, classifying its
+//! failure), [`roots`] (what holds a domain), [`report`] (the unload
+//! report), [`unload`] (the one unload procedure), [`refs`] (refs, weak
+//! domains, memory views, pinned handles), [`timers`] (guest timers),
+//! [`recycle`] (the escalation ladder applied), [`call`] (calls, and when
+//! they escalate).
 
 pub(crate) mod call;
 pub(crate) mod invoke;

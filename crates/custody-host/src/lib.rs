@@ -27,18 +27,19 @@
 //!
 //! | module | owns |
 //! | --- | --- |
+//! | `error` | the error types (they name the domain's state and the policy's categories) |
 //! | `host` | [`Host`], [`HostBuilder`], [`DomainConfig`]: the entry point; a domain from a [`Manifest`] |
-//! | `registry` | the live domains ([`DomainInfo`]) |
 //! | `domain` | [`Domain`]: load (the import resolution order), call, recycle, the one unload procedure, the state word |
 //! | `runtime` | the engine (allocation, compile cache), the linker, the epoch ticker, the module cache |
-//! | [`abi`] | the `custody` ABI: its catalogue entries and handlers |
+//! | `registry` | the live domains ([`DomainInfo`]) |
 //! | [`wasi`] | WASI preview 1 over the same handles: its catalogue entries, the fd model, stdio |
+//! | [`abi`] | the `custody` ABI: its catalogue entries and handlers |
 //! | `catalogue` | every host function, declared once ([`HostFunction`]) |
-//! | `boundary` | one host call: context, cancellation, marshalling, guest memory, pre-opens, embedder functions |
+//! | `boundary` | one host call: context, cancellation, marshalling, guest memory, guest stacks, pre-opens, embedder functions |
+//! | `ledger`, `log` | the [`Ledger`], the guest log sink |
 //! | `config` | [`Policy`] and its TOML format ([`PolicyOverrides`]), sizes ([`parse_size`]), the domain [`Manifest`] |
-//! | `error`, `ledger`, `log` | the error types, the [`Ledger`], the guest log sink |
 //! | `sys` | every system call, through rustix |
-//! | `deadline` | instants from any duration a user, a policy or a guest chose, saturated (a leaf) |
+//! | `deadline` | instants from any duration a user, a policy or a guest chose, saturated |
 #![deny(missing_docs)]
 
 pub mod abi;

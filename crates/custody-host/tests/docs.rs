@@ -42,3 +42,100 @@ fn every_test_the_reliability_table_names_exists() {
     }
     assert!(checked >= 20, "{checked} names checked");
 }
+
+fn repo_file(path: &str) -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    std::fs::read_to_string(root.join(path)).unwrap()
+}
+
+/// The `.rs` files under `dir` (relative to it) whose code, comments
+/// aside, uses `unsafe`.
+fn files_with_unsafe(dir: &Path, under: &Path, found: &mut Vec<String>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files_with_unsafe(&path, under, found);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let uses = text.lines().any(|line| {
+                let code = line.split("//").next().unwrap_or_default();
+                code.contains("unsafe {")
+                    || code.contains("unsafe impl")
+                    || code.contains("unsafe fn")
+            });
+            if uses {
+                let relative = path.strip_prefix(under).unwrap();
+                found.push(relative.to_string_lossy().into_owned());
+            }
+        }
+    }
+}
+
+#[test]
+fn the_architecture_names_every_module_that_uses_unsafe_and_no_other() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut actual = Vec::new();
+    files_with_unsafe(&src, &src, &mut actual);
+    actual.sort();
+    let doc = repo_file("docs/ARCHITECTURE.md");
+    let paragraph: String = doc
+        .split("\n\n")
+        .find(|p| p.starts_with("`unsafe` in custody-host lives in"))
+        .expect("docs/ARCHITECTURE.md says where custody-host's unsafe lives")
+        .to_string();
+    let mut named: Vec<String> = paragraph
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|s| s.ends_with(".rs"))
+        .map(str::to_string)
+        .collect();
+    named.sort();
+    assert_eq!(named, actual, "docs/ARCHITECTURE.md vs the code");
+    let count = ["one", "two", "three", "four", "five", "six", "seven"][actual.len() - 1];
+    assert!(
+        paragraph.contains(&format!("lives in {count} places")),
+        "{paragraph}"
+    );
+}
+
+/// The modules each row of the markdown table after `heading` (in `text`)
+/// names in its first cell (`a`, `b` names two; `a` + `a/x.rs` one).
+fn table_modules(text: &str, heading: &str) -> Vec<Vec<String>> {
+    text.lines()
+        .map(|l| l.trim_start_matches("//!").trim())
+        .skip_while(|l| !l.starts_with(heading))
+        .skip_while(|l| !l.starts_with("| module |"))
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .map(|row| {
+            let cell = row.split('|').nth(1).unwrap();
+            let names = cell.split(" + ").next().unwrap();
+            names
+                .split(',')
+                .map(|n| {
+                    n.trim()
+                        .trim_matches(['[', ']', '`'])
+                        .trim_end_matches('/')
+                        .to_string()
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[test]
+fn the_crate_docs_and_the_architecture_list_the_modules_in_one_order() {
+    let architecture = table_modules(
+        &repo_file("docs/ARCHITECTURE.md"),
+        "## custody-host, bottom to top",
+    );
+    let mut lib = table_modules(&repo_file("crates/custody-host/src/lib.rs"), "# Module map");
+    lib.reverse();
+    assert!(architecture.len() >= 12, "{architecture:?}");
+    let (architecture, lib) = (architecture.concat(), lib.concat());
+    assert_eq!(
+        lib, architecture,
+        "lib.rs (top to bottom, reversed) vs docs/ARCHITECTURE.md (bottom to top)"
+    );
+}

@@ -301,7 +301,9 @@ fn insert_all_inserts_every_value_or_none() {
     assert_eq!(table.len(), 1, "no slot taken");
     assert_eq!(table.counters().inserted, 1, "nothing counted");
     assert_eq!(table.count_by_kind().len(), 1);
-    let ids = table.insert_all([Probe::default(), Probe::default()]).unwrap();
+    let ids = table
+        .insert_all([Probe::default(), Probe::default()])
+        .unwrap();
     assert_eq!(table.len(), 3);
     assert_eq!(table.counters().inserted, 3);
     assert_ne!(ids[0], ids[1]);

@@ -273,3 +273,29 @@ fn wasi_sock_accept_that_fails_leaves_the_connection_pending() {
     assert_eq!(ledger.opened, 1, "the listener only: {ledger:?}");
     assert_never_taken_back(ledger);
 }
+
+#[test]
+fn wasi_args_get_that_faults_writes_nothing() {
+    let _serial = serial();
+    let host = host();
+    let config = DomainConfig::new().args(["a", "bc"]).env("A", "");
+    let domain = wasi_domain(&host, config, "");
+    // The strings take 5 and 3 bytes; 2 are left before the end of memory.
+    for name in ["w_args_get", "w_environ_get"] {
+        poke(&domain, 100, &[0xAA; 8]);
+        poke(&domain, END - 2, &[0xAA; 2]);
+        assert_eq!(call(&domain, name, &[100, END - 2]), EFAULT, "{name}");
+        assert_eq!(call(&domain, name, &[END - 2, 200]), EFAULT, "{name}");
+        assert_eq!(
+            peek(&domain, 100, 8),
+            [0xAA; 8],
+            "{name}: no pointer written"
+        );
+        assert_eq!(
+            peek(&domain, END - 2, 2),
+            [0xAA; 2],
+            "{name}: no string written"
+        );
+    }
+    assert_never_taken_back(domain.unload().unwrap().ledger);
+}

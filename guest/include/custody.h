@@ -42,6 +42,10 @@
  *                     code that can still observe a result sees it, e.g.
  *                     the custody_unloading hook; elsewhere the call simply
  *                     does not return to the guest.
+ * A call that fails has not acted: every pointer, length and out slot (and
+ * the room for a new handle) is checked before anything is created,
+ * opened, truncated, read or written. An error means nothing was made,
+ * changed or consumed, unless the OS itself failed part-way (E_IO).
  *
  * Guest exports the host looks for
  * --------------------------------
@@ -154,9 +158,8 @@ int32_t custody_log(int32_t level, int32_t ptr, int32_t len);
  *   E_INVAL   unknown flag bits; neither READ nor WRITE; CREATE, TRUNC or
  *             APPEND without WRITE; path_len < 0; path not UTF-8.
  *   E_FAULT   the path or the 4 bytes at out_handle_ptr are not inside
- *             memory. If only the out write fails, the new handle is
- *             released again (nothing leaks), but CREATE/TRUNC may already
- *             have taken effect.
+ *             memory (checked before the open: nothing is created or
+ *             truncated).
  *   E_DENIED  no pre-open named NAME; an absolute path (NAME//x too); a
  *             `..` that steps above the pre-opened directory at any point,
  *             even if the path comes back inside (`data/..`, or
@@ -253,8 +256,8 @@ int32_t custody_close(custody_handle handle);
  * (closing one does not close the other).
  * Errors:
  *   E_NULL, E_STALE, E_CLOSED, E_KIND: see "Handle arguments".
- *   E_FAULT   the 4 bytes at out_handle_ptr are not inside memory (the
- *             duplicate is released again: nothing leaks).
+ *   E_FAULT   the 4 bytes at out_handle_ptr are not inside memory (no
+ *             duplicate is made).
  *   E_QUOTA   the domain's handle quota is used up.
  *   E_IO      the OS refused (errno via custody_last_error(), e.g. EMFILE).
  *   E_ABORTED the call is being aborted.
@@ -269,8 +272,7 @@ int32_t custody_dup(custody_handle handle, int32_t out_handle_ptr);
  * Returns 0 and writes both ids. On any error neither handle exists.
  * Errors:
  *   E_INVAL   the two out slots overlap.
- *   E_FAULT   either out slot is not inside memory (both new handles are
- *             released again: nothing leaks).
+ *   E_FAULT   either out slot is not inside memory (no pipe is made).
  *   E_QUOTA   the domain's handle quota has no room for two more handles.
  *   E_IO      the OS refused (errno via custody_last_error(), e.g. EMFILE).
  *   E_ABORTED the call is being aborted.
@@ -382,7 +384,7 @@ int32_t custody_critical_exit(void);
  *   E_INVAL   delay_ms or period_ms < 0; export_len < 0 or > 256; no
  *             such export, or not a (func (param i32)).
  *   E_FAULT   the name or the 4 bytes at out_handle_ptr are not inside
- *             memory.
+ *             memory (no timer is armed).
  *   E_DENIED  a delay or period above the host's max_wait; the domain is
  *             unloading.
  *   E_QUOTA   the domain's handle quota is used up.

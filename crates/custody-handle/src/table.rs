@@ -1,7 +1,7 @@
 //! `HandleTable`: integer ids for handles held across a trust boundary.
 //!
 //! A guest, a tenant or any other untrusted holder never sees a
-//! [`SafeHandle`]; it sees a 32-bit [`HandleId`]. The table maps ids to
+//! [`SafeHandle`](crate::SafeHandle); it sees a 32-bit [`HandleId`]. The table maps ids to
 //! handles so that no id can ever reach a resource it was not issued for.
 //!
 //! This module owns the table's API (insert, look up, close, drain, the
@@ -61,8 +61,8 @@ use crate::diagnostics;
 use crate::error::HandleError;
 use crate::id::{HandleId, MAX_SLOTS};
 use crate::release::{ReleaseHandle, format_raw};
-use crate::safe_handle::SafeHandle;
 
+mod insert;
 mod kinds;
 mod slot;
 
@@ -246,53 +246,6 @@ impl HandleTable {
             drained: c.drained.load(Ordering::Relaxed),
             release_failures: c.release_failures.load(Ordering::Relaxed),
         }
-    }
-
-    /// Wraps `value` in a new [`SafeHandle`] owned by the table and returns
-    /// its id. The table releases it on [`close`](Self::close), on
-    /// [`drain`](Self::drain) or when dropped.
-    ///
-    /// # Errors
-    /// [`HandleError::QuotaExceeded`] when the table is full; the value is
-    /// then released (never leaked).
-    pub fn insert<T: ReleaseHandle>(&self, value: T) -> Result<HandleId, HandleError> {
-        self.insert_entry(SafeHandle::new(value), true)
-    }
-
-    /// Shares an existing handle under a new id. The table adds a reference,
-    /// so the resource stays open while the id is in the table, even if the
-    /// caller disposes its handle (lookups then report
-    /// [`HandleError::Closed`]).
-    ///
-    /// # Errors
-    /// [`HandleError::Closed`] if the handle is closed,
-    /// [`HandleError::QuotaExceeded`] when the table is full.
-    pub fn insert_handle<T: ReleaseHandle>(
-        &self,
-        handle: &SafeHandle<T>,
-    ) -> Result<HandleId, HandleError> {
-        self.insert_entry(handle.clone(), false)
-    }
-
-    fn insert_entry<T: ReleaseHandle>(
-        &self,
-        handle: SafeHandle<T>,
-        created: bool,
-    ) -> Result<HandleId, HandleError> {
-        // The table's reference: dropped by `Entry::release`.
-        handle.dangerous_add_ref()?;
-        let entry = Entry::new(handle, created);
-        let vacant = match self.slots.allocate(self.limit, entry.handle_type()) {
-            Ok(vacant) => vacant,
-            Err(error) => {
-                // Nothing else owns a handle we created: release it now.
-                let _ = self.release_entry(entry, HandleId::NULL);
-                return Err(error);
-            }
-        };
-        let id = vacant.fill(entry);
-        Counters::add(&self.counters.inserted);
-        Ok(id)
     }
 
     /// Looks up `id` as a `T`: the hot path. The returned guard pins the slot,

@@ -18,9 +18,10 @@ pub struct Ledger {
     pub opened: u64,
     /// Handles the guest closed itself.
     pub closed_by_guest: u64,
-    /// Handles the host closed before the unload (the embedder's
-    /// `Domain::close_handle`, or an out-handle taken back because the guest
-    /// gave a bad pointer for its id).
+    /// Handles the host closed before the unload: the embedder's
+    /// `Domain::close_handle`, or what a failed start function left. Never
+    /// a guest call's: a call checks where its new handle's id goes before
+    /// it makes the handle, so none is made and taken back.
     pub closed_by_host: u64,
     /// Handles released by a recycle because the guest never closed them.
     pub released_at_recycle: u64,

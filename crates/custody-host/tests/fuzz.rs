@@ -4,7 +4,8 @@
 //! ids, bad flags, levels and timeouts), while another thread aborts calls
 //! at random. It asserts that nothing panics or traps, that every error a
 //! function returns is one its catalogue entry documents, that the ledger
-//! balances, and that no fd outlives the domain.
+//! balances, that no call made a handle the host had to take back (a call
+//! that fails has not acted), and that no fd outlives the domain.
 //!
 //! `CUSTODY_FUZZ_SECS` sets the duration (default 2 s; CI runs longer) and
 //! `CUSTODY_FUZZ_SEED` the seed (default: from the clock; a failure names
@@ -308,6 +309,10 @@ fn random_calls_of_every_abi_function_keep_every_bound() {
             + l.released_at_unload
             + l.release_failures,
         "seed {seed}: the ledger balances: {l:?}"
+    );
+    assert_eq!(
+        l.closed_by_host, 0,
+        "seed {seed}: a failed call made a handle the host took back: {l:?}"
     );
     assert!(calls > 100, "seed {seed}: only {calls} calls");
     for reached in REACHED {

@@ -137,6 +137,10 @@ fn random_calls_of_every_wasi_function_keep_every_bound() {
     let report = domain.unload().unwrap();
     let ledger = report.ledger;
     assert_eq!(ledger.release_failures, 0, "seed {seed}: {ledger:?}");
+    assert_eq!(
+        ledger.closed_by_host, 0,
+        "seed {seed}: a failed call made a handle the host took back: {ledger:?}"
+    );
     drop(domain);
     baseline.assert_back(&format!("wasi fuzz, seed {seed}"));
 }

@@ -27,14 +27,6 @@ pub(crate) struct Report {
 }
 
 #[derive(Serialize)]
-struct JsonLedger {
-    opened: u64,
-    closed_by_guest: u64,
-    released_at_unload: u64,
-    release_failures: u64,
-}
-
-#[derive(Serialize)]
 struct JsonOutput {
     #[serde(skip_serializing_if = "Option::is_none")]
     result: Option<Vec<serde_json::Value>>,
@@ -46,7 +38,8 @@ struct JsonOutput {
     stdout: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     stderr: Option<String>,
-    ledger: JsonLedger,
+    /// Every field of the library's ledger, always.
+    ledger: Ledger,
     diagnostics: Vec<Diagnostic>,
     /// Diagnostics past the first `MAX_DIAGNOSTICS` kept, not shown.
     #[serde(skip_serializing_if = "is_zero")]
@@ -98,10 +91,23 @@ fn shown(value: &Val, codes: bool) -> String {
     }
 }
 
+/// The ledger on one line, every field: what was opened, then where each
+/// handle went (closed by the guest or the host, released by a recycle or
+/// the unload), which sums to it, then the failed releases and recycles.
 fn ledger_line(ledger: &Ledger) -> String {
+    let Ledger {
+        opened,
+        closed_by_guest,
+        closed_by_host,
+        released_at_recycle,
+        released_at_unload,
+        release_failures,
+        recycles,
+    } = *ledger;
     format!(
-        "ledger: opened {}, closed by the guest {}, released at unload {}, release failures {}\n",
-        ledger.opened, ledger.closed_by_guest, ledger.released_at_unload, ledger.release_failures
+        "ledger: opened {opened}, closed by the guest {closed_by_guest}, closed by the host \
+         {closed_by_host}, released at recycle {released_at_recycle}, released at unload \
+         {released_at_unload}, release failures {release_failures}, recycles {recycles}\n"
     )
 }
 
@@ -122,7 +128,6 @@ fn command_note(ledger: &Ledger) -> Option<String> {
 }
 
 fn json(report: &Report, collector: &Collector) -> String {
-    let ledger = &report.ledger;
     let lossy = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
     let output = JsonOutput {
         result: match &report.outcome {
@@ -136,12 +141,7 @@ fn json(report: &Report, collector: &Collector) -> String {
         error: (report.outcome.as_ref().err()).map(|f| f.message.replace('\n', " ")),
         stdout: report.captured.as_ref().map(|(out, _)| lossy(out)),
         stderr: report.captured.as_ref().map(|(_, err)| lossy(err)),
-        ledger: JsonLedger {
-            opened: ledger.opened,
-            closed_by_guest: ledger.closed_by_guest,
-            released_at_unload: ledger.released_at_unload,
-            release_failures: ledger.release_failures,
-        },
+        ledger: report.ledger,
         diagnostics: collector.take(),
         diagnostics_dropped: collector.dropped(),
     };

@@ -13,8 +13,10 @@ fn the_demo_runs_and_prints_the_ledger() {
     let stdout = String::from_utf8(output.stdout.clone()).unwrap();
     assert!(stdout.contains("result: 34"), "{stdout}");
     assert!(
-        stdout
-            .contains("opened 3, closed by the guest 2, released at unload 1, release failures 0"),
+        stdout.contains(
+            "opened 3, closed by the guest 2, closed by the host 0, released at recycle 0, \
+             released at unload 1, release failures 0, recycles 0"
+        ),
         "{stdout}"
     );
     assert!(stderr(&output).contains("hello from inside a custody domain"));
@@ -321,7 +323,10 @@ fn a_trap_still_prints_the_ledger_and_json_is_one_object_with_the_error() {
     assert_eq!(text.status.code(), Some(3));
     let stdout = String::from_utf8_lossy(&text.stdout);
     assert!(
-        stdout.contains("ledger: opened 2, closed by the guest 0, released at unload 2"),
+        stdout.contains(
+            "ledger: opened 2, closed by the guest 0, closed by the host 0, released at recycle 0, \
+             released at unload 2"
+        ),
         "{stdout}"
     );
     assert!(

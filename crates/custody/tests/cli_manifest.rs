@@ -81,7 +81,10 @@ fn a_manifest_runs_its_modules_across_their_imports() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("result: 0"), "{stdout}");
     assert!(
-        stdout.contains("opened 1, closed by the guest 0, released at unload 1"),
+        stdout.contains(
+            "opened 1, closed by the guest 0, closed by the host 0, released at recycle 0, \
+             released at unload 1"
+        ),
         "{stdout}"
     );
 }

@@ -241,7 +241,8 @@ fn a_custody_abi_example_still_prints_result_and_ledger() {
     assert!(output.status.success(), "{}", stderr(&output));
     assert_eq!(
         stdout(&output),
-        "result: 34\nledger: opened 3, closed by the guest 2, released at unload 1, release failures 0\n"
+        "result: 34\nledger: opened 3, closed by the guest 2, closed by the host 0, \
+         released at recycle 0, released at unload 1, release failures 0, recycles 0\n"
     );
     // --invoke on a command's module calls that export with parameters.
     let module = command("invoked.wat", "invoked\n", "");

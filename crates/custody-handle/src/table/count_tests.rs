@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering::SeqCst;
 
 use super::tests::{Other, Probe};
 use super::*;
+use crate::SafeHandle;
 
 fn failing() -> Probe {
     Probe {
@@ -280,4 +281,37 @@ fn count_by_kind_is_consistent_under_concurrent_use() {
     let mut expected = vec![(probe, 3), (other, 3)];
     expected.sort_unstable();
     assert_eq!(table.count_by_kind(), expected);
+}
+
+#[test]
+fn insert_all_inserts_every_value_or_none() {
+    let table = HandleTable::with_limit(3);
+    let held = table.insert(Probe::default()).unwrap();
+    let (a, a_releases) = Probe::counted();
+    let (b, b_releases) = Probe::counted();
+    assert!(matches!(
+        table.insert_all([a, b, Probe::default()]),
+        Err(HandleError::QuotaExceeded { limit: 3 })
+    ));
+    assert_eq!(
+        (a_releases.load(SeqCst), b_releases.load(SeqCst)),
+        (1, 1),
+        "every refused value is released"
+    );
+    assert_eq!(table.len(), 1, "no slot taken");
+    assert_eq!(table.counters().inserted, 1, "nothing counted");
+    assert_eq!(table.count_by_kind().len(), 1);
+    let ids = table
+        .insert_all([Probe::default(), Probe::default()])
+        .unwrap();
+    assert_eq!(table.len(), 3);
+    assert_eq!(table.counters().inserted, 3);
+    assert_ne!(ids[0], ids[1]);
+    for id in ids.into_iter().chain([held]) {
+        assert!(table.get::<Probe>(id).is_ok());
+    }
+    assert!(matches!(
+        table.insert_all([Probe::default()]),
+        Err(HandleError::QuotaExceeded { .. })
+    ));
 }

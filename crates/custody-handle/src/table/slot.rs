@@ -465,42 +465,56 @@ impl Slots {
         Some(unsafe { &*base.add(offset) })
     }
 
-    /// Reserves a free slot (allocating its bucket if needed) for an entry
-    /// of type `kind`, counting it live, unless `limit` slots are live or
-    /// every slot is retired.
-    pub(super) fn allocate(
+    /// Reserves `N` free slots together (allocating buckets if needed),
+    /// one for an entry of each type in `kinds`, counting them live: all
+    /// of them, or none if `limit` leaves no room for `N` more or every
+    /// other slot is retired.
+    pub(super) fn allocate<const N: usize>(
         &self,
         limit: usize,
-        kind: &'static str,
-    ) -> Result<Vacant<'_>, HandleError> {
+        kinds: [&'static str; N],
+    ) -> Result<[Vacant<'_>; N], HandleError> {
         let mut alloc = lock(&self.alloc);
-        if alloc.live >= limit {
+        if alloc.live + N > limit {
             return Err(HandleError::QuotaExceeded { limit });
         }
-        let index = match alloc.free.pop_front() {
-            Some(index) => index,
-            None if alloc.fresh < MAX_SLOTS => {
-                let index = alloc.fresh;
-                let (bucket, offset) = bucket_of(index);
-                if offset == 0 {
-                    let slots: Box<[Slot]> =
-                        (index..).take(bucket_len(bucket)).map(Slot::new).collect();
-                    let raw = Box::into_raw(slots).cast::<Slot>();
-                    // Release: readers that load the pointer see initialized slots.
-                    self.buckets[bucket].store(raw, Ordering::Release);
+        let mut indices = [0; N];
+        for taken in 0..N {
+            indices[taken] = match alloc.free.pop_front() {
+                Some(index) => index,
+                None if alloc.fresh < MAX_SLOTS => {
+                    let index = alloc.fresh;
+                    let (bucket, offset) = bucket_of(index);
+                    if offset == 0 {
+                        let slots: Box<[Slot]> =
+                            (index..).take(bucket_len(bucket)).map(Slot::new).collect();
+                        let raw = Box::into_raw(slots).cast::<Slot>();
+                        // Release: readers that load the pointer see initialized slots.
+                        self.buckets[bucket].store(raw, Ordering::Release);
+                    }
+                    alloc.fresh += 1;
+                    index
                 }
-                alloc.fresh += 1;
-                index
-            }
-            // Every slot was issued and the free ones are retired.
-            None => return Err(HandleError::QuotaExceeded { limit }),
-        };
-        alloc.live += 1;
-        alloc.kinds.add(kind);
-        let slot = self
-            .get(index)
-            .expect("allocate returns a slot in an allocated bucket");
-        Ok(Vacant(slot))
+                // Every slot was issued and the free ones are retired: the
+                // ones taken go back, first in line, unused.
+                None => {
+                    for &index in indices[..taken].iter().rev() {
+                        alloc.free.push_front(index);
+                    }
+                    return Err(HandleError::QuotaExceeded { limit });
+                }
+            };
+        }
+        alloc.live += N;
+        for kind in kinds {
+            alloc.kinds.add(kind);
+        }
+        Ok(indices.map(|index| {
+            Vacant(
+                self.get(index)
+                    .expect("allocate returns slots in allocated buckets"),
+            )
+        }))
     }
 
     /// Takes the entry out of a removed slot, bumps its generation and frees

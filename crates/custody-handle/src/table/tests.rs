@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 
 use super::slot::{BUCKETS, bucket_len, bucket_of};
 use super::*;
+use crate::SafeHandle;
 use crate::diagnostics::{Assistant, Collector};
 use crate::id::MAX_GENERATION;
 

@@ -51,6 +51,8 @@ pub(super) fn open(
         return Err(AbiError::Inval);
     }
     let path = memory.read(pointer(path_ptr), len)?;
+    // Before the open: CREATE and TRUNC act, and a failed call must not.
+    let out = marshal::out_handle(&memory, table, out)?;
     let path = std::str::from_utf8(&path).map_err(|_| AbiError::Inval)?;
     if path.contains('\0') {
         return Err(AbiError::Inval);
@@ -66,7 +68,7 @@ pub(super) fn open(
         Err(Errno::XDEV) => return Err(AbiError::Denied),
         Err(errno) => return Err(ctx.os_error(errno)),
     };
-    marshal::give(&mut memory, table, out, Fd::from(fd))
+    marshal::give(&mut memory, table, out, Fd::from(fd)).map(|_| 0)
 }
 
 pub(super) fn close(ctx: &mut DomainCtx, h: i32) -> AbiResult {
@@ -78,13 +80,13 @@ pub(super) fn close(ctx: &mut DomainCtx, h: i32) -> AbiResult {
 
 pub(super) fn dup(call: &mut HostCall<'_, '_>, h: i32, out: i32) -> AbiResult {
     let table = call.table;
-    let duplicate = {
-        let fd = marshal::pin::<Fd>(table, h)?;
-        fd.as_fd().try_clone_to_owned()
-    };
+    let fd = marshal::pin::<Fd>(table, h)?;
     let (mut memory, ctx) = call.split();
+    let out = marshal::out_handle(&memory, table, out)?;
+    let duplicate = fd.as_fd().try_clone_to_owned();
+    drop(fd);
     let duplicate = duplicate.map_err(|e| ctx.io_error(&e))?;
-    marshal::give(&mut memory, table, out, Fd::from(duplicate))
+    marshal::give(&mut memory, table, out, Fd::from(duplicate)).map(|_| 0)
 }
 
 #[cfg(test)]

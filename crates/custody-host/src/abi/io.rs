@@ -29,17 +29,17 @@ pub(super) fn read(call: &mut HostCall<'_, '_>, h: i32, buf: i32, len: i32, out:
     let fd = marshal::pin::<Fd>(call.table, h)?;
     // Check both destinations, whole, before consuming any data; only then
     // cut the request to what one call moves (a short read).
-    {
+    let out = {
         let (memory, _) = call.split();
         memory.range(pointer(buf), len)?;
-        memory.range(pointer(out), 4)?;
-    }
+        memory.out_slot(pointer(out))?
+    };
     let len = len.min(MAX_IO);
     let n = call.until_ready(fd.as_fd(), PollFlags::IN, |memory| {
         Ok(memory.fill_with(pointer(buf), len, |bytes| sys::read(fd.as_fd(), bytes))?)
     })?;
     drop(fd);
-    call.split().0.write_i32(pointer(out), n as i32)?;
+    call.split().0.put_i32(out, n as i32);
     Ok(0)
 }
 
@@ -50,29 +50,31 @@ pub(super) fn write(
     len: i32,
     out: i32,
 ) -> AbiResult {
-    let len = length(len)?.min(MAX_IO);
+    let len = length(len)?;
     let fd = marshal::pin::<Fd>(call.table, h)?;
-    let bytes = {
+    // The whole range is checked (a length past the end of memory is
+    // `E_FAULT`), then cut to what one call moves (a short write).
+    let (out, bytes) = {
         let (memory, _) = call.split();
-        memory.range(pointer(out), 4)?;
-        memory.read(pointer(buf), len)?
+        memory.range(pointer(buf), len)?;
+        let out = memory.out_slot(pointer(out))?;
+        (out, memory.read(pointer(buf), len.min(MAX_IO))?)
     };
     let n = call.until_ready(fd.as_fd(), PollFlags::OUT, |_| {
         Ok(sys::write(fd.as_fd(), &bytes))
     })?;
     drop(fd);
-    call.split().0.write_i32(pointer(out), n as i32)?;
+    call.split().0.put_i32(out, n as i32);
     Ok(0)
 }
 
 pub(super) fn pipe(call: &mut HostCall<'_, '_>, out_r: i32, out_w: i32) -> AbiResult {
     let table = call.table;
     let (mut memory, ctx) = call.split();
-    if pointer(out_r).abs_diff(pointer(out_w)) < 4 {
-        return Err(AbiError::Inval);
-    }
-    let (read_end, write_end) = sys::pipe().map_err(|e| ctx.os_error(e))?;
-    marshal::give_pair(&mut memory, table, (out_r, read_end), (out_w, write_end))
+    // Both places and the room for both ends, before the pipe is made.
+    let out = marshal::out_pair(&memory, table, out_r, out_w)?;
+    let ends = sys::pipe().map_err(|e| ctx.os_error(e))?;
+    marshal::give_pair(&mut memory, table, out, ends)
 }
 
 pub(super) fn last_error(ctx: &mut DomainCtx) -> AbiResult {

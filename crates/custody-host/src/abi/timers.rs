@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use crate::boundary::errno::AbiError;
-use crate::boundary::marshal::{AbiResult, HostCall, length, pointer};
+use crate::boundary::marshal::{self, AbiResult, HostCall, length, pointer};
 use crate::boundary::timer::{Timer, TimerSpec};
 
 /// The longest export name a timer may call.
@@ -40,7 +40,8 @@ pub(super) fn timer_set(
     // Below the floor a timer would only keep a worker and the domain's
     // store busy: it is raised to it, as a clock's resolution would.
     let floor = ctx.policy.timer_min_period;
-    memory.range(pointer(out), 4)?;
+    // Before the timer is armed: a failed call arms nothing.
+    let out = marshal::out_handle(&memory, table, out)?;
     let name = memory.read(pointer(export_ptr), len)?;
     let export = String::from_utf8(name).map_err(|_| AbiError::Inval)?;
     let timers = ctx.timers.clone().ok_or(AbiError::NotSup)?;
@@ -55,16 +56,9 @@ pub(super) fn timer_set(
     };
     let handle: Timer = timers.arm(spec)?;
     let armed = std::sync::Arc::clone(&handle.0);
-    // In the table first, so its callbacks get its id; a bad out pointer
-    // was checked above.
-    let id = table.insert(handle)?;
-    let _ = armed.id.set(id.raw());
+    // In the table first, so its callbacks get its id.
     let (mut memory, _) = call.split();
-    match memory.write_i32(pointer(out), id.raw() as i32) {
-        Ok(()) => Ok(0),
-        Err(fault) => {
-            let _ = table.close(id);
-            Err(fault.into())
-        }
-    }
+    let id = marshal::give(&mut memory, table, out, handle)?;
+    let _ = armed.id.set(id.raw());
+    Ok(0)
 }

@@ -29,7 +29,7 @@ pub(super) fn poll(
     let (memory, ctx) = call.split();
     let timeout = ctx.policy.wait_for(timeout_ms).ok_or(AbiError::Denied)?;
     let snapshot = memory.read(pointer(handles), count as u32 * 4)?;
-    memory.range(pointer(out), 4)?;
+    let out = memory.out_slot(pointer(out))?;
     let pinned = snapshot
         .chunks_exact(4)
         .map(|raw| marshal::pin::<Fd>(table, i32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]])))
@@ -49,7 +49,7 @@ pub(super) fn poll(
     }
     match outcome {
         Waited::Ready(index) => {
-            memory.write_i32(pointer(out), index as i32)?;
+            memory.put_i32(out, index as i32);
             Ok(0)
         }
         _ => Err(AbiError::TimedOut),

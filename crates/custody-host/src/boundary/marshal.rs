@@ -10,9 +10,11 @@
 //!   does any work; the [`Pinned`] guard keeps the handle's resource open
 //!   until the body is done with it, even if the handle is closed meanwhile.
 //!   A null, stale, closed or wrong-kind id is an error code first.
-//! - **Out-handles** ([`give`], [`give_pair`]) are inserted in the table
-//!   *before* their id is written to guest memory; if the write faults the
-//!   handle is closed again: no path leaks one.
+//! - **Out-handles**: their places ([`out_handle`], [`out_pair`]: the out
+//!   slots inside memory, room in the table) are checked before the body
+//!   makes the resource, so a call that fails has made nothing; then
+//!   [`give`] and [`give_pair`] insert it and write its id, which cannot
+//!   fault. No handle is ever made and taken back.
 //! - **Guest input is never trusted**: a negative length is `E_INVAL`
 //!   ([`length`]), an out-of-bounds range `E_FAULT` (the memory module).
 //! - **Exit** ([`finish`]): `E_ABORTED` becomes a trap carrying why the call
@@ -23,7 +25,7 @@ use std::os::fd::{BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
 
-use custody_handle::{Fd, HandleId, HandleTable, ReleaseHandle, TableRef};
+use custody_handle::{Fd, HandleError, HandleId, HandleTable, ReleaseHandle, TableRef};
 use rustix::event::PollFlags;
 use rustix::io::Errno;
 use wasmtime::{Caller, Extern, SharedMemory, ValType};
@@ -31,7 +33,7 @@ use wasmtime::{Caller, Extern, SharedMemory, ValType};
 use super::cancel::Waited;
 use super::ctx::DomainCtx;
 use super::errno::AbiError;
-use super::memory::GuestMemory;
+use super::memory::{GuestMemory, OutSlot};
 
 /// A host function's result for the guest: a count or 0, or an error code.
 pub(crate) type AbiResult = Result<i32, AbiError>;
@@ -282,48 +284,87 @@ pub(crate) fn pin<T: ReleaseHandle>(
     table.get::<T>(handle_id(raw)).map_err(AbiError::from)
 }
 
+/// Where a new handle's id goes, checked before the resource is made
+/// ([`out_handle`]): its out slot whole and inside memory, and room for the
+/// handle in the table.
+#[must_use = "the place checked for the handle's id"]
+pub(crate) struct OutHandle(OutSlot<4>);
+
+/// Where the ids of two handles made together go ([`out_pair`]).
+#[must_use = "the places checked for the handles' ids"]
+pub(crate) struct OutPair(OutSlot<4>, OutSlot<4>);
+
+/// Checks the out slot at `out` and the table's room for one more handle,
+/// before the body makes the resource: a call that fails then has made
+/// nothing (no file created or truncated, no connection taken).
+pub(crate) fn out_handle(
+    memory: &GuestMemory<'_>,
+    table: &HandleTable,
+    out: i32,
+) -> Result<OutHandle, AbiError> {
+    let slot = memory.out_slot(pointer(out))?;
+    room(table, 1)?;
+    Ok(OutHandle(slot))
+}
+
+/// [`out_handle`] for two handles made together (a pipe's ends): the
+/// slots must not overlap (`E_INVAL`), both must be inside memory, and the
+/// table must have room for both.
+pub(crate) fn out_pair(
+    memory: &GuestMemory<'_>,
+    table: &HandleTable,
+    out_a: i32,
+    out_b: i32,
+) -> Result<OutPair, AbiError> {
+    if pointer(out_a).abs_diff(pointer(out_b)) < 4 {
+        return Err(AbiError::Inval);
+    }
+    let slots = OutPair(
+        memory.out_slot(pointer(out_a))?,
+        memory.out_slot(pointer(out_b))?,
+    );
+    room(table, 2)?;
+    Ok(slots)
+}
+
+/// Whether `table` has room for `count` more handles now. Only the
+/// embedder inserts into a domain's table beside its one running call, so
+/// an insert after this check fails only if the embedder raced it.
+fn room(table: &HandleTable, count: usize) -> Result<(), HandleError> {
+    if table.len() + count > table.limit() {
+        return Err(HandleError::QuotaExceeded {
+            limit: table.limit(),
+        });
+    }
+    Ok(())
+}
+
 /// Gives the guest a new handle: inserts `resource` and writes its id at
-/// `out`; if the write faults, the handle is closed again.
+/// the place checked for it. The only failure left is the quota, if the
+/// embedder filled the table since [`out_handle`] (the resource is then
+/// released, never counted in the ledger).
 pub(crate) fn give<T: ReleaseHandle>(
     memory: &mut GuestMemory<'_>,
     table: &HandleTable,
-    out: i32,
+    out: OutHandle,
     resource: T,
-) -> AbiResult {
+) -> Result<HandleId, AbiError> {
     let id = table.insert(resource)?;
-    match memory.write_i32(pointer(out), id.raw() as i32) {
-        Ok(()) => Ok(0),
-        Err(fault) => {
-            let _ = table.close(id);
-            Err(fault.into())
-        }
-    }
+    memory.put_i32(out.0, id.raw() as i32);
+    Ok(id)
 }
 
-/// [`give`] for two fds made together (a pipe's ends): both ids are
-/// written, or neither handle survives. The fds stay `OwnedFd`s (closed on
-/// drop) until the table owns them.
+/// [`give`] for two fds made together (a pipe's ends): both are in the
+/// table with their ids written, or neither (the fds stay `OwnedFd`s,
+/// closed on drop, until the table owns them).
 pub(crate) fn give_pair(
     memory: &mut GuestMemory<'_>,
     table: &HandleTable,
-    (out_a, a): (i32, OwnedFd),
-    (out_b, b): (i32, OwnedFd),
+    out: OutPair,
+    (a, b): (OwnedFd, OwnedFd),
 ) -> AbiResult {
-    let first = table.insert(Fd::from(a))?;
-    let second = match table.insert(Fd::from(b)) {
-        Ok(id) => id,
-        Err(error) => {
-            let _ = table.close(first);
-            return Err(error.into());
-        }
-    };
-    let written = memory
-        .write_i32(pointer(out_a), first.raw() as i32)
-        .and_then(|()| memory.write_i32(pointer(out_b), second.raw() as i32));
-    if let Err(fault) = written {
-        let _ = table.close(first);
-        let _ = table.close(second);
-        return Err(fault.into());
-    }
+    let [first, second] = table.insert_all([Fd::from(a), Fd::from(b)])?;
+    memory.put_i32(out.0, first.raw() as i32);
+    memory.put_i32(out.1, second.raw() as i32);
     Ok(0)
 }

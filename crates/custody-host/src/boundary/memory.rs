@@ -16,6 +16,19 @@ use std::sync::atomic::{AtomicU8, Ordering};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Fault;
 
+/// A place in guest memory for one `N`-byte result, checked whole and in
+/// bounds ([`GuestMemory::out_slot`]) before the host call does anything
+/// that cannot be undone. A wasm memory never shrinks, and a host call only
+/// ever sees its caller's memory, so a slot checked once stays inside it
+/// for the rest of the call: [`GuestMemory::put`] cannot fault, and a call
+/// that has acted (made a handle, consumed data, created a file) can always
+/// report it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use = "a slot is checked so that the call's result can be written to it"]
+pub(crate) struct OutSlot<const N: usize> {
+    at: u32,
+}
+
 /// The calling module's memory, for the duration of one host call.
 pub(crate) enum GuestMemory<'a> {
     /// An ordinary linear memory, borrowed from the store.
@@ -41,6 +54,25 @@ impl GuestMemory<'_> {
         } else {
             Err(Fault)
         }
+    }
+
+    /// The `N` bytes at `ptr`, checked as the place of a result written
+    /// later ([`OutSlot`]).
+    pub(crate) fn out_slot<const N: usize>(&self, ptr: u32) -> Result<OutSlot<N>, Fault> {
+        self.range(ptr, N as u32)?;
+        Ok(OutSlot { at: ptr })
+    }
+
+    /// Writes a result into a slot checked earlier in this call: it cannot
+    /// fault (see [`OutSlot`]).
+    pub(crate) fn put<const N: usize>(&mut self, slot: OutSlot<N>, bytes: [u8; N]) {
+        let written = self.write(slot.at, &bytes);
+        debug_assert_eq!(written, Ok(()), "a checked slot is inside the memory");
+    }
+
+    /// Writes a little-endian `i32` into a checked slot.
+    pub(crate) fn put_i32(&mut self, slot: OutSlot<4>, value: i32) {
+        self.put(slot, value.to_le_bytes());
     }
 
     /// Copies `len` bytes out of guest memory.
@@ -135,6 +167,21 @@ mod tests {
         });
         assert_eq!(filled, Ok(Ok(4)));
         assert_eq!(&memory.read(4, 4).unwrap(), b"abcd");
+    }
+
+    #[test]
+    fn an_out_slot_is_checked_whole_then_written_without_failing() {
+        let mut bytes = vec![0u8; 16];
+        let mut memory = GuestMemory::Plain(&mut bytes);
+        assert_eq!(memory.out_slot::<4>(13), Err(Fault), "one byte short");
+        assert_eq!(memory.out_slot::<8>(u32::MAX - 3), Err(Fault));
+        assert_eq!(GuestMemory::Plain(&mut []).out_slot::<4>(0), Err(Fault));
+        let slot = memory.out_slot::<4>(12).unwrap();
+        memory.put_i32(slot, 7);
+        let wide = memory.out_slot::<8>(0).unwrap();
+        memory.put(wide, [1; 8]);
+        assert_eq!(memory.read(0, 8).unwrap(), [1; 8]);
+        assert_eq!(memory.read(12, 4).unwrap(), 7i32.to_le_bytes());
     }
 
     #[test]

@@ -39,24 +39,25 @@ pub(super) fn environ_sizes_get(
 }
 
 /// Writes each string of `list`, NUL-terminated, from `buf` on, and its
-/// address in the array at `pointers`.
+/// address in the array at `pointers`. Both ranges are checked whole
+/// first: a call that faults writes nothing.
 fn write_list(
     memory: &mut GuestMemory<'_>,
     list: &[String],
     pointers: i32,
     buf: i32,
 ) -> WasiResult {
+    let array = u32::try_from(list.len() * 4).map_err(|_| Fault)?;
+    let bytes: usize = list.iter().map(|s| s.len() + 1).sum();
+    memory.range(pointer(pointers), array)?;
+    memory.range(pointer(buf), u32::try_from(bytes).map_err(|_| Fault)?)?;
     let mut at = pointer(buf);
     for (i, text) in list.iter().enumerate() {
-        let slot = (i as u32)
-            .checked_mul(4)
-            .and_then(|offset| pointer(pointers).checked_add(offset))
-            .ok_or(Fault)?;
-        memory.write_i32(slot, at as i32)?;
+        memory.write_i32(pointer(pointers) + i as u32 * 4, at as i32)?;
         memory.write(at, text.as_bytes())?;
-        let end = at.checked_add(text.len() as u32).ok_or(Fault)?;
+        let end = at + text.len() as u32;
         memory.write(end, &[0])?;
-        at = end.checked_add(1).ok_or(Fault)?;
+        at = end + 1;
     }
     Ok(())
 }
@@ -65,9 +66,11 @@ fn write_list(
 /// NULs.
 fn write_sizes(memory: &mut GuestMemory<'_>, list: &[String], count: i32, size: i32) -> WasiResult {
     let bytes: usize = list.iter().map(|s| s.len() + 1).sum();
-    memory.range(pointer(count), 4)?;
-    memory.range(pointer(size), 4)?;
-    memory.write_i32(pointer(count), list.len() as i32)?;
-    memory.write_i32(pointer(size), bytes as i32)?;
+    let (count, size) = (
+        memory.out_slot(pointer(count))?,
+        memory.out_slot(pointer(size))?,
+    );
+    memory.put_i32(count, list.len() as i32);
+    memory.put_i32(size, bytes as i32);
     Ok(())
 }

@@ -74,7 +74,7 @@ pub(super) fn fd_readdir(
     let dir = dir_fd(ctx, &target)?;
     let buf_len = buf_len as u32;
     memory.range(pointer(buf), buf_len)?;
-    memory.range(pointer(used), 4)?;
+    let used = memory.out_slot(pointer(used))?;
     ctx.wasi.fds.check(fd, rights::FD_READDIR)?;
     let cookie = cookie as u64;
     let mut reader = sys::read_dir(dir)?;
@@ -114,5 +114,6 @@ pub(super) fn fd_readdir(
         index += 1;
     }
     let written = buf_len - out.left;
-    write_size(&mut memory, used, written as usize)
+    write_size(&mut memory, used, written as usize);
+    Ok(())
 }

@@ -20,7 +20,7 @@ use super::types::{Errno, Iovec, rights, whence};
 use crate::abi::MAX_IO;
 use crate::boundary::ctx::DomainCtx;
 use crate::boundary::marshal::{HostCall, pointer};
-use crate::boundary::memory::GuestMemory;
+use crate::boundary::memory::{GuestMemory, OutSlot};
 use crate::sys::{self, SeekFrom};
 
 /// Most iovecs one call takes (POSIX's `IOV_MAX`).
@@ -43,21 +43,38 @@ pub(crate) fn iovecs(memory: &GuestMemory<'_>, iovs: i32, len: i32) -> Result<Ve
     Ok(list)
 }
 
-/// What every read or write starts with: the fd resolved (a handle
-/// pinned), then the iovec array read and every buffer checked, and the
-/// place of the result (`out`, a `u32`) checked.
+/// What a read or write works on once [`begin`] checked it.
+pub(crate) struct Begun<'a, 'c> {
+    pub(crate) target: Target<'a>,
+    pub(crate) memory: GuestMemory<'c>,
+    pub(crate) ctx: &'c mut DomainCtx,
+    /// The iovecs, every buffer inside memory.
+    pub(crate) list: Vec<Iovec>,
+    /// Where the count goes (a `u32`), inside memory.
+    pub(crate) out: OutSlot<4>,
+}
+
+/// What every read or write starts with, before it moves a byte: the fd
+/// resolved (a handle pinned), then the iovec array read and every buffer
+/// checked whole, and the place of the result (`out`, a `u32`) checked.
 pub(crate) fn begin<'a, 'c>(
     call: &'c mut HostCall<'a, '_>,
     fd: i32,
     iovs: i32,
     iovs_len: i32,
     out: i32,
-) -> Result<(Target<'a>, GuestMemory<'c>, &'c mut DomainCtx, Vec<Iovec>), Fail> {
+) -> Result<Begun<'a, 'c>, Fail> {
     let target = super::target(call, fd)?;
     let (memory, ctx) = call.split();
     let list = iovecs(&memory, iovs, iovs_len)?;
-    memory.range(pointer(out), 4)?;
-    Ok((target, memory, ctx, list))
+    let out = memory.out_slot(pointer(out))?;
+    Ok(Begun {
+        target,
+        memory,
+        ctx,
+        list,
+        out,
+    })
 }
 
 /// The bytes of every iovec, in order, up to [`MAX_IO`] in all.
@@ -157,10 +174,17 @@ pub(super) fn fd_read(
     iovs_len: i32,
     nread: i32,
 ) -> WasiResult {
-    let (target, mut memory, ctx, list) = begin(call, fd, iovs, iovs_len, nread)?;
+    let Begun {
+        target,
+        mut memory,
+        ctx,
+        list,
+        out,
+    } = begin(call, fd, iovs, iovs_len, nread)?;
     ctx.wasi.fds.check(fd, rights::FD_READ)?;
     let Some((buf, len)) = first_buffer(&list) else {
-        return write_size(&mut memory, nread, 0);
+        write_size(&mut memory, out, 0);
+        return Ok(());
     };
     let nonblock = ctx.wasi.fds.state(fd).nonblock;
     let stdin = ctx.wasi.stdio[0].clone();
@@ -186,7 +210,8 @@ pub(super) fn fd_read(
         )
         .map_err(not_a_file)?,
     };
-    write_size(&mut call.split().0, nread, n)
+    write_size(&mut call.split().0, out, n);
+    Ok(())
 }
 
 pub(super) fn fd_write(
@@ -196,7 +221,13 @@ pub(super) fn fd_write(
     iovs_len: i32,
     nwritten: i32,
 ) -> WasiResult {
-    let (target, memory, ctx, list) = begin(call, fd, iovs, iovs_len, nwritten)?;
+    let Begun {
+        target,
+        memory,
+        ctx,
+        list,
+        out,
+    } = begin(call, fd, iovs, iovs_len, nwritten)?;
     ctx.wasi.fds.check(fd, rights::FD_WRITE)?;
     let data = gather(&memory, &list)?;
     let nonblock = ctx.wasi.fds.state(fd).nonblock;
@@ -208,7 +239,8 @@ pub(super) fn fd_write(
         })
         .map_err(not_a_file)?,
     };
-    write_size(&mut call.split().0, nwritten, n)
+    write_size(&mut call.split().0, out, n);
+    Ok(())
 }
 
 /// Writes to stdout or stderr: a null stream takes everything, a capture
@@ -240,11 +272,18 @@ pub(super) fn fd_pread(
     offset: i64,
     nread: i32,
 ) -> WasiResult {
-    let (target, mut memory, ctx, list) = begin(call, fd, iovs, iovs_len, nread)?;
+    let Begun {
+        target,
+        mut memory,
+        ctx,
+        list,
+        out,
+    } = begin(call, fd, iovs, iovs_len, nread)?;
     let file = positioned(target)?;
     ctx.wasi.fds.check(fd, rights::FD_READ | rights::FD_SEEK)?;
     let Some((buf, len)) = first_buffer(&list) else {
-        return write_size(&mut memory, nread, 0);
+        write_size(&mut memory, out, 0);
+        return Ok(());
     };
     let n = memory
         .fill_with(buf, len, |bytes| {
@@ -252,7 +291,8 @@ pub(super) fn fd_pread(
         })?
         .map_err(Fail::from)
         .map_err(not_a_file)?;
-    write_size(&mut memory, nread, n)
+    write_size(&mut memory, out, n);
+    Ok(())
 }
 
 pub(super) fn fd_pwrite(
@@ -263,14 +303,21 @@ pub(super) fn fd_pwrite(
     offset: i64,
     nwritten: i32,
 ) -> WasiResult {
-    let (target, mut memory, ctx, list) = begin(call, fd, iovs, iovs_len, nwritten)?;
+    let Begun {
+        target,
+        mut memory,
+        ctx,
+        list,
+        out,
+    } = begin(call, fd, iovs, iovs_len, nwritten)?;
     let file = positioned(target)?;
     ctx.wasi.fds.check(fd, rights::FD_WRITE | rights::FD_SEEK)?;
     let data = gather(&memory, &list)?;
     let n = sys::write_at(file.as_fd(), &data, offset as u64)
         .map_err(Fail::from)
         .map_err(not_a_file)?;
-    write_size(&mut memory, nwritten, n)
+    write_size(&mut memory, out, n);
+    Ok(())
 }
 
 /// The file behind a positioned or seeking call: stdio cannot seek
@@ -292,7 +339,7 @@ pub(super) fn fd_seek(
 ) -> WasiResult {
     let target = super::target(call, fd)?;
     let (mut memory, ctx) = call.split();
-    memory.range(pointer(newoffset), 8)?;
+    let newoffset = memory.out_slot(pointer(newoffset))?;
     let to = match u8::try_from(whence) {
         Ok(whence::SET) if offset >= 0 => SeekFrom::Start(offset as u64),
         Ok(whence::CUR) => SeekFrom::Current(offset),
@@ -308,7 +355,7 @@ pub(super) fn fd_seek(
     let at = sys::seek(file.as_fd(), to)
         .map_err(Fail::from)
         .map_err(not_a_file)?;
-    memory.write(pointer(newoffset), &at.to_le_bytes())?;
+    memory.put(newoffset, at.to_le_bytes());
     Ok(())
 }
 
@@ -316,8 +363,7 @@ pub(super) fn fd_tell(call: &mut HostCall<'_, '_>, fd: i32, offset: i32) -> Wasi
     fd_seek(call, fd, 0, i32::from(whence::CUR), offset)
 }
 
-/// Writes a `size` result (a `u32`).
-pub(crate) fn write_size(memory: &mut GuestMemory<'_>, at: i32, n: usize) -> WasiResult {
-    memory.write(pointer(at), &(n as u32).to_le_bytes())?;
-    Ok(())
+/// Writes a `size` result (a `u32`) into its checked slot.
+pub(crate) fn write_size(memory: &mut GuestMemory<'_>, out: OutSlot<4>, n: usize) {
+    memory.put(out, (n as u32).to_le_bytes());
 }

@@ -38,12 +38,12 @@ pub(super) use ops::{
     path_remove_directory, path_rename, path_symlink, path_unlink_file,
 };
 
-use super::errno::{Fail, WasiResult};
+use super::errno::{Fail, WasiResult, from_abi};
 use super::fd_meta::filetype_of;
 use super::fds::{FdState, Target};
 use super::types::{Errno, fdflags, filetype, lookupflags, oflags, rights};
 use crate::boundary::ctx::DomainCtx;
-use crate::boundary::marshal::{HostCall, pointer};
+use crate::boundary::marshal::{self, HostCall, pointer};
 use crate::boundary::memory::GuestMemory;
 use crate::sys::{self, OFlags};
 
@@ -222,9 +222,9 @@ fn passes_on(ctx: &DomainCtx, target: &Target<'_>, fd: i32) -> u64 {
     kind & ctx.wasi.fds.state(fd).rights.1
 }
 
-/// Opens a file or directory beneath `fd` and gives the guest a new fd:
-/// a table handle, inserted before its number is written to `opened` and
-/// closed again if that write faults. Rights asked for beyond what `fd`
+/// Opens a file or directory beneath `fd` and gives the guest a new fd, a
+/// table handle; `opened` and the room for it are checked before the open,
+/// so a failed call has created and truncated nothing. Rights asked for beyond what `fd`
 /// passes on are `ENOTCAPABLE`; the new fd has the rights asked for.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn path_open(
@@ -249,7 +249,9 @@ pub(super) fn path_open(
     }
     let dir = dir_fd(ctx, &target)?;
     let path = read_path(&memory, path, len)?;
-    memory.range(pointer(opened), 4)?;
+    // Before the open: CREAT and TRUNC act, and a failed call must not.
+    let opened = marshal::out_handle(&memory, table, opened)
+        .map_err(|e| from_abi(e, ctx.last_errno.get()))?;
     let (base, inheriting) = (base as u64, inheriting as u64);
     let request = open_request(dirflags, open, base, fdflags)?;
     let fds = &ctx.wasi.fds;
@@ -263,12 +265,8 @@ pub(super) fn path_open(
     }
     let file = sys::open_beneath_raw(dir, &path, request.flags, 0o666).map_err(lookup_error)?;
     drop(target);
-    // Inserted first, then its number written: a fault closes it again.
-    let id = table.insert(Fd::from(file))?;
-    if let Err(fault) = memory.write_i32(pointer(opened), id.raw() as i32) {
-        let _ = table.close(id);
-        return Err(fault.into());
-    }
+    let id = marshal::give(&mut memory, table, opened, Fd::from(file))
+        .map_err(|e| from_abi(e, ctx.last_errno.get()))?;
     let state = FdState {
         rights: (base, inheriting),
         nonblock: request.nonblock,

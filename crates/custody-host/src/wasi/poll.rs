@@ -88,7 +88,7 @@ pub(super) fn poll_oneoff(
     let (memory, ctx) = call.split();
     let snapshot = memory.read(pointer(subscriptions), count * Subscription::SIZE)?;
     memory.range(pointer(events), count * Event::SIZE)?;
-    memory.range(pointer(nevents), 4)?;
+    let nevents = memory.out_slot(pointer(nevents))?;
     let subs = snapshot
         .chunks_exact(Subscription::SIZE as usize)
         .map(|bytes| Subscription::decode(bytes).ok_or(Errno::Inval))
@@ -196,7 +196,7 @@ pub(super) fn poll_oneoff(
     for (i, event) in found.iter().enumerate() {
         memory.write(pointer(events) + i as u32 * Event::SIZE, &event.encode())?;
     }
-    memory.write_i32(pointer(nevents), found.len() as i32)?;
+    memory.put_i32(nevents, found.len() as i32);
     Ok(())
 }
 

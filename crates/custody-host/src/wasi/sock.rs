@@ -12,7 +12,7 @@ use custody_handle::{Fd, TableRef};
 use rustix::event::PollFlags;
 
 use super::errno::{Fail, WasiResult, from_abi};
-use super::fd_io::{begin, gather, on_fd, write_size};
+use super::fd_io::{Begun, begin, gather, on_fd, write_size};
 use super::fds::{FdState, Target};
 use super::types::{Errno, RECV_DATA_TRUNCATED, fdflags, riflags, rights, sdflags};
 use crate::abi::MAX_IO;
@@ -44,7 +44,10 @@ pub(super) fn sock_accept(
         return Err(Errno::Inval.into());
     }
     let (memory, ctx) = call.split();
-    memory.range(pointer(accepted), 4)?;
+    // Before the accept: a connection taken is gone from the listener, so
+    // a call that fails must not take one.
+    let out = marshal::out_handle(&memory, table, accepted)
+        .map_err(|e| from_abi(e, ctx.last_errno.get()))?;
     ctx.wasi.fds.check(fd, rights::SOCK_ACCEPT)?;
     let mut connection = None;
     let nonblock = ctx.wasi.fds.state(fd).nonblock;
@@ -55,16 +58,14 @@ pub(super) fn sock_accept(
     drop(listener);
     let connection = connection.expect("accepted when Ok");
     let (mut memory, ctx) = call.split();
-    marshal::give(&mut memory, table, accepted, Fd::from(connection))
+    let id = marshal::give(&mut memory, table, out, Fd::from(connection))
         .map_err(|e| from_abi(e, ctx.last_errno.get()))?;
     if flags != 0 {
-        let id = memory.read(pointer(accepted), 4)?;
-        let id = i32::from_le_bytes([id[0], id[1], id[2], id[3]]);
         let state = FdState {
             nonblock: true,
             ..FdState::default()
         };
-        ctx.wasi.fds.set_state(table, id, state);
+        ctx.wasi.fds.set_state(table, id.raw() as i32, state);
     }
     Ok(())
 }
@@ -86,13 +87,19 @@ pub(super) fn sock_recv(
     if ri_flags & i32::from(riflags::RECV_PEEK) != 0 {
         flags |= RecvFlags::PEEK;
     }
-    let (target, mut memory, ctx, list) = begin(call, fd, ri_data, ri_data_len, ro_datalen)?;
+    let Begun {
+        target,
+        mut memory,
+        ctx,
+        list,
+        out: datalen,
+    } = begin(call, fd, ri_data, ri_data_len, ro_datalen)?;
     let socket = socket(target)?;
-    memory.range(pointer(ro_flags), 2)?;
+    let ro_flags = memory.out_slot(pointer(ro_flags))?;
     ctx.wasi.fds.check(fd, rights::FD_READ)?;
     let Some(iov) = list.iter().find(|iov| iov.len > 0) else {
-        write_size(&mut memory, ro_datalen, 0)?;
-        memory.write(pointer(ro_flags), &0u16.to_le_bytes())?;
+        write_size(&mut memory, datalen, 0);
+        memory.put(ro_flags, 0u16.to_le_bytes());
         return Ok(());
     };
     let len = iov.len.min(MAX_IO);
@@ -110,8 +117,8 @@ pub(super) fn sock_recv(
     })?;
     let truncated = if whole > got { RECV_DATA_TRUNCATED } else { 0 };
     let (mut memory, _) = call.split();
-    write_size(&mut memory, ro_datalen, got)?;
-    memory.write(pointer(ro_flags), &truncated.to_le_bytes())?;
+    write_size(&mut memory, datalen, got);
+    memory.put(ro_flags, truncated.to_le_bytes());
     Ok(())
 }
 
@@ -127,7 +134,13 @@ pub(super) fn sock_send(
     if si_flags != 0 {
         return Err(Errno::Inval.into());
     }
-    let (target, memory, ctx, list) = begin(call, fd, si_data, si_data_len, so_datalen)?;
+    let Begun {
+        target,
+        memory,
+        ctx,
+        list,
+        out,
+    } = begin(call, fd, si_data, si_data_len, so_datalen)?;
     let socket = socket(target)?;
     ctx.wasi.fds.check(fd, rights::FD_WRITE)?;
     let data = gather(&memory, &list)?;
@@ -135,7 +148,8 @@ pub(super) fn sock_send(
     let sent = on_fd(call, socket.as_fd(), PollFlags::OUT, nonblock, |_| {
         sys::send(socket.as_fd(), &data)
     })?;
-    write_size(&mut call.split().0, so_datalen, sent)
+    write_size(&mut call.split().0, out, sent);
+    Ok(())
 }
 
 pub(super) fn sock_shutdown(call: &mut HostCall<'_, '_>, fd: i32, how: i32) -> WasiResult {

@@ -72,7 +72,7 @@ pub use error::{CallError, HostError, LoadError, ManifestError, UnloadError};
 pub use host::{DomainConfig, Host, HostBuilder};
 pub use ledger::Ledger;
 pub use log::{LogSink, stderr_log};
-pub use registry::DomainInfo;
+pub use registry::{CacheStats, DomainInfo};
 pub use runtime::EPOCH_TICK;
 pub use wasi::Stdio;
 pub use wasmtime::{Module, Val, ValType};

@@ -238,7 +238,13 @@ pub struct Policy {
     pub log_lines_per_second: u32,
     /// How many compiled modules the host keeps, keyed by content, so that
     /// compiling the same bytes again (a reload, another domain) costs a
-    /// hash. Default 256; 0 turns the cache off.
+    /// hash; and how many it keeps prepared for instantiation (imports
+    /// resolved once). Each entry keeps its module alive: its code mapped
+    /// and, if it initializes memory, a memfd (wasmtime's copy-on-write
+    /// image), so this bounds the fds and memory the caches hold
+    /// ([`Host::cache_stats`](crate::Host::cache_stats)): at most twice
+    /// this many modules, when every prepared one has left the module
+    /// cache. Default 256; 0 turns both caches off.
     pub module_cache_entries: usize,
     /// Whether guests may import WASI preview 1 (`wasi_snapshot_preview1`).
     /// Default true; false: a module importing any of its functions fails

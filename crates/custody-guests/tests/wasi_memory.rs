@@ -46,9 +46,8 @@ fn a_program_that_allocates_until_null_survives_the_cap_or_is_aborted_as_the_pol
         let result = domain.call("_start", &[]);
         let stdout = String::from_utf8_lossy(&domain.take_stdout()).into_owned();
         let id = domain.id();
-        let reached = collector.matching(|d| {
-            d.assistant == Assistant::MemoryLimitReached && d.domain == Some(id)
-        });
+        let reached = collector
+            .matching(|d| d.assistant == Assistant::MemoryLimitReached && d.domain == Some(id));
         match on_limit {
             OnMemoryLimit::FailGrow => {
                 assert!(
@@ -61,7 +60,10 @@ fn a_program_that_allocates_until_null_survives_the_cap_or_is_aborted_as_the_pol
             _ => {
                 match &result {
                     Err(CallError::Aborted { reason, .. }) => {
-                        assert!(reason.contains("memory limit of 16777216 bytes"), "{reason}")
+                        assert!(
+                            reason.contains("memory limit of 16777216 bytes"),
+                            "{reason}"
+                        )
                     }
                     other => panic!("expected an abort, got {other:?}"),
                 }

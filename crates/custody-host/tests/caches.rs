@@ -33,7 +33,9 @@ fn host_caching(entries: usize) -> Host {
     .0;
     // Whatever the process opens once (the first compilation, the first
     // domain) is open before the baseline.
-    let warm = host.compile(b"(module (memory 1) (data (i32.const 0) \"w\"))").unwrap();
+    let warm = host
+        .compile(b"(module (memory 1) (data (i32.const 0) \"w\"))")
+        .unwrap();
     load_once_plain(&host, &warm);
     host.clear_module_cache();
     host
@@ -62,7 +64,10 @@ fn module_cache_entries_bounds_both_caches_and_the_fds_they_keep() {
         );
     }
     let stats = host.cache_stats();
-    assert_eq!((stats.limit, stats.modules, stats.prepared), (CAP, CAP, CAP));
+    assert_eq!(
+        (stats.limit, stats.modules, stats.prepared),
+        (CAP, CAP, CAP)
+    );
     // Both caches keep the newest modules: the same four.
     assert_eq!(stats.distinct_modules, CAP, "{stats:?}");
     assert!(stats.code_bytes > 0, "{stats:?}");
@@ -78,7 +83,10 @@ fn module_cache_entries_bounds_both_caches_and_the_fds_they_keep() {
     // Emptied, the caches give every fd back.
     host.clear_module_cache();
     let stats = host.cache_stats();
-    assert_eq!((stats.modules, stats.prepared, stats.distinct_modules), (0, 0, 0));
+    assert_eq!(
+        (stats.modules, stats.prepared, stats.distinct_modules),
+        (0, 0, 0)
+    );
     assert_eq!(stats.code_bytes, 0);
     baseline.assert_back("after clear_module_cache");
 }

@@ -12,9 +12,7 @@ use std::time::{Duration, Instant};
 
 use custody_handle::diagnostics::{Assistant, Collector};
 use custody_host::abi::AbiError;
-use custody_host::{
-    CallError, Domain, DomainConfig, HookOutcome, Module, OnMemoryLimit, Policy,
-};
+use custody_host::{CallError, Domain, DomainConfig, HookOutcome, Module, OnMemoryLimit, Policy};
 use custody_testkit::*;
 
 /// One hostile function body and what stopping it looks like.

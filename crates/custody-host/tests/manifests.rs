@@ -269,7 +269,11 @@ fn a_domain_policy_overrides_the_hosts_key_by_key() {
     let own = domain.policy();
     assert_eq!(own.deadline, Some(Duration::from_millis(200)));
     assert_eq!(own.memory_limit, Some(1 << 20));
-    assert_eq!(own.on_memory_limit, OnMemoryLimit::Abort, "the domain's own");
+    assert_eq!(
+        own.on_memory_limit,
+        OnMemoryLimit::Abort,
+        "the domain's own"
+    );
     assert_eq!(host.policy().on_memory_limit, OnMemoryLimit::FailGrow);
     assert_eq!(own.max_wait, Duration::from_secs(3), "the host's");
     assert_eq!(own.handle_quota, 100, "the host's");

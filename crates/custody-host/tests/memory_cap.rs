@@ -118,7 +118,14 @@ fn the_same_guest_is_aborted_under_abort() {
             other => panic!("{export}: expected an abort, got {other:?}"),
         }
     }
-    assert!(reached(&collector, domain.id()).is_empty(), "an abort is callAborted's");
-    assert_eq!(call(&domain, "pages", &[]), 15, "the domain goes on at its cap");
+    assert!(
+        reached(&collector, domain.id()).is_empty(),
+        "an abort is callAborted's"
+    );
+    assert_eq!(
+        call(&domain, "pages", &[]),
+        15,
+        "the domain goes on at its cap"
+    );
     domain.unload().unwrap();
 }

@@ -172,9 +172,8 @@ fn growing_memory_past_the_cap_aborts_the_call_not_the_host() {
         } else {
             assert_eq!(past.unwrap()[0].unwrap_i32(), -1, "WebAssembly's failure");
             let id = domain.id();
-            let reached = collector.matching(|d| {
-                d.assistant == Assistant::MemoryLimitReached && d.domain == Some(id)
-            });
+            let reached = collector
+                .matching(|d| d.assistant == Assistant::MemoryLimitReached && d.domain == Some(id));
             assert_eq!(reached.len(), 1, "{reached:?}");
             assert!(
                 reached[0].message.contains("memory limit of 262144 bytes"),

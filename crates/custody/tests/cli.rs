@@ -164,7 +164,14 @@ fn policy_flags_and_files_apply() {
             "deadline of 50ms",
         ),
         (
-            vec!["run", grow, "--policy", abort.to_str().unwrap(), "--memory", "1M"],
+            vec![
+                "run",
+                grow,
+                "--policy",
+                abort.to_str().unwrap(),
+                "--memory",
+                "1M",
+            ],
             3,
             "memory limit of 1048576 bytes",
         ),

@@ -76,7 +76,10 @@ impl PreCache {
 
     /// The prepared modules.
     pub(crate) fn modules(&self) -> Vec<Module> {
-        self.lock().values().map(|(module, _)| module.clone()).collect()
+        self.lock()
+            .values()
+            .map(|(module, _)| module.clone())
+            .collect()
     }
 
     /// Drops every prepared module.

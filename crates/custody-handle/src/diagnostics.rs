@@ -13,6 +13,7 @@
 //! | `unloadBlocked`, `callAborted`, `domainRecycled` | on | host events |
 //! | `unloadForced` | on | host event: a domain's unload was forced; says what was cut short |
 //! | `domainLeaked` | on | host event: a domain has stayed unloading past its unload timeout |
+//! | `memoryLimitReached` | on | host event: a guest's `memory.grow` or `table.grow` passed its domain's memory cap and returned -1 (once per call) |
 //!
 //! [`Assistant`] and [`Diagnostic`] are non-exhaustive: new kinds and fields
 //! arrive with new host features.

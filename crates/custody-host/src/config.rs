@@ -9,7 +9,7 @@ mod size;
 
 pub use manifest::{Manifest, ManifestModule};
 pub use policy::{
-    Action, Allocation, Category, CompileLimits, Escalation, Policy, PolicyError,
+    Action, Allocation, Category, CompileLimits, Escalation, OnMemoryLimit, Policy, PolicyError,
     UnloadBlockedAction,
 };
 pub use policy_file::{ENGINE_WIDE_KEYS, PolicyOverrides};

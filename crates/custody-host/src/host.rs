@@ -18,7 +18,7 @@ use crate::config::{Allocation, Category, Policy, PolicyError};
 use crate::domain::{Domain, Resolver};
 use crate::error::{HostError, LoadError};
 use crate::log::{LogSink, stderr_log};
-use crate::registry::{DomainInfo, Listed};
+use crate::registry::{CacheStats, DomainInfo, Listed};
 use crate::runtime::{Runtime, RuntimeConfig};
 use crate::sys;
 use crate::wasi;
@@ -118,10 +118,31 @@ impl Host {
         self.runtime.cached_modules()
     }
 
-    /// Empties the host's module cache (domains keep the modules they
+    /// Empties the host's module caches, the compiled modules and the
+    /// modules prepared for instantiation (domains keep the modules they
     /// loaded).
     pub fn clear_module_cache(&self) {
         self.runtime.clear_module_cache();
+    }
+
+    /// What the host's module caches hold: entries, the code they keep
+    /// mapped, and wasmtime's memory image fds in the process (see
+    /// [`CacheStats`]).
+    ///
+    /// ```
+    /// use custody_host::{Host, Policy};
+    ///
+    /// let host = Host::new(Policy { module_cache_entries: 2, ..Policy::default() })?;
+    /// for answer in 0..5 {
+    ///     let wat = format!("(module (func (export \"f\") (result i32) i32.const {answer}))");
+    ///     host.compile(wat.as_bytes())?;
+    /// }
+    /// let stats = host.cache_stats();
+    /// assert_eq!((stats.limit, stats.modules), (2, 2));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn cache_stats(&self) -> CacheStats {
+        self.runtime.cache_stats()
     }
 
     /// Adds a library module: a module every domain of this host may import

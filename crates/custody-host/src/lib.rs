@@ -62,8 +62,9 @@ pub use boundary::errno::AbiError;
 pub use boundary::marshal::Pinned;
 pub use catalogue::{AbiType, HostFunction};
 pub use config::{
-    Action, Allocation, Category, ENGINE_WIDE_KEYS, Escalation, Manifest, ManifestModule, Policy,
-    PolicyError, PolicyOverrides, SizeError, UnloadBlockedAction, parse_size,
+    Action, Allocation, Category, ENGINE_WIDE_KEYS, Escalation, Manifest, ManifestModule,
+    OnMemoryLimit, Policy, PolicyError, PolicyOverrides, SizeError, UnloadBlockedAction,
+    parse_size,
 };
 pub use domain::Domain;
 pub use domain::refs::{DomainRef, MemoryView, PinError, PinnedHandle, WeakDomain};
@@ -75,7 +76,7 @@ pub use error::{CallError, HostError, LoadError, ManifestError, UnloadError};
 pub use host::{DomainConfig, Host, HostBuilder};
 pub use ledger::Ledger;
 pub use log::{LogSink, stderr_log};
-pub use registry::DomainInfo;
+pub use registry::{CacheStats, DomainInfo};
 pub use runtime::EPOCH_TICK;
 pub use wasi::Stdio;
 pub use wasmtime::{Module, Val, ValType};

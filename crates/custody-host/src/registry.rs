@@ -49,6 +49,38 @@ pub struct DomainInfo {
     pub memory_bytes: Option<usize>,
 }
 
+/// What a host's module caches hold, as
+/// [`Host::cache_stats`](crate::Host::cache_stats) reports it. Each compiled
+/// module keeps its code mapped and, if it initializes memory, a memfd
+/// holding wasmtime's copy-on-write image of it; a cache entry keeps its
+/// module alive after every domain that loaded it is gone. Both caches are
+/// bounded by [`Policy::module_cache_entries`](crate::Policy::module_cache_entries).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct CacheStats {
+    /// The bound on each cache (the policy's `module_cache_entries`).
+    pub limit: usize,
+    /// Compiled modules kept by content (the module cache).
+    pub modules: usize,
+    /// Modules kept prepared for instantiation (the prepared-instance
+    /// cache; its entries are modules of the module cache, or modules
+    /// evicted from it since).
+    pub prepared: usize,
+    /// Distinct modules the two caches keep alive (a module in both counts
+    /// once).
+    pub distinct_modules: usize,
+    /// Bytes of compiled code those modules keep mapped (wasmtime's
+    /// `Module::image_range`), whether or not a domain also holds them.
+    pub code_bytes: usize,
+    /// wasmtime's memory image memfds open in the whole process, and below
+    /// their bytes: every live module's, cached or loaded, of every host
+    /// (wasmtime does not say which module holds which). `None` if
+    /// `/proc/self/fd` cannot be read.
+    pub process_memory_image_fds: Option<usize>,
+    /// The bytes of those memfds.
+    pub process_memory_image_bytes: Option<u64>,
+}
+
 /// What the registry can ask of a domain.
 pub(crate) trait Listed: Send + Sync {
     fn info(&self) -> DomainInfo;

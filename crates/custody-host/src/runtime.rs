@@ -1,7 +1,9 @@
 //! The runtime shared by a host and all its domains: the engine (configured
 //! from the policy), the linker with every host function of the
 //! [catalogue](crate::catalogue), the policy, the log sink, the registry of
-//! domains, the module cache, the library modules and the epoch ticker.
+//! domains, the module caches (compiled modules by content, and modules
+//! prepared for instantiation: both bounded by the policy's
+//! `module_cache_entries`), the library modules and the epoch ticker.
 //!
 //! Domains hold the runtime (an `Arc`), so deadlines keep firing and host
 //! functions stay linked even if the `Host` value is dropped first.
@@ -18,7 +20,7 @@ mod precheck;
 pub(crate) mod ticker;
 pub(crate) mod timer_thread;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, PoisonError, RwLock};
 
@@ -30,7 +32,7 @@ use crate::catalogue::{Catalogue, HostFunction};
 use crate::config::{Allocation, Policy};
 use crate::error::{HostError, LoadError};
 use crate::log::LogSink;
-use crate::registry::Registry;
+use crate::registry::{CacheStats, Registry};
 
 pub use ticker::EPOCH_TICK;
 
@@ -101,7 +103,7 @@ impl Runtime {
             linker,
             catalogue,
             modules: module_cache::ModuleCache::new(policy.module_cache_entries),
-            prepared: pre_cache::PreCache::default(),
+            prepared: pre_cache::PreCache::new(policy.module_cache_entries),
             policy: Arc::new(policy),
             log,
             registry: Registry::default(),
@@ -190,8 +192,36 @@ impl Runtime {
         self.modules.len()
     }
 
-    /// Empties the module cache.
+    /// Empties the module cache and the prepared-instance cache.
     pub(crate) fn clear_module_cache(&self) {
         self.modules.clear();
+        self.prepared.clear();
+    }
+
+    /// What the two caches hold.
+    pub(crate) fn cache_stats(&self) -> CacheStats {
+        let modules = self.modules.modules();
+        let prepared = self.prepared.modules();
+        let (modules_len, prepared_len) = (modules.len(), prepared.len());
+        // A module's code address is unique while it lives (the pre-cache's
+        // key too): a module in both caches counts once.
+        let mut seen = HashSet::new();
+        let code_bytes = modules
+            .iter()
+            .chain(&prepared)
+            .map(Module::image_range)
+            .filter(|range| seen.insert(range.start as usize))
+            .map(|range| range.end as usize - range.start as usize)
+            .sum();
+        let images = crate::sys::memory_image_fds().ok();
+        CacheStats {
+            limit: self.policy.module_cache_entries,
+            modules: modules_len,
+            prepared: prepared_len,
+            distinct_modules: seen.len(),
+            code_bytes,
+            process_memory_image_fds: images.map(|(fds, _)| fds),
+            process_memory_image_bytes: images.map(|(_, bytes)| bytes),
+        }
     }
 }

@@ -3,7 +3,8 @@
 //! start function, a call, the unloading hook, the re-instantiation at a
 //! recycle, and a timer's callback (a call no embedder made: its failure is
 //! seen in its `callAborted` report). Each attack must end promptly with an error that names the
-//! bound (or be cut by it without an error, for quotas and rates), and
+//! bound (or be cut by it without an error, for quotas, rates and the
+//! memory cap's failed grows), and
 //! leave the fds where they were; at the end the process's memory is back
 //! near where it started.
 
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use custody_handle::diagnostics::{Assistant, Collector};
 use custody_host::abi::AbiError;
-use custody_host::{CallError, Domain, DomainConfig, HookOutcome, Module, Policy};
+use custody_host::{CallError, Domain, DomainConfig, HookOutcome, Module, OnMemoryLimit, Policy};
 use custody_testkit::*;
 
 /// One hostile function body and what stopping it looks like.
@@ -22,9 +23,36 @@ struct Attack {
     error: Option<&'static str>,
 }
 
+/// The memory and table attacks: grow until refused, then trap if the
+/// memory or table is past the cap (4 MiB: 64 pages, or 524,288 elements of
+/// 8 bytes). A table step of 1,000,000 elements is past the cap at once,
+/// so the cap refuses it, not the pool's smaller bound on tables. Under the default `on_memory_limit` ("fail-grow") the grow
+/// returns -1 and the attack ends without an error; under "abort", the
+/// error names the limit.
+fn memory_attacks(error: Option<&'static str>) -> Vec<Attack> {
+    vec![
+        Attack {
+            name: "memory",
+            body: "(loop $l (br_if $l (i32.ne (memory.grow (i32.const 16)) (i32.const -1))))
+                   (if (i32.gt_u (memory.size) (i32.const 64)) (then unreachable))"
+                .into(),
+            error,
+        },
+        Attack {
+            name: "table",
+            body: "(loop $l
+                     (br_if $l (i32.ne (table.grow (ref.null func) (i32.const 1000000)) (i32.const -1))))
+                   (if (i32.gt_u (table.size) (i32.const 524288)) (then unreachable))"
+                .into(),
+            error,
+        },
+    ]
+}
+
 fn attacks() -> Vec<Attack> {
     let quota = AbiError::Quota.code();
-    vec![
+    let mut attacks = memory_attacks(None);
+    attacks.extend([
         Attack {
             name: "cpu",
             body: "(loop $l (br $l))".into(),
@@ -36,16 +64,6 @@ fn attacks() -> Vec<Attack> {
             // loop makes the hook insist, and its time limit ends it.
             body: "(loop $l (drop (call $sleep (i32.const 5000))) (br $l))".into(),
             error: Some("deadline"),
-        },
-        Attack {
-            name: "memory",
-            body: "(drop (memory.grow (i32.const 1000)))".into(),
-            error: Some("memory limit"),
-        },
-        Attack {
-            name: "table",
-            body: "(drop (table.grow (ref.null func) (i32.const 1000000)))".into(),
-            error: Some("memory limit"),
         },
         Attack {
             name: "stack",
@@ -98,7 +116,8 @@ fn attacks() -> Vec<Attack> {
                 .into(),
             error: None,
         },
-    ]
+    ]);
+    attacks
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -296,6 +315,19 @@ fn every_bound_holds_through_every_door() {
         grown < 64 << 20,
         "the process grew by {grown} bytes over three rounds"
     );
+}
+
+#[test]
+fn the_memory_cap_aborts_through_every_door_when_the_policy_says_so() {
+    let _serial = serial();
+    let (host, _lines) = host_with(Policy {
+        on_memory_limit: OnMemoryLimit::Abort,
+        ..policy()
+    });
+    let dir = scratch("doors-abort");
+    for attack in memory_attacks(Some("memory limit")) {
+        run_doors(&host, &attack, "1", &dir, true);
+    }
 }
 
 #[test]

@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use custody_host::{AbiError, DomainConfig, LoadError, Policy};
+use custody_host::{AbiError, DomainConfig, LoadError, OnMemoryLimit, Policy};
 use custody_testkit::*;
 
 #[test]
@@ -123,24 +123,34 @@ fn guest_log_text_cannot_forge_a_line_or_drive_the_terminal() {
 #[test]
 fn an_unloading_hook_stopped_by_its_memory_limit_keeps_that_cause() {
     let _serial = serial();
-    let (host, _lines) = host_with(Policy {
-        memory_limit: Some(4 << 16),
-        allocation: custody_host::Allocation::OnDemand,
-        ..Policy::default()
-    });
-    let module = host
-        .compile(
-            br#"(module (memory 1)
-              (func (export "custody_unloading") (drop (memory.grow (i32.const 100)))))"#,
-        )
-        .unwrap();
-    let domain = host.create_domain(DomainConfig::new()).unwrap();
-    domain.load("greedy", &module).unwrap();
-    match domain.unload().unwrap().hook() {
-        custody_host::HookOutcome::Aborted(reason) => {
-            assert!(reason.contains("memory limit"), "{reason}")
+    // The hook traps if its grow fails: under fail-grow the -1 is its own
+    // to handle, and it handles it by trapping.
+    for (on_limit, cause) in [
+        (OnMemoryLimit::Abort, "memory limit"),
+        (OnMemoryLimit::FailGrow, "unreachable"),
+    ] {
+        let (host, _lines) = host_with(Policy {
+            memory_limit: Some(4 << 16),
+            on_memory_limit: on_limit,
+            allocation: custody_host::Allocation::OnDemand,
+            ..Policy::default()
+        });
+        let module = host
+            .compile(
+                br#"(module (memory 1)
+                  (func (export "custody_unloading")
+                    (if (i32.eq (memory.grow (i32.const 100)) (i32.const -1)) (then unreachable))))"#,
+            )
+            .unwrap();
+        let domain = host.create_domain(DomainConfig::new()).unwrap();
+        domain.load("greedy", &module).unwrap();
+        match (on_limit, domain.unload().unwrap().hook()) {
+            (OnMemoryLimit::Abort, custody_host::HookOutcome::Aborted(reason))
+            | (OnMemoryLimit::FailGrow, custody_host::HookOutcome::Trapped(reason)) => {
+                assert!(reason.contains(cause), "{on_limit:?}: {reason}")
+            }
+            (_, other) => panic!("{on_limit:?}: got {other:?}"),
         }
-        other => panic!("expected Aborted, got {other:?}"),
     }
 }
 
@@ -176,41 +186,50 @@ fn two_preopens_with_one_name_are_refused() {
 #[test]
 fn tables_count_against_the_memory_cap() {
     let _serial = serial();
-    let (host, _lines) = host_with(Policy {
-        memory_limit: Some(1 << 20),
-        allocation: custody_host::Allocation::OnDemand,
-        ..Policy::default()
-    });
-    // 100,000 elements are 800 KB of host memory: within a 1 MiB cap alone,
-    // past it beside a page of memory and a second such table.
-    let one = host.compile(br#"(module (table 100000 funcref))"#).unwrap();
-    let two = host
-        .compile(br#"(module (memory 1) (table 100000 funcref) (table 100000 funcref))"#)
-        .unwrap();
-    let domain = host.create_domain(DomainConfig::new()).unwrap();
-    domain.load("one", &one).unwrap();
-    let error = host
-        .create_domain(DomainConfig::new())
-        .unwrap()
-        .load("two", &two)
-        .unwrap_err();
-    assert!(error.to_string().contains("memory limit"), "{error}");
-    // Growing a table past the cap at run time aborts the call.
-    let grower = host
-        .compile(
-            br#"(module (table 1 funcref)
-              (func (export "grow") (param i32) (result i32)
-                (table.grow (ref.null func) (local.get 0))))"#,
-        )
-        .unwrap();
-    let domain = host.create_domain(DomainConfig::new()).unwrap();
-    domain.load("grower", &grower).unwrap();
-    assert_eq!(call(&domain, "grow", &[1000]), 1);
-    let reason = match domain.call("grow", &[custody_host::Val::I32(1 << 20)]) {
-        Err(custody_host::CallError::Aborted { reason, .. }) => reason,
-        other => panic!("expected an abort, got {other:?}"),
-    };
-    assert!(reason.contains("memory limit"), "{reason}");
+    for on_limit in [OnMemoryLimit::FailGrow, OnMemoryLimit::Abort] {
+        let (host, _lines) = host_with(Policy {
+            memory_limit: Some(1 << 20),
+            on_memory_limit: on_limit,
+            allocation: custody_host::Allocation::OnDemand,
+            ..Policy::default()
+        });
+        // 100,000 elements are 800 KB of host memory: within a 1 MiB cap
+        // alone, past it beside a page of memory and a second such table:
+        // that module does not load, whatever on_memory_limit says.
+        let one = host.compile(br#"(module (table 100000 funcref))"#).unwrap();
+        let two = host
+            .compile(br#"(module (memory 1) (table 100000 funcref) (table 100000 funcref))"#)
+            .unwrap();
+        let domain = host.create_domain(DomainConfig::new()).unwrap();
+        domain.load("one", &one).unwrap();
+        let error = host
+            .create_domain(DomainConfig::new())
+            .unwrap()
+            .load("two", &two)
+            .unwrap_err();
+        assert!(error.to_string().contains("memory limit"), "{error}");
+        // Growing a table past the cap at run time fails the grow (-1), or
+        // aborts the call.
+        let grower = host
+            .compile(
+                br#"(module (table 1 funcref)
+                  (func (export "grow") (param i32) (result i32)
+                    (table.grow (ref.null func) (local.get 0))))"#,
+            )
+            .unwrap();
+        let domain = host.create_domain(DomainConfig::new()).unwrap();
+        domain.load("grower", &grower).unwrap();
+        assert_eq!(call(&domain, "grow", &[1000]), 1);
+        let past = domain.call("grow", &[custody_host::Val::I32(1 << 20)]);
+        match (on_limit, past) {
+            (OnMemoryLimit::FailGrow, Ok(results)) => assert_eq!(results[0].unwrap_i32(), -1),
+            (OnMemoryLimit::Abort, Err(custody_host::CallError::Aborted { reason, .. })) => {
+                assert!(reason.contains("memory limit"), "{reason}")
+            }
+            (_, other) => panic!("{on_limit:?}: got {other:?}"),
+        }
+        assert_eq!(call(&domain, "grow", &[10]), 1001, "the domain goes on");
+    }
 }
 
 #[test]

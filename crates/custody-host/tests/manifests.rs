@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use custody_host::{
     Allocation, CallError, Category, DomainConfig, HostError, LoadError, Manifest, ManifestError,
-    Policy, Val,
+    OnMemoryLimit, Policy, Val,
 };
 use custody_testkit::*;
 
@@ -257,15 +257,24 @@ fn a_domain_policy_overrides_the_hosts_key_by_key() {
     let dir = thumbnailer_dir("");
     std::fs::write(dir.join("hungry.wat"), HUNGRY).unwrap();
     let manifest = Manifest::from_toml(
-        "[[module]]\nname = \"hungry\"\npath = \"hungry.wat\"\n[policy]\ndeadline_ms = 200\nmemory_limit = \"1MiB\"",
+        "[[module]]\nname = \"hungry\"\npath = \"hungry.wat\"\n[policy]\ndeadline_ms = 200\nmemory_limit = \"1MiB\"\non_memory_limit = \"abort\"",
         &dir,
     )
     .unwrap();
-    assert_eq!(manifest.policy().keys(), ["deadline_ms", "memory_limit"]);
+    assert_eq!(
+        manifest.policy().keys(),
+        ["deadline_ms", "memory_limit", "on_memory_limit"]
+    );
     let domain = host.create_domain_from_manifest(&manifest).unwrap();
     let own = domain.policy();
     assert_eq!(own.deadline, Some(Duration::from_millis(200)));
     assert_eq!(own.memory_limit, Some(1 << 20));
+    assert_eq!(
+        own.on_memory_limit,
+        OnMemoryLimit::Abort,
+        "the domain's own"
+    );
+    assert_eq!(host.policy().on_memory_limit, OnMemoryLimit::FailGrow);
     assert_eq!(own.max_wait, Duration::from_secs(3), "the host's");
     assert_eq!(own.handle_quota, 100, "the host's");
     assert_eq!(own.denied, [Category::UI], "the host's");

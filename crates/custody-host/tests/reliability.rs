@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use custody_handle::diagnostics::{Assistant, Collector};
 use custody_host::abi::AbiError;
 use custody_host::{
-    Action, Allocation, CallError, DomainConfig, DomainState, Escalation, LoadError, Policy, Val,
+    Action, Allocation, CallError, DomainConfig, DomainState, Escalation, LoadError, OnMemoryLimit,
+    Policy, Val,
 };
 use custody_testkit::*;
 
@@ -152,22 +153,40 @@ fn an_infinite_wait_is_denied_and_an_over_cap_wait_refused() {
 #[test]
 fn growing_memory_past_the_cap_aborts_the_call_not_the_host() {
     let _serial = serial();
-    let (_host, domain) = unruly(Policy {
-        memory_limit: Some(4 * 65536),
-        ..Policy::default()
-    });
-    assert_eq!(
-        call(&domain, "grow", &[2]),
-        1,
-        "within the cap: the old size in pages"
-    );
-    let reason = aborted_reason(domain.call("grow", &[Val::I32(2)]));
-    assert!(reason.contains("memory limit of 262144 bytes"), "{reason}");
-    assert_eq!(
-        call(&domain, "grow", &[1]),
-        3,
-        "the domain goes on, at its cap"
-    );
+    for on_limit in [OnMemoryLimit::FailGrow, OnMemoryLimit::Abort] {
+        let collector = Collector::start();
+        let (_host, domain) = unruly(Policy {
+            memory_limit: Some(4 * 65536),
+            on_memory_limit: on_limit,
+            ..Policy::default()
+        });
+        assert_eq!(
+            call(&domain, "grow", &[2]),
+            1,
+            "within the cap: the old size in pages"
+        );
+        let past = domain.call("grow", &[Val::I32(2)]);
+        if on_limit == OnMemoryLimit::Abort {
+            let reason = aborted_reason(past);
+            assert!(reason.contains("memory limit of 262144 bytes"), "{reason}");
+        } else {
+            assert_eq!(past.unwrap()[0].unwrap_i32(), -1, "WebAssembly's failure");
+            let id = domain.id();
+            let reached = collector
+                .matching(|d| d.assistant == Assistant::MemoryLimitReached && d.domain == Some(id));
+            assert_eq!(reached.len(), 1, "{reached:?}");
+            assert!(
+                reached[0].message.contains("memory limit of 262144 bytes"),
+                "{}",
+                reached[0].message
+            );
+        }
+        assert_eq!(
+            call(&domain, "grow", &[1]),
+            3,
+            "the domain goes on, at its cap"
+        );
+    }
     // A module whose initial memory is already past the cap does not load.
     let (host, _) = host_with(Policy {
         memory_limit: Some(65536),

@@ -116,9 +116,15 @@ fn chaos_soak() {
     let baseline = open_fds();
     let tokens: Mutex<Vec<(Arc<AtomicUsize>, bool)>> = Mutex::new(Vec::new());
     let tally = Tally::default();
+    // Every other domain aborts at the memory cap; the rest fail the grow.
+    let created = AtomicUsize::new(0);
     let new_domain = |host: &Host| {
+        let mut policy = host.policy().clone();
+        if created.fetch_add(1, SeqCst) % 2 == 1 {
+            policy.on_memory_limit = custody_host::OnMemoryLimit::Abort;
+        }
         let domain = host
-            .create_domain(DomainConfig::new().preopen("d", &dir))
+            .create_domain(DomainConfig::new().preopen("d", &dir).policy(policy))
             .unwrap();
         domain.load("chaos", &module).unwrap();
         domain

@@ -143,8 +143,9 @@ fn policy_flags_and_files_apply() {
     );
     let policy = scratch_module(
         "policy.toml",
-        "deadline_ms = 50\nmemory_limit_bytes = 1048576\n",
+        "deadline_ms = 50\nmemory_limit_bytes = 1048576\non_memory_limit = \"abort\"\n",
     );
+    let abort = scratch_module("abort.toml", "on_memory_limit = \"abort\"\n");
     let typo = scratch_module("typo.toml", "deadline = 50\n");
     let spin = spin.to_str().unwrap();
     let grow = grow.to_str().unwrap();
@@ -165,7 +166,14 @@ fn policy_flags_and_files_apply() {
             "deadline of 50ms",
         ),
         (
-            vec!["run", grow, "--memory", "1M"],
+            vec![
+                "run",
+                grow,
+                "--policy",
+                abort.to_str().unwrap(),
+                "--memory",
+                "1M",
+            ],
             3,
             "memory limit of 1048576 bytes",
         ),
@@ -201,6 +209,20 @@ fn policy_flags_and_files_apply() {
     // Within the cap, the same module runs.
     let output = custody(&["run", grow, "--memory", "16M", "--json"]);
     assert!(output.status.success(), "{}", stderr(&output));
+    // Past it, by default, its grow returns -1 and the call goes on; a
+    // diagnostic says the cap was reached.
+    let output = custody(&["run", grow, "--memory", "1M"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("-1"),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    let err = stderr(&output);
+    assert!(
+        err.contains("memoryLimitReached") && err.contains("memory limit of 1048576 bytes"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -93,7 +93,7 @@ fn a_manifest_runs_its_modules_across_their_imports() {
 fn a_manifest_policy_applies_and_the_flags_apply_over_it() {
     let manifest = thumbnailer(
         "policy",
-        "[policy]\ndeadline_ms = 50\nmemory_limit = \"1MiB\"\n",
+        "[policy]\ndeadline_ms = 50\nmemory_limit = \"1MiB\"\non_memory_limit = \"abort\"\n",
     );
     let dir = manifest.parent().unwrap();
     std::fs::write(

@@ -35,11 +35,15 @@ pub enum Assistant {
     /// A domain has stayed unloading for longer than its unload timeout
     /// without being forced. On by default.
     DomainLeaked,
+    /// A guest's `memory.grow` or `table.grow` went past its domain's memory
+    /// cap and returned -1 (the policy's `on_memory_limit = "fail-grow"`):
+    /// once per call. On by default.
+    MemoryLimitReached,
 }
 
 impl Assistant {
     /// Every assistant.
-    pub const ALL: [Assistant; 9] = [
+    pub const ALL: [Assistant; 10] = [
         Assistant::ReleaseHandleFailed,
         Assistant::StaleHandleUse,
         Assistant::HandleFinalized,
@@ -49,6 +53,7 @@ impl Assistant {
         Assistant::DomainRecycled,
         Assistant::UnloadForced,
         Assistant::DomainLeaked,
+        Assistant::MemoryLimitReached,
     ];
 
     /// The name used in configuration and reports, e.g. `releaseHandleFailed`.
@@ -63,6 +68,7 @@ impl Assistant {
             Assistant::DomainRecycled => "domainRecycled",
             Assistant::UnloadForced => "unloadForced",
             Assistant::DomainLeaked => "domainLeaked",
+            Assistant::MemoryLimitReached => "memoryLimitReached",
         }
     }
 

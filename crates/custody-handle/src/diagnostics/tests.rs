@@ -86,6 +86,7 @@ fn the_host_assistants_for_forced_unload_and_leaked_domains_are_on_by_default() 
     for (assistant, name) in [
         (Assistant::UnloadForced, "unloadForced"),
         (Assistant::DomainLeaked, "domainLeaked"),
+        (Assistant::MemoryLimitReached, "memoryLimitReached"),
     ] {
         assert_eq!(assistant.name(), name);
         assert_eq!(Assistant::from_name(name), Some(assistant));

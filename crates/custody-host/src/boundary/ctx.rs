@@ -1,7 +1,8 @@
 //! [`DomainCtx`]: the store data of a domain, which is what a host call sees
 //! of it: its table, its pre-opens, its policy, the cancellation signal, the
-//! current call's deadline and critical regions, and the one wait every
-//! blocking host call goes through.
+//! current call's deadline and critical regions, the one wait every
+//! blocking host call goes through, and the memory cap (the store's
+//! `ResourceLimiter`).
 
 use std::cell::{Cell, RefCell};
 use std::os::fd::BorrowedFd;
@@ -9,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use custody_handle::diagnostics::{self, Assistant, Diagnostic};
 use custody_handle::{HandleError, HandleId, HandleTable};
 use rustix::event::PollFlags;
 use rustix::io::Errno;
@@ -18,7 +20,7 @@ use super::blocked::BlockedIn;
 use super::cancel::{Cancel, Interrupt, Reason, Waited};
 use super::errno::AbiError;
 use super::preopen::Preopens;
-use crate::config::Policy;
+use crate::config::{OnMemoryLimit, Policy};
 use crate::ledger::LedgerCounts;
 use crate::log::{self, LogSink};
 use crate::wasi::state::WasiState;
@@ -75,6 +77,12 @@ pub(crate) struct DomainCtx {
     /// Linear memory and table elements of all the domain's instances, in
     /// bytes (the memory cap covers both).
     memory_used: usize,
+    /// Memories and tables the module being instantiated defines that
+    /// wasmtime has not created yet ([`DomainCtx::expect_creations`]).
+    creating_memories: u32,
+    creating_tables: u32,
+    /// Whether the current call's growth past the cap was reported.
+    memory_cap_reported: bool,
     /// Host locks the current call holds (embedder functions).
     pub(crate) host_locks: Arc<LockCount>,
     /// The `memory` export of each loaded module that has one, resolved
@@ -127,6 +135,9 @@ impl DomainCtx {
             deadline: None,
             in_unloading_hook: false,
             memory_used: 0,
+            creating_memories: 0,
+            creating_tables: 0,
+            memory_cap_reported: false,
             host_locks: Arc::default(),
             memories: Vec::new(),
             instances: 0,
@@ -296,20 +307,94 @@ impl DomainCtx {
     }
 }
 
+impl DomainCtx {
+    /// Counts the memories and tables `module` defines: wasmtime creates
+    /// each through the limiter (current size 0) before its start function
+    /// runs, and a creation past the cap fails the load, whatever the
+    /// policy's `on_memory_limit`.
+    pub(crate) fn expect_creations(&mut self, module: &wasmtime::Module) {
+        let required = module.resources_required();
+        self.creating_memories = required.num_memories;
+        self.creating_tables = required.num_tables;
+    }
+
+    /// The instantiation is over (created, or failed part way).
+    pub(crate) fn end_creations(&mut self) {
+        self.creating_memories = 0;
+        self.creating_tables = 0;
+    }
+
+    /// A new call (or start function) begins: its first growth past the cap
+    /// is reported again.
+    pub(crate) fn begin_call(&mut self) {
+        self.memory_cap_reported = false;
+    }
+
+    /// Growth by `added` bytes of a `kind` (memory or table) goes past the
+    /// cap of `limit` bytes: the creation of a module's own memory or table
+    /// fails its load, and a grow fails as `on_memory_limit` says (-1, or
+    /// the call aborted). A -1 is reported once per call.
+    fn past_cap(
+        &mut self,
+        kind: &str,
+        creating: bool,
+        added: usize,
+        limit: usize,
+    ) -> wasmtime::Result<bool> {
+        if creating || self.policy.on_memory_limit == OnMemoryLimit::Abort {
+            return Err(Interrupt::MemoryLimit(limit).into());
+        }
+        if !std::mem::replace(&mut self.memory_cap_reported, true) {
+            let (domain, used) = (self.id, self.memory_used);
+            diagnostics::fire(Assistant::MemoryLimitReached, || {
+                let mut diagnostic = Diagnostic::new(
+                    Assistant::MemoryLimitReached,
+                    format!(
+                        "domain {domain} reached its memory limit of {limit} bytes: a {kind}.grow of {added} bytes, with {used} in use, returned -1 (further failed growth in this call is not reported)"
+                    ),
+                )
+                .with_detail(serde_json::json!({
+                    "grow": kind,
+                    "requested_bytes": added,
+                    "used_bytes": used,
+                    "limit_bytes": limit,
+                }));
+                diagnostic.domain = Some(domain);
+                diagnostic.reason = Some(Interrupt::MemoryLimit(limit).to_string());
+                diagnostic
+            });
+        }
+        Ok(false)
+    }
+
+    /// Whether a growth from `current` is the creation of a memory or table
+    /// the module being instantiated defines (counting it off).
+    fn creation(current: usize, pending: &mut u32) -> bool {
+        let creating = current == 0 && *pending > 0;
+        if creating {
+            *pending -= 1;
+        }
+        creating
+    }
+}
+
 impl ResourceLimiter for DomainCtx {
+    /// Growth past the cap fails as the policy's `on_memory_limit` says:
+    /// `Ok(false)` makes `memory.grow` return -1 (WebAssembly's own
+    /// failure), an error aborts the call from inside the instruction.
     fn memory_growing(
         &mut self,
         current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let grown = self.memory_used + (desired - current);
+        let creating = Self::creation(current, &mut self.creating_memories);
+        let added = desired.saturating_sub(current);
+        let grown = self.memory_used.saturating_add(added);
         if let Some(limit) = self.policy.memory_limit
             && grown > limit
         {
-            // An error, not `Ok(false)`: growth past the cap aborts the call
-            // rather than handing the guest a -1 it may ignore.
-            return Err(Interrupt::MemoryLimit(limit).into());
+            return self.past_cap("memory", creating, added, limit);
         }
         self.memory_used = grown;
         Ok(true)
@@ -318,18 +403,22 @@ impl ResourceLimiter for DomainCtx {
     /// Tables count against the same cap as memories, at the host memory
     /// their elements take ([`TABLE_ELEMENT_BYTES`] each): a guest cannot
     /// spend host memory through tables that it could not through memory.
+    /// Past the cap, as for memories.
     fn table_growing(
         &mut self,
         current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let added = (desired - current).saturating_mul(TABLE_ELEMENT_BYTES);
+        let creating = Self::creation(current, &mut self.creating_tables);
+        let added = desired
+            .saturating_sub(current)
+            .saturating_mul(TABLE_ELEMENT_BYTES);
         let grown = self.memory_used.saturating_add(added);
         if let Some(limit) = self.policy.memory_limit
             && grown > limit
         {
-            return Err(Interrupt::MemoryLimit(limit).into());
+            return self.past_cap("table", creating, added, limit);
         }
         if desired > MAX_TABLE_ELEMENTS {
             return Ok(false);

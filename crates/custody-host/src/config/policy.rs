@@ -152,6 +152,35 @@ impl Default for Escalation {
     }
 }
 
+/// What a guest's growth past the memory cap ([`Policy::memory_limit`])
+/// does. Either way the growth does not happen, and `memoryLimitReached`
+/// (once per call) or `callAborted` says the cap was reached. Memories and
+/// tables a module declares are checked when it is instantiated: past the
+/// cap the load fails, whatever this says.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnMemoryLimit {
+    /// `memory.grow` and `table.grow` return -1, as the WebAssembly
+    /// standard has them fail: the guest handles it (`malloc` returns
+    /// NULL), and its call goes on.
+    #[default]
+    FailGrow,
+    /// The call is aborted from inside the `memory.grow` or `table.grow`
+    /// ([`CallError::Aborted`](crate::CallError::Aborted), "the memory
+    /// limit of … bytes was reached"): for guests that would ignore the -1.
+    Abort,
+}
+
+impl OnMemoryLimit {
+    /// The name used in policy files (`fail-grow`, `abort`).
+    pub fn name(self) -> &'static str {
+        match self {
+            OnMemoryLimit::FailGrow => "fail-grow",
+            OnMemoryLimit::Abort => "abort",
+        }
+    }
+}
+
 /// The policy a [`Host`](crate::Host) applies to every domain.
 #[derive(Clone, Debug)]
 pub struct Policy {
@@ -172,9 +201,13 @@ pub struct Policy {
     /// unload end it at once.
     pub allow_infinite_wait: bool,
     /// The most linear memory, in bytes, all of a domain's instances together
-    /// may have; growing past it aborts the call. `None`: wasmtime's limits
-    /// only. Default: `None`.
+    /// may have (table elements count too); what growing past it does is
+    /// `on_memory_limit`'s. `None`: wasmtime's limits only. Default: `None`.
     pub memory_limit: Option<usize>,
+    /// What a `memory.grow` or `table.grow` past `memory_limit` does.
+    /// Default [`OnMemoryLimit::FailGrow`]: it returns -1, as WebAssembly
+    /// says, and the guest handles it (`malloc` returns NULL).
+    pub on_memory_limit: OnMemoryLimit,
     /// The most native stack a guest call may use (wasmtime's
     /// `max_wasm_stack`); deeper recursion aborts the call. Default 512 KiB.
     pub stack_limit: usize,
@@ -238,7 +271,13 @@ pub struct Policy {
     pub log_lines_per_second: u32,
     /// How many compiled modules the host keeps, keyed by content, so that
     /// compiling the same bytes again (a reload, another domain) costs a
-    /// hash. Default 256; 0 turns the cache off.
+    /// hash; and how many it keeps prepared for instantiation (imports
+    /// resolved once). Each entry keeps its module alive: its code mapped
+    /// and, if it initializes memory, a memfd (wasmtime's copy-on-write
+    /// image), so this bounds the fds and memory the caches hold
+    /// ([`Host::cache_stats`](crate::Host::cache_stats)): at most twice
+    /// this many modules, when every prepared one has left the module
+    /// cache. Default 256; 0 turns both caches off.
     pub module_cache_entries: usize,
     /// Whether guests may import WASI preview 1 (`wasi_snapshot_preview1`).
     /// Default true; false: a module importing any of its functions fails
@@ -336,6 +375,7 @@ impl Default for Policy {
             max_wait: Duration::from_secs(10),
             allow_infinite_wait: false,
             memory_limit: None,
+            on_memory_limit: OnMemoryLimit::default(),
             stack_limit: 512 * 1024,
             handle_quota: 4096,
             timer_min_period: Duration::from_millis(10),

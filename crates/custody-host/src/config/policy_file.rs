@@ -8,7 +8,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::policy::{
-    Action, Allocation, Category, CompileLimits, Policy, PolicyError, UnloadBlockedAction,
+    Action, Allocation, Category, CompileLimits, OnMemoryLimit, Policy, PolicyError,
+    UnloadBlockedAction,
 };
 use super::size::deserialize_size;
 
@@ -44,6 +45,7 @@ struct PolicyFile {
     memory_limit_bytes: Option<usize>,
     #[serde(default, deserialize_with = "deserialize_size")]
     memory_limit: Option<usize>,
+    on_memory_limit: Option<OnMemoryLimit>,
     stack_limit_bytes: Option<usize>,
     handle_quota: Option<usize>,
     timer_min_period_ms: Option<u64>,
@@ -182,7 +184,7 @@ impl PolicyOverrides {
         let mut keys = Vec::new();
         let file = &self.file;
         set_keys!(keys, file, "": deadline_ms, max_wait_ms, allow_infinite_wait,
-            memory_limit_bytes, memory_limit, stack_limit_bytes, handle_quota,
+            memory_limit_bytes, memory_limit, on_memory_limit, stack_limit_bytes, handle_quota,
             timer_min_period_ms, unload_hook_timeout_ms, unload_timeout_ms, unload_grace_ms, deny);
         if let Some(e) = &file.escalation {
             set_keys!(keys, e, "escalation.": outside_critical, inside_critical,
@@ -230,6 +232,7 @@ impl PolicyOverrides {
         if let Some(bytes) = file.memory_limit.or(file.memory_limit_bytes) {
             new.memory_limit = Some(bytes);
         }
+        new.on_memory_limit = file.on_memory_limit.unwrap_or(new.on_memory_limit);
         new.stack_limit = file.stack_limit_bytes.unwrap_or(new.stack_limit);
         new.handle_quota = file.handle_quota.unwrap_or(new.handle_quota);
         new.timer_min_period = file.timer_min_period_ms.map_or(new.timer_min_period, ms);
@@ -290,6 +293,7 @@ impl Policy {
     /// allow_infinite_wait = false   # poll with timeout -1
     /// memory_limit_bytes = 67108864 # all of a domain's memories; absent: none
     /// # memory_limit = "64MiB"      # the same, as a size (one of the two)
+    /// on_memory_limit = "fail-grow" # past it memory.grow returns -1; "abort": the call is aborted
     /// stack_limit_bytes = 524288
     /// handle_quota = 4096
     /// timer_min_period_ms = 10      # shorter guest timer delays and periods are raised to it
@@ -386,6 +390,7 @@ mod tests {
             deadline_ms = 250
             timer_min_period_ms = 25
             memory_limit_bytes = 1048576
+            on_memory_limit = "abort"
             deny = ["Synchronization", "ui"]
             allocation = "dense"
             threads = true
@@ -410,6 +415,8 @@ mod tests {
             Duration::from_millis(10)
         );
         assert_eq!(policy.memory_limit, Some(1 << 20));
+        assert_eq!(policy.on_memory_limit, OnMemoryLimit::Abort);
+        assert_eq!(Policy::default().on_memory_limit, OnMemoryLimit::FailGrow);
         assert_eq!(policy.denied, vec![Category::Synchronization, Category::UI]);
         assert_eq!(policy.escalation.inside_critical, Action::UnloadDomain);
         assert!(!policy.escalation.recreate);
@@ -441,6 +448,7 @@ mod tests {
             ("compile_timeout_ms = 0", "compile_timeout: 0"),
             ("memory_limit = \"lots\"", "is not a size"),
             ("memory_limit = -3", "cannot be negative"),
+            ("on_memory_limit = \"crash\"", "unknown variant `crash`"),
             (
                 "memory_limit = 5\nmemory_limit_bytes = 5",
                 "both set the memory limit",

@@ -85,7 +85,9 @@ pub(crate) fn call_func(
         .results()
         .map(|t| Val::default_for_ty(&t).unwrap_or(Val::I32(0)))
         .collect();
-    store.data_mut().deadline = deadline.map(|d| (crate::deadline::after(d), d));
+    let ctx = store.data_mut();
+    ctx.deadline = deadline.map(|d| (crate::deadline::after(d), d));
+    ctx.begin_call();
     let outcome = func.call(&mut *store, args, &mut results);
     store.data_mut().deadline = None;
     match outcome {

@@ -61,9 +61,13 @@ pub(crate) fn instantiate(
     let held: HashSet<HandleId> = ctx.table.live_ids().into_iter().collect();
     ctx.deadline = deadline.map(|d| (crate::deadline::after(d), d));
     ctx.instantiating = true;
+    ctx.begin_call();
+    ctx.expect_creations(module);
     ctx.starting_memory = module.get_export_index("memory");
-    let instance = bind_and_instantiate(shared, loaded, name, module)
-        .and_then(|instance| initialize(loaded, name, instance, deadline));
+    let instance = bind_and_instantiate(shared, loaded, name, module);
+    // Every memory and table the module defines is created by now.
+    loaded.store.data_mut().end_creations();
+    let instance = instance.and_then(|instance| initialize(loaded, name, instance, deadline));
     let ctx = loaded.store.data_mut();
     ctx.deadline = None;
     ctx.instantiating = false;

@@ -46,6 +46,11 @@ impl<K: Hash + Eq + Clone, V> BoundedMap<K, V> {
         self.entries.len()
     }
 
+    /// The values, in no particular order.
+    pub(crate) fn values(&self) -> impl Iterator<Item = &V> {
+        self.entries.values()
+    }
+
     pub(crate) fn clear(&mut self) {
         self.entries.clear();
         self.order.clear();

@@ -45,6 +45,11 @@ impl ModuleCache {
         self.lock().len()
     }
 
+    /// The cached modules.
+    pub(crate) fn modules(&self) -> Vec<Module> {
+        self.lock().values().cloned().collect()
+    }
+
     /// Drops every cached module.
     pub(crate) fn clear(&self) {
         self.lock().clear();

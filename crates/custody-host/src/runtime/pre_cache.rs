@@ -2,9 +2,11 @@
 //! all host functions, the linker's `InstancePre` (imports resolved and
 //! type-checked) and the host-protection categories its imports carry, so
 //! loading it into another domain is one check and one instantiation.
-//! Bounded; the oldest entry goes first.
+//! Bounded by the policy's `module_cache_entries`, as the module cache is
+//! (an entry keeps its module alive, so the two bound the same thing); the
+//! oldest entry goes first.
 
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use wasmtime::{InstancePre, Linker, Module};
 
@@ -12,9 +14,6 @@ use super::bounded::BoundedMap;
 use crate::boundary::ctx::DomainCtx;
 use crate::catalogue::Catalogue;
 use crate::config::Category;
-
-/// Most modules prepared at once.
-const ENTRIES: usize = 256;
 
 /// A module prepared for instantiation.
 #[derive(Clone)]
@@ -30,15 +29,13 @@ pub(crate) struct PreCache {
     entries: Mutex<BoundedMap<usize, (Module, Prepared)>>,
 }
 
-impl Default for PreCache {
-    fn default() -> Self {
+impl PreCache {
+    pub(crate) fn new(limit: usize) -> Self {
         PreCache {
-            entries: Mutex::new(BoundedMap::new(ENTRIES)),
+            entries: Mutex::new(BoundedMap::new(limit)),
         }
     }
-}
 
-impl PreCache {
     /// `module` prepared, if all its imports are host functions of
     /// `catalogue`; `None` if one is not (it imports a sibling module, or
     /// something unresolved: the caller resolves it import by import).
@@ -49,7 +46,7 @@ impl PreCache {
         module: &Module,
     ) -> Option<Prepared> {
         let key = module.image_range().start as usize;
-        let mut guard = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut guard = self.lock();
         if let Some((cached, prepared)) = guard.get(&key)
             && Module::same(cached, module)
         {
@@ -69,5 +66,24 @@ impl PreCache {
         };
         guard.insert(key, (module.clone(), prepared.clone()));
         Some(prepared)
+    }
+}
+
+impl PreCache {
+    fn lock(&self) -> MutexGuard<'_, BoundedMap<usize, (Module, Prepared)>> {
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The prepared modules.
+    pub(crate) fn modules(&self) -> Vec<Module> {
+        self.lock()
+            .values()
+            .map(|(module, _)| module.clone())
+            .collect()
+    }
+
+    /// Drops every prepared module.
+    pub(crate) fn clear(&self) {
+        self.lock().clear();
     }
 }

@@ -16,7 +16,7 @@ use rustix::io::Errno as OsErrno;
 use super::errno::{Fail, WasiResult};
 use super::fds::Target;
 use super::stdio::Stream;
-use super::types::{Errno, Iovec, rights, whence};
+use super::types::{Errno, Iovec, whence};
 use crate::abi::MAX_IO;
 use crate::boundary::ctx::DomainCtx;
 use crate::boundary::marshal::{HostCall, pointer};
@@ -158,7 +158,6 @@ pub(super) fn fd_read(
     nread: i32,
 ) -> WasiResult {
     let (target, mut memory, ctx, list) = begin(call, fd, iovs, iovs_len, nread)?;
-    ctx.wasi.fds.check(fd, rights::FD_READ)?;
     let Some((buf, len)) = first_buffer(&list) else {
         return write_size(&mut memory, nread, 0);
     };
@@ -197,7 +196,6 @@ pub(super) fn fd_write(
     nwritten: i32,
 ) -> WasiResult {
     let (target, memory, ctx, list) = begin(call, fd, iovs, iovs_len, nwritten)?;
-    ctx.wasi.fds.check(fd, rights::FD_WRITE)?;
     let data = gather(&memory, &list)?;
     let nonblock = ctx.wasi.fds.state(fd).nonblock;
     let n = match target {
@@ -240,9 +238,8 @@ pub(super) fn fd_pread(
     offset: i64,
     nread: i32,
 ) -> WasiResult {
-    let (target, mut memory, ctx, list) = begin(call, fd, iovs, iovs_len, nread)?;
+    let (target, mut memory, _, list) = begin(call, fd, iovs, iovs_len, nread)?;
     let file = positioned(target)?;
-    ctx.wasi.fds.check(fd, rights::FD_READ | rights::FD_SEEK)?;
     let Some((buf, len)) = first_buffer(&list) else {
         return write_size(&mut memory, nread, 0);
     };
@@ -263,9 +260,8 @@ pub(super) fn fd_pwrite(
     offset: i64,
     nwritten: i32,
 ) -> WasiResult {
-    let (target, mut memory, ctx, list) = begin(call, fd, iovs, iovs_len, nwritten)?;
+    let (target, mut memory, _, list) = begin(call, fd, iovs, iovs_len, nwritten)?;
     let file = positioned(target)?;
-    ctx.wasi.fds.check(fd, rights::FD_WRITE | rights::FD_SEEK)?;
     let data = gather(&memory, &list)?;
     let n = sys::write_at(file.as_fd(), &data, offset as u64)
         .map_err(Fail::from)
@@ -291,7 +287,7 @@ pub(super) fn fd_seek(
     newoffset: i32,
 ) -> WasiResult {
     let target = super::target(call, fd)?;
-    let (mut memory, ctx) = call.split();
+    let (mut memory, _) = call.split();
     memory.range(pointer(newoffset), 8)?;
     let to = match u8::try_from(whence) {
         Ok(whence::SET) if offset >= 0 => SeekFrom::Start(offset as u64),
@@ -300,11 +296,6 @@ pub(super) fn fd_seek(
         _ => return Err(Errno::Inval.into()),
     };
     let file = positioned(target)?;
-    let right = match to {
-        SeekFrom::Current(0) => rights::FD_TELL,
-        _ => rights::FD_SEEK,
-    };
-    ctx.wasi.fds.check(fd, right)?;
     let at = sys::seek(file.as_fd(), to)
         .map_err(Fail::from)
         .map_err(not_a_file)?;

@@ -14,7 +14,7 @@ use rustix::event::PollFlags;
 use super::errno::{Fail, WasiResult, from_abi};
 use super::fd_io::{begin, gather, on_fd, write_size};
 use super::fds::{FdState, Target};
-use super::types::{Errno, RECV_DATA_TRUNCATED, fdflags, riflags, rights, sdflags};
+use super::types::{Errno, RECV_DATA_TRUNCATED, fdflags, riflags, sdflags};
 use crate::abi::MAX_IO;
 use crate::boundary::marshal::{self, HostCall, pointer};
 use crate::sys::{self, FileType, RecvFlags, Shutdown};
@@ -45,7 +45,6 @@ pub(super) fn sock_accept(
     }
     let (memory, ctx) = call.split();
     memory.range(pointer(accepted), 4)?;
-    ctx.wasi.fds.check(fd, rights::SOCK_ACCEPT)?;
     let mut connection = None;
     let nonblock = ctx.wasi.fds.state(fd).nonblock;
     on_fd(call, listener.as_fd(), PollFlags::IN, nonblock, |_| {
@@ -89,7 +88,6 @@ pub(super) fn sock_recv(
     let (target, mut memory, ctx, list) = begin(call, fd, ri_data, ri_data_len, ro_datalen)?;
     let socket = socket(target)?;
     memory.range(pointer(ro_flags), 2)?;
-    ctx.wasi.fds.check(fd, rights::FD_READ)?;
     let Some(iov) = list.iter().find(|iov| iov.len > 0) else {
         write_size(&mut memory, ro_datalen, 0)?;
         memory.write(pointer(ro_flags), &0u16.to_le_bytes())?;
@@ -129,7 +127,6 @@ pub(super) fn sock_send(
     }
     let (target, memory, ctx, list) = begin(call, fd, si_data, si_data_len, so_datalen)?;
     let socket = socket(target)?;
-    ctx.wasi.fds.check(fd, rights::FD_WRITE)?;
     let data = gather(&memory, &list)?;
     let nonblock = ctx.wasi.fds.state(fd).nonblock;
     let sent = on_fd(call, socket.as_fd(), PollFlags::OUT, nonblock, |_| {
@@ -147,6 +144,5 @@ pub(super) fn sock_shutdown(call: &mut HostCall<'_, '_>, fd: i32, how: i32) -> W
         Ok(both) if both == sdflags::RD | sdflags::WR => Shutdown::Both,
         _ => return Err(Errno::Inval.into()),
     };
-    call.ctx().wasi.fds.check(fd, rights::SOCK_SHUTDOWN)?;
     Ok(sys::shutdown(socket.as_fd(), how)?)
 }

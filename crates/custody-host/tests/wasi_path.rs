@@ -174,6 +174,9 @@ fn open_create_write_and_read_back() {
     let inner = open_with(&domain, sub, "g", CREAT, (FILE_RIGHTS, 0), 0, true).unwrap();
     assert_eq!(write(&domain, inner, b"in"), 2);
     assert_eq!(std::fs::read(dir.join("sub/g")).unwrap(), b"in");
+    // A directory does not seek (the kernel would): EBADF, as wasmtime.
+    let seek = [Val::I32(sub), Val::I64(0), Val::I32(1), Val::I32(OUT)];
+    assert_eq!(wcall(&domain, "w_fd_seek", &seek), EBADF);
 }
 
 #[test]

@@ -14,9 +14,10 @@ use rustix::event::PollFlags;
 use rustix::io::Errno as OsErrno;
 
 use super::errno::{Fail, WasiResult};
+use super::fd_meta::filetype_of;
 use super::fds::Target;
 use super::stdio::Stream;
-use super::types::{Errno, Iovec, whence};
+use super::types::{Errno, Iovec, filetype, whence};
 use crate::abi::MAX_IO;
 use crate::boundary::ctx::DomainCtx;
 use crate::boundary::marshal::{HostCall, pointer};
@@ -296,6 +297,11 @@ pub(super) fn fd_seek(
         _ => return Err(Errno::Inval.into()),
     };
     let file = positioned(target)?;
+    // The kernel seeks a directory (its readdir offset); WASI has no such
+    // thing: `EBADF`, as wasmtime answers (it seeks files only).
+    if filetype_of(&sys::stat(file.as_fd())?) == filetype::DIRECTORY {
+        return Err(Errno::Badf.into());
+    }
     let at = sys::seek(file.as_fd(), to)
         .map_err(Fail::from)
         .map_err(not_a_file)?;

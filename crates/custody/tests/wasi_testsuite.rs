@@ -170,7 +170,12 @@ fn verdict(spec: &Spec, run: &Run) -> Option<String> {
     // A Rust program's panic message opens stderr, custody's error ends it.
     let stderr = String::from_utf8_lossy(&run.stderr);
     let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-    let head = lines.iter().take(2).copied().collect::<Vec<_>>().join(" | ");
+    let head = lines
+        .iter()
+        .take(2)
+        .copied()
+        .collect::<Vec<_>>()
+        .join(" | ");
     why.push(format!("stderr head: {head:?}"));
     why.push(format!("stderr tail: {:?}", tail(&run.stderr, 300)));
     Some(why.join("; "))

@@ -6,8 +6,9 @@
 // two runs' stdout and exit status.
 //
 // Each program works in its current directory (natively the scratch
-// directory; under WASI the same directory pre-opened as "/", which is Go's
-// working directory there) and prints only what is the same on both.
+// directory; under WASI the same directory pre-opened as "/", which Go
+// takes as its working directory: the first pre-open's name, without $PWD)
+// and prints only what is the same on both.
 package main
 
 import (

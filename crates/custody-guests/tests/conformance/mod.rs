@@ -9,8 +9,8 @@
 //! Working directory convention, on every runner: the scratch directory is
 //! pre-opened under WASI (fd 3) as `.` for the C programs (wasi-libc
 //! resolves relative paths in it) and as `/` for the Go ones (Go's working
-//! directory under `wasip1` is `/`), and is the native child's current
-//! directory.
+//! directory under `wasip1` is the first pre-open's name without `$PWD`),
+//! and is the native child's current directory.
 
 pub mod runners;
 

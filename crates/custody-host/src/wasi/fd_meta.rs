@@ -170,7 +170,6 @@ pub(super) fn fd_fdstat_set_flags(call: &mut HostCall<'_, '_>, fd: i32, flags: i
     sys::set_status_flags(file.as_fd(), status)?;
     let state = FdState {
         nonblock: flags & fdflags::NONBLOCK != 0,
-        ..fds.state(fd)
     };
     fds.set_state(table, fd, state);
     Ok(())

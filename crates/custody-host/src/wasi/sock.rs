@@ -59,11 +59,9 @@ pub(super) fn sock_accept(
     if flags != 0 {
         let id = memory.read(pointer(accepted), 4)?;
         let id = i32::from_le_bytes([id[0], id[1], id[2], id[3]]);
-        let state = FdState {
-            nonblock: true,
-            ..FdState::default()
-        };
-        ctx.wasi.fds.set_state(table, id, state);
+        ctx.wasi
+            .fds
+            .set_state(table, id, FdState { nonblock: true });
     }
     Ok(())
 }

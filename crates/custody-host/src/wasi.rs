@@ -9,8 +9,11 @@
 //! wait goes through the domain's one cancellable, deadline-bounded wait;
 //! guest pointers are bounds-checked (a wild one is `EFAULT`, never a
 //! panic). The reference for behaviour is wasmtime-wasi's preview 1; where
-//! custody differs (rights are enforced, CPU-time clocks answer), the
-//! function's doc says so.
+//! custody differs (CPU-time clocks answer, `fd_allocate` works), the
+//! function's doc says so. Rights are advisory, as in wasmtime: reported
+//! by `fd_fdstat_get`, never checked, `fd_fdstat_set_rights` is
+//! `ENOTSUP`; what an fd can do is how it was opened (`fd_meta`, `path`).
+//! Confinement rests on `openat2` beneath the dir fd, not on rights.
 //!
 //! # The fd model
 //! - fds 0, 1, 2 are stdin, stdout and stderr: each a [`Stdio`] of the
@@ -29,7 +32,7 @@
 //!   `from`; what `to` named is released. Never onto a handle the embedder
 //!   shares with the domain (`ENOTSUP`): that would replace the file behind
 //!   the embedder's own fd.
-//! - per-fd state (rights the guest dropped, its `NONBLOCK`) is kept in a
+//! - per-fd state (the guest's `NONBLOCK`) is kept in a
 //!   side map (`fds`), never larger than the handle quota.
 //!
 //! # The catalogue
@@ -207,7 +210,7 @@ wasi! {
         categories [] => errno fd_meta::fd_fdstat_get;
     fd_fdstat_set_flags(fd: I32, flags: I32) "set an fd's flags"
         categories [] => errno fd_meta::fd_fdstat_set_flags;
-    fd_fdstat_set_rights(fd: I32, fs_rights_base: I64, fs_rights_inheriting: I64) "drop an fd's rights"
+    fd_fdstat_set_rights(fd: I32, fs_rights_base: I64, fs_rights_inheriting: I64) "change an fd's rights (ENOTSUP: rights are advisory)"
         categories [] => errno fd_meta::fd_fdstat_set_rights;
     fd_filestat_get(fd: I32, buf: I32) "an open file's attributes"
         categories [] => errno fd_meta::fd_filestat_get;

@@ -7,8 +7,10 @@
 //! returns an [`Outcome`]: stdout, stderr and how the program ended.
 //!
 //! Working directory convention, on every runner: the scratch directory is
-//! pre-opened as `.` under WASI (fd 3, so wasi-libc resolves relative
-//! paths in it) and is the native child's current directory.
+//! pre-opened under WASI (fd 3) as `.` for the C programs (wasi-libc
+//! resolves relative paths in it) and as `/` for the Go ones (Go's working
+//! directory under `wasip1` is the first pre-open's name without `$PWD`),
+//! and is the native child's current directory.
 
 pub mod runners;
 
@@ -23,6 +25,21 @@ pub const GUESTS: &str = env!("CUSTODY_GUEST_DIR");
 /// program would cost seconds each in a debug build.
 pub fn corpus() -> PathBuf {
     Path::new(GUESTS).join("wasi/corpus.wasm")
+}
+
+/// The Go guests (`guest/go`) built for `wasip1`: one module, which runs
+/// the program argv[0] names, as the C corpus does.
+pub fn go_guests() -> PathBuf {
+    Path::new(GUESTS).join("go/guests.wasm")
+}
+
+/// Which set of guests a case's program is in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Guests {
+    /// `guest/wasi/NAME.c`, in `corpus.wasm`.
+    C,
+    /// `guest/go/`, in `go/guests.wasm`.
+    Go,
 }
 
 /// How a run ended.
@@ -67,8 +84,10 @@ impl fmt::Debug for Outcome {
 /// One run of a corpus program.
 #[derive(Clone)]
 pub struct Case {
-    /// The program: `guest/wasi/NAME.c`.
+    /// The program: `guest/wasi/NAME.c`, or a Go guest's name.
     pub program: &'static str,
+    /// Which set of guests `program` is in.
+    pub guests: Guests,
     /// The arguments after argv[0] (which is `program` on every runner).
     pub args: Vec<String>,
     /// The whole environment.
@@ -88,11 +107,29 @@ impl Case {
     pub fn new(program: &'static str) -> Self {
         Case {
             program,
+            guests: Guests::C,
             args: Vec::new(),
             env: Vec::new(),
             stdin: None,
             preopens: Vec::new(),
             setup: |_| {},
+        }
+    }
+
+    /// The Go guest `program` (`guest/go`), otherwise as [`Case::new`].
+    pub fn go(program: &'static str) -> Self {
+        Case {
+            guests: Guests::Go,
+            ..Case::new(program)
+        }
+    }
+
+    /// The name the scratch directory is pre-opened under (see the module
+    /// doc).
+    pub fn root(&self) -> &'static str {
+        match self.guests {
+            Guests::C => ".",
+            Guests::Go => "/",
         }
     }
 
@@ -143,7 +180,10 @@ impl Case {
 
     /// Where `program`'s native build is.
     pub fn native(&self) -> PathBuf {
-        Path::new(GUESTS).join(format!("native/{}", self.program))
+        match self.guests {
+            Guests::C => Path::new(GUESTS).join(format!("native/{}", self.program)),
+            Guests::Go => Path::new(GUESTS).join("go/guests"),
+        }
     }
 
     /// A short name for messages: the program and its arguments.

@@ -5,13 +5,14 @@
 use std::fs::File;
 use std::path::Path;
 use std::sync::OnceLock;
+use std::time::Duration;
 
-use custody_host::{CallError, DomainConfig, Host, Module, Stdio};
+use custody_host::{CallError, DomainConfig, Host, Module, Policy, Stdio};
 use wasmtime_wasi::p1::{self, WasiP1Ctx};
 use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
 
-use super::{Case, Outcome, Status, corpus};
+use super::{Case, Guests, Outcome, Status, corpus, go_guests};
 
 /// The most a run may print on stdout or stderr: custody's default
 /// `stdio_capture_limit`, and the size of wasmtime's capture pipes.
@@ -29,7 +30,8 @@ fn stdin_file(case: &Case, bytes: &[u8]) -> File {
     file
 }
 
-/// The host every custody run uses, and the corpus compiled once.
+/// The host every custody run of a C program uses, and the corpus
+/// compiled once.
 fn custody() -> &'static (Host, Module) {
     static HOST: OnceLock<(Host, Module)> = OnceLock::new();
     HOST.get_or_init(|| {
@@ -41,16 +43,42 @@ fn custody() -> &'static (Host, Module) {
     })
 }
 
+/// The host every custody run of a Go guest uses, and the Go guests
+/// compiled once. Go's runtime makes a 3 MB module, which a debug build of
+/// wasmtime compiles in about a minute: the compile timeout is raised, and
+/// the compiled code kept on disk beside the build (a later run loads it).
+fn custody_go() -> &'static (Host, Module) {
+    static HOST: OnceLock<(Host, Module)> = OnceLock::new();
+    HOST.get_or_init(|| {
+        let policy = Policy {
+            compile_timeout: Duration::from_secs(600),
+            ..Policy::default()
+        };
+        let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("go-guests-cache");
+        let host = Host::builder(policy)
+            .disk_cache(cache)
+            .build()
+            .unwrap_or_else(|e| panic!("a host for the Go guests: {e}"));
+        let module = host
+            .compile_file(go_guests())
+            .unwrap_or_else(|e| panic!("go/guests.wasm: {e}"));
+        (host, module)
+    })
+}
+
 /// Runs `case` in a custody domain: `_start` called once, stdout and stderr
 /// captured.
 pub fn custody_run(case: &Case) -> Outcome {
-    let (host, module) = custody();
+    let (host, module) = match case.guests {
+        Guests::C => custody(),
+        Guests::Go => custody_go(),
+    };
     let dir = case.scratch("custody");
     let mut config = DomainConfig::new()
         .args(case.argv())
         .stdout(Stdio::Capture)
         .stderr(Stdio::Capture)
-        .preopen(".", &dir);
+        .preopen(case.root(), &dir);
     for (guest, sub) in &case.preopens {
         config = config.preopen(*guest, dir.join(sub));
     }
@@ -96,7 +124,14 @@ fn wasmtime() -> &'static (wasmtime::Engine, wasmtime::Module) {
 
 /// Runs `case` under wasmtime-wasi's preview 1, as its documentation shows
 /// a command run: `_start` called once, `I32Exit` as the exit status.
+/// The C corpus only: the Go guests are compared with their native build.
 pub fn wasmtime_run(case: &Case) -> Outcome {
+    assert_eq!(
+        case.guests,
+        Guests::C,
+        "{}: wasmtime runs the C corpus",
+        case.label()
+    );
     let (engine, module) = wasmtime();
     let dir = case.scratch("wasmtime");
     let stdout = MemoryOutputPipe::new(CAPTURE_LIMIT);

@@ -16,7 +16,7 @@ use super::errno::{Fail, WasiResult};
 use super::fd_io::write_size;
 use super::fd_meta::{filetype_of, wasi_filetype};
 use super::path::dir_fd;
-use super::types::{Dirent, Errno, filetype, rights};
+use super::types::{Dirent, Errno, filetype};
 use crate::boundary::marshal::{HostCall, pointer};
 use crate::boundary::memory::GuestMemory;
 use crate::sys::{self, FileType};
@@ -75,7 +75,6 @@ pub(super) fn fd_readdir(
     let buf_len = buf_len as u32;
     memory.range(pointer(buf), buf_len)?;
     let used = memory.out_slot(pointer(used))?;
-    ctx.wasi.fds.check(fd, rights::FD_READDIR)?;
     let cookie = cookie as u64;
     let mut reader = sys::read_dir(dir)?;
     let own = sys::stat(dir)?.st_ino;

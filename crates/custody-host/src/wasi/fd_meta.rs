@@ -3,10 +3,13 @@
 //! `fd_sync`, `fd_datasync`. Closing, renumbering and the pre-opens are
 //! in `fd_table.rs`.
 //!
-//! Rights are enforced (wasmtime's preview 1 ignores them): an fd starts
-//! with the rights its kind allows (as wasmtime reports them),
-//! `fd_fdstat_set_rights` may only drop some, and a call needing a dropped
-//! right is `ENOTCAPABLE`.
+//! Rights are advisory, as in wasmtime-wasi's preview 1 (the reference):
+//! `fd_fdstat_get` reports what wasmtime reports (stdin `FD_READ`, stdout
+//! and stderr `FD_WRITE`, a pre-open a fixed set, an opened file or
+//! directory every right its type and access mode allow), no call checks
+//! them, and `fd_fdstat_set_rights` is `ENOTSUP` on an open fd. What an fd
+//! can do is how it was opened: a write on a read-only file is the
+//! kernel's `EBADF`.
 
 use std::os::fd::{AsFd, BorrowedFd};
 
@@ -70,7 +73,7 @@ fn file(target: Target<'_>) -> Result<TableRef<'_, Fd>, Fail> {
     Ok(file)
 }
 
-/// What `fd` is, before the rights its guest dropped: its `fdstat`.
+/// What `fd` is: its `fdstat`, before the guest's `NONBLOCK`.
 fn describe(ctx: &DomainCtx, target: &Target<'_>) -> Result<Fdstat, Fail> {
     let stdio = |stream: &Stream, right: u64| {
         let tty = matches!(stream, Stream::Os { fd, .. } if sys::is_terminal(fd.as_fd()));
@@ -99,7 +102,8 @@ fn describe(ctx: &DomainCtx, target: &Target<'_>) -> Result<Fdstat, Fail> {
 }
 
 /// The `fdstat` of a file or directory the guest opened: every right its
-/// type and access mode allow (wasmtime's rule), the flags the OS holds.
+/// type and access mode allow, inheriting the same (wasmtime's rule), the
+/// flags the OS holds.
 fn describe_file(fd: BorrowedFd<'_>) -> Result<Fdstat, Fail> {
     let mut kind = filetype_of(&sys::stat(fd)?);
     if kind == filetype::SOCKET_STREAM && sys::is_datagram(fd) {
@@ -107,10 +111,6 @@ fn describe_file(fd: BorrowedFd<'_>) -> Result<Fdstat, Fail> {
     }
     let status = sys::status_flags(fd)?;
     let mut base = rights::ALL;
-    // A directory passes every right on to what is opened beneath it,
-    // whatever its own access mode (a read-only directory holds writable
-    // files): `path_open` checks against this.
-    let inheriting = base;
     if kind == filetype::DIRECTORY {
         base &= !(rights::FD_SEEK | rights::FD_FILESTAT_SET_SIZE | rights::PATH_FILESTAT_SET_SIZE);
     }
@@ -134,11 +134,7 @@ fn describe_file(fd: BorrowedFd<'_>) -> Result<Fdstat, Fail> {
         filetype: kind,
         flags,
         rights_base: base,
-        rights_inheriting: if kind == filetype::DIRECTORY {
-            inheriting
-        } else {
-            base
-        },
+        rights_inheriting: base,
     })
 }
 
@@ -147,10 +143,7 @@ pub(super) fn fd_fdstat_get(call: &mut HostCall<'_, '_>, fd: i32, stat: i32) -> 
     let (mut memory, ctx) = call.split();
     memory.range(pointer(stat), Fdstat::SIZE)?;
     let mut fdstat = describe(ctx, &target)?;
-    let state = ctx.wasi.fds.state(fd);
-    fdstat.rights_base &= state.rights.0;
-    fdstat.rights_inheriting &= state.rights.1;
-    if state.nonblock {
+    if ctx.wasi.fds.state(fd).nonblock {
         fdstat.flags |= fdflags::NONBLOCK;
     }
     memory.write(pointer(stat), &fdstat.encode())?;
@@ -168,7 +161,6 @@ pub(super) fn fd_fdstat_set_flags(call: &mut HostCall<'_, '_>, fd: i32, flags: i
     }
     let file = file(target)?;
     let fds = &mut call.ctx().wasi.fds;
-    fds.check(fd, rights::FD_FDSTAT_SET_FLAGS)?;
     let status = sys::status_flags(file.as_fd())?;
     let status = if flags & fdflags::APPEND != 0 {
         status | OFlags::APPEND
@@ -178,47 +170,27 @@ pub(super) fn fd_fdstat_set_flags(call: &mut HostCall<'_, '_>, fd: i32, flags: i
     sys::set_status_flags(file.as_fd(), status)?;
     let state = FdState {
         nonblock: flags & fdflags::NONBLOCK != 0,
-        ..fds.state(fd)
     };
     fds.set_state(table, fd, state);
     Ok(())
 }
 
-/// Custody enforces rights, so it implements what wasmtime answers
-/// `ENOTSUP` to: the rights may only shrink (asking for one the fd lacks
-/// is `ENOTCAPABLE`).
+/// As wasmtime: `EBADF` for an fd that is not open, else `ENOTSUP`
+/// (rights are advisory, so there is nothing to change).
 pub(super) fn fd_fdstat_set_rights(
     call: &mut HostCall<'_, '_>,
     fd: i32,
-    base: i64,
-    inheriting: i64,
+    _base: i64,
+    _inheriting: i64,
 ) -> WasiResult {
-    let table = call.table;
-    let target = super::target(call, fd)?;
-    let (base, inheriting) = (base as u64, inheriting as u64);
-    let ctx = call.ctx();
-    let kind = describe(ctx, &target)?;
-    let state = ctx.wasi.fds.state(fd);
-    let have = (
-        kind.rights_base & state.rights.0,
-        kind.rights_inheriting & state.rights.1,
-    );
-    if base & !have.0 != 0 || inheriting & !have.1 != 0 {
-        return Err(Errno::Notcapable.into());
-    }
-    let state = FdState {
-        rights: (base, inheriting),
-        ..state
-    };
-    ctx.wasi.fds.set_state(table, fd, state);
-    Ok(())
+    super::target(call, fd)?;
+    Err(Errno::Notsup.into())
 }
 
 pub(super) fn fd_filestat_get(call: &mut HostCall<'_, '_>, fd: i32, buf: i32) -> WasiResult {
     let target = super::target(call, fd)?;
     let (mut memory, ctx) = call.split();
     memory.range(pointer(buf), Filestat::SIZE)?;
-    ctx.wasi.fds.check(fd, rights::FD_FILESTAT_GET)?;
     let filestat = match &target {
         // As wasmtime: stdio has a type and nothing else.
         Target::Stdio(_) => Filestat {
@@ -238,10 +210,6 @@ pub(super) fn fd_filestat_get(call: &mut HostCall<'_, '_>, fd: i32, buf: i32) ->
 pub(super) fn fd_filestat_set_size(call: &mut HostCall<'_, '_>, fd: i32, size: i64) -> WasiResult {
     let target = super::target(call, fd)?;
     let file = file(target)?;
-    call.ctx()
-        .wasi
-        .fds
-        .check(fd, rights::FD_FILESTAT_SET_SIZE)?;
     let size = u64::try_from(size).map_err(|_| Errno::Inval)?;
     Ok(sys::set_size(file.as_fd(), size)?)
 }
@@ -291,10 +259,6 @@ pub(super) fn fd_filestat_set_times(
     let Target::Handle(file) = target else {
         return Err(Errno::Badf.into());
     };
-    call.ctx()
-        .wasi
-        .fds
-        .check(fd, rights::FD_FILESTAT_SET_TIMES)?;
     Ok(sys::set_times(file.as_fd(), &times)?)
 }
 
@@ -316,7 +280,6 @@ pub(super) fn fd_advise(
         _ => return Err(Errno::Inval.into()),
     };
     let file = file(target)?;
-    call.ctx().wasi.fds.check(fd, rights::FD_ADVISE)?;
     if offset < 0 || len < 0 {
         return Err(Errno::Inval.into());
     }
@@ -336,7 +299,6 @@ pub(super) fn fd_allocate(
 ) -> WasiResult {
     let target = super::target(call, fd)?;
     let file = file(target)?;
-    call.ctx().wasi.fds.check(fd, rights::FD_ALLOCATE)?;
     if offset < 0 || len <= 0 {
         return Err(Errno::Inval.into());
     }
@@ -346,13 +308,11 @@ pub(super) fn fd_allocate(
 pub(super) fn fd_sync(call: &mut HostCall<'_, '_>, fd: i32) -> WasiResult {
     let target = super::target(call, fd)?;
     let file = file(target)?;
-    call.ctx().wasi.fds.check(fd, rights::FD_SYNC)?;
     Ok(sys::sync(file.as_fd())?)
 }
 
 pub(super) fn fd_datasync(call: &mut HostCall<'_, '_>, fd: i32) -> WasiResult {
     let target = super::target(call, fd)?;
     let file = file(target)?;
-    call.ctx().wasi.fds.check(fd, rights::FD_DATASYNC)?;
     Ok(sys::sync_data(file.as_fd())?)
 }

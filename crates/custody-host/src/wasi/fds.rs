@@ -11,18 +11,20 @@
 //!   small fd is `EBADF` quietly (the pre-open scan ends that way); a stale
 //!   or forged id is `EBADF` and fires `staleHandleUse` (the table's
 //!   lookup does).
-//! - per-fd state (rights dropped by `fd_fdstat_set_rights`, the guest's
-//!   `NONBLOCK`) lives in a side map keyed by fd number, removed when the
+//! - per-fd state (the guest's `NONBLOCK`) lives in a side map keyed by
+//!   fd number, removed when the
 //!   fd is closed (`fd_close`, the custody ABI's `close`, `fd_renumber`)
 //!   and pruned of ids the table no longer holds before it grows past the
 //!   handle quota. An fd without an entry has the defaults.
+//! - no rights are kept: as in wasmtime-wasi's preview 1, rights are
+//!   advisory (what an fd can do is how it was opened; see `fd_meta.rs`).
 
 use std::collections::{HashMap, HashSet};
 
 use custody_handle::{Fd, HandleId, HandleTable, TableRef};
 
 use super::errno::from_handle_error;
-use super::types::{Errno, rights};
+use super::types::Errno;
 
 /// The first fd number that can be a table id.
 const FIRST_ID: u32 = 1 << custody_handle::SLOT_BITS;
@@ -47,22 +49,11 @@ pub(crate) enum Target<'t> {
 }
 
 /// What WASI keeps of one fd beyond the handle.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct FdState {
-    /// The rights left (base, inheriting): all, until the guest drops some.
-    pub(crate) rights: (u64, u64),
     /// The guest asked for `NONBLOCK`: a read or write that would wait
     /// returns `EAGAIN` instead.
     pub(crate) nonblock: bool,
-}
-
-impl Default for FdState {
-    fn default() -> Self {
-        FdState {
-            rights: (rights::ALL, rights::ALL),
-            nonblock: false,
-        }
-    }
 }
 
 /// A domain's WASI fds: the small fds and the side map.
@@ -107,15 +98,6 @@ impl WasiFds {
     /// The state of `fd` (the defaults if it has none).
     pub(crate) fn state(&self, fd: i32) -> FdState {
         self.state.get(&(fd as u32)).copied().unwrap_or_default()
-    }
-
-    /// `Err(ENOTCAPABLE)` if the guest dropped `right` from `fd`.
-    pub(crate) fn check(&self, fd: i32, right: u64) -> Result<(), Errno> {
-        if self.state(fd).rights.0 & right == right {
-            Ok(())
-        } else {
-            Err(Errno::Notcapable)
-        }
     }
 
     /// Sets the state of `fd`, an fd resolved in this call. Before the map
@@ -211,19 +193,13 @@ mod tests {
     fn the_side_map_never_outgrows_the_quota() {
         let table = HandleTable::with_limit(2);
         let mut fds = WasiFds::new(0);
-        let dropped = FdState {
-            rights: (0, 0),
-            nonblock: false,
-        };
+        let nonblock = FdState { nonblock: true };
         for _ in 0..50 {
             let id = table
                 .insert(Fd::from(std::fs::File::open("/dev/null").unwrap()))
                 .unwrap();
-            fds.set_state(&table, id.raw() as i32, dropped);
-            assert_eq!(
-                fds.check(id.raw() as i32, rights::FD_READ),
-                Err(Errno::Notcapable)
-            );
+            fds.set_state(&table, id.raw() as i32, nonblock);
+            assert!(fds.state(id.raw() as i32).nonblock);
             // Closed behind WASI's back (by the embedder): never forgotten.
             table.close(id).unwrap();
             assert!(fds.state.len() <= table.limit() + fds.small_len());

@@ -21,7 +21,7 @@ use super::errno::{Fail, WasiResult, from_abi};
 use super::fds::Target;
 use super::stdio::Stream;
 use super::types::{
-    EVENT_FD_READWRITE_HANGUP, Errno, Event, Subscribed, Subscription, clockid, eventtype, rights,
+    EVENT_FD_READWRITE_HANGUP, Errno, Event, Subscribed, Subscription, clockid, eventtype,
 };
 use crate::boundary::cancel::Waited;
 use crate::boundary::ctx::DomainCtx;
@@ -96,7 +96,6 @@ pub(super) fn poll_oneoff(
     // Each fd resolved, and pinned until the events are written: what the
     // guest named stays open.
     let fd_watched = |fd: u32, interest| -> Result<Resolved<'_>, Fail> {
-        ctx.wasi.fds.check(fd as i32, rights::POLL_FD_READWRITE)?;
         Ok(Resolved::Fd(
             ctx.wasi.fds.resolve(table, fd as i32)?,
             interest,

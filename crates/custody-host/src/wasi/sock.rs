@@ -14,7 +14,7 @@ use rustix::event::PollFlags;
 use super::errno::{Fail, WasiResult, from_abi};
 use super::fd_io::{Begun, begin, gather, on_fd, write_size};
 use super::fds::{FdState, Target};
-use super::types::{Errno, RECV_DATA_TRUNCATED, fdflags, riflags, rights, sdflags};
+use super::types::{Errno, RECV_DATA_TRUNCATED, fdflags, riflags, sdflags};
 use crate::abi::MAX_IO;
 use crate::boundary::marshal::{self, HostCall, pointer};
 use crate::sys::{self, FileType, RecvFlags, Shutdown};
@@ -48,7 +48,6 @@ pub(super) fn sock_accept(
     // a call that fails must not take one.
     let out = marshal::out_handle(&memory, table, accepted)
         .map_err(|e| from_abi(e, ctx.last_errno.get()))?;
-    ctx.wasi.fds.check(fd, rights::SOCK_ACCEPT)?;
     let mut connection = None;
     let nonblock = ctx.wasi.fds.state(fd).nonblock;
     on_fd(call, listener.as_fd(), PollFlags::IN, nonblock, |_| {
@@ -61,11 +60,9 @@ pub(super) fn sock_accept(
     let id = marshal::give(&mut memory, table, out, Fd::from(connection))
         .map_err(|e| from_abi(e, ctx.last_errno.get()))?;
     if flags != 0 {
-        let state = FdState {
-            nonblock: true,
-            ..FdState::default()
-        };
-        ctx.wasi.fds.set_state(table, id.raw() as i32, state);
+        ctx.wasi
+            .fds
+            .set_state(table, id.raw() as i32, FdState { nonblock: true });
     }
     Ok(())
 }
@@ -96,7 +93,6 @@ pub(super) fn sock_recv(
     } = begin(call, fd, ri_data, ri_data_len, ro_datalen)?;
     let socket = socket(target)?;
     let ro_flags = memory.out_slot(pointer(ro_flags))?;
-    ctx.wasi.fds.check(fd, rights::FD_READ)?;
     let Some(iov) = list.iter().find(|iov| iov.len > 0) else {
         write_size(&mut memory, datalen, 0);
         memory.put(ro_flags, 0u16.to_le_bytes());
@@ -142,7 +138,6 @@ pub(super) fn sock_send(
         out,
     } = begin(call, fd, si_data, si_data_len, so_datalen)?;
     let socket = socket(target)?;
-    ctx.wasi.fds.check(fd, rights::FD_WRITE)?;
     let data = gather(&memory, &list)?;
     let nonblock = ctx.wasi.fds.state(fd).nonblock;
     let sent = on_fd(call, socket.as_fd(), PollFlags::OUT, nonblock, |_| {
@@ -161,6 +156,5 @@ pub(super) fn sock_shutdown(call: &mut HostCall<'_, '_>, fd: i32, how: i32) -> W
         Ok(both) if both == sdflags::RD | sdflags::WR => Shutdown::Both,
         _ => return Err(Errno::Inval.into()),
     };
-    call.ctx().wasi.fds.check(fd, rights::SOCK_SHUTDOWN)?;
     Ok(sys::shutdown(socket.as_fd(), how)?)
 }

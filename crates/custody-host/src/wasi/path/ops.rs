@@ -11,15 +11,14 @@ use crate::boundary::marshal::{HostCall, pointer};
 use crate::sys;
 use crate::wasi::errno::{Fail, WasiResult};
 use crate::wasi::fd_meta::{filestat_of, timestamps};
-use crate::wasi::types::{Errno, Filestat, rights};
+use crate::wasi::types::{Errno, Filestat};
 
-/// Runs `op` on the parent of `path` beneath `fd`, after checking `right`.
+/// Runs `op` on the parent of `path` beneath `fd`.
 fn on_parent(
     call: &mut HostCall<'_, '_>,
     fd: i32,
     path: i32,
     len: i32,
-    right: u64,
     op: impl FnOnce(&Parent) -> Result<(), rustix::io::Errno>,
 ) -> WasiResult {
     let table = call.table;
@@ -27,7 +26,6 @@ fn on_parent(
     let (memory, ctx) = call.split();
     let dir = dir_fd(ctx, &target)?;
     let path = read_path(&memory, path, len)?;
-    ctx.wasi.fds.check(fd, right)?;
     let at = parent(dir, &path)?;
     Ok(op(&at)?)
 }
@@ -38,7 +36,7 @@ pub(in crate::wasi) fn path_create_directory(
     path: i32,
     len: i32,
 ) -> WasiResult {
-    on_parent(call, fd, path, len, rights::PATH_CREATE_DIRECTORY, |at| {
+    on_parent(call, fd, path, len, |at| {
         sys::mkdir_at(at.dir.as_fd(), &at.name)
     })
 }
@@ -61,9 +59,8 @@ pub(in crate::wasi) fn path_unlink_file(
     remove(call, fd, path, len, false)
 }
 
-/// Removes an empty directory (`directory`, with `PATH_REMOVE_DIRECTORY`)
-/// or anything else (with `PATH_UNLINK_FILE`): the kernel says `EISDIR`
-/// or `ENOTDIR` for the wrong kind.
+/// Removes an empty directory (`directory`) or anything else: the kernel
+/// says `EISDIR` or `ENOTDIR` for the wrong kind.
 fn remove(
     call: &mut HostCall<'_, '_>,
     fd: i32,
@@ -71,12 +68,7 @@ fn remove(
     len: i32,
     directory: bool,
 ) -> WasiResult {
-    let right = if directory {
-        rights::PATH_REMOVE_DIRECTORY
-    } else {
-        rights::PATH_UNLINK_FILE
-    };
-    on_parent(call, fd, path, len, right, |at| {
+    on_parent(call, fd, path, len, |at| {
         sys::unlink_at(at.dir.as_fd(), &at.name, directory)
     })
 }
@@ -99,7 +91,6 @@ pub(in crate::wasi) fn path_symlink(
     let dir = dir_fd(ctx, &target)?;
     let contents = read_path(&memory, old_path, old_len)?;
     let new = read_path(&memory, new_path, new_len)?;
-    ctx.wasi.fds.check(fd, rights::PATH_SYMLINK)?;
     if contents.starts_with('/') {
         return Err(Errno::Perm.into());
     }
@@ -107,12 +98,12 @@ pub(in crate::wasi) fn path_symlink(
     Ok(sys::symlink_at(&contents, at.dir.as_fd(), &at.name)?)
 }
 
-/// One side of a two-path call: the dir fd, the path (pointer and
-/// length), and the right the dir fd needs for it.
-type Side = (i32, i32, i32, u64);
+/// One side of a two-path call: the dir fd and the path (pointer and
+/// length).
+type Side = (i32, i32, i32);
 
 /// The parents of both paths of a rename or link, each beneath its own
-/// dir fd, after checking each fd's right.
+/// dir fd.
 fn both(call: &mut HostCall<'_, '_>, old: Side, new: Side) -> Result<(Parent, Parent), Fail> {
     let table = call.table;
     let fds = &call.ctx().wasi.fds;
@@ -121,13 +112,10 @@ fn both(call: &mut HostCall<'_, '_>, old: Side, new: Side) -> Result<(Parent, Pa
     let (old_dir, new_dir) = (dir_fd(ctx, &old_target)?, dir_fd(ctx, &new_target)?);
     let old_path = read_path(&memory, old.1, old.2)?;
     let new_path = read_path(&memory, new.1, new.2)?;
-    ctx.wasi.fds.check(old.0, old.3)?;
-    ctx.wasi.fds.check(new.0, new.3)?;
     Ok((parent(old_dir, &old_path)?, parent(new_dir, &new_path)?))
 }
 
-/// Renames within or across two dir fds (`old` needs
-/// `PATH_RENAME_SOURCE`, `new` `PATH_RENAME_TARGET`).
+/// Renames within or across two dir fds.
 pub(in crate::wasi) fn path_rename(
     call: &mut HostCall<'_, '_>,
     fd: i32,
@@ -137,11 +125,7 @@ pub(in crate::wasi) fn path_rename(
     new_path: i32,
     new_len: i32,
 ) -> WasiResult {
-    let (from, to) = both(
-        call,
-        (fd, old_path, old_len, rights::PATH_RENAME_SOURCE),
-        (new_fd, new_path, new_len, rights::PATH_RENAME_TARGET),
-    )?;
+    let (from, to) = both(call, (fd, old_path, old_len), (new_fd, new_path, new_len))?;
     Ok(sys::rename_at(
         from.dir.as_fd(),
         &from.name,
@@ -168,8 +152,8 @@ pub(in crate::wasi) fn path_link(
     }
     let (from, to) = both(
         call,
-        (old_fd, old_path, old_len, rights::PATH_LINK_SOURCE),
-        (new_fd, new_path, new_len, rights::PATH_LINK_TARGET),
+        (old_fd, old_path, old_len),
+        (new_fd, new_path, new_len),
     )?;
     Ok(sys::link_at(
         from.dir.as_fd(),
@@ -200,7 +184,6 @@ pub(in crate::wasi) fn path_readlink(
     let path = read_path(&memory, path, len)?;
     memory.range(pointer(buf), buf_len as u32)?;
     memory.range(pointer(used), 4)?;
-    ctx.wasi.fds.check(fd, rights::PATH_READLINK)?;
     let at = parent(dir, &path)?;
     let contents = sys::read_link_at(at.dir.as_fd(), &at.name)?;
     let bytes = contents.as_bytes();
@@ -228,7 +211,6 @@ pub(in crate::wasi) fn path_filestat_get(
     let path = read_path(&memory, path, len)?;
     memory.range(pointer(buf), Filestat::SIZE)?;
     let follow = follows(flags)?;
-    ctx.wasi.fds.check(fd, rights::PATH_FILESTAT_GET)?;
     let file = whole(dir, &path, follow)?;
     let stat = filestat_of(&sys::stat_fd(file.as_fd())?);
     memory.write(pointer(buf), &stat.encode())?;
@@ -253,7 +235,6 @@ pub(in crate::wasi) fn path_filestat_set_times(
     let path = read_path(&memory, path, len)?;
     let follow = follows(flags)?;
     let times = timestamps(atim, mtim, fst_flags)?;
-    ctx.wasi.fds.check(fd, rights::PATH_FILESTAT_SET_TIMES)?;
     let file = whole(dir, &path, follow)?;
     Ok(sys::set_times_fd(file.as_fd(), &times)?)
 }

@@ -1,0 +1,3 @@
+module custody.invalid/guests
+
+go 1.21

@@ -432,7 +432,15 @@ pub fn capture_for_tests() {
     ONCE.call_once(|| {
         set_stderr(false);
         set_rate_limit(None);
-        // Kept for the life of the process.
-        std::mem::forget(subscribe(|d| eprint!("{}", stderr_text(d))));
+        // Kept for the life of the process. custody's own threads (named
+        // `custody-*`: timer workers, the epoch ticker) outlive the test
+        // that started them, and libtest captures no output of theirs:
+        // what they report goes to subscribers only, not to stderr.
+        std::mem::forget(subscribe(|d| {
+            let thread = std::thread::current();
+            if !thread.name().is_some_and(|n| n.starts_with("custody-")) {
+                eprint!("{}", stderr_text(d));
+            }
+        }));
     });
 }

@@ -54,6 +54,9 @@
 //!   diagnostics through libtest's output capture instead of writing to
 //!   stderr directly, so passing tests print nothing.
 #![deny(missing_docs)]
+// `unsafe` is allowed only in the modules that say so (`#![allow(unsafe_code)]`),
+// each with a SAFETY argument beside every block: a new one is a visible decision.
+#![deny(unsafe_code)]
 
 mod critical_handle;
 pub mod diagnostics;

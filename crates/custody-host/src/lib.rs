@@ -41,6 +41,9 @@
 //! | `sys` | every system call, through rustix |
 //! | `deadline` | instants from any duration a user, a policy or a guest chose, saturated |
 #![deny(missing_docs)]
+// `unsafe` is allowed only in the modules that say so (`#![allow(unsafe_code)]`),
+// each with a SAFETY argument beside every block: a new one is a visible decision.
+#![deny(unsafe_code)]
 
 pub mod abi;
 mod boundary;

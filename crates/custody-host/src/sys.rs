@@ -22,6 +22,10 @@
 //! flags, sync, times, sockets, clocks, random bytes) are in `sys/file.rs`;
 //! the path calls of WASI's `path_*` functions in `sys/path.rs`.
 
+// SAFETY arguments live beside each `unsafe` block of this module; the crate
+// denies `unsafe_code` everywhere else.
+#![allow(unsafe_code)]
+
 mod file;
 mod path;
 

@@ -121,8 +121,10 @@ fn every_millisecond_key_of_a_policy_file_at_its_extremes_is_accepted_or_refused
 #[test]
 fn a_deadline_too_far_for_the_clock_never_passes() {
     let _serial = serial();
-    let mut policy = Policy::default();
-    policy.deadline = Some(Duration::MAX);
+    let policy = Policy {
+        deadline: Some(Duration::MAX),
+        ..Policy::default()
+    };
     let (host, _lines) = host_with(policy);
     let domain = host.create_domain(DomainConfig::new()).unwrap();
     let module = host.compile(GUEST.as_bytes()).unwrap();

@@ -29,6 +29,8 @@
 //! Exit status: a command's own (0 when `_start` returns, `n` for
 //! `proc_exit(n)`; outside 0..=255, 255), else 0 success; 2 usage or load
 //! error, 3 trap or abort, 4 denied import.
+// The command line needs no `unsafe`: everything unsafe is in the libraries.
+#![forbid(unsafe_code)]
 
 use std::process::ExitCode;
 

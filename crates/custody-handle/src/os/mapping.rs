@@ -1,5 +1,9 @@
 //! `Mapping`: a memory mapping released with `munmap(2)`.
 
+// SAFETY arguments live beside each `unsafe` block of this module; the crate
+// denies `unsafe_code` everywhere else.
+#![allow(unsafe_code)]
+
 use std::io;
 use std::os::fd::AsFd;
 

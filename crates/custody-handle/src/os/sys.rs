@@ -5,6 +5,10 @@
 //! - [close(2)](https://man7.org/linux/man-pages/man2/close.2.html)
 //! - [mmap(2)](https://man7.org/linux/man-pages/man2/mmap.2.html)
 
+// SAFETY arguments live beside each `unsafe` block of this module; the crate
+// denies `unsafe_code` everywhere else.
+#![allow(unsafe_code)]
+
 use std::io;
 use std::os::fd::{BorrowedFd, RawFd};
 

@@ -43,6 +43,10 @@
 //! aligned to 128 bytes, so two threads using neighbouring ids never share
 //! a cache line (nor the adjacent line that x86 prefetches in pairs).
 
+// SAFETY arguments live beside each `unsafe` block of this module; the crate
+// denies `unsafe_code` everywhere else.
+#![allow(unsafe_code)]
+
 use std::any::{Any, TypeId, type_name};
 use std::collections::VecDeque;
 use std::ptr;

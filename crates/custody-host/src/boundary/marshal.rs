@@ -21,6 +21,10 @@
 //!   was stopped (except in the unloading hook); every other code goes to
 //!   the guest.
 
+// SAFETY arguments live beside each `unsafe` block of this module; the crate
+// denies `unsafe_code` everywhere else.
+#![allow(unsafe_code)]
+
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;

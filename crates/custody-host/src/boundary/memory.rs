@@ -8,6 +8,10 @@
 //! so it is read and written byte by byte with atomic accesses, and read
 //! **once**: the host works on its copy, never re-reading mid-call.
 
+// SAFETY arguments live beside each `unsafe` block of this module; the crate
+// denies `unsafe_code` everywhere else.
+#![allow(unsafe_code)]
+
 use std::cell::UnsafeCell;
 use std::ops::Range;
 use std::sync::atomic::{AtomicU8, Ordering};

@@ -9,6 +9,10 @@
 //!
 //! [`Allocation::Dense`]: crate::Allocation::Dense
 
+// SAFETY arguments live beside each `unsafe` block of this module; the crate
+// denies `unsafe_code` everywhere else.
+#![allow(unsafe_code)]
+
 use std::alloc::{Layout, alloc_zeroed, dealloc, realloc};
 use std::ptr::NonNull;
 

@@ -21,6 +21,9 @@ use wasmparser::{BinaryReader, ExternalKind, Parser, Payload};
 /// The `name` custom section's function-names subsection id.
 const FUNCTION_NAMES: u8 = 1;
 
+/// A subsection of a name section: its id and its bytes.
+type Subsection<'a> = (u8, &'a [u8]);
+
 /// `wasm` with a name for every exported function (borrowed when it has
 /// them all). A module that does not parse is returned as it is: the
 /// compiler reports it.
@@ -52,7 +55,7 @@ impl Plan {
 fn plan(wasm: &[u8]) -> wasmparser::Result<Option<Plan>> {
     let mut exported: BTreeMap<u32, &str> = BTreeMap::new();
     // The old name section: its whole span and its subsections (id, bytes).
-    let mut old: Option<(std::ops::Range<usize>, Vec<(u8, &[u8])>)> = None;
+    let mut old: Option<(std::ops::Range<usize>, Vec<Subsection<'_>>)> = None;
     // Sections are contiguous: one begins where the one before it ended.
     let mut section_start = 8;
     for payload in Parser::new(0).parse_all(wasm) {
@@ -117,7 +120,7 @@ fn plan(wasm: &[u8]) -> wasmparser::Result<Option<Plan>> {
 }
 
 /// The subsections of a name section's contents: (id, bytes).
-fn subsections(data: &[u8]) -> wasmparser::Result<Vec<(u8, &[u8])>> {
+fn subsections(data: &[u8]) -> wasmparser::Result<Vec<Subsection<'_>>> {
     let mut reader = BinaryReader::new(data, 0);
     let mut found = Vec::new();
     while !reader.eof() {

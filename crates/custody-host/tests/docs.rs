@@ -48,34 +48,14 @@ fn repo_file(path: &str) -> String {
     std::fs::read_to_string(root.join(path)).unwrap()
 }
 
-/// The `.rs` files under `dir` (relative to it) whose code, comments
-/// aside, uses `unsafe`.
-fn files_with_unsafe(dir: &Path, under: &Path, found: &mut Vec<String>) {
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            files_with_unsafe(&path, under, found);
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            let text = std::fs::read_to_string(&path).unwrap();
-            let uses = text.lines().any(|line| {
-                let code = line.split("//").next().unwrap_or_default();
-                code.contains("unsafe {")
-                    || code.contains("unsafe impl")
-                    || code.contains("unsafe fn")
-            });
-            if uses {
-                let relative = path.strip_prefix(under).unwrap();
-                found.push(relative.to_string_lossy().into_owned());
-            }
-        }
-    }
-}
-
 #[test]
 fn the_architecture_names_every_module_that_uses_unsafe_and_no_other() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut actual = Vec::new();
-    files_with_unsafe(&src, &src, &mut actual);
+    let (used, _) = custody_testkit::layering::unsafe_modules(&src);
+    let mut actual: Vec<String> = used
+        .iter()
+        .map(|f| f.strip_prefix(&src).unwrap().to_string_lossy().into_owned())
+        .collect();
     actual.sort();
     let doc = repo_file("docs/ARCHITECTURE.md");
     let paragraph: String = doc

@@ -97,7 +97,7 @@ impl Host {
     /// # Errors
     /// [`LoadError::Malformed`] with the parser's message.
     pub fn compile(&self, bytes: &[u8]) -> Result<Module, LoadError> {
-        self.runtime.compile(bytes)
+        self.runtime.compiler.compile(bytes)
     }
 
     /// Compiles a `.wasm` or `.wat` file.
@@ -115,14 +115,14 @@ impl Host {
 
     /// How many compiled modules the host's cache holds.
     pub fn cached_modules(&self) -> usize {
-        self.runtime.cached_modules()
+        self.runtime.compiler.cached_modules()
     }
 
     /// Empties the host's module caches, the compiled modules and the
     /// modules prepared for instantiation (domains keep the modules they
     /// loaded).
     pub fn clear_module_cache(&self) {
-        self.runtime.clear_module_cache();
+        self.runtime.compiler.clear_module_cache();
     }
 
     /// What the host's module caches hold: entries, the code they keep
@@ -142,7 +142,7 @@ impl Host {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn cache_stats(&self) -> CacheStats {
-        self.runtime.cache_stats()
+        self.runtime.compiler.cache_stats()
     }
 
     /// Adds a library module: a module every domain of this host may import

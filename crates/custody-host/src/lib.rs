@@ -30,7 +30,8 @@
 //! | `error` | the error types (they name the domain's state and the policy's categories) |
 //! | `host` | [`Host`], [`HostBuilder`], [`DomainConfig`]: the entry point; a domain from a [`Manifest`] |
 //! | `domain` | [`Domain`]: load (the import resolution order), call, recycle, the one unload procedure, the state word |
-//! | `runtime` | the engine (allocation, compile cache), the linker, the epoch ticker, the module cache |
+//! | `runtime` | the engine (allocation, disk cache, dense memories), the linker, the epoch ticker, the timer thread |
+//! | `compile` | the compile pipeline under the policy's bounds (structure check, estimate, export names, atomic-wait rewrite, time bound) and the module caches |
 //! | `registry` | the live domains ([`DomainInfo`]) |
 //! | [`wasi`] | WASI preview 1 over the same handles: its catalogue entries, the fd model, stdio |
 //! | [`abi`] | the `custody` ABI: its catalogue entries and handlers |
@@ -48,6 +49,7 @@
 pub mod abi;
 mod boundary;
 mod catalogue;
+mod compile;
 mod config;
 mod deadline;
 mod domain;

@@ -1,38 +1,35 @@
-//! The runtime shared by a host and all its domains: the engine (configured
-//! from the policy), the linker with every host function of the
-//! [catalogue](crate::catalogue), the policy, the log sink, the registry of
-//! domains, the module caches (compiled modules by content, and modules
-//! prepared for instantiation: both bounded by the policy's
-//! `module_cache_entries`), the library modules and the epoch ticker.
+//! The runtime shared by a host and all its domains, and the process
+//! services it runs: the engine (configured from the policy: `engine.rs`,
+//! with `dense.rs`, the heap-backed memories of `allocation = "dense"`),
+//! the linker with every host function of the
+//! [catalogue](crate::catalogue), the [compiler](crate::compile) and its
+//! caches, the policy, the log sink, the registry of domains, the library
+//! modules, the epoch ticker (`ticker.rs`) and the timer thread
+//! (`timer_thread.rs`).
 //!
 //! Domains hold the runtime (an `Arc`), so deadlines keep firing and host
 //! functions stay linked even if the `Host` value is dropped first.
 
-pub(crate) mod atomic_waits;
-mod bounded;
-mod compile_timeout;
 mod dense;
 mod engine;
-mod export_names;
-mod module_cache;
-mod pre_cache;
-mod precheck;
 pub(crate) mod ticker;
 pub(crate) mod timer_thread;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use wasmtime::{Engine, Linker, Module};
 
+use crate::compile::{Compiler, atomic_wait};
+
 use crate::boundary::ctx::DomainCtx;
 use crate::boundary::embed::EmbedderFunction;
 use crate::catalogue::{Catalogue, HostFunction};
 use crate::config::{Allocation, Policy};
-use crate::error::{HostError, LoadError};
+use crate::error::HostError;
 use crate::log::LogSink;
-use crate::registry::{CacheStats, Registry};
+use crate::registry::Registry;
 
 pub use ticker::EPOCH_TICK;
 
@@ -53,16 +50,13 @@ pub(crate) struct Runtime {
     pub(crate) policy: Arc<Policy>,
     pub(crate) log: LogSink,
     pub(crate) registry: Registry,
-    pub(crate) modules: module_cache::ModuleCache,
-    /// Modules prepared for instantiation.
-    pub(crate) prepared: pre_cache::PreCache,
+    /// The compile pipeline and the module caches.
+    pub(crate) compiler: Compiler,
     /// The allocation in effect (the policy's, unless it had to fall back).
     pub(crate) allocation: Allocation,
     /// Library modules by name, instantiated into each domain that imports
     /// them.
     libraries: RwLock<BTreeMap<String, Module>>,
-    /// Compilations that passed the compile timeout and still run.
-    overruns: Arc<compile_timeout::Overruns>,
     /// Runs guest timer callbacks and deferred completions.
     pub(crate) timers: Arc<timer_thread::TimerThread>,
     _ticker: ticker::Ticker,
@@ -98,62 +92,20 @@ impl Runtime {
         let ticker = ticker::Ticker::start(engine.clone())
             .map_err(|e| HostError::Engine(format!("starting the epoch thread: {e}")))?;
         tracing::debug!(target: "custody::host", allocation = allocation.name(), "host created");
+        let policy = Arc::new(policy);
         Ok(Runtime {
+            compiler: Compiler::new(engine.clone(), Arc::clone(&policy)),
             engine,
             linker,
             catalogue,
-            modules: module_cache::ModuleCache::new(policy.module_cache_entries),
-            prepared: pre_cache::PreCache::new(policy.module_cache_entries),
-            policy: Arc::new(policy),
+            policy,
             log,
             registry: Registry::default(),
             allocation,
             libraries: RwLock::default(),
-            overruns: Arc::default(),
             timers: Arc::default(),
             _ticker: ticker,
         })
-    }
-
-    /// Compiles `bytes` (binary or WAT), or finds them in the module cache.
-    pub(crate) fn compile(&self, bytes: &[u8]) -> Result<Module, LoadError> {
-        self.modules.get_or_compile(bytes, || {
-            // Text is turned into a binary first, so that the structural
-            // check sees what the compiler would.
-            let wasm =
-                wat::parse_bytes(bytes).map_err(|e| LoadError::Malformed(format!("{e:#}")))?;
-            precheck::check(&wasm, &self.policy).map_err(LoadError::Limits)?;
-            let wasm = export_names::with_export_names(&wasm);
-            let wasm = if self.policy.threads {
-                atomic_waits::rewrite(&wasm)
-                    .map_err(LoadError::Limits)?
-                    .into_owned()
-            } else {
-                wasm.into_owned()
-            };
-            self.overruns
-                .compile(&self.engine, wasm, self.policy.compile_timeout)
-                .map_err(|failed| match failed {
-                    compile_timeout::Failed::Compile(e) => self.compile_error(e),
-                    compile_timeout::Failed::Refused(why) => LoadError::Limits(why),
-                })
-        })
-    }
-
-    /// A compilation error, named: a module the pooling allocator refuses
-    /// is a `Limits` error that says which knob governs it.
-    fn compile_error(&self, error: wasmtime::Error) -> LoadError {
-        let message = format!("{error:#}");
-        if !message.contains("pooling allocator") {
-            return LoadError::Malformed(message);
-        }
-        let limit = match self.policy.memory_limit {
-            Some(bytes) => format!("the policy's memory limit is {bytes} bytes"),
-            None => "the policy sets no memory limit".to_string(),
-        };
-        LoadError::Limits(format!(
-            "{message} ({limit}; shared memories need allocation = \"on-demand\" or \"dense\")"
-        ))
     }
 
     /// The library module named `name`, if the host has one.
@@ -170,7 +122,7 @@ impl Runtime {
         if name.is_empty() {
             return Err("a library needs a name".to_string());
         }
-        if name == atomic_waits::MODULE {
+        if name == atomic_wait::MODULE {
             return Err(format!("{name:?} is reserved for the host"));
         }
         if !Engine::same(module.engine(), &self.engine) {
@@ -185,43 +137,5 @@ impl Runtime {
         }
         libraries.insert(name.to_string(), module.clone());
         Ok(())
-    }
-
-    /// How many compiled modules the cache holds.
-    pub(crate) fn cached_modules(&self) -> usize {
-        self.modules.len()
-    }
-
-    /// Empties the module cache and the prepared-instance cache.
-    pub(crate) fn clear_module_cache(&self) {
-        self.modules.clear();
-        self.prepared.clear();
-    }
-
-    /// What the two caches hold.
-    pub(crate) fn cache_stats(&self) -> CacheStats {
-        let modules = self.modules.modules();
-        let prepared = self.prepared.modules();
-        let (modules_len, prepared_len) = (modules.len(), prepared.len());
-        // A module's code address is unique while it lives (the pre-cache's
-        // key too): a module in both caches counts once.
-        let mut seen = HashSet::new();
-        let code_bytes = modules
-            .iter()
-            .chain(&prepared)
-            .map(Module::image_range)
-            .filter(|range| seen.insert(range.start as usize))
-            .map(|range| range.end as usize - range.start as usize)
-            .sum();
-        let images = crate::sys::memory_image_fds().ok();
-        CacheStats {
-            limit: self.policy.module_cache_entries,
-            modules: modules_len,
-            prepared: prepared_len,
-            distinct_modules: seen.len(),
-            code_bytes,
-            process_memory_image_fds: images.map(|(fds, _)| fds),
-            process_memory_image_bytes: images.map(|(_, bytes)| bytes),
-        }
     }
 }

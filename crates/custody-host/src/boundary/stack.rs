@@ -3,7 +3,7 @@
 //! `N: 0xOFFSET - [module!]function`.
 //!
 //! A frame is named by the module's name section, which the compile
-//! pipeline completes with export names (`runtime/export_names.rs`), else
+//! pipeline completes with export names (`compile/export_names.rs`), else
 //! `<wasm function N>`. Names are shown as the module gives them; only
 //! Rust's mangled symbols are demangled. (wasmtime's own rendering also
 //! tries C++ demangling on every name, which turns a function named `a`

@@ -3,7 +3,7 @@
 //! (refused if the domain's policy denies one of its categories). What the
 //! domain's resolver or a host library supplies was loaded into the domain
 //! first ([`resolve`](super::resolve)). A module that imports only host
-//! functions is prepared once per host (`runtime`'s `InstancePre` cache) and
+//! functions is prepared once per host (`compile/pre_cache.rs`, the `InstancePre` cache) and
 //! instantiated from that.
 
 use std::collections::HashSet;
@@ -14,10 +14,10 @@ use wasmtime::{ExternType, Instance, Module};
 use super::invoke::report_aborted;
 use super::{DomainShared, Loaded};
 use crate::boundary::{atomic_wait, stack};
+use crate::compile::atomic_wait::{MODULE as REWRITTEN_WAITS, WaitImport};
 use crate::config::Category;
 use crate::error::LoadError;
 use crate::runtime::Runtime;
-use crate::runtime::atomic_waits::{self, WaitImport};
 use crate::wasi;
 
 /// Instantiates `module` into `loaded`'s store and records its `memory`
@@ -155,9 +155,11 @@ fn bind_and_instantiate(
         .imports()
         .any(|i| loaded.modules.iter().any(|m| m.name == i.module()));
     if !importing_a_sibling
-        && let Some(prepared) = runtime
-            .prepared
-            .get(&runtime.linker, &runtime.catalogue, module)
+        && let Some(prepared) =
+            runtime
+                .compiler
+                .prepared
+                .get(&runtime.linker, &runtime.catalogue, module)
     {
         let denied = &policy.denied;
         if let Some(&category) = prepared.categories.iter().find(|c| denied.contains(c)) {
@@ -178,7 +180,7 @@ fn bind_and_instantiate(
         let unresolved = || unresolved_import(shared, from, field, sibling.is_some());
         let resolved = match sibling {
             Some(sibling) => sibling.instance.get_export(&mut *store, field),
-            None if from == atomic_waits::MODULE && policy.threads => {
+            None if from == REWRITTEN_WAITS && policy.threads => {
                 let wait = WaitImport::parse(field).ok_or_else(unresolved)?;
                 let func = atomic_wait::function(&mut *store, wait.width, wait.offset, wait.memory);
                 Some(func.into())

@@ -19,8 +19,8 @@
 use wasmtime::{Engine, Module};
 
 use super::{DomainShared, Loaded, LoadedModule, link};
+use crate::compile::atomic_wait;
 use crate::error::LoadError;
-use crate::runtime::atomic_waits;
 
 /// How deep loads on demand may nest (a resolver inventing a new module
 /// for every name would otherwise never end).
@@ -98,7 +98,7 @@ fn supply(
         let from = import.module();
         // The host's own rewriting of atomic waits is never shadowed.
         if asked.contains(&from)
-            || from == atomic_waits::MODULE
+            || from == atomic_wait::MODULE
             || loaded.modules.iter().any(|m| m.name == from)
         {
             continue;

@@ -22,6 +22,11 @@ fn custody_host_has_no_import_cycle() {
     custody_testkit::layering::assert_acyclic(&src_of("custody-host"));
 }
 
+#[test]
+fn the_command_line_has_no_import_cycle() {
+    custody_testkit::layering::assert_acyclic(&src_of("custody"));
+}
+
 /// Each crate denies `unsafe_code` at its root, and a module that uses
 /// `unsafe` allows it for itself, visibly; no module allows it without
 /// using it.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::Args;
 use custody_host::{Val, ValType, parse_size};
 
-use crate::run::Failure;
+use crate::outcome::Failure;
 
 #[derive(Args)]
 pub(crate) struct RunArgs {

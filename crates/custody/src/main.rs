@@ -35,6 +35,7 @@
 use std::process::ExitCode;
 
 mod args;
+mod outcome;
 mod output;
 mod run;
 mod source;

@@ -8,7 +8,7 @@ use custody_handle::diagnostics::{Collector, Diagnostic};
 use custody_host::{AbiError, Ledger, Val};
 use serde::Serialize;
 
-use crate::run::{Called, Failure};
+use crate::outcome::{Called, Failure};
 
 /// The most diagnostics `--json` output keeps (the most recent).
 pub(crate) const MAX_DIAGNOSTICS: usize = 1000;

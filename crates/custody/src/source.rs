@@ -8,7 +8,7 @@ use std::time::Duration;
 use custody_host::{Category, Manifest, Policy};
 
 use crate::args::RunArgs;
-use crate::run::Failure;
+use crate::outcome::Failure;
 
 /// What to run: one module, or the domain a manifest describes.
 pub(crate) enum Source<'a> {

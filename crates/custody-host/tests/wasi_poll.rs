@@ -188,3 +188,29 @@ fn bad_subscriptions_are_errors() {
         "too many"
     );
 }
+
+/// A clock of `u64::MAX` nanoseconds (584 years) under a policy that
+/// grants any wait: no `Instant` arithmetic overflows; the wait is one the
+/// host can still end, and an abort does.
+#[test]
+fn a_clock_of_u64_max_nanoseconds_waits_until_aborted_without_overflow() {
+    let _serial = serial();
+    let domain = domain(Policy {
+        max_wait: Duration::MAX,
+        allow_infinite_wait: true,
+        ..Policy::default()
+    });
+    let mut sub = clock(9, 0);
+    sub[24..32].copy_from_slice(&u64::MAX.to_le_bytes());
+    poke(&domain, 1000, &sub);
+    let aborter = abort_after(&domain, Duration::from_millis(100));
+    let outcome = domain.call(
+        "w_poll_oneoff",
+        &[Val::I32(1000), Val::I32(4000), Val::I32(1), Val::I32(16)],
+    );
+    aborter.join().unwrap();
+    assert!(
+        matches!(outcome, Err(CallError::Aborted { .. })),
+        "{outcome:?}"
+    );
+}

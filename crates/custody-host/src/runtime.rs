@@ -120,13 +120,15 @@ impl Runtime {
         self.modules.get_or_compile(bytes, || {
             // Text is turned into a binary first, so that the structural
             // check sees what the compiler would.
-            let wasm =
-                wat::parse_bytes(bytes).map_err(|e| LoadError::Malformed(format!("{e:#}")))?;
-            precheck::check(&wasm, &self.policy).map_err(LoadError::Limits)?;
+            let wasm = wat::parse_bytes(bytes).map_err(|e| LoadError::Malformed {
+                message: format!("{e:#}"),
+                source: Box::new(e),
+            })?;
+            precheck::check(&wasm, &self.policy).map_err(LoadError::limits)?;
             let wasm = export_names::with_export_names(&wasm);
             let wasm = if self.policy.threads {
                 atomic_waits::rewrite(&wasm)
-                    .map_err(LoadError::Limits)?
+                    .map_err(LoadError::limits)?
                     .into_owned()
             } else {
                 wasm.into_owned()
@@ -135,7 +137,7 @@ impl Runtime {
                 .compile(&self.engine, wasm, self.policy.compile_timeout)
                 .map_err(|failed| match failed {
                     compile_timeout::Failed::Compile(e) => self.compile_error(e),
-                    compile_timeout::Failed::Refused(why) => LoadError::Limits(why),
+                    compile_timeout::Failed::Refused(why) => LoadError::limits(why),
                 })
         })
     }
@@ -145,15 +147,21 @@ impl Runtime {
     fn compile_error(&self, error: wasmtime::Error) -> LoadError {
         let message = format!("{error:#}");
         if !message.contains("pooling allocator") {
-            return LoadError::Malformed(message);
+            return LoadError::Malformed {
+                message,
+                source: error.into(),
+            };
         }
         let limit = match self.policy.memory_limit {
             Some(bytes) => format!("the policy's memory limit is {bytes} bytes"),
             None => "the policy sets no memory limit".to_string(),
         };
-        LoadError::Limits(format!(
-            "{message} ({limit}; shared memories need allocation = \"on-demand\" or \"dense\")"
-        ))
+        LoadError::Limits {
+            message: format!(
+                "{message} ({limit}; shared memories need allocation = \"on-demand\" or \"dense\")"
+            ),
+            source: Some(error.into()),
+        }
     }
 
     /// The library module named `name`, if the host has one.

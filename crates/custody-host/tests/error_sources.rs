@@ -2,7 +2,8 @@
 //! `std::error::Error::source()` chain reaches the original (the OS's
 //! `io::Error`, wasmtime's or the text parser's error, the `wasmtime::Trap`,
 //! the `Interrupt`, the failed call an escalation ended a domain for, the
-//! policy's error), while its `Display` says what it said before.
+//! policy's error), while its `Display` says what it said before. Every
+//! test is serial: one counts the process's fds.
 
 use std::error::Error;
 use std::io;
@@ -41,6 +42,7 @@ fn find<'a, E: Error + 'static>(error: &'a (dyn Error + 'static)) -> Option<&'a 
 
 #[test]
 fn a_missing_module_file_keeps_the_os_error() {
+    let _serial = serial();
     let host = host();
     let error = host
         .compile_file("/nonexistent/custody/plugin.wasm")
@@ -59,6 +61,7 @@ fn a_missing_module_file_keeps_the_os_error() {
 
 #[test]
 fn a_malformed_module_keeps_the_parser_s_or_wasmtime_s_error() {
+    let _serial = serial();
     let host = host();
     // Text that does not parse: the text parser's own error.
     let error = host.compile(b"(module (func").unwrap_err();
@@ -87,6 +90,7 @@ fn a_malformed_module_keeps_the_parser_s_or_wasmtime_s_error() {
 
 #[test]
 fn a_trap_keeps_the_wasmtime_trap_and_an_abort_its_interrupt() {
+    let _serial = serial();
     let (host, _lines) = host_with(Policy {
         deadline: Some(Duration::from_millis(50)),
         ..Policy::default()
@@ -196,6 +200,7 @@ fn a_domain_an_escalation_ended_keeps_the_failed_call_as_the_cause() {
 
 #[test]
 fn refs_views_and_pins_of_a_domain_that_no_longer_runs_are_their_own_errors() {
+    let _serial = serial();
     let host = host();
     let (domain, _module) = driver_domain(&host, DomainConfig::new(), "");
     let (holder, _) = driver_domain(&host, DomainConfig::new(), "");
@@ -230,6 +235,7 @@ fn refs_views_and_pins_of_a_domain_that_no_longer_runs_are_their_own_errors() {
 
 #[test]
 fn a_manifest_error_keeps_the_policy_s_and_the_os_s_error() {
+    let _serial = serial();
     let host = host();
     let error = Manifest::from_file("/nonexistent/custody/manifest.toml").unwrap_err();
     assert!(matches!(error, ManifestError::Read { .. }), "{error}");
@@ -269,6 +275,7 @@ fn a_manifest_error_keeps_the_policy_s_and_the_os_s_error() {
 
 #[test]
 fn a_host_error_keeps_the_os_error() {
+    let _serial = serial();
     let host = host();
     let error = host
         .create_domain(DomainConfig::new().preopen("x", "/nonexistent/custody/dir"))

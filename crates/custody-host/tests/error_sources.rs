@@ -10,6 +10,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
+use custody_handle::{Fd, HandleId};
 use custody_host::{
     Action, CallError, DomainConfig, DomainState, EndCause, Escalation, HostError, Interrupt,
     LoadError, Manifest, ManifestError, NotRunning, PinError, Policy, PolicyError, RefError,
@@ -202,16 +203,24 @@ fn a_domain_an_escalation_ended_keeps_the_failed_call_as_the_cause() {
 fn refs_views_and_pins_of_a_domain_that_no_longer_runs_are_their_own_errors() {
     let _serial = serial();
     let host = host();
-    let (domain, _module) = driver_domain(&host, DomainConfig::new(), "");
     let (holder, _) = driver_domain(&host, DomainConfig::new(), "");
+    let baseline = FdBaseline::now();
+    let (domain, _module) = driver_domain(&host, DomainConfig::new(), "");
+    let (read, write) = io::pipe().unwrap();
+    let id = domain
+        .insert_handle(Fd::from(std::os::fd::OwnedFd::from(read)))
+        .unwrap();
+    drop(write);
     holder.unload().unwrap();
     let error = domain.strong_ref_for(&holder, "dependent").unwrap_err();
     assert!(
         matches!(error, RefError::HolderNotRunning { holder: h, state: DomainState::Unloaded } if h == holder.id()),
         "{error}"
     );
-    domain.unload().unwrap();
-    let id = domain.id();
+    // A ref holds the domain `Unloading`: its handles are still there.
+    let held = domain.strong_ref("held").unwrap();
+    let ticket = domain.begin_unload().unwrap();
+    let domain_id = domain.id();
     for error in [
         domain.strong_ref("ref").map(drop).unwrap_err(),
         domain.memory_view("view").map(drop).unwrap_err(),
@@ -219,18 +228,33 @@ fn refs_views_and_pins_of_a_domain_that_no_longer_runs_are_their_own_errors() {
         let RefError::NotRunning(NotRunning { domain, state, .. }) = &error else {
             panic!("expected NotRunning, got {error:?}");
         };
-        assert_eq!((*domain, *state), (id, DomainState::Unloaded));
+        assert_eq!((*domain, *state), (domain_id, DomainState::Unloading));
         assert_eq!(
             error.to_string(),
-            format!("domain {id} is Unloaded: it takes no new refs")
+            format!("domain {domain_id} is Unloading: it takes no new refs")
         );
         assert!(error.source().is_none(), "no escalation ended it");
     }
-    let pinned = domain.pin_handle::<custody_handle::Fd>(custody_handle::HandleId::NULL, "pin");
+    let error = domain.pin_handle::<Fd>(id, "late").map(drop).unwrap_err();
     assert!(
-        matches!(pinned, Err(PinError::Handle(_))),
-        "a null id is the table's error"
+        matches!(
+            &error,
+            PinError::NotRunning(NotRunning {
+                state: DomainState::Unloading,
+                ..
+            })
+        ),
+        "{error}"
     );
+    let error = domain
+        .pin_handle::<Fd>(HandleId::NULL, "null")
+        .map(drop)
+        .unwrap_err();
+    assert!(matches!(error, PinError::Handle(_)), "{error}");
+    drop(held);
+    ticket.wait(Duration::from_secs(5)).unwrap();
+    drop(domain);
+    baseline.assert_back("refs refused");
 }
 
 #[test]

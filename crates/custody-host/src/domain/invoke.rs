@@ -11,7 +11,7 @@ use wasmtime::{Func, FuncType, Store, Trap, Val, ValType};
 use crate::boundary::cancel::Interrupt;
 use crate::boundary::ctx::DomainCtx;
 use crate::boundary::stack;
-use crate::error::{BoxError, CallError};
+use crate::error::{BoxError, CallError, wasmtime_source};
 use crate::wasi::proc::ProcExit;
 
 /// Fires `callAborted` for a failed call.
@@ -112,22 +112,16 @@ fn call_error(export: &str, error: wasmtime::Error, stack_limit: usize) -> CallE
     if let Some(interrupt) = error.downcast_ref::<Interrupt>() {
         return aborted(interrupt.to_string(), Box::new(interrupt.clone()));
     }
-    match error.downcast_ref::<Trap>() {
+    match error.downcast_ref::<Trap>().copied() {
         Some(Trap::StackOverflow) => aborted(
             format!("the stack limit of {stack_limit} bytes was exhausted"),
             Box::new(Trap::StackOverflow),
         ),
-        Some(trap) => CallError::Trap {
+        trap => CallError::Trap {
             export: export.to_string(),
-            message: trap.to_string(),
+            message: trap.map_or(cause, |trap| trap.to_string()),
             backtrace,
-            source: Box::new(*trap),
-        },
-        None => CallError::Trap {
-            export: export.to_string(),
-            message: cause,
-            backtrace,
-            source: error.into(),
+            source: wasmtime_source(error),
         },
     }
 }

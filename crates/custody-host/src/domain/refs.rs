@@ -62,8 +62,9 @@ impl DomainRef {
     /// unload too (the unload waits for it).
     ///
     /// # Errors
-    /// As [`Domain::call`]; `NotRunning` once the unload was forced or
-    /// completed, or the ref was released with its holder.
+    /// As [`Domain::call`]; [`CallError::NotRunning`] once the unload was
+    /// forced or completed, or the ref was released with its holder (its
+    /// [`cause`](crate::NotRunning::cause) says so).
     pub fn call(&self, name: &str, args: &[Val]) -> Result<Vec<Val>, CallError> {
         let shared = &self.inner.shared;
         if self.inner.released.load(Ordering::Acquire) {
@@ -169,7 +170,7 @@ impl Domain {
     /// backtrace with `CUSTODY_TRACE_ROOTS=1`).
     ///
     /// # Errors
-    /// `NotRunning` once an unload has begun.
+    /// [`RefError::NotRunning`] once an unload has begun.
     #[track_caller]
     pub fn strong_ref(&self, label: &str) -> Result<DomainRef, RefError> {
         let site = std::panic::Location::caller().to_string();
@@ -243,7 +244,7 @@ impl Domain {
     /// A view of the guest memory labelled `label` (see [`MemoryView`]).
     ///
     /// # Errors
-    /// `NotRunning` once an unload has begun.
+    /// [`RefError::NotRunning`] once an unload has begun.
     #[track_caller]
     pub fn memory_view(&self, label: &str) -> Result<MemoryView, RefError> {
         let site = std::panic::Location::caller().to_string();
@@ -326,7 +327,8 @@ impl Domain {
     /// root: prefer this one for anything held longer than a statement.
     ///
     /// # Errors
-    /// `NotRunning` once an unload has begun; the table's error for a
+    /// [`PinError::NotRunning`] once an unload has begun;
+    /// [`PinError::Handle`], the table's error, for a
     /// null, stale, closed or wrong-kind id (nothing is held then).
     #[track_caller]
     pub fn pin_handle<T: ReleaseHandle>(

@@ -60,13 +60,15 @@ impl Compiler {
         self.modules.get_or_compile(bytes, || {
             // Text is turned into a binary first, so that the structural
             // check sees what the compiler would.
-            let wasm =
-                wat::parse_bytes(bytes).map_err(|e| LoadError::Malformed(format!("{e:#}")))?;
-            precheck::check(&wasm, &self.policy).map_err(LoadError::Limits)?;
+            let wasm = wat::parse_bytes(bytes).map_err(|e| LoadError::Malformed {
+                message: format!("{e:#}"),
+                source: Box::new(e),
+            })?;
+            precheck::check(&wasm, &self.policy).map_err(LoadError::limits)?;
             let wasm = export_names::with_export_names(&wasm);
             let wasm = if self.policy.threads {
                 atomic_wait::rewrite(&wasm)
-                    .map_err(LoadError::Limits)?
+                    .map_err(LoadError::limits)?
                     .into_owned()
             } else {
                 wasm.into_owned()
@@ -75,7 +77,7 @@ impl Compiler {
                 .compile(&self.engine, wasm, self.policy.compile_timeout)
                 .map_err(|failed| match failed {
                     timeout::Failed::Compile(e) => self.compile_error(e),
-                    timeout::Failed::Refused(why) => LoadError::Limits(why),
+                    timeout::Failed::Refused(why) => LoadError::limits(why),
                 })
         })
     }
@@ -85,15 +87,21 @@ impl Compiler {
     fn compile_error(&self, error: wasmtime::Error) -> LoadError {
         let message = format!("{error:#}");
         if !message.contains("pooling allocator") {
-            return LoadError::Malformed(message);
+            return LoadError::Malformed {
+                message,
+                source: error.into(),
+            };
         }
         let limit = match self.policy.memory_limit {
             Some(bytes) => format!("the policy's memory limit is {bytes} bytes"),
             None => "the policy sets no memory limit".to_string(),
         };
-        LoadError::Limits(format!(
-            "{message} ({limit}; shared memories need allocation = \"on-demand\" or \"dense\")"
-        ))
+        LoadError::Limits {
+            message: format!(
+                "{message} ({limit}; shared memories need allocation = \"on-demand\" or \"dense\")"
+            ),
+            source: Some(error.into()),
+        }
     }
 
     /// How many compiled modules the cache holds.

@@ -62,7 +62,7 @@ use crate::boundary::ctx::DomainCtx;
 use crate::boundary::preopen::Preopens;
 use crate::boundary::stack;
 use crate::config::Policy;
-use crate::error::LoadError;
+use crate::error::{LoadError, NotRunning, Refused};
 use crate::ledger::{Ledger, LedgerCounts};
 use crate::registry::{DomainInfo, Listed};
 use crate::runtime::Runtime;
@@ -207,7 +207,7 @@ pub(crate) struct DomainShared {
     pub(crate) blocked_reported: std::sync::atomic::AtomicBool,
     /// Why an escalation ended the domain (the failure that started it),
     /// for the errors of every later call, load and unload.
-    pub(crate) ended_by: Mutex<Option<String>>,
+    pub(crate) ended_by: Mutex<Option<Arc<crate::error::EndCause>>>,
     /// The capture buffers of WASI's stdout and stderr, if they capture:
     /// drained by the embedder, during a call or after the unload.
     captures: [Option<Arc<Capture>>; 2],
@@ -215,7 +215,7 @@ pub(crate) struct DomainShared {
 
 impl DomainShared {
     /// Why an escalation ended the domain, if one did.
-    pub(crate) fn ended_by(&self) -> Option<String> {
+    pub(crate) fn ended_by(&self) -> Option<Arc<crate::error::EndCause>> {
         lock(&self.ended_by).clone()
     }
 
@@ -536,10 +536,13 @@ impl Domain {
     /// # Errors
     /// See [`LoadError`].
     pub fn load(&self, name: &str, module: &Module) -> Result<(), LoadError> {
-        let not_running = |state| LoadError::NotRunning {
-            domain: self.id(),
-            state,
-            cause: self.shared.ended_by(),
+        let not_running = |state| {
+            LoadError::from(NotRunning::new(
+                self.id(),
+                state,
+                self.shared.ended_by(),
+                Refused::Load,
+            ))
         };
         // A load runs guest code (start functions): it is a root, like a
         // call, so an unload begun meanwhile waits for it and later loads

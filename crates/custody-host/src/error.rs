@@ -2,9 +2,27 @@
 
 use std::io;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::config::{Action, Category};
-use crate::domain::state::DomainState;
+
+mod not_running;
+
+pub(crate) use not_running::Refused;
+pub use not_running::{EndCause, NotRunning, RefError};
+
+/// An error kept as the source of a custody error: wasmtime's (a
+/// [`wasmtime::Trap`] when it is one), the text parser's, or custody's own.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// wasmtime's error as a source: the [`wasmtime::Trap`] itself when it is
+/// a trap (so `source()` downcasts to it), else the whole error.
+pub(crate) fn wasmtime_source(error: wasmtime::Error) -> BoxError {
+    match error.downcast_ref::<wasmtime::Trap>() {
+        Some(trap) => Box::new(*trap),
+        None => error.into(),
+    }
+}
 
 /// Why a module could not be compiled or loaded into a domain.
 #[derive(Debug, thiserror::Error)]
@@ -16,17 +34,30 @@ pub enum LoadError {
         /// The file.
         path: PathBuf,
         /// The OS error.
+        #[source]
         error: io::Error,
     },
     /// The bytes are not a valid WebAssembly module (or WAT text).
-    #[error("malformed module: {0}")]
-    Malformed(String),
+    #[error("malformed module: {message}")]
+    Malformed {
+        /// What the parser or compiler said.
+        message: String,
+        /// The parser's or wasmtime's error.
+        #[source]
+        source: BoxError,
+    },
     /// The module is valid but does not fit the host's limits (its initial
     /// memory is past the policy's `memory_limit`, or it needs something
     /// the allocation strategy cannot give, such as a shared memory under
     /// the pooling allocator).
-    #[error("the module does not fit the host's limits: {0}")]
-    Limits(String),
+    #[error("the module does not fit the host's limits: {message}")]
+    Limits {
+        /// Which limit, and by how much.
+        message: String,
+        /// wasmtime's error, when wasmtime refused the module.
+        #[source]
+        source: Option<BoxError>,
+    },
     /// An import resolves nowhere. `tried` says what every place it was
     /// looked for answered, in the order of resolution: a module loaded in
     /// the domain under that name, the domain's resolver, the host's
@@ -91,20 +122,27 @@ pub enum LoadError {
         module: String,
         /// What wasmtime said.
         message: String,
+        /// wasmtime's error (a [`wasmtime::Trap`] of a start function), or
+        /// the failed call of a WASI reactor's `_initialize`.
+        #[source]
+        source: Option<BoxError>,
     },
     /// A module of that name is already loaded in this domain.
     #[error("a module named {0:?} is already loaded in this domain")]
     Duplicate(String),
     /// The domain is unloading or unloaded.
-    #[error("domain {domain} is {state:?}{}", ended_by(cause))]
-    NotRunning {
-        /// The domain.
-        domain: u64,
-        /// Its state.
-        state: DomainState,
-        /// The failure an escalation ended it for, if one did.
-        cause: Option<String>,
-    },
+    #[error(transparent)]
+    NotRunning(#[from] NotRunning),
+}
+
+impl LoadError {
+    /// A [`LoadError::Limits`] of custody's own checks (no source).
+    pub(crate) fn limits(message: String) -> LoadError {
+        LoadError::Limits {
+            message,
+            source: None,
+        }
+    }
 }
 
 /// Why a call into a domain failed.
@@ -134,6 +172,10 @@ pub enum CallError {
         message: String,
         /// The guest's stack at the trap.
         backtrace: String,
+        /// wasmtime's error: the [`wasmtime::Trap`] itself for a trap of
+        /// the guest's code, else the host function's error.
+        #[source]
+        source: BoxError,
     },
     /// The call was aborted by the host (deadline, unload).
     #[error("{export} was aborted: {reason}")]
@@ -144,6 +186,10 @@ pub enum CallError {
         reason: String,
         /// The guest's stack when it was stopped.
         backtrace: String,
+        /// What stopped it: an [`Interrupt`](crate::Interrupt), or the
+        /// [`wasmtime::Trap::StackOverflow`] of the policy's stack limit.
+        #[source]
+        source: BoxError,
     },
     /// The call failed where the policy escalates: the domain was recycled
     /// (every handle released; re-created from its modules if the policy
@@ -164,6 +210,11 @@ pub enum CallError {
         outcome: String,
         /// Handles released by the escalation.
         released: usize,
+        /// The failed call itself (a [`CallError::Trap`] or
+        /// [`CallError::Aborted`]; `source()` is this `Arc`); `None` when
+        /// the call returned with a critical region open.
+        #[source]
+        failure: Option<Arc<CallError>>,
     },
     /// The calling thread's stack is too small for the policy's
     /// `stack_limit` (plus the host's margin): the call was refused before
@@ -182,16 +233,8 @@ pub enum CallError {
     #[error("the guest exited with status {0}")]
     Exit(i32),
     /// The domain is unloading or unloaded: no new calls.
-    #[error("domain {domain} is {state:?}: it takes no calls{}", ended_by(cause))]
-    NotRunning {
-        /// The domain.
-        domain: u64,
-        /// Its state.
-        state: DomainState,
-        /// The failure an escalation ended it for, if one did (the trap or
-        /// limit, kept through the recycle or unload).
-        cause: Option<String>,
-    },
+    #[error(transparent)]
+    NotRunning(#[from] NotRunning),
 }
 
 /// Why an unload could not run.
@@ -199,15 +242,8 @@ pub enum CallError {
 #[non_exhaustive]
 pub enum UnloadError {
     /// The domain was already unloading or unloaded.
-    #[error("domain {domain} is already {state:?}{}", ended_by(cause))]
-    NotRunning {
-        /// The domain.
-        domain: u64,
-        /// Its state.
-        state: DomainState,
-        /// The failure an escalation ended it for, if one did.
-        cause: Option<String>,
-    },
+    #[error(transparent)]
+    NotRunning(#[from] NotRunning),
 }
 
 /// Why a host or domain could not be created.
@@ -232,6 +268,7 @@ pub enum HostError {
         /// The directory.
         path: PathBuf,
         /// The OS error.
+        #[source]
         error: io::Error,
     },
     /// A WASI stdio stream could not be set up (its host fd could not be
@@ -241,6 +278,7 @@ pub enum HostError {
         /// `stdin`, `stdout` or `stderr`.
         stream: &'static str,
         /// The OS error.
+        #[source]
         error: io::Error,
     },
     /// A library module could not be added to the host
@@ -265,6 +303,7 @@ pub enum ManifestError {
         /// The file.
         file: PathBuf,
         /// The OS error.
+        #[source]
         error: io::Error,
     },
     /// The TOML is malformed, or a key is unknown, missing or of the wrong
@@ -277,6 +316,9 @@ pub enum ManifestError {
         line: Option<usize>,
         /// What is wrong (naming the key).
         message: String,
+        /// The TOML parser's error.
+        #[source]
+        source: Option<BoxError>,
     },
     /// A value is well-typed but unusable (an empty or repeated module name,
     /// a pre-open name that is not one path component).
@@ -323,6 +365,7 @@ pub enum ManifestError {
         /// The manifest file.
         file: Option<PathBuf>,
         /// What is wrong.
+        #[source]
         error: crate::config::PolicyError,
     },
     /// The manifest's modules import each other in a cycle.
@@ -341,6 +384,7 @@ pub enum ManifestError {
         /// The module's name.
         module: String,
         /// Why.
+        #[source]
         error: LoadError,
     },
     /// The domain could not be created (a pre-opened directory cannot be
@@ -350,6 +394,7 @@ pub enum ManifestError {
         /// The manifest file.
         file: Option<PathBuf>,
         /// Why.
+        #[source]
         error: HostError,
     },
 }
@@ -370,12 +415,4 @@ fn label(file: &Option<PathBuf>) -> String {
         Some(file) => format!("manifest {}", file.display()),
         None => "manifest".to_string(),
     }
-}
-
-/// The tail of a `NotRunning` message: what ended the domain.
-fn ended_by(cause: &Option<String>) -> String {
-    cause
-        .as_ref()
-        .map(|c| format!(" ({c})"))
-        .unwrap_or_default()
 }

@@ -62,6 +62,7 @@ mod runtime;
 mod sys;
 pub mod wasi;
 
+pub use boundary::cancel::Interrupt;
 pub use boundary::embed::{EmbedderFn, GuestCall, HostFunctionBody, HostLock, HostLockGuard};
 pub use boundary::errno::AbiError;
 pub use boundary::marshal::Pinned;
@@ -77,7 +78,9 @@ pub use domain::report::{FailedRelease, Forced, HookOutcome, ModuleHook, UnloadR
 pub use domain::roots::{Root, RootKind};
 pub use domain::state::DomainState;
 pub use domain::unload::{UnloadBlocked, UnloadTicket};
-pub use error::{CallError, HostError, LoadError, ManifestError, UnloadError};
+pub use error::{
+    CallError, EndCause, HostError, LoadError, ManifestError, NotRunning, RefError, UnloadError,
+};
 pub use host::{DomainConfig, Host, HostBuilder};
 pub use ledger::Ledger;
 pub use log::{LogSink, stderr_log};

@@ -4,7 +4,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use custody_host::{
-    CallError, Category, DomainConfig, DomainState, LoadError, Policy, UnloadError, Val,
+    CallError, Category, DomainConfig, DomainState, LoadError, NotRunning, Policy, UnloadError, Val,
 };
 use custody_testkit::*;
 
@@ -111,7 +111,7 @@ fn bad_modules_and_bad_calls_are_clear_errors() {
         b"",
     ] {
         let error = host.compile(bytes).unwrap_err();
-        assert!(matches!(error, LoadError::Malformed(_)), "{error}");
+        assert!(matches!(error, LoadError::Malformed { .. }), "{error}");
         assert!(error.to_string().starts_with("malformed module"), "{error}");
     }
     let missing = host.compile_file("/nonexistent/module.wasm").unwrap_err();
@@ -181,19 +181,16 @@ fn an_unloaded_domain_takes_no_calls_and_unloads_once() {
     domain.unload().unwrap();
     assert!(matches!(
         domain.call("abi_last_error", &[]),
-        Err(CallError::NotRunning {
+        Err(CallError::NotRunning(NotRunning {
             state: DomainState::Unloaded,
             ..
-        })
+        }))
     ));
     assert!(matches!(
         domain.load("again", &module),
-        Err(LoadError::NotRunning { .. })
+        Err(LoadError::NotRunning(_))
     ));
-    assert!(matches!(
-        domain.unload(),
-        Err(UnloadError::NotRunning { .. })
-    ));
+    assert!(matches!(domain.unload(), Err(UnloadError::NotRunning(_))));
 }
 
 #[test]

@@ -195,7 +195,7 @@ fn growing_memory_past_the_cap_aborts_the_call_not_the_host() {
     // With the pooling allocator (sized from the cap) it is refused when
     // compiled; with on-demand allocation, when loaded.
     let error = host.compile(br#"(module (memory 2))"#).unwrap_err();
-    assert!(matches!(error, LoadError::Limits(_)), "{error}");
+    assert!(matches!(error, LoadError::Limits { .. }), "{error}");
     assert!(
         error.to_string().contains("memory limit is 65536 bytes"),
         "{error}"
@@ -372,7 +372,7 @@ fn the_ladder_is_configurable() {
     assert_eq!(domain.state(), DomainState::Recycled);
     assert!(matches!(
         domain.call("bump", &[]),
-        Err(CallError::NotRunning { .. })
+        Err(CallError::NotRunning(_))
     ));
     // A recycled domain holds no handle, and its unload is its report.
     assert_eq!(domain.table().len(), 0);

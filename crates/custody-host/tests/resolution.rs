@@ -180,7 +180,7 @@ fn a_resolver_cycle_is_an_error_not_a_hang() {
     let domain = engine_host.create_domain(config).unwrap();
     let start = engine_host.compile(importing(&["x"]).as_bytes()).unwrap();
     let error = domain.load("start", &start).unwrap_err();
-    assert!(matches!(error, LoadError::Limits(_)), "{error}");
+    assert!(matches!(error, LoadError::Limits { .. }), "{error}");
     assert!(error.to_string().contains("at most 64"), "{error}");
 }
 

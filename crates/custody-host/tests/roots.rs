@@ -122,7 +122,7 @@ fn a_call_blocked_in_a_host_wait_names_the_function_and_the_stack_it_waited_from
         assert!(
             matches!(
                 outcome,
-                Err(CallError::Aborted { .. } | CallError::NotRunning { .. })
+                Err(CallError::Aborted { .. } | CallError::NotRunning(_))
             ),
             "{export}: {outcome:?}"
         );

@@ -191,7 +191,7 @@ fn chaos_soak() {
                         Err(CallError::Trap { .. } | CallError::Aborted { .. }) => {
                             tally.failed.fetch_add(1, SeqCst);
                         }
-                        Err(CallError::NotRunning { .. }) => {
+                        Err(CallError::NotRunning(_)) => {
                             tally.not_running.fetch_add(1, SeqCst);
                         }
                         Err(other) => panic!("{export}: unexpected {other}"),

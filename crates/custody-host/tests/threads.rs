@@ -37,7 +37,7 @@ fn shared_memories_are_refused_unless_the_policy_enables_threads() {
     let _serial = serial();
     let host = host();
     let error = host.compile(WAITER.as_bytes()).unwrap_err();
-    assert!(matches!(error, LoadError::Limits(_)), "{error}");
+    assert!(matches!(error, LoadError::Limits { .. }), "{error}");
     assert!(error.to_string().contains("threads = true"), "{error}");
     // Threads pick an allocation that can hold shared memories.
     assert_eq!(
@@ -58,7 +58,7 @@ fn a_shared_memory_counts_at_its_maximum() {
         .unwrap();
     let domain = host.create_domain(DomainConfig::new()).unwrap();
     let error = domain.load("huge", &huge).unwrap_err();
-    assert!(matches!(error, LoadError::Limits(_)), "{error}");
+    assert!(matches!(error, LoadError::Limits { .. }), "{error}");
     assert!(error.to_string().contains("memory_limit"), "{error}");
     // Within the cap it loads and grows to its maximum; two of them do not
     // fit where one does.

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use custody_host::{
     AbiError, CallError, Domain, DomainConfig, DomainRef, DomainState, Host, MemoryView, Module,
-    Policy, RootKind, UnloadError, UnloadReport, UnloadTicket, Val,
+    Policy, RefError, RootKind, UnloadError, UnloadReport, UnloadTicket, Val,
 };
 use custody_testkit::*;
 
@@ -173,10 +173,10 @@ impl Stress {
 
     /// `Some` unless the domain is no longer running (a race): any other
     /// error fails.
-    fn running<T>(&self, what: &str, result: Result<T, CallError>) -> Option<T> {
+    fn running<T>(&self, what: &str, result: Result<T, RefError>) -> Option<T> {
         match result {
             Ok(value) => Some(value),
-            Err(CallError::NotRunning { .. }) => None,
+            Err(RefError::NotRunning(_)) => None,
             Err(e) => self.fail(format!("{what}: {e}")),
         }
     }
@@ -185,7 +185,7 @@ impl Stress {
     fn unless_ended<T>(&self, what: &str, result: Result<T, UnloadError>) -> Option<T> {
         match result {
             Ok(value) => Some(value),
-            Err(UnloadError::NotRunning { .. }) => None,
+            Err(UnloadError::NotRunning(_)) => None,
             Err(e) => self.fail(format!("{what}: {e}")),
         }
     }
@@ -376,9 +376,7 @@ impl Stress {
                 }
             }
             Err(
-                CallError::NotRunning { .. }
-                | CallError::Aborted { .. }
-                | CallError::Escalated { .. },
+                CallError::NotRunning(_) | CallError::Aborted { .. } | CallError::Escalated { .. },
             ) => bump(&self.stats.calls_refused),
             Err(e) => self.fail(format!("{what}: {export}: unexpected error: {e}")),
         }

@@ -16,15 +16,22 @@ use rustix::event::PollFlags;
 
 use crate::sys::{self, Wait};
 
-/// Why the guest was stopped: the error a stopped call carries.
+/// Why the guest was stopped: the error a stopped call carries (the
+/// source of [`CallError::Aborted`](crate::CallError::Aborted)).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum Interrupt {
+#[non_exhaustive]
+pub enum Interrupt {
+    /// The domain is unloading: the unload stopped the call.
     #[error("the domain is unloading")]
     Unloading,
+    /// The host aborted the call ([`Domain::abort`](crate::Domain::abort)).
     #[error("aborted by the host")]
     HostAbort,
+    /// The call's deadline passed.
     #[error("the deadline of {0:?} passed")]
     Deadline(Duration),
+    /// The domain's memory limit was reached (with `on_memory_limit =
+    /// "abort"`).
     #[error("the memory limit of {0} bytes was reached")]
     MemoryLimit(usize),
 }

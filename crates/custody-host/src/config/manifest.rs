@@ -112,6 +112,7 @@ impl Manifest {
             file: file.clone(),
             line: e.span().map(|span| line_of(text, span.start)),
             message: e.message().to_string(),
+            source: Some(e.into()),
         })?;
         if parsed.modules.is_empty() {
             return Err(ManifestError::NoModules { file });

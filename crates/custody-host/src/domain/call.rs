@@ -12,7 +12,7 @@ use super::unload::{self, Ending};
 use super::{Domain, DomainShared, Loaded, StoreGuard, recycle};
 use crate::boundary::cancel::Reason;
 use crate::config::Action;
-use crate::error::CallError;
+use crate::error::{CallError, NotRunning, Refused};
 
 impl Domain {
     /// Calls an exported function (the first loaded module exporting `name`)
@@ -51,10 +51,13 @@ impl Domain {
         args: &[Val],
         admit: Admit,
     ) -> Result<Vec<Val>, CallError> {
-        let not_running = |state| CallError::NotRunning {
-            domain: shared.id,
-            state,
-            cause: shared.ended_by(),
+        let not_running = |state| {
+            CallError::from(NotRunning::new(
+                shared.id,
+                state,
+                shared.ended_by(),
+                Refused::Call,
+            ))
         };
         shared.state.acquire_root(admit).map_err(not_running)?;
         Self::call_rooted(shared, shared.lock(), name, args)
@@ -138,10 +141,13 @@ fn call_locked(
     name: &str,
     args: &[Val],
 ) -> Result<Vec<Val>, CallError> {
-    let not_running = |state| CallError::NotRunning {
-        domain: shared.id,
-        state,
-        cause: shared.ended_by(),
+    let not_running = |state| {
+        CallError::from(NotRunning::new(
+            shared.id,
+            state,
+            shared.ended_by(),
+            Refused::Call,
+        ))
     };
     let _span = tracing::debug_span!(target: "custody::call", parent: &shared.span, "call", domain = shared.id, export = name).entered();
     let loaded = guard
@@ -211,13 +217,23 @@ fn call_locked(
         (Err(_), Some(context)) => format!("{reason}, {context}"),
         _ => reason,
     };
-    let (released, outcome) = recycle::escalate(shared, guard, action, name, &reason, &backtrace);
+    let failure = outcome.err().map(Arc::new);
+    let escalated = recycle::escalate(
+        shared,
+        guard,
+        action,
+        name,
+        &reason,
+        &backtrace,
+        failure.clone(),
+    );
     Err(CallError::Escalated {
         export: name.to_string(),
         reason,
         backtrace,
         action,
-        outcome,
-        released,
+        outcome: escalated.outcome,
+        released: escalated.released,
+        failure,
     })
 }

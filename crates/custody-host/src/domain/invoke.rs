@@ -11,7 +11,7 @@ use wasmtime::{Func, FuncType, Store, Trap, Val, ValType};
 use crate::boundary::cancel::Interrupt;
 use crate::boundary::ctx::DomainCtx;
 use crate::boundary::stack;
-use crate::error::CallError;
+use crate::error::{BoxError, CallError, wasmtime_source};
 use crate::wasi::proc::ProcExit;
 
 /// Fires `callAborted` for a failed call.
@@ -98,10 +98,11 @@ pub(crate) fn call_func(
 
 fn call_error(export: &str, error: wasmtime::Error, stack_limit: usize) -> CallError {
     let (cause, backtrace) = stack::cause_and_stack(&error);
-    let aborted = |reason: String| CallError::Aborted {
+    let aborted = |reason: String, source: BoxError| CallError::Aborted {
         export: export.to_string(),
         reason,
         backtrace: backtrace.clone(),
+        source,
     };
     // An exit is the guest's own ending, not a failure: it is told apart
     // before anything that could escalate.
@@ -109,21 +110,18 @@ fn call_error(export: &str, error: wasmtime::Error, stack_limit: usize) -> CallE
         return CallError::Exit(*status);
     }
     if let Some(interrupt) = error.downcast_ref::<Interrupt>() {
-        return aborted(interrupt.to_string());
+        return aborted(interrupt.to_string(), Box::new(interrupt.clone()));
     }
-    match error.downcast_ref::<Trap>() {
-        Some(Trap::StackOverflow) => aborted(format!(
-            "the stack limit of {stack_limit} bytes was exhausted"
-        )),
-        Some(trap) => CallError::Trap {
+    match error.downcast_ref::<Trap>().copied() {
+        Some(Trap::StackOverflow) => aborted(
+            format!("the stack limit of {stack_limit} bytes was exhausted"),
+            Box::new(Trap::StackOverflow),
+        ),
+        trap => CallError::Trap {
             export: export.to_string(),
-            message: trap.to_string(),
+            message: trap.map_or(cause, |trap| trap.to_string()),
             backtrace,
-        },
-        None => CallError::Trap {
-            export: export.to_string(),
-            message: cause,
-            backtrace,
+            source: wasmtime_source(error),
         },
     }
 }

@@ -16,7 +16,7 @@ use super::{DomainShared, Loaded};
 use crate::boundary::{atomic_wait, stack};
 use crate::compile::atomic_wait::{MODULE as REWRITTEN_WAITS, WaitImport};
 use crate::config::Category;
-use crate::error::LoadError;
+use crate::error::{LoadError, wasmtime_source};
 use crate::runtime::Runtime;
 use crate::wasi;
 
@@ -36,6 +36,7 @@ pub(crate) fn instantiate(
         LoadError::Instantiate {
             module: name.to_string(),
             message,
+            source: None,
         }
     })?;
     // Only with threads can a module have a shared memory (the structural
@@ -50,9 +51,12 @@ pub(crate) fn instantiate(
         .data_mut()
         .reserve_memory(growth)
         .map_err(|limit| {
-            LoadError::Limits(format!(
-                "{name}'s shared memories may grow by {growth} bytes, past the policy's memory_limit of {limit} bytes (a shared memory counts at its maximum)"
-            ))
+            LoadError::Limits {
+                message: format!(
+                    "{name}'s shared memories may grow by {growth} bytes, past the policy's memory_limit of {limit} bytes (a shared memory counts at its maximum)"
+                ),
+                source: None,
+            }
         })?;
     let deadline = policy.deadline;
     let ctx = loaded.store.data_mut();
@@ -80,6 +84,7 @@ pub(crate) fn instantiate(
             message: format!(
                 "its start function returned with {regions} critical region(s) still open"
             ),
+            source: None,
         },
         Err(error) => {
             ctx.unreserve_memory(growth);
@@ -110,6 +115,7 @@ fn initialize(
         |error| LoadError::Instantiate {
             module: name.to_string(),
             message: error.to_string(),
+            source: Some(Box::new(error)),
         },
     )?;
     Ok(instance)
@@ -256,6 +262,7 @@ fn instantiate_error(domain: u64, name: &str, error: wasmtime::Error) -> LoadErr
     LoadError::Instantiate {
         module: name.to_string(),
         message: cause,
+        source: Some(wasmtime_source(error)),
     }
 }
 

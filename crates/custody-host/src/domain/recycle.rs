@@ -5,16 +5,26 @@
 //! teardown as an explicit unload.
 
 use std::mem;
+use std::sync::Arc;
 
 use custody_handle::diagnostics::{self, Assistant, Diagnostic};
 
 use super::unload::{self, Ending};
 use super::{DomainShared, Loaded, LoadedModule, link};
 use crate::config::Action;
+use crate::error::{CallError, EndCause};
 use crate::ledger::LedgerCounts;
 
-/// Recycles or unloads the domain after a failed call; returns how many
-/// handles were released and what became of the domain.
+/// What an escalation did to the domain.
+pub(crate) struct Escalated {
+    /// Handles released.
+    pub(crate) released: usize,
+    /// What became of the domain.
+    pub(crate) outcome: String,
+}
+
+/// Recycles or unloads the domain after a failed call (`failure`, kept as
+/// the cause of the errors that follow its ending); returns what it did.
 pub(crate) fn escalate(
     shared: &DomainShared,
     guard: &mut Option<Loaded>,
@@ -22,21 +32,29 @@ pub(crate) fn escalate(
     function: &str,
     reason: &str,
     backtrace: &str,
-) -> (usize, String) {
+    failure: Option<Arc<CallError>>,
+) -> Escalated {
     let (released, failures, outcome) = match action {
-        Action::AbortCall => return (0, "not touched".to_string()),
+        Action::AbortCall => {
+            return Escalated {
+                released: 0,
+                outcome: "not touched".to_string(),
+            };
+        }
         Action::UnloadDomain => {
             end(
                 shared,
                 format!("unloaded: its call to {function} failed: {reason}"),
+                failure,
             );
             // Another thread's unload may have begun meanwhile; then it
             // owns the teardown and will find `Loaded` gone.
             let _ = shared.state.begin_unload();
             let report = unload::teardown(shared, guard, Ending::Unloaded, None);
-            (report.released, report.failed.len(), "unloaded".to_string())
+            let outcome = "unloaded".to_string();
+            (report.released, report.failed.len(), outcome)
         }
-        Action::RecycleDomain => recycle(shared, guard, function, reason),
+        Action::RecycleDomain => recycle(shared, guard, function, reason, failure),
     };
     let domain = shared.id;
     tracing::warn!(target: "custody::domain", parent: &shared.span, domain, function, reason, outcome, released, "escalated");
@@ -50,15 +68,16 @@ pub(crate) fn escalate(
         .with_call(domain, function, reason)
         .with_backtrace(backtrace)
     });
-    (released, outcome)
+    Escalated { released, outcome }
 }
 
 /// Records why the domain ended, for the errors of what comes after.
-fn end(shared: &DomainShared, cause: String) {
+fn end(shared: &DomainShared, description: String, failure: Option<Arc<CallError>>) {
     *shared
         .ended_by
         .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(cause);
+        .unwrap_or_else(std::sync::PoisonError::into_inner) =
+        Some(Arc::new(EndCause::new(description, failure)));
 }
 
 /// Drops the instances, releases every handle, and re-creates the instances
@@ -70,6 +89,7 @@ fn recycle(
     guard: &mut Option<Loaded>,
     function: &str,
     reason: &str,
+    failure: Option<Arc<CallError>>,
 ) -> (usize, usize, String) {
     let Some(loaded) = guard.as_mut() else {
         return (0, 0, "recycled (not re-created)".to_string());
@@ -112,6 +132,7 @@ fn recycle(
             end(
                 shared,
                 format!("{outcome}: its call to {function} failed: {reason}"),
+                failure,
             );
             unload::teardown(shared, guard, Ending::Recycled, None);
             (drained.released, failures, outcome)

@@ -18,7 +18,7 @@ use super::roots::{Root, RootKind, RootRecord};
 use super::state::Admit;
 use super::unload::root_released;
 use super::{Domain, DomainShared, SAMPLE_WAIT, lock};
-use crate::error::CallError;
+use crate::error::{CallError, EndCause, NotRunning, RefError, Refused};
 
 /// A strong reference to a domain ([`Domain::strong_ref`]): it can call
 /// into the domain, also while a cooperative unload waits for it, and keeps
@@ -62,16 +62,22 @@ impl DomainRef {
     /// unload too (the unload waits for it).
     ///
     /// # Errors
-    /// As [`Domain::call`]; `NotRunning` once the unload was forced or
-    /// completed, or the ref was released with its holder.
+    /// As [`Domain::call`]; [`CallError::NotRunning`] once the unload was
+    /// forced or completed, or the ref was released with its holder (its
+    /// [`cause`](crate::NotRunning::cause) says so).
     pub fn call(&self, name: &str, args: &[Val]) -> Result<Vec<Val>, CallError> {
         let shared = &self.inner.shared;
         if self.inner.released.load(Ordering::Acquire) {
-            return Err(CallError::NotRunning {
-                domain: shared.id,
-                state: shared.state.load(),
-                cause: Some("the ref was released with the domain that held it".into()),
-            });
+            let cause = EndCause::new(
+                "the ref was released with the domain that held it".into(),
+                None,
+            );
+            return Err(CallError::from(NotRunning::new(
+                shared.id,
+                shared.state.load(),
+                Some(Arc::new(cause)),
+                Refused::Call,
+            )));
         }
         Domain::call_shared(shared, name, args, Admit::WhileUnloading)
     }
@@ -164,9 +170,9 @@ impl Domain {
     /// backtrace with `CUSTODY_TRACE_ROOTS=1`).
     ///
     /// # Errors
-    /// `NotRunning` once an unload has begun.
+    /// [`RefError::NotRunning`] once an unload has begun.
     #[track_caller]
-    pub fn strong_ref(&self, label: &str) -> Result<DomainRef, CallError> {
+    pub fn strong_ref(&self, label: &str) -> Result<DomainRef, RefError> {
         let site = std::panic::Location::caller().to_string();
         self.make_ref(RootRecord::new(RootKind::Ref, label.to_string(), site))
     }
@@ -177,17 +183,16 @@ impl Domain {
     /// it fail. Unloading `holder` completes `holder`, then this domain.
     ///
     /// # Errors
-    /// `NotRunning` once an unload of this domain has begun, or if
-    /// `holder` is already unloading.
+    /// [`RefError::NotRunning`] once an unload of this domain has begun,
+    /// [`RefError::HolderNotRunning`] if `holder` is already unloading.
     #[track_caller]
-    pub fn strong_ref_for(&self, holder: &Domain, label: &str) -> Result<DomainRef, CallError> {
+    pub fn strong_ref_for(&self, holder: &Domain, label: &str) -> Result<DomainRef, RefError> {
         let site = std::panic::Location::caller().to_string();
         let mut record = RootRecord::new(RootKind::Dependent, label.to_string(), site);
         record.holder = Some(holder.id());
-        let holder_not_running = || CallError::NotRunning {
-            domain: holder.id(),
+        let holder_not_running = || RefError::HolderNotRunning {
+            holder: holder.id(),
             state: holder.state(),
-            cause: Some("the holder of a dependent ref must be running".into()),
         };
         if holder.state() != super::DomainState::Running {
             return Err(holder_not_running());
@@ -207,7 +212,7 @@ impl Domain {
         Ok(r)
     }
 
-    fn make_ref(&self, record: RootRecord) -> Result<DomainRef, CallError> {
+    fn make_ref(&self, record: RootRecord) -> Result<DomainRef, RefError> {
         let key = self.take_root(record)?;
         Ok(DomainRef {
             inner: Arc::new(RefInner {
@@ -219,16 +224,12 @@ impl Domain {
     }
 
     /// Takes a root described by `record` (while the domain runs); its key.
-    fn take_root(&self, record: RootRecord) -> Result<u64, CallError> {
+    fn take_root(&self, record: RootRecord) -> Result<u64, NotRunning> {
         let shared = &self.shared;
         shared
             .state
             .acquire_root(Admit::Running)
-            .map_err(|state| CallError::NotRunning {
-                domain: shared.id,
-                state,
-                cause: shared.ended_by(),
-            })?;
+            .map_err(|state| NotRunning::new(shared.id, state, shared.ended_by(), Refused::Root))?;
         Ok(shared.roots.add(record))
     }
 
@@ -243,9 +244,9 @@ impl Domain {
     /// A view of the guest memory labelled `label` (see [`MemoryView`]).
     ///
     /// # Errors
-    /// `NotRunning` once an unload has begun.
+    /// [`RefError::NotRunning`] once an unload has begun.
     #[track_caller]
-    pub fn memory_view(&self, label: &str) -> Result<MemoryView, CallError> {
+    pub fn memory_view(&self, label: &str) -> Result<MemoryView, RefError> {
         let site = std::panic::Location::caller().to_string();
         let record = RootRecord::new(RootKind::MemoryView, label.to_string(), site);
         let key = self.take_root(record)?;
@@ -308,7 +309,7 @@ impl<T: ReleaseHandle> Drop for PinnedHandle<'_, T> {
 pub enum PinError {
     /// The domain is unloading or unloaded: no new roots.
     #[error(transparent)]
-    NotRunning(#[from] CallError),
+    NotRunning(#[from] NotRunning),
     /// The id is null, stale, closed or holds another kind.
     #[error(transparent)]
     Handle(#[from] HandleError),
@@ -326,7 +327,8 @@ impl Domain {
     /// root: prefer this one for anything held longer than a statement.
     ///
     /// # Errors
-    /// `NotRunning` once an unload has begun; the table's error for a
+    /// [`PinError::NotRunning`] once an unload has begun;
+    /// [`PinError::Handle`], the table's error, for a
     /// null, stale, closed or wrong-kind id (nothing is held then).
     #[track_caller]
     pub fn pin_handle<T: ReleaseHandle>(

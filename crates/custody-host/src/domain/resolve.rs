@@ -64,11 +64,14 @@ fn load_nested(
     origin: Option<Origin>,
 ) -> Result<(), LoadError> {
     if loading.len() >= MAX_DEPTH {
-        return Err(LoadError::Limits(format!(
-            "loading {name} on demand would nest {} loads deep (at most {MAX_DEPTH}): {}",
-            loading.len() + 1,
-            loading.join(" -> ")
-        )));
+        return Err(LoadError::Limits {
+            message: format!(
+                "loading {name} on demand would nest {} loads deep (at most {MAX_DEPTH}): {}",
+                loading.len() + 1,
+                loading.join(" -> ")
+            ),
+            source: None,
+        });
     }
     loading.push(name.to_string());
     let instance = supply(shared, loaded, module, loading)
@@ -125,6 +128,7 @@ fn supply(
                     "{} supplied a module compiled by another host's engine",
                     origin.name()
                 ),
+                source: None,
             });
         }
         load_nested(shared, loaded, from, &supplied, loading, Some(origin))?;

@@ -45,6 +45,7 @@ use serde::Serialize;
 /// Running --escalation--> Recycled (or re-created: Running)
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub enum DomainState {
     /// Takes calls.
     Running,

@@ -219,6 +219,12 @@ impl DomainShared {
         lock(&self.ended_by).clone()
     }
 
+    /// Why this domain refuses what was asked of it in `state`: the one
+    /// `NotRunning` every refusal (load, call, ref, unload) is built from.
+    pub(crate) fn not_running(&self, state: DomainState, refused: Refused) -> NotRunning {
+        NotRunning::new(self.id, state, self.ended_by(), refused)
+    }
+
     /// The report of the unload or recycle that ended the domain, if one
     /// has.
     pub(crate) fn report(&self) -> Option<UnloadReport> {
@@ -536,14 +542,7 @@ impl Domain {
     /// # Errors
     /// See [`LoadError`].
     pub fn load(&self, name: &str, module: &Module) -> Result<(), LoadError> {
-        let not_running = |state| {
-            LoadError::from(NotRunning::new(
-                self.id(),
-                state,
-                self.shared.ended_by(),
-                Refused::Load,
-            ))
-        };
+        let not_running = |state| LoadError::from(self.shared.not_running(state, Refused::Load));
         // A load runs guest code (start functions): it is a root, like a
         // call, so an unload begun meanwhile waits for it and later loads
         // are refused.

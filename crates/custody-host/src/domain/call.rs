@@ -12,7 +12,7 @@ use super::unload::{self, Ending};
 use super::{Domain, DomainShared, Loaded, StoreGuard, recycle};
 use crate::boundary::cancel::Reason;
 use crate::config::Action;
-use crate::error::{CallError, NotRunning, Refused};
+use crate::error::{CallError, Refused};
 
 impl Domain {
     /// Calls an exported function (the first loaded module exporting `name`)
@@ -51,14 +51,7 @@ impl Domain {
         args: &[Val],
         admit: Admit,
     ) -> Result<Vec<Val>, CallError> {
-        let not_running = |state| {
-            CallError::from(NotRunning::new(
-                shared.id,
-                state,
-                shared.ended_by(),
-                Refused::Call,
-            ))
-        };
+        let not_running = |state| CallError::from(shared.not_running(state, Refused::Call));
         shared.state.acquire_root(admit).map_err(not_running)?;
         Self::call_rooted(shared, shared.lock(), name, args)
     }
@@ -141,14 +134,7 @@ fn call_locked(
     name: &str,
     args: &[Val],
 ) -> Result<Vec<Val>, CallError> {
-    let not_running = |state| {
-        CallError::from(NotRunning::new(
-            shared.id,
-            state,
-            shared.ended_by(),
-            Refused::Call,
-        ))
-    };
+    let not_running = |state| CallError::from(shared.not_running(state, Refused::Call));
     let _span = tracing::debug_span!(target: "custody::call", parent: &shared.span, "call", domain = shared.id, export = name).entered();
     let loaded = guard
         .as_mut()

@@ -229,7 +229,7 @@ impl Domain {
         shared
             .state
             .acquire_root(Admit::Running)
-            .map_err(|state| NotRunning::new(shared.id, state, shared.ended_by(), Refused::Root))?;
+            .map_err(|state| shared.not_running(state, Refused::Root))?;
         Ok(shared.roots.add(record))
     }
 

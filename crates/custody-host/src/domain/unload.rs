@@ -31,7 +31,7 @@ use super::state::{DomainState, Next};
 use super::{Domain, DomainShared, Loaded};
 use crate::boundary::cancel::Reason;
 use crate::config::UnloadBlockedAction;
-use crate::error::{CallError, NotRunning, Refused, UnloadError};
+use crate::error::{CallError, Refused, UnloadError};
 use crate::ledger::{Ledger, LedgerCounts};
 
 /// How a domain ends.
@@ -186,12 +186,9 @@ fn begin(shared: &Arc<DomainShared>) -> Result<(), UnloadError> {
             Ok(())
         }
         Err(DomainState::Recycled) if shared.report().is_some() => Ok(()),
-        Err(state) => Err(UnloadError::from(NotRunning::new(
-            shared.id,
-            state,
-            shared.ended_by(),
-            Refused::Unload,
-        ))),
+        Err(state) => Err(UnloadError::from(
+            shared.not_running(state, Refused::Unload),
+        )),
     }
 }
 

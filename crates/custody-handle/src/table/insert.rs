@@ -17,7 +17,8 @@ impl HandleTable {
     /// [`HandleError::QuotaExceeded`] when the table is full; the value is
     /// then released (never leaked).
     pub fn insert<T: ReleaseHandle>(&self, value: T) -> Result<HandleId, HandleError> {
-        self.insert_entry(SafeHandle::new(value), true)
+        self.insert_entries([SafeHandle::new(value)], true)
+            .map(|[id]| id)
     }
 
     /// Inserts `values` together, each as [`insert`](Self::insert) does:
@@ -31,38 +32,7 @@ impl HandleTable {
         &self,
         values: [T; N],
     ) -> Result<[HandleId; N], HandleError> {
-        let mut entries = Vec::with_capacity(N);
-        for value in values {
-            let handle = SafeHandle::new(value);
-            // The table's reference: dropped by `Entry::release`.
-            if let Err(error) = handle.dangerous_add_ref() {
-                self.release_all(entries);
-                return Err(error);
-            }
-            entries.push(Entry::new(handle, true));
-        }
-        let kinds: [&'static str; N] = std::array::from_fn(|i| entries[i].handle_type());
-        match self.slots.allocate(self.limit, kinds) {
-            Ok(vacant) => {
-                let mut entries = entries.into_iter();
-                Ok(vacant.map(|vacant| {
-                    Counters::add(&self.counters.inserted);
-                    vacant.fill(entries.next().expect("one entry per slot"))
-                }))
-            }
-            Err(error) => {
-                self.release_all(entries);
-                Err(error)
-            }
-        }
-    }
-
-    /// Releases entries that never got a slot: nothing else owns a handle
-    /// the table created.
-    fn release_all(&self, entries: Vec<Entry>) {
-        for entry in entries {
-            let _ = self.release_entry(entry, HandleId::NULL);
-        }
+        self.insert_entries(values.map(SafeHandle::new), true)
     }
 
     /// Shares an existing handle under a new id. The table adds a reference,
@@ -77,27 +47,46 @@ impl HandleTable {
         &self,
         handle: &SafeHandle<T>,
     ) -> Result<HandleId, HandleError> {
-        self.insert_entry(handle.clone(), false)
+        self.insert_entries([handle.clone()], false).map(|[id]| id)
     }
 
-    fn insert_entry<T: ReleaseHandle>(
+    /// The one way into the table: the table's reference on each handle,
+    /// then slots for all of them under one lock, or none (`created`: the
+    /// table made the handles, so nothing else owns one that gets no slot,
+    /// and it is released now).
+    fn insert_entries<T: ReleaseHandle, const N: usize>(
         &self,
-        handle: SafeHandle<T>,
+        handles: [SafeHandle<T>; N],
         created: bool,
-    ) -> Result<HandleId, HandleError> {
-        // The table's reference: dropped by `Entry::release`.
-        handle.dangerous_add_ref()?;
-        let entry = Entry::new(handle, created);
-        let [vacant] = match self.slots.allocate(self.limit, [entry.handle_type()]) {
-            Ok(vacant) => vacant,
-            Err(error) => {
-                // Nothing else owns a handle we created: release it now.
-                let _ = self.release_entry(entry, HandleId::NULL);
+    ) -> Result<[HandleId; N], HandleError> {
+        // The table's references, dropped by `Entry::release`. Only a
+        // shared handle (`insert_handle`) can refuse one (it is closed):
+        // then the references taken are given back, and dropping
+        // `handles` releases what the table made.
+        for (i, handle) in handles.iter().enumerate() {
+            if let Err(error) = handle.dangerous_add_ref() {
+                for taken in &handles[..i] {
+                    let _ = taken.dangerous_release();
+                }
                 return Err(error);
             }
-        };
-        let id = vacant.fill(entry);
-        Counters::add(&self.counters.inserted);
-        Ok(id)
+        }
+        let entries = handles.map(|handle| Entry::new(handle, created));
+        let kinds = std::array::from_fn(|i| entries[i].handle_type());
+        match self.slots.allocate(self.limit, kinds) {
+            Ok(vacant) => {
+                let mut entries = entries.into_iter();
+                Ok(vacant.map(|vacant| {
+                    Counters::add(&self.counters.inserted);
+                    vacant.fill(entries.next().expect("one entry per slot"))
+                }))
+            }
+            Err(error) => {
+                for entry in entries {
+                    let _ = self.release_entry(entry, HandleId::NULL);
+                }
+                Err(error)
+            }
+        }
     }
 }

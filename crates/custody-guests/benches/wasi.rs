@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use custody_host::{DomainConfig, Host, Policy, Val};
+use custody_wasi::Wasi;
 
 /// The guest: `write_n(dirfd, n)` opens `null` under `dirfd` and writes
 /// 4 KiB to it `n` times; `read_file(dirfd)` opens `big` under `dirfd` and
@@ -144,7 +145,7 @@ fn host() -> Host {
         deadline: None,
         ..Policy::default()
     };
-    Host::new(policy).unwrap()
+    Host::builder(policy).extension(Wasi).build().unwrap()
 }
 
 fn fd_write(c: &mut Criterion) {

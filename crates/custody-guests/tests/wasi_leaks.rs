@@ -11,8 +11,9 @@ use std::path::Path;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use custody_host::{CallError, DomainConfig, Host, Module, Stdio};
+use custody_host::{CallError, DomainConfig, Host, Module};
 use custody_testkit::*;
+use custody_wasi::{Stdio, WasiDomain, WasiDomainConfig};
 
 /// Where the build script put the guests.
 const GUESTS: &str = env!("CUSTODY_GUEST_DIR");

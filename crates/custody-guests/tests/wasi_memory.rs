@@ -12,6 +12,7 @@ use std::path::Path;
 use custody_handle::diagnostics::{Assistant, Collector};
 use custody_host::{CallError, DomainConfig, OnMemoryLimit, Policy};
 use custody_testkit::*;
+use custody_wasi::{WasiDomain, WasiDomainConfig};
 
 /// Where the build script put the guests.
 const GUESTS: &str = env!("CUSTODY_GUEST_DIR");

@@ -25,15 +25,37 @@ use crate::config::Category;
 /// The import module name.
 pub const MODULE: &str = "custody";
 
-/// Most bytes one `read` or `write` moves (a larger request is a short
-/// read/write, which the ABI allows).
-pub const MAX_IO: u32 = 1 << 20;
+pub use crate::boundary::marshal::MAX_IO;
 /// Longest path `open` accepts.
 pub const MAX_PATH: u32 = 4096;
 /// Longest log line kept (longer text is cut).
 pub const MAX_LOG: u32 = 64 * 1024;
 /// Most handles one `poll` waits on.
 pub const MAX_POLL: i32 = 64;
+
+/// The `custody` ABI as an extension: the core's own, always linked, through
+/// the same door as any other ABI ([`Extension`](crate::extension::Extension)).
+/// Its per-domain state (timers, the log budget, `last_error`) is the
+/// core's, so it keeps none of its own.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CustodyAbi;
+
+impl crate::extension::Extension for CustodyAbi {
+    fn module(&self) -> &'static str {
+        MODULE
+    }
+
+    fn functions(&self) -> &'static [HostFunction] {
+        FUNCTIONS
+    }
+
+    fn new_domain(
+        &self,
+        _setup: &crate::extension::DomainSetup<'_>,
+    ) -> Result<crate::extension::ExtensionState, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(crate::extension::ExtensionState::none())
+    }
+}
 
 /// Declares the ABI: one entry per function, in the order of `custody.h`.
 /// `enter` marshals a function that touches guest memory, `enter_ctx` one

@@ -9,6 +9,7 @@
 //! | [`preopen`] | the pre-opened directories a domain may reach, and guest path splitting |
 //! | [`blocked`] | which host function a call is blocked in, and the guest's stack when it began to wait |
 //! | [`stack`] | guest stacks as custody shows them (frames named), and a failure's cause apart from its stack |
+//! | [`extensions`] | each ABI extension's slot in the store ([`StoreState`](extensions::StoreState)), found by type |
 //! | [`ctx`] | the store data a host call sees ([`DomainCtx`](ctx::DomainCtx)): limits, the one wait, errno |
 //! | [`marshal`] | one host call: memory resolved once per instance, handle arguments pinned, out-handles written (`unsafe`: the table borrowed apart from the caller) |
 //! | [`atomic_wait`] | `memory.atomic.wait` under the deadline and the signal (the policy's `threads`) |
@@ -25,6 +26,7 @@ pub(crate) mod cancel;
 pub(crate) mod ctx;
 pub(crate) mod embed;
 pub(crate) mod errno;
+pub(crate) mod extensions;
 pub(crate) mod marshal;
 pub(crate) mod memory;
 pub(crate) mod preopen;

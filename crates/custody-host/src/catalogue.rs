@@ -57,8 +57,8 @@ pub struct HostFunction {
     pub errors: &'static [AbiError],
     /// One line on what it does.
     pub summary: &'static str,
-    /// Defines it in a linker.
-    pub(crate) link: fn(&mut Linker<DomainCtx>) -> wasmtime::Result<()>,
+    /// Defines it in a linker (the host's, once, when the host is built).
+    pub link: fn(&mut Linker<DomainCtx>) -> wasmtime::Result<()>,
 }
 
 impl fmt::Debug for HostFunction {
@@ -152,9 +152,14 @@ impl Catalogue {
 }
 
 /// Checks that `doc` (docs/RELIABILITY.md) has a row `| `name` | categories |`
-/// for each of `functions`, naming exactly its categories.
-#[cfg(test)]
-pub(crate) fn assert_documented(functions: &[HostFunction], doc: &str) {
+/// for each of `functions`, naming exactly its categories: for the tests
+/// of each extension's catalogue.
+///
+/// # Panics
+/// On the first function missing from `doc` or documented with other
+/// categories.
+#[doc(hidden)]
+pub fn assert_documented(functions: &[HostFunction], doc: &str) {
     for f in functions {
         let prefix = format!("| `{}` |", f.name);
         let row = doc

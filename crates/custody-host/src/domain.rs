@@ -45,6 +45,7 @@ pub(crate) mod state;
 pub(crate) mod timers;
 pub(crate) mod unload;
 
+use std::any::Any;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -59,15 +60,15 @@ use self::roots::Roots;
 use self::state::{DomainState, StateWord};
 use crate::boundary::cancel::{Cancel, Interrupt, Reason};
 use crate::boundary::ctx::DomainCtx;
+use crate::boundary::extensions::Extensions;
 use crate::boundary::preopen::Preopens;
 use crate::boundary::stack;
 use crate::config::Policy;
 use crate::error::{LoadError, NotRunning, Refused};
+use crate::extension::ExtensionState;
 use crate::ledger::{Ledger, LedgerCounts};
 use crate::registry::{DomainInfo, Listed};
 use crate::runtime::Runtime;
-use crate::wasi::state::WasiState;
-use crate::wasi::stdio::Capture;
 
 /// The embedder's resolver (`DomainConfig::resolver`): a module for an
 /// import module name, or `None`. It is called with the domain's lock held,
@@ -208,9 +209,10 @@ pub(crate) struct DomainShared {
     /// Why an escalation ended the domain (the failure that started it),
     /// for the errors of every later call, load and unload.
     pub(crate) ended_by: Mutex<Option<Arc<crate::error::EndCause>>>,
-    /// The capture buffers of WASI's stdout and stderr, if they capture:
-    /// drained by the embedder, during a call or after the unload.
-    captures: [Option<Arc<Capture>>; 2],
+    /// What each extension shares with the embedder outside the store
+    /// (WASI: its capture buffers), found by type
+    /// ([`Domain::extension`]).
+    shared_extensions: Vec<Arc<dyn Any + Send + Sync>>,
 }
 
 impl DomainShared {
@@ -281,8 +283,9 @@ impl DomainShared {
         self.ledger.snapshot(self.table.counters())
     }
 
-    /// A fresh store for this domain, with `preopens` and its WASI state.
-    pub(crate) fn new_store(&self, preopens: Preopens, wasi: WasiState) -> Store<DomainCtx> {
+    /// A fresh store for this domain, with `preopens` and each extension's
+    /// slot.
+    pub(crate) fn new_store(&self, preopens: Preopens, extensions: Extensions) -> Store<DomainCtx> {
         let runtime = &self.runtime;
         let ctx = DomainCtx::new(
             self.id,
@@ -294,7 +297,7 @@ impl DomainShared {
             Arc::clone(&runtime.log),
         );
         let mut ctx = ctx;
-        ctx.wasi = wasi;
+        ctx.extensions = extensions;
         ctx.blocked = Arc::clone(&self.roots.blocked);
         ctx.timers = Some(Arc::clone(&self.timers) as _);
         let mut store = Store::new(&runtime.engine, ctx);
@@ -402,11 +405,16 @@ impl Domain {
         runtime: &Arc<Runtime>,
         id: u64,
         preopens: Preopens,
-        wasi: WasiState,
+        extensions: Vec<ExtensionState>,
         policy: Arc<Policy>,
         resolver: Option<Resolver>,
     ) -> Domain {
         let table = Arc::new(HandleTable::with_limit(policy.handle_quota).for_domain(id));
+        let (mut slots, mut shared_extensions) = (Vec::new(), Vec::new());
+        for state in extensions {
+            slots.extend(state.store);
+            shared_extensions.extend(state.shared);
+        }
         let shared = Arc::new_cyclic(|me| DomainShared {
             id,
             timers: timers::DomainTimers::new(me.clone(), Arc::clone(&runtime.timers)),
@@ -430,9 +438,9 @@ impl Domain {
             unload_requested: Mutex::new(None),
             blocked_reported: Default::default(),
             ended_by: Mutex::new(None),
-            captures: wasi.captures(),
+            shared_extensions,
         });
-        let store = shared.new_store(preopens, wasi);
+        let store = shared.new_store(preopens, Extensions::new(slots));
         *shared.lock() = Some(Loaded {
             store,
             modules: Vec::new(),
@@ -489,22 +497,16 @@ impl Domain {
         self.shared.table.close(id)
     }
 
-    /// What the domain's guests wrote to WASI's stdout since the last
-    /// call of this, if stdout is [`Stdio::Capture`](crate::Stdio::Capture)
-    /// (the default); empty otherwise. It drains the buffer: a guest
-    /// whose writes failed with `EFBIG` (the buffer held the policy's
-    /// `stdio_capture_limit`) may write again.
-    pub fn take_stdout(&self) -> Vec<u8> {
-        self.shared.captures[0]
-            .as_ref()
-            .map_or_else(Vec::new, |c| c.take())
-    }
-
-    /// As [`take_stdout`](Self::take_stdout), for stderr.
-    pub fn take_stderr(&self) -> Vec<u8> {
-        self.shared.captures[1]
-            .as_ref()
-            .map_or_else(Vec::new, |c| c.take())
+    /// What an extension shares with the embedder for this domain, by
+    /// type (custody-wasi reads its capture buffers this way), if the
+    /// host's extensions gave it one
+    /// ([`ExtensionState::with_shared`](crate::extension::ExtensionState::with_shared)).
+    /// It lives as long as the domain value, unload or not.
+    pub fn extension<S: Any + Send + Sync>(&self) -> Option<&S> {
+        self.shared
+            .shared_extensions
+            .iter()
+            .find_map(|shared| shared.downcast_ref::<S>())
     }
 
     /// Aborts the call in flight, if any: running guest code stops at its

@@ -105,14 +105,16 @@ pub enum LoadError {
         /// The denied category.
         category: Category,
     },
-    /// An import of the WASI module (`wasi_snapshot_preview1`) while the
-    /// policy's `wasi` is off.
-    #[error("import {module}::{name} is denied by the host's policy: WASI is off (wasi = false)")]
+    /// An import of an extension's module that the policy refuses whole
+    /// (WASI's while the policy's `wasi` is off).
+    #[error("import {module}::{name} is denied by the host's policy: {reason}")]
     DeniedModule {
         /// The import's module.
         module: String,
         /// The import's name.
         name: String,
+        /// Why, in the extension's words.
+        reason: String,
     },
     /// Instantiation failed (a type mismatch between import and export, a
     /// trap in the start function, ...).
@@ -271,15 +273,15 @@ pub enum HostError {
         #[source]
         error: io::Error,
     },
-    /// A WASI stdio stream could not be set up (its host fd could not be
-    /// duplicated for the domain).
-    #[error("cannot give the domain its {stream}: {error}")]
-    Stdio {
-        /// `stdin`, `stdout` or `stderr`.
-        stream: &'static str,
-        /// The OS error.
+    /// An extension could not set up its state for the domain (WASI: a
+    /// stdio stream's host fd could not be duplicated).
+    #[error("{module}: {source}")]
+    Extension {
+        /// The extension's import module.
+        module: &'static str,
+        /// Why.
         #[source]
-        error: io::Error,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// A library module could not be added to the host
     /// ([`Host::add_library`](crate::Host::add_library)).
@@ -383,9 +385,10 @@ pub enum ManifestError {
         file: Option<PathBuf>,
         /// The module's name.
         module: String,
-        /// Why.
+        /// Why (boxed: a `LoadError` is large, and a manifest error is
+        /// passed up through every layer of a load).
         #[source]
-        error: LoadError,
+        error: Box<LoadError>,
     },
     /// The domain could not be created (a pre-opened directory cannot be
     /// opened, the domain's policy does not fit the host).
@@ -403,7 +406,7 @@ impl ManifestError {
     /// The [`LoadError`] inside, if a module failed to compile or load.
     pub fn load_error(&self) -> Option<&LoadError> {
         match self {
-            ManifestError::Load { error, .. } => Some(error),
+            ManifestError::Load { error, .. } => Some(&**error),
             _ => None,
         }
     }

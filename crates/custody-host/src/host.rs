@@ -5,6 +5,7 @@
 
 mod manifest;
 
+use std::any::Any;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -17,13 +18,11 @@ use crate::boundary::preopen::{Preopen, Preopens};
 use crate::config::{Allocation, Category, Policy, PolicyError};
 use crate::domain::{Domain, Resolver};
 use crate::error::{HostError, LoadError};
+use crate::extension::{DomainSetup, Extension};
 use crate::log::{LogSink, stderr_log};
 use crate::registry::{CacheStats, DomainInfo, Listed};
 use crate::runtime::{Runtime, RuntimeConfig};
 use crate::sys;
-use crate::wasi;
-use crate::wasi::state::{WasiConfig, WasiState};
-use crate::wasi::stdio::{NAMES, Stdio};
 
 /// The runtime that hosts domains: one per process is typical.
 ///
@@ -68,6 +67,7 @@ impl Host {
             policy,
             log: stderr_log(),
             functions: Vec::new(),
+            extensions: Vec::new(),
             disk_cache: None,
         }
     }
@@ -184,6 +184,8 @@ impl Host {
     /// # Errors
     /// [`HostError::Preopen`] if a pre-opened directory cannot be opened,
     /// [`HostError::DuplicatePreopen`] if two share a name;
+    /// [`HostError::Extension`] if an extension cannot set up its state for
+    /// the domain (WASI: a stdio stream);
     /// [`HostError::Policy`] if the domain's own policy does not validate,
     /// changes an engine-wide setting
     /// ([`ENGINE_WIDE_KEYS`](crate::ENGINE_WIDE_KEYS)), or raises the
@@ -211,15 +213,36 @@ impl Host {
                 Err(error) => Err(HostError::Preopen { name, path, error }),
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let wasi = WasiState::new(config.wasi, policy.stdio_capture_limit, preopens.len())
-            .map_err(|(which, error)| HostError::Stdio {
-                stream: NAMES[which],
-                error,
-            })?;
         let registry = &self.runtime.registry;
         let id = registry.next_id();
+        let setup = DomainSetup {
+            id,
+            policy: &policy,
+            preopens: preopens.len(),
+            configs: &config.extensions,
+        };
+        let extensions = self
+            .runtime
+            .extensions
+            .iter()
+            .map(|extension| {
+                extension
+                    .new_domain(&setup)
+                    .map_err(|source| HostError::Extension {
+                        module: extension.module(),
+                        source,
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let preopens = Preopens::new(preopens);
-        let domain = Domain::new(&self.runtime, id, preopens, wasi, policy, config.resolver);
+        let domain = Domain::new(
+            &self.runtime,
+            id,
+            preopens,
+            extensions,
+            policy,
+            config.resolver,
+        );
         let listed: Arc<dyn Listed> = domain.shared.clone();
         registry.register(id, Arc::downgrade(&listed));
         Ok(domain)
@@ -286,10 +309,19 @@ pub struct HostBuilder {
     policy: Policy,
     log: LogSink,
     functions: Vec<EmbedderFunction>,
+    extensions: Vec<Arc<dyn Extension>>,
     disk_cache: Option<PathBuf>,
 }
 
 impl HostBuilder {
+    /// Adds an ABI extension (WASI: `custody_wasi::Wasi`): its functions
+    /// join the catalogue, its module is reserved for it, and every domain
+    /// of the host gets its state. The `custody` ABI is always there.
+    pub fn extension(mut self, extension: impl Extension) -> Self {
+        self.extensions.push(Arc::new(extension));
+        self
+    }
+
     /// Where guest log lines go (default: stderr).
     pub fn log(mut self, log: LogSink) -> Self {
         self.log = log;
@@ -373,7 +405,9 @@ impl HostBuilder {
         let runtime = Runtime::new(RuntimeConfig {
             policy: self.policy,
             log: self.log,
-            builtin: vec![abi::FUNCTIONS, wasi::FUNCTIONS],
+            extensions: std::iter::once(Arc::new(abi::CustodyAbi) as Arc<dyn Extension>)
+                .chain(self.extensions)
+                .collect(),
             embedder: self.functions,
             disk_cache: self.disk_cache,
         })?;
@@ -384,14 +418,14 @@ impl HostBuilder {
 }
 
 /// How to create a domain: its pre-opened directories, its own policy (else
-/// the host's), its resolver, and what WASI guests see (arguments,
-/// environment, stdio).
+/// the host's), its resolver, and what each extension should set up for it
+/// (WASI: arguments, environment, stdio).
 #[derive(Clone, Default)]
 pub struct DomainConfig {
     preopens: Vec<(String, PathBuf)>,
     policy: Option<Policy>,
     resolver: Option<Resolver>,
-    wasi: WasiConfig,
+    extensions: Vec<Arc<dyn Any + Send + Sync>>,
 }
 
 impl std::fmt::Debug for DomainConfig {
@@ -400,7 +434,7 @@ impl std::fmt::Debug for DomainConfig {
             .field("preopens", &self.preopens)
             .field("policy", &self.policy)
             .field("resolver", &self.resolver.is_some())
-            .field("wasi", &self.wasi)
+            .field("extensions", &self.extensions.len())
             .finish()
     }
 }
@@ -420,39 +454,20 @@ impl DomainConfig {
         self
     }
 
-    /// The WASI arguments (`argv`), `argv[0]` included, as given.
-    pub fn args<I: IntoIterator<Item = S>, S: Into<String>>(mut self, args: I) -> Self {
-        self.wasi.args = args.into_iter().map(Into::into).collect();
+    /// Configures an extension for this domain: `config` is a value of
+    /// the extension's own configuration type (WASI: `custody_wasi::WasiConfig`),
+    /// which it reads when the domain is created. One per type: a second
+    /// of the same type replaces the first.
+    pub fn extension<C: Any + Send + Sync>(mut self, config: C) -> Self {
+        self.extensions.retain(|c| !c.is::<C>());
+        self.extensions.push(Arc::new(config));
         self
     }
 
-    /// Adds one WASI environment variable (call once per variable; they
-    /// are seen in this order).
-    pub fn env(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.wasi
-            .env
-            .push(format!("{}={}", name.into(), value.into()));
-        self
-    }
-
-    /// Where WASI's stdin (fd 0) reads from. Default [`Stdio::Null`].
-    pub fn stdin(mut self, stdin: Stdio) -> Self {
-        self.wasi.stdio[0] = stdin.into();
-        self
-    }
-
-    /// Where WASI's stdout (fd 1) goes. Default [`Stdio::Capture`]
-    /// ([`Domain::take_stdout`]).
-    pub fn stdout(mut self, stdout: Stdio) -> Self {
-        self.wasi.stdio[1] = stdout.into();
-        self
-    }
-
-    /// Where WASI's stderr (fd 2) goes. Default [`Stdio::Capture`]
-    /// ([`Domain::take_stderr`]).
-    pub fn stderr(mut self, stderr: Stdio) -> Self {
-        self.wasi.stdio[2] = stderr.into();
-        self
+    /// The configuration of type `C` given with
+    /// [`extension`](Self::extension), if any.
+    pub fn extension_config<C: Any + Send + Sync>(&self) -> Option<&C> {
+        self.extensions.iter().find_map(|c| c.downcast_ref::<C>())
     }
 
     /// The domain's own policy, in place of the host's: its deadline,

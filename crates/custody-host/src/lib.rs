@@ -3,9 +3,10 @@
 //! A [`Host`] runs guests in [`Domain`]s (.NET's AppDomains / collectible
 //! load contexts). Guests reach the host only through host functions: the
 //! `custody` ABI (module [`abi::MODULE`], documented for C in
-//! `guest/include/custody.h`), WASI preview 1 (module [`wasi::MODULE`],
-//! for programs built for `wasm32-wasi`) and the embedder's own
-//! ([`HostBuilder::func_wrap`]). Their handles are ids in the domain's
+//! `guest/include/custody.h`), the ABIs added as extensions
+//! ([`extension`]: WASI preview 1 is the crate `custody-wasi`) and the
+//! embedder's own ([`HostBuilder::func_wrap`]). The core names no ABI: the
+//! `custody` ABI comes through the same door as the others. Their handles are ids in the domain's
 //! [`HandleTable`](custody_handle::HandleTable). Every handle argument is
 //! pinned for the whole host call, out-handles never leak, guest pointers are
 //! bounds-checked, and [`Domain::unload`] releases everything the domain's
@@ -33,8 +34,8 @@
 //! | `runtime` | the engine (allocation, disk cache, dense memories), the linker, the epoch ticker, the timer thread |
 //! | `compile` | the compile pipeline under the policy's bounds (structure check, estimate, export names, atomic-wait rewrite, time bound) and the module caches |
 //! | `registry` | the live domains ([`DomainInfo`]) |
-//! | [`wasi`] | WASI preview 1 over the same handles: its catalogue entries, the fd model, stdio |
-//! | [`abi`] | the `custody` ABI: its catalogue entries and handlers |
+//! | [`abi`] | the `custody` ABI: its catalogue entries and handlers, an extension like any other |
+//! | [`extension`] | the door for ABIs: [`Extension`](extension::Extension), per-domain state, and the safe facade over the boundary that an ABI's functions use |
 //! | `catalogue` | every host function, declared once ([`HostFunction`]) |
 //! | `boundary` | one host call: context, cancellation, marshalling, guest memory, guest stacks, pre-opens, embedder functions |
 //! | `ledger`, `log` | the [`Ledger`], the guest log sink |
@@ -54,15 +55,15 @@ mod config;
 mod deadline;
 mod domain;
 mod error;
+pub mod extension;
 mod host;
 mod ledger;
 mod log;
 mod registry;
 mod runtime;
 mod sys;
-pub mod wasi;
 
-pub use boundary::cancel::Interrupt;
+pub use boundary::cancel::{Exit, Interrupt};
 pub use boundary::embed::{EmbedderFn, GuestCall, HostFunctionBody, HostLock, HostLockGuard};
 pub use boundary::errno::AbiError;
 pub use boundary::marshal::Pinned;
@@ -86,5 +87,4 @@ pub use ledger::Ledger;
 pub use log::{LogSink, stderr_log};
 pub use registry::{CacheStats, DomainInfo};
 pub use runtime::EPOCH_TICK;
-pub use wasi::Stdio;
 pub use wasmtime::{Module, Val, ValType};

@@ -25,9 +25,10 @@ use crate::compile::{Compiler, atomic_wait};
 
 use crate::boundary::ctx::DomainCtx;
 use crate::boundary::embed::EmbedderFunction;
-use crate::catalogue::{Catalogue, HostFunction};
+use crate::catalogue::Catalogue;
 use crate::config::{Allocation, Policy};
 use crate::error::HostError;
+use crate::extension::Extension;
 use crate::log::LogSink;
 use crate::registry::Registry;
 
@@ -37,7 +38,8 @@ pub use ticker::EPOCH_TICK;
 pub(crate) struct RuntimeConfig {
     pub(crate) policy: Policy,
     pub(crate) log: LogSink,
-    pub(crate) builtin: Vec<&'static [HostFunction]>,
+    /// The `custody` ABI first, then the host's other extensions.
+    pub(crate) extensions: Vec<Arc<dyn Extension>>,
     pub(crate) embedder: Vec<EmbedderFunction>,
     pub(crate) disk_cache: Option<PathBuf>,
 }
@@ -47,6 +49,8 @@ pub(crate) struct Runtime {
     pub(crate) engine: Engine,
     pub(crate) linker: Linker<DomainCtx>,
     pub(crate) catalogue: Catalogue,
+    /// The ABIs whose functions the catalogue holds (the `custody` ABI first).
+    pub(crate) extensions: Vec<Arc<dyn Extension>>,
     pub(crate) policy: Arc<Policy>,
     pub(crate) log: LogSink,
     pub(crate) registry: Registry,
@@ -73,7 +77,7 @@ impl Runtime {
         let RuntimeConfig {
             policy,
             log,
-            builtin,
+            extensions,
             embedder,
             disk_cache,
         } = config;
@@ -87,8 +91,9 @@ impl Runtime {
             tracing::warn!(target: "custody::host", "{why}");
         }
         let mut linker = Linker::new(&engine);
+        let functions: Vec<_> = extensions.iter().map(|e| e.functions()).collect();
         let catalogue =
-            Catalogue::link(&mut linker, &builtin, embedder).map_err(HostError::Engine)?;
+            Catalogue::link(&mut linker, &functions, embedder).map_err(HostError::Engine)?;
         let ticker = ticker::Ticker::start(engine.clone())
             .map_err(|e| HostError::Engine(format!("starting the epoch thread: {e}")))?;
         tracing::debug!(target: "custody::host", allocation = allocation.name(), "host created");
@@ -98,6 +103,7 @@ impl Runtime {
             engine,
             linker,
             catalogue,
+            extensions,
             policy,
             log,
             registry: Registry::default(),

@@ -1,7 +1,7 @@
 //! Every system call custody-host makes, through rustix's safe wrappers,
 //! and one through libc ([`ignore_sigpipe`]: rustix has no safe signal API).
-//! Its two `unsafe` blocks are that one and [`dup_onto`]'s. Nothing in it knows about domains or
-//! guests: a wait takes the cancellation signal as a plain fd.
+//! Its one `unsafe` block is that one. Nothing in it knows about domains
+//! or guests: a wait takes the cancellation signal as a plain fd.
 //!
 //! # References
 //! - [openat2(2)](https://man7.org/linux/man-pages/man2/openat2.2.html):
@@ -14,33 +14,25 @@
 //! - [poll(2)](https://man7.org/linux/man-pages/man2/poll.2.html),
 //!   [eventfd(2)](https://man7.org/linux/man-pages/man2/eventfd.2.html),
 //!   [pipe2(2)](https://man7.org/linux/man-pages/man2/pipe2.2.html).
-//! - [dup3(2)](https://man7.org/linux/man-pages/man2/dup3.2.html): the fd
-//!   number stays, the open file behind it is replaced atomically (WASI's
-//!   `fd_renumber`).
 //!
-//! The file operations WASI needs beyond reading and writing (stat, seek,
-//! flags, sync, times, sockets, clocks, random bytes) are in `sys/file.rs`;
-//! the path calls of WASI's `path_*` functions in `sys/path.rs`.
+//! The file and path calls only WASI makes are custody-wasi's own (its
+//! `sys` module); the one they share with the `custody` ABI, the confined
+//! open, is here ([`open_beneath_raw`], public as
+//! [`extension::open_beneath`](crate::extension::open_beneath)).
 
 // SAFETY arguments live beside each `unsafe` block of this module; the crate
 // denies `unsafe_code` everywhere else.
 #![allow(unsafe_code)]
 
-mod file;
-mod path;
-
-pub(crate) use file::*;
-pub(crate) use path::*;
-
 use std::io;
-use std::mem::ManuallyDrop;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use rustix::event::{EventfdFlags, PollFd, PollFlags};
-use rustix::fs::Mode;
+use rustix::fs::{Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
+use rustix::time::Timespec;
 
 /// Opens a directory to serve as a pre-open: a handle that grants nothing
 /// but lookups beneath it (`O_PATH`).
@@ -85,9 +77,54 @@ pub(crate) fn open_beneath(
     if flags.append {
         oflags |= OFlags::APPEND;
     }
-    // One openat2 for both ABIs: close-on-exec, no controlling terminal,
+    // One openat2 for every ABI: close-on-exec, no controlling terminal,
     // and a lookup a concurrent rename disturbed is retried there.
-    path::open_beneath_raw(dir, relative, oflags, 0o644)
+    open_beneath_raw(dir, relative, oflags, 0o644)
+}
+
+/// How many times an `openat2` that a concurrent rename disturbed
+/// (`EAGAIN`) is retried before the error goes to the guest.
+const RENAME_RETRIES: usize = 8;
+
+/// `openat2(dir, path, flags, mode, RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS)`,
+/// close-on-exec and (unless `O_PATH`) without a controlling terminal; an
+/// escape is `EXDEV`.
+/// `flags` should hold `NONBLOCK` for anything that is not `O_PATH`, so
+/// that a FIFO's open never blocks.
+pub(crate) fn open_beneath_raw(
+    dir: BorrowedFd<'_>,
+    path: impl rustix::path::Arg + Copy,
+    flags: OFlags,
+    mode: u32,
+) -> Result<OwnedFd, Errno> {
+    // openat2 refuses any flag beside `O_PATH` but `O_CLOEXEC`,
+    // `O_DIRECTORY` and `O_NOFOLLOW` (`EINVAL`); an `O_PATH` fd opens no
+    // terminal anyway.
+    let flags = if flags.contains(OFlags::PATH) {
+        flags | OFlags::CLOEXEC
+    } else {
+        flags | OFlags::CLOEXEC | OFlags::NOCTTY
+    };
+    // openat2 insists on mode 0 unless a file may be created (custody never
+    // asks for `O_TMPFILE`, whose bits include `O_DIRECTORY`'s).
+    let mode = if flags.contains(OFlags::CREATE) {
+        Mode::from_raw_mode(mode)
+    } else {
+        Mode::empty()
+    };
+    let mut tries = 0;
+    loop {
+        match rustix::fs::openat2(
+            dir,
+            path,
+            flags,
+            mode,
+            ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
+        ) {
+            Err(Errno::AGAIN) if tries < RENAME_RETRIES => tries += 1,
+            other => return other,
+        }
+    }
 }
 
 /// A non-blocking, close-on-exec pipe: (read end, write end). Non-blocking,
@@ -104,18 +141,6 @@ pub(crate) fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Result<usize, Errno> {
 /// Writes once; `EAGAIN` means "not ready".
 pub(crate) fn write(fd: BorrowedFd<'_>, buf: &[u8]) -> Result<usize, Errno> {
     rustix::io::write(fd, buf)
-}
-
-/// Makes the fd number `to` name what `from` names (close-on-exec); the
-/// open file `to` named before is closed by the kernel, atomically.
-pub(crate) fn dup_onto(from: BorrowedFd<'_>, to: BorrowedFd<'_>) -> Result<(), Errno> {
-    // SAFETY: `to` is an open fd, borrowed for this call. The `OwnedFd`
-    // made from its number is never dropped (`ManuallyDrop`), so it never
-    // closes it, and it does not outlive this call. `dup3` keeps the
-    // number open throughout (it replaces what is behind it atomically),
-    // so whoever owns `to` still owns an open fd afterwards.
-    let mut target = ManuallyDrop::new(unsafe { OwnedFd::from_raw_fd(to.as_raw_fd()) });
-    rustix::io::dup3(from, &mut target, rustix::io::DupFlags::CLOEXEC)
 }
 
 /// A non-blocking, close-on-exec eventfd: the cancellation signal.
@@ -185,22 +210,6 @@ pub(crate) fn wait(
         .iter()
         .position(|p| p.revents().intersects(READY))
         .map_or(Wait::TimedOut, Wait::Ready))
-}
-
-/// What `poll` reports of each of `fds`, now (no waiting): its ready
-/// events, empty if none.
-pub(crate) fn ready_now(fds: &[(BorrowedFd<'_>, PollFlags)]) -> io::Result<Vec<PollFlags>> {
-    let mut pollfds: Vec<PollFd<'_>> = fds
-        .iter()
-        .map(|(fd, interest)| PollFd::new(fd, *interest))
-        .collect();
-    loop {
-        match rustix::event::poll(&mut pollfds, Some(&Timespec::default())) {
-            Ok(_) => return Ok(pollfds.iter().map(|p| p.revents() & READY).collect()),
-            Err(Errno::INTR) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
 }
 
 /// The events that make an fd "ready": its interest, or a hang-up or an

@@ -17,6 +17,7 @@ use custody_handle::Fd;
 use custody_host::abi::{AbiError, MAX_IO};
 use custody_host::{Domain, DomainConfig, Ledger, Policy, Val};
 use custody_testkit::*;
+use custody_wasi::WasiDomainConfig;
 
 const WRITE: i32 = 2;
 const CREATE: i32 = 4;

@@ -62,7 +62,8 @@ pub fn data(offset: u32, text: &str) -> String {
 /// Guest log lines as a test keeps them: (domain, level, text).
 pub type Lines = Arc<Mutex<Vec<(u64, u8, String)>>>;
 
-/// A host whose guest log lines are kept, not printed.
+/// A host as custody ships it (the `custody` ABI and WASI preview 1)
+/// whose guest log lines are kept, not printed.
 pub fn host_with(policy: Policy) -> (Host, Lines) {
     crate::quiet();
     let lines = Arc::new(Mutex::new(Vec::new()));
@@ -70,7 +71,12 @@ pub fn host_with(policy: Policy) -> (Host, Lines) {
     let log: LogSink = Arc::new(move |domain, level, text| {
         sink.lock().unwrap().push((domain, level, text.to_string()));
     });
-    (Host::with_log(policy, log).unwrap(), lines)
+    let host = Host::builder(policy)
+        .log(log)
+        .extension(custody_wasi::Wasi)
+        .build()
+        .unwrap();
+    (host, lines)
 }
 
 /// A host with the default policy whose guest log lines are dropped.

@@ -7,8 +7,8 @@
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use custody_host::wasi::FUNCTIONS;
 use custody_host::{AbiType, CallError, Domain, DomainConfig, Host, Val};
+use custody_wasi::FUNCTIONS;
 
 /// The WASI driver's text, with `data` as extra data segments.
 pub fn wasi_driver(data: &str) -> String {

@@ -5,7 +5,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use custody_handle::diagnostics::{self, Collector};
-use custody_host::{CallError, Domain, DomainConfig, Host, LogSink, Module, Policy, Stdio, Val};
+use custody_host::{CallError, Domain, DomainConfig, Host, LogSink, Module, Policy, Val};
+use custody_wasi::{Stdio, Wasi, WasiDomain, WasiDomainConfig};
 
 use crate::LogFormat;
 use crate::args::{self, RunArgs};
@@ -56,7 +57,7 @@ pub(crate) fn run(args: &RunArgs, log_format: LogFormat) -> Result<u8, Failure> 
         LogFormat::Text => custody_host::stderr_log(),
         LogFormat::Json => Arc::new(|_, _, _| {}),
     };
-    let mut builder = Host::builder(policy).log(log);
+    let mut builder = Host::builder(policy).log(log).extension(Wasi);
     if !args.no_cache
         && let Some(dir) = args::cache_dir()
         && std::fs::create_dir_all(&dir).is_ok()

@@ -7,7 +7,8 @@ use std::path::Path;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use custody_host::{CallError, DomainConfig, Host, Module, Policy, Stdio};
+use custody_host::{CallError, DomainConfig, Host, Module, Policy};
+use custody_wasi::{Stdio, Wasi, WasiDomain, WasiDomainConfig};
 use wasmtime_wasi::p1::{self, WasiP1Ctx};
 use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
@@ -56,6 +57,7 @@ fn custody_go() -> &'static (Host, Module) {
         };
         let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("go-guests-cache");
         let host = Host::builder(policy)
+            .extension(Wasi)
             .disk_cache(cache)
             .build()
             .unwrap_or_else(|e| panic!("a host for the Go guests: {e}"));

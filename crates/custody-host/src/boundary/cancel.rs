@@ -36,6 +36,15 @@ pub enum Interrupt {
     MemoryLimit(usize),
 }
 
+/// A guest's call ended with an exit status (WASI's `proc_exit`, or any
+/// ABI's own exit): a host function returns it as its error
+/// (`Err(Exit(status).into())`) and the call ends with
+/// [`CallError::Exit`](crate::CallError::Exit). An exit is the guest's own
+/// ending: never a trap, never escalated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the guest exited with status {0}")]
+pub struct Exit(pub i32);
+
 /// Why the signal is raised.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 #[repr(u8)]
@@ -59,7 +68,7 @@ pub(crate) struct Cancel {
 
 /// How a cancellable wait ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Waited {
+pub enum Waited {
     /// The fd at this index is ready.
     Ready(usize),
     /// The timeout passed.

@@ -19,11 +19,11 @@ use wasmtime::{Extern, ModuleExport, ResourceLimiter};
 use super::blocked::BlockedIn;
 use super::cancel::{Cancel, Interrupt, Reason, Waited};
 use super::errno::AbiError;
+use super::extensions::{Extensions, StoreState};
 use super::preopen::Preopens;
 use crate::config::{OnMemoryLimit, Policy};
 use crate::ledger::LedgerCounts;
 use crate::log::{self, LogSink};
-use crate::wasi::state::WasiState;
 
 /// What one table element costs the host, counted against the memory cap.
 pub(crate) const TABLE_ELEMENT_BYTES: usize = 8;
@@ -54,7 +54,12 @@ impl LockCount {
 }
 
 /// The store data of a domain: what host functions see of it.
-pub(crate) struct DomainCtx {
+///
+/// An ABI extension reaches it through [`HostCall`](super::marshal::HostCall):
+/// the domain's id, policy and pre-opens, its one cancellable wait, the
+/// errno of its last `E_IO`, and the extension's own slot
+/// ([`extension`](Self::extension)). Everything else is the core's.
+pub struct DomainCtx {
     pub(crate) id: u64,
     pub(crate) table: Arc<HandleTable>,
     pub(crate) cancel: Arc<Cancel>,
@@ -103,8 +108,8 @@ pub(crate) struct DomainCtx {
     /// The memory of the store's only instance, while it has exactly one:
     /// then every host call comes from that instance and needs no lookup.
     pub(crate) only_memory: Option<Extern>,
-    /// What WASI keeps of the domain: arguments, environment, stdio, fds.
-    pub(crate) wasi: WasiState,
+    /// What each ABI extension keeps of the domain, one slot a type.
+    pub(crate) extensions: Extensions,
     /// The wait the current call is in, for the domain's roots (shared
     /// with them; set by the domain).
     pub(crate) blocked: Arc<BlockedIn>,
@@ -146,7 +151,7 @@ impl DomainCtx {
             timers: None,
             only_memory: None,
             // The domain gives the store its own (`new_store`).
-            wasi: WasiState::empty(0),
+            extensions: Extensions::default(),
             blocked: Arc::default(),
         }
     }
@@ -191,13 +196,13 @@ impl DomainCtx {
     }
 
     /// Records an OS error as the domain's `last_error`; returns `E_IO`.
-    pub(crate) fn os_error(&self, errno: Errno) -> AbiError {
+    pub fn os_error(&self, errno: Errno) -> AbiError {
         self.last_errno.set(errno.raw_os_error());
         AbiError::Io
     }
 
     /// Records an I/O error's errno (EIO if it has none); returns `E_IO`.
-    pub(crate) fn io_error(&self, error: &std::io::Error) -> AbiError {
+    pub fn io_error(&self, error: &std::io::Error) -> AbiError {
         self.os_error(
             error
                 .raw_os_error()
@@ -233,10 +238,10 @@ impl DomainCtx {
         }
     }
 
-    /// Closes a guest's handle: the id is stale at once, its WASI state
-    /// forgotten, and the close counted in the ledger. `Ok(true)` if its
+    /// Closes a guest's handle: the id is stale at once, what every
+    /// extension keeps of it forgotten, and the close counted in the ledger. `Ok(true)` if its
     /// owner (the host) had closed it already: it is removed all the same.
-    pub(crate) fn close_handle(&mut self, id: HandleId) -> Result<bool, AbiError> {
+    pub fn close_handle(&mut self, id: HandleId) -> Result<bool, AbiError> {
         // A null or stale id ends here (one `staleHandleUse`, not two).
         let closed_by_owner = match self.table.kind_of(id) {
             Ok(_) => false,
@@ -246,13 +251,49 @@ impl DomainCtx {
         let outcome = self.table.close(id);
         if matches!(outcome, Ok(_) | Err(HandleError::ReleaseFailed(_))) {
             LedgerCounts::bump(&self.ledger.closed_by_guest, 1);
-            self.wasi.fds.forget(id.raw());
+            self.extensions.forget(id);
         }
         match outcome {
             Ok(_) => Ok(closed_by_owner),
             Err(HandleError::ReleaseFailed(error)) => Err(self.io_error(&error)),
             Err(error) => Err(error.into()),
         }
+    }
+}
+
+/// What an ABI extension reads of the domain.
+impl DomainCtx {
+    /// The domain's id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The domain's policy.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// The domain's pre-opened directories.
+    pub fn preopens(&self) -> &Preopens {
+        &self.preopens
+    }
+
+    /// The errno of the domain's last `E_IO` (what `last_error` returns).
+    pub fn last_errno(&self) -> i32 {
+        self.last_errno.get()
+    }
+
+    /// This domain's slot of the extension whose store state is `T`, if
+    /// the host has that extension.
+    #[inline]
+    pub fn extension<T: StoreState>(&self) -> Option<&T> {
+        self.extensions.get()
+    }
+
+    /// [`extension`](Self::extension), mutably.
+    #[inline]
+    pub fn extension_mut<T: StoreState>(&mut self) -> Option<&mut T> {
+        self.extensions.get_mut()
     }
 }
 

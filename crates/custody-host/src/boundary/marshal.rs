@@ -39,8 +39,13 @@ use super::ctx::DomainCtx;
 use super::errno::AbiError;
 use super::memory::{GuestMemory, OutSlot};
 
+/// Most bytes one read or write moves for a guest, in any ABI (a larger
+/// request is a short read or write, which every ABI allows): a guest
+/// cannot make the host copy or hold more for it at once.
+pub const MAX_IO: u32 = 1 << 20;
+
 /// A host function's result for the guest: a count or 0, or an error code.
-pub(crate) type AbiResult = Result<i32, AbiError>;
+pub type AbiResult = Result<i32, AbiError>;
 
 /// A handle argument, pinned for the rest of the host call.
 pub type Pinned<'a, T> = TableRef<'a, T>;
@@ -49,7 +54,7 @@ pub type Pinned<'a, T> = TableRef<'a, T>;
 /// borrowed apart from it, so a handle can be pinned before (and while) the
 /// caller's memory is borrowed, and a call that fails on its handle never
 /// looks its memory up.
-pub(crate) struct HostCall<'a, 'c> {
+pub struct HostCall<'a, 'c> {
     caller: &'a mut Caller<'c, DomainCtx>,
     /// The host function being called (for the record of a wait).
     name: &'static str,
@@ -59,7 +64,14 @@ pub(crate) struct HostCall<'a, 'c> {
     shared: Option<SharedMemory>,
 }
 
-impl HostCall<'_, '_> {
+impl<'a> HostCall<'a, '_> {
+    /// The domain's handle table, borrowed apart from the call: a handle
+    /// pinned from it stays usable while the caller's memory is borrowed.
+    #[inline]
+    pub fn table(&self) -> &'a HandleTable {
+        self.table
+    }
+
     /// Whether the calling instance exports `name` as a function of one
     /// `i32` returning nothing (a timer callback).
     pub(crate) fn exports_callback(&mut self, name: &str) -> bool {
@@ -72,27 +84,27 @@ impl HostCall<'_, '_> {
     }
 
     /// The guest's stack at this host call ([`guest_stack`]).
-    pub(crate) fn guest_stack(&self) -> String {
+    pub fn guest_stack(&self) -> String {
         guest_stack(self.caller)
     }
 
     /// The domain, without its memory (a body that must resolve something
     /// of the domain's before it touches guest memory).
     #[inline]
-    pub(crate) fn ctx(&mut self) -> &mut DomainCtx {
+    pub fn ctx(&mut self) -> &mut DomainCtx {
         self.caller.data_mut()
     }
 
     /// The caller's memory and the domain, borrowed together.
     #[inline]
-    pub(crate) fn split(&mut self) -> (GuestMemory<'_>, &mut DomainCtx) {
+    pub fn split(&mut self) -> (GuestMemory<'_>, &mut DomainCtx) {
         split(self.caller, &mut self.shared)
     }
 
     /// The domain's one wait ([`DomainCtx::wait`]), recorded for the
     /// domain's roots while it lasts: this host function and the guest's
     /// stack now (a blocked guest reaches no epoch check to be sampled at).
-    pub(crate) fn wait(
+    pub fn wait(
         &mut self,
         fds: &[(BorrowedFd<'_>, PollFlags)],
         wanted: Duration,
@@ -104,11 +116,7 @@ impl HostCall<'_, '_> {
 
     /// Waits until `fd` is ready for `interest`, at most the policy's
     /// `max_wait` (then `E_TIMEDOUT`).
-    pub(crate) fn wait_ready(
-        &mut self,
-        fd: BorrowedFd<'_>,
-        interest: PollFlags,
-    ) -> Result<(), AbiError> {
+    pub fn wait_ready(&mut self, fd: BorrowedFd<'_>, interest: PollFlags) -> Result<(), AbiError> {
         let max_wait = self.caller.data().policy.max_wait;
         match self.wait(&[(fd, interest)], max_wait)? {
             Waited::Ready(_) => Ok(()),
@@ -120,7 +128,7 @@ impl HostCall<'_, '_> {
     /// block: `EAGAIN` waits ([`wait`](Self::wait), for `interest`, at most
     /// the policy's `max_wait`: then `E_TIMEDOUT`), `EINTR` retries, any
     /// other errno is `E_IO`.
-    pub(crate) fn until_ready(
+    pub fn until_ready(
         &mut self,
         fd: BorrowedFd<'_>,
         interest: PollFlags,
@@ -146,7 +154,7 @@ pub(crate) fn guest_stack(caller: &Caller<'_, DomainCtx>) -> String {
 
 /// Runs an ABI function body that takes guest pointers.
 #[inline]
-pub(crate) fn enter(
+pub fn enter(
     caller: &mut Caller<'_, DomainCtx>,
     name: &'static str,
     body: impl FnOnce(&mut HostCall<'_, '_>) -> AbiResult,
@@ -243,13 +251,13 @@ fn split<'a>(
     match caller_memory(caller) {
         Some(Extern::Memory(memory)) => {
             let (bytes, ctx) = memory.data_and_store_mut(caller);
-            (GuestMemory::Plain(bytes), ctx)
+            (GuestMemory::plain(bytes), ctx)
         }
         Some(Extern::SharedMemory(memory)) => {
             let memory = shared.insert(memory);
-            (GuestMemory::Shared(memory.data()), caller.data_mut())
+            (GuestMemory::shared(memory.data()), caller.data_mut())
         }
-        _ => (GuestMemory::Plain(&mut []), caller.data_mut()),
+        _ => (GuestMemory::plain(&mut []), caller.data_mut()),
     }
 }
 
@@ -265,26 +273,23 @@ pub(crate) fn with_memory<R>(
 }
 
 /// A guest length: negative is `E_INVAL`.
-pub(crate) fn length(len: i32) -> Result<u32, AbiError> {
+pub fn length(len: i32) -> Result<u32, AbiError> {
     u32::try_from(len).map_err(|_| AbiError::Inval)
 }
 
 /// A guest pointer: an unsigned offset into its memory.
-pub(crate) fn pointer(ptr: i32) -> u32 {
+pub fn pointer(ptr: i32) -> u32 {
     ptr as u32
 }
 
 /// A guest handle id, as it crossed the boundary.
-pub(crate) fn handle_id(raw: i32) -> HandleId {
+pub fn handle_id(raw: i32) -> HandleId {
     HandleId::from_raw(raw as u32)
 }
 
 /// Resolves and pins a handle argument.
 #[inline]
-pub(crate) fn pin<T: ReleaseHandle>(
-    table: &HandleTable,
-    raw: i32,
-) -> Result<Pinned<'_, T>, AbiError> {
+pub fn pin<T: ReleaseHandle>(table: &HandleTable, raw: i32) -> Result<Pinned<'_, T>, AbiError> {
     table.get::<T>(handle_id(raw)).map_err(AbiError::from)
 }
 
@@ -292,16 +297,16 @@ pub(crate) fn pin<T: ReleaseHandle>(
 /// ([`out_handle`]): its out slot whole and inside memory, and room for the
 /// handle in the table.
 #[must_use = "the place checked for the handle's id"]
-pub(crate) struct OutHandle(OutSlot<4>);
+pub struct OutHandle(OutSlot<4>);
 
 /// Where the ids of two handles made together go ([`out_pair`]).
 #[must_use = "the places checked for the handles' ids"]
-pub(crate) struct OutPair(OutSlot<4>, OutSlot<4>);
+pub struct OutPair(OutSlot<4>, OutSlot<4>);
 
 /// Checks the out slot at `out` and the table's room for one more handle,
 /// before the body makes the resource: a call that fails then has made
 /// nothing (no file created or truncated, no connection taken).
-pub(crate) fn out_handle(
+pub fn out_handle(
     memory: &GuestMemory<'_>,
     table: &HandleTable,
     out: i32,
@@ -314,7 +319,7 @@ pub(crate) fn out_handle(
 /// [`out_handle`] for two handles made together (a pipe's ends): the
 /// slots must not overlap (`E_INVAL`), both must be inside memory, and the
 /// table must have room for both.
-pub(crate) fn out_pair(
+pub fn out_pair(
     memory: &GuestMemory<'_>,
     table: &HandleTable,
     out_a: i32,
@@ -347,7 +352,7 @@ fn room(table: &HandleTable, count: usize) -> Result<(), HandleError> {
 /// the place checked for it. The only failure left is the quota, if the
 /// embedder filled the table since [`out_handle`] (the resource is then
 /// released, never counted in the ledger).
-pub(crate) fn give<T: ReleaseHandle>(
+pub fn give<T: ReleaseHandle>(
     memory: &mut GuestMemory<'_>,
     table: &HandleTable,
     out: OutHandle,
@@ -361,7 +366,7 @@ pub(crate) fn give<T: ReleaseHandle>(
 /// [`give`] for two fds made together (a pipe's ends): both are in the
 /// table with their ids written, or neither (the fds stay `OwnedFd`s,
 /// closed on drop, until the table owns them).
-pub(crate) fn give_pair(
+pub fn give_pair(
     memory: &mut GuestMemory<'_>,
     table: &HandleTable,
     out: OutPair,

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 
 /// An out-of-bounds guest pointer or length.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Fault;
+pub struct Fault;
 
 /// A place in guest memory for one `N`-byte result, checked whole and in
 /// bounds ([`GuestMemory::out_slot`]) before the host call does anything
@@ -29,28 +29,45 @@ pub(crate) struct Fault;
 /// report it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[must_use = "a slot is checked so that the call's result can be written to it"]
-pub(crate) struct OutSlot<const N: usize> {
+pub struct OutSlot<const N: usize> {
     at: u32,
 }
 
-/// The calling module's memory, for the duration of one host call.
-pub(crate) enum GuestMemory<'a> {
+/// The calling module's memory, for the duration of one host call: every
+/// access bounds-checked ([`Fault`] outside it), a shared memory read and
+/// written atomically, byte by byte.
+pub struct GuestMemory<'a>(Bytes<'a>);
+
+/// What a [`GuestMemory`] borrows.
+enum Bytes<'a> {
     /// An ordinary linear memory, borrowed from the store.
     Plain(&'a mut [u8]),
     /// A shared linear memory, which other threads may access concurrently.
     Shared(&'a [UnsafeCell<u8>]),
 }
 
+impl<'a> GuestMemory<'a> {
+    /// An ordinary linear memory's bytes.
+    pub(crate) fn plain(bytes: &'a mut [u8]) -> Self {
+        GuestMemory(Bytes::Plain(bytes))
+    }
+
+    /// A shared linear memory's cells.
+    pub(crate) fn shared(cells: &'a [UnsafeCell<u8>]) -> Self {
+        GuestMemory(Bytes::Shared(cells))
+    }
+}
+
 impl GuestMemory<'_> {
     fn len(&self) -> usize {
-        match self {
-            GuestMemory::Plain(bytes) => bytes.len(),
-            GuestMemory::Shared(cells) => cells.len(),
+        match &self.0 {
+            Bytes::Plain(bytes) => bytes.len(),
+            Bytes::Shared(cells) => cells.len(),
         }
     }
 
     /// The byte range `ptr..ptr+len`, if it lies inside the memory.
-    pub(crate) fn range(&self, ptr: u32, len: u32) -> Result<Range<usize>, Fault> {
+    pub fn range(&self, ptr: u32, len: u32) -> Result<Range<usize>, Fault> {
         let start = ptr as usize;
         let end = start.checked_add(len as usize).ok_or(Fault)?;
         if end <= self.len() {
@@ -62,39 +79,39 @@ impl GuestMemory<'_> {
 
     /// The `N` bytes at `ptr`, checked as the place of a result written
     /// later ([`OutSlot`]).
-    pub(crate) fn out_slot<const N: usize>(&self, ptr: u32) -> Result<OutSlot<N>, Fault> {
+    pub fn out_slot<const N: usize>(&self, ptr: u32) -> Result<OutSlot<N>, Fault> {
         self.range(ptr, N as u32)?;
         Ok(OutSlot { at: ptr })
     }
 
     /// Writes a result into a slot checked earlier in this call: it cannot
     /// fault (see [`OutSlot`]).
-    pub(crate) fn put<const N: usize>(&mut self, slot: OutSlot<N>, bytes: [u8; N]) {
+    pub fn put<const N: usize>(&mut self, slot: OutSlot<N>, bytes: [u8; N]) {
         let written = self.write(slot.at, &bytes);
         debug_assert_eq!(written, Ok(()), "a checked slot is inside the memory");
     }
 
     /// Writes a little-endian `i32` into a checked slot.
-    pub(crate) fn put_i32(&mut self, slot: OutSlot<4>, value: i32) {
+    pub fn put_i32(&mut self, slot: OutSlot<4>, value: i32) {
         self.put(slot, value.to_le_bytes());
     }
 
     /// Copies `len` bytes out of guest memory.
-    pub(crate) fn read(&self, ptr: u32, len: u32) -> Result<Vec<u8>, Fault> {
+    pub fn read(&self, ptr: u32, len: u32) -> Result<Vec<u8>, Fault> {
         let range = self.range(ptr, len)?;
-        Ok(match self {
-            GuestMemory::Plain(bytes) => bytes[range].to_vec(),
-            GuestMemory::Shared(cells) => cells[range].iter().map(load).collect(),
+        Ok(match &self.0 {
+            Bytes::Plain(bytes) => bytes[range].to_vec(),
+            Bytes::Shared(cells) => cells[range].iter().map(load).collect(),
         })
     }
 
     /// Copies `bytes` into guest memory at `ptr`.
-    pub(crate) fn write(&mut self, ptr: u32, bytes: &[u8]) -> Result<(), Fault> {
+    pub fn write(&mut self, ptr: u32, bytes: &[u8]) -> Result<(), Fault> {
         let len = u32::try_from(bytes.len()).map_err(|_| Fault)?;
         let range = self.range(ptr, len)?;
-        match self {
-            GuestMemory::Plain(memory) => memory[range].copy_from_slice(bytes),
-            GuestMemory::Shared(cells) => {
+        match &mut self.0 {
+            Bytes::Plain(memory) => memory[range].copy_from_slice(bytes),
+            Bytes::Shared(cells) => {
                 for (cell, &byte) in cells[range].iter().zip(bytes) {
                     store(cell, byte);
                 }
@@ -104,7 +121,7 @@ impl GuestMemory<'_> {
     }
 
     /// Writes a little-endian `i32`.
-    pub(crate) fn write_i32(&mut self, ptr: u32, value: i32) -> Result<(), Fault> {
+    pub fn write_i32(&mut self, ptr: u32, value: i32) -> Result<(), Fault> {
         self.write(ptr, &value.to_le_bytes())
     }
 
@@ -112,16 +129,16 @@ impl GuestMemory<'_> {
     /// memory: directly on the guest's bytes for a plain memory, through a
     /// bounce buffer for a shared one. Returns what `io` returned; `io`
     /// reports how many bytes it filled.
-    pub(crate) fn fill_with<E>(
+    pub fn fill_with<E>(
         &mut self,
         ptr: u32,
         len: u32,
         io: impl FnOnce(&mut [u8]) -> Result<usize, E>,
     ) -> Result<Result<usize, E>, Fault> {
         let range = self.range(ptr, len)?;
-        Ok(match self {
-            GuestMemory::Plain(memory) => io(&mut memory[range]),
-            GuestMemory::Shared(cells) => {
+        Ok(match &mut self.0 {
+            Bytes::Plain(memory) => io(&mut memory[range]),
+            Bytes::Shared(cells) => {
                 let mut bounce = vec![0; range.len()];
                 let result = io(&mut bounce);
                 if let Ok(filled) = result {
@@ -156,7 +173,7 @@ mod tests {
     #[test]
     fn out_of_bounds_is_a_fault_not_a_panic() {
         let mut bytes = vec![0u8; 16];
-        let mut memory = GuestMemory::Plain(&mut bytes);
+        let mut memory = GuestMemory::plain(&mut bytes);
         assert_eq!(memory.read(0, 16).unwrap().len(), 16);
         assert_eq!(memory.read(16, 0).unwrap().len(), 0);
         assert_eq!(memory.read(16, 1), Err(Fault));
@@ -176,10 +193,10 @@ mod tests {
     #[test]
     fn an_out_slot_is_checked_whole_then_written_without_failing() {
         let mut bytes = vec![0u8; 16];
-        let mut memory = GuestMemory::Plain(&mut bytes);
+        let mut memory = GuestMemory::plain(&mut bytes);
         assert_eq!(memory.out_slot::<4>(13), Err(Fault), "one byte short");
         assert_eq!(memory.out_slot::<8>(u32::MAX - 3), Err(Fault));
-        assert_eq!(GuestMemory::Plain(&mut []).out_slot::<4>(0), Err(Fault));
+        assert_eq!(GuestMemory::plain(&mut []).out_slot::<4>(0), Err(Fault));
         let slot = memory.out_slot::<4>(12).unwrap();
         memory.put_i32(slot, 7);
         let wide = memory.out_slot::<8>(0).unwrap();
@@ -191,7 +208,7 @@ mod tests {
     #[test]
     fn shared_memory_is_copied_atomically() {
         let cells: Vec<UnsafeCell<u8>> = (0..8).map(UnsafeCell::new).collect();
-        let mut memory = GuestMemory::Shared(&cells);
+        let mut memory = GuestMemory::shared(&cells);
         assert_eq!(memory.read(2, 3).unwrap(), vec![2, 3, 4]);
         memory.write(0, &[9, 9]).unwrap();
         assert_eq!(memory.read(0, 3).unwrap(), vec![9, 9, 2]);

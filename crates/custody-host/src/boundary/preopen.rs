@@ -15,7 +15,7 @@ pub(crate) struct Preopen {
 
 /// A domain's pre-opens, in the order the host gave them.
 #[derive(Default)]
-pub(crate) struct Preopens(Vec<Preopen>);
+pub struct Preopens(Vec<Preopen>);
 
 impl Preopens {
     pub(crate) fn new(preopens: Vec<Preopen>) -> Self {
@@ -24,7 +24,7 @@ impl Preopens {
 
     /// The pre-open at `index` (its order among the domain's pre-opens):
     /// its name and directory.
-    pub(crate) fn get(&self, index: usize) -> Option<(&str, BorrowedFd<'_>)> {
+    pub fn get(&self, index: usize) -> Option<(&str, BorrowedFd<'_>)> {
         self.0.get(index).map(|p| (p.name.as_str(), p.dir.as_fd()))
     }
 

@@ -261,7 +261,7 @@ impl Manifest {
         ManifestError::Load {
             file: self.file.clone(),
             module: module.to_string(),
-            error,
+            error: Box::new(error),
         }
     }
 

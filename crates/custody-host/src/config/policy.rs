@@ -467,7 +467,7 @@ impl Policy {
 
     /// The wait a guest may have for `wanted` (`None`: no end), or `None`
     /// if the policy refuses it (the rule of [`wait_for`](Self::wait_for)).
-    pub(crate) fn wait_up_to(&self, wanted: Option<Duration>) -> Option<Duration> {
+    pub fn wait_up_to(&self, wanted: Option<Duration>) -> Option<Duration> {
         match wanted {
             None if self.allow_infinite_wait => Some(FOREVER),
             None => None,

@@ -8,11 +8,10 @@ use std::time::Duration;
 use custody_handle::diagnostics::{self, Assistant, Diagnostic};
 use wasmtime::{Func, FuncType, Store, Trap, Val, ValType};
 
-use crate::boundary::cancel::Interrupt;
+use crate::boundary::cancel::{Exit, Interrupt};
 use crate::boundary::ctx::DomainCtx;
 use crate::boundary::stack;
 use crate::error::{BoxError, CallError, wasmtime_source};
-use crate::wasi::proc::ProcExit;
 
 /// Fires `callAborted` for a failed call.
 pub(crate) fn report_aborted(
@@ -106,7 +105,7 @@ fn call_error(export: &str, error: wasmtime::Error, stack_limit: usize) -> CallE
     };
     // An exit is the guest's own ending, not a failure: it is told apart
     // before anything that could escalate.
-    if let Some(ProcExit(status)) = error.downcast_ref::<ProcExit>() {
+    if let Some(Exit(status)) = error.downcast_ref::<Exit>() {
         return CallError::Exit(*status);
     }
     if let Some(interrupt) = error.downcast_ref::<Interrupt>() {

@@ -18,7 +18,6 @@ use crate::compile::atomic_wait::{MODULE as REWRITTEN_WAITS, WaitImport};
 use crate::config::Category;
 use crate::error::{LoadError, wasmtime_source};
 use crate::runtime::Runtime;
-use crate::wasi;
 
 /// Instantiates `module` into `loaded`'s store and records its `memory`
 /// export for the boundary's lookups. The module's start function runs as
@@ -147,13 +146,16 @@ fn bind_and_instantiate(
     module: &Module,
 ) -> Result<Instance, LoadError> {
     let (runtime, policy) = (&*shared.runtime, &*shared.policy);
-    if !policy.wasi
-        && let Some(import) = module.imports().find(|i| i.module() == wasi::MODULE)
-    {
-        return Err(LoadError::DeniedModule {
-            module: import.module().to_string(),
-            name: import.name().to_string(),
-        });
+    for extension in &runtime.extensions {
+        if let Some(reason) = extension.denied_by(policy)
+            && let Some(import) = module.imports().find(|i| i.module() == extension.module())
+        {
+            return Err(LoadError::DeniedModule {
+                module: import.module().to_string(),
+                name: import.name().to_string(),
+                reason,
+            });
+        }
     }
     let store = &mut loaded.store;
     // A module importing only host functions: prepared once per host.

@@ -96,10 +96,11 @@ fn recycle(
     };
     let ctx = loaded.store.data_mut();
     let preopens = mem::take(&mut ctx.preopens);
-    // The same arguments, environment and stdio; the fds as at creation.
-    let wasi = ctx.wasi.renew();
+    // Each extension's state renewed (WASI: the same arguments,
+    // environment and stdio; the fds as at creation).
+    let extensions = ctx.extensions.renew();
     // Guest instances and memories go first, the OS handles last.
-    let fresh = shared.new_store(preopens, wasi);
+    let fresh = shared.new_store(preopens, extensions);
     drop(loaded.replace_store(fresh));
     let drained = shared.table.drain();
     LedgerCounts::bump(&shared.ledger.released_at_recycle, drained.released as u64);

@@ -16,18 +16,19 @@ use std::time::{Duration, Instant};
 
 use rustix::event::PollFlags;
 
-use super::clock::{clock, nanos};
-use super::errno::{Fail, WasiResult, from_abi};
-use super::fds::Target;
-use super::stdio::Stream;
-use super::types::{
+use crate::clock::{clock, nanos};
+use crate::errno::{Fail, WasiResult, from_abi};
+use crate::fds::Target;
+use crate::state::wasi_ref;
+use crate::stdio::Stream;
+use crate::sys::{self, FileType};
+use crate::types::{
     EVENT_FD_READWRITE_HANGUP, Errno, Event, Subscribed, Subscription, clockid, eventtype,
 };
-use crate::boundary::cancel::Waited;
-use crate::boundary::ctx::DomainCtx;
-use crate::boundary::errno::AbiError;
-use crate::boundary::marshal::{HostCall, pointer};
-use crate::sys::{self, FileType};
+use custody_host::extension::AbiError;
+use custody_host::extension::DomainCtx;
+use custody_host::extension::Waited;
+use custody_host::extension::{HostCall, pointer};
 
 /// Most subscriptions one call takes.
 pub(crate) const MAX_SUBSCRIPTIONS: u32 = 1024;
@@ -80,7 +81,7 @@ pub(super) fn poll_oneoff(
     nsubscriptions: i32,
     nevents: i32,
 ) -> WasiResult {
-    let table = call.table;
+    let table = call.table();
     let count = nsubscriptions as u32;
     if count == 0 || count > MAX_SUBSCRIPTIONS {
         return Err(Errno::Inval.into());
@@ -97,7 +98,7 @@ pub(super) fn poll_oneoff(
     // guest named stays open.
     let fd_watched = |fd: u32, interest| -> Result<Resolved<'_>, Fail> {
         Ok(Resolved::Fd(
-            ctx.wasi.fds.resolve(table, fd as i32)?,
+            wasi_ref(ctx)?.fds.resolve(table, fd as i32)?,
             interest,
         ))
     };
@@ -147,14 +148,14 @@ pub(super) fn poll_oneoff(
     let wait = if now_ready {
         Duration::ZERO
     } else {
-        ctx.policy
+        ctx.policy()
             .wait_up_to(earliest)
             .ok_or_else(|| from_abi(AbiError::Denied, 0))?
     };
     let ready = match call.wait(&fds, wait) {
         Ok(Waited::Ready(_)) => sys::ready_now(&fds)?,
         Ok(_) => vec![PollFlags::empty(); fds.len()],
-        Err(error) => return Err(super::fail(call, error)),
+        Err(error) => return Err(crate::fail(call, error)),
     };
     let elapsed = started.elapsed();
     let mut found = Vec::new();
@@ -221,7 +222,8 @@ fn watch<'t>(
     target: &'t Target<'_>,
     interest: PollFlags,
 ) -> Result<Watch<'t>, Fail> {
-    let stream = |which: usize| match &ctx.wasi.stdio[which] {
+    let state = wasi_ref(ctx)?;
+    let stream = |which: usize| match &state.stdio[which] {
         Stream::Os { fd, .. } => Watch::Fd {
             fd: Watched::Stdio(Arc::clone(fd)),
             interest,

@@ -6,8 +6,9 @@
 
 use std::time::Duration;
 
-use custody_host::{CallError, DomainConfig, Stdio};
+use custody_host::{CallError, DomainConfig};
 use custody_testkit::*;
+use custody_wasi::{Stdio, WasiDomain, WasiDomainConfig};
 
 /// A guest that opens `data/f` `n` times through the custody ABI, holds
 /// each as a WASI fd, and then exits, traps or reads a pipe forever.

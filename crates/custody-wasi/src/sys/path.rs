@@ -1,62 +1,18 @@
 //! The path system calls of WASI's `path_*` functions and `fd_readdir`.
 //!
 //! Confinement: every lookup that may cross more than one component goes
-//! through [`open_beneath_raw`] (`openat2` with `RESOLVE_BENEATH |
+//! through custody-host's [`open_beneath`] (`openat2` with `RESOLVE_BENEATH |
 //! RESOLVE_NO_MAGICLINKS`); the `*at` calls here are only ever given a
 //! directory opened that way and one last component that holds no `/`, so
 //! the kernel never walks anywhere the `openat2` did not check. Calls on a
 //! whole path use an `O_PATH` fd and `AT_EMPTY_PATH` instead.
 
 use std::ffi::CString;
-use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::fd::BorrowedFd;
 
-use rustix::fs::{AtFlags, Dir, Mode, OFlags, ResolveFlags, Stat, Timestamps};
+use custody_host::extension::open_beneath;
+use rustix::fs::{AtFlags, Dir, Mode, OFlags, Stat, Timestamps};
 use rustix::io::Errno;
-
-/// How many times an `openat2` that a concurrent rename disturbed
-/// (`EAGAIN`) is retried before the error goes to the guest.
-const RENAME_RETRIES: usize = 8;
-
-/// `openat2(dir, path, flags, mode, RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS)`,
-/// close-on-exec and (unless `O_PATH`) without a controlling terminal; an
-/// escape is `EXDEV`.
-/// `flags` should hold `NONBLOCK` for anything that is not `O_PATH`, so
-/// that a FIFO's open never blocks.
-pub(crate) fn open_beneath_raw(
-    dir: BorrowedFd<'_>,
-    path: impl rustix::path::Arg + Copy,
-    flags: OFlags,
-    mode: u32,
-) -> Result<OwnedFd, Errno> {
-    // openat2 refuses any flag beside `O_PATH` but `O_CLOEXEC`,
-    // `O_DIRECTORY` and `O_NOFOLLOW` (`EINVAL`); an `O_PATH` fd opens no
-    // terminal anyway.
-    let flags = if flags.contains(OFlags::PATH) {
-        flags | OFlags::CLOEXEC
-    } else {
-        flags | OFlags::CLOEXEC | OFlags::NOCTTY
-    };
-    // openat2 insists on mode 0 unless a file may be created (custody never
-    // asks for `O_TMPFILE`, whose bits include `O_DIRECTORY`'s).
-    let mode = if flags.contains(OFlags::CREATE) {
-        Mode::from_raw_mode(mode)
-    } else {
-        Mode::empty()
-    };
-    let mut tries = 0;
-    loop {
-        match rustix::fs::openat2(
-            dir,
-            path,
-            flags,
-            mode,
-            ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
-        ) {
-            Err(Errno::AGAIN) if tries < RENAME_RETRIES => tries += 1,
-            other => return other,
-        }
-    }
-}
 
 /// `mkdirat` (mode 0777, less the umask, as `mkdir(2)` does).
 pub(crate) fn mkdir_at(dir: BorrowedFd<'_>, name: &str) -> Result<(), Errno> {
@@ -125,7 +81,7 @@ pub(crate) fn set_times_fd(fd: BorrowedFd<'_>, times: &Timestamps) -> Result<(),
 /// open of `.` (so an `O_PATH` directory can be read, and no other
 /// reader's position is moved).
 pub(crate) fn read_dir(dir: BorrowedFd<'_>) -> Result<Dir, Errno> {
-    let fd = open_beneath_raw(
+    let fd = open_beneath(
         dir,
         ".",
         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NONBLOCK,

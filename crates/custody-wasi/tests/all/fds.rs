@@ -7,6 +7,7 @@
 
 use custody_host::{Domain, DomainConfig, Val};
 use custody_testkit::*;
+use custody_wasi::WasiDomain;
 
 const EBADF: i32 = 8;
 const EINVAL: i32 = 28;

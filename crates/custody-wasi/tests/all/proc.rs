@@ -10,6 +10,7 @@ use std::os::unix::net::UnixStream;
 use custody_handle::Fd;
 use custody_host::{CallError, DomainConfig, LoadError, Val};
 use custody_testkit::*;
+use custody_wasi::WasiDomain;
 
 const EBADF: i32 = 8;
 const EFAULT: i32 = 21;

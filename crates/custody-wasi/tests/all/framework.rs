@@ -5,6 +5,7 @@
 
 use custody_host::{CallError, DomainConfig, DomainState, LoadError, Policy, Val};
 use custody_testkit::*;
+use custody_wasi::{WasiDomain, WasiDomainConfig};
 
 const EBADF: i32 = 8;
 

@@ -13,16 +13,17 @@ use custody_handle::{Fd, TableRef};
 use rustix::event::PollFlags;
 use rustix::io::Errno as OsErrno;
 
-use super::errno::{Fail, WasiResult};
-use super::fd_meta::filetype_of;
-use super::fds::Target;
-use super::stdio::Stream;
-use super::types::{Errno, Iovec, filetype, whence};
-use crate::abi::MAX_IO;
-use crate::boundary::ctx::DomainCtx;
-use crate::boundary::marshal::{HostCall, pointer};
-use crate::boundary::memory::{GuestMemory, OutSlot};
+use crate::errno::{Fail, WasiResult};
+use crate::fd_meta::filetype_of;
+use crate::fds::Target;
+use crate::state::wasi;
+use crate::stdio::Stream;
 use crate::sys::{self, SeekFrom};
+use crate::types::{Errno, Iovec, filetype, whence};
+use custody_host::extension::DomainCtx;
+use custody_host::extension::MAX_IO;
+use custody_host::extension::{GuestMemory, OutSlot};
+use custody_host::extension::{HostCall, pointer};
 
 /// Most iovecs one call takes (POSIX's `IOV_MAX`).
 pub(crate) const MAX_IOVS: u32 = 1024;
@@ -65,7 +66,7 @@ pub(crate) fn begin<'a, 'c>(
     iovs_len: i32,
     out: i32,
 ) -> Result<Begun<'a, 'c>, Fail> {
-    let target = super::target(call, fd)?;
+    let target = crate::target(call, fd)?;
     let (memory, ctx) = call.split();
     let list = iovecs(&memory, iovs, iovs_len)?;
     let out = memory.out_slot(pointer(out))?;
@@ -120,7 +121,7 @@ pub(crate) fn on_fd(
     }
     match call.until_ready(fd, interest, |memory| Ok(io(memory))) {
         Ok(n) => Ok(n),
-        Err(error) => Err(super::fail(call, error)),
+        Err(error) => Err(crate::fail(call, error)),
     }
 }
 
@@ -135,7 +136,7 @@ fn when_ready(
 ) -> Result<usize, Fail> {
     loop {
         if let Err(error) = call.wait_ready(fd, interest) {
-            return Err(super::fail(call, error));
+            return Err(crate::fail(call, error));
         }
         let (mut memory, _) = call.split();
         match io(&mut memory) {
@@ -186,8 +187,8 @@ pub(super) fn fd_read(
         write_size(&mut memory, out, 0);
         return Ok(());
     };
-    let nonblock = ctx.wasi.fds.state(fd).nonblock;
-    let stdin = ctx.wasi.stdio[0].clone();
+    let nonblock = wasi(ctx)?.fds.state(fd).nonblock;
+    let stdin = wasi(ctx)?.stdio[0].clone();
     let n = match target {
         // A null stdin is at its end at once; a host fd may be a blocking
         // one: it is read only once `poll` says it is readable.
@@ -229,7 +230,7 @@ pub(super) fn fd_write(
         out,
     } = begin(call, fd, iovs, iovs_len, nwritten)?;
     let data = gather(&memory, &list)?;
-    let nonblock = ctx.wasi.fds.state(fd).nonblock;
+    let nonblock = wasi(ctx)?.fds.state(fd).nonblock;
     let n = match target {
         Target::Stdio(i @ (1 | 2)) => write_stdio(call, i, &data)?,
         Target::Stdio(_) | Target::Preopen(_) => return Err(Errno::Badf.into()),
@@ -247,7 +248,7 @@ pub(super) fn fd_write(
 /// (a pipe-like one once it is writable, at most [`PIPE_BUF`] bytes).
 fn write_stdio(call: &mut HostCall<'_, '_>, which: usize, data: &[u8]) -> Result<usize, Fail> {
     let ctx = call.ctx();
-    let (domain, stream) = (ctx.id, ctx.wasi.stdio[which].clone());
+    let (domain, stream) = (ctx.id(), wasi(ctx)?.stdio[which].clone());
     match stream {
         Stream::Null => Ok(data.len()),
         Stream::Capture(capture) => Ok(capture.push(domain, data)?),
@@ -334,7 +335,7 @@ pub(super) fn fd_seek(
     whence: i32,
     newoffset: i32,
 ) -> WasiResult {
-    let target = super::target(call, fd)?;
+    let target = crate::target(call, fd)?;
     let (mut memory, _) = call.split();
     let newoffset = memory.out_slot(pointer(newoffset))?;
     let to = match u8::try_from(whence) {

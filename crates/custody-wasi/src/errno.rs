@@ -4,9 +4,9 @@
 use custody_handle::HandleError;
 use rustix::io::Errno as OsErrno;
 
-use super::types::Errno;
-use crate::boundary::errno::AbiError;
-use crate::boundary::memory::Fault;
+use crate::types::Errno;
+use custody_host::extension::AbiError;
+use custody_host::extension::Fault;
 
 /// Why a WASI function body failed: an errno for the guest, or the call is
 /// being aborted (deadline, host abort, unload), which ends it as a trap.

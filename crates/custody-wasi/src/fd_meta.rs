@@ -15,13 +15,14 @@ use std::os::fd::{AsFd, BorrowedFd};
 
 use custody_handle::{Fd, TableRef};
 
-use super::errno::{Fail, WasiResult};
-use super::fds::{FdState, Target};
-use super::stdio::Stream;
-use super::types::{ADVICE_MAX, Errno, Fdstat, Filestat, fdflags, filetype, fstflags, rights};
-use crate::boundary::ctx::DomainCtx;
-use crate::boundary::marshal::{HostCall, pointer};
+use crate::errno::{Fail, WasiResult};
+use crate::fds::{FdState, Target};
+use crate::state::{wasi, wasi_ref};
+use crate::stdio::Stream;
 use crate::sys::{self, Advice, FileType, OFlags, Stat, Timespec, Timestamps};
+use crate::types::{ADVICE_MAX, Errno, Fdstat, Filestat, fdflags, filetype, fstflags, rights};
+use custody_host::extension::DomainCtx;
+use custody_host::extension::{HostCall, pointer};
 
 /// The WASI file type of a `stat`.
 pub(crate) fn filetype_of(stat: &Stat) -> u8 {
@@ -89,8 +90,8 @@ fn describe(ctx: &DomainCtx, target: &Target<'_>) -> Result<Fdstat, Fail> {
         }
     };
     Ok(match target {
-        Target::Stdio(0) => stdio(&ctx.wasi.stdio[0], rights::FD_READ),
-        Target::Stdio(i) => stdio(&ctx.wasi.stdio[*i], rights::FD_WRITE),
+        Target::Stdio(0) => stdio(&wasi_ref(ctx)?.stdio[0], rights::FD_READ),
+        Target::Stdio(i) => stdio(&wasi_ref(ctx)?.stdio[*i], rights::FD_WRITE),
         Target::Preopen(_) => Fdstat {
             filetype: filetype::DIRECTORY,
             flags: 0,
@@ -139,11 +140,11 @@ fn describe_file(fd: BorrowedFd<'_>) -> Result<Fdstat, Fail> {
 }
 
 pub(super) fn fd_fdstat_get(call: &mut HostCall<'_, '_>, fd: i32, stat: i32) -> WasiResult {
-    let target = super::target(call, fd)?;
+    let target = crate::target(call, fd)?;
     let (mut memory, ctx) = call.split();
     memory.range(pointer(stat), Fdstat::SIZE)?;
     let mut fdstat = describe(ctx, &target)?;
-    if ctx.wasi.fds.state(fd).nonblock {
+    if wasi(ctx)?.fds.state(fd).nonblock {
         fdstat.flags |= fdflags::NONBLOCK;
     }
     memory.write(pointer(stat), &fdstat.encode())?;
@@ -151,8 +152,8 @@ pub(super) fn fd_fdstat_get(call: &mut HostCall<'_, '_>, fd: i32, stat: i32) -> 
 }
 
 pub(super) fn fd_fdstat_set_flags(call: &mut HostCall<'_, '_>, fd: i32, flags: i32) -> WasiResult {
-    let table = call.table;
-    let target = super::target(call, fd)?;
+    let table = call.table();
+    let target = crate::target(call, fd)?;
     let flags = u16::try_from(flags).map_err(|_| Errno::Inval)?;
     // As wasmtime: only APPEND and NONBLOCK change after opening.
     if flags & !fdflags::ALL != 0 || flags & (fdflags::DSYNC | fdflags::RSYNC | fdflags::SYNC) != 0
@@ -160,7 +161,7 @@ pub(super) fn fd_fdstat_set_flags(call: &mut HostCall<'_, '_>, fd: i32, flags: i
         return Err(Errno::Inval.into());
     }
     let file = file(target)?;
-    let fds = &mut call.ctx().wasi.fds;
+    let fds = &mut wasi(call.ctx())?.fds;
     let status = sys::status_flags(file.as_fd())?;
     let status = if flags & fdflags::APPEND != 0 {
         status | OFlags::APPEND
@@ -183,12 +184,12 @@ pub(super) fn fd_fdstat_set_rights(
     _base: i64,
     _inheriting: i64,
 ) -> WasiResult {
-    super::target(call, fd)?;
+    crate::target(call, fd)?;
     Err(Errno::Notsup.into())
 }
 
 pub(super) fn fd_filestat_get(call: &mut HostCall<'_, '_>, fd: i32, buf: i32) -> WasiResult {
-    let target = super::target(call, fd)?;
+    let target = crate::target(call, fd)?;
     let (mut memory, ctx) = call.split();
     memory.range(pointer(buf), Filestat::SIZE)?;
     let filestat = match &target {
@@ -198,7 +199,7 @@ pub(super) fn fd_filestat_get(call: &mut HostCall<'_, '_>, fd: i32, buf: i32) ->
             ..Filestat::default()
         },
         Target::Preopen(i) => {
-            let (_, dir) = ctx.preopens.get(*i).ok_or(Errno::Badf)?;
+            let (_, dir) = ctx.preopens().get(*i).ok_or(Errno::Badf)?;
             filestat_of(&sys::stat(dir)?)
         }
         Target::Handle(file) => filestat_of(&sys::stat(file.as_fd())?),
@@ -208,7 +209,7 @@ pub(super) fn fd_filestat_get(call: &mut HostCall<'_, '_>, fd: i32, buf: i32) ->
 }
 
 pub(super) fn fd_filestat_set_size(call: &mut HostCall<'_, '_>, fd: i32, size: i64) -> WasiResult {
-    let target = super::target(call, fd)?;
+    let target = crate::target(call, fd)?;
     let file = file(target)?;
     let size = u64::try_from(size).map_err(|_| Errno::Inval)?;
     Ok(sys::set_size(file.as_fd(), size)?)
@@ -254,7 +255,7 @@ pub(super) fn fd_filestat_set_times(
     mtim: i64,
     fst_flags: i32,
 ) -> WasiResult {
-    let target = super::target(call, fd)?;
+    let target = crate::target(call, fd)?;
     let times = timestamps(atim, mtim, fst_flags)?;
     let Target::Handle(file) = target else {
         return Err(Errno::Badf.into());
@@ -269,7 +270,7 @@ pub(super) fn fd_advise(
     len: i64,
     advice: i32,
 ) -> WasiResult {
-    let target = super::target(call, fd)?;
+    let target = crate::target(call, fd)?;
     let advice = match u8::try_from(advice) {
         Ok(0) => Advice::Normal,
         Ok(1) => Advice::Sequential,
@@ -297,7 +298,7 @@ pub(super) fn fd_allocate(
     offset: i64,
     len: i64,
 ) -> WasiResult {
-    let target = super::target(call, fd)?;
+    let target = crate::target(call, fd)?;
     let file = file(target)?;
     if offset < 0 || len <= 0 {
         return Err(Errno::Inval.into());
@@ -306,13 +307,13 @@ pub(super) fn fd_allocate(
 }
 
 pub(super) fn fd_sync(call: &mut HostCall<'_, '_>, fd: i32) -> WasiResult {
-    let target = super::target(call, fd)?;
+    let target = crate::target(call, fd)?;
     let file = file(target)?;
     Ok(sys::sync(file.as_fd())?)
 }
 
 pub(super) fn fd_datasync(call: &mut HostCall<'_, '_>, fd: i32) -> WasiResult {
-    let target = super::target(call, fd)?;
+    let target = crate::target(call, fd)?;
     let file = file(target)?;
     Ok(sys::sync_data(file.as_fd())?)
 }

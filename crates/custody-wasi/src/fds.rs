@@ -23,8 +23,8 @@ use std::collections::{HashMap, HashSet};
 
 use custody_handle::{Fd, HandleId, HandleTable, TableRef};
 
-use super::errno::from_handle_error;
-use super::types::Errno;
+use crate::errno::from_handle_error;
+use crate::types::Errno;
 
 /// The first fd number that can be a table id.
 const FIRST_ID: u32 = 1 << custody_handle::SLOT_BITS;

@@ -2,13 +2,14 @@
 //! list is written as C expects it: an array of pointers, and the strings
 //! behind it, each ending in a NUL byte.
 
-use super::errno::WasiResult;
-use crate::boundary::marshal::{HostCall, pointer};
-use crate::boundary::memory::{Fault, GuestMemory};
+use crate::errno::WasiResult;
+use crate::state::wasi;
+use custody_host::extension::{Fault, GuestMemory};
+use custody_host::extension::{HostCall, pointer};
 
 pub(super) fn args_get(call: &mut HostCall<'_, '_>, argv: i32, argv_buf: i32) -> WasiResult {
     let (mut memory, ctx) = call.split();
-    write_list(&mut memory, &ctx.wasi.args, argv, argv_buf)
+    write_list(&mut memory, &wasi(ctx)?.args, argv, argv_buf)
 }
 
 pub(super) fn args_sizes_get(
@@ -17,7 +18,7 @@ pub(super) fn args_sizes_get(
     argv_buf_size: i32,
 ) -> WasiResult {
     let (mut memory, ctx) = call.split();
-    write_sizes(&mut memory, &ctx.wasi.args, argc, argv_buf_size)
+    write_sizes(&mut memory, &wasi(ctx)?.args, argc, argv_buf_size)
 }
 
 pub(super) fn environ_get(
@@ -26,7 +27,7 @@ pub(super) fn environ_get(
     environ_buf: i32,
 ) -> WasiResult {
     let (mut memory, ctx) = call.split();
-    write_list(&mut memory, &ctx.wasi.env, environ, environ_buf)
+    write_list(&mut memory, &wasi(ctx)?.env, environ, environ_buf)
 }
 
 pub(super) fn environ_sizes_get(
@@ -35,7 +36,7 @@ pub(super) fn environ_sizes_get(
     buf_size: i32,
 ) -> WasiResult {
     let (mut memory, ctx) = call.split();
-    write_sizes(&mut memory, &ctx.wasi.env, count, buf_size)
+    write_sizes(&mut memory, &wasi(ctx)?.env, count, buf_size)
 }
 
 /// Writes each string of `list`, NUL-terminated, from `buf` on, and its

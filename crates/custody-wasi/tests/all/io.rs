@@ -7,8 +7,9 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use custody_host::{Domain, DomainConfig, Host, Policy, Stdio, Val};
+use custody_host::{Domain, DomainConfig, Host, Policy, Val};
 use custody_testkit::*;
+use custody_wasi::{Stdio, WasiDomain, WasiDomainConfig};
 
 const EAGAIN: i32 = 6;
 const EBADF: i32 = 8;

@@ -12,14 +12,15 @@
 
 use std::os::fd::BorrowedFd;
 
-use super::errno::{Fail, WasiResult};
-use super::fd_io::write_size;
-use super::fd_meta::{filetype_of, wasi_filetype};
-use super::path::dir_fd;
-use super::types::{Dirent, Errno, filetype};
-use crate::boundary::marshal::{HostCall, pointer};
-use crate::boundary::memory::GuestMemory;
+use crate::errno::{Fail, WasiResult};
+use crate::fd_io::write_size;
+use crate::fd_meta::{filetype_of, wasi_filetype};
+use crate::path::dir_fd;
+use crate::state::wasi;
 use crate::sys::{self, FileType};
+use crate::types::{Dirent, Errno, filetype};
+use custody_host::extension::GuestMemory;
+use custody_host::extension::{HostCall, pointer};
 
 /// The WASI file type of a directory entry: its `d_type`, or its `lstat`'s
 /// when the file system does not say.
@@ -68,8 +69,8 @@ pub(super) fn fd_readdir(
     cookie: i64,
     used: i32,
 ) -> WasiResult {
-    let table = call.table;
-    let target = call.ctx().wasi.fds.resolve(table, fd)?;
+    let table = call.table();
+    let target = wasi(call.ctx())?.fds.resolve(table, fd)?;
     let (mut memory, ctx) = call.split();
     let dir = dir_fd(ctx, &target)?;
     let buf_len = buf_len as u32;

@@ -1,7 +1,16 @@
-//! WASI preview 1 (`wasi_snapshot_preview1`, SPEC Part W): the standard
+//! WASI preview 1 (`wasi_snapshot_preview1`) for custody: the standard
 //! import module of programs built for `wasm32-wasi` (C with wasi-libc,
 //! Rust, Go, Zig, AssemblyScript), implemented over the domain's handle
-//! table, beside the `custody` ABI.
+//! table, beside the `custody` ABI, as a host extension ([`Wasi`]: see
+//! custody-host's `extension` module).
+//!
+//! ```text
+//! let host = Host::builder(policy).extension(Wasi).build()?;
+//! let domain = host.create_domain(DomainConfig::new().extension(WasiConfig::new().args(["prog"])))?;
+//! domain.load("main", &module)?;
+//! domain.call("_start", &[])?;   // Err(CallError::Exit(n)) after proc_exit(n)
+//! let out = domain.take_stdout(); // WasiDomain
+//! ```
 //!
 //! Every promise of the custody ABI holds for a WASI guest: each file
 //! descriptor it opens is a handle in the domain's table, pinned for every
@@ -20,7 +29,7 @@
 //!   domain (null, the host's own, a host file, or a bounded capture
 //!   buffer).
 //! - fds 3, 4, ... are the domain's pre-opened directories, in the order
-//!   of [`DomainConfig::preopen`](crate::DomainConfig::preopen); each is
+//!   of [`DomainConfig::preopen`](custody_host::DomainConfig::preopen); each is
 //!   announced (`fd_prestat_dir_name`) under its name.
 //! - every other fd is the raw id of a `custody_handle::Fd` handle in the
 //!   domain's table: generational, never reused, always a positive `i32`
@@ -47,6 +56,11 @@
 //! yield, random) and `sock`. A policy with `wasi = false` refuses every
 //! import of the module at load.
 
+#![deny(missing_docs)]
+// `unsafe` is allowed only in the modules that say so (`#![allow(unsafe_code)]`),
+// each with a SAFETY argument beside every block: a new one is a visible decision.
+#![deny(unsafe_code)]
+
 mod args;
 mod clock;
 mod dir;
@@ -55,23 +69,25 @@ mod fd_io;
 mod fd_meta;
 mod fd_table;
 pub(crate) mod fds;
+mod host;
 mod path;
 mod poll;
 pub(crate) mod proc;
 mod sock;
 pub(crate) mod state;
 pub(crate) mod stdio;
+mod sys;
 pub(crate) mod types;
 
 use wasmtime::Caller;
 
 use self::errno::{Fail, WasiResult};
 use self::fds::Target;
-use crate::boundary::ctx::DomainCtx;
-use crate::boundary::errno::AbiError;
-use crate::boundary::marshal::{self, HostCall};
-use crate::catalogue::{AbiType, HostFunction};
-use crate::config::Category;
+use self::state::wasi;
+use custody_host::Category;
+use custody_host::extension::{self, AbiError, AbiType, DomainCtx, HostCall, HostFunction};
+pub use host::{StdioError, Wasi, WasiDomain, WasiDomainConfig};
+pub use state::WasiConfig;
 pub use stdio::Stdio;
 pub use types::Errno;
 
@@ -89,7 +105,7 @@ fn enter(
     name: &'static str,
     body: impl FnOnce(&mut HostCall<'_, '_>) -> WasiResult,
 ) -> wasmtime::Result<i32> {
-    let code = marshal::enter(caller, name, |call| match body(call) {
+    let code = extension::enter(caller, name, |call| match body(call) {
         Ok(()) => Ok(0),
         Err(Fail::Errno(errno)) => Ok(errno.code()),
         Err(Fail::Aborted) => Err(AbiError::Aborted),
@@ -105,14 +121,14 @@ fn enter(
 /// before any guest memory is looked up.
 #[inline]
 fn target<'a>(call: &mut HostCall<'a, '_>, fd: i32) -> Result<Target<'a>, Errno> {
-    let table = call.table;
-    call.ctx().wasi.fds.resolve(table, fd)
+    let table = call.table();
+    wasi(call.ctx())?.fds.resolve(table, fd)
 }
 
 /// A failure of the boundary (a wait, a marshalled handle) as the guest's
 /// errno; an `E_IO` is the errno the domain recorded for it.
 fn fail(call: &mut HostCall<'_, '_>, error: AbiError) -> Fail {
-    errno::from_abi(error, call.ctx().last_errno.get())
+    errno::from_abi(error, call.ctx().last_errno())
 }
 
 /// The Rust type of a parameter's [`AbiType`].

@@ -43,14 +43,15 @@ pub(super) use ops::{
     path_remove_directory, path_rename, path_symlink, path_unlink_file,
 };
 
-use super::errno::{Fail, WasiResult, from_abi};
-use super::fd_meta::filetype_of;
-use super::fds::{FdState, Target};
-use super::types::{Errno, fdflags, filetype, lookupflags, oflags, rights};
-use crate::boundary::ctx::DomainCtx;
-use crate::boundary::marshal::{self, HostCall, pointer};
-use crate::boundary::memory::GuestMemory;
+use crate::errno::{Fail, WasiResult, from_abi};
+use crate::fd_meta::filetype_of;
+use crate::fds::{FdState, Target};
+use crate::state::wasi;
 use crate::sys::{self, OFlags};
+use crate::types::{Errno, fdflags, filetype, lookupflags, oflags, rights};
+use custody_host::extension::DomainCtx;
+use custody_host::extension::GuestMemory;
+use custody_host::extension::{self, HostCall, pointer};
 
 /// The longest path a guest may pass: bounds the host's copy of it (the
 /// kernel refuses anything past `PATH_MAX`, 4 KiB, anyway).
@@ -87,7 +88,7 @@ pub(super) fn dir_fd<'a>(
 ) -> Result<BorrowedFd<'a>, Fail> {
     match target {
         Target::Stdio(_) => Err(Errno::Badf.into()),
-        Target::Preopen(i) => Ok(ctx.preopens.get(*i).ok_or(Errno::Badf)?.1),
+        Target::Preopen(i) => Ok(ctx.preopens().get(*i).ok_or(Errno::Badf)?.1),
         Target::Handle(file) => {
             let fd = file.as_fd();
             if filetype_of(&sys::stat(fd)?) != filetype::DIRECTORY {
@@ -134,8 +135,8 @@ pub(super) fn parent(dir: BorrowedFd<'_>, path: &str) -> Result<Parent, Fail> {
     } else {
         (up, format!("{last}{trailing}"))
     };
-    let dir = sys::open_beneath_raw(dir, up, OFlags::PATH | OFlags::DIRECTORY, 0)
-        .map_err(lookup_error)?;
+    let dir =
+        sys::open_beneath(dir, up, OFlags::PATH | OFlags::DIRECTORY, 0).map_err(lookup_error)?;
     Ok(Parent { dir, name })
 }
 
@@ -146,7 +147,7 @@ pub(super) fn whole(dir: BorrowedFd<'_>, path: &str, follow: bool) -> Result<Own
     if !follow {
         flags |= OFlags::NOFOLLOW;
     }
-    sys::open_beneath_raw(dir, path, flags, 0).map_err(lookup_error)
+    sys::open_beneath(dir, path, flags, 0).map_err(lookup_error)
 }
 
 /// Whether `lookupflags` says to follow a last symbolic link; unknown
@@ -234,8 +235,8 @@ pub(super) fn path_open(
     fdflags: i32,
     opened: i32,
 ) -> WasiResult {
-    let table = call.table;
-    let target = call.ctx().wasi.fds.resolve(table, fd)?;
+    let table = call.table();
+    let target = wasi(call.ctx())?.fds.resolve(table, fd)?;
     let (mut memory, ctx) = call.split();
     if let Target::Handle(file) = &target
         && filetype_of(&sys::stat(file.as_fd())?) != filetype::DIRECTORY
@@ -245,16 +246,16 @@ pub(super) fn path_open(
     let dir = dir_fd(ctx, &target)?;
     let path = read_path(&memory, path, len)?;
     // Before the open: CREAT and TRUNC act, and a failed call must not.
-    let opened = marshal::out_handle(&memory, table, opened)
-        .map_err(|e| from_abi(e, ctx.last_errno.get()))?;
+    let opened =
+        extension::out_handle(&memory, table, opened).map_err(|e| from_abi(e, ctx.last_errno()))?;
     let request = open_request(dirflags, open, base as u64, fdflags)?;
-    let file = sys::open_beneath_raw(dir, &path, request.flags, 0o666).map_err(lookup_error)?;
+    let file = sys::open_beneath(dir, &path, request.flags, 0o666).map_err(lookup_error)?;
     drop(target);
-    let id = marshal::give(&mut memory, table, opened, Fd::from(file))
-        .map_err(|e| from_abi(e, ctx.last_errno.get()))?;
+    let id = extension::give(&mut memory, table, opened, Fd::from(file))
+        .map_err(|e| from_abi(e, ctx.last_errno()))?;
     let state = FdState {
         nonblock: request.nonblock,
     };
-    ctx.wasi.fds.set_state(table, id.raw() as i32, state);
+    wasi(ctx)?.fds.set_state(table, id.raw() as i32, state);
     Ok(())
 }

@@ -10,8 +10,8 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use super::types::Errno;
 use crate::sys::{self, FileType};
+use crate::types::Errno;
 
 /// Where a domain's stdin, stdout or stderr goes (WASI fds 0, 1 and 2).
 #[derive(Debug)]

@@ -11,13 +11,14 @@ use std::os::fd::AsFd;
 use custody_handle::{Fd, TableRef};
 use rustix::event::PollFlags;
 
-use super::errno::{Fail, WasiResult, from_abi};
-use super::fd_io::{Begun, begin, gather, on_fd, write_size};
-use super::fds::{FdState, Target};
-use super::types::{Errno, RECV_DATA_TRUNCATED, fdflags, riflags, sdflags};
-use crate::abi::MAX_IO;
-use crate::boundary::marshal::{self, HostCall, pointer};
+use crate::errno::{Fail, WasiResult, from_abi};
+use crate::fd_io::{Begun, begin, gather, on_fd, write_size};
+use crate::fds::{FdState, Target};
+use crate::state::wasi;
 use crate::sys::{self, FileType, RecvFlags, Shutdown};
+use crate::types::{Errno, RECV_DATA_TRUNCATED, fdflags, riflags, sdflags};
+use custody_host::extension::MAX_IO;
+use custody_host::extension::{self, HostCall, pointer};
 
 /// The socket `target` names: anything else is `ENOTSOCK`.
 fn socket(target: Target<'_>) -> Result<TableRef<'_, Fd>, Fail> {
@@ -37,8 +38,8 @@ pub(super) fn sock_accept(
     flags: i32,
     accepted: i32,
 ) -> WasiResult {
-    let table = call.table;
-    let target = super::target(call, fd)?;
+    let table = call.table();
+    let target = crate::target(call, fd)?;
     let listener = socket(target)?;
     if flags & !i32::from(fdflags::NONBLOCK) != 0 {
         return Err(Errno::Inval.into());
@@ -46,10 +47,10 @@ pub(super) fn sock_accept(
     let (memory, ctx) = call.split();
     // Before the accept: a connection taken is gone from the listener, so
     // a call that fails must not take one.
-    let out = marshal::out_handle(&memory, table, accepted)
-        .map_err(|e| from_abi(e, ctx.last_errno.get()))?;
+    let out = extension::out_handle(&memory, table, accepted)
+        .map_err(|e| from_abi(e, ctx.last_errno()))?;
     let mut connection = None;
-    let nonblock = ctx.wasi.fds.state(fd).nonblock;
+    let nonblock = wasi(ctx)?.fds.state(fd).nonblock;
     on_fd(call, listener.as_fd(), PollFlags::IN, nonblock, |_| {
         connection = Some(sys::accept(listener.as_fd())?);
         Ok(0)
@@ -57,10 +58,10 @@ pub(super) fn sock_accept(
     drop(listener);
     let connection = connection.expect("accepted when Ok");
     let (mut memory, ctx) = call.split();
-    let id = marshal::give(&mut memory, table, out, Fd::from(connection))
-        .map_err(|e| from_abi(e, ctx.last_errno.get()))?;
+    let id = extension::give(&mut memory, table, out, Fd::from(connection))
+        .map_err(|e| from_abi(e, ctx.last_errno()))?;
     if flags != 0 {
-        ctx.wasi
+        wasi(ctx)?
             .fds
             .set_state(table, id.raw() as i32, FdState { nonblock: true });
     }
@@ -100,7 +101,7 @@ pub(super) fn sock_recv(
     };
     let len = iov.len.min(MAX_IO);
     let mut whole = 0;
-    let nonblock = ctx.wasi.fds.state(fd).nonblock;
+    let nonblock = wasi(ctx)?.fds.state(fd).nonblock;
     let buf = iov.buf;
     let got = on_fd(call, socket.as_fd(), PollFlags::IN, nonblock, |memory| {
         let filled = memory.fill_with(buf, len, |bytes| {
@@ -139,7 +140,7 @@ pub(super) fn sock_send(
     } = begin(call, fd, si_data, si_data_len, so_datalen)?;
     let socket = socket(target)?;
     let data = gather(&memory, &list)?;
-    let nonblock = ctx.wasi.fds.state(fd).nonblock;
+    let nonblock = wasi(ctx)?.fds.state(fd).nonblock;
     let sent = on_fd(call, socket.as_fd(), PollFlags::OUT, nonblock, |_| {
         sys::send(socket.as_fd(), &data)
     })?;
@@ -148,7 +149,7 @@ pub(super) fn sock_send(
 }
 
 pub(super) fn sock_shutdown(call: &mut HostCall<'_, '_>, fd: i32, how: i32) -> WasiResult {
-    let target = super::target(call, fd)?;
+    let target = crate::target(call, fd)?;
     let socket = socket(target)?;
     let how = match u8::try_from(how) {
         Ok(sdflags::RD) => Shutdown::Read,

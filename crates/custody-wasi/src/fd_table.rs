@@ -5,31 +5,32 @@ use std::os::fd::{AsFd, OwnedFd};
 
 use custody_handle::{Fd, HandleId};
 
-use super::errno::{Fail, WasiResult, from_abi};
-use super::fds::{Small, Target};
-use super::stdio::Stream;
-use super::types::{Errno, encode_prestat_dir};
-use crate::boundary::ctx::DomainCtx;
-use crate::boundary::marshal::{HostCall, pointer};
+use crate::errno::{Fail, WasiResult, from_abi};
+use crate::fds::{Small, Target};
+use crate::state::{wasi, wasi_ref};
+use crate::stdio::Stream;
 use crate::sys;
+use crate::types::{Errno, encode_prestat_dir};
+use custody_host::extension::DomainCtx;
+use custody_host::extension::{HostCall, pointer};
 
 /// Closes whatever `fd` names: a small fd is closed (stdio and pre-opens
 /// stay held by the domain; a handle renumbered onto it is released), a
 /// table id closed as the custody ABI's `close` does.
 fn close(ctx: &mut DomainCtx, fd: i32) -> WasiResult {
     let raw = fd as u32;
-    let id = match ctx.wasi.fds.small(raw) {
-        Some(_) => match ctx.wasi.fds.close_small(raw) {
+    let id = match wasi(ctx)?.fds.small(raw) {
+        Some(_) => match wasi(ctx)?.fds.close_small(raw) {
             Some(Small::Handle(id)) => id,
             _ => return Ok(()),
         },
-        None if (raw as usize) < ctx.wasi.fds.small_len() => return Err(Errno::Badf.into()),
+        None if (raw as usize) < wasi(ctx)?.fds.small_len() => return Err(Errno::Badf.into()),
         None if raw < (1 << custody_handle::SLOT_BITS) => return Err(Errno::Badf.into()),
         None => HandleId::from_raw(raw),
     };
     ctx.close_handle(id)
         .map(|_| ())
-        .map_err(|e| from_abi(e, ctx.last_errno.get()))
+        .map_err(|e| from_abi(e, ctx.last_errno()))
 }
 
 pub(super) fn fd_close(call: &mut HostCall<'_, '_>, fd: i32) -> WasiResult {
@@ -40,11 +41,11 @@ pub(super) fn fd_close(call: &mut HostCall<'_, '_>, fd: i32) -> WasiResult {
 /// small fd); stdio that is no host fd cannot move (`ENOTSUP`).
 fn duplicate(ctx: &DomainCtx, target: &Target<'_>) -> Result<OwnedFd, Fail> {
     let fd = match target {
-        Target::Stdio(i) => match &ctx.wasi.stdio[*i] {
+        Target::Stdio(i) => match &wasi_ref(ctx)?.stdio[*i] {
             Stream::Os { fd, .. } => fd.as_fd(),
             _ => return Err(Errno::Notsup.into()),
         },
-        Target::Preopen(i) => ctx.preopens.get(*i).ok_or(Errno::Badf)?.1,
+        Target::Preopen(i) => ctx.preopens().get(*i).ok_or(Errno::Badf)?.1,
         Target::Handle(file) => file.as_fd(),
     };
     Ok(fd.try_clone_to_owned()?)
@@ -59,10 +60,10 @@ fn duplicate(ctx: &DomainCtx, target: &Target<'_>) -> Result<OwnedFd, Fail> {
 /// small fd, the small fd takes `from`'s stdio stream or pre-open, or a new
 /// handle over a duplicate of `from`'s file.
 pub(super) fn fd_renumber(call: &mut HostCall<'_, '_>, from: i32, to: i32) -> WasiResult {
-    let table = call.table;
+    let table = call.table();
     let ctx = call.ctx();
-    let source = ctx.wasi.fds.resolve(table, from)?;
-    let dest = ctx.wasi.fds.resolve(table, to)?;
+    let source = wasi(ctx)?.fds.resolve(table, from)?;
+    let dest = wasi(ctx)?.fds.resolve(table, to)?;
     if from == to {
         return Ok(());
     }
@@ -74,37 +75,37 @@ pub(super) fn fd_renumber(call: &mut HostCall<'_, '_>, from: i32, to: i32) -> Wa
         let source_fd = duplicate(ctx, &source)?;
         sys::dup_onto(source_fd.as_fd(), dest.as_fd())?;
         drop((dest, source));
-        ctx.wasi.fds.move_state(from_raw, to_raw);
+        wasi(ctx)?.fds.move_state(from_raw, to_raw);
         return close(ctx, from);
     }
     // Onto a small fd: a small `from` moves as it is, a table id as a new
     // handle over a duplicate of its file.
-    let moved = ctx.wasi.fds.small(from_raw);
+    let moved = wasi(ctx)?.fds.small(from_raw);
     let what = match moved {
         Some(small) => small,
         None => Small::Handle(table.insert(Fd::from(duplicate(ctx, &source)?))?),
     };
     drop((source, dest));
-    ctx.wasi.fds.move_state(from_raw, to_raw);
-    let state = ctx.wasi.fds.state(to);
+    wasi(ctx)?.fds.move_state(from_raw, to_raw);
+    let state = wasi(ctx)?.fds.state(to);
     // `to`'s old resource goes first, then `from`.
     close(ctx, to)?;
     match moved {
-        Some(_) => drop(ctx.wasi.fds.close_small(from_raw)),
+        Some(_) => drop(wasi(ctx)?.fds.close_small(from_raw)),
         None => close(ctx, from)?,
     }
-    ctx.wasi.fds.put_small(to_raw, what);
-    ctx.wasi.fds.set_state(table, to, state);
+    wasi(ctx)?.fds.put_small(to_raw, what);
+    wasi(ctx)?.fds.set_state(table, to, state);
     Ok(())
 }
 
 pub(super) fn fd_prestat_get(call: &mut HostCall<'_, '_>, fd: i32, buf: i32) -> WasiResult {
-    let target = super::target(call, fd)?;
+    let target = crate::target(call, fd)?;
     let (mut memory, ctx) = call.split();
     let Target::Preopen(i) = target else {
         return Err(Errno::Badf.into());
     };
-    let (name, _) = ctx.preopens.get(i).ok_or(Errno::Badf)?;
+    let (name, _) = ctx.preopens().get(i).ok_or(Errno::Badf)?;
     memory.write(pointer(buf), &encode_prestat_dir(name.len() as u32))?;
     Ok(())
 }
@@ -115,13 +116,13 @@ pub(super) fn fd_prestat_dir_name(
     path: i32,
     path_len: i32,
 ) -> WasiResult {
-    let target = super::target(call, fd)?;
+    let target = crate::target(call, fd)?;
     let (mut memory, ctx) = call.split();
     // As wasmtime: an fd that is no pre-open is not a directory here.
     let Target::Preopen(i) = target else {
         return Err(Errno::Notdir.into());
     };
-    let (name, _) = ctx.preopens.get(i).ok_or(Errno::Badf)?;
+    let (name, _) = ctx.preopens().get(i).ok_or(Errno::Badf)?;
     if name.len() > path_len as u32 as usize {
         return Err(Errno::Nametoolong.into());
     }

@@ -7,11 +7,12 @@
 use std::os::fd::AsFd;
 
 use super::{Parent, dir_fd, follows, parent, read_path, whole};
-use crate::boundary::marshal::{HostCall, pointer};
+use crate::errno::{Fail, WasiResult};
+use crate::fd_meta::{filestat_of, timestamps};
+use crate::state::wasi;
 use crate::sys;
-use crate::wasi::errno::{Fail, WasiResult};
-use crate::wasi::fd_meta::{filestat_of, timestamps};
-use crate::wasi::types::{Errno, Filestat};
+use crate::types::{Errno, Filestat};
+use custody_host::extension::{HostCall, pointer};
 
 /// Runs `op` on the parent of `path` beneath `fd`.
 fn on_parent(
@@ -21,8 +22,8 @@ fn on_parent(
     len: i32,
     op: impl FnOnce(&Parent) -> Result<(), rustix::io::Errno>,
 ) -> WasiResult {
-    let table = call.table;
-    let target = call.ctx().wasi.fds.resolve(table, fd)?;
+    let table = call.table();
+    let target = wasi(call.ctx())?.fds.resolve(table, fd)?;
     let (memory, ctx) = call.split();
     let dir = dir_fd(ctx, &target)?;
     let path = read_path(&memory, path, len)?;
@@ -30,7 +31,7 @@ fn on_parent(
     Ok(op(&at)?)
 }
 
-pub(in crate::wasi) fn path_create_directory(
+pub(crate) fn path_create_directory(
     call: &mut HostCall<'_, '_>,
     fd: i32,
     path: i32,
@@ -41,7 +42,7 @@ pub(in crate::wasi) fn path_create_directory(
     })
 }
 
-pub(in crate::wasi) fn path_remove_directory(
+pub(crate) fn path_remove_directory(
     call: &mut HostCall<'_, '_>,
     fd: i32,
     path: i32,
@@ -50,7 +51,7 @@ pub(in crate::wasi) fn path_remove_directory(
     remove(call, fd, path, len, true)
 }
 
-pub(in crate::wasi) fn path_unlink_file(
+pub(crate) fn path_unlink_file(
     call: &mut HostCall<'_, '_>,
     fd: i32,
     path: i32,
@@ -77,7 +78,7 @@ fn remove(
 /// beneath a directory, only by a later lookup, which confines them then),
 /// except an absolute target, which could only ever point out: `EPERM`,
 /// as wasmtime refuses it.
-pub(in crate::wasi) fn path_symlink(
+pub(crate) fn path_symlink(
     call: &mut HostCall<'_, '_>,
     old_path: i32,
     old_len: i32,
@@ -85,8 +86,8 @@ pub(in crate::wasi) fn path_symlink(
     new_path: i32,
     new_len: i32,
 ) -> WasiResult {
-    let table = call.table;
-    let target = call.ctx().wasi.fds.resolve(table, fd)?;
+    let table = call.table();
+    let target = wasi(call.ctx())?.fds.resolve(table, fd)?;
     let (memory, ctx) = call.split();
     let dir = dir_fd(ctx, &target)?;
     let contents = read_path(&memory, old_path, old_len)?;
@@ -105,8 +106,8 @@ type Side = (i32, i32, i32);
 /// The parents of both paths of a rename or link, each beneath its own
 /// dir fd.
 fn both(call: &mut HostCall<'_, '_>, old: Side, new: Side) -> Result<(Parent, Parent), Fail> {
-    let table = call.table;
-    let fds = &call.ctx().wasi.fds;
+    let table = call.table();
+    let fds = &wasi(call.ctx())?.fds;
     let (old_target, new_target) = (fds.resolve(table, old.0)?, fds.resolve(table, new.0)?);
     let (memory, ctx) = call.split();
     let (old_dir, new_dir) = (dir_fd(ctx, &old_target)?, dir_fd(ctx, &new_target)?);
@@ -116,7 +117,7 @@ fn both(call: &mut HostCall<'_, '_>, old: Side, new: Side) -> Result<(Parent, Pa
 }
 
 /// Renames within or across two dir fds.
-pub(in crate::wasi) fn path_rename(
+pub(crate) fn path_rename(
     call: &mut HostCall<'_, '_>,
     fd: i32,
     old_path: i32,
@@ -137,7 +138,7 @@ pub(in crate::wasi) fn path_rename(
 /// A hard link. Following a symbolic link at `old` is `EINVAL`, as in
 /// wasmtime (it could name a file outside every directory).
 #[allow(clippy::too_many_arguments)]
-pub(in crate::wasi) fn path_link(
+pub(crate) fn path_link(
     call: &mut HostCall<'_, '_>,
     old_fd: i32,
     old_flags: i32,
@@ -168,7 +169,7 @@ pub(in crate::wasi) fn path_link(
 /// count. Not a link is `EINVAL` (as Linux and wasmtime say); a link to an
 /// absolute path is `EPERM`, as wasmtime answers: its target is outside
 /// every directory the guest was given.
-pub(in crate::wasi) fn path_readlink(
+pub(crate) fn path_readlink(
     call: &mut HostCall<'_, '_>,
     fd: i32,
     path: i32,
@@ -177,8 +178,8 @@ pub(in crate::wasi) fn path_readlink(
     buf_len: i32,
     used: i32,
 ) -> WasiResult {
-    let table = call.table;
-    let target = call.ctx().wasi.fds.resolve(table, fd)?;
+    let table = call.table();
+    let target = wasi(call.ctx())?.fds.resolve(table, fd)?;
     let (mut memory, ctx) = call.split();
     let dir = dir_fd(ctx, &target)?;
     let path = read_path(&memory, path, len)?;
@@ -196,7 +197,7 @@ pub(in crate::wasi) fn path_readlink(
     Ok(())
 }
 
-pub(in crate::wasi) fn path_filestat_get(
+pub(crate) fn path_filestat_get(
     call: &mut HostCall<'_, '_>,
     fd: i32,
     flags: i32,
@@ -204,8 +205,8 @@ pub(in crate::wasi) fn path_filestat_get(
     len: i32,
     buf: i32,
 ) -> WasiResult {
-    let table = call.table;
-    let target = call.ctx().wasi.fds.resolve(table, fd)?;
+    let table = call.table();
+    let target = wasi(call.ctx())?.fds.resolve(table, fd)?;
     let (mut memory, ctx) = call.split();
     let dir = dir_fd(ctx, &target)?;
     let path = read_path(&memory, path, len)?;
@@ -218,7 +219,7 @@ pub(in crate::wasi) fn path_filestat_get(
 }
 
 #[allow(clippy::too_many_arguments)]
-pub(in crate::wasi) fn path_filestat_set_times(
+pub(crate) fn path_filestat_set_times(
     call: &mut HostCall<'_, '_>,
     fd: i32,
     flags: i32,
@@ -228,8 +229,8 @@ pub(in crate::wasi) fn path_filestat_set_times(
     mtim: i64,
     fst_flags: i32,
 ) -> WasiResult {
-    let table = call.table;
-    let target = call.ctx().wasi.fds.resolve(table, fd)?;
+    let table = call.table();
+    let target = wasi(call.ctx())?.fds.resolve(table, fd)?;
     let (memory, ctx) = call.split();
     let dir = dir_fd(ctx, &target)?;
     let path = read_path(&memory, path, len)?;

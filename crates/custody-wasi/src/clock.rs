@@ -3,10 +3,10 @@
 //! of the calling thread (which runs the guest's call). wasmtime's preview
 //! 1 answers `EBADF` for the two CPU-time clocks; custody answers them.
 
-use super::errno::WasiResult;
-use super::types::{Errno, clockid};
-use crate::boundary::marshal::{HostCall, pointer};
+use crate::errno::WasiResult;
 use crate::sys::{self, ClockId, Timespec};
+use crate::types::{Errno, clockid};
+use custody_host::extension::{HostCall, pointer};
 
 /// The OS clock for a WASI clock id.
 pub(crate) fn clock(id: i32) -> Result<ClockId, Errno> {

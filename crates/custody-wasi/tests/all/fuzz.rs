@@ -14,9 +14,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use custody_host::wasi::FUNCTIONS;
 use custody_host::{AbiType, CallError, Domain, DomainConfig, Policy, Val};
 use custody_testkit::*;
+use custody_wasi::FUNCTIONS;
+use custody_wasi::{WasiDomain, WasiDomainConfig};
 
 /// The largest WASI errno (`ENOTCAPABLE`).
 const MAX_ERRNO: i32 = 76;

@@ -1,0 +1,184 @@
+//! What WASI keeps per domain, in the store's data beside the custody
+//! ABI's: the arguments and environment, the three stdio streams, and the
+//! fds ([`WasiFds`]). A recycle keeps the first three and starts the fds
+//! afresh (the new instances are a new process).
+
+use std::io;
+use std::sync::Arc;
+
+use crate::fds::WasiFds;
+use crate::stdio::{Capture, Stdio, StdioSpec, Stream};
+use crate::types::Errno;
+
+use custody_handle::HandleId;
+use custody_host::extension::{DomainCtx, StoreState};
+
+/// What a domain's WASI guests see: arguments, environment and stdio.
+/// Given to a domain with
+/// [`DomainConfig::extension`](custody_host::DomainConfig::extension); a
+/// domain given none has no arguments, no environment, a null stdin and
+/// captured stdout and stderr.
+///
+/// ```
+/// use custody_host::DomainConfig;
+/// use custody_wasi::{Stdio, WasiConfig};
+///
+/// let config = DomainConfig::new().extension(
+///     WasiConfig::new()
+///         .args(["prog", "--fast"])
+///         .env("LANG", "C")
+///         .stdout(Stdio::Inherit),
+/// );
+/// # let _ = config;
+/// ```
+#[derive(Clone, Debug)]
+pub struct WasiConfig {
+    pub(crate) args: Vec<String>,
+    /// `NAME=VALUE`, in the order given.
+    pub(crate) env: Vec<String>,
+    /// stdin, stdout, stderr.
+    pub(crate) stdio: [StdioSpec; 3],
+}
+
+impl Default for WasiConfig {
+    fn default() -> Self {
+        WasiConfig {
+            args: Vec::new(),
+            env: Vec::new(),
+            stdio: [StdioSpec::Null, StdioSpec::Capture, StdioSpec::Capture],
+        }
+    }
+}
+
+impl WasiConfig {
+    /// No arguments, no environment, null stdin, captured stdout and stderr.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The arguments (`argv`), `argv[0]` included, as given.
+    #[must_use]
+    pub fn args<I: IntoIterator<Item = S>, S: Into<String>>(mut self, args: I) -> Self {
+        self.args = args.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Adds one environment variable (call once per variable; they are seen
+    /// in this order).
+    #[must_use]
+    pub fn env(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.push(format!("{}={}", name.into(), value.into()));
+        self
+    }
+
+    /// Where stdin (fd 0) reads from. Default [`Stdio::Null`].
+    #[must_use]
+    pub fn stdin(mut self, stdin: Stdio) -> Self {
+        self.stdio[0] = stdin.into();
+        self
+    }
+
+    /// Where stdout (fd 1) goes. Default [`Stdio::Capture`]
+    /// ([`WasiDomain::take_stdout`](crate::WasiDomain::take_stdout)).
+    #[must_use]
+    pub fn stdout(mut self, stdout: Stdio) -> Self {
+        self.stdio[1] = stdout.into();
+        self
+    }
+
+    /// Where stderr (fd 2) goes. Default [`Stdio::Capture`]
+    /// ([`WasiDomain::take_stderr`](crate::WasiDomain::take_stderr)).
+    #[must_use]
+    pub fn stderr(mut self, stderr: Stdio) -> Self {
+        self.stdio[2] = stderr.into();
+        self
+    }
+}
+
+/// A domain's WASI state.
+#[derive(Debug)]
+pub(crate) struct WasiState {
+    pub(crate) args: Arc<[String]>,
+    pub(crate) env: Arc<[String]>,
+    /// stdin, stdout, stderr.
+    pub(crate) stdio: [Stream; 3],
+    pub(crate) fds: WasiFds,
+}
+
+impl WasiState {
+    /// The state `config` describes, for a domain with `preopens`
+    /// pre-opens; capture buffers hold at most `capture_limit` bytes.
+    ///
+    /// # Errors
+    /// Which stream's fd could not be duplicated (0, 1 or 2), and why.
+    pub(crate) fn new(
+        config: WasiConfig,
+        capture_limit: usize,
+        preopens: usize,
+    ) -> Result<Self, (usize, io::Error)> {
+        let open = |which: usize| {
+            Stream::open(&config.stdio[which], which, capture_limit).map_err(|e| (which, e))
+        };
+        Ok(WasiState {
+            stdio: [open(0)?, open(1)?, open(2)?],
+            args: config.args.into(),
+            env: config.env.into(),
+            fds: WasiFds::new(preopens),
+        })
+    }
+
+    /// No arguments, no environment, null stdio (a store with no WASI of
+    /// its own, or one whose state moved on).
+    pub(crate) fn empty(preopens: usize) -> Self {
+        WasiState {
+            args: Arc::new([]),
+            env: Arc::new([]),
+            stdio: [Stream::Null, Stream::Null, Stream::Null],
+            fds: WasiFds::new(preopens),
+        }
+    }
+
+    /// The capture buffers of stdout and stderr, if they capture.
+    pub(crate) fn captures(&self) -> Captures {
+        Captures([self.stdio[1].capture(), self.stdio[2].capture()])
+    }
+}
+
+impl StoreState for WasiState {
+    /// A closed handle's fd state (its `NONBLOCK`) goes with it.
+    fn forget(&mut self, id: HandleId) {
+        self.fds.forget(id.raw());
+    }
+
+    /// The state for a recycled domain's fresh store: the same arguments,
+    /// environment and streams (moved out of this one), every fd as at
+    /// creation.
+    fn renew(&mut self) -> Box<dyn StoreState> {
+        let preopens = self.fds.preopens();
+        let mut fresh = WasiState::empty(preopens);
+        fresh.args = Arc::clone(&self.args);
+        fresh.env = Arc::clone(&self.env);
+        std::mem::swap(&mut fresh.stdio, &mut self.stdio);
+        Box::new(fresh)
+    }
+}
+
+/// The capture buffers of a domain's stdout and stderr (if they capture),
+/// kept beside its store for the embedder ([`WasiDomain`](crate::WasiDomain)).
+#[derive(Debug)]
+pub(crate) struct Captures(pub(crate) [Option<Arc<Capture>>; 2]);
+
+/// The domain's WASI state, found through its extension slot. Every domain
+/// of a host with the WASI extension has one (the extension makes it when
+/// the domain is created, and a recycle renews it); without it the call is
+/// `ENOSYS`, never a panic.
+#[inline]
+pub(crate) fn wasi(ctx: &mut DomainCtx) -> Result<&mut WasiState, Errno> {
+    ctx.extension_mut::<WasiState>().ok_or(Errno::Nosys)
+}
+
+/// [`wasi`], shared.
+#[inline]
+pub(crate) fn wasi_ref(ctx: &DomainCtx) -> Result<&WasiState, Errno> {
+    ctx.extension::<WasiState>().ok_or(Errno::Nosys)
+}

@@ -81,21 +81,32 @@ impl fmt::Display for Violation {
                 of,
             } => write!(
                 f,
-                "{} ({importer}) imports {imported}, which is above it: in {within}'s order \
+                "{} ({importer}) imports {imported}, which is above it: in {}'s order \
                  (bottom to top), {importer} is at {importer_at} and {imported} at \
                  {imported_at} of {of}",
-                file.display()
+                file.display(),
+                owner(within)
             ),
             Violation::Unlisted { module, within } => {
-                write!(f, "{module} is not in {within}'s declared order")
+                write!(f, "{module} is not in {}'s declared order", owner(within))
             }
             Violation::Unknown { name, within } => {
                 write!(
                     f,
-                    "{within}'s declared order lists {name}, which is no module"
+                    "{}'s declared order lists {name}, which is no module",
+                    owner(within)
                 )
             }
         }
+    }
+}
+
+/// Whose order it is: a module's, or the crate's (its top level).
+fn owner(within: &str) -> &str {
+    if within == "crate" {
+        "the crate"
+    } else {
+        within
     }
 }
 

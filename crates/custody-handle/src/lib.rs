@@ -31,20 +31,20 @@
 //! ```
 //!
 //! # Module map
-//! Imports point one way, down this list: a module imports only modules
-//! listed above it.
+//! Bottom first: a module imports only modules listed above it (the
+//! layering test declares the same order and fails on an import going up).
 //!
 //! | module | owns |
 //! | --- | --- |
-//! | `id` | [`HandleId`] and the id bit layout ([`SLOT_BITS`], [`GENERATION_BITS`], ...) |
-//! | `release` | the [`ReleaseHandle`] contract, [`format_raw`] and [`short_type_name`] |
 //! | `sync` | the atomics and locks, std's or loom's (`--cfg loom`) |
 //! | `env` | how a bad `CUSTODY_*` variable is reported |
+//! | `id` | [`HandleId`] and the id bit layout ([`SLOT_BITS`], [`GENERATION_BITS`], ...) |
+//! | `release` | the [`ReleaseHandle`] contract, [`format_raw`] and [`short_type_name`] |
 //! | `error` | [`HandleError`] |
 //! | [`history`] | the per-value handle history (`CUSTODY_TRACE_HANDLES`) |
 //! | [`diagnostics`] | the assistants, [`Diagnostic`](diagnostics::Diagnostic), the sinks (stderr, subscribers, `tracing`), the per-assistant rate limit; `diagnostics/rate.rs`: the window word and its transitions |
-//! | `critical_handle` | [`CriticalHandle`] |
 //! | `safe_handle` | [`SafeHandle`] and [`HandleRef`]; `safe_handle/state.rs`: the `(n, D, C)` state word and its transitions |
+//! | `critical_handle` | [`CriticalHandle`] |
 //! | `table` | [`HandleTable`], [`TableRef`], the reports and [`TableCounters`]; `table/slot.rs`: the slot word, the slots and every `unsafe` of the table; `table/kinds.rs`: the live slots by resource type |
 //! | `os` | [`Fd`], [`Mapping`], [`Child`] and the system calls behind them |
 //!

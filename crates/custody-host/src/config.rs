@@ -1,13 +1,12 @@
 //! Configuration: the reliability [`Policy`] (its data and validation), the
-//! TOML file format it is read from, sizes as people write them, and the
-//! [`Manifest`] that describes a domain.
+//! TOML file format it is read from, and sizes as people write them. (A
+//! domain's [`Manifest`](crate::Manifest) builds on them, above the errors,
+//! in `manifest.rs`.)
 
-mod manifest;
 mod policy;
 mod policy_file;
 mod size;
 
-pub use manifest::{Manifest, ManifestModule};
 pub use policy::{
     Action, Allocation, Category, CompileLimits, Escalation, OnMemoryLimit, Policy, PolicyError,
     UnloadBlockedAction,

@@ -23,11 +23,11 @@
 //! is drained (OS handles last), then the state becomes final.
 //!
 //! The submodules, lowest first (as docs/ARCHITECTURE.md lists them):
-//! [`state`] (the state word), [`link`] (instantiation: each import bound
-//! to a module of the domain or a host function), [`resolve`] (the
-//! resolution order: loading on demand what the domain's resolver or a
-//! host library supplies), [`invoke`] (running one export, classifying its
-//! failure), [`roots`] (what holds a domain), [`report`] (the unload
+//! [`state`] (the state word), [`invoke`] (running one export, classifying
+//! its failure), [`link`] (instantiation: each import bound to a module of
+//! the domain or a host function), [`resolve`] (the resolution order:
+//! loading on demand what the domain's resolver or a host library
+//! supplies), [`roots`] (what holds a domain), [`report`] (the unload
 //! report), [`unload`] (the one unload procedure), [`refs`] (refs, weak
 //! domains, memory views, pinned handles), [`timers`] (guest timers),
 //! [`recycle`] (the escalation ladder applied), [`call`] (calls, and when
@@ -57,7 +57,7 @@ use wasmtime::{
 
 use self::report::{ModuleHook, UnloadReport};
 use self::roots::Roots;
-use self::state::{DomainState, StateWord};
+use self::state::StateWord;
 use crate::boundary::cancel::{Cancel, Interrupt, Reason};
 use crate::boundary::ctx::DomainCtx;
 use crate::boundary::extensions::Extensions;
@@ -67,7 +67,7 @@ use crate::config::Policy;
 use crate::error::{LoadError, NotRunning, Refused};
 use crate::extension::ExtensionState;
 use crate::ledger::{Ledger, LedgerCounts};
-use crate::registry::{DomainInfo, Listed};
+use crate::registry::{DomainInfo, DomainState, Listed};
 use crate::runtime::Runtime;
 
 /// The embedder's resolver (`DomainConfig::resolver`): a module for an

@@ -23,23 +23,26 @@
 //! | HostProtectionAttribute | [`Category`] on every host function, denied at load |
 //!
 //! # Module map
-//! Imports point down this list; docs/ARCHITECTURE.md draws the same map
-//! with the path of one call and of one unload.
+//! Top first: imports point down this list (the layering test declares the
+//! same order, bottom to top, and fails on an import going up);
+//! docs/ARCHITECTURE.md draws the same map with the path of one call and of
+//! one unload.
 //!
 //! | module | owns |
 //! | --- | --- |
-//! | `error` | the error types (they name the domain's state and the policy's categories) |
 //! | `host` | [`Host`], [`HostBuilder`], [`DomainConfig`]: the entry point; a domain from a [`Manifest`] |
 //! | `domain` | [`Domain`]: load (the import resolution order), call, recycle, the one unload procedure, the state word |
 //! | `runtime` | the engine (allocation, disk cache, dense memories), the linker, the epoch ticker, the timer thread |
 //! | `compile` | the compile pipeline under the policy's bounds (structure check, estimate, export names, atomic-wait rewrite, time bound) and the module caches |
-//! | `registry` | the live domains ([`DomainInfo`]) |
+//! | `manifest` | the domain [`Manifest`], read and checked, and the load order of its modules |
+//! | `error` | the error types (they name the domain's state and the policy's categories) |
+//! | `registry` | the live domains ([`DomainInfo`]) and where each is in its life ([`DomainState`]) |
 //! | [`abi`] | the `custody` ABI: its catalogue entries and handlers, an extension like any other |
 //! | [`extension`] | the door for ABIs: [`Extension`](extension::Extension), per-domain state, and the safe facade over the boundary that an ABI's functions use |
 //! | `catalogue` | every host function, declared once ([`HostFunction`]) |
 //! | `boundary` | one host call: context, cancellation, marshalling, guest memory, guest stacks, pre-opens, embedder functions |
 //! | `ledger`, `log` | the [`Ledger`], the guest log sink |
-//! | `config` | [`Policy`] and its TOML format ([`PolicyOverrides`]), sizes ([`parse_size`]), the domain [`Manifest`] |
+//! | `config` | [`Policy`] and its TOML format ([`PolicyOverrides`]), sizes ([`parse_size`]) |
 //! | `sys` | every system call, through rustix |
 //! | `deadline` | instants from any duration a user, a policy or a guest chose, saturated |
 #![deny(missing_docs)]
@@ -59,6 +62,7 @@ pub mod extension;
 mod host;
 mod ledger;
 mod log;
+mod manifest;
 mod registry;
 mod runtime;
 mod sys;
@@ -69,15 +73,13 @@ pub use boundary::errno::AbiError;
 pub use boundary::marshal::Pinned;
 pub use catalogue::{AbiType, HostFunction};
 pub use config::{
-    Action, Allocation, Category, ENGINE_WIDE_KEYS, Escalation, Manifest, ManifestModule,
-    OnMemoryLimit, Policy, PolicyError, PolicyOverrides, SizeError, UnloadBlockedAction,
-    parse_size,
+    Action, Allocation, Category, ENGINE_WIDE_KEYS, Escalation, OnMemoryLimit, Policy, PolicyError,
+    PolicyOverrides, SizeError, UnloadBlockedAction, parse_size,
 };
 pub use domain::Domain;
 pub use domain::refs::{DomainRef, MemoryView, PinError, PinnedHandle, WeakDomain};
 pub use domain::report::{FailedRelease, Forced, HookOutcome, ModuleHook, UnloadReport};
 pub use domain::roots::{Root, RootKind};
-pub use domain::state::DomainState;
 pub use domain::unload::{UnloadBlocked, UnloadTicket};
 pub use error::{
     CallError, EndCause, HostError, LoadError, ManifestError, NotRunning, RefError, UnloadError,
@@ -85,6 +87,7 @@ pub use error::{
 pub use host::{DomainConfig, Host, HostBuilder};
 pub use ledger::Ledger;
 pub use log::{LogSink, stderr_log};
-pub use registry::{CacheStats, DomainInfo};
+pub use manifest::{Manifest, ManifestModule};
+pub use registry::{CacheStats, DomainInfo, DomainState};
 pub use runtime::EPOCH_TICK;
 pub use wasmtime::{Module, Val, ValType};

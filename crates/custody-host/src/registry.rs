@@ -12,8 +12,36 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 use serde::Serialize;
 
-use crate::domain::state::DomainState;
 use crate::ledger::Ledger;
+
+/// Where a domain is in its life.
+///
+/// ```text
+/// Running --begin_unload--> Unloading --(no roots left)--> Unloaded
+///                               \--force / unload_timeout--> Unloaded
+/// Running --escalation--> Recycled (or re-created: Running)
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub enum DomainState {
+    /// Takes calls.
+    Running,
+    /// An unload was asked for: new calls and loads are refused; it
+    /// completes when no root is left (or when forced).
+    Unloading,
+    /// Gone: every handle released, every instance dropped.
+    Unloaded,
+    /// Recycled after a failure and not re-created: every handle released,
+    /// every instance dropped.
+    Recycled,
+}
+
+impl DomainState {
+    /// Whether the domain is gone for good.
+    pub fn is_final(self) -> bool {
+        matches!(self, DomainState::Unloaded | DomainState::Recycled)
+    }
+}
 
 /// A live domain, as [`Host::domains`](crate::Host::domains) lists it.
 #[derive(Clone, Debug, Serialize)]

@@ -3,6 +3,8 @@
 
 use std::path::Path;
 
+use custody_testkit::layering::module_table;
+
 #[test]
 fn every_test_the_reliability_table_names_exists() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
@@ -79,43 +81,36 @@ fn the_architecture_names_every_module_that_uses_unsafe_and_no_other() {
     );
 }
 
-/// The modules each row of the markdown table after `heading` (in `text`)
-/// names in its first cell (`a`, `b` names two; `a` + `a/x.rs` one).
-fn table_modules(text: &str, heading: &str) -> Vec<Vec<String>> {
-    text.lines()
-        .map(|l| l.trim_start_matches("//!").trim())
-        .skip_while(|l| !l.starts_with(heading))
-        .skip_while(|l| !l.starts_with("| module |"))
-        .skip(2)
-        .take_while(|l| l.starts_with('|'))
-        .map(|row| {
-            let cell = row.split('|').nth(1).unwrap();
-            let names = cell.split(" + ").next().unwrap();
-            names
-                .split(',')
-                .map(|n| {
-                    n.trim()
-                        .trim_matches(['[', ']', '`'])
-                        .trim_end_matches('/')
-                        .to_string()
-                })
-                .collect::<Vec<_>>()
-        })
-        .collect()
-}
-
 #[test]
 fn the_crate_docs_and_the_architecture_list_the_modules_in_one_order() {
-    let architecture = table_modules(
+    let architecture = module_table(
         &repo_file("docs/ARCHITECTURE.md"),
         "## custody-host, bottom to top",
     );
-    let mut lib = table_modules(&repo_file("crates/custody-host/src/lib.rs"), "# Module map");
+    let mut lib = module_table(&repo_file("crates/custody-host/src/lib.rs"), "# Module map");
     lib.reverse();
     assert!(architecture.len() >= 12, "{architecture:?}");
     let (architecture, lib) = (architecture.concat(), lib.concat());
     assert_eq!(
         lib, architecture,
         "lib.rs (top to bottom, reversed) vs docs/ARCHITECTURE.md (bottom to top)"
+    );
+}
+
+#[test]
+fn custody_handle_docs_and_the_architecture_list_the_modules_in_one_order() {
+    let architecture = module_table(
+        &repo_file("docs/ARCHITECTURE.md"),
+        "## custody-handle, bottom to top",
+    );
+    let lib = module_table(
+        &repo_file("crates/custody-handle/src/lib.rs"),
+        "# Module map",
+    );
+    assert!(architecture.len() >= 10, "{architecture:?}");
+    assert_eq!(
+        lib.concat(),
+        architecture.concat(),
+        "custody-handle's lib.rs vs docs/ARCHITECTURE.md (both bottom to top)"
     );
 }

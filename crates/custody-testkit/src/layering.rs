@@ -1,44 +1,149 @@
-//! The layering check: imports in a crate point one way. Every source file
-//! is a module; a `use` of (or a path into) another module is an edge; the
-//! check fails on any cycle and names it.
+//! The layering check: imports in a crate point one way, bottom to top of
+//! an order the crate declares.
 //!
-//! Test code (files named `tests.rs`, `loom_models.rs` or `*_tests.rs`, and
-//! inline `#[cfg(test)]` modules, which by convention close their file) and
-//! comments are not imports. The crate root is a facade of re-exports: a
-//! path through it (`crate::Policy`) counts as an edge to the module that
-//! defines the name.
+//! Every source file is a module; a `use` of (or a path into) another
+//! module is an edge. Paths are made absolute (`super::`, `self::`, a
+//! submodule's own name, a name another `use` bound) and followed through
+//! facades: a path through a module that re-exports a name (`pub use`,
+//! `pub(crate) use`, a glob) leads to the module that defines it, and a
+//! path naming a module leads to that module. A facade re-exporting its
+//! own submodules does not import them.
+//!
+//! Two checks: no cycle ([`find_cycle`], [`assert_acyclic`]), and no import
+//! going up a declared order ([`check_layered`], [`assert_layered`]). An
+//! order lists a crate's top-level modules bottom to top ([`Layer`]), each
+//! with the order of its own submodules where it declares one. A module may
+//! import one below it, its own submodules, and its ancestors: a facade
+//! (`domain.rs`, the crate root) and its submodules are one unit to the
+//! modules outside it, so an import of a facade's own items from inside is
+//! no edge. Under a module whose submodules declare no order, only cycles
+//! are checked.
+//!
+//! Test code (files named `tests.rs`, `loom_models.rs` or `*_tests.rs`,
+//! items under `#[cfg(test)]`), comments and string literals are not
+//! imports.
+
+mod graph;
+mod order;
+mod source;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
+pub use order::{Layer, Violation};
+
+use graph::{Crate, display};
+
 /// The module graph of the crate whose `src` directory is `src`: each
 /// module (`a::b`, the root is `crate`) and the modules it imports.
 pub fn module_graph(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
-    let mut files = Vec::new();
-    collect(src, &mut files);
-    let modules: BTreeMap<String, PathBuf> = files
-        .iter()
-        .filter(|f| !is_test_file(f))
-        .map(|f| (module_of(src, f), f.clone()))
-        .collect();
-    let reexports = reexports(&modules);
-    let mut graph = BTreeMap::new();
-    for (module, file) in &modules {
-        let text = fs::read_to_string(file).unwrap_or_default();
-        let mut edges = BTreeSet::new();
-        for path in paths(&strip(&text)) {
-            let absolute = absolutize(module, &path);
-            if let Some(target) = resolve(&modules, &reexports, &absolute)
-                && &target != module
-                && target != "crate"
-            {
-                edges.insert(target);
-            }
+    let krate = Crate::read(src);
+    krate
+        .modules
+        .keys()
+        .map(|module| {
+            let imports = krate
+                .imports_of(module)
+                .iter()
+                .map(|m| display(m))
+                .collect();
+            (display(module), imports)
+        })
+        .collect()
+}
+
+/// Every import in the crate at `src` that goes up `order` (the crate's
+/// top-level modules, bottom to top), and every module the order misses or
+/// names wrongly.
+///
+/// # Errors
+/// The violations, importers in module order.
+pub fn check_layered(src: &Path, order: &[Layer]) -> Result<(), Vec<Violation>> {
+    let krate = Crate::read(src);
+    let mut found = order::listing(&krate, order);
+    for module in krate.modules.keys() {
+        for imported in krate.imports_of(module) {
+            found.extend(order::upward(&krate, order, module, &imported));
         }
-        graph.insert(module.clone(), edges);
     }
-    graph
+    if found.is_empty() { Ok(()) } else { Err(found) }
+}
+
+/// Panics, naming each violation, if the crate at `src` breaks `order`.
+#[track_caller]
+pub fn assert_layered(src: &Path, order: &[Layer]) {
+    assert_layered_except(src, order, &[]);
+}
+
+/// [`assert_layered`], but tolerating the upward imports `except` lists as
+/// (importer, imported) module pairs (`("a::b", "c")`). It panics too on a
+/// pair that matches no violation, so the list only shrinks.
+#[track_caller]
+pub fn assert_layered_except(src: &Path, order: &[Layer], except: &[(&str, &str)]) {
+    assert!(
+        Crate::read(src).modules.len() > 1,
+        "no modules found under {}",
+        src.display()
+    );
+    let violations = check_layered(src, order).err().unwrap_or_default();
+    let excepted = |v: &Violation| {
+        matches!(v, Violation::Upward { importer, imported, .. }
+            if except.contains(&(importer.as_str(), imported.as_str())))
+    };
+    let mut problems: Vec<String> = violations
+        .iter()
+        .filter(|v| !excepted(v))
+        .map(ToString::to_string)
+        .collect();
+    for (importer, imported) in except {
+        let matched = violations.iter().any(|v| {
+            matches!(v, Violation::Upward { importer: i, imported: m, .. }
+                if i == importer && m == imported)
+        });
+        if !matched {
+            problems.push(format!(
+                "the exception ({importer}, {imported}) matches no upward import: remove it"
+            ));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "{} breaks its declared order:\n{}",
+        src.display(),
+        problems.join("\n")
+    );
+}
+
+/// The modules each row of the markdown table after `heading` in `text`
+/// names in its first cell, in the table's order (`a`, `b` names two;
+/// `a` + `a/x.rs` one). Rows may sit in a doc comment (`//! | ... |`).
+pub fn module_table(text: &str, heading: &str) -> Vec<Vec<String>> {
+    text.lines()
+        .map(|l| l.trim_start_matches("//!").trim())
+        .skip_while(|l| !l.starts_with(heading))
+        .skip_while(|l| !l.starts_with("| module |"))
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .map(|row| {
+            let cell = row.split('|').nth(1).unwrap_or_default();
+            let names = cell.split(" + ").next().unwrap_or_default();
+            names
+                .split(',')
+                .map(|n| {
+                    n.trim()
+                        .trim_matches(['[', ']', '`'])
+                        .trim_end_matches('/')
+                        .to_string()
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The names `order` lists, bottom to top (its top level only).
+pub fn names(order: &[Layer]) -> Vec<String> {
+    order.iter().map(|l| l.name.to_string()).collect()
 }
 
 /// Where a crate uses `unsafe`: the `.rs` files under `src` whose code
@@ -125,241 +230,5 @@ fn collect(dir: &Path, files: &mut Vec<PathBuf>) {
     }
 }
 
-fn is_test_file(file: &Path) -> bool {
-    let name = file.file_stem().and_then(|s| s.to_str()).unwrap_or("");
-    name == "tests" || name == "loom_models" || name.ends_with("_tests")
-}
-
-fn module_of(src: &Path, file: &Path) -> String {
-    let relative = file.strip_prefix(src).unwrap_or(file).with_extension("");
-    let parts: Vec<String> = relative
-        .components()
-        .map(|c| c.as_os_str().to_string_lossy().into_owned())
-        .collect();
-    match parts.as_slice() {
-        [only] if only == "lib" || only == "main" => "crate".to_string(),
-        [init @ .., last] if last == "mod" => init.join("::"),
-        all => all.join("::"),
-    }
-}
-
-/// The code without comments and without the trailing inline test module.
-fn strip(text: &str) -> String {
-    let mut code = String::new();
-    for line in text.lines() {
-        let trimmed = line.trim_start();
-        if trimmed.starts_with("#[cfg(test)]") || trimmed.starts_with("#[cfg(all(test") {
-            break;
-        }
-        if trimmed.starts_with("//") {
-            continue;
-        }
-        code.push_str(line.split(" // ").next().unwrap_or(line));
-        code.push('\n');
-    }
-    code
-}
-
-/// Every path starting with `crate::`, `super::` or `self::` in `use`
-/// statements (brace groups expanded) and in code.
-fn paths(code: &str) -> Vec<Vec<String>> {
-    let mut out = Vec::new();
-    for statement in code.split(';') {
-        let statement = statement.trim();
-        let body = statement
-            .strip_prefix("pub(crate) use ")
-            .or_else(|| statement.strip_prefix("pub use "))
-            .or_else(|| statement.strip_prefix("use "));
-        if let Some(body) = body.or_else(|| statement.rsplit_once("\nuse ").map(|(_, b)| b)) {
-            expand(body, &mut out);
-        }
-    }
-    // Paths used inline, e.g. `crate::sys::open_dir(...)`.
-    for (at, _) in code.match_indices("crate::") {
-        let preceded_by_ident = code[..at]
-            .chars()
-            .last()
-            .is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':');
-        if preceded_by_ident {
-            continue;
-        }
-        let path: Vec<String> = code[at..]
-            .split(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':'))
-            .next()
-            .unwrap_or("")
-            .split("::")
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
-            .collect();
-        out.push(path);
-    }
-    out
-}
-
-/// Expands `a::b::{c, d::{e, f}}` into `a::b::c`, `a::b::d::e`, ...
-fn expand(body: &str, out: &mut Vec<Vec<String>>) {
-    let body: String = body.split_whitespace().collect();
-    let Some(open) = body.find('{') else {
-        let path: Vec<String> = body
-            .split(" as ")
-            .next()
-            .unwrap_or("")
-            .split("::")
-            .map(str::to_string)
-            .collect();
-        out.push(path);
-        return;
-    };
-    let prefix = body[..open].trim_end_matches("::");
-    let inner = &body[open + 1..body.rfind('}').unwrap_or(body.len())];
-    let mut depth = 0;
-    let mut start = 0;
-    let mut items = Vec::new();
-    for (i, c) in inner.char_indices() {
-        match c {
-            '{' => depth += 1,
-            '}' => depth -= 1,
-            ',' if depth == 0 => {
-                items.push(&inner[start..i]);
-                start = i + 1;
-            }
-            _ => {}
-        }
-    }
-    items.push(&inner[start..]);
-    for item in items.into_iter().filter(|i| !i.is_empty()) {
-        let joined = if item == "self" {
-            prefix.to_string()
-        } else {
-            format!("{prefix}::{item}")
-        };
-        expand(&joined, out);
-    }
-}
-
-/// `path` from inside `module`, as an absolute path from `crate`, or `None`
-/// if it names another crate.
-fn absolutize(module: &str, path: &[String]) -> Vec<String> {
-    let mut here: Vec<String> = if module == "crate" {
-        Vec::new()
-    } else {
-        module.split("::").map(str::to_string).collect()
-    };
-    let mut rest = path;
-    match rest.first().map(String::as_str) {
-        Some("crate") => {
-            here.clear();
-            rest = &rest[1..];
-        }
-        Some("self") => rest = &rest[1..],
-        Some("super") => {
-            while rest.first().is_some_and(|s| s == "super") {
-                here.pop();
-                rest = &rest[1..];
-            }
-        }
-        // In the crate root, a path may start at one of its modules.
-        Some(_) if module == "crate" => {}
-        _ => return Vec::new(),
-    }
-    here.extend(rest.iter().cloned());
-    here
-}
-
-/// The longest module the absolute `path` names (through a root re-export
-/// if it starts with one).
-fn resolve(
-    modules: &BTreeMap<String, PathBuf>,
-    reexports: &BTreeMap<String, String>,
-    path: &[String],
-) -> Option<String> {
-    if path.is_empty() {
-        return None;
-    }
-    if let Some(target) = reexports.get(&path[0]) {
-        return Some(target.clone());
-    }
-    (1..=path.len())
-        .rev()
-        .map(|n| path[..n].join("::"))
-        .find(|candidate| modules.contains_key(candidate))
-}
-
-/// Names the root re-exports (`pub use a::b::Name;` in lib.rs), mapped to
-/// the module that defines them.
-fn reexports(modules: &BTreeMap<String, PathBuf>) -> BTreeMap<String, String> {
-    let mut names = BTreeMap::new();
-    let Some(root) = modules.get("crate") else {
-        return names;
-    };
-    let text = fs::read_to_string(root).unwrap_or_default();
-    for path in paths(&strip(&text)) {
-        let absolute = absolutize("crate", &path);
-        let Some(name) = absolute.last() else {
-            continue;
-        };
-        if absolute.len() > 1
-            && let Some(module) =
-                resolve(modules, &BTreeMap::new(), &absolute[..absolute.len() - 1])
-        {
-            names.insert(name.clone(), module);
-        }
-    }
-    names
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn crate_with(files: &[(&str, &str)]) -> PathBuf {
-        let dir = crate::scratch("layering");
-        for (name, text) in files {
-            let path = dir.join(name);
-            fs::create_dir_all(path.parent().unwrap()).unwrap();
-            fs::write(path, text).unwrap();
-        }
-        dir
-    }
-
-    #[test]
-    fn finds_a_cycle_through_groups_super_and_reexports() {
-        let src = crate_with(&[
-            ("lib.rs", "mod a;\nmod b;\npub use b::inner::Thing;\n"),
-            ("a.rs", "use crate::{Thing, x::y};\n"),
-            ("b.rs", "pub mod inner;\n"),
-            ("b/inner.rs", "use super::super::a::f;\npub struct Thing;\n"),
-        ]);
-        let graph = module_graph(&src);
-        assert_eq!(graph["a"], BTreeSet::from(["b::inner".to_string()]));
-        assert_eq!(graph["b::inner"], BTreeSet::from(["a".to_string()]));
-        let cycle = find_cycle(&graph).expect("a cycle");
-        assert!(cycle.contains(&"a".to_string()), "{cycle:?}");
-    }
-
-    #[test]
-    fn comments_and_test_modules_are_not_imports() {
-        let src = crate_with(&[
-            ("lib.rs", "mod a;\nmod b;\n"),
-            ("a.rs", "use crate::b::g;\n// use crate::a::x;\n"),
-            (
-                "b.rs",
-                "/// [`a`](crate::a)\npub fn g() {}\n#[cfg(test)]\nmod tests { use crate::a; }\n",
-            ),
-        ]);
-        assert_eq!(find_cycle(&module_graph(&src)), None);
-    }
-
-    #[test]
-    fn this_workspace_has_the_edges_it_should() {
-        let host = Path::new(env!("CARGO_MANIFEST_DIR")).join("../custody-host/src");
-        let graph = module_graph(&host);
-        assert!(
-            graph["domain::call"].contains("domain::recycle"),
-            "{:?}",
-            graph["domain::call"]
-        );
-        assert!(graph["boundary::marshal"].contains("boundary::ctx"));
-        assert!(!graph["boundary::ctx"].contains("domain"));
-    }
-}
+mod tests;

@@ -1,6 +1,17 @@
 //! Test support shared by custody's crates (`publish = false`): fd
 //! baselines, guest drivers and hosts for tests, quiet diagnostics,
 //! reproducible randomness, scratch directories, and the layering check.
+//!
+//! # Module map
+//! Bottom first: a module imports only modules listed above it, and this
+//! file sits on top (`tests/layering.rs` declares the same order).
+//!
+//! | module | owns |
+//! | --- | --- |
+//! | `fds` | fd baselines: the open fds, before and after |
+//! | [`layering`] | the layering check: module graphs, cycles, declared orders |
+//! | `guests` | guest drivers and hosts for tests |
+//! | `wasi_guests` | WASI guests and their drivers |
 #![deny(missing_docs)]
 // `unsafe` is allowed only in the modules that say so (`#![allow(unsafe_code)]`),
 // each with a SAFETY argument beside every block: a new one is a visible decision.

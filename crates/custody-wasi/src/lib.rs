@@ -55,6 +55,30 @@
 //! `path_*` functions), `poll` (`poll_oneoff`), `proc` (exit, raise,
 //! yield, random) and `sock`. A policy with `wasi = false` refuses every
 //! import of the module at load.
+//!
+//! # Module map
+//! Bottom to top: a module imports only those above it in this table
+//! (the layering test in custody-testkit checks it).
+//!
+//! | module | owns |
+//! | --- | --- |
+//! | `sys` | every system call beyond the core's, through rustix (`unsafe`: `dup_onto`) |
+//! | `types` | the witx's errnos, flags and guest layouts |
+//! | `errno` | OS and custody errors as WASI errnos |
+//! | `stdio` | [`Stdio`], the streams, the bounded capture |
+//! | `fds` | small fds, table ids, the per-fd side map |
+//! | `state` | [`WasiConfig`] and the store slot (`WasiState`) |
+//! | `clock` | `clock_res_get`, `clock_time_get` |
+//! | `args` | `args_*`, `environ_*` |
+//! | `fd_meta` | stat, flags, rights, sync, advice, allocation, times |
+//! | `fd_io` | read, write, seek, tell |
+//! | `fd_table` | close, renumber, the pre-opens |
+//! | `path` | the `path_*` functions |
+//! | `dir` | `fd_readdir` |
+//! | `poll` | `poll_oneoff` |
+//! | `proc` | exit, raise, yield, random |
+//! | `sock` | the socket functions on handles the embedder gives |
+//! | `host` | [`Wasi`] (the extension), [`WasiDomainConfig`], [`WasiDomain`] |
 
 #![deny(missing_docs)]
 // `unsafe` is allowed only in the modules that say so (`#![allow(unsafe_code)]`),

@@ -29,6 +29,19 @@
 //! Exit status: a command's own (0 when `_start` returns, `n` for
 //! `proc_exit(n)`; outside 0..=255, 255), else 0 success; 2 usage or load
 //! error, 3 trap or abort, 4 denied import.
+//!
+//! # Module map
+//! Bottom first: a module imports only modules listed above it, and this
+//! file (the command line itself) sits on top (the layering test declares
+//! the same order and fails on an import going up).
+//!
+//! | module | owns |
+//! | --- | --- |
+//! | `outcome` | how a run ends: a failure (its line and exit status), or what the call gave back |
+//! | `args` | `custody run`'s options and the parsing of their values |
+//! | `source` | what runs (a module or a manifest's domain) and the policy flags |
+//! | `output` | what is printed once the domain is unloaded: result or status, ledger, diagnostics |
+//! | `run` | `custody run`: host, domain, load, call, unload |
 // The command line needs no `unsafe`: everything unsafe is in the libraries.
 #![forbid(unsafe_code)]
 

@@ -1,5 +1,6 @@
 //! The guest's error codes (`E_*`, SPEC B1) and the one mapping from
-//! custody's errors to them. A leaf: every host function returns these.
+//! custody's errors to them. Above `memory` alone (its `Fault` is
+//! `E_FAULT`): every host function returns these.
 
 use custody_handle::HandleError;
 

@@ -35,30 +35,9 @@ use loom::sync::atomic::{AtomicU64, Ordering};
 #[cfg(not(loom))]
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use serde::Serialize;
+use crate::registry::DomainState;
 
-/// Where a domain is in its life.
-///
-/// ```text
-/// Running --begin_unload--> Unloading --(no roots left)--> Unloaded
-///                               \--force / unload_timeout--> Unloaded
-/// Running --escalation--> Recycled (or re-created: Running)
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[non_exhaustive]
-pub enum DomainState {
-    /// Takes calls.
-    Running,
-    /// An unload was asked for: new calls and loads are refused; it
-    /// completes when no root is left (or when forced).
-    Unloading,
-    /// Gone: every handle released, every instance dropped.
-    Unloaded,
-    /// Recycled after a failure and not re-created: every handle released,
-    /// every instance dropped.
-    Recycled,
-}
-
+// The phase's bits, read here beside the word that holds them.
 impl DomainState {
     fn from_bits(v: u64) -> DomainState {
         match v & PHASE {
@@ -67,11 +46,6 @@ impl DomainState {
             2 => DomainState::Unloaded,
             _ => DomainState::Recycled,
         }
-    }
-
-    /// Whether the domain is gone for good.
-    pub fn is_final(self) -> bool {
-        matches!(self, DomainState::Unloaded | DomainState::Recycled)
     }
 }
 

@@ -27,12 +27,13 @@ use wasmtime::Func;
 use super::invoke::{call_func, report_aborted};
 use super::report::{Forced, HookOutcome, ModuleHook, UnloadReport};
 use super::roots::Root;
-use super::state::{DomainState, Next};
+use super::state::Next;
 use super::{Domain, DomainShared, Loaded};
 use crate::boundary::cancel::Reason;
 use crate::config::UnloadBlockedAction;
 use crate::error::{CallError, Refused, UnloadError};
 use crate::ledger::{Ledger, LedgerCounts};
+use crate::registry::DomainState;
 
 /// How a domain ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::CallError;
-use crate::domain::state::DomainState;
+use crate::registry::DomainState;
 
 /// What a domain that is not running refused: it picks the wording.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

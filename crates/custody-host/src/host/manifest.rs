@@ -5,9 +5,9 @@
 use wasmtime::Module;
 
 use super::{DomainConfig, Host};
-use crate::config::Manifest;
 use crate::domain::Domain;
 use crate::error::ManifestError;
+use crate::manifest::Manifest;
 
 impl Host {
     /// Creates the domain a manifest describes: compiles its modules

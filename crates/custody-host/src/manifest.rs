@@ -9,8 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use wasmtime::Module;
 
-use super::policy::Policy;
-use super::policy_file::PolicyOverrides;
+use crate::config::{Policy, PolicyOverrides};
 use crate::error::{HostError, LoadError, ManifestError};
 
 /// The file as written.

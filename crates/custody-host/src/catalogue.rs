@@ -73,6 +73,33 @@ impl fmt::Debug for HostFunction {
     }
 }
 
+/// Why the catalogue could not be linked: a function defined twice or in a
+/// module reserved for a built-in ABI (`source` is `None`), or refused by
+/// wasmtime's linker (`source` is its error).
+#[derive(Debug)]
+pub(crate) struct LinkError {
+    pub(crate) message: String,
+    pub(crate) source: Option<wasmtime::Error>,
+}
+
+impl LinkError {
+    fn linker(function: String, error: wasmtime::Error) -> LinkError {
+        LinkError {
+            message: function,
+            source: Some(error),
+        }
+    }
+}
+
+impl From<String> for LinkError {
+    fn from(message: String) -> LinkError {
+        LinkError {
+            message,
+            source: None,
+        }
+    }
+}
+
 /// The host functions of one import module, by name, with their categories.
 type ModuleFunctions = HashMap<Cow<'static, str>, Cow<'static, [Category]>>;
 
@@ -90,7 +117,7 @@ impl Catalogue {
         linker: &mut Linker<DomainCtx>,
         functions: &[&'static [HostFunction]],
         embedder: Vec<EmbedderFunction>,
-    ) -> Result<Catalogue, String> {
+    ) -> Result<Catalogue, LinkError> {
         let mut catalogue = Catalogue::default();
         for f in functions.iter().flat_map(|list| list.iter()) {
             catalogue.add(
@@ -98,7 +125,8 @@ impl Catalogue {
                 Cow::Borrowed(f.name),
                 Cow::Borrowed(f.categories),
             )?;
-            (f.link)(linker).map_err(|e| format!("{}::{}: {e:#}", f.module, f.name))?;
+            (f.link)(linker)
+                .map_err(|e| LinkError::linker(format!("{}::{}", f.module, f.name), e))?;
         }
         for f in embedder {
             if functions
@@ -108,7 +136,8 @@ impl Catalogue {
                 return Err(format!(
                     "{}::{}: the {} module is reserved for a built-in ABI",
                     f.module, f.name, f.module
-                ));
+                )
+                .into());
             }
             let label = format!("{}::{}", f.module, f.name);
             catalogue.add(
@@ -116,7 +145,7 @@ impl Catalogue {
                 Cow::Owned(f.name),
                 Cow::Owned(f.categories),
             )?;
-            (f.link)(linker).map_err(|e| format!("{label}: {e:#}"))?;
+            (f.link)(linker).map_err(|e| LinkError::linker(label, e))?;
         }
         Ok(catalogue)
     }

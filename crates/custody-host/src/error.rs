@@ -114,7 +114,7 @@ pub enum LoadError {
         /// The import's name.
         name: String,
         /// Why, in the extension's words.
-        reason: String,
+        reason: Box<str>,
     },
     /// Instantiation failed (a type mismatch between import and export, a
     /// trap in the start function, ...).
@@ -208,8 +208,8 @@ pub enum CallError {
         /// What the domain went through.
         action: Action,
         /// What became of it: re-created, or why not (the error of the
-        /// re-creation), or unloaded.
-        outcome: String,
+        /// re-creation, typed), or unloaded.
+        outcome: EscalationOutcome,
         /// Handles released by the escalation.
         released: usize,
         /// The failed call itself (a [`CallError::Trap`] or
@@ -239,6 +239,43 @@ pub enum CallError {
     NotRunning(#[from] NotRunning),
 }
 
+/// What an escalation made of the domain ([`CallError::Escalated`]).
+#[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EscalationOutcome {
+    /// The policy's action was to abort the call only.
+    #[error("not touched")]
+    NotTouched,
+    /// The domain was unloaded.
+    #[error("unloaded")]
+    Unloaded,
+    /// The domain was recycled and its modules instantiated afresh.
+    #[error("recycled and re-created from its modules")]
+    Recreated,
+    /// The domain was recycled and not re-created: the policy's
+    /// `recreate` is off.
+    #[error("recycled (not re-created: the policy's recreate is off)")]
+    RecreateOff,
+    /// The domain was recycled, and it had no store to re-create (it was
+    /// ending already).
+    #[error("recycled (not re-created)")]
+    NothingToRecreate,
+    /// The domain was recycled, and re-creating a module failed (its
+    /// start function trapped, say): the domain ended `Recycled`.
+    #[error("recycled (re-creating it failed: {0})")]
+    RecreationFailed(#[source] Arc<LoadError>),
+}
+
+impl EscalationOutcome {
+    /// Whether the domain runs on (re-created, or not touched).
+    pub fn runs_on(&self) -> bool {
+        matches!(
+            self,
+            EscalationOutcome::NotTouched | EscalationOutcome::Recreated
+        )
+    }
+}
+
 /// Why an unload could not run.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -252,9 +289,17 @@ pub enum UnloadError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum HostError {
-    /// The WebAssembly engine could not be configured.
-    #[error("engine: {0}")]
-    Engine(String),
+    /// The WebAssembly engine could not be configured, or a host function
+    /// could not be linked.
+    #[error("engine: {message}")]
+    Engine {
+        /// What failed, with wasmtime's own words.
+        message: String,
+        /// wasmtime's error (or the OS error starting a host thread), if
+        /// one caused it.
+        #[source]
+        source: Option<BoxError>,
+    },
     /// The policy contradicts itself.
     #[error(transparent)]
     Policy(#[from] crate::config::PolicyError),
@@ -385,10 +430,9 @@ pub enum ManifestError {
         file: Option<PathBuf>,
         /// The module's name.
         module: String,
-        /// Why (boxed: a `LoadError` is large, and a manifest error is
-        /// passed up through every layer of a load).
+        /// Why.
         #[source]
-        error: Box<LoadError>,
+        error: LoadError,
     },
     /// The domain could not be created (a pre-opened directory cannot be
     /// opened, the domain's policy does not fit the host).
@@ -402,11 +446,22 @@ pub enum ManifestError {
     },
 }
 
+impl HostError {
+    /// An [`Engine`](HostError::Engine) error whose cause is wasmtime's
+    /// `error`, named in `context`.
+    pub(crate) fn engine(context: impl std::fmt::Display, error: wasmtime::Error) -> HostError {
+        HostError::Engine {
+            message: format!("{context}: {error:#}"),
+            source: Some(wasmtime_source(error)),
+        }
+    }
+}
+
 impl ManifestError {
     /// The [`LoadError`] inside, if a module failed to compile or load.
     pub fn load_error(&self) -> Option<&LoadError> {
         match self {
-            ManifestError::Load { error, .. } => Some(&**error),
+            ManifestError::Load { error, .. } => Some(error),
             _ => None,
         }
     }

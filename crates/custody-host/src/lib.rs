@@ -82,7 +82,8 @@ pub use domain::report::{FailedRelease, Forced, HookOutcome, ModuleHook, UnloadR
 pub use domain::roots::{Root, RootKind};
 pub use domain::unload::{UnloadBlocked, UnloadTicket};
 pub use error::{
-    CallError, EndCause, HostError, LoadError, ManifestError, NotRunning, RefError, UnloadError,
+    CallError, EndCause, EscalationOutcome, HostError, LoadError, ManifestError, NotRunning,
+    RefError, UnloadError,
 };
 pub use host::{DomainConfig, Host, HostBuilder};
 pub use ledger::Ledger;

@@ -260,7 +260,7 @@ impl Manifest {
         ManifestError::Load {
             file: self.file.clone(),
             module: module.to_string(),
-            error: Box::new(error),
+            error,
         }
     }
 

@@ -93,9 +93,17 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         let functions: Vec<_> = extensions.iter().map(|e| e.functions()).collect();
         let catalogue =
-            Catalogue::link(&mut linker, &functions, embedder).map_err(HostError::Engine)?;
-        let ticker = ticker::Ticker::start(engine.clone())
-            .map_err(|e| HostError::Engine(format!("starting the epoch thread: {e}")))?;
+            Catalogue::link(&mut linker, &functions, embedder).map_err(|e| match e.source {
+                Some(source) => HostError::engine(e.message, source),
+                None => HostError::Engine {
+                    message: e.message,
+                    source: None,
+                },
+            })?;
+        let ticker = ticker::Ticker::start(engine.clone()).map_err(|e| HostError::Engine {
+            message: format!("starting the epoch thread: {e}"),
+            source: Some(Box::new(e)),
+        })?;
         tracing::debug!(target: "custody::host", allocation = allocation.name(), "host created");
         let policy = Arc::new(policy);
         Ok(Runtime {

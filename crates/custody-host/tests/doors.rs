@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use custody_handle::diagnostics::{Assistant, Collector};
 use custody_host::abi::AbiError;
-use custody_host::{CallError, Domain, DomainConfig, HookOutcome, Module, OnMemoryLimit, Policy};
+use custody_host::{
+    CallError, Domain, DomainConfig, EscalationOutcome, HookOutcome, Module, OnMemoryLimit, Policy,
+};
 use custody_testkit::*;
 
 /// One hostile function body and what stopping it looks like.
@@ -247,10 +249,11 @@ fn through(
             domain.load("hostile", module).unwrap();
             std::fs::write(dir.join("armed"), "").unwrap();
             match domain.call("fail_critical", &[]) {
-                Err(CallError::Escalated { outcome, .. }) if outcome.contains("re-created") => {
-                    Ok(())
-                }
-                Err(CallError::Escalated { outcome, .. }) => Err(outcome),
+                Err(CallError::Escalated {
+                    outcome: EscalationOutcome::Recreated,
+                    ..
+                }) => Ok(()),
+                Err(CallError::Escalated { outcome, .. }) => Err(outcome.to_string()),
                 other => panic!("{}: {other:?}", attack.name),
             }
         }

@@ -297,6 +297,63 @@ fn a_manifest_error_keeps_the_policy_s_and_the_os_s_error() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// An extension whose state cannot be made for a domain.
+struct Refusing;
+
+impl custody_host::extension::Extension for Refusing {
+    fn module(&self) -> &'static str {
+        "refusing"
+    }
+    fn functions(&self) -> &'static [custody_host::HostFunction] {
+        &[]
+    }
+    fn new_domain(
+        &self,
+        _setup: &custody_host::extension::DomainSetup<'_>,
+    ) -> Result<custody_host::extension::ExtensionState, Box<dyn Error + Send + Sync>> {
+        Err(Box::new(io::Error::from(io::ErrorKind::PermissionDenied)))
+    }
+}
+
+#[test]
+fn an_extension_that_cannot_serve_a_domain_keeps_its_error() {
+    quiet();
+    let host = custody_host::Host::builder(custody_host::Policy::default())
+        .extension(Refusing)
+        .build()
+        .unwrap();
+    let error = host.create_domain(DomainConfig::new()).unwrap_err();
+    assert!(
+        matches!(
+            error,
+            HostError::Extension {
+                module: "refusing",
+                ..
+            }
+        ),
+        "{error}"
+    );
+    let io = find::<io::Error>(&error).expect("the extension's error is the source");
+    assert_eq!(io.kind(), io::ErrorKind::PermissionDenied);
+}
+
+#[test]
+fn a_host_function_defined_twice_is_an_engine_error_naming_it() {
+    quiet();
+    let body =
+        |_: &mut custody_host::GuestCall<'_>| -> Result<(), custody_host::AbiError> { Ok(()) };
+    let error = custody_host::Host::builder(custody_host::Policy::default())
+        .func_wrap("env", "twice", &[], body)
+        .func_wrap("env", "twice", &[], body)
+        .build()
+        .err()
+        .expect("a name defined twice is refused");
+    assert!(
+        matches!(&error, HostError::Engine { message, source: None } if message.contains("env::twice")),
+        "{error}"
+    );
+}
+
 #[test]
 fn a_host_error_keeps_the_os_error() {
     let _serial = serial();

@@ -415,6 +415,18 @@ fn a_failed_re_creation_releases_everything_and_every_later_error_keeps_the_caus
         text.contains("unreachable"),
         "the re-creation's trap: {text}"
     );
+    // The re-creation's failure is typed: a `LoadError` whose own source
+    // is the start function's trap.
+    match &error {
+        custody_host::CallError::Escalated {
+            outcome: custody_host::EscalationOutcome::RecreationFailed(load),
+            ..
+        } => assert!(
+            matches!(**load, custody_host::LoadError::Instantiate { .. }),
+            "{load:?}"
+        ),
+        other => panic!("expected a failed re-creation, got {other:?}"),
+    }
     assert_eq!(domain.state(), custody_host::DomainState::Recycled);
     assert_eq!(domain.table().len(), 0, "the pipes are released");
     // Later errors say why the domain ended: the call's own trap.

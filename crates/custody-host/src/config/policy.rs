@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 /// categories. A module importing a function whose category the policy denies
 /// fails to load, with an error naming the import and the category.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[non_exhaustive]
 pub enum Category {
     /// Waits and synchronizes (sleep, poll, pipes, critical regions).
     Synchronization,
@@ -83,6 +84,7 @@ impl fmt::Display for Category {
 /// minus the rungs that take down the process: custody never has one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
 pub enum Action {
     /// End the call; the domain goes on with its state and handles.
     AbortCall,
@@ -132,6 +134,7 @@ pub struct Escalation {
 /// `unload_timeout`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
 pub enum UnloadBlockedAction {
     /// Force the unload: calls aborted, refs invalidated (SPEC D1).
     #[default]
@@ -159,6 +162,7 @@ impl Default for Escalation {
 /// cap the load fails, whatever this says.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
 pub enum OnMemoryLimit {
     /// `memory.grow` and `table.grow` return -1, as the WebAssembly
     /// standard has them fail: the guest handles it (`malloc` returns
@@ -338,6 +342,7 @@ impl Default for CompileLimits {
 /// three).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
 pub enum Allocation {
     /// wasmtime's pooling allocator, sized from the policy (`pool_size`
     /// slots, each memory slot reserving `memory_limit`): creating and

@@ -153,7 +153,7 @@ fn bind_and_instantiate(
             return Err(LoadError::DeniedModule {
                 module: import.module().to_string(),
                 name: import.name().to_string(),
-                reason,
+                reason: reason.into_boxed_str(),
             });
         }
     }

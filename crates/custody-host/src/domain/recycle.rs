@@ -12,7 +12,7 @@ use custody_handle::diagnostics::{self, Assistant, Diagnostic};
 use super::unload::{self, Ending};
 use super::{DomainShared, Loaded, LoadedModule, link};
 use crate::config::Action;
-use crate::error::{CallError, EndCause};
+use crate::error::{CallError, EndCause, EscalationOutcome};
 use crate::ledger::LedgerCounts;
 
 /// What an escalation did to the domain.
@@ -20,7 +20,7 @@ pub(crate) struct Escalated {
     /// Handles released.
     pub(crate) released: usize,
     /// What became of the domain.
-    pub(crate) outcome: String,
+    pub(crate) outcome: EscalationOutcome,
 }
 
 /// Recycles or unloads the domain after a failed call (`failure`, kept as
@@ -38,7 +38,7 @@ pub(crate) fn escalate(
         Action::AbortCall => {
             return Escalated {
                 released: 0,
-                outcome: "not touched".to_string(),
+                outcome: EscalationOutcome::NotTouched,
             };
         }
         Action::UnloadDomain => {
@@ -51,13 +51,13 @@ pub(crate) fn escalate(
             // owns the teardown and will find `Loaded` gone.
             let _ = shared.state.begin_unload();
             let report = unload::teardown(shared, guard, Ending::Unloaded, None);
-            let outcome = "unloaded".to_string();
+            let outcome = EscalationOutcome::Unloaded;
             (report.released, report.failed.len(), outcome)
         }
         Action::RecycleDomain => recycle(shared, guard, function, reason, failure),
     };
     let domain = shared.id;
-    tracing::warn!(target: "custody::domain", parent: &shared.span, domain, function, reason, outcome, released, "escalated");
+    tracing::warn!(target: "custody::domain", parent: &shared.span, domain, function, reason, %outcome, released, "escalated");
     diagnostics::fire(Assistant::DomainRecycled, || {
         Diagnostic::new(
             Assistant::DomainRecycled,
@@ -90,9 +90,9 @@ fn recycle(
     function: &str,
     reason: &str,
     failure: Option<Arc<CallError>>,
-) -> (usize, usize, String) {
+) -> (usize, usize, EscalationOutcome) {
     let Some(loaded) = guard.as_mut() else {
-        return (0, 0, "recycled (not re-created)".to_string());
+        return (0, 0, EscalationOutcome::NothingToRecreate);
     };
     let ctx = loaded.store.data_mut();
     let preopens = mem::take(&mut ctx.preopens);
@@ -109,14 +109,14 @@ fn recycle(
     // load (deadline, memory, stack, critical regions). The modules are
     // re-created in load order, so each import binds as it did (nothing is
     // loaded on demand again).
-    let mut not_recreated = (!shared.policy.escalation.recreate)
-        .then(|| "recycled (not re-created: the policy's recreate is off)".to_string());
+    let mut not_recreated =
+        (!shared.policy.escalation.recreate).then_some(EscalationOutcome::RecreateOff);
     if not_recreated.is_none() {
         for old in mem::take(&mut loaded.modules) {
             match link::instantiate(shared, loaded, &old.name, &old.module) {
                 Ok(instance) => loaded.modules.push(LoadedModule { instance, ..old }),
                 Err(error) => {
-                    not_recreated = Some(format!("recycled (re-creating it failed: {error})"));
+                    not_recreated = Some(EscalationOutcome::RecreationFailed(Arc::new(error)));
                     break;
                 }
             }
@@ -124,11 +124,7 @@ fn recycle(
     }
     let failures = drained.failed.len();
     match not_recreated {
-        None => (
-            drained.released,
-            failures,
-            "recycled and re-created from its modules".to_string(),
-        ),
+        None => (drained.released, failures, EscalationOutcome::Recreated),
         Some(outcome) => {
             end(
                 shared,

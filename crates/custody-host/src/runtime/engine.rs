@@ -29,7 +29,7 @@ pub(crate) fn build(
     let engine = |allocation| {
         let mut config = base_config(policy, disk_cache)?;
         allocate(&mut config, policy, allocation);
-        Engine::new(&config).map_err(|e| HostError::Engine(format!("{e:#}")))
+        Engine::new(&config).map_err(|e| HostError::engine("configuring wasmtime", e))
     };
     if policy.threads && policy.allocation == Allocation::Pooling {
         let why = "the pooling allocator cannot hold shared memories; with threads = true the host allocates on demand";
@@ -41,7 +41,7 @@ pub(crate) fn build(
     }
     match engine(policy.allocation) {
         Ok(engine) => Ok((engine, policy.allocation, None)),
-        Err(HostError::Engine(why)) if policy.allocation == Allocation::Pooling => {
+        Err(HostError::Engine { message: why, .. }) if policy.allocation == Allocation::Pooling => {
             let fallback = format!(
                 "the pooling allocator could not reserve its address space ({why}); falling back to on-demand allocation"
             );
@@ -68,7 +68,7 @@ fn base_config(policy: &Policy, disk_cache: Option<&Path>) -> Result<Config, Hos
         let mut cache = CacheConfig::new();
         cache.with_directory(dir);
         let cache = Cache::new(cache)
-            .map_err(|e| HostError::Engine(format!("compile cache in {}: {e:#}", dir.display())))?;
+            .map_err(|e| HostError::engine(format!("compile cache in {}", dir.display()), e))?;
         config.cache(Some(cache));
     }
     Ok(config)

@@ -395,6 +395,122 @@ CUSTODY_IMPORT_(timer_set)
 int32_t custody_timer_set(int32_t delay_ms, int32_t period_ms, int32_t export_ptr,
                           int32_t export_len, int32_t out_handle_ptr);
 
+/* ---- HTTP (custody serve) ---------------------------------------------- */
+
+/*
+ * A plugin served by `custody serve` with `interface = "custody"` exports
+ *   CUSTODY_EXPORT(handle) int32_t handle(custody_handle request,
+ *                                         custody_handle response);
+ * `request` is the request body (custody_read until 0 bytes), `response`
+ * the response body (custody_write); both stream, and both are released
+ * when the request ends, whatever the plugin did. Return 0. The head goes
+ * through the functions below (import module "custody_http", category
+ * Http). Text is copied out: at most buf_len bytes into buf_ptr, and the
+ * whole length written at out_len_ptr (4 bytes), so a plugin whose buffer
+ * was short asks again with a larger one. The status and headers may
+ * change until the head is sent: when the first body bytes leave, or when
+ * handle returns.
+ */
+#define CUSTODY_HTTP_IMPORT_(name)                                             \
+    __attribute__((import_module("custody_http"), import_name(#name)))
+
+/*
+ * custody_http_method(buf_ptr, buf_len, out_len_ptr): the request's method
+ * (GET, POST, ...).
+ * Returns 0.
+ * Errors:
+ *   E_INVAL   buf_len < 0; no request in flight.
+ *   E_FAULT   [buf_ptr, buf_ptr + buf_len) or the 4 bytes at out_len_ptr
+ *             are not inside memory (nothing is written).
+ *   E_ABORTED the call is being aborted.
+ */
+CUSTODY_HTTP_IMPORT_(method)
+int32_t custody_http_method(int32_t buf_ptr, int32_t buf_len, int32_t out_len_ptr);
+
+/*
+ * custody_http_uri(buf_ptr, buf_len, out_len_ptr): the request's target
+ * as the client sent it (path and query).
+ * Returns 0.
+ * Errors:
+ *   E_INVAL   buf_len < 0; no request in flight.
+ *   E_FAULT   the buffer or the 4 bytes at out_len_ptr are not inside
+ *             memory (nothing is written).
+ *   E_ABORTED the call is being aborted.
+ */
+CUSTODY_HTTP_IMPORT_(uri)
+int32_t custody_http_uri(int32_t buf_ptr, int32_t buf_len, int32_t out_len_ptr);
+
+/*
+ * custody_http_header(name_ptr, name_len, buf_ptr, buf_len, out_len_ptr):
+ * the value of the request header `name` (any case); several values are
+ * joined with ", ".
+ * Returns 1 if the request has the header, 0 if not (then *out_len_ptr
+ * is 0).
+ * Errors:
+ *   E_INVAL   name_len < 0 or > 256; buf_len < 0; no request in flight.
+ *   E_FAULT   the name, the buffer or the 4 bytes at out_len_ptr are not
+ *             inside memory (nothing is written).
+ *   E_ABORTED the call is being aborted.
+ */
+CUSTODY_HTTP_IMPORT_(header)
+int32_t custody_http_header(int32_t name_ptr, int32_t name_len, int32_t buf_ptr,
+                            int32_t buf_len, int32_t out_len_ptr);
+
+/*
+ * custody_http_header_names(buf_ptr, buf_len, out_len_ptr): the request's
+ * header names, lower case, each once, separated by '\n'.
+ * Returns 0.
+ * Errors:
+ *   E_INVAL   buf_len < 0; no request in flight.
+ *   E_FAULT   the buffer or the 4 bytes at out_len_ptr are not inside
+ *             memory (nothing is written).
+ *   E_ABORTED the call is being aborted.
+ */
+CUSTODY_HTTP_IMPORT_(header_names)
+int32_t custody_http_header_names(int32_t buf_ptr, int32_t buf_len, int32_t out_len_ptr);
+
+/*
+ * custody_http_set_status(status): the response's status (default 200).
+ * Returns 0.
+ * Errors:
+ *   E_INVAL   status outside 100..999; no request in flight; the head was
+ *             sent already.
+ *   E_ABORTED the call is being aborted.
+ */
+CUSTODY_HTTP_IMPORT_(set_status)
+int32_t custody_http_set_status(int32_t status);
+
+/*
+ * custody_http_set_header(name_ptr, name_len, value_ptr, value_len): set a
+ * response header, replacing every value it had.
+ * Returns 0.
+ * Errors:
+ *   E_INVAL   a name that is not an HTTP token (or longer than 256); a
+ *             value with CR, LF, NUL or another control character, with a
+ *             space at either end, or longer than 8192; a negative length;
+ *             no request in flight; the head was sent already.
+ *   E_FAULT   the name or the value is not inside memory.
+ *   E_QUOTA   more than 100 headers, or 64 KiB of them.
+ *   E_ABORTED the call is being aborted.
+ */
+CUSTODY_HTTP_IMPORT_(set_header)
+int32_t custody_http_set_header(int32_t name_ptr, int32_t name_len, int32_t value_ptr,
+                                int32_t value_len);
+
+/*
+ * custody_http_append_header(name_ptr, name_len, value_ptr, value_len):
+ * add a response header (a name may repeat: Set-Cookie).
+ * Returns 0.
+ * Errors:
+ *   E_INVAL   as custody_http_set_header.
+ *   E_FAULT   the name or the value is not inside memory.
+ *   E_QUOTA   more than 100 headers, or 64 KiB of them.
+ *   E_ABORTED the call is being aborted.
+ */
+CUSTODY_HTTP_IMPORT_(append_header)
+int32_t custody_http_append_header(int32_t name_ptr, int32_t name_len, int32_t value_ptr,
+                                   int32_t value_len);
+
 /* ---- Convenience ------------------------------------------------------- */
 
 /* Log a NUL-terminated string (no libc: computes the length itself).

@@ -147,3 +147,69 @@ fn bulk_fills_and_copies_with_bulk_memory_instructions() {
     assert_eq!(report.ledger.opened, 0);
     assert_eq!(open_fds(), baseline);
 }
+
+/// A pipe as two files: (read end, write end).
+fn pipe_files() -> (std::fs::File, std::fs::File) {
+    let (read, write) = std::io::pipe().unwrap();
+    (
+        std::fs::File::from(std::os::fd::OwnedFd::from(read)),
+        std::fs::File::from(std::os::fd::OwnedFd::from(write)),
+    )
+}
+
+#[test]
+#[cfg_attr(
+    no_guest_toolchain,
+    ignore = "clang and lld missing: apt-get install clang lld"
+)]
+fn http_echo_answers_through_the_http_functions_and_its_two_handles() {
+    use std::io::{Read, Write};
+
+    use custody_http::{Exchange, Http, RequestHead};
+
+    let _serial = serial();
+    quiet();
+    let host = Host::builder(custody_host::Policy::default())
+        .extension(Http)
+        .build()
+        .unwrap();
+    let module = load(&host, "http_echo");
+    let baseline = open_fds();
+    for (method, status, body) in [
+        ("POST", 200, "POST /echo/x?y=1\nx-echo: hi\nthe body"),
+        ("DELETE", 405, ""),
+    ] {
+        let domain = host.create_domain(DomainConfig::new()).unwrap();
+        domain.load("echo", &module).unwrap();
+        let exchange = domain.extension::<Exchange>().unwrap();
+        exchange.begin(RequestHead {
+            method: method.into(),
+            uri: "/echo/x?y=1".into(),
+            headers: vec![("x-echo".into(), b"hi".to_vec())],
+        });
+        let (request_body, mut client) = pipe_files();
+        let (mut server, response_body) = pipe_files();
+        let request = domain
+            .insert_handle(custody_handle::Fd::from(request_body))
+            .unwrap();
+        let response = domain
+            .insert_handle(custody_handle::Fd::from(response_body))
+            .unwrap();
+        client.write_all(b"the body").unwrap();
+        drop(client);
+        let args = [
+            custody_host::Val::I32(request.raw() as i32),
+            custody_host::Val::I32(response.raw() as i32),
+        ];
+        let result = domain.call("handle", &args).unwrap();
+        assert_eq!(result[0].unwrap_i32(), 0, "{method}");
+        let head = exchange.commit().unwrap();
+        assert_eq!(head.status, status, "{method}");
+        exchange.end();
+        domain.unload().unwrap();
+        let mut got = String::new();
+        server.read_to_string(&mut got).unwrap();
+        assert_eq!(got, body, "{method}");
+    }
+    assert_eq!(open_fds(), baseline, "every request's handles released");
+}

@@ -180,6 +180,88 @@ impl Catalogue {
     }
 }
 
+/// Checks that the C header `header` declares each of `functions` as the
+/// catalogue does, and nothing else under `import_macro`: each declaration
+/// is `import_macro(name)` followed by `int32_t {c_prefix}{name}(...)`
+/// with the catalogue's parameter names, after a comment whose "Errors"
+/// part lists exactly the function's error codes. For the tests of each
+/// ABI that C guests use (`guest/include/custody.h`).
+///
+/// # Panics
+/// On the first function that does not match, or a declaration the
+/// catalogue lacks.
+#[doc(hidden)]
+pub fn assert_declared(
+    functions: &[HostFunction],
+    header: &str,
+    import_macro: &str,
+    c_prefix: &str,
+) {
+    for f in functions {
+        let (comment, prototype) = declaration(header, import_macro, f.name);
+        assert!(
+            prototype.starts_with(&format!("int32_t {c_prefix}{}(", f.name)),
+            "{}: the header declares {prototype}",
+            f.name
+        );
+        let names: Vec<&str> = f.params.iter().map(|(n, _)| *n).collect();
+        assert_eq!(parameters(prototype), names, "{}: parameters", f.name);
+        assert!(f.params.iter().all(|(_, t)| *t == AbiType::I32));
+        assert_eq!(f.results, &[AbiType::I32]);
+        // The codes the comment lists after "Errors" are the ones declared.
+        let listed = comment.split_once("Errors").map_or("", |(_, e)| e);
+        let mut documented: Vec<&str> = listed
+            .split(|c: char| !(c.is_ascii_uppercase() || c == '_'))
+            .filter(|w| w.starts_with("E_") && w.len() > 2)
+            .collect();
+        documented.sort_unstable();
+        documented.dedup();
+        let mut declared: Vec<&str> = f.errors.iter().map(|e| e.name()).collect();
+        declared.sort_unstable();
+        assert_eq!(documented, declared, "{}: error codes", f.name);
+    }
+    let prefix = format!("{import_macro}(");
+    for line in header.lines() {
+        if let Some(rest) = line.strip_prefix(&prefix) {
+            let name = rest.trim_end_matches(')');
+            assert!(
+                functions.iter().any(|f| f.name == name),
+                "the header declares {name}, the catalogue does not"
+            );
+        }
+    }
+}
+
+/// The comment block and prototype `header` gives `name`.
+fn declaration<'h>(header: &'h str, import_macro: &str, name: &str) -> (&'h str, &'h str) {
+    let marker = format!("{import_macro}({name})");
+    let at = header
+        .find(&format!("\n{marker}"))
+        .unwrap_or_else(|| panic!("{name} is missing from the header"));
+    let comment_start = header[..at]
+        .rfind("/*")
+        .expect("a comment before each import");
+    let comment = &header[comment_start..at];
+    let after = &header[at + 1 + marker.len()..];
+    let prototype = &after[..after.find(';').expect("a prototype after each import")];
+    (comment, prototype.trim())
+}
+
+/// The parameter names of a C prototype (`void` is none).
+fn parameters(prototype: &str) -> Vec<String> {
+    let open = prototype.find('(').unwrap_or(0);
+    let close = prototype.rfind(')').unwrap_or(prototype.len());
+    let inside = &prototype[(open + 1).min(close)..close];
+    if inside.trim() == "void" {
+        return Vec::new();
+    }
+    inside
+        .split(',')
+        .filter_map(|p| p.split_whitespace().last())
+        .map(str::to_string)
+        .collect()
+}
+
 /// Checks that `doc` (docs/RELIABILITY.md) has a row `| `name` | categories |`
 /// for each of `functions`, naming exactly its categories: for the tests
 /// of each extension's catalogue.

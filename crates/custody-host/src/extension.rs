@@ -50,7 +50,7 @@ pub use crate::boundary::marshal::{
 };
 pub use crate::boundary::memory::{Fault, GuestMemory, OutSlot};
 pub use crate::boundary::preopen::Preopens;
-pub use crate::catalogue::{AbiType, HostFunction, assert_documented};
+pub use crate::catalogue::{AbiType, HostFunction, assert_declared, assert_documented};
 use crate::config::Policy;
 
 /// An ABI: one import module, its functions, and what it keeps per domain.

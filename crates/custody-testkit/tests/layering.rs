@@ -99,6 +99,10 @@ const HOST: &[Layer] = &[
     Layer::of("host"),
 ];
 
+/// custody-http, bottom to top (the crate root, which declares the
+/// catalogue and the extension, on top).
+const HTTP: &[Layer] = &[Layer::of("exchange"), Layer::of("functions")];
+
 /// custody-wasi, bottom to top (the crate root, which declares the
 /// catalogue, on top).
 const WASI: &[Layer] = &[
@@ -161,6 +165,12 @@ fn custody_host_imports_point_down_its_order() {
 }
 
 #[test]
+fn custody_http_imports_point_down_its_order() {
+    assert_layered(&src_of("custody-http"), HTTP);
+    assert_acyclic(&src_of("custody-http"));
+}
+
+#[test]
 fn custody_wasi_imports_point_down_its_order() {
     assert_layered(&src_of("custody-wasi"), WASI);
     assert_acyclic(&src_of("custody-wasi"));
@@ -187,6 +197,7 @@ fn each_module_map_lists_the_declared_order() {
         ("custody-handle", "lib.rs", HANDLE, false),
         ("custody-host", "lib.rs", HOST, true),
         ("custody-wasi", "lib.rs", WASI, false),
+        ("custody-http", "lib.rs", HTTP, false),
         ("custody", "main.rs", CLI, false),
         ("custody-testkit", "lib.rs", TESTKIT, false),
     ] {
@@ -350,6 +361,7 @@ fn unsafe_is_denied_by_each_crate_and_allowed_only_where_it_is_used() {
         ("custody-handle", "lib.rs"),
         ("custody-host", "lib.rs"),
         ("custody-wasi", "lib.rs"),
+        ("custody-http", "lib.rs"),
         ("custody-testkit", "lib.rs"),
         ("custody", "main.rs"),
     ] {

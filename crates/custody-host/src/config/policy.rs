@@ -32,11 +32,14 @@ pub enum Category {
     /// (custody's handle marshalling makes these safe; a policy may still
     /// deny them).
     MayLeakOnAbort,
+    /// Reads the HTTP request a plugin serves or shapes its response
+    /// (`custody serve`'s `custody_http` functions).
+    Http,
 }
 
 impl Category {
     /// Every category.
-    pub const ALL: [Category; 9] = [
+    pub const ALL: [Category; 10] = [
         Category::Synchronization,
         Category::SharedState,
         Category::ExternalProcessMgmt,
@@ -46,6 +49,7 @@ impl Category {
         Category::SecurityInfrastructure,
         Category::UI,
         Category::MayLeakOnAbort,
+        Category::Http,
     ];
 
     /// The name used in policies and messages.
@@ -60,6 +64,7 @@ impl Category {
             Category::SecurityInfrastructure => "SecurityInfrastructure",
             Category::UI => "UI",
             Category::MayLeakOnAbort => "MayLeakOnAbort",
+            Category::Http => "Http",
         }
     }
 

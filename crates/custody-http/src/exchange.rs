@@ -1,0 +1,275 @@
+//! One request's exchange between the server and a domain: the request
+//! head the plugin reads, the response head it shapes, and the moment the
+//! head is committed (sent). The body goes both ways through handles, not
+//! through here.
+//!
+//! The server [`begin`](Exchange::begin)s an exchange before it calls the
+//! plugin's `handle` export, [`commit`](Exchange::commit)s the response
+//! head when the first body bytes arrive or the call ends (a status or
+//! header set after that is refused), and [`end`](Exchange::end)s it when
+//! the request is over. One lock, held only to copy bytes in or out, so a
+//! server thread never waits on a guest.
+
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+/// Most response headers a plugin may set (each a line of the head).
+pub const MAX_HEADERS: usize = 100;
+/// Most bytes of response header names and values, in all.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+/// What the plugin reads of the request.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RequestHead {
+    /// `GET`, `POST`, ...
+    pub method: String,
+    /// The request target as the client sent it (path and query).
+    pub uri: String,
+    /// Header names (lower case) and values, in the order received; a name
+    /// may repeat.
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+/// What the plugin sets of its response before the body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResponseHead {
+    /// 100 to 999; 200 unless the plugin sets it.
+    pub status: u16,
+    /// Header names (lower case) and values, in the order set.
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl Default for ResponseHead {
+    fn default() -> Self {
+        ResponseHead {
+            status: 200,
+            headers: Vec::new(),
+        }
+    }
+}
+
+/// Why a change of the response head was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// No request in flight, or its head was committed already.
+    NotNow,
+    /// A bad status, header name or value.
+    Invalid,
+    /// Past [`MAX_HEADERS`] or [`MAX_HEADER_BYTES`].
+    TooMany,
+}
+
+#[derive(Debug)]
+struct InFlight {
+    request: RequestHead,
+    response: ResponseHead,
+    committed: bool,
+}
+
+/// A domain's exchange slot: shared by the server (through
+/// `Domain::extension::<Exchange>()`) and the domain's host functions.
+#[derive(Debug, Default)]
+pub struct Exchange {
+    in_flight: Mutex<Option<InFlight>>,
+}
+
+impl Exchange {
+    fn lock(&self) -> MutexGuard<'_, Option<InFlight>> {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A request begins: the plugin reads `request` and shapes a fresh
+    /// response head (200, no headers). Replaces any exchange not ended.
+    pub fn begin(&self, request: RequestHead) {
+        *self.lock() = Some(InFlight {
+            request,
+            response: ResponseHead::default(),
+            committed: false,
+        });
+    }
+
+    /// Commits the response head and returns it: from now on the plugin
+    /// cannot change it. `None` if no request is in flight. A second
+    /// commit returns the same head.
+    pub fn commit(&self) -> Option<ResponseHead> {
+        let mut guard = self.lock();
+        let in_flight = guard.as_mut()?;
+        in_flight.committed = true;
+        Some(in_flight.response.clone())
+    }
+
+    /// The request is over: the slot is empty again.
+    pub fn end(&self) {
+        *self.lock() = None;
+    }
+
+    /// Runs `read` on the request in flight, if any.
+    pub(crate) fn with_request<R>(&self, read: impl FnOnce(&RequestHead) -> R) -> Option<R> {
+        self.lock().as_ref().map(|f| read(&f.request))
+    }
+
+    /// Sets the status, if the head is not committed.
+    pub(crate) fn set_status(&self, status: i32) -> Result<(), Refused> {
+        let status = u16::try_from(status)
+            .ok()
+            .filter(|s| (100..=999).contains(s))
+            .ok_or(Refused::Invalid)?;
+        self.change(|head| {
+            head.status = status;
+            Ok(())
+        })
+    }
+
+    /// Sets (`append` false: replacing every value of `name`) or appends
+    /// a response header, if the head is not committed and the header is
+    /// valid and within the bounds.
+    pub(crate) fn set_header(
+        &self,
+        name: &[u8],
+        value: &[u8],
+        append: bool,
+    ) -> Result<(), Refused> {
+        if !is_token(name) || !is_field_value(value) {
+            return Err(Refused::Invalid);
+        }
+        let name = String::from_utf8_lossy(name).to_ascii_lowercase();
+        self.change(|head| {
+            if !append {
+                head.headers.retain(|(n, _)| *n != name);
+            }
+            let bytes: usize = head.headers.iter().map(|(n, v)| n.len() + v.len()).sum();
+            if head.headers.len() >= MAX_HEADERS
+                || bytes + name.len() + value.len() > MAX_HEADER_BYTES
+            {
+                return Err(Refused::TooMany);
+            }
+            head.headers.push((name, value.to_vec()));
+            Ok(())
+        })
+    }
+
+    fn change(
+        &self,
+        change: impl FnOnce(&mut ResponseHead) -> Result<(), Refused>,
+    ) -> Result<(), Refused> {
+        match self.lock().as_mut() {
+            Some(in_flight) if !in_flight.committed => change(&mut in_flight.response),
+            _ => Err(Refused::NotNow),
+        }
+    }
+}
+
+/// An HTTP token (RFC 9110 §5.6.2): a header name.
+fn is_token(bytes: &[u8]) -> bool {
+    !bytes.is_empty()
+        && bytes.len() <= 256
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b))
+}
+
+/// A field value (RFC 9110 §5.5): visible characters, spaces and tabs, no
+/// CR, LF or NUL (a guest cannot split the head), and no space at either
+/// end.
+fn is_field_value(bytes: &[u8]) -> bool {
+    bytes.len() <= 8192
+        && bytes
+            .iter()
+            .all(|&b| b == b'\t' || b == b' ' || b >= 0x21 && b != 0x7f)
+        && !bytes.first().is_some_and(|b| *b == b' ' || *b == b'\t')
+        && !bytes.last().is_some_and(|b| *b == b' ' || *b == b'\t')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request() -> RequestHead {
+        RequestHead {
+            method: "GET".into(),
+            uri: "/x".into(),
+            headers: vec![],
+        }
+    }
+
+    #[test]
+    fn a_head_changes_until_it_is_committed() {
+        let exchange = Exchange::default();
+        assert_eq!(exchange.set_status(201), Err(Refused::NotNow), "no request");
+        exchange.begin(request());
+        exchange.set_status(201).unwrap();
+        exchange.set_header(b"X-A", b"1", false).unwrap();
+        exchange.set_header(b"x-a", b"2", true).unwrap();
+        exchange.set_header(b"x-b", b"3", false).unwrap();
+        exchange.set_header(b"x-b", b"4", false).unwrap();
+        let head = exchange.commit().unwrap();
+        assert_eq!(head.status, 201);
+        assert_eq!(
+            head.headers,
+            [
+                ("x-a".to_string(), b"1".to_vec()),
+                ("x-a".to_string(), b"2".to_vec()),
+                ("x-b".to_string(), b"4".to_vec())
+            ]
+        );
+        assert_eq!(exchange.set_status(500), Err(Refused::NotNow));
+        assert_eq!(exchange.set_header(b"x", b"y", false), Err(Refused::NotNow));
+        exchange.end();
+        assert!(exchange.commit().is_none());
+    }
+
+    #[test]
+    fn bad_statuses_names_and_values_are_refused() {
+        let exchange = Exchange::default();
+        exchange.begin(request());
+        for status in [-1, 0, 99, 1000, i32::MAX] {
+            assert_eq!(
+                exchange.set_status(status),
+                Err(Refused::Invalid),
+                "{status}"
+            );
+        }
+        for name in [&b""[..], b"a b", b"a:b", b"\xff", b"a\r\nb"] {
+            assert_eq!(
+                exchange.set_header(name, b"v", false),
+                Err(Refused::Invalid)
+            );
+        }
+        for value in [
+            &b"a\r\nx-evil: 1"[..],
+            b"a\nb",
+            b"a\0b",
+            b" lead",
+            b"trail ",
+        ] {
+            assert_eq!(
+                exchange.set_header(b"x", value, false),
+                Err(Refused::Invalid)
+            );
+        }
+        assert_eq!(
+            exchange.set_header(b"x", &[b'v'; 8193], false),
+            Err(Refused::Invalid)
+        );
+    }
+
+    #[test]
+    fn the_head_is_bounded() {
+        let exchange = Exchange::default();
+        exchange.begin(request());
+        for _ in 0..MAX_HEADERS {
+            exchange.set_header(b"x", b"v", true).unwrap();
+        }
+        assert_eq!(exchange.set_header(b"x", b"v", true), Err(Refused::TooMany));
+        exchange.begin(request());
+        let value = vec![b'v'; 8000];
+        for _ in 0..MAX_HEADER_BYTES / 8002 {
+            exchange.set_header(b"x", &value, true).unwrap();
+        }
+        assert_eq!(
+            exchange.set_header(b"x", &value, true),
+            Err(Refused::TooMany)
+        );
+    }
+}

@@ -1,0 +1,3 @@
+//! custody-http's tests: one binary (wasmtime's `tests/all` layout).
+
+mod functions;

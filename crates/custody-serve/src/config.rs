@@ -117,10 +117,14 @@ pub struct ServerConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpLimits {
-    /// A request's head must arrive within this (slowloris), and an idle
-    /// keep-alive connection is closed after it.
+    /// A request's head must arrive within this once it has begun
+    /// (slowloris).
     #[serde(deserialize_with = "duration")]
     pub header_read_timeout: Duration,
+    /// A keep-alive connection with no new request for this long is
+    /// closed (after the response in flight, if any).
+    #[serde(deserialize_with = "duration")]
+    pub idle_timeout: Duration,
     /// The largest request head, in bytes (hyper's read buffer; at least
     /// 8 KiB).
     #[serde(deserialize_with = "size")]
@@ -135,6 +139,7 @@ impl Default for HttpLimits {
     fn default() -> Self {
         HttpLimits {
             header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
             max_header_size: 64 << 10,
             max_headers: 100,
             max_connections: 1024,

@@ -388,15 +388,19 @@ impl Abort {
 
 /// Writes the request body into the guest's stdin as it arrives; over
 /// `max_body`, marks it and stops the guest. Closing stdin (the end of the
-/// body) is the guest's end of file.
+/// body) is the guest's end of file. A guest that stops reading (or ends)
+/// leaves the rest of the body unwanted: it is read and dropped (still
+/// bounded by `max_body`), so the client can finish sending and read the
+/// response on a connection that stays usable.
 async fn feed_stdin(
     mut body: Incoming,
-    mut stdin: pipe::Sender,
+    stdin: pipe::Sender,
     max_body: usize,
     too_large: Arc<AtomicBool>,
     domain: Abort,
 ) {
     let mut total = 0usize;
+    let mut stdin = Some(stdin);
     while let Some(frame) = body.frame().await {
         let Ok(frame) = frame else { return };
         let Ok(data) = frame.into_data() else {
@@ -408,10 +412,10 @@ async fn feed_stdin(
             domain.abort();
             return;
         }
-        // A guest that stops reading (or ends) makes this fail: the rest
-        // of the body is not wanted.
-        if stdin.write_all(&data).await.is_err() {
-            return;
+        if let Some(pipe) = &mut stdin
+            && pipe.write_all(&data).await.is_err()
+        {
+            stdin = None;
         }
     }
 }

@@ -10,9 +10,9 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, PoisonError};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use custody_host::{Host, Policy};
 use custody_wasi::Wasi;
@@ -245,7 +245,10 @@ async fn handle(
             plugin: config.name.clone(),
             route: route.as_str().to_string(),
             entrypoint: entrypoint.clone(),
+            // The plugin's env after the CGI variables, replacing any of
+            // the same name (a guest sees each name once).
             env: (wagi::cgi_env(&cgi).into_iter())
+                .filter(|(name, _)| !config.env.contains_key(name))
                 .chain(config.env.iter().map(|(k, v)| (k.clone(), v.clone())))
                 .collect(),
             argv: wagi::argv(&config.argv, &matched.script_name, request.uri().query()),
@@ -313,17 +316,44 @@ pub async fn serve(
         let state = Arc::clone(&state);
         tokio::spawn(async move {
             let limits = state.limits.clone();
-            let service =
-                service_fn(move |request| handle(Arc::clone(&state), request, remote, local));
-            let result = http1::Builder::new()
+            // When the connection's last request began: an idle connection
+            // (no new request for `idle_timeout`) is shut down gracefully,
+            // which lets a response in flight finish first.
+            let last_request = Arc::new(std::sync::Mutex::new(Instant::now()));
+            let service = {
+                let last_request = Arc::clone(&last_request);
+                service_fn(move |request| {
+                    *last_request.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
+                    handle(Arc::clone(&state), request, remote, local)
+                })
+            };
+            let connection = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(limits.header_read_timeout)
                 // hyper refuses a buffer under 8 KiB.
                 .max_buf_size(limits.max_header_size.max(8192))
                 .max_headers(limits.max_headers)
                 .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+                .serve_connection(TokioIo::new(stream), service);
+            let mut connection = std::pin::pin!(connection);
+            let mut closing = false;
+            let result = loop {
+                let since = last_request
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .elapsed();
+                let wait = limits.idle_timeout.saturating_sub(since);
+                tokio::select! {
+                    result = connection.as_mut() => break result,
+                    () = tokio::time::sleep(wait), if !closing => {
+                        let since = last_request.lock().unwrap_or_else(PoisonError::into_inner).elapsed();
+                        if since >= limits.idle_timeout {
+                            closing = true;
+                            connection.as_mut().graceful_shutdown();
+                        }
+                    }
+                }
+            };
             if let Err(e) = result {
                 tracing::debug!(target: "custody::serve", %remote, "connection: {e}");
             }

@@ -160,7 +160,7 @@ enum Command {
     /// ARGS as its arguments, exiting with its status; else one export with
     /// ARGS as its parameters, printing the result and the handle ledger.
     /// The domain is unloaded at the end.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Serve WAGI plugins over HTTP, each request in a fresh domain: the
     /// bundled examples without --config (one line per route is printed).
     Serve(serve::ServeArgs),

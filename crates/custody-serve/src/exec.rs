@@ -177,6 +177,10 @@ impl WagiRun {
                 outcome
             })
         };
+        // A client that goes away before the head drops this future: the
+        // guard stops the guest then (once the body streams, its task
+        // stops the guest when the client is gone).
+        let mut on_drop = AbortOnDrop(Some(domain.clone()));
         let body_too_large = Arc::new(AtomicBool::new(false));
         tokio::spawn(feed_stdin(
             body,
@@ -251,6 +255,7 @@ impl WagiRun {
                 HeaderValue::from_static("application/octet-stream"),
             );
         }
+        on_drop.0 = None;
         tokio::spawn(self.stream_body(stdout, rest, written, tx, call, domain));
         response
     }
@@ -382,6 +387,17 @@ impl Abort {
         state.aborted = true;
         if let Some(domain) = state.domain.as_ref().and_then(WeakDomain::upgrade) {
             domain.abort();
+        }
+    }
+}
+
+/// Aborts the guest's call when dropped, unless disarmed (`None`).
+struct AbortOnDrop(Option<Abort>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(abort) = self.0.take() {
+            abort.abort();
         }
     }
 }

@@ -132,6 +132,20 @@ const CLI: &[Layer] = &[
     Layer::of("source"),
     Layer::of("output"),
     Layer::of("run"),
+    Layer::of("serve"),
+];
+
+/// custody-serve, bottom to top (the crate root on top).
+const SERVE: &[Layer] = &[
+    Layer::of("body"),
+    Layer::of("route"),
+    Layer::of("config"),
+    Layer::of("examples"),
+    Layer::of("fault"),
+    Layer::of("wagi"),
+    Layer::of("plugin"),
+    Layer::of("exec"),
+    Layer::of("server"),
 ];
 
 /// custody-testkit, bottom to top.
@@ -183,6 +197,12 @@ fn the_command_line_imports_point_down_its_order() {
 }
 
 #[test]
+fn custody_serve_imports_point_down_its_order() {
+    assert_layered(&src_of("custody-serve"), SERVE);
+    assert_acyclic(&src_of("custody-serve"));
+}
+
+#[test]
 fn custody_testkit_imports_point_down_its_order() {
     assert_layered(&src_of("custody-testkit"), TESTKIT);
     assert_acyclic(&src_of("custody-testkit"));
@@ -199,6 +219,7 @@ fn each_module_map_lists_the_declared_order() {
         ("custody-wasi", "lib.rs", WASI, false),
         ("custody-http", "lib.rs", HTTP, false),
         ("custody", "main.rs", CLI, false),
+        ("custody-serve", "lib.rs", SERVE, false),
         ("custody-testkit", "lib.rs", TESTKIT, false),
     ] {
         let text = fs::read_to_string(src_of(krate).join(root)).unwrap();
@@ -341,6 +362,18 @@ fn a_planted_upward_import_fails_the_command_line() {
 }
 
 #[test]
+fn a_planted_upward_import_fails_custody_serve() {
+    assert_planted_is_found(
+        "custody-serve",
+        SERVE,
+        "body.rs",
+        "\nuse crate::route::Route;\n",
+        "body",
+        "route",
+    );
+}
+
+#[test]
 fn a_planted_upward_import_fails_custody_testkit() {
     assert_planted_is_found(
         "custody-testkit",
@@ -363,6 +396,7 @@ fn unsafe_is_denied_by_each_crate_and_allowed_only_where_it_is_used() {
         ("custody-wasi", "lib.rs"),
         ("custody-http", "lib.rs"),
         ("custody-testkit", "lib.rs"),
+        ("custody-serve", "lib.rs"),
         ("custody", "main.rs"),
     ] {
         let src = src_of(krate);

@@ -87,24 +87,14 @@ pub(crate) fn cache_dir() -> Option<PathBuf> {
         .or_else(|| from("HOME").map(|d| d.join(".cache").join("custody")))
 }
 
+/// A duration flag: the server's duration syntax (`500ms`, `2s`; a bare
+/// number is milliseconds), and more than zero.
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let (number, scale) = if let Some(ms) = text.strip_suffix("ms") {
-        (ms, 1e-3)
-    } else if let Some(s) = text.strip_suffix('s') {
-        (s, 1.0)
-    } else {
-        (text, 1e-3)
-    };
-    let value: f64 = number
-        .trim()
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration (like 500ms or 2s)"))?;
-    if !(value.is_finite() && value > 0.0) {
-        return Err(format!("{text:?}: a duration must be positive and finite"));
+    let duration = custody_serve::parse_duration(text)?;
+    if duration.is_zero() {
+        return Err(format!("{text:?}: a duration must be positive"));
     }
-    Duration::try_from_secs_f64(value * scale)
-        .map_err(|_| format!("{text:?}: a duration that long is out of range"))
+    Ok(duration)
 }
 
 /// `--preopen [NAME=]DIR`: the name and the directory.

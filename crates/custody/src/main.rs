@@ -2,6 +2,7 @@
 //! happened to every handle it touched.
 //!
 //! ```text
+//! custody serve [--listen ADDR] [--config FILE]
 //! custody run [OPTIONS] (MODULE | --manifest FILE) [ARGS...]
 //!   --invoke NAME                 the export to call (ARGS are its parameters)
 //!   --dir HOST_DIR[::GUEST_DIR]   pre-open a directory (also --preopen [NAME=]DIR)
@@ -42,6 +43,7 @@
 //! | `source` | what runs (a module or a manifest's domain) and the policy flags |
 //! | `output` | what is printed once the domain is unloaded: result or status, ledger, diagnostics |
 //! | `run` | `custody run`: host, domain, load, call, unload |
+//! | `serve` | `custody serve`: the plugin server (docs/SERVER.md) on a tokio runtime |
 // The command line needs no `unsafe`: everything unsafe is in the libraries.
 #![forbid(unsafe_code)]
 
@@ -51,6 +53,7 @@ mod args;
 mod outcome;
 mod output;
 mod run;
+mod serve;
 mod source;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -157,23 +160,28 @@ enum Command {
     /// ARGS as its arguments, exiting with its status; else one export with
     /// ARGS as its parameters, printing the result and the handle ledger.
     /// The domain is unloaded at the end.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
+    /// Serve WAGI plugins over HTTP, each request in a fresh domain: the
+    /// bundled examples without --config (one line per route is printed).
+    Serve(serve::ServeArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     install_log(cli.log_format, cli.log_level);
     let log_format = cli.log_format;
-    match cli.command {
-        Command::Run(args) => match run::run(&args, log_format) {
-            Ok(status) => ExitCode::from(status),
-            Err(failure) => {
-                // One line, whatever the error says; a guest's names in it
-                // (exports, functions of a backtrace) are escaped.
-                let line = failure.message.replace('\n', " ");
-                eprintln!("custody: {}", diagnostics::escape_control(&line));
-                ExitCode::from(failure.status)
-            }
-        },
+    let result = match cli.command {
+        Command::Run(args) => run::run(&args, log_format),
+        Command::Serve(args) => serve::serve(&args),
+    };
+    match result {
+        Ok(status) => ExitCode::from(status),
+        Err(failure) => {
+            // One line, whatever the error says; a guest's names in it
+            // (exports, functions of a backtrace) are escaped.
+            let line = failure.message.replace('\n', " ");
+            eprintln!("custody: {}", diagnostics::escape_control(&line));
+            ExitCode::from(failure.status)
+        }
     }
 }

@@ -1,0 +1,201 @@
+//! What can go wrong in one request, and how each is answered: a status
+//! per kind, a body naming the kind and the request's diagnostic id (JSON
+//! when the client accepts it), one log event with the same id, and a
+//! counter per kind (the metrics endpoint of a later part reads them).
+
+use std::error::Error as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use custody_host::{CallError, Interrupt};
+use hyper::header::{self, HeaderValue};
+use hyper::{HeaderMap, Response, StatusCode};
+
+use crate::body::{Body, full};
+
+/// The kinds of fault, each with its status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultKind {
+    /// The guest trapped: 500.
+    Trap,
+    /// The call's deadline (`request_timeout`) passed: 504.
+    Deadline,
+    /// `max_concurrency` requests were in flight: 503 with `Retry-After`.
+    Overload,
+    /// The request body was over `max_body`: 413.
+    Body,
+    /// The plugin's response was malformed, missing or over
+    /// `max_response`: 502.
+    BadResponse,
+    /// The guest reached its memory limit: 500.
+    Memory,
+    /// The guest exited with a nonzero status before writing a complete
+    /// header block: 500.
+    Exit,
+    /// The server could not run the request (a domain or a pipe could not
+    /// be made): 500.
+    Internal,
+}
+
+impl FaultKind {
+    /// Every kind, in the counters' order.
+    pub const ALL: [FaultKind; 8] = [
+        FaultKind::Trap,
+        FaultKind::Deadline,
+        FaultKind::Overload,
+        FaultKind::Body,
+        FaultKind::BadResponse,
+        FaultKind::Memory,
+        FaultKind::Exit,
+        FaultKind::Internal,
+    ];
+
+    /// The name in bodies, logs and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::Trap => "trap",
+            FaultKind::Deadline => "deadline",
+            FaultKind::Overload => "overload",
+            FaultKind::Body => "body",
+            FaultKind::BadResponse => "bad-response",
+            FaultKind::Memory => "memory",
+            FaultKind::Exit => "exit",
+            FaultKind::Internal => "internal",
+        }
+    }
+
+    /// The response's status.
+    pub fn status(self) -> StatusCode {
+        match self {
+            FaultKind::Trap | FaultKind::Memory | FaultKind::Exit | FaultKind::Internal => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+            FaultKind::Deadline => StatusCode::GATEWAY_TIMEOUT,
+            FaultKind::Overload => StatusCode::SERVICE_UNAVAILABLE,
+            FaultKind::Body => StatusCode::PAYLOAD_TOO_LARGE,
+            FaultKind::BadResponse => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    fn index(self) -> usize {
+        FaultKind::ALL.iter().position(|k| *k == self).unwrap_or(0)
+    }
+
+    /// The kind of a failed call (`None` for an exit with 0, which is a
+    /// success): the deadline and the memory limit by the [`Interrupt`]
+    /// that stopped the call, wherever it is in the error's causes.
+    pub fn of_call(error: &CallError) -> Option<FaultKind> {
+        match error {
+            CallError::Exit(0) => return None,
+            CallError::Exit(_) => return Some(FaultKind::Exit),
+            CallError::NotRunning(_)
+            | CallError::NoSuchExport(_)
+            | CallError::Signature { .. }
+            | CallError::HostStack { .. } => return Some(FaultKind::Internal),
+            _ => {}
+        }
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = error.source();
+        while let Some(e) = cause {
+            match e.downcast_ref::<Interrupt>() {
+                Some(Interrupt::Deadline(_)) => return Some(FaultKind::Deadline),
+                Some(Interrupt::MemoryLimit(_)) => return Some(FaultKind::Memory),
+                _ => {}
+            }
+            if let Some(inner) = e.downcast_ref::<CallError>() {
+                return FaultKind::of_call(inner);
+            }
+            cause = e.source();
+        }
+        Some(FaultKind::Trap)
+    }
+}
+
+/// The guest's stack in a failed call, when the error has one.
+pub fn backtrace(error: &CallError) -> Option<&str> {
+    match error {
+        CallError::Trap { backtrace, .. }
+        | CallError::Aborted { backtrace, .. }
+        | CallError::Escalated { backtrace, .. } => Some(backtrace.as_str()),
+        _ => None,
+    }
+}
+
+/// A counter per fault kind.
+#[derive(Debug, Default)]
+pub struct FaultCounters {
+    counts: [AtomicU64; FaultKind::ALL.len()],
+}
+
+impl FaultCounters {
+    /// Counts one fault.
+    pub fn count(&self, kind: FaultKind) {
+        self.counts[kind.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many faults of `kind` so far.
+    pub fn get(&self, kind: FaultKind) -> u64 {
+        self.counts[kind.index()].load(Ordering::Relaxed)
+    }
+}
+
+/// One fault of one request.
+#[derive(Debug)]
+pub struct Fault<'a> {
+    /// Its kind.
+    pub kind: FaultKind,
+    /// The request's diagnostic id.
+    pub id: &'a str,
+    /// The plugin.
+    pub plugin: &'a str,
+    /// The route that matched.
+    pub route: &'a str,
+    /// What happened, for the log and the text body.
+    pub detail: String,
+    /// The guest's stack, for traps and aborts.
+    pub backtrace: Option<&'a str>,
+}
+
+impl Fault<'_> {
+    /// Logs the fault (one event) and counts it.
+    pub fn record(&self, counters: &FaultCounters) {
+        counters.count(self.kind);
+        tracing::warn!(
+            target: "custody::serve::fault",
+            kind = self.kind.name(),
+            id = self.id,
+            plugin = self.plugin,
+            route = self.route,
+            status = self.kind.status().as_u16(),
+            backtrace = self.backtrace.unwrap_or(""),
+            "{}",
+            self.detail
+        );
+    }
+
+    /// Logs and counts the fault, and answers it: JSON when the request's
+    /// `Accept` names JSON, text otherwise.
+    pub fn respond(&self, counters: &FaultCounters, request: &HeaderMap) -> Response<Body> {
+        self.record(counters);
+        let json = request
+            .get_all(header::ACCEPT)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.contains("application/json") || v.contains("+json"));
+        let (body, content_type) = if json {
+            let value = serde_json::json!({ "error": self.kind.name(), "id": self.id });
+            (value.to_string(), "application/json")
+        } else {
+            (
+                format!("{}: {} (id {})\n", self.kind.name(), self.detail, self.id),
+                "text/plain; charset=utf-8",
+            )
+        };
+        let mut response = Response::new(full(body));
+        *response.status_mut() = self.kind.status();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        if self.kind == FaultKind::Overload {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}

@@ -1,0 +1,67 @@
+//! `custody serve`'s library: an HTTP server whose requests are calls into
+//! unloadable domains. WAGI plugins (WASI commands, unchanged) run in a
+//! fresh domain per request, with the request as CGI 1.1 environment
+//! variables and stdin, and stdout as the response, streamed both ways.
+//! A plugin that traps, hangs, overflows or writes garbage costs one
+//! request its answer (a status per fault kind, docs/SERVER.md), never
+//! the server.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::path::Path;
+//! use custody_serve::{ServerConfig, ServerState, serve};
+//!
+//! let file = Path::new("custody.toml");
+//! let config = ServerConfig::from_file(file)?;
+//! let state = ServerState::load(&config, custody_host::Policy::default(), file)?;
+//! let listener = tokio::net::TcpListener::bind(config.listen).await?;
+//! serve(state, listener, std::future::pending()).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! The custody-ABI interface (`interface = "custody"`, a `handle(request,
+//! response)` export) is the next extension of this crate; until it lands
+//! such a plugin is refused at load, naming why.
+//!
+//! # Module map
+//! Bottom first: a module imports only modules listed above it, and this
+//! file sits on top (`custody-testkit/tests/layering.rs` declares the same
+//! order).
+//!
+//! | module | owns |
+//! | --- | --- |
+//! | `body` | the response body type (a leaf) |
+//! | `route` | routes (`/hello`, `/hello/...`), matching, `_routes` sub-routes |
+//! | `config` | the TOML configuration: keys, defaults, durations, checks |
+//! | `examples` | the bundled example plugins and their configuration |
+//! | `fault` | the fault kinds, their statuses, bodies, log events and counters |
+//! | `wagi` | WAGI's contract: the CGI environment, argv, the response head |
+//! | `plugin` | a plugin and its versions (compiled modules, content id, policy, routes) |
+//! | `exec` | one WAGI request: its domain, pipes, streamed body and outcome |
+//! | `server` | hyper on tokio: state, health, routing, client bounds |
+#![deny(missing_docs)]
+#![deny(unsafe_code)]
+
+mod body;
+mod config;
+mod examples;
+mod exec;
+mod fault;
+mod plugin;
+mod route;
+mod server;
+mod wagi;
+
+pub use body::{Body, full};
+pub use config::{
+    ConfigError, HttpLimits, Instances, Interface, PluginConfig, ServerConfig, parse_duration,
+};
+pub use examples::{ECHO_WAT, HELLO_WAT, example_config};
+pub use exec::{BODY_CHANNEL, CHUNK};
+pub use fault::{Fault, FaultCounters, FaultKind};
+pub use plugin::{Plugin, PluginVersion, content_id};
+pub use route::{Route, RouteMatch, parse_sub_routes};
+pub use server::{HEALTH_PATH, READY_PATH, ServerState, VERSION_HEADER, display_path, serve};
+pub use wagi::{
+    CgiRequest, MAX_HEAD, ResponseHead, SERVER_SOFTWARE, argv, cgi_env, head_end, parse_head,
+};

@@ -1,0 +1,259 @@
+//! A plugin and its loaded versions. A [`PluginVersion`] is everything a
+//! request needs, fixed when it is loaded: the compiled modules, their
+//! content hash (the `custody-plugin-version` header), the interface, the
+//! domains' policy and the routes. A [`Plugin`] holds its current version
+//! behind a lock that is held only to clone or replace an `Arc`, so a
+//! reload (a later part) swaps the version atomically while requests keep
+//! the version they started with.
+
+use std::path::Path;
+use std::sync::{Arc, PoisonError, RwLock};
+
+use custody_host::{Domain, DomainConfig, Host, Manifest, Module, OnMemoryLimit, Policy};
+use custody_wasi::{Stdio, WasiConfig, WasiDomain};
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
+
+use crate::config::{ConfigError, Instances, Interface, PluginConfig};
+use crate::route::{self, Route};
+
+/// The export that makes a module a custody-ABI plugin.
+pub const HANDLE_EXPORT: &str = "handle";
+
+/// One loaded version of a plugin.
+#[derive(Debug)]
+pub struct PluginVersion {
+    /// The content hash, short (12 hex digits of SHA-256 over the module
+    /// bytes, or over the manifest and its modules').
+    pub id: String,
+    /// The modules, in load order, with the names they load under.
+    pub modules: Vec<(String, Module)>,
+    /// The request interface.
+    pub interface: Interface,
+    /// The policy of each request's domain.
+    pub policy: Policy,
+    /// Pre-opens: guest path, host directory.
+    pub preopens: Vec<(String, std::path::PathBuf)>,
+    /// The routes and the export each calls, the plugin's own first.
+    pub routes: Vec<(Route, String)>,
+}
+
+/// A plugin: its configuration, its concurrency limit and its current
+/// version.
+#[derive(Debug)]
+pub struct Plugin {
+    /// The configuration it was loaded from.
+    pub config: PluginConfig,
+    /// `max_concurrency` permits.
+    pub permits: Arc<Semaphore>,
+    current: RwLock<Arc<PluginVersion>>,
+}
+
+impl Plugin {
+    /// Loads the first version of a plugin.
+    ///
+    /// # Errors
+    /// As [`PluginVersion::load`].
+    pub fn load(host: &Host, config: PluginConfig, file: &Path) -> Result<Plugin, ConfigError> {
+        let version = PluginVersion::load(host, &config, file)?;
+        Ok(Plugin {
+            permits: Arc::new(Semaphore::new(config.max_concurrency)),
+            config,
+            current: RwLock::new(Arc::new(version)),
+        })
+    }
+
+    /// The version new requests go to.
+    pub fn current(&self) -> Arc<PluginVersion> {
+        Arc::clone(&self.current.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Makes `version` the one new requests go to; the old one, returned,
+    /// lives on in the requests that hold it.
+    pub fn swap(&self, version: PluginVersion) -> Arc<PluginVersion> {
+        let mut current = self.current.write().unwrap_or_else(PoisonError::into_inner);
+        std::mem::replace(&mut *current, Arc::new(version))
+    }
+}
+
+/// The short content hash of some bytes.
+pub fn content_id(parts: &[&[u8]]) -> String {
+    let mut hash = Sha256::new();
+    for part in parts {
+        hash.update((part.len() as u64).to_le_bytes());
+        hash.update(part);
+    }
+    hash.finalize()[..6]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+impl PluginVersion {
+    /// Compiles a plugin's module (or manifest), checks it against its
+    /// configuration, instantiates it once in a domain (so a module that
+    /// cannot load is refused here, not at its first request), and calls
+    /// `_routes` there if the module exports it.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the plugin: the file cannot be read or
+    /// compiled, the policy is refused, the interface is `custody` (not in
+    /// this build) or `pooled` is asked of a WAGI plugin, the entrypoint
+    /// is not exported, the module does not instantiate, `_routes` fails
+    /// or writes a bad line.
+    pub fn load(
+        host: &Host,
+        config: &PluginConfig,
+        file: &Path,
+    ) -> Result<PluginVersion, ConfigError> {
+        let fail = |message: String| {
+            ConfigError::new(file, format!("plugin {:?}: {message}", config.name))
+        };
+        let read = |path: &Path| {
+            std::fs::read(path).map_err(|e| fail(format!("cannot read {}: {e}", path.display())))
+        };
+        let mut policy = host.policy().clone();
+        // A guest over its memory limit is stopped, not left to trap on a
+        // failed `memory.grow`: the fault is then `memory`, not `trap`.
+        policy.on_memory_limit = OnMemoryLimit::Abort;
+        let mut preopens = Vec::new();
+        let (id, modules) = match (&config.module, &config.manifest) {
+            (Some(path), _) => {
+                let bytes = match config.embedded {
+                    Some(bytes) => bytes.to_vec(),
+                    None => read(path)?,
+                };
+                let module = host
+                    .compile(&bytes)
+                    .map_err(|e| fail(format!("{}: {e}", path.display())))?;
+                (content_id(&[&bytes]), vec![(config.name.clone(), module)])
+            }
+            (None, Some(path)) => {
+                let manifest = Manifest::from_file(path).map_err(|e| fail(e.to_string()))?;
+                let mut parts = vec![read(path)?];
+                for module in manifest.modules() {
+                    parts.push(read(&module.path)?);
+                }
+                let parts: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+                policy = manifest
+                    .domain_policy(&policy)
+                    .map_err(|e| fail(e.to_string()))?;
+                preopens.extend(manifest.preopens().iter().cloned());
+                let modules = host
+                    .compile_manifest(&manifest)
+                    .map_err(|e| fail(e.to_string()))?;
+                (content_id(&parts), modules)
+            }
+            (None, None) => return Err(fail("neither `module` nor `manifest` is set".into())),
+        };
+        if let Some(overrides) = &config.policy {
+            overrides
+                .apply_to(&mut policy)
+                .map_err(|e| fail(format!("policy: {e}")))?;
+        }
+        policy.deadline = Some(config.request_timeout);
+        let exports = |modules: &[(String, Module)], name: &str| {
+            modules
+                .iter()
+                .any(|(_, m)| m.get_export(name).is_some_and(|e| e.func().is_some()))
+        };
+        let interface = config
+            .interface
+            .unwrap_or(if exports(&modules, HANDLE_EXPORT) {
+                Interface::Custody
+            } else {
+                Interface::Wagi
+            });
+        match (interface, config.instances) {
+            (Interface::Custody, _) => {
+                return Err(fail(format!(
+                    "interface \"custody\"{}: the custody-ABI HTTP interface is not implemented in this build; \
+                     a WASI command can run with interface = \"wagi\"",
+                    if config.interface.is_none() {
+                        " (the module exports `handle`)"
+                    } else {
+                        ""
+                    }
+                )));
+            }
+            (Interface::Wagi, Instances::Pooled) => {
+                return Err(fail(
+                    "instances = \"pooled\" with interface = \"wagi\": a WASI command runs its \
+                     entrypoint once per instance, so every request needs a fresh domain \
+                     (use \"per-request\")"
+                        .into(),
+                ));
+            }
+            (Interface::Wagi, Instances::PerRequest) => {}
+        }
+        preopens.extend(
+            config
+                .dirs
+                .iter()
+                .map(|(guest, dir)| (guest.clone(), dir.clone())),
+        );
+        let base = Route::parse(&config.route).map_err(|e| fail(format!("route: {e}")))?;
+        let mut version = PluginVersion {
+            id,
+            modules,
+            interface,
+            policy,
+            preopens,
+            routes: vec![(base.clone(), config.entrypoint.clone())],
+        };
+        let probe = version
+            .domain(
+                host,
+                WasiConfig::new()
+                    .stdout(Stdio::Capture)
+                    .stderr(Stdio::Capture),
+            )
+            .map_err(|e| fail(format!("does not instantiate: {e}")))?;
+        let routes = if exports(&version.modules, "_routes") {
+            let called = probe.call("_routes", &[]);
+            let output = probe.take_stdout();
+            let _ = probe.unload();
+            match called {
+                Ok(_) | Err(custody_host::CallError::Exit(0)) => {}
+                Err(e) => return Err(fail(format!("_routes: {e}"))),
+            }
+            let text = String::from_utf8(output)
+                .map_err(|_| fail("_routes wrote invalid UTF-8".into()))?;
+            route::parse_sub_routes(&base, &text).map_err(fail)?
+        } else {
+            let _ = probe.unload();
+            Vec::new()
+        };
+        version.routes.extend(routes);
+        for (route, export) in &version.routes {
+            if !exports(&version.modules, export) {
+                return Err(fail(format!(
+                    "route {route}: no exported function {export:?}"
+                )));
+            }
+        }
+        Ok(version)
+    }
+
+    /// A fresh domain of this version with `wasi` as its WASI setup, its
+    /// modules loaded (a module that fails to load unloads the domain).
+    ///
+    /// # Errors
+    /// The host's or the load's error, as text.
+    pub fn domain(&self, host: &Host, wasi: WasiConfig) -> Result<Domain, String> {
+        let mut config = DomainConfig::new()
+            .policy(self.policy.clone())
+            .extension(wasi);
+        for (guest, dir) in &self.preopens {
+            config = config.preopen(guest.clone(), dir.clone());
+        }
+        let domain = host.create_domain(config).map_err(|e| e.to_string())?;
+        for (name, module) in &self.modules {
+            if let Err(e) = domain.load(name, module) {
+                let _ = domain.unload();
+                return Err(format!("module {name:?}: {e}"));
+            }
+        }
+        Ok(domain)
+    }
+}

@@ -1,0 +1,247 @@
+//! The bounds on HTTP clients (slowloris, header count, connections),
+//! the health endpoints, and leak-freedom: the fds are back to their
+//! baseline after a burst of requests, faults included.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hyper::{Method, StatusCode};
+
+use crate::support::*;
+
+const HELLO: &str = include_str!("../../plugins/hello.wat");
+
+#[test]
+fn health_and_ready_answer_on_the_plugins_listener() {
+    serial_runtime(async {
+        let toml = "[[plugin]]\nname = \"hello\"\nroute = \"/hello\"\nmodule = \"hello.wat\"\n";
+        let server = TestServer::start(toml, &[("hello.wat", HELLO)]).await;
+        let client = client();
+        assert_eq!(
+            get(&client, &server.url(custody_serve::HEALTH_PATH))
+                .await
+                .status,
+            StatusCode::OK
+        );
+        assert_eq!(
+            get(&client, &server.url(custody_serve::READY_PATH))
+                .await
+                .status,
+            StatusCode::OK
+        );
+        server.state.set_ready(false);
+        assert_eq!(
+            get(&client, &server.url(custody_serve::READY_PATH))
+                .await
+                .status,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            get(&client, &server.url("/nowhere")).await.status,
+            StatusCode::NOT_FOUND
+        );
+        let answer = get(&client, &server.url("/hello")).await;
+        assert_eq!(
+            (answer.status, answer.body.as_str()),
+            (StatusCode::OK, "hello, world\n")
+        );
+    });
+}
+
+/// Reads until the server closes the connection (or `limit` passes);
+/// what it sent.
+fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> (String, Duration) {
+    let started = Instant::now();
+    stream.set_read_timeout(Some(limit)).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("still open after {:?}: {e}", started.elapsed()),
+        }
+    }
+    (
+        String::from_utf8_lossy(&got).into_owned(),
+        started.elapsed(),
+    )
+}
+
+#[test]
+fn a_slow_head_and_an_idle_connection_are_cut_and_bad_heads_refused() {
+    serial_runtime(async {
+        let toml = r#"
+        [limits]
+        header_read_timeout = "300ms"
+        idle_timeout = "300ms"
+        max_headers = 8
+        [[plugin]]
+        name = "hello"
+        route = "/hello"
+        module = "hello.wat"
+    "#;
+        let server = TestServer::start(toml, &[("hello.wat", HELLO)]).await;
+        let addr = server.addr;
+        tokio::task::spawn_blocking(move || {
+            // Slowloris: a head that never ends.
+            let mut stream = TcpStream::connect(addr).unwrap();
+            stream
+                .write_all(b"GET /hello HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                .unwrap();
+            let (_, after) = read_until_closed(&mut stream, Duration::from_secs(5));
+            assert!(after < Duration::from_secs(3), "cut after {after:?}");
+            // Idle after one request: closed too.
+            let mut stream = TcpStream::connect(addr).unwrap();
+            stream
+                .write_all(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            let (got, after) = read_until_closed(&mut stream, Duration::from_secs(5));
+            assert!(
+                got.starts_with("HTTP/1.1 200") && got.contains("hello, world\n"),
+                "{got}"
+            );
+            assert!(after < Duration::from_secs(3), "idle cut after {after:?}");
+            // Too many headers, and a malformed request line.
+            let mut stream = TcpStream::connect(addr).unwrap();
+            let many: String = (0..20).map(|i| format!("X-H{i}: v\r\n")).collect();
+            stream
+                .write_all(format!("GET /hello HTTP/1.1\r\n{many}\r\n").as_bytes())
+                .unwrap();
+            let (got, _) = read_until_closed(&mut stream, Duration::from_secs(5));
+            assert!(got.starts_with("HTTP/1.1 431"), "{got}");
+            let mut stream = TcpStream::connect(addr).unwrap();
+            stream.write_all(b"NOT HTTP AT ALL\r\n\r\n").unwrap();
+            let (got, _) = read_until_closed(&mut stream, Duration::from_secs(5));
+            assert!(got.is_empty() || got.starts_with("HTTP/1.1 400"), "{got}");
+        })
+        .await
+        .unwrap();
+        // The server still serves.
+        assert_eq!(
+            get(&client(), &server.url("/hello")).await.status,
+            StatusCode::OK
+        );
+    });
+}
+
+#[test]
+fn connections_over_max_connections_are_closed() {
+    serial_runtime(async {
+        let toml = "[limits]\nmax_connections = 1\n[[plugin]]\nname = \"hello\"\nroute = \"/hello\"\nmodule = \"hello.wat\"\n";
+        let server = TestServer::start(toml, &[("hello.wat", HELLO)]).await;
+        let addr = server.addr;
+        tokio::task::spawn_blocking(move || {
+            let mut first = TcpStream::connect(addr).unwrap();
+            first
+                .write_all(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+                .unwrap();
+            let mut buf = [0u8; 12];
+            first.read_exact(&mut buf).unwrap();
+            assert_eq!(&buf, b"HTTP/1.1 200");
+            let mut second = TcpStream::connect(addr).unwrap();
+            let _ = second.write_all(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+            let (got, _) = read_until_closed(&mut second, Duration::from_secs(5));
+            assert!(got.is_empty(), "{got}");
+        })
+        .await
+        .unwrap();
+    });
+}
+
+#[test]
+fn fds_are_back_to_the_baseline_after_a_burst_of_requests() {
+    serial_runtime(async {
+        let echo = include_str!("../../plugins/echo.wat");
+        let toml = r#"
+        [[plugin]]
+        name = "echo"
+        route = "/echo/..."
+        module = "echo.wat"
+        [[plugin]]
+        name = "trap"
+        route = "/trap"
+        module = "trap.wat"
+        [[plugin]]
+        name = "spin"
+        route = "/spin"
+        module = "spin.wat"
+        request_timeout = "200ms"
+    "#;
+        let server = TestServer::start(
+            toml,
+            &[
+                ("echo.wat", echo),
+                ("trap.wat", &guest(b"", "unreachable")),
+                ("spin.wat", &guest(b"content-type: text/plain\n\n", SPIN)),
+            ],
+        )
+        .await;
+        // Warm: the first request of each plugin, then the baseline.
+        {
+            let client = client();
+            for path in ["/echo", "/trap", "/spin"] {
+                let request = hyper::Request::get(server.url(path))
+                    .body(http_body_util::Full::new(Bytes::new()))
+                    .unwrap();
+                // The spinning one's body is cut: an error, expected.
+                let response = client.request(request).await.unwrap();
+                let _ = http_body_util::BodyExt::collect(response.into_body()).await;
+            }
+        }
+        settle().await;
+        let baseline = custody_testkit::FdBaseline::now();
+        {
+            let client = client();
+            let mut requests = Vec::new();
+            for i in 0..60 {
+                let (client, url) = (
+                    client.clone(),
+                    server.url(["/echo/x", "/trap", "/spin"][i % 3]),
+                );
+                requests.push(tokio::spawn(async move {
+                    let request = hyper::Request::builder()
+                        .method(Method::POST)
+                        .uri(url)
+                        .body(http_body_util::Full::new(Bytes::from(vec![b'b'; 100_000])))
+                        .unwrap();
+                    // A cut body is an error: either way the request ended.
+                    if let Ok(response) = client.request(request).await {
+                        let _ = http_body_util::BodyExt::collect(response.into_body()).await;
+                    }
+                }));
+            }
+            for request in requests {
+                request.await.unwrap();
+            }
+        }
+        // The client's connections close as it drops; the server's tasks see it.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while custody_testkit::open_fds() != baseline.0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        baseline.assert_back("after 60 requests (echo, trap, deadline)");
+        assert_eq!(
+            server.state.host().domain_count(),
+            0,
+            "every request's domain is unloaded"
+        );
+    });
+}
+
+/// Waits until the fd count stops changing (the warm-up's connections
+/// closing).
+async fn settle() {
+    let mut last = custody_testkit::open_fds();
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = custody_testkit::open_fds();
+        if now == last {
+            return;
+        }
+        last = now;
+    }
+}

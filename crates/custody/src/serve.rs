@@ -1,0 +1,86 @@
+//! `custody serve`: the plugin server (`custody-serve`) on a tokio
+//! runtime. Without `--config` it serves the bundled examples; it prints
+//! one line per route (`GET http://127.0.0.1:8080/hello`) once it
+//! listens, and stops on SIGINT or SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use custody_host::Policy;
+use custody_serve::{ServerConfig, ServerState, display_path, example_config};
+
+use crate::outcome::Failure;
+
+/// `custody serve`'s options.
+#[derive(Args)]
+pub(crate) struct ServeArgs {
+    /// The address to listen on (port 0 picks a free port, printed);
+    /// overrides the configuration's `listen`.
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// The server's configuration (docs/SERVER.md); without it, the
+    /// bundled example plugins.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+/// Serves until a signal; the process's exit status.
+pub(crate) fn serve(args: &ServeArgs) -> Result<u8, Failure> {
+    let (mut config, file) = match &args.config {
+        Some(path) => (ServerConfig::from_file(path), path.clone()),
+        None => (
+            example_config(SocketAddr::from(([127, 0, 0, 1], 8080))),
+            PathBuf::from("<built-in>"),
+        ),
+    };
+    let config = config.as_mut().map_err(|e| Failure::usage(e.to_string()))?;
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    let state = ServerState::load(config, Policy::default(), Path::new(&file))
+        .map_err(|e| Failure::usage(e.to_string()))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::usage(format!("the runtime: {e}")))?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| Failure::usage(format!("cannot listen on {}: {e}", config.listen)))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Failure::usage(e.to_string()))?;
+        for (_, route) in state.routes() {
+            println!("GET http://{addr}{}", display_path(&route));
+        }
+        let shutdown = {
+            let state = std::sync::Arc::clone(&state);
+            async move {
+                signal().await;
+                state.set_ready(false);
+            }
+        };
+        custody_serve::serve(state, listener, shutdown)
+            .await
+            .map_err(|e| Failure::usage(e.to_string()))
+    })?;
+    Ok(0)
+}
+
+/// SIGINT or SIGTERM (draining in-flight requests is a later part of the
+/// server: today accepting stops and the process exits).
+async fn signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

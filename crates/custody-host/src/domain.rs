@@ -501,12 +501,13 @@ impl Domain {
     /// type (custody-wasi reads its capture buffers this way), if the
     /// host's extensions gave it one
     /// ([`ExtensionState::with_shared`](crate::extension::ExtensionState::with_shared)).
-    /// It lives as long as the domain value, unload or not.
-    pub fn extension<S: Any + Send + Sync>(&self) -> Option<&S> {
+    /// The embedder may keep it past the domain (a server answering a
+    /// request after the domain's call ended).
+    pub fn extension<S: Any + Send + Sync>(&self) -> Option<Arc<S>> {
         self.shared
             .shared_extensions
             .iter()
-            .find_map(|shared| shared.downcast_ref::<S>())
+            .find_map(|shared| Arc::clone(shared).downcast::<S>().ok())
     }
 
     /// Aborts the call in flight, if any: running guest code stops at its

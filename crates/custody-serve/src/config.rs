@@ -154,8 +154,8 @@ pub enum Interface {
     /// A WASI command: CGI 1.1 environment, body on stdin, response on
     /// stdout.
     Wagi,
-    /// The custody ABI's `handle(request, response)` export (the `Http`
-    /// functions): not implemented in this build, refused at load.
+    /// The custody ABI's `handle(request, response)` export: the bodies
+    /// are two handles, the heads go through the `custody_http` functions.
     Custody,
 }
 

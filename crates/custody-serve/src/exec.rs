@@ -65,7 +65,7 @@ pub(crate) struct WagiRun {
 }
 
 /// How the guest's call ended.
-enum Outcome {
+pub(crate) enum Outcome {
     /// Returned, or exited with `status`.
     Exited(i32),
     /// Failed with this error.
@@ -107,7 +107,12 @@ fn pipes() -> io::Result<(ServerEnds, GuestEnds)> {
 }
 
 impl WagiRun {
-    fn fault(&self, kind: FaultKind, detail: String, backtrace: Option<&str>) -> Response<Body> {
+    pub(crate) fn fault(
+        &self,
+        kind: FaultKind,
+        detail: String,
+        backtrace: Option<&str>,
+    ) -> Response<Body> {
         Fault {
             kind,
             id: &self.request_id,
@@ -262,7 +267,11 @@ impl WagiRun {
 
     /// The answer when stdout ended without a header block: the call's
     /// outcome decides.
-    async fn without_head(self, call: JoinHandle<Outcome>, written: usize) -> Response<Body> {
+    pub(crate) async fn without_head(
+        self,
+        call: JoinHandle<Outcome>,
+        written: usize,
+    ) -> Response<Body> {
         match call.await {
             Ok(Outcome::Exited(0)) => self.fault(
                 FaultKind::BadResponse,
@@ -285,7 +294,7 @@ impl WagiRun {
 
     /// Streams the rest of stdout into the response body; at the end, a
     /// failed call cuts it.
-    async fn stream_body(
+    pub(crate) async fn stream_body(
         self,
         mut stdout: pipe::Receiver,
         rest: Bytes,
@@ -361,7 +370,7 @@ impl WagiRun {
 /// side registers its domain before the call; an abort asked earlier
 /// makes the call not start.
 #[derive(Clone, Default)]
-struct Abort(Arc<Mutex<AbortState>>);
+pub(crate) struct Abort(Arc<Mutex<AbortState>>);
 
 #[derive(Default)]
 struct AbortState {
@@ -375,14 +384,14 @@ impl Abort {
     }
 
     /// Registers the domain; false if the request was aborted already.
-    fn register(&self, domain: WeakDomain) -> bool {
+    pub(crate) fn register(&self, domain: WeakDomain) -> bool {
         let mut state = self.lock();
         state.domain = Some(domain);
         !state.aborted
     }
 
     /// Aborts the guest's call, now or before it starts.
-    fn abort(&self) {
+    pub(crate) fn abort(&self) {
         let mut state = self.lock();
         state.aborted = true;
         if let Some(domain) = state.domain.as_ref().and_then(WeakDomain::upgrade) {
@@ -392,7 +401,7 @@ impl Abort {
 }
 
 /// Aborts the guest's call when dropped, unless disarmed (`None`).
-struct AbortOnDrop(Option<Abort>);
+pub(crate) struct AbortOnDrop(pub(crate) Option<Abort>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
@@ -408,7 +417,7 @@ impl Drop for AbortOnDrop {
 /// leaves the rest of the body unwanted: it is read and dropped (still
 /// bounded by `max_body`), so the client can finish sending and read the
 /// response on a connection that stays usable.
-async fn feed_stdin(
+pub(crate) async fn feed_stdin(
     mut body: Incoming,
     stdin: pipe::Sender,
     max_body: usize,
@@ -438,7 +447,7 @@ async fn feed_stdin(
 
 /// Logs the guest's stderr a line at a time, tagged with the plugin and
 /// the request.
-async fn log_stderr(stderr: pipe::Receiver, plugin: String, request_id: String) {
+pub(crate) async fn log_stderr(stderr: pipe::Receiver, plugin: String, request_id: String) {
     let mut reader = BufReader::new(stderr.take(u64::MAX));
     let mut line = Vec::new();
     loop {
@@ -492,7 +501,7 @@ async fn read_head(stdout: &mut pipe::Receiver, limit: usize) -> Head {
 }
 
 /// A response body fed through a bounded channel.
-struct ChannelBody(mpsc::Receiver<Result<Frame<Bytes>, io::Error>>);
+pub(crate) struct ChannelBody(pub(crate) mpsc::Receiver<Result<Frame<Bytes>, io::Error>>);
 
 impl hyper::body::Body for ChannelBody {
     type Data = Bytes;

@@ -38,12 +38,14 @@
 //! | `wagi` | WAGI's contract: the CGI environment, argv, the response head |
 //! | `plugin` | a plugin and its versions (compiled modules, content id, policy, routes) |
 //! | `exec` | one WAGI request: its domain, pipes, streamed body and outcome |
+//! | `custody_run` | one custody-ABI request: `handle(request, response)`, the two handles, the head through `custody_http` |
 //! | `server` | hyper on tokio: state, health, routing, client bounds |
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
 mod body;
 mod config;
+mod custody_run;
 mod examples;
 mod exec;
 mod fault;

@@ -97,8 +97,8 @@ impl PluginVersion {
     ///
     /// # Errors
     /// A [`ConfigError`] naming the plugin: the file cannot be read or
-    /// compiled, the policy is refused, the interface is `custody` (not in
-    /// this build) or `pooled` is asked of a WAGI plugin, the entrypoint
+    /// compiled, the policy is refused, `pooled` is asked (not in this
+    /// build), a custody-ABI module exports no `handle`, the entrypoint
     /// is not exported, the module does not instantiate, `_routes` fails
     /// or writes a bad line.
     pub fn load(
@@ -165,16 +165,19 @@ impl PluginVersion {
                 Interface::Wagi
             });
         match (interface, config.instances) {
-            (Interface::Custody, _) => {
-                return Err(fail(format!(
-                    "interface \"custody\"{}: the custody-ABI HTTP interface is not implemented in this build; \
-                     a WASI command can run with interface = \"wagi\"",
-                    if config.interface.is_none() {
-                        " (the module exports `handle`)"
-                    } else {
-                        ""
-                    }
-                )));
+            (Interface::Custody, Instances::Pooled) => {
+                return Err(fail(
+                    "instances = \"pooled\" is not in this build: every request gets a fresh \
+                     domain (use \"per-request\")"
+                        .into(),
+                ));
+            }
+            (Interface::Custody, Instances::PerRequest) => {
+                if !exports(&modules, HANDLE_EXPORT) {
+                    return Err(fail(format!(
+                        "interface \"custody\": the module exports no `{HANDLE_EXPORT}` function"
+                    )));
+                }
             }
             (Interface::Wagi, Instances::Pooled) => {
                 return Err(fail(
@@ -199,7 +202,14 @@ impl PluginVersion {
             interface,
             policy,
             preopens,
-            routes: vec![(base.clone(), config.entrypoint.clone())],
+            // A custody-ABI plugin is always called at `handle`.
+            routes: vec![(
+                base.clone(),
+                match interface {
+                    Interface::Custody => HANDLE_EXPORT.to_string(),
+                    Interface::Wagi => config.entrypoint.clone(),
+                },
+            )],
         };
         let probe = version
             .domain(
@@ -209,7 +219,7 @@ impl PluginVersion {
                     .stderr(Stdio::Capture),
             )
             .map_err(|e| fail(format!("does not instantiate: {e}")))?;
-        let routes = if exports(&version.modules, "_routes") {
+        let routes = if interface == Interface::Wagi && exports(&version.modules, "_routes") {
             let called = probe.call("_routes", &[]);
             let output = probe.take_stdout();
             let _ = probe.unload();

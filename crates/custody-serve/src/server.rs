@@ -26,7 +26,8 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use crate::body::{Body, full};
-use crate::config::{ConfigError, HttpLimits, ServerConfig};
+use crate::config::{ConfigError, HttpLimits, Interface, ServerConfig};
+use crate::custody_run;
 use crate::exec::WagiRun;
 use crate::fault::{Fault, FaultCounters, FaultKind};
 use crate::plugin::{Plugin, PluginVersion};
@@ -78,6 +79,7 @@ impl ServerState {
     ) -> Result<Arc<ServerState>, ConfigError> {
         let host = Host::builder(host_policy)
             .extension(Wasi)
+            .extension(custody_http::Http)
             .build()
             .map_err(|e| ConfigError::new(file, format!("the host: {e}")))?;
         let plugins = (config.plugins.iter())
@@ -181,6 +183,23 @@ fn text(status: StatusCode, body: &'static str) -> Response<Body> {
     response
 }
 
+/// What a custody-ABI plugin reads of the request: the method, the target
+/// as sent, the headers (names lower case, as hyper keeps them).
+fn request_head(parts: &hyper::http::request::Parts) -> custody_http::RequestHead {
+    custody_http::RequestHead {
+        method: parts.method.as_str().to_string(),
+        uri: parts.uri.path_and_query().map_or_else(
+            || parts.uri.path().to_string(),
+            |pq| pq.as_str().to_string(),
+        ),
+        headers: parts
+            .headers
+            .iter()
+            .map(|(name, value)| (name.as_str().to_string(), value.as_bytes().to_vec()))
+            .collect(),
+    }
+}
+
 /// Answers one request.
 async fn handle(
     state: Arc<ServerState>,
@@ -258,7 +277,13 @@ async fn handle(
             counters: Arc::clone(&state.faults),
             headers: request.headers().clone(),
         };
-        run.run(request.into_body(), permit).await
+        match version.interface {
+            Interface::Wagi => run.run(request.into_body(), permit).await,
+            Interface::Custody => {
+                let (parts, body) = request.into_parts();
+                custody_run::run(run, request_head(&parts), body, permit).await
+            }
+        }
     } else {
         fault(
             FaultKind::Overload,

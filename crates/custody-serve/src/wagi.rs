@@ -198,7 +198,7 @@ pub struct ResponseHead {
 
 /// Headers the server makes itself (framing, connection): a plugin's are
 /// dropped, so it cannot break the response's framing.
-const SERVER_OWNED: [&str; 8] = [
+pub(crate) const SERVER_OWNED: [&str; 8] = [
     "content-length",
     "transfer-encoding",
     "connection",

@@ -145,6 +145,7 @@ const SERVE: &[Layer] = &[
     Layer::of("wagi"),
     Layer::of("plugin"),
     Layer::of("exec"),
+    Layer::of("custody_run"),
     Layer::of("server"),
 ];
 

@@ -157,6 +157,6 @@ impl WasiDomain for Domain {
 fn take(domain: &Domain, which: usize) -> Vec<u8> {
     domain
         .extension::<Captures>()
-        .and_then(|captures| captures.0[which].as_ref())
-        .map_or_else(Vec::new, |capture| capture.take())
+        .and_then(|captures| captures.0[which].as_ref().map(|capture| capture.take()))
+        .unwrap_or_default()
 }

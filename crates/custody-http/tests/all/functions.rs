@@ -72,7 +72,7 @@ fn domain(host: &Host) -> Domain {
     domain
 }
 
-fn exchange(domain: &Domain) -> &Exchange {
+fn exchange(domain: &Domain) -> std::sync::Arc<Exchange> {
     domain
         .extension::<Exchange>()
         .expect("every domain of the host has one")

@@ -3,6 +3,7 @@
 //! by itself (deadlines are short, reads have timeouts).
 
 mod config;
+mod custody;
 mod faults;
 mod limits;
 mod support;

@@ -1,0 +1,245 @@
+//! One request to a custody-ABI plugin (`interface = "custody"`), run: a
+//! fresh domain on tokio's blocking pool, never on a reactor thread, whose
+//! `handle(request, response)` export gets two handles of its table, the
+//! request body (the read end of a pipe the server writes the body into as
+//! it arrives) and the response body (the write end of a pipe the server
+//! streams out), and reads the head and shapes its own through
+//! `custody_http` (an [`Exchange`]). The head is committed when the first
+//! body bytes arrive, or when the call ends without any: a status or header
+//! set after that is `E_INVAL` to the guest.
+//!
+//! Both handles are the domain's: whatever the guest did (closed them,
+//! leaked them, trapped, spun to the deadline), they are released when the
+//! domain unloads at the end of the request. Faults end as for WAGI
+//! (`exec`): before the head, a trap 500, the deadline 504, the memory limit
+//! 500, a nonzero return 500; after it, the body is cut.
+
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use bytes::Bytes;
+use custody_handle::Fd;
+use custody_host::{CallError, Domain, Val};
+use custody_http::{Exchange, RequestHead, ResponseHead};
+use custody_wasi::{Stdio, WasiConfig};
+use http_body_util::BodyExt;
+use hyper::body::{Frame, Incoming};
+use hyper::header::{self, HeaderName, HeaderValue};
+use hyper::{Response, StatusCode};
+use tokio::io::AsyncReadExt;
+use tokio::net::unix::pipe;
+use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
+
+use crate::body::{Body, full};
+use crate::exec::{
+    Abort, AbortOnDrop, BODY_CHANNEL, CHUNK, ChannelBody, Outcome, WagiRun, feed_stdin, log_stderr,
+};
+use crate::fault::{self, FaultKind};
+use crate::plugin::HANDLE_EXPORT;
+use crate::wagi::SERVER_OWNED;
+
+/// A non-blocking, close-on-exec pipe: (read end, write end). The guest's
+/// end must not block: the custody ABI waits on it through the domain's
+/// one cancellable wait.
+fn pipe_ends() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    Ok(rustix::pipe::pipe_with(
+        rustix::pipe::PipeFlags::CLOEXEC | rustix::pipe::PipeFlags::NONBLOCK,
+    )?)
+}
+
+/// Runs one request through `handle`: the response, whose body may still
+/// be streaming. `run` says who, where and with which bounds (its `env`,
+/// `argv` and `entrypoint` are not used: the export is `handle`).
+pub(crate) async fn run(
+    run: WagiRun,
+    head: RequestHead,
+    body: Incoming,
+    permit: OwnedSemaphorePermit,
+) -> Response<Body> {
+    let ends = pipe_ends().and_then(|request| Ok((request, pipe_ends()?)));
+    let ((request_r, request_w), (response_r, response_w)) = match ends {
+        Ok(ends) => ends,
+        Err(e) => return run.fault(FaultKind::Internal, format!("pipes: {e}"), None),
+    };
+    let (stderr_r, stderr_w) = match pipe_ends() {
+        Ok(ends) => ends,
+        Err(e) => return run.fault(FaultKind::Internal, format!("pipes: {e}"), None),
+    };
+    let (server_in, server_out, server_err) = match (
+        pipe::Sender::from_owned_fd(request_w),
+        pipe::Receiver::from_owned_fd(response_r),
+        pipe::Receiver::from_owned_fd(stderr_r),
+    ) {
+        (Ok(a), Ok(b), Ok(c)) => (a, b, c),
+        _ => return run.fault(FaultKind::Internal, "pipes: not pollable".into(), None),
+    };
+    let domain = Abort::default();
+    let (exchange_tx, exchange_rx) = oneshot::channel::<Arc<Exchange>>();
+    let call = {
+        let abort = domain.clone();
+        let (host, version) = (Arc::clone(&run.host), Arc::clone(&run.version));
+        // A plugin that also imports WASI logs through stderr.
+        let wasi = WasiConfig::new().stderr(Stdio::File(stderr_w.into()));
+        tokio::task::spawn_blocking(move || {
+            let domain = match version.domain(&host, wasi) {
+                Ok(domain) => domain,
+                Err(e) => return Outcome::NotRun(e),
+            };
+            let outcome = call_handle(&domain, &abort, head, request_r, response_w, exchange_tx);
+            // The two handles are released here, whatever the guest did:
+            // the server's reader sees the end of the response body.
+            let _ = domain.unload();
+            drop(permit);
+            outcome
+        })
+    };
+    let mut on_drop = AbortOnDrop(Some(domain.clone()));
+    let body_too_large = Arc::new(AtomicBool::new(false));
+    tokio::spawn(feed_stdin(
+        body,
+        server_in,
+        run.max_body,
+        Arc::clone(&body_too_large),
+        domain.clone(),
+    ));
+    tokio::spawn(log_stderr(
+        server_err,
+        run.plugin.clone(),
+        run.request_id.clone(),
+    ));
+    let mut response_body = server_out;
+    // The first body bytes, or the end of the body (the call ended).
+    let mut first = vec![0u8; CHUNK];
+    let n = match response_body.read(&mut first).await {
+        Ok(n) => n,
+        Err(e) => {
+            domain.abort();
+            return run.fault(
+                FaultKind::Internal,
+                format!("reading the response: {e}"),
+                None,
+            );
+        }
+    };
+    first.truncate(n);
+    if body_too_large.load(std::sync::atomic::Ordering::Acquire) {
+        domain.abort();
+        return run.fault(
+            FaultKind::Body,
+            format!("the request body is over max_body ({} bytes)", run.max_body),
+            None,
+        );
+    }
+    let Ok(exchange) = exchange_rx.await else {
+        // The domain was never made (its error is the call's outcome).
+        on_drop.0 = None;
+        return run.without_head(call, 0).await;
+    };
+    if n == 0 {
+        // No body: the call's outcome decides, then the head goes.
+        on_drop.0 = None;
+        return match call.await {
+            Ok(Outcome::Exited(0)) => respond(commit(&exchange), full(Bytes::new())),
+            Ok(Outcome::Exited(code)) => run.fault(
+                FaultKind::Exit,
+                format!("handle returned {code} before any response body"),
+                None,
+            ),
+            Ok(Outcome::Failed(e)) => {
+                let kind = FaultKind::of_call(&e).unwrap_or(FaultKind::Trap);
+                run.fault(kind, e.to_string(), fault::backtrace(&e))
+            }
+            Ok(Outcome::NotRun(e)) => run.fault(FaultKind::Internal, e, None),
+            Err(e) => run.fault(FaultKind::Internal, format!("the call's task: {e}"), None),
+        };
+    }
+    let head = commit(&exchange);
+    let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(BODY_CHANNEL);
+    let response = respond(head, ChannelBody(rx).boxed());
+    on_drop.0 = None;
+    let call = tokio::spawn(async move {
+        // `handle`'s result: a nonzero return after the body began is a
+        // failure of the request, like a WAGI exit status.
+        match call.await {
+            Ok(Outcome::Exited(0)) | Err(_) => Outcome::Exited(0),
+            Ok(other) => other,
+        }
+    });
+    tokio::spawn(run.stream_body(response_body, Bytes::from(first), n, tx, call, domain));
+    response
+}
+
+/// In the domain, on the blocking pool: the handles made, the exchange
+/// begun and handed to the server, `handle` called.
+fn call_handle(
+    domain: &Domain,
+    abort: &Abort,
+    head: RequestHead,
+    request: OwnedFd,
+    response: OwnedFd,
+    exchange_tx: oneshot::Sender<Arc<Exchange>>,
+) -> Outcome {
+    let Some(exchange) = domain.extension::<Exchange>() else {
+        return Outcome::NotRun("the host has no custody_http extension".into());
+    };
+    let handles = domain
+        .insert_handle(Fd::from(request))
+        .and_then(|req| Ok((req, domain.insert_handle(Fd::from(response))?)));
+    let (request, response) = match handles {
+        Ok(ids) => ids,
+        Err(e) => return Outcome::NotRun(format!("the request's handles: {e}")),
+    };
+    exchange.begin(head);
+    if exchange_tx.send(Arc::clone(&exchange)).is_err() || !abort.register(domain.downgrade()) {
+        return Outcome::NotRun("the request ended before the call".into());
+    }
+    let args = [
+        Val::I32(request.raw() as i32),
+        Val::I32(response.raw() as i32),
+    ];
+    let outcome = match domain.call(HANDLE_EXPORT, &args) {
+        Ok(results) => match results.first() {
+            Some(Val::I32(code)) => Outcome::Exited(*code),
+            _ => Outcome::Exited(0),
+        },
+        Err(CallError::Exit(status)) => Outcome::Exited(status),
+        Err(e) => Outcome::Failed(e),
+    };
+    // The head is committed (if the server did not yet): nothing changes it
+    // from here on, and the server reads it once the body ends.
+    exchange.commit();
+    outcome
+}
+
+/// Commits the head: from now on the plugin cannot change it (it may still
+/// read the request's).
+fn commit(exchange: &Exchange) -> ResponseHead {
+    exchange.commit().unwrap_or_default()
+}
+
+/// The response the plugin's head describes, with `body`: a header the
+/// server owns (framing, connection) is dropped, so a plugin cannot break
+/// the response's framing.
+fn respond(head: ResponseHead, body: Body) -> Response<Body> {
+    let mut response = Response::new(body);
+    *response.status_mut() = StatusCode::from_u16(head.status).unwrap_or(StatusCode::OK);
+    for (name, value) in head.headers {
+        if SERVER_OWNED.contains(&name.as_str()) {
+            continue;
+        }
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_bytes(&value),
+        ) {
+            response.headers_mut().append(name, value);
+        }
+    }
+    if !response.headers().contains_key(header::CONTENT_TYPE) {
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
+    }
+    response
+}

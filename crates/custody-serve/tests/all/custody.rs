@@ -1,0 +1,201 @@
+//! Plugins on the custody ABI (`interface = "custody"`): `handle(request,
+//! response)` reads the request head and shapes its response head through
+//! `custody_http`, and streams both bodies through its two handles, which
+//! are released whatever the guest did (returned, trapped, spun to the
+//! deadline, leaked them).
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use custody_serve::FaultKind;
+use hyper::{Method, StatusCode};
+
+use crate::support::*;
+
+/// A custody-ABI plugin: `handle` sets 201 and `x-method: METHOD`, writes
+/// "URI\n", then copies the request body; the export `then` runs after.
+fn plugin(then: &str) -> String {
+    format!(
+        r#"(module
+  (import "custody_http" "method" (func $method (param i32 i32 i32) (result i32)))
+  (import "custody_http" "uri" (func $uri (param i32 i32 i32) (result i32)))
+  (import "custody_http" "set_status" (func $set_status (param i32) (result i32)))
+  (import "custody_http" "set_header" (func $set_header (param i32 i32 i32 i32) (result i32)))
+  (import "custody" "read" (func $read (param i32 i32 i32 i32) (result i32)))
+  (import "custody" "write" (func $write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 100) "x-method")
+  (func $write_all (param $h i32) (param $ptr i32) (param $len i32)
+    (block $done (loop $more
+      (br_if $done (i32.eqz (local.get $len)))
+      (br_if $done (call $write (local.get $h) (local.get $ptr) (local.get $len) (i32.const 16)))
+      (local.set $ptr (i32.add (local.get $ptr) (i32.load (i32.const 16))))
+      (local.set $len (i32.sub (local.get $len) (i32.load (i32.const 16))))
+      (br $more))))
+  (func (export "handle") (param $req i32) (param $resp i32) (result i32)
+    (local $n i32)
+    (drop (call $set_status (i32.const 201)))
+    (drop (call $method (i32.const 200) (i32.const 16) (i32.const 20)))
+    (drop (call $set_header (i32.const 100) (i32.const 8) (i32.const 200) (i32.load (i32.const 20))))
+    (drop (call $uri (i32.const 300) (i32.const 200) (i32.const 24)))
+    (i32.store8 (i32.add (i32.const 300) (i32.load (i32.const 24))) (i32.const 10))
+    (call $write_all (local.get $resp) (i32.const 300) (i32.add (i32.load (i32.const 24)) (i32.const 1)))
+    (block $eof (loop $more
+      (br_if $eof (call $read (local.get $req) (i32.const 1024) (i32.const 4096) (i32.const 28)))
+      (local.set $n (i32.load (i32.const 28)))
+      (br_if $eof (i32.eqz (local.get $n)))
+      (call $write_all (local.get $resp) (i32.const 1024) (local.get $n))
+      (br $more)))
+    {then}
+    (i32.const 0))
+)"#
+    )
+}
+
+/// A plugin whose `handle` does only `body` (and returns 0).
+fn bare(body: &str) -> String {
+    format!(
+        r#"(module
+  (import "custody_http" "set_status" (func $set_status (param i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "handle") (param $req i32) (param $resp i32) (result i32)
+    {body}
+    (i32.const 0)))"#
+    )
+}
+
+async fn server() -> TestServer {
+    let mut toml = String::new();
+    let cases = [
+        ("echo", plugin("")),
+        ("trap_after", plugin("unreachable")),
+        ("trap", bare("unreachable")),
+        ("spin", bare(SPIN)),
+        ("empty", bare("(drop (call $set_status (i32.const 204)))")),
+    ];
+    for (name, _) in &cases {
+        toml += &format!(
+            "[[plugin]]\nname = \"{name}\"\nroute = \"/{name}/...\"\nmodule = \"{name}.wat\"\n\
+             interface = \"custody\"\nrequest_timeout = \"300ms\"\n"
+        );
+    }
+    let files: Vec<(String, String)> = cases
+        .iter()
+        .map(|(name, wat)| (format!("{name}.wat"), wat.clone()))
+        .collect();
+    let files: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    TestServer::start(&toml, &files).await
+}
+
+#[test]
+fn handle_reads_the_head_shapes_its_own_and_streams_both_bodies() {
+    serial_runtime(async {
+        let server = server().await;
+        let client = client();
+        let answer = send(
+            &client,
+            Method::POST,
+            &server.url("/echo/x?y=1"),
+            &[],
+            Bytes::from(vec![b'z'; 100_000]),
+        )
+        .await;
+        assert_eq!(answer.status, StatusCode::CREATED);
+        assert_eq!(answer.headers["x-method"], "POST");
+        assert!(answer.headers.contains_key("custody-plugin-version"));
+        let (uri, body) = answer.body.split_once('\n').unwrap();
+        assert_eq!(uri, "/echo/x?y=1");
+        assert_eq!(body.len(), 100_000);
+        assert!(body.bytes().all(|b| b == b'z'));
+        // No body at all: the head goes when handle returns.
+        let answer = get(&client, &server.url("/empty")).await;
+        assert_eq!(answer.status, StatusCode::NO_CONTENT);
+        assert_eq!(answer.body, "");
+    });
+}
+
+#[test]
+fn faults_before_the_body_have_their_status_and_after_it_cut_the_body() {
+    serial_runtime(async {
+        let server = server().await;
+        let client = client();
+        for (path, status, kind) in [
+            ("/trap", StatusCode::INTERNAL_SERVER_ERROR, FaultKind::Trap),
+            ("/spin", StatusCode::GATEWAY_TIMEOUT, FaultKind::Deadline),
+        ] {
+            let before = server.state.faults().get(kind);
+            let answer = get(&client, &server.url(path)).await;
+            assert_eq!(answer.status, status, "{path}: {}", answer.body);
+            assert!(answer.body.contains(kind.name()), "{path}: {}", answer.body);
+            assert_eq!(server.state.faults().get(kind), before + 1, "{path}");
+        }
+        // A trap after the body began: the head stands, the body is cut.
+        let before = server.state.faults().get(FaultKind::Trap);
+        let request = hyper::Request::get(server.url("/trap_after/x"))
+            .body(http_body_util::Full::new(Bytes::new()))
+            .unwrap();
+        let response = client.request(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let body = http_body_util::BodyExt::collect(response.into_body()).await;
+        assert!(body.is_err(), "the cut body is an error to the client");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while server.state.faults().get(FaultKind::Trap) == before && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(server.state.faults().get(FaultKind::Trap), before + 1);
+    });
+}
+
+#[test]
+fn the_request_s_handles_are_released_whatever_the_guest_did() {
+    serial_runtime(async {
+        let server = server().await;
+        {
+            let warm = client();
+            for path in ["/echo/w", "/trap", "/spin", "/trap_after/w", "/empty"] {
+                let request = hyper::Request::get(server.url(path))
+                    .body(http_body_util::Full::new(Bytes::new()))
+                    .unwrap();
+                if let Ok(response) = warm.request(request).await {
+                    let _ = http_body_util::BodyExt::collect(response.into_body()).await;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let baseline = custody_testkit::FdBaseline::now();
+        {
+            let client = client();
+            let mut requests = Vec::new();
+            for i in 0..40 {
+                let (client, url) = (
+                    client.clone(),
+                    server.url(["/echo/x", "/trap", "/spin", "/trap_after/x"][i % 4]),
+                );
+                requests.push(tokio::spawn(async move {
+                    let request = hyper::Request::builder()
+                        .method(Method::POST)
+                        .uri(url)
+                        .body(http_body_util::Full::new(Bytes::from(vec![b'b'; 50_000])))
+                        .unwrap();
+                    if let Ok(response) = client.request(request).await {
+                        let _ = http_body_util::BodyExt::collect(response.into_body()).await;
+                    }
+                }));
+            }
+            for request in requests {
+                request.await.unwrap();
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while custody_testkit::open_fds() != baseline.0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        baseline.assert_back(
+            "after 40 custody-ABI requests (echo, trap, deadline, trap after the body)",
+        );
+        assert_eq!(server.state.host().domain_count(), 0);
+    });
+}

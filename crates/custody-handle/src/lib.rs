@@ -47,12 +47,15 @@
 //! | `critical_handle` | [`CriticalHandle`] |
 //! | `table` | [`HandleTable`], [`TableRef`], the reports and [`TableCounters`]; `table/slot.rs`: the slot word, the slots and every `unsafe` of the table; `table/kinds.rs`: the live slots by resource type |
 //! | `os` | [`Fd`], [`Mapping`], [`Child`] and the system calls behind them |
+//! | `testing` | resource doubles for tests (the `testing` feature): `Counted`, `AnotherKind`, `Inert` |
 //!
 //! # Features
-//! - `testing` (off by default): `diagnostics::capture_for_tests`, for other
-//!   crates' tests (this crate's own tests always have it). It routes
+//! - `testing` (off by default), for other crates' tests (this crate's own
+//!   tests always have it): `diagnostics::capture_for_tests`, which routes
 //!   diagnostics through libtest's output capture instead of writing to
-//!   stderr directly, so passing tests print nothing.
+//!   stderr directly, so passing tests print nothing; and the `testing`
+//!   module's resource doubles (a resource that counts its releases, one
+//!   whose release fails, ...).
 #![deny(missing_docs)]
 // `unsafe` is allowed only in the modules that say so (`#![allow(unsafe_code)]`),
 // each with a SAFETY argument beside every block: a new one is a visible decision.
@@ -69,6 +72,8 @@ mod release;
 mod safe_handle;
 mod sync;
 mod table;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use critical_handle::CriticalHandle;
 pub use error::HandleError;

@@ -10,14 +10,13 @@
 //! CUSTODY_SOAK_SECS=600 cargo test --release -p custody-host --test soak -- --nocapture
 //! ```
 
-use std::io;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use custody_handle::ReleaseHandle;
 use custody_handle::diagnostics::{self, Assistant, Collector};
+use custody_handle::testing::Counted;
 use custody_host::{CallError, Domain, DomainConfig, Host, Policy, Val};
 use custody_testkit::*;
 
@@ -60,29 +59,8 @@ const CHAOS: &str = r#"
 )
 "#;
 
-/// A host-inserted handle that counts its releases; `fail` forces a release
-/// failure (counted too).
-struct Token {
-    releases: Arc<AtomicUsize>,
-    fail: bool,
-}
-
-impl ReleaseHandle for Token {
-    fn is_invalid(&self) -> bool {
-        false
-    }
-    fn release_handle(&self) -> io::Result<()> {
-        self.releases.fetch_add(1, SeqCst);
-        if self.fail {
-            Err(io::Error::from_raw_os_error(5))
-        } else {
-            Ok(())
-        }
-    }
-    fn raw_value(&self) -> u64 {
-        0x70C3
-    }
-}
+/// The raw value of the handles the soak inserts, to find their diagnostics.
+const TOKEN_RAW: u64 = 0x70C3;
 
 #[derive(Default)]
 struct Tally {
@@ -159,7 +137,11 @@ fn chaos_soak() {
                             let releases = Arc::new(AtomicUsize::new(0));
                             let fail = rng.next_u64().is_multiple_of(4);
                             tokens.lock().unwrap().push((Arc::clone(&releases), fail));
-                            let _ = domain.insert_handle(Token { releases, fail });
+                            // A host-inserted handle that counts its
+                            // releases; some are made to fail theirs.
+                            let token = Counted::counting_into(&releases).with_raw(TOKEN_RAW);
+                            let token = if fail { token.failing() } else { token };
+                            let _ = domain.insert_handle(token);
                             continue;
                         }
                         10 => {
@@ -235,7 +217,7 @@ fn chaos_soak() {
     let count = |a: Assistant| seen.iter().filter(|d| d.assistant == a).count();
     let token_failures = seen
         .iter()
-        .filter(|d| d.assistant == Assistant::ReleaseHandleFailed && d.raw_value == Some(0x70C3))
+        .filter(|d| d.assistant == Assistant::ReleaseHandleFailed && d.raw_value == Some(TOKEN_RAW))
         .count();
     let t = |c: &AtomicUsize| c.load(SeqCst);
     println!(

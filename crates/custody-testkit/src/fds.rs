@@ -2,26 +2,10 @@
 //! resource test ends with.
 
 use std::fs;
-use std::sync::{Mutex, MutexGuard};
 
-/// How many fds the process has open now (`/proc/self/fd`).
-pub fn open_fds() -> usize {
-    fs::read_dir("/proc/self/fd")
-        .map(|dir| dir.count())
-        .unwrap_or(0)
-}
-
-/// Whether `raw` is an open fd of this process.
-pub fn fd_is_open(raw: i32) -> bool {
-    fs::symlink_metadata(format!("/proc/self/fd/{raw}")).is_ok()
-}
-
-/// Tests that count fds take this, so no other test in the binary opens or
-/// closes fds meanwhile.
-pub fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
+// The count and the lock live with the resource doubles, so custody-handle's
+// own tests (which cannot depend on this crate) share them.
+pub use custody_handle::testing::{fd_is_open, open_fds, serial, tests_not_beginning_with};
 
 /// The fd count at one moment, to compare with later.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

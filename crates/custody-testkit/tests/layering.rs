@@ -45,6 +45,7 @@ const HANDLE: &[Layer] = &[
             Layer::of("child"),
         ],
     ),
+    Layer::of("testing"),
 ];
 
 /// custody-host, bottom to top. It names no ABI but its own: the others

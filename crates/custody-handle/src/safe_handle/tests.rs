@@ -1,76 +1,19 @@
 //! One test per row of the state table and per consequence in SPEC A2.
 
-use std::io;
-use std::sync::Arc;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst};
-use std::thread::{self, ThreadId};
+use std::sync::atomic::Ordering::SeqCst;
+use std::thread;
 
 use super::state::{REF_ONE, REF_SHIFT};
 use super::*;
 use crate::diagnostics::{Assistant, Collector};
 use crate::sync::Ordering;
+use crate::testing::{Counted, Inert};
 
-/// A resource that counts its releases and remembers the releasing thread.
-#[derive(Default)]
-struct Probe {
-    raw: u64,
-    invalid: bool,
-    fail: bool,
-    releases: Arc<AtomicUsize>,
-    released_on: Mutex<Option<ThreadId>>,
+fn releases(h: &SafeHandle<Counted>) -> usize {
+    h.dangerous_get_handle().releases()
 }
 
-/// Distinct raw values per probe, so diagnostics can be told apart.
-fn next_raw() -> u64 {
-    static NEXT: AtomicU64 = AtomicU64::new(0x5AFE_0000);
-    NEXT.fetch_add(1, SeqCst)
-}
-
-impl Probe {
-    fn new() -> Self {
-        Probe {
-            raw: next_raw(),
-            ..Probe::default()
-        }
-    }
-    fn failing() -> Self {
-        Probe {
-            fail: true,
-            ..Probe::new()
-        }
-    }
-    fn invalid() -> Self {
-        Probe {
-            invalid: true,
-            ..Probe::new()
-        }
-    }
-}
-
-impl ReleaseHandle for Probe {
-    fn is_invalid(&self) -> bool {
-        self.invalid
-    }
-    fn release_handle(&self) -> io::Result<()> {
-        self.releases.fetch_add(1, SeqCst);
-        *self.released_on.lock().unwrap() = Some(thread::current().id());
-        if self.fail {
-            Err(io::Error::from_raw_os_error(libc::EBADF))
-        } else {
-            Ok(())
-        }
-    }
-    fn raw_value(&self) -> u64 {
-        self.raw
-    }
-}
-
-fn releases(h: &SafeHandle<Probe>) -> usize {
-    h.dangerous_get_handle().releases.load(SeqCst)
-}
-
-fn snapshot(h: &SafeHandle<Probe>) -> (usize, bool, bool) {
+fn snapshot(h: &SafeHandle<Counted>) -> (usize, bool, bool) {
     (h.ref_count(), h.is_closed(), h.is_disposed())
 }
 
@@ -78,7 +21,7 @@ fn snapshot(h: &SafeHandle<Probe>) -> (usize, bool, bool) {
 
 #[test]
 fn add_ref_increments_the_count() {
-    let h = SafeHandle::new(Probe::new());
+    let h = SafeHandle::new(Counted::new());
     h.dangerous_add_ref().unwrap();
     assert_eq!(snapshot(&h), (2, false, false));
     let g = h.acquire().unwrap();
@@ -91,7 +34,7 @@ fn add_ref_increments_the_count() {
 
 #[test]
 fn add_ref_on_a_closed_handle_is_closed() {
-    let h = SafeHandle::new(Probe::new());
+    let h = SafeHandle::new(Counted::new());
     h.dispose().unwrap();
     assert!(matches!(h.dangerous_add_ref(), Err(HandleError::Closed)));
     assert!(matches!(h.acquire(), Err(HandleError::Closed)));
@@ -104,7 +47,7 @@ fn add_ref_on_a_closed_handle_is_closed() {
 
 #[test]
 fn add_ref_at_the_maximum_is_an_overflow_not_a_wrap() {
-    let h = SafeHandle::new(Probe::new());
+    let h = SafeHandle::new(Counted::new());
     h.inner
         .state
         .store(MAX_REF_COUNT << REF_SHIFT, Ordering::Relaxed);
@@ -128,7 +71,7 @@ fn add_ref_at_the_maximum_is_an_overflow_not_a_wrap() {
 
 #[test]
 fn release_of_the_last_reference_releases_and_closes() {
-    let h = SafeHandle::new(Probe::new());
+    let h = SafeHandle::new(Counted::new());
     h.dangerous_add_ref().unwrap();
     h.dispose().unwrap();
     assert_eq!(snapshot(&h), (1, false, true));
@@ -140,7 +83,7 @@ fn release_of_the_last_reference_releases_and_closes() {
 
 #[test]
 fn release_with_no_reference_left_is_closed() {
-    let h = SafeHandle::new(Probe::new());
+    let h = SafeHandle::new(Counted::new());
     h.dispose().unwrap();
     assert!(matches!(h.dangerous_release(), Err(HandleError::Closed)));
     assert_eq!(releases(&h), 1, "no second release");
@@ -148,10 +91,14 @@ fn release_with_no_reference_left_is_closed() {
 
 #[test]
 fn guard_drop_releases_its_reference() {
-    let h = SafeHandle::new(Probe::new());
+    let h = SafeHandle::new(Counted::new());
     {
         let g = h.acquire().unwrap();
-        assert_eq!(g.raw, h.raw_value(), "the guard derefs to the resource");
+        assert_eq!(
+            g.raw_value(),
+            h.raw_value(),
+            "the guard derefs to the resource"
+        );
         assert!(g.handle().ptr_eq(&h));
         assert_eq!(h.ref_count(), 2);
     }
@@ -161,7 +108,7 @@ fn guard_drop_releases_its_reference() {
 #[test]
 fn guard_release_returns_the_failure_of_the_release_it_performs() {
     crate::diagnostics::capture_for_tests();
-    let h = SafeHandle::new(Probe::failing());
+    let h = SafeHandle::new(Counted::new().failing());
     let g = h.acquire().unwrap();
     h.dispose().unwrap();
     assert!(matches!(g.release(), Err(HandleError::ReleaseFailed(_))));
@@ -172,7 +119,7 @@ fn guard_release_returns_the_failure_of_the_release_it_performs() {
 
 #[test]
 fn dispose_of_the_only_reference_releases() {
-    let h = SafeHandle::new(Probe::new());
+    let h = SafeHandle::new(Counted::new());
     h.dispose().unwrap();
     assert_eq!(snapshot(&h), (0, true, true));
     assert_eq!(releases(&h), 1);
@@ -180,7 +127,7 @@ fn dispose_of_the_only_reference_releases() {
 
 #[test]
 fn close_is_dispose() {
-    let h = SafeHandle::new(Probe::new());
+    let h = SafeHandle::new(Counted::new());
     h.close().unwrap();
     assert_eq!(snapshot(&h), (0, true, true));
     assert_eq!(releases(&h), 1);
@@ -188,7 +135,7 @@ fn close_is_dispose() {
 
 #[test]
 fn second_and_third_dispose_are_silent_no_ops() {
-    let h = SafeHandle::new(Probe::new());
+    let h = SafeHandle::new(Counted::new());
     h.dangerous_add_ref().unwrap();
     h.dispose().unwrap();
     assert_eq!(snapshot(&h), (1, false, true));
@@ -206,7 +153,7 @@ fn second_and_third_dispose_are_silent_no_ops() {
 
 #[test]
 fn dispose_after_the_creation_reference_was_released_is_closed() {
-    let h = SafeHandle::new(Probe::new());
+    let h = SafeHandle::new(Counted::new());
     h.dangerous_release().unwrap(); // consumes the creation reference
     assert!(matches!(h.dispose(), Err(HandleError::Closed)));
     assert_eq!(releases(&h), 1);
@@ -216,7 +163,7 @@ fn dispose_after_the_creation_reference_was_released_is_closed() {
 
 #[test]
 fn set_handle_as_invalid_closes_without_releasing() {
-    let h = SafeHandle::new(Probe::new());
+    let h = SafeHandle::new(Counted::new());
     h.set_handle_as_invalid();
     assert_eq!(snapshot(&h), (1, true, false));
     assert!(matches!(h.acquire(), Err(HandleError::Closed)));
@@ -227,7 +174,7 @@ fn set_handle_as_invalid_closes_without_releasing() {
 
 #[test]
 fn set_handle_as_invalid_with_references_outstanding_never_releases() {
-    let h = SafeHandle::new(Probe::new());
+    let h = SafeHandle::new(Counted::new());
     let g = h.acquire().unwrap();
     h.set_handle_as_invalid();
     h.dispose().unwrap();
@@ -240,8 +187,8 @@ fn set_handle_as_invalid_with_references_outstanding_never_releases() {
 
 #[test]
 fn dropping_the_last_clone_disposes() {
-    let shared = SafeHandle::new(Probe::new());
-    let counter = Arc::clone(&shared.dangerous_get_handle().releases);
+    let shared = SafeHandle::new(Counted::new());
+    let counter = shared.dangerous_get_handle().counter();
     let clone = shared.clone();
     drop(shared);
     assert_eq!(counter.load(SeqCst), 0, "a clone is still alive");
@@ -251,8 +198,8 @@ fn dropping_the_last_clone_disposes() {
 
 #[test]
 fn dropping_the_last_clone_after_dispose_does_not_release_again() {
-    let h = SafeHandle::new(Probe::new());
-    let counter = Arc::clone(&h.dangerous_get_handle().releases);
+    let h = SafeHandle::new(Counted::new());
+    let counter = h.dangerous_get_handle().counter();
     h.dispose().unwrap();
     drop(h);
     assert_eq!(counter.load(SeqCst), 1);
@@ -262,7 +209,7 @@ fn dropping_the_last_clone_after_dispose_does_not_release_again() {
 fn dropping_the_last_clone_reports_a_failed_release_and_does_not_panic() {
     crate::diagnostics::capture_for_tests();
     let collector = Collector::start();
-    let h = SafeHandle::new(Probe::failing());
+    let h = SafeHandle::new(Counted::new().failing());
     let raw = h.raw_value();
     drop(h);
     let seen = collector.matching(|d| d.raw_value == Some(raw));
@@ -274,7 +221,7 @@ fn dropping_the_last_clone_reports_a_failed_release_and_does_not_panic() {
 fn dropping_the_last_clone_with_add_refs_outstanding_is_reported() {
     crate::diagnostics::capture_for_tests();
     let collector = Collector::start();
-    let h = SafeHandle::new(Probe::new());
+    let h = SafeHandle::new(Counted::new());
     let raw = h.raw_value();
     h.dangerous_add_ref().unwrap();
     h.dangerous_add_ref().unwrap();
@@ -289,7 +236,7 @@ fn dropping_the_last_clone_with_add_refs_outstanding_is_reported() {
 fn dropping_a_disposed_last_clone_with_add_refs_outstanding_is_reported() {
     crate::diagnostics::capture_for_tests();
     let collector = Collector::start();
-    let h = SafeHandle::new(Probe::new());
+    let h = SafeHandle::new(Counted::new());
     let raw = h.raw_value();
     h.dangerous_add_ref().unwrap();
     h.dispose().unwrap();
@@ -303,7 +250,7 @@ fn dropping_a_disposed_last_clone_with_add_refs_outstanding_is_reported() {
 fn a_count_driven_below_zero_is_reported_at_the_last_drop() {
     crate::diagnostics::capture_for_tests();
     let collector = Collector::start();
-    let h = SafeHandle::new(Probe::new());
+    let h = SafeHandle::new(Counted::new());
     let raw = h.raw_value();
     h.dispose().unwrap();
     // What a racing misuse can leave behind: one release too many.
@@ -326,8 +273,8 @@ fn handle_finalized_fires_only_for_a_release_by_drop() {
     let was = crate::diagnostics::is_enabled(Assistant::HandleFinalized);
     crate::diagnostics::set_enabled(Assistant::HandleFinalized, true);
     let collector = Collector::start();
-    let by_drop = SafeHandle::new(Probe::new());
-    let by_dispose = SafeHandle::new(Probe::new());
+    let by_drop = SafeHandle::new(Counted::new());
+    let by_dispose = SafeHandle::new(Counted::new());
     let (a, b) = (by_drop.raw_value(), by_dispose.raw_value());
     drop(by_drop);
     by_dispose.dispose().unwrap();
@@ -346,7 +293,7 @@ fn handle_finalized_fires_only_for_a_release_by_drop() {
 
 #[test]
 fn dispose_with_references_outstanding_defers_the_release_to_the_last_release_on_that_thread() {
-    let h = SafeHandle::new(Probe::new());
+    let h = SafeHandle::new(Counted::new());
     h.dangerous_add_ref().unwrap();
     let worker = {
         let h = h.clone();
@@ -361,16 +308,11 @@ fn dispose_with_references_outstanding_defers_the_release_to_the_last_release_on
     h.dispose().unwrap();
     let worker_id = worker.join().unwrap();
     assert_eq!(releases(&h), 1);
-    let released_on = h
-        .dangerous_get_handle()
-        .released_on
-        .lock()
-        .unwrap()
-        .unwrap();
+    let released_on = h.dangerous_get_handle().released_on().unwrap();
     assert!(released_on == worker_id || released_on == thread::current().id());
 
     // And deterministically: dispose first, then the holder releases.
-    let h = SafeHandle::new(Probe::new());
+    let h = SafeHandle::new(Counted::new());
     let g = h.acquire().unwrap();
     h.dispose().unwrap();
     assert_eq!(releases(&h), 0, "deferred while the guard lives");
@@ -385,7 +327,7 @@ fn dispose_with_references_outstanding_defers_the_release_to_the_last_release_on
     });
     assert_eq!(releases(&h), 1);
     assert_eq!(
-        *h.dangerous_get_handle().released_on.lock().unwrap(),
+        h.dangerous_get_handle().released_on(),
         Some(holder),
         "released on the thread that dropped the last reference"
     );
@@ -393,7 +335,7 @@ fn dispose_with_references_outstanding_defers_the_release_to_the_last_release_on
 
 #[test]
 fn is_closed_is_the_c_flag() {
-    let h = SafeHandle::new(Probe::new());
+    let h = SafeHandle::new(Counted::new());
     assert!(!h.is_closed());
     let g = h.acquire().unwrap();
     h.dispose().unwrap();
@@ -404,31 +346,31 @@ fn is_closed_is_the_c_flag() {
 
 #[test]
 fn the_raw_value_stays_readable_after_close() {
-    let h = SafeHandle::new(Probe::new());
+    let h = SafeHandle::new(Counted::new());
     let raw = h.raw_value();
     h.dispose().unwrap();
     assert_eq!(h.raw_value(), raw);
-    assert_eq!(h.dangerous_get_handle().raw, raw);
+    assert_eq!(h.dangerous_get_handle().raw_value(), raw);
 }
 
 #[test]
 fn an_unowned_handle_never_releases() {
-    let h = SafeHandle::with_ownership(Probe::new(), false);
+    let h = SafeHandle::with_ownership(Counted::new(), false);
     assert!(!h.owns_handle());
     let g = h.acquire().unwrap();
     h.dispose().unwrap();
     drop(g);
     assert!(h.is_closed());
     assert_eq!(releases(&h), 0);
-    let dropped = SafeHandle::with_ownership(Probe::new(), false);
-    let counter = Arc::clone(&dropped.dangerous_get_handle().releases);
+    let dropped = SafeHandle::with_ownership(Counted::new(), false);
+    let counter = dropped.dangerous_get_handle().counter();
     drop(dropped);
     assert_eq!(counter.load(SeqCst), 0);
 }
 
 #[test]
 fn add_ref_on_an_invalid_handle_succeeds_and_release_is_skipped() {
-    let h = SafeHandle::new(Probe::invalid());
+    let h = SafeHandle::new(Counted::new().invalid());
     assert!(h.is_invalid());
     let g = h.acquire().unwrap();
     drop(g);
@@ -439,7 +381,7 @@ fn add_ref_on_an_invalid_handle_succeeds_and_release_is_skipped() {
 
 #[test]
 fn dangerous_release_without_add_ref_consumes_the_creation_reference() {
-    let h = SafeHandle::new(Probe::new());
+    let h = SafeHandle::new(Counted::new());
     h.dangerous_release().unwrap();
     assert_eq!(snapshot(&h), (0, true, false));
     assert_eq!(releases(&h), 1);
@@ -450,7 +392,7 @@ fn a_failed_release_is_returned_reported_counted_and_never_retried() {
     crate::diagnostics::capture_for_tests();
     let collector = Collector::start();
     let before = crate::diagnostics::count(Assistant::ReleaseHandleFailed);
-    let h = SafeHandle::new(Probe::failing());
+    let h = SafeHandle::new(Counted::new().failing());
     let raw = h.raw_value();
     let err = h.dispose().unwrap_err();
     let HandleError::ReleaseFailed(io) = err else {
@@ -465,7 +407,7 @@ fn a_failed_release_is_returned_reported_counted_and_never_retried() {
     assert_eq!(d.assistant, Assistant::ReleaseHandleFailed);
     assert_eq!(d.errno, Some(libc::EBADF));
     assert_eq!(d.raw_hex.as_deref(), Some(&*format!("0x{raw:08X}")));
-    assert!(d.handle_type.as_deref().unwrap().ends_with("Probe"));
+    assert!(d.handle_type.as_deref().unwrap().ends_with("Counted"));
     assert_eq!(d.causes.len(), 4);
     assert!(d.render().contains(&format!("0x{raw:08X}")));
 
@@ -479,7 +421,7 @@ fn a_failed_release_is_returned_reported_counted_and_never_retried() {
 #[test]
 fn the_release_failure_is_returned_by_the_dangerous_release_that_performed_it() {
     crate::diagnostics::capture_for_tests();
-    let h = SafeHandle::new(Probe::failing());
+    let h = SafeHandle::new(Counted::new().failing());
     h.dangerous_add_ref().unwrap();
     h.dispose().unwrap(); // defers
     assert!(matches!(
@@ -491,13 +433,13 @@ fn the_release_failure_is_returned_by_the_dangerous_release_that_performed_it() 
 #[test]
 fn release_runs_at_most_once_across_racing_threads() {
     for _ in 0..200 {
-        let h = SafeHandle::new(Probe::new());
+        let h = SafeHandle::new(Counted::new());
         thread::scope(|s| {
             for i in 0..4 {
                 let h = h.clone();
                 s.spawn(move || {
                     if let Ok(g) = h.acquire() {
-                        assert_eq!(g.releases.load(SeqCst), 0, "used after release");
+                        assert_eq!(g.releases(), 0, "used after release");
                     }
                     if i % 2 == 0 {
                         let _ = h.dispose();
@@ -511,22 +453,9 @@ fn release_runs_at_most_once_across_racing_threads() {
 
 #[test]
 fn debug_shows_the_state() {
-    #[derive(Debug)]
-    struct D;
-    impl ReleaseHandle for D {
-        fn is_invalid(&self) -> bool {
-            false
-        }
-        fn release_handle(&self) -> io::Result<()> {
-            Ok(())
-        }
-        fn raw_value(&self) -> u64 {
-            0
-        }
-    }
-    let h = SafeHandle::new(D);
+    let h = SafeHandle::new(Inert);
     assert_eq!(
         format!("{h:?}"),
-        "SafeHandle { value: D, state: (n=1, C=0, D=0), owns_handle: true }"
+        "SafeHandle { value: Inert, state: (n=1, C=0, D=0), owns_handle: true }"
     );
 }

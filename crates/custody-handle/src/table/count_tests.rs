@@ -3,15 +3,12 @@
 
 use std::sync::atomic::Ordering::SeqCst;
 
-use super::tests::{Other, Probe};
 use super::*;
 use crate::SafeHandle;
+use crate::testing::{Counted, Inert};
 
-fn failing() -> Probe {
-    Probe {
-        fail: true,
-        ..Probe::default()
-    }
+fn failing() -> Counted {
+    Counted::new().failing()
 }
 
 #[test]
@@ -22,14 +19,14 @@ fn a_new_table_counts_nothing() {
 #[test]
 fn inserted_counts_insert_and_insert_handle_but_not_refused_values() {
     let table = HandleTable::with_limit(3);
-    table.insert(Probe::default()).unwrap();
-    let shared = SafeHandle::new(Probe::default());
+    table.insert(Counted::new()).unwrap();
+    let shared = SafeHandle::new(Counted::new());
     table.insert_handle(&shared).unwrap();
     table.insert_handle(&shared).unwrap();
     assert_eq!(table.counters().inserted, 3);
     // Refused by the quota, and refused because closed: not inserted.
-    assert!(table.insert(Probe::default()).is_err());
-    let closed = SafeHandle::new(Probe::default());
+    assert!(table.insert(Counted::new()).is_err());
+    let closed = SafeHandle::new(Counted::new());
     closed.dispose().unwrap();
     assert!(HandleTable::new().insert_handle(&closed).is_err());
     assert!(table.insert_handle(&closed).is_err());
@@ -46,9 +43,9 @@ fn inserted_counts_insert_and_insert_handle_but_not_refused_values() {
 fn closed_counts_closes_released_now_and_deferred_but_not_stale_ones() {
     crate::diagnostics::capture_for_tests();
     let table = HandleTable::new();
-    let now = table.insert(Probe::default()).unwrap();
-    let later = table.insert(Probe::default()).unwrap();
-    let guard = table.get::<Probe>(later).unwrap();
+    let now = table.insert(Counted::new()).unwrap();
+    let later = table.insert(Counted::new()).unwrap();
+    let guard = table.get::<Counted>(later).unwrap();
     assert_eq!(table.close(now).unwrap(), CloseOutcome::Released);
     assert_eq!(table.close(later).unwrap(), CloseOutcome::Deferred);
     assert!(matches!(table.close(now), Err(HandleError::Stale(_))));
@@ -73,13 +70,13 @@ fn drained_counts_every_handle_the_drain_removed() {
     crate::diagnostics::capture_for_tests();
     let table = HandleTable::new();
     for _ in 0..3 {
-        table.insert(Probe::default()).unwrap();
+        table.insert(Counted::new()).unwrap();
     }
-    let closed = table.insert(Probe::default()).unwrap();
+    let closed = table.insert(Counted::new()).unwrap();
     table.close(closed).unwrap();
     table.insert(failing()).unwrap();
-    let pinned = table.insert(Probe::default()).unwrap();
-    let guard = table.get::<Probe>(pinned).unwrap();
+    let pinned = table.insert(Counted::new()).unwrap();
+    let guard = table.get::<Counted>(pinned).unwrap();
     let report = table.drain();
     assert_eq!(
         (report.released, report.failed.len(), report.deferred),
@@ -117,15 +114,10 @@ fn release_failures_count_a_failure_in_close() {
 fn release_failures_count_a_failure_deferred_to_the_last_guard() {
     crate::diagnostics::capture_for_tests();
     let table = HandleTable::new();
-    let (probe, releases) = Probe::counted();
-    let id = table
-        .insert(Probe {
-            fail: true,
-            ..probe
-        })
-        .unwrap();
-    let first = table.get::<Probe>(id).unwrap();
-    let second = table.get::<Probe>(id).unwrap();
+    let (probe, releases) = Counted::with_counter();
+    let id = table.insert(probe.failing()).unwrap();
+    let first = table.get::<Counted>(id).unwrap();
+    let second = table.get::<Counted>(id).unwrap();
     assert_eq!(table.close(id).unwrap(), CloseOutcome::Deferred);
     assert_eq!(table.counters().release_failures, 0, "nothing released yet");
     drop(first);
@@ -174,12 +166,13 @@ fn the_counters_balance_under_concurrent_use() {
             s.spawn(move || {
                 for i in 0..500 {
                     let id = table
-                        .insert(Probe {
-                            fail: (i + t) % 7 == 0,
-                            ..Probe::default()
+                        .insert(if (i + t) % 7 == 0 {
+                            Counted::new().failing()
+                        } else {
+                            Counted::new()
                         })
                         .unwrap();
-                    let guard = table.get::<Probe>(id).unwrap();
+                    let guard = table.get::<Counted>(id).unwrap();
                     if i % 2 == 0 {
                         let _ = table.close(id);
                     }
@@ -207,8 +200,8 @@ fn the_counters_balance_under_concurrent_use() {
 fn count_by_kind_follows_inserts_deferred_closes_the_quota_and_drain() {
     crate::diagnostics::capture_for_tests();
     let (probe, other) = (
-        std::any::type_name::<Probe>(),
-        std::any::type_name::<Other>(),
+        std::any::type_name::<Counted>(),
+        std::any::type_name::<Inert>(),
     );
     let sorted = |mut v: Vec<(&'static str, usize)>| {
         v.sort_unstable();
@@ -216,14 +209,14 @@ fn count_by_kind_follows_inserts_deferred_closes_the_quota_and_drain() {
     };
     let table = HandleTable::with_limit(4);
     assert!(table.count_by_kind().is_empty());
-    let first = table.insert(Probe::default()).unwrap();
-    table.insert(Probe::default()).unwrap();
-    table.insert(Other).unwrap();
-    table.insert(Other).unwrap();
-    assert!(table.insert(Other).is_err(), "past the quota");
+    let first = table.insert(Counted::new()).unwrap();
+    table.insert(Counted::new()).unwrap();
+    table.insert(Inert).unwrap();
+    table.insert(Inert).unwrap();
+    assert!(table.insert(Inert).is_err(), "past the quota");
     assert_eq!(table.count_by_kind(), sorted(vec![(probe, 2), (other, 2)]));
     // A close deferred to a guard counts until the guard drops, as `len`.
-    let guard = table.get::<Probe>(first).unwrap();
+    let guard = table.get::<Counted>(first).unwrap();
     assert_eq!(table.close(first).unwrap(), CloseOutcome::Deferred);
     assert_eq!(table.count_by_kind(), sorted(vec![(probe, 2), (other, 2)]));
     drop(guard);
@@ -256,15 +249,15 @@ fn count_by_kind_is_consistent_under_concurrent_use() {
                 s.spawn(move || {
                     for i in 0..2000 {
                         let id = if (i + t) % 2 == 0 {
-                            table.insert(Probe::default())
+                            table.insert(Counted::new())
                         } else {
-                            table.insert(Other)
+                            table.insert(Inert)
                         };
                         table.close(id.unwrap()).unwrap();
                     }
                     // Each leaves one of each behind.
-                    table.insert(Probe::default()).unwrap();
-                    table.insert(Other).unwrap();
+                    table.insert(Counted::new()).unwrap();
+                    table.insert(Inert).unwrap();
                 })
             })
             .collect();
@@ -275,8 +268,8 @@ fn count_by_kind_is_consistent_under_concurrent_use() {
         assert!(counter.join().unwrap() > 0);
     });
     let (probe, other) = (
-        std::any::type_name::<Probe>(),
-        std::any::type_name::<Other>(),
+        std::any::type_name::<Counted>(),
+        std::any::type_name::<Inert>(),
     );
     let mut expected = vec![(probe, 3), (other, 3)];
     expected.sort_unstable();
@@ -286,11 +279,11 @@ fn count_by_kind_is_consistent_under_concurrent_use() {
 #[test]
 fn insert_all_inserts_every_value_or_none() {
     let table = HandleTable::with_limit(3);
-    let held = table.insert(Probe::default()).unwrap();
-    let (a, a_releases) = Probe::counted();
-    let (b, b_releases) = Probe::counted();
+    let held = table.insert(Counted::new()).unwrap();
+    let (a, a_releases) = Counted::with_counter();
+    let (b, b_releases) = Counted::with_counter();
     assert!(matches!(
-        table.insert_all([a, b, Probe::default()]),
+        table.insert_all([a, b, Counted::new()]),
         Err(HandleError::QuotaExceeded { limit: 3 })
     ));
     assert_eq!(
@@ -301,17 +294,15 @@ fn insert_all_inserts_every_value_or_none() {
     assert_eq!(table.len(), 1, "no slot taken");
     assert_eq!(table.counters().inserted, 1, "nothing counted");
     assert_eq!(table.count_by_kind().len(), 1);
-    let ids = table
-        .insert_all([Probe::default(), Probe::default()])
-        .unwrap();
+    let ids = table.insert_all([Counted::new(), Counted::new()]).unwrap();
     assert_eq!(table.len(), 3);
     assert_eq!(table.counters().inserted, 3);
     assert_ne!(ids[0], ids[1]);
     for id in ids.into_iter().chain([held]) {
-        assert!(table.get::<Probe>(id).is_ok());
+        assert!(table.get::<Counted>(id).is_ok());
     }
     assert!(matches!(
-        table.insert_all([Probe::default()]),
+        table.insert_all([Counted::new()]),
         Err(HandleError::QuotaExceeded { .. })
     ));
 }

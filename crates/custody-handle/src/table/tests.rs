@@ -3,62 +3,14 @@
 //! `count_tests.rs`).
 
 use std::collections::HashSet;
-use std::io;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::Ordering::SeqCst;
 
 use super::slot::{BUCKETS, bucket_len, bucket_of};
 use super::*;
 use crate::SafeHandle;
 use crate::diagnostics::{Assistant, Collector};
 use crate::id::MAX_GENERATION;
-
-/// A resource that counts its releases; `fail` makes the release fail.
-#[derive(Default)]
-pub(super) struct Probe {
-    pub(super) releases: Arc<AtomicUsize>,
-    pub(super) fail: bool,
-}
-
-impl Probe {
-    pub(super) fn counted() -> (Probe, Arc<AtomicUsize>) {
-        let probe = Probe::default();
-        let releases = Arc::clone(&probe.releases);
-        (probe, releases)
-    }
-}
-
-impl ReleaseHandle for Probe {
-    fn is_invalid(&self) -> bool {
-        false
-    }
-    fn release_handle(&self) -> io::Result<()> {
-        self.releases.fetch_add(1, SeqCst);
-        if self.fail {
-            Err(io::Error::from_raw_os_error(libc::EBADF))
-        } else {
-            Ok(())
-        }
-    }
-    fn raw_value(&self) -> u64 {
-        0x7AB1E
-    }
-}
-
-/// Another kind, for `WrongKind`.
-pub(super) struct Other;
-
-impl ReleaseHandle for Other {
-    fn is_invalid(&self) -> bool {
-        false
-    }
-    fn release_handle(&self) -> io::Result<()> {
-        Ok(())
-    }
-    fn raw_value(&self) -> u64 {
-        0
-    }
-}
+use crate::testing::{Counted, Inert};
 
 #[test]
 fn bucket_math_covers_every_slot_once() {
@@ -78,7 +30,7 @@ fn bucket_math_covers_every_slot_once() {
 fn ids_are_never_zero_and_positive_as_i32() {
     let table = HandleTable::new();
     for _ in 0..100 {
-        let id = table.insert(Probe::default()).unwrap();
+        let id = table.insert(Counted::new()).unwrap();
         assert!(!id.is_null());
         assert!(i32::try_from(id.raw()).is_ok());
         assert!((1..=MAX_GENERATION).contains(&id.generation()));
@@ -90,7 +42,7 @@ fn ids_are_never_zero_and_positive_as_i32() {
 fn null_is_its_own_error() {
     let table = HandleTable::new();
     assert!(matches!(
-        table.get::<Probe>(HandleId::NULL),
+        table.get::<Counted>(HandleId::NULL),
         Err(HandleError::Null)
     ));
     assert!(matches!(
@@ -102,21 +54,21 @@ fn null_is_its_own_error() {
 #[test]
 fn lookup_by_the_right_kind_and_the_wrong_one() {
     let table = HandleTable::new();
-    let id = table.insert(Probe::default()).unwrap();
-    assert_eq!(table.get::<Probe>(id).unwrap().id(), id);
-    match table.get::<Other>(id) {
+    let id = table.insert(Counted::new()).unwrap();
+    assert_eq!(table.get::<Counted>(id).unwrap().id(), id);
+    match table.get::<Inert>(id) {
         Err(HandleError::WrongKind {
             id: got,
             expected,
             found,
         }) => {
             assert_eq!(got, id);
-            assert!(expected.ends_with("Other"));
-            assert!(found.ends_with("Probe"));
+            assert!(expected.ends_with("Inert"));
+            assert!(found.ends_with("Counted"));
         }
         other => panic!("expected WrongKind, got {:?}", other.map(|r| r.id())),
     }
-    assert!(table.kind_of(id).unwrap().ends_with("Probe"));
+    assert!(table.kind_of(id).unwrap().ends_with("Counted"));
     // A wrong-kind lookup left no pin behind: close releases at once.
     assert_eq!(table.close(id).unwrap(), CloseOutcome::Released);
 }
@@ -126,11 +78,11 @@ fn close_releases_and_makes_the_id_stale() {
     crate::diagnostics::capture_for_tests();
     let collector = Collector::start();
     let table = HandleTable::new().for_domain(0xD0_0001);
-    let (probe, releases) = Probe::counted();
+    let (probe, releases) = Counted::with_counter();
     let id = table.insert(probe).unwrap();
     assert_eq!(table.close(id).unwrap(), CloseOutcome::Released);
     assert_eq!(releases.load(SeqCst), 1);
-    assert!(matches!(table.get::<Probe>(id), Err(HandleError::Stale(s)) if s == id));
+    assert!(matches!(table.get::<Counted>(id), Err(HandleError::Stale(s)) if s == id));
     assert!(
         matches!(table.close(id), Err(HandleError::Stale(_))),
         "double close is stale"
@@ -152,7 +104,7 @@ fn close_releases_and_makes_the_id_stale() {
 fn forged_ids_are_stale_never_a_panic() {
     crate::diagnostics::capture_for_tests();
     let table = HandleTable::new();
-    let live = table.insert(Probe::default()).unwrap();
+    let live = table.insert(Counted::new()).unwrap();
     assert_eq!(live.raw(), 1 << 20, "slot 0, generation 1");
     for raw in [
         1,
@@ -166,11 +118,11 @@ fn forged_ids_are_stale_never_a_panic() {
         live.raw() + 1,
     ] {
         let id = HandleId::from_raw(raw);
-        let result = table.get::<Probe>(id);
+        let result = table.get::<Counted>(id);
         assert!(matches!(result, Err(HandleError::Stale(_))), "{raw:#x}");
         assert!(matches!(table.close(id), Err(HandleError::Stale(_))));
     }
-    assert!(table.get::<Probe>(live).is_ok());
+    assert!(table.get::<Counted>(live).is_ok());
 }
 
 #[test]
@@ -178,11 +130,11 @@ fn a_slot_never_returns_to_an_old_generation_and_is_retired_when_exhausted() {
     crate::diagnostics::capture_for_tests();
     let table = HandleTable::with_limit(1);
     let mut seen = HashSet::new();
-    let first = table.insert(Probe::default()).unwrap();
+    let first = table.insert(Counted::new()).unwrap();
     table.close(first).unwrap();
     seen.insert(first);
     for _ in 1..MAX_GENERATION {
-        let id = table.insert(Probe::default()).unwrap();
+        let id = table.insert(Counted::new()).unwrap();
         assert_eq!(id.slot(), first.slot(), "the limit of 1 reuses one slot");
         assert!(seen.insert(id), "an id was issued twice: {id}");
         table.close(id).unwrap();
@@ -190,13 +142,13 @@ fn a_slot_never_returns_to_an_old_generation_and_is_retired_when_exhausted() {
     assert_eq!(seen.len(), MAX_GENERATION as usize);
     assert_eq!(table.retired_slots(), 1);
     // The next insert cannot use the retired slot.
-    let next = table.insert(Probe::default()).unwrap();
+    let next = table.insert(Counted::new()).unwrap();
     assert_ne!(next.slot(), first.slot());
     assert_eq!(next.generation(), 1);
     // Every old id is stale, including the last generation of the retired slot.
     for id in &seen {
         assert!(matches!(
-            table.get::<Probe>(*id),
+            table.get::<Counted>(*id),
             Err(HandleError::Stale(_))
         ));
     }
@@ -206,18 +158,18 @@ fn a_slot_never_returns_to_an_old_generation_and_is_retired_when_exhausted() {
 fn a_close_while_pinned_is_deferred_to_the_last_guard() {
     crate::diagnostics::capture_for_tests();
     let table = HandleTable::new();
-    let (probe, releases) = Probe::counted();
+    let (probe, releases) = Counted::with_counter();
     let id = table.insert(probe).unwrap();
-    let guard = table.get::<Probe>(id).unwrap();
-    let second = table.get::<Probe>(id).unwrap();
+    let guard = table.get::<Counted>(id).unwrap();
+    let second = table.get::<Counted>(id).unwrap();
     assert_eq!(table.close(id).unwrap(), CloseOutcome::Deferred);
     assert!(
-        matches!(table.get::<Probe>(id), Err(HandleError::Stale(_))),
+        matches!(table.get::<Counted>(id), Err(HandleError::Stale(_))),
         "stale at once"
     );
     drop(guard);
     assert_eq!(releases.load(SeqCst), 0, "one guard still pins it");
-    assert_eq!(second.releases.load(SeqCst), 0);
+    assert_eq!(second.releases(), 0);
     drop(second);
     assert_eq!(releases.load(SeqCst), 1);
     assert_eq!(table.len(), 0);
@@ -226,11 +178,11 @@ fn a_close_while_pinned_is_deferred_to_the_last_guard() {
 #[test]
 fn a_shared_handle_disposed_by_its_owner_is_closed_but_stays_open_until_removed() {
     let table = HandleTable::new();
-    let (probe, releases) = Probe::counted();
+    let (probe, releases) = Counted::with_counter();
     let handle = SafeHandle::new(probe);
     let id = table.insert_handle(&handle).unwrap();
     handle.dispose().unwrap();
-    assert!(matches!(table.get::<Probe>(id), Err(HandleError::Closed)));
+    assert!(matches!(table.get::<Counted>(id), Err(HandleError::Closed)));
     assert_eq!(
         releases.load(SeqCst),
         0,
@@ -248,18 +200,18 @@ fn a_shared_handle_disposed_by_its_owner_is_closed_but_stays_open_until_removed(
 #[test]
 fn the_quota_is_enforced_and_a_refused_value_is_released() {
     let table = HandleTable::with_limit(2);
-    table.insert(Probe::default()).unwrap();
-    let second = table.insert(Probe::default()).unwrap();
-    let (probe, releases) = Probe::counted();
+    table.insert(Counted::new()).unwrap();
+    let second = table.insert(Counted::new()).unwrap();
+    let (probe, releases) = Counted::with_counter();
     assert!(matches!(
         table.insert(probe),
         Err(HandleError::QuotaExceeded { limit: 2 })
     ));
     assert_eq!(releases.load(SeqCst), 1, "refused, so released, not leaked");
     table.close(second).unwrap();
-    table.insert(Probe::default()).unwrap();
+    table.insert(Counted::new()).unwrap();
     // A refused shared handle is left as it was.
-    let (probe, releases) = Probe::counted();
+    let (probe, releases) = Counted::with_counter();
     let shared = SafeHandle::new(probe);
     assert!(table.insert_handle(&shared).is_err());
     assert_eq!(shared.ref_count(), 1);
@@ -272,20 +224,17 @@ fn drain_reports_released_failed_and_deferred() {
     let table = HandleTable::new();
     let counters: Vec<_> = (0..3)
         .map(|_| {
-            let (probe, releases) = Probe::counted();
+            let (probe, releases) = Counted::with_counter();
             table.insert(probe).unwrap();
             releases
         })
         .collect();
     let failing = table
-        .insert(Probe {
-            fail: true,
-            ..Probe::default()
-        })
+        .insert(Counted::new().failing().with_raw(0x7AB1E))
         .unwrap();
-    let (probe, pinned_releases) = Probe::counted();
+    let (probe, pinned_releases) = Counted::with_counter();
     let pinned = table.insert(probe).unwrap();
-    let guard = table.get::<Probe>(pinned).unwrap();
+    let guard = table.get::<Counted>(pinned).unwrap();
     let report = table.drain();
     assert_eq!(report.released, 3);
     assert_eq!(report.deferred, 1);
@@ -310,7 +259,7 @@ fn dropping_the_table_releases_everything_once() {
         let table = HandleTable::new();
         counters = (0..200)
             .map(|_| {
-                let (probe, releases) = Probe::counted();
+                let (probe, releases) = Counted::with_counter();
                 table.insert(probe).unwrap();
                 releases
             })
@@ -324,12 +273,12 @@ fn live_ids_lists_exactly_the_live_handles() {
     let table = HandleTable::new();
     assert!(table.live_ids().is_empty());
     let ids: Vec<HandleId> = (0..5)
-        .map(|_| table.insert(Probe::default()).unwrap())
+        .map(|_| table.insert(Counted::new()).unwrap())
         .collect();
     table.close(ids[1]).unwrap();
     table.close(ids[3]).unwrap();
     assert_eq!(table.live_ids(), vec![ids[0], ids[2], ids[4]]);
-    let again = table.insert(Probe::default()).unwrap();
+    let again = table.insert(Counted::new()).unwrap();
     let live: HashSet<HandleId> = table.live_ids().into_iter().collect();
     assert!(live.contains(&again) && !live.contains(&ids[1]) && live.len() == 4);
 }

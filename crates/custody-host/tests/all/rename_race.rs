@@ -17,6 +17,7 @@ const READ: i32 = 1;
 
 #[test]
 fn opens_through_dot_dot_succeed_while_renames_race_them() {
+    let _serial = serial();
     let dir = scratch("rename-race");
     fs::create_dir(dir.join("sub")).unwrap();
     fs::write(dir.join("f.txt"), "x").unwrap();

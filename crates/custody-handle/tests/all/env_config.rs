@@ -3,32 +3,19 @@
 //! with the variables set (they are read once per process) and reads what the
 //! child printed on stderr.
 
-use std::io;
 use std::process::Command;
 
+use custody_handle::SafeHandle;
 use custody_handle::diagnostics::{self, Assistant, Diagnostic};
-use custody_handle::{ReleaseHandle, SafeHandle};
-
-struct Failing;
-
-impl ReleaseHandle for Failing {
-    fn is_invalid(&self) -> bool {
-        false
-    }
-    fn release_handle(&self) -> io::Result<()> {
-        Err(io::Error::from_raw_os_error(9))
-    }
-    fn raw_value(&self) -> u64 {
-        0xBEEF
-    }
-}
+use custody_handle::testing::{Counted, serial};
 
 /// The child: one failed release (and one clean handle dropped, for
 /// `handleFinalized`).
 #[test]
 #[ignore = "run by the tests below as a child process"]
 fn child() {
-    let handle = SafeHandle::new(Failing);
+    let _serial = serial();
+    let handle = SafeHandle::new(Counted::new().failing().with_raw(0xBEEF));
     let _ = handle.acquire().map(drop);
     let _ = handle.dispose();
 }
@@ -37,6 +24,7 @@ fn child() {
 #[test]
 #[ignore = "run by the tests below as a child process"]
 fn flood_child() {
+    let _serial = serial();
     for i in 0..10 {
         diagnostics::fire(Assistant::CallAborted, || {
             Diagnostic::new(Assistant::CallAborted, format!("flood {i}"))
@@ -50,10 +38,14 @@ fn run_child(vars: &[(&str, &str)]) -> String {
 }
 
 fn run(child: &str, vars: &[(&str, &str)]) -> String {
+    // The child is a test of this module: its name is the module path
+    // without the crate's (`all::env_config::child` is listed as
+    // `env_config::child`).
+    let module = module_path!().split_once("::").map_or("", |(_, m)| m);
     let mut command = Command::new(std::env::current_exe().unwrap());
     command.args([
         "--exact",
-        child,
+        &format!("{module}::{child}"),
         "--ignored",
         "--nocapture",
         "--test-threads=1",
@@ -74,6 +66,7 @@ fn run(child: &str, vars: &[(&str, &str)]) -> String {
 
 #[test]
 fn the_default_is_a_human_report_on_stderr() {
+    let _serial = serial();
     let stderr = run_child(&[]);
     assert!(stderr.contains("custody: releaseHandleFailed:"), "{stderr}");
     assert!(stderr.contains("0x0000BEEF"), "{stderr}");
@@ -85,6 +78,7 @@ fn the_default_is_a_human_report_on_stderr() {
 
 #[test]
 fn json_format_prints_one_object_per_line_with_the_history() {
+    let _serial = serial();
     let stderr = run_child(&[
         ("CUSTODY_DIAGNOSTICS_FORMAT", "json"),
         ("CUSTODY_TRACE_HANDLES", "1"),
@@ -113,6 +107,7 @@ fn json_format_prints_one_object_per_line_with_the_history() {
 
 #[test]
 fn the_list_enables_and_disables_assistants() {
+    let _serial = serial();
     let none = run_child(&[("CUSTODY_DIAGNOSTICS", "none")]);
     assert!(!none.contains("custody: releaseHandleFailed"), "{none}");
     let minus = run_child(&[("CUSTODY_DIAGNOSTICS", "all,-releaseHandleFailed")]);
@@ -145,6 +140,7 @@ fn flood(vars: &[(&str, &str)]) -> (usize, u64, String) {
 
 #[test]
 fn the_rate_is_a_number_per_second_or_off() {
+    let _serial = serial();
     let (reports, summarized, stderr) = flood(&[("CUSTODY_DIAGNOSTICS_RATE", "2")]);
     // 2 and a summary of 8, unless the child stalled for a second mid-flood.
     assert!(reports < 10, "{stderr}");

@@ -118,7 +118,11 @@ const BROKEN_PIPE: &str = r#"(module
 
 #[test]
 fn a_broken_pipe_is_an_error_for_the_guest_never_a_signal_for_the_host() {
+    let _serial = serial();
     const CHILD: &str = "CUSTODY_TEST_SIGPIPE_CHILD";
+    // The child's exit status when its write failed with EPIPE: not 0, which
+    // libtest also exits with when `--exact` matched no test at all.
+    const CHILD_SAW_EPIPE: i32 = 17;
     if std::env::var_os(CHILD).is_some() {
         // The child: SIGPIPE at its default, as in a host whose main is not
         // Rust's. Creating the host must make the write fail with EPIPE.
@@ -132,15 +136,21 @@ fn a_broken_pipe_is_an_error_for_the_guest_never_a_signal_for_the_host() {
             .unwrap();
         let expected = AbiError::Io.code() * 1000 - 32;
         std::process::exit(if call(&domain, "run", &[]) == expected {
-            0
+            CHILD_SAW_EPIPE
         } else {
             1
         });
     }
+    // The child runs this one test of this binary: its name is the module
+    // path without the crate's (`all::host_process::...` is listed as
+    // `host_process::...`).
+    let module = module_path!().split_once("::").map_or("", |(_, m)| m);
     let status = std::process::Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            "a_broken_pipe_is_an_error_for_the_guest_never_a_signal_for_the_host",
+            &format!(
+                "{module}::a_broken_pipe_is_an_error_for_the_guest_never_a_signal_for_the_host"
+            ),
         ])
         .env(CHILD, "1")
         .stdout(std::process::Stdio::null())
@@ -151,7 +161,7 @@ fn a_broken_pipe_is_an_error_for_the_guest_never_a_signal_for_the_host() {
     assert_eq!(status.signal(), None, "the host died of a signal");
     assert_eq!(
         status.code(),
-        Some(0),
-        "write did not fail with E_IO (EPIPE)"
+        Some(CHILD_SAW_EPIPE),
+        "write did not fail with E_IO (EPIPE), or the child ran no test"
     );
 }

@@ -172,6 +172,7 @@ fn closing_a_stale_id_fires_stale_handle_use_once() {
 
 #[test]
 fn two_preopens_with_one_name_are_refused() {
+    let _serial = serial();
     let host = host();
     let dir = scratch("dup");
     let error = host
@@ -234,6 +235,7 @@ fn tables_count_against_the_memory_cap() {
 
 #[test]
 fn a_module_nested_too_deep_is_refused_before_it_is_compiled() {
+    let _serial = serial();
     let host = host();
     // 100,000 nested blocks: compiling them took a process past 2.8 GiB.
     let depth = 100_000;
@@ -346,6 +348,7 @@ fn libc_o_nonblock() -> i32 {
 
 #[test]
 fn an_unknown_custody_function_is_named_as_such() {
+    let _serial = serial();
     let host = host();
     let module = host
         .compile(br#"(module (import "custody" "format_disk" (func (result i32))))"#)

@@ -1,7 +1,6 @@
 //! The `custody` command line, end to end.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::path::Path;
 use std::process::Command;

@@ -10,6 +10,7 @@ use custody_host::{
     Action, CallError, Category, DomainConfig, GuestCall, Host, HostLock, LoadError, Policy, Val,
     ValType,
 };
+use custody_testkit::serial;
 
 static SHARED_COUNTER: HostLock<i32> = HostLock::new_const(0);
 
@@ -95,6 +96,7 @@ fn call(domain: &custody_host::Domain, name: &str, args: &[i32]) -> Result<i32, 
 
 #[test]
 fn an_abort_while_holding_a_host_lock_recycles_the_domain() {
+    let _serial = serial();
     let host = host(Policy {
         deadline: Some(Duration::from_millis(100)),
         ..Policy::default()
@@ -127,6 +129,7 @@ fn an_abort_while_holding_a_host_lock_recycles_the_domain() {
 
 #[test]
 fn embedder_functions_marshal_handles_and_memory_like_the_abi() {
+    let _serial = serial();
     let host = host(Policy::default());
     let domain = domain(&host);
     assert!(
@@ -147,6 +150,7 @@ fn embedder_functions_marshal_handles_and_memory_like_the_abi() {
 
 #[test]
 fn embedder_functions_carry_categories_checked_at_load() {
+    let _serial = serial();
     let host = host(Policy {
         denied: vec![Category::SharedState],
         ..Policy::default()
@@ -168,6 +172,7 @@ fn embedder_functions_carry_categories_checked_at_load() {
 
 #[test]
 fn the_custody_module_is_reserved() {
+    let _serial = serial();
     let result = Host::builder(Policy::default())
         .func_wrap("custody", "open", &[], |_: &mut GuestCall<'_>, _: i32| {
             Ok(0)

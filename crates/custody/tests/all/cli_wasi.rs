@@ -1,8 +1,7 @@
 //! `custody run` on WASI commands, as wasmtime runs them (SPEC W2): ARGS
 //! are the program's, its stdio is custody's, its exit status is custody's.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::path::PathBuf;
 

@@ -41,6 +41,7 @@ fn stripped(wat: &str) -> Vec<u8> {
 
 #[test]
 fn a_timer_armed_by_an_unnamed_export_is_named_by_the_export() {
+    let _serial = serial();
     let host = host();
     let module = host.compile(&stripped(UNNAMED)).unwrap();
     let domain = host.create_domain(DomainConfig::new()).unwrap();
@@ -59,6 +60,7 @@ fn a_timer_armed_by_an_unnamed_export_is_named_by_the_export() {
 
 #[test]
 fn a_trap_is_its_cause_on_one_line_and_its_stack_goes_to_the_diagnostic() {
+    let _serial = serial();
     let host = host();
     let module = host.compile(&stripped(UNNAMED)).unwrap();
     let domain = host.create_domain(DomainConfig::new()).unwrap();
@@ -85,6 +87,7 @@ fn a_trap_is_its_cause_on_one_line_and_its_stack_goes_to_the_diagnostic() {
 
 #[test]
 fn a_start_function_that_traps_fails_the_load_with_its_cause_and_reports_its_stack() {
+    let _serial = serial();
     let host = host();
     let wat = r#"(module (func $a unreachable) (func $s (call $a)) (start $s))"#;
     let module = host.compile(wat.as_bytes()).unwrap();

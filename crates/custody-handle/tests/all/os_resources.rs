@@ -1,35 +1,21 @@
 //! The OS resources against the real kernel: fds, mappings and child
 //! processes, with leak checks on `/proc/self/fd`.
 //!
-//! Every test takes `FD_LOCK`: they count the process's fds and some close a
-//! raw fd behind a handle's back, which must not race another test's open
+//! Every test takes `serial()`: they count the process's fds and some close
+//! a raw fd behind a handle's back, which must not race another test's open
 //! (the fd number could be reused).
 
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::process::Command;
-use std::sync::{Mutex, MutexGuard};
 
 use custody_handle::diagnostics::{Assistant, Collector};
 use custody_handle::history::{self, EventKind, Mode};
+use custody_handle::testing::{fd_is_open, open_fds, serial};
 use custody_handle::{
     Child, CriticalHandle, Fd, HandleError, HandleTable, Mapping, ReleaseHandle, SafeHandle,
 };
-
-static FD_LOCK: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    FD_LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn open_fds() -> usize {
-    fs::read_dir("/proc/self/fd").unwrap().count()
-}
-
-fn is_open(raw: i32) -> bool {
-    fs::symlink_metadata(format!("/proc/self/fd/{raw}")).is_ok()
-}
 
 fn dev_null() -> File {
     File::open("/dev/null").unwrap()
@@ -43,14 +29,14 @@ fn pipe() -> (OwnedFd, OwnedFd) {
 /// Closes a raw fd directly, as buggy code that copied it out would.
 fn close_behind_the_back(raw: i32) {
     // SAFETY: deliberate misuse under test: the handle still claims the fd;
-    // FD_LOCK keeps any other test from being given this number meanwhile.
+    // `serial()` keeps any other test from being given this number meanwhile.
     drop(unsafe { OwnedFd::from_raw_fd(raw) });
 }
 
 #[test]
 fn a_raw_fd_closed_behind_the_handles_back_fails_its_release_loudly() {
-    custody_handle::diagnostics::capture_for_tests();
     let _serial = serial();
+    custody_handle::diagnostics::capture_for_tests();
     let collector = Collector::start();
     let before = custody_handle::diagnostics::count(Assistant::ReleaseHandleFailed);
     let handle = SafeHandle::<Fd>::from(dev_null());
@@ -80,8 +66,8 @@ fn a_raw_fd_closed_behind_the_handles_back_fails_its_release_loudly() {
 
 #[test]
 fn history_names_the_other_owner_that_released_the_value_first() {
-    custody_handle::diagnostics::capture_for_tests();
     let _serial = serial();
+    custody_handle::diagnostics::capture_for_tests();
     history::set_mode(Mode::On);
     history::clear();
     let collector = Collector::start();
@@ -168,7 +154,10 @@ fn fd_handles_leak_nothing() {
         let b = a.clone();
         let guard = b.acquire().unwrap();
         a.dispose().unwrap();
-        assert!(is_open(guard.as_raw_fd()), "deferred while the guard lives");
+        assert!(
+            fd_is_open(guard.as_raw_fd()),
+            "deferred while the guard lives"
+        );
         drop(guard);
         let (r, w) = pipe();
         let _dropped_not_disposed = SafeHandle::<Fd>::from(r);
@@ -198,26 +187,26 @@ fn an_fd_roundtrips_through_owned_fd() {
 
 #[test]
 fn critical_handle_closes_once_and_reports_failure() {
-    custody_handle::diagnostics::capture_for_tests();
     let _serial = serial();
+    custody_handle::diagnostics::capture_for_tests();
     let baseline = open_fds();
     let handle = CriticalHandle::<Fd>::from(dev_null());
     let raw = handle.raw();
-    assert!(is_open(raw));
+    assert!(fd_is_open(raw));
     handle.close().unwrap();
-    assert!(!is_open(raw));
+    assert!(!fd_is_open(raw));
 
     let dropped = CriticalHandle::<Fd>::from(dev_null());
     let raw = dropped.raw();
     drop(dropped);
-    assert!(!is_open(raw));
+    assert!(!fd_is_open(raw));
 
     let mut given_away = CriticalHandle::<Fd>::from(dev_null());
     let raw = given_away.raw();
     given_away.set_handle_as_invalid();
     assert!(given_away.is_closed());
     drop(given_away);
-    assert!(is_open(raw), "set invalid: not released");
+    assert!(fd_is_open(raw), "set invalid: not released");
     close_behind_the_back(raw);
 
     let broken = CriticalHandle::<Fd>::from(dev_null());

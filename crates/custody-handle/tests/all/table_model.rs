@@ -2,55 +2,31 @@
 //! sequences (proptest), and under real threads racing lookups against
 //! closes and reinserts.
 //!
-//! Both provoke stale-id uses by design, so this binary turns the
-//! `staleHandleUse` assistant off (its own test lives in the unit tests).
+//! Both provoke stale-id uses by design, so they turn the `staleHandleUse`
+//! assistant off, for the whole test binary (its own test lives in the unit
+//! tests; no other test here counts it).
 
 use std::collections::HashSet;
-use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering::SeqCst};
 use std::thread;
 
 use custody_handle::diagnostics::{self, Assistant};
-use custody_handle::{CloseOutcome, HandleError, HandleId, HandleTable, ReleaseHandle};
+use custody_handle::testing::{AnotherKind, Counted, serial};
+use custody_handle::{CloseOutcome, HandleError, HandleId, HandleTable};
 use proptest::prelude::*;
 
-/// Two resource kinds, told apart by the table's typed lookups.
-#[derive(Default)]
-struct KindA {
-    releases: Arc<AtomicUsize>,
-    issued_as: AtomicU32,
-    released: AtomicBool,
-}
-#[derive(Default)]
-struct KindB {
-    releases: Arc<AtomicUsize>,
-}
-
-impl ReleaseHandle for KindA {
-    fn is_invalid(&self) -> bool {
-        false
-    }
-    fn release_handle(&self) -> io::Result<()> {
-        assert!(!self.released.swap(true, SeqCst), "released twice");
-        self.releases.fetch_add(1, SeqCst);
-        Ok(())
-    }
-    fn raw_value(&self) -> u64 {
-        0xA
-    }
-}
-
-impl ReleaseHandle for KindB {
-    fn is_invalid(&self) -> bool {
-        false
-    }
-    fn release_handle(&self) -> io::Result<()> {
-        self.releases.fetch_add(1, SeqCst);
-        Ok(())
-    }
-    fn raw_value(&self) -> u64 {
-        0xB
+/// Two resource kinds, told apart by the table's typed lookups: `Counted`
+/// (kind A) and `AnotherKind` (kind B).
+fn insert(
+    table: &HandleTable,
+    b: bool,
+    releases: &Arc<AtomicUsize>,
+) -> Result<HandleId, HandleError> {
+    if b {
+        table.insert(AnotherKind(Counted::counting_into(releases)))
+    } else {
+        table.insert(Counted::counting_into(releases))
     }
 }
 
@@ -103,9 +79,9 @@ const LIMIT: usize = 6;
 
 fn check_lookup(table: &HandleTable, entry: &Issued, b: bool) {
     let result = if b {
-        table.get::<KindB>(entry.id).map(|_| ())
+        table.get::<AnotherKind>(entry.id).map(|_| ())
     } else {
-        table.get::<KindA>(entry.id).map(|_| ())
+        table.get::<Counted>(entry.id).map(|_| ())
     };
     match (entry.live, entry.b == b, result) {
         (true, true, Ok(())) => {}
@@ -120,6 +96,7 @@ proptest! {
 
     #[test]
     fn the_table_behaves_like_its_model(ops in proptest::collection::vec(op(), 1..120)) {
+        let _serial = serial();
         quiet();
         let table = HandleTable::with_limit(LIMIT);
         let mut issued: Vec<Issued> = Vec::new();
@@ -129,11 +106,7 @@ proptest! {
             match op {
                 Op::Insert { b } => {
                     let releases = Arc::new(AtomicUsize::new(0));
-                    let result = if b {
-                        table.insert(KindB { releases: Arc::clone(&releases) })
-                    } else {
-                        table.insert(KindA { releases: Arc::clone(&releases), ..KindA::default() })
-                    };
+                    let result = insert(&table, b, &releases);
                     match result {
                         Ok(id) => {
                             prop_assert!(live < LIMIT);
@@ -168,9 +141,9 @@ proptest! {
                     let n = issued.len();
                     let entry = &mut issued[pick % n];
                     if entry.live && !entry.b {
-                        let guard = table.get::<KindA>(entry.id).unwrap();
+                        let guard = table.get::<Counted>(entry.id).unwrap();
                         prop_assert_eq!(table.close(entry.id).unwrap(), CloseOutcome::Deferred);
-                        prop_assert!(matches!(table.get::<KindA>(entry.id), Err(HandleError::Stale(_))));
+                        prop_assert!(matches!(table.get::<Counted>(entry.id), Err(HandleError::Stale(_))));
                         prop_assert_eq!(entry.releases.load(SeqCst), 0);
                         drop(guard);
                         prop_assert_eq!(entry.releases.load(SeqCst), 1);
@@ -182,10 +155,10 @@ proptest! {
                     match issued.iter().find(|e| e.id == id) {
                         Some(entry) => check_lookup(&table, entry, entry.b),
                         None if raw == 0 => {
-                            prop_assert!(matches!(table.get::<KindA>(id), Err(HandleError::Null)));
+                            prop_assert!(matches!(table.get::<Counted>(id), Err(HandleError::Null)));
                         }
                         None => {
-                            prop_assert!(matches!(table.get::<KindA>(id), Err(HandleError::Stale(_))));
+                            prop_assert!(matches!(table.get::<Counted>(id), Err(HandleError::Stale(_))));
                             prop_assert!(matches!(table.close(id), Err(HandleError::Stale(_))));
                         }
                     }
@@ -216,6 +189,7 @@ proptest! {
 
 #[test]
 fn lookups_race_closes_and_reinserts_without_ever_reaching_a_recycled_slot() {
+    let _serial = serial();
     quiet();
     const SHARED: usize = 8;
     const ROUNDS: usize = 20_000;
@@ -234,10 +208,13 @@ fn lookups_race_closes_and_reinserts_without_ever_reaching_a_recycled_slot() {
                 while !stop.load(SeqCst) {
                     i = i.wrapping_add(7);
                     let id = HandleId::from_raw(ids[i % SHARED].load(SeqCst));
-                    if let Ok(guard) = table.get::<KindA>(id) {
-                        let issued = guard.issued_as.load(SeqCst);
-                        assert!(issued == 0 || issued == id.raw(), "reached a recycled slot");
-                        assert!(!guard.released.load(SeqCst), "released while pinned");
+                    if let Ok(guard) = table.get::<Counted>(id) {
+                        let issued = guard.tag();
+                        assert!(
+                            issued == 0 || issued == u64::from(id.raw()),
+                            "reached a recycled slot"
+                        );
+                        assert!(!guard.was_released(), "released while pinned");
                         hits.fetch_add(1, SeqCst);
                     }
                 }
@@ -245,16 +222,11 @@ fn lookups_race_closes_and_reinserts_without_ever_reaching_a_recycled_slot() {
         }
         s.spawn(|| {
             for round in 0..ROUNDS {
-                let probe = KindA {
-                    releases: Arc::clone(&releases),
-                    ..KindA::default()
-                };
-                let id = table.insert(probe).unwrap();
+                let id = table.insert(Counted::counting_into(&releases)).unwrap();
                 table
-                    .get::<KindA>(id)
+                    .get::<Counted>(id)
                     .unwrap()
-                    .issued_as
-                    .store(id.raw(), SeqCst);
+                    .set_tag(u64::from(id.raw()));
                 let old = ids[round % SHARED].swap(id.raw(), SeqCst);
                 if old != 0 {
                     table.close(HandleId::from_raw(old)).unwrap();

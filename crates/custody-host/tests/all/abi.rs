@@ -392,8 +392,8 @@ fn dot_dot_is_denied_only_when_it_steps_above_the_preopen() {
 /// one for writing is `E_IO` with EISDIR at once.
 #[test]
 fn a_directory_opens_for_reading_only_and_reads_as_eisdir() {
-    const EISDIR: i32 = 21;
     let _serial = serial();
+    const EISDIR: i32 = 21;
     let dir = scratch("isdir");
     fs::create_dir(dir.join("sub")).unwrap();
     let paths = [(1024, "data/sub"), (1100, "data")];

@@ -4,9 +4,11 @@
 use std::path::Path;
 
 use custody_testkit::layering::module_table;
+use custody_testkit::serial;
 
 #[test]
 fn every_test_the_reliability_table_names_exists() {
+    let _serial = serial();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let doc = std::fs::read_to_string(root.join("docs/RELIABILITY.md")).unwrap();
     let table: Vec<&str> = doc
@@ -21,14 +23,14 @@ fn every_test_the_reliability_table_names_exists() {
         let proved_by = row.rsplit('|').nth(1).unwrap();
         assert!(proved_by.contains('`'), "a row names no test: {row}");
         for name in proved_by.split('`').skip(1).step_by(2) {
-            // `file.rs` (every test in it) or `file.rs::test`, in
-            // crates/custody-host/tests unless a path says otherwise.
+            // `file.rs` (every test in it) or `file.rs::test`, a module of
+            // crates/custody-host/tests/all unless a path says otherwise.
             let (file, test) = name.split_once("::").unwrap_or((name, ""));
             let file = file.split_whitespace().next().unwrap();
             let path = if file.contains('/') {
                 root.join(file)
             } else {
-                root.join("crates/custody-host/tests").join(file)
+                root.join("crates/custody-host/tests/all").join(file)
             };
             let source = std::fs::read_to_string(&path)
                 .unwrap_or_else(|e| panic!("{name}: {}: {e}", path.display()));
@@ -52,6 +54,7 @@ fn repo_file(path: &str) -> String {
 
 #[test]
 fn the_architecture_names_every_module_that_uses_unsafe_and_no_other() {
+    let _serial = serial();
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let (used, _) = custody_testkit::layering::unsafe_modules(&src);
     let mut actual: Vec<String> = used
@@ -83,6 +86,7 @@ fn the_architecture_names_every_module_that_uses_unsafe_and_no_other() {
 
 #[test]
 fn the_crate_docs_and_the_architecture_list_the_modules_in_one_order() {
+    let _serial = serial();
     let architecture = module_table(
         &repo_file("docs/ARCHITECTURE.md"),
         "## custody-host, bottom to top",
@@ -99,6 +103,7 @@ fn the_crate_docs_and_the_architecture_list_the_modules_in_one_order() {
 
 #[test]
 fn custody_handle_docs_and_the_architecture_list_the_modules_in_one_order() {
+    let _serial = serial();
     let architecture = module_table(
         &repo_file("docs/ARCHITECTURE.md"),
         "## custody-handle, bottom to top",

@@ -9,32 +9,11 @@
 //! succeeds" checks run on the other half, and the "released exactly once"
 //! check on all of them.
 
-use std::io;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::thread;
 
-use custody_handle::{HandleError, ReleaseHandle, SafeHandle};
-
-#[derive(Default)]
-struct Probe {
-    releases: AtomicUsize,
-    set_invalid: AtomicBool,
-    /// Random releases without add-ref are done on this handle.
-    misused: bool,
-}
-
-impl ReleaseHandle for Probe {
-    fn is_invalid(&self) -> bool {
-        false
-    }
-    fn release_handle(&self) -> io::Result<()> {
-        self.releases.fetch_add(1, SeqCst);
-        Ok(())
-    }
-    fn raw_value(&self) -> u64 {
-        0x57
-    }
-}
+use custody_handle::testing::{Counted, serial};
+use custody_handle::{HandleError, SafeHandle};
 
 /// xorshift64*: a tiny deterministic generator per thread.
 struct Rng(u64);
@@ -53,24 +32,34 @@ const HANDLES: usize = 4;
 const OPS_PER_THREAD_PER_ROUND: usize = 1_000;
 const ROUNDS: usize = 260; // 4 threads x 1,000 ops x 260 rounds = 1,040,000 ops
 
-fn assert_live(h: &SafeHandle<Probe>) {
-    if h.dangerous_get_handle().misused {
+/// One of the shared handles: the odd ones are `misused` (random releases
+/// without add-ref are done on them); `set_invalid` records that a thread
+/// marked it invalid.
+struct Shared {
+    handle: SafeHandle<Counted>,
+    misused: bool,
+    set_invalid: AtomicBool,
+}
+
+fn assert_live(h: &Shared) {
+    if h.misused {
         // A misuse elsewhere may have consumed this thread's reference.
         return;
     }
     assert_eq!(
-        h.dangerous_get_handle().releases.load(SeqCst),
+        h.handle.dangerous_get_handle().releases(),
         0,
         "released while a reference was held"
     );
 }
 
-fn random_op(h: &SafeHandle<Probe>, rng: &mut Rng, counted: &AtomicUsize) {
+fn random_op(shared: &Shared, rng: &mut Rng, counted: &AtomicUsize) {
+    let h = &shared.handle;
     counted.fetch_add(1, SeqCst);
     match rng.next() % 1000 {
         0..=399 => {
             if let Ok(guard) = h.acquire() {
-                assert_live(h);
+                assert_live(shared);
                 drop(guard);
             }
         }
@@ -78,11 +67,11 @@ fn random_op(h: &SafeHandle<Probe>, rng: &mut Rng, counted: &AtomicUsize) {
             let Ok(()) = h.dangerous_add_ref() else {
                 return;
             };
-            assert_live(h);
+            assert_live(shared);
             let released = h.dangerous_release();
             // On a misused handle a misuse may have consumed this reference
             // already: then no reference is left (`Closed`).
-            if !h.dangerous_get_handle().misused {
+            if !shared.misused {
                 released.unwrap();
             }
         }
@@ -92,10 +81,10 @@ fn random_op(h: &SafeHandle<Probe>, rng: &mut Rng, counted: &AtomicUsize) {
             Err(e) => panic!("dispose: {e}"),
         },
         997 => {
-            h.dangerous_get_handle().set_invalid.store(true, SeqCst);
+            shared.set_invalid.store(true, SeqCst);
             h.set_handle_as_invalid();
         }
-        _ if h.dangerous_get_handle().misused => {
+        _ if shared.misused => {
             // Release without add-ref: consumes the creation reference, as in
             // .NET; fails with Closed once nothing is left.
             let _ = h.dangerous_release();
@@ -106,16 +95,16 @@ fn random_op(h: &SafeHandle<Probe>, rng: &mut Rng, counted: &AtomicUsize) {
 
 #[test]
 fn a_million_random_operations_release_each_handle_exactly_once() {
+    let _serial = serial();
     custody_handle::diagnostics::capture_for_tests();
     let ops = AtomicUsize::new(0);
     let mut total_releases = 0;
     for round in 0..ROUNDS {
-        let handles: Vec<SafeHandle<Probe>> = (0..HANDLES)
-            .map(|i| {
-                SafeHandle::new(Probe {
-                    misused: i % 2 == 1,
-                    ..Probe::default()
-                })
+        let handles: Vec<Shared> = (0..HANDLES)
+            .map(|i| Shared {
+                handle: SafeHandle::new(Counted::new()),
+                misused: i % 2 == 1,
+                set_invalid: AtomicBool::new(false),
             })
             .collect();
         thread::scope(|s| {
@@ -130,12 +119,12 @@ fn a_million_random_operations_release_each_handle_exactly_once() {
                 });
             }
         });
-        for h in handles {
+        for shared in handles {
+            let h = &shared.handle;
             let _ = h.dispose();
-            let probe = h.dangerous_get_handle();
-            let releases = probe.releases.load(SeqCst);
+            let releases = h.dangerous_get_handle().releases();
             assert!(h.is_closed());
-            if probe.set_invalid.load(SeqCst) {
+            if shared.set_invalid.load(SeqCst) {
                 assert!(releases <= 1, "released {releases} times");
             } else {
                 assert_eq!(releases, 1, "released {releases} times");

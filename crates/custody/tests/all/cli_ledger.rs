@@ -3,8 +3,7 @@
 //! way a run ends: `opened = closed_by_guest + closed_by_host +
 //! released_at_recycle + released_at_unload`.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::collections::BTreeMap;
 

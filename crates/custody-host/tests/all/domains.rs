@@ -29,6 +29,7 @@ const APP: &str = r#"
 
 #[test]
 fn modules_in_one_domain_import_each_other() {
+    let _serial = serial();
     let host = host();
     let lib = host.compile(LIB.as_bytes()).unwrap();
     let app = host.compile(APP.as_bytes()).unwrap();
@@ -65,6 +66,7 @@ fn modules_in_one_domain_import_each_other() {
 
 #[test]
 fn domain_ids_are_never_reused() {
+    let _serial = serial();
     let host = host();
     let mut last = 0;
     for _ in 0..20 {
@@ -83,6 +85,7 @@ fn domain_ids_are_never_reused() {
 
 #[test]
 fn calls_into_different_domains_run_in_parallel() {
+    let _serial = serial();
     let host = host();
     let domains: Vec<_> = (0..2)
         .map(|_| driver_domain(&host, DomainConfig::new(), "").0)
@@ -103,6 +106,7 @@ fn calls_into_different_domains_run_in_parallel() {
 
 #[test]
 fn bad_modules_and_bad_calls_are_clear_errors() {
+    let _serial = serial();
     let host = host();
     for bytes in [
         &b"\0asm\x01\0\0\0\xff"[..],
@@ -145,6 +149,7 @@ fn bad_modules_and_bad_calls_are_clear_errors() {
 
 #[test]
 fn an_import_of_a_denied_category_fails_the_load_naming_both() {
+    let _serial = serial();
     let (host, _) = host_with(Policy {
         denied: vec![Category::Synchronization],
         ..Policy::default()
@@ -176,6 +181,7 @@ fn an_import_of_a_denied_category_fails_the_load_naming_both() {
 
 #[test]
 fn an_unloaded_domain_takes_no_calls_and_unloads_once() {
+    let _serial = serial();
     let host = host();
     let (domain, module) = driver_domain(&host, DomainConfig::new(), "");
     domain.unload().unwrap();
@@ -195,6 +201,7 @@ fn an_unloaded_domain_takes_no_calls_and_unloads_once() {
 
 #[test]
 fn a_missing_preopen_directory_is_an_error() {
+    let _serial = serial();
     let host = host();
     let error = host
         .create_domain(DomainConfig::new().preopen("x", "/nonexistent/dir"))
@@ -300,6 +307,7 @@ fn domain_info_counts_handles_by_resource_type() {
 
 #[test]
 fn the_registry_forgets_domains_unloaded_or_dropped() {
+    let _serial = serial();
     let host = host();
     let unloaded = host.create_domain(DomainConfig::new()).unwrap();
     let dropped = host.create_domain(DomainConfig::new()).unwrap();
@@ -314,6 +322,7 @@ fn the_registry_forgets_domains_unloaded_or_dropped() {
 
 #[test]
 fn a_pool_too_large_to_reserve_falls_back_to_on_demand_allocation() {
+    let _serial = serial();
     quiet();
     // 4 million slots of 4 GiB each: more address space than the machine has.
     let host = custody_host::Host::with_log(
@@ -334,6 +343,7 @@ fn a_pool_too_large_to_reserve_falls_back_to_on_demand_allocation() {
 
 #[test]
 fn compiling_the_same_bytes_again_comes_from_the_cache() {
+    let _serial = serial();
     let host = host();
     let first = host.compile(LIB.as_bytes()).unwrap();
     let again = host.compile(LIB.as_bytes()).unwrap();

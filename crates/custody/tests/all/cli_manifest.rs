@@ -1,13 +1,13 @@
 //! `custody run --manifest`: domains from a manifest at the command line.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::path::PathBuf;
 
 /// A fresh directory for one test's manifest and modules.
 fn scratch_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("custody-cli-{tag}-{}", std::process::id()));
+    let dir =
+        std::env::temp_dir().join(format!("custody-cli-manifest-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("lib")).unwrap();
     std::fs::create_dir_all(dir.join("data")).unwrap();

@@ -2,8 +2,7 @@
 //! host address: durations up to the largest `--deadline` clap accepts
 //! saturate, and reference results print by their type.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 const SEVEN: &str = r#"(module (func (export "run") (result i32) i32.const 7))"#;
 

@@ -1,9 +1,9 @@
 //! What the CLI tests share: running the built `custody` and reading its
 //! output.
-#![allow(dead_code)] // each test file uses its own part of it
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 pub fn custody(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_custody"))
@@ -17,8 +17,13 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// Writes `text` to a file `name` in a directory of its own: modules of
+/// this binary run at once and some pick the same names.
 pub fn scratch_module(name: &str, text: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("custody-cli-{}", std::process::id()));
+    static N: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir()
+        .join(format!("custody-cli-{}", std::process::id()))
+        .join(N.fetch_add(1, Ordering::Relaxed).to_string());
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();

@@ -317,6 +317,7 @@ impl custody_host::extension::Extension for Refusing {
 
 #[test]
 fn an_extension_that_cannot_serve_a_domain_keeps_its_error() {
+    let _serial = serial();
     quiet();
     let host = custody_host::Host::builder(custody_host::Policy::default())
         .extension(Refusing)
@@ -339,6 +340,7 @@ fn an_extension_that_cannot_serve_a_domain_keeps_its_error() {
 
 #[test]
 fn a_host_function_defined_twice_is_an_engine_error_naming_it() {
+    let _serial = serial();
     quiet();
     let body =
         |_: &mut custody_host::GuestCall<'_>| -> Result<(), custody_host::AbiError> { Ok(()) };

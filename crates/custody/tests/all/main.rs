@@ -11,5 +11,6 @@ mod cli;
 mod cli_inputs;
 mod cli_ledger;
 mod cli_manifest;
+mod cli_serve;
 mod cli_wasi;
 mod common;

@@ -6,5 +6,6 @@ mod config;
 mod custody;
 mod faults;
 mod limits;
+mod streaming;
 mod support;
 mod wagi;

@@ -1,0 +1,107 @@
+//! Bodies stream both ways: a 1 GiB upload to the bundled WAGI echo
+//! passes through the server (into the guest's stdin, out of its stdout,
+//! back to the client) with the server's memory bounded: the process's
+//! peak RSS grows by far less than the body.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use crate::support::*;
+
+/// The upload: `CHUNKS` frames of `CHUNK` bytes, made as they are sent.
+const CHUNK: usize = 64 << 10;
+const CHUNKS: usize = 16 << 10; // 1 GiB
+/// What the server may keep beyond its baseline while it streams it.
+const RSS_BOUND: u64 = 64 << 20;
+
+/// A request body of `left` chunks, never held whole.
+struct Upload {
+    chunk: Bytes,
+    left: usize,
+}
+
+impl Body for Upload {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if self.left == 0 {
+            return Poll::Ready(None);
+        }
+        self.left -= 1;
+        Poll::Ready(Some(Ok(Frame::data(self.chunk.clone()))))
+    }
+}
+
+/// The process's peak RSS (`VmHWM`), in bytes.
+fn peak_rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    let kb: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kb * 1024
+}
+
+#[test]
+fn a_1_gib_upload_streams_through_the_echo_with_the_server_s_memory_bounded() {
+    serial_runtime(async {
+        let echo = include_str!("../../plugins/echo.wat");
+        let toml = r#"
+        [[plugin]]
+        name = "echo"
+        route = "/echo"
+        module = "echo.wat"
+        max_body = "2GiB"
+        max_response = "2GiB"
+        request_timeout = "600s"
+        "#;
+        let server = TestServer::start(toml, &[("echo.wat", echo)]).await;
+        let client = Client::builder(TokioExecutor::new()).build_http::<Upload>();
+        // Resets the peak to the RSS now (Linux: clear_refs 5).
+        std::fs::write("/proc/self/clear_refs", "5").unwrap();
+        let before = peak_rss();
+        let request = hyper::Request::post(server.url("/echo"))
+            .body(Upload {
+                chunk: Bytes::from(vec![b'u'; CHUNK]),
+                left: CHUNKS,
+            })
+            .unwrap();
+        let response = client.request(request).await.unwrap();
+        assert_eq!(response.status(), hyper::StatusCode::OK);
+        let mut body = response.into_body();
+        let (mut received, mut past_head) = (0u64, false);
+        while let Some(frame) = body.frame().await {
+            let data = frame.unwrap().into_data().unwrap_or_default();
+            if past_head {
+                received += data.len() as u64;
+            } else if let Some(at) = find(&data, b"--- body ---\n") {
+                past_head = true;
+                received += (data.len() - at - 13) as u64;
+            }
+        }
+        let grown = peak_rss().saturating_sub(before);
+        assert_eq!(
+            received,
+            (CHUNK * CHUNKS) as u64,
+            "the whole body came back"
+        );
+        assert!(
+            grown < RSS_BOUND,
+            "peak RSS grew by {} MiB streaming 1 GiB (bound {} MiB)",
+            grown >> 20,
+            RSS_BOUND >> 20
+        );
+    });
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}

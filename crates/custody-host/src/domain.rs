@@ -23,7 +23,7 @@
 //! is drained (OS handles last), then the state becomes final.
 //!
 //! The submodules, lowest first (as docs/ARCHITECTURE.md lists them):
-//! [`state`] (the state word), [`invoke`] (running one export, classifying
+//! [`state`] (the state word), [`guest_run`] (running guest code: one export, classifying
 //! its failure), [`link`] (instantiation: each import bound to a module of
 //! the domain or a host function), [`resolve`] (the resolution order:
 //! loading on demand what the domain's resolver or a host library
@@ -34,7 +34,7 @@
 //! they escalate).
 
 pub(crate) mod call;
-pub(crate) mod invoke;
+pub(crate) mod guest_run;
 pub(crate) mod link;
 pub(crate) mod recycle;
 pub(crate) mod refs;

@@ -85,7 +85,7 @@ const HOST: &[Layer] = &[
         "domain",
         &[
             Layer::of("state"),
-            Layer::of("invoke"),
+            Layer::of("guest_run"),
             Layer::of("link"),
             Layer::of("resolve"),
             Layer::of("roots"),

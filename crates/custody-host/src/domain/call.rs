@@ -1,12 +1,12 @@
 //! Calls into a domain: the export looked up and run (through
-//! [`invoke`](super::invoke)), and a failure inside a critical region
+//! [`guest_run`](super::guest_run)), and a failure inside a critical region
 //! escalated by the policy.
 
 use std::sync::Arc;
 
 use wasmtime::Val;
 
-use super::invoke::{call_func, report_aborted};
+use super::guest_run::{call_func, report_aborted};
 use super::state::{Admit, Next};
 use super::unload::{self, Ending};
 use super::{Domain, DomainShared, Loaded, StoreGuard, recycle};

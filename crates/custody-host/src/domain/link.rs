@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use custody_handle::HandleId;
 use wasmtime::{ExternType, Instance, Module};
 
-use super::invoke::report_aborted;
+use super::guest_run::report_aborted;
 use super::{DomainShared, Loaded};
 use crate::boundary::{atomic_wait, stack};
 use crate::compile::atomic_wait::{MODULE as REWRITTEN_WAITS, WaitImport};
@@ -31,7 +31,7 @@ pub(crate) fn instantiate(
 ) -> Result<Instance, LoadError> {
     let policy = &shared.policy;
     // The start function is guest code: the same stack rule as a call.
-    super::invoke::check_host_stack(policy.stack_limit).map_err(|message| {
+    super::guest_run::check_host_stack(policy.stack_limit).map_err(|message| {
         LoadError::Instantiate {
             module: name.to_string(),
             message,
@@ -110,13 +110,12 @@ fn initialize(
         return Ok(instance);
     };
     let ty = func.ty(&loaded.store);
-    super::invoke::call_func(&mut loaded.store, "_initialize", func, &ty, &[], deadline).map_err(
-        |error| LoadError::Instantiate {
+    super::guest_run::call_func(&mut loaded.store, "_initialize", func, &ty, &[], deadline)
+        .map_err(|error| LoadError::Instantiate {
             module: name.to_string(),
             message: error.to_string(),
             source: Some(Box::new(error)),
-        },
-    )?;
+        })?;
     Ok(instance)
 }
 

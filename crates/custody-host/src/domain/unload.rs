@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use custody_handle::diagnostics::{self, Assistant, Diagnostic};
 use wasmtime::Func;
 
-use super::invoke::{call_func, report_aborted};
+use super::guest_run::{call_func, report_aborted};
 use super::report::{Forced, HookOutcome, ModuleHook, UnloadReport};
 use super::roots::Root;
 use super::state::Next;

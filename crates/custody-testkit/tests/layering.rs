@@ -143,9 +143,13 @@ const SERVE: &[Layer] = &[
     Layer::of("examples"),
     Layer::of("fault"),
     Layer::of("wagi"),
+    Layer::of("drain"),
     Layer::of("plugin"),
     Layer::of("exec"),
     Layer::of("server"),
+    Layer::of("reload"),
+    Layer::of("watch"),
+    Layer::of("shutdown"),
 ];
 
 /// custody-testkit, bottom to top.

@@ -5,5 +5,6 @@
 mod config;
 mod faults;
 mod limits;
+mod reload;
 mod support;
 mod wagi;

@@ -84,17 +84,13 @@ pub async fn serve_with_signals(
         let state = Arc::clone(&state);
         let force_rx = force_rx.clone();
         async move {
-            loop {
-                match signals.recv().await {
-                    Some(Signal::Reload) => {
-                        let state = Arc::clone(&state);
-                        tokio::spawn(async move {
-                            tracing::info!(target: "custody::serve", "SIGHUP: reloading every plugin");
-                            state.reload_all().await;
-                        });
-                    }
-                    Some(Signal::Stop) | None => break,
-                }
+            // Until the first stop (a closed channel is one).
+            while let Some(Signal::Reload) = signals.recv().await {
+                let state = Arc::clone(&state);
+                tokio::spawn(async move {
+                    tracing::info!(target: "custody::serve", "SIGHUP: reloading every plugin");
+                    state.reload_all().await;
+                });
             }
             state.set_ready(false);
             tracing::info!(

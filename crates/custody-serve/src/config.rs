@@ -229,7 +229,7 @@ pub struct PluginConfig {
     /// the body cut once the head is sent.
     #[serde(default = "defaults::max_response", deserialize_with = "size")]
     pub max_response: usize,
-    /// Reload on change (a later part of the server: refused for now).
+    /// Reload when the module (or the manifest, or its modules) changes.
     #[serde(default)]
     pub watch: bool,
     /// Part C policy keys over the server's host policy.
@@ -301,7 +301,7 @@ impl ServerConfig {
     /// A [`ConfigError`] for TOML that does not parse or keys that do not
     /// check: a plugin without a name, route, or exactly one of `module`
     /// and `manifest`; a duplicate name; a route that is not a path;
-    /// `max_concurrency = 0`; `watch = true` (not in this build).
+    /// `max_concurrency = 0`.
     pub fn from_toml(text: &str, file: &Path, base: &Path) -> Result<ServerConfig, ConfigError> {
         let mut config: ServerConfig = toml::from_str(text).map_err(|e| {
             let line = e
@@ -340,11 +340,6 @@ impl ServerConfig {
                 .map_err(|e| fail(format!("{at}: route: {e}")))?;
             if plugin.max_concurrency == 0 {
                 return Err(fail(format!("{at}: max_concurrency must be at least 1")));
-            }
-            if plugin.watch {
-                return Err(fail(format!(
-                    "{at}: watch = true: reloading is not implemented in this build"
-                )));
             }
             if plugin.instances == Instances::PerRequest
                 && (plugin.pool.is_some() || plugin.recycle_after.is_some())

@@ -75,6 +75,12 @@ pub(crate) async fn run(
         _ => return run.fault(FaultKind::Internal, "pipes: not pollable".into(), None),
     };
     let domain = Abort::default();
+    // In the version's registry until the domain is unloaded: a drain
+    // forced past `drain_timeout` (a reload, a shutdown) stops it.
+    let in_flight = run.version.in_flight.enter({
+        let abort = domain.clone();
+        move || abort.abort()
+    });
     let (exchange_tx, exchange_rx) = oneshot::channel::<Arc<Exchange>>();
     let call = {
         let abort = domain.clone();
@@ -91,6 +97,7 @@ pub(crate) async fn run(
             // the server's reader sees the end of the response body.
             let _ = domain.unload();
             drop(permit);
+            drop(in_flight);
             outcome
         })
     };

@@ -154,6 +154,12 @@ impl WagiRun {
             .iter()
             .fold(wasi, |w, (k, v)| w.env(k.clone(), v.clone()));
         let domain = Abort::default();
+        // In the version's registry until the domain is unloaded: a drain
+        // forced past `drain_timeout` stops the guest through it.
+        let in_flight = self.version.in_flight.enter({
+            let abort = domain.clone();
+            move || abort.abort()
+        });
         let call = {
             let abort = domain.clone();
             let (host, version, entrypoint) = (
@@ -179,6 +185,7 @@ impl WagiRun {
                 // readers see the end of stdout and stderr.
                 let _ = domain.unload();
                 drop(permit);
+                drop(in_flight);
                 outcome
             })
         };

@@ -9,13 +9,14 @@
 //! ```no_run
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::path::Path;
-//! use custody_serve::{ServerConfig, ServerState, serve};
+//! use custody_serve::{ServerConfig, ServerState};
 //!
 //! let file = Path::new("custody.toml");
 //! let config = ServerConfig::from_file(file)?;
 //! let state = ServerState::load(&config, custody_host::Policy::default(), file)?;
 //! let listener = tokio::net::TcpListener::bind(config.listen).await?;
-//! serve(state, listener, std::future::pending()).await?;
+//! // SIGTERM/SIGINT stop it as Kubernetes expects, SIGHUP reloads.
+//! custody_serve::serve_with_signals(state, listener, custody_serve::os_signals()?).await?;
 //! # Ok(()) }
 //! ```
 //!
@@ -36,34 +37,46 @@
 //! | `examples` | the bundled example plugins and their configuration |
 //! | `fault` | the fault kinds, their statuses, bodies, log events and counters |
 //! | `wagi` | WAGI's contract: the CGI environment, argv, the response head |
+//! | `drain` | a version's in-flight requests: the registry a drain waits on and forces |
 //! | `plugin` | a plugin and its versions (compiled modules, content id, policy, routes) |
 //! | `exec` | one WAGI request: its domain, pipes, streamed body and outcome |
 //! | `custody_run` | one custody-ABI request: `handle(request, response)`, the two handles, the head through `custody_http` |
-//! | `server` | hyper on tokio: state, health, routing, client bounds |
+//! | `server` | hyper on tokio: state, health, routing, client bounds, accepting |
+//! | `reload` | hot reload: a trial load, the swap, the old version's drain |
+//! | `watch` | `watch = true`: the plugins' files watched, changes debounced, reloads |
+//! | `shutdown` | `serve`: the termination contract (ready 503, delay, drain, force), signals |
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
 mod body;
 mod config;
 mod custody_run;
+mod drain;
 mod examples;
 mod exec;
 mod fault;
 mod plugin;
+mod reload;
 mod route;
 mod server;
+mod shutdown;
 mod wagi;
+mod watch;
 
 pub use body::{Body, full};
 pub use config::{
     ConfigError, HttpLimits, Instances, Interface, PluginConfig, ServerConfig, parse_duration,
 };
+pub use drain::{InFlight, InFlightGuard};
 pub use examples::{ECHO_WAT, HELLO_WAT, example_config};
 pub use exec::{BODY_CHANNEL, CHUNK};
 pub use fault::{Fault, FaultCounters, FaultKind};
 pub use plugin::{Plugin, PluginVersion, content_id};
+pub use reload::{Drained, ReloadError, Reloaded};
 pub use route::{Route, RouteMatch, parse_sub_routes};
-pub use server::{HEALTH_PATH, READY_PATH, ServerState, VERSION_HEADER, display_path, serve};
+pub use server::{HEALTH_PATH, READY_PATH, ServerState, VERSION_HEADER, display_path};
+pub use shutdown::{Signal, Stopped, os_signals, serve, serve_with_signals};
 pub use wagi::{
     CgiRequest, MAX_HEAD, ResponseHead, SERVER_SOFTWARE, argv, cgi_env, head_end, parse_head,
 };
+pub use watch::{MAX_DELAY, PluginWatcher, QUIET};

@@ -3,7 +3,7 @@
 //! content hash (the `custody-plugin-version` header), the interface, the
 //! domains' policy and the routes. A [`Plugin`] holds its current version
 //! behind a lock that is held only to clone or replace an `Arc`, so a
-//! reload (a later part) swaps the version atomically while requests keep
+//! reload (`reload`) swaps the version atomically while requests keep
 //! the version they started with.
 
 use std::path::Path;
@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
 use crate::config::{ConfigError, Instances, Interface, PluginConfig};
+use crate::drain::InFlight;
 use crate::route::{self, Route};
 
 /// The export that makes a module a custody-ABI plugin.
@@ -36,6 +37,8 @@ pub struct PluginVersion {
     pub preopens: Vec<(String, std::path::PathBuf)>,
     /// The routes and the export each calls, the plugin's own first.
     pub routes: Vec<(Route, String)>,
+    /// Its requests that still have a domain (a reload drains them).
+    pub in_flight: Arc<InFlight>,
 }
 
 /// A plugin: its configuration, its concurrency limit and its current
@@ -210,6 +213,7 @@ impl PluginVersion {
                     Interface::Wagi => config.entrypoint.clone(),
                 },
             )],
+            in_flight: Arc::default(),
         };
         let probe = version
             .domain(

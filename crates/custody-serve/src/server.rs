@@ -9,10 +9,10 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use custody_host::{Host, Policy};
 use custody_wasi::Wasi;
@@ -23,7 +23,8 @@ use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
 
 use crate::body::{Body, full};
 use crate::config::{ConfigError, HttpLimits, Interface, ServerConfig};
@@ -52,6 +53,17 @@ pub struct ServerState {
     next_request: AtomicU64,
     /// Makes request ids unique across restarts of the process.
     id_prefix: String,
+    /// The configuration file, named in a reload's errors.
+    pub(crate) file: PathBuf,
+    /// On reload and shutdown, how long in-flight requests get.
+    pub(crate) drain_timeout: Duration,
+    /// On SIGTERM, how long `/ready` is 503 before accepting stops.
+    pub(crate) shutdown_delay: Duration,
+    /// Versions replaced by a reload whose requests are still draining.
+    pub(crate) draining: Mutex<Vec<Arc<PluginVersion>>>,
+    /// Reloads one at a time (a signal, the watcher and the library
+    /// call may ask at once).
+    pub(crate) reloading: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for ServerState {
@@ -96,6 +108,11 @@ impl ServerState {
             ready: AtomicBool::new(true),
             next_request: AtomicU64::new(1),
             id_prefix: format!("{:x}", (nanos as u64) ^ u64::from(std::process::id())),
+            file: file.to_path_buf(),
+            drain_timeout: config.drain_timeout,
+            shutdown_delay: config.shutdown_delay,
+            draining: Mutex::default(),
+            reloading: tokio::sync::Mutex::default(),
         }))
     }
 
@@ -301,19 +318,20 @@ async fn handle(
     Ok(response)
 }
 
-/// Serves `state` on `listener` until `shutdown` completes: then it stops
-/// accepting (connections already open run on in their tasks).
-///
-/// # Errors
-/// Never today; accepting errors (a full fd table) are logged and the
-/// loop goes on after a pause.
-pub async fn serve(
-    state: Arc<ServerState>,
+/// Accepts connections on `listener` and serves each on its own task until
+/// `shutdown` completes: then it stops accepting (the listener closes)
+/// and returns the open connections' tasks. A connection closes
+/// gracefully when `close` turns true: at once if it is idle, else after
+/// the response in flight.
+pub(crate) async fn accept(
+    state: &Arc<ServerState>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
-) -> std::io::Result<()> {
+    close: &watch::Receiver<bool>,
+) -> std::io::Result<JoinSet<()>> {
     let local = listener.local_addr()?;
     let connections = Arc::new(Semaphore::new(state.limits.max_connections));
+    let mut tasks = JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (stream, remote) = tokio::select! {
@@ -325,7 +343,9 @@ pub async fn serve(
                     continue;
                 }
             },
-            () = &mut shutdown => return Ok(()),
+            // Reaps the tasks of closed connections as it goes.
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
+            () = &mut shutdown => return Ok(tasks),
         };
         let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
             tracing::warn!(
@@ -338,8 +358,9 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let state = Arc::clone(&state);
-        tokio::spawn(async move {
+        let state = Arc::clone(state);
+        let mut close = close.clone();
+        tasks.spawn(async move {
             let limits = state.limits.clone();
             // When the connection's last request began: an idle connection
             // (no new request for `idle_timeout`) is shut down gracefully,
@@ -376,6 +397,12 @@ pub async fn serve(
                             closing = true;
                             connection.as_mut().graceful_shutdown();
                         }
+                    }
+                    // The server is stopping (a closed channel is a stop
+                    // too).
+                    _ = close.wait_for(|close| *close), if !closing => {
+                        closing = true;
+                        connection.as_mut().graceful_shutdown();
                     }
                 }
             };

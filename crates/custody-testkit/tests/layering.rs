@@ -144,10 +144,14 @@ const SERVE: &[Layer] = &[
     Layer::of("examples"),
     Layer::of("fault"),
     Layer::of("wagi"),
+    Layer::of("drain"),
     Layer::of("plugin"),
     Layer::of("exec"),
     Layer::of("custody_run"),
     Layer::of("server"),
+    Layer::of("reload"),
+    Layer::of("watch"),
+    Layer::of("shutdown"),
 ];
 
 /// custody-testkit, bottom to top.

@@ -1,7 +1,9 @@
 //! `custody serve`: the plugin server (`custody-serve`) on a tokio
 //! runtime. Without `--config` it serves the bundled examples; it prints
 //! one line per route (`GET http://127.0.0.1:8080/hello`) once it
-//! listens, and stops on SIGINT or SIGTERM.
+//! listens. SIGTERM or SIGINT stop it as docs/SERVER.md tells (ready 503,
+//! `shutdown_delay`, drain, exit 0; a second signal forces), SIGHUP
+//! reloads every plugin.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -51,36 +53,16 @@ pub(crate) fn serve(args: &ServeArgs) -> Result<u8, Failure> {
         let addr = listener
             .local_addr()
             .map_err(|e| Failure::usage(e.to_string()))?;
+        // The handlers are in place before the lines are printed: a
+        // supervisor that signals once it reads them is heard.
+        let signals = custody_serve::os_signals()
+            .map_err(|e| Failure::usage(format!("signal handlers: {e}")))?;
         for (_, route) in state.routes() {
             println!("GET http://{addr}{}", display_path(&route));
         }
-        let shutdown = {
-            let state = std::sync::Arc::clone(&state);
-            async move {
-                signal().await;
-                state.set_ready(false);
-            }
-        };
-        custody_serve::serve(state, listener, shutdown)
+        custody_serve::serve_with_signals(state, listener, signals)
             .await
             .map_err(|e| Failure::usage(e.to_string()))
     })?;
     Ok(0)
-}
-
-/// SIGINT or SIGTERM (draining in-flight requests is a later part of the
-/// server: today accepting stops and the process exits).
-async fn signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }

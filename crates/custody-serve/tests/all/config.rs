@@ -1,5 +1,5 @@
 //! The configuration: errors name the key and the file; what this build
-//! refuses (the custody interface, pooled WAGI, watch) says why.
+//! refuses (the custody interface, pooled WAGI) says why.
 
 use std::path::Path;
 
@@ -63,10 +63,7 @@ fn bad_configurations_name_the_key_and_the_file() {
             format!("{plugin}policy = {{ deadline_ms = 5 }}"),
             "request_timeout",
         ),
-        (
-            format!("{plugin}watch = true"),
-            "not implemented in this build",
-        ),
+        (format!("{plugin}watch = \"yes\""), "boolean"),
         (format!("{plugin}pool = 4"), "pooled"),
         (format!("{plugin}{plugin}"), "used twice"),
         (

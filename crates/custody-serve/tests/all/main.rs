@@ -6,6 +6,7 @@ mod config;
 mod custody;
 mod faults;
 mod limits;
+mod reload;
 mod streaming;
 mod support;
 mod wagi;

@@ -66,7 +66,7 @@ pub struct TestServer {
     pub state: Arc<ServerState>,
     pub dir: PathBuf,
     stop: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<custody_serve::Stopped>>>,
 }
 
 impl TestServer {

@@ -1,6 +1,8 @@
 //! `custody serve`: with no configuration it serves the bundled examples
 //! and prints one line per route; each printed URL answers; a
-//! configuration's error names the file and the key.
+//! configuration's error names the file and the key; SIGTERM follows the
+//! termination contract (ready 503, the request in flight finishes, exit
+//! 0) and a second one exits at once.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -102,4 +104,153 @@ fn a_bad_configuration_is_a_usage_error_naming_the_file_and_key() {
         stderr.contains("custody.toml") && stderr.contains("typo"),
         "{stderr}"
     );
+}
+
+/// A WAGI plugin that writes its head and `first`, sleeps `ms` (WASI's
+/// `poll_oneoff` on a relative clock), then writes `last`.
+fn slow_plugin(ms: u64) -> String {
+    format!(
+        r#"(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 1024) "content-type: text/plain\n\nfirst\n")
+  (data (i32.const 1100) "last\n")
+  (func $write (param $ptr i32) (param $len i32)
+    (i32.store (i32.const 0) (local.get $ptr))
+    (i32.store (i32.const 4) (local.get $len))
+    (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8))))
+  (func (export "_start")
+    (call $write (i32.const 1024) (i32.const 32))
+    ;; one clock subscription at 200: relative, {ms} ms
+    (i32.store8 (i32.const 208) (i32.const 0))
+    (i32.store (i32.const 216) (i32.const 1))
+    (i64.store (i32.const 224) (i64.const {nanos}))
+    (drop (call $poll (i32.const 200) (i32.const 300) (i32.const 1) (i32.const 400)))
+    (call $write (i32.const 1100) (i32.const 5))))"#,
+        nanos = ms * 1_000_000
+    )
+}
+
+/// `custody serve` on a configuration with one plugin, `slow`.
+fn serve_slow(dir: &std::path::Path, top: &str) -> (Server, String) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("slow.wat"), slow_plugin(1500)).unwrap();
+    let file = dir.join("custody.toml");
+    std::fs::write(
+        &file,
+        format!("{top}\n[[plugin]]\nname = \"slow\"\nroute = \"/slow\"\nmodule = \"slow.wat\"\n"),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_custody"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&file)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line.trim().strip_prefix("GET ").unwrap().to_string();
+    (Server(child), url)
+}
+
+fn terminate(server: &Server) {
+    let pid = libc::pid_t::try_from(server.0.id()).unwrap();
+    // SAFETY: kill(2) takes plain integers; `pid` is our own child, not
+    // yet reaped (its `Child` is alive), so the number names no other
+    // process.
+    let sent = unsafe { libc::kill(pid, libc::SIGTERM) };
+    assert_eq!(sent, 0, "kill: {}", std::io::Error::last_os_error());
+}
+
+/// The status line of `GET /.well-known/custody/ready`.
+fn ready(url: &str) -> String {
+    let host = url
+        .strip_prefix("http://")
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap();
+    http(
+        &format!("http://{host}/.well-known/custody/ready"),
+        "GET",
+        "",
+    )
+    .lines()
+    .next()
+    .unwrap_or("")
+    .to_string()
+}
+
+/// Waits for the process to end, at most `within`; its exit code.
+fn exit_within(server: &mut Server, within: Duration) -> Option<i32> {
+    let begun = std::time::Instant::now();
+    loop {
+        if let Some(status) = server.0.try_wait().unwrap() {
+            return status.code();
+        }
+        assert!(begun.elapsed() < within, "still running after {within:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn sigterm_turns_ready_503_finishes_the_slow_request_and_exits_0() {
+    let dir = std::env::temp_dir().join(format!("custody-cli-term-{}", std::process::id()));
+    let (mut server, url) = serve_slow(&dir, "shutdown_delay = \"500ms\"\ndrain_timeout = \"10s\"");
+    assert!(ready(&url).contains("200"));
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_at(rest.find('/').unwrap());
+    let mut slow = TcpStream::connect(host).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(slow, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").unwrap();
+    // The head and `first` are out: the guest sleeps now.
+    let mut received = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&received).contains("first") {
+        let n = slow.read(&mut buf).unwrap();
+        assert!(n > 0, "{}", String::from_utf8_lossy(&received));
+        received.extend_from_slice(&buf[..n]);
+    }
+    terminate(&server);
+    let begun = std::time::Instant::now();
+    while !ready(&url).contains("503") {
+        assert!(begun.elapsed() < Duration::from_secs(2), "ready is not 503");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        !String::from_utf8_lossy(&received).contains("last"),
+        "the request was still in flight when ready turned 503"
+    );
+    slow.read_to_end(&mut received).unwrap();
+    let response = String::from_utf8_lossy(&received);
+    assert!(response.starts_with("HTTP/1.0 200"), "{response}");
+    assert!(response.ends_with("\r\n\r\nfirst\nlast\n"), "{response}");
+    assert_eq!(exit_within(&mut server, Duration::from_secs(10)), Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_second_sigterm_during_the_delay_exits_promptly() {
+    let dir = std::env::temp_dir().join(format!("custody-cli-term2-{}", std::process::id()));
+    let (mut server, url) = serve_slow(&dir, "shutdown_delay = \"30s\"");
+    terminate(&server);
+    let begun = std::time::Instant::now();
+    while !ready(&url).contains("503") {
+        assert!(begun.elapsed() < Duration::from_secs(2), "ready is not 503");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    terminate(&server);
+    let begun = std::time::Instant::now();
+    assert_eq!(exit_within(&mut server, Duration::from_secs(3)), Some(0));
+    assert!(
+        begun.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        begun.elapsed()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

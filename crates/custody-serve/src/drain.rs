@@ -1,0 +1,119 @@
+//! The requests of one plugin version that still have a domain: each
+//! request enters the version's [`InFlight`] registry before its domain is
+//! made and leaves it once the domain is unloaded. A reload waits on the
+//! old version's registry to drain (its requests are roots of their own
+//! domains and finish), and after `drain_timeout` stops what is left
+//! through each entry's stop function; shutdown does the same for every
+//! version. The registry knows nothing of domains or HTTP: an entry is a
+//! way to stop one request, so every interface registers the same way.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use tokio::sync::Notify;
+
+/// Stops one request's guest (its call aborts, or never starts).
+type Stop = Arc<dyn Fn() + Send + Sync>;
+
+/// The in-flight requests of one version.
+#[derive(Default)]
+pub struct InFlight {
+    entries: Mutex<Entries>,
+    /// Woken (every waiter) when the last entry leaves.
+    emptied: Notify,
+}
+
+#[derive(Default)]
+struct Entries {
+    next: u64,
+    live: HashMap<u64, Stop>,
+}
+
+impl std::fmt::Debug for InFlight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InFlight")
+            .field("len", &self.len())
+            .finish()
+    }
+}
+
+/// One request's place in its version's registry; dropping it leaves.
+#[must_use = "the request leaves the registry when this drops"]
+pub struct InFlightGuard {
+    registry: Arc<InFlight>,
+    key: u64,
+}
+
+impl std::fmt::Debug for InFlightGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InFlightGuard")
+            .field("key", &self.key)
+            .finish()
+    }
+}
+
+impl InFlight {
+    fn lock(&self) -> MutexGuard<'_, Entries> {
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Enters a request; `stop` stops its guest if the drain is forced.
+    pub fn enter(self: &Arc<Self>, stop: impl Fn() + Send + Sync + 'static) -> InFlightGuard {
+        let mut entries = self.lock();
+        let key = entries.next;
+        entries.next += 1;
+        entries.live.insert(key, Arc::new(stop));
+        InFlightGuard {
+            registry: Arc::clone(self),
+            key,
+        }
+    }
+
+    /// How many requests are in flight.
+    pub fn len(&self) -> usize {
+        self.lock().live.len()
+    }
+
+    /// Whether no request is in flight.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Completes when no request is in flight (at once if none is).
+    pub async fn drained(&self) {
+        loop {
+            let emptied = self.emptied.notified();
+            let mut emptied = std::pin::pin!(emptied);
+            // Registered before the check, so a last request leaving
+            // between the check and the wait still wakes it.
+            emptied.as_mut().enable();
+            if self.is_empty() {
+                return;
+            }
+            emptied.await;
+        }
+    }
+
+    /// Stops every request in flight; how many there were. They leave the
+    /// registry as their domains unload.
+    pub fn stop_all(&self) -> usize {
+        // The stop functions run outside the lock: one may take locks of
+        // its own (the domain's), and a request may leave meanwhile.
+        let stops: Vec<Stop> = self.lock().live.values().cloned().collect();
+        for stop in &stops {
+            stop();
+        }
+        stops.len()
+    }
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        let mut entries = self.registry.lock();
+        entries.live.remove(&self.key);
+        if entries.live.is_empty() {
+            drop(entries);
+            self.registry.emptied.notify_waiters();
+        }
+    }
+}

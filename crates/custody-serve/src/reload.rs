@@ -1,0 +1,257 @@
+//! Hot reload without losing a request. A new version of a plugin is
+//! loaded as the first one was ([`PluginVersion::load`]: compiled through
+//! the host's module cache, instantiated in a trial domain, its `_routes`
+//! called, the domain unloaded); a version that fails is refused, logged
+//! with its cause, and the old one keeps serving. Then new requests go to
+//! the new version ([`Plugin::swap`]: one `Arc` replaced under a lock),
+//! while the old version's requests, each holding the old version and
+//! its own domain, finish: the drain waits for its [`InFlight`] registry
+//! to empty, and past `drain_timeout` stops what is left, then logs how
+//! it ended.
+//!
+//! [`InFlight`]: crate::drain::InFlight
+
+use std::sync::{Arc, PoisonError};
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinHandle;
+
+use crate::config::ConfigError;
+use crate::plugin::{Plugin, PluginVersion};
+use crate::server::ServerState;
+
+/// After a forced drain, how long the stopped requests get to unload
+/// their domains (a guest stops at its next epoch check, a host wait
+/// wakes at once: this is a bound, not a pause).
+pub(crate) const FORCE_GRACE: Duration = Duration::from_secs(5);
+
+/// A reload that was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// No plugin has this name.
+    #[error("no plugin named {0:?}")]
+    UnknownPlugin(String),
+    /// The new version does not load; the old one keeps serving.
+    #[error("plugin {plugin:?}: the new version is refused, the old one keeps serving")]
+    Refused {
+        /// The plugin.
+        plugin: String,
+        /// Why the new version does not load.
+        #[source]
+        cause: ConfigError,
+    },
+    /// The blocking task that loads the new version failed.
+    #[error("plugin {plugin:?}: the reload's task failed")]
+    Task {
+        /// The plugin.
+        plugin: String,
+        /// The task's failure.
+        #[source]
+        cause: tokio::task::JoinError,
+    },
+}
+
+/// How a reload ended.
+#[derive(Debug)]
+pub enum Reloaded {
+    /// The files hold the version that serves already (same content id):
+    /// nothing was swapped.
+    Unchanged {
+        /// The plugin.
+        plugin: String,
+        /// The version serving.
+        version: String,
+    },
+    /// New requests go to `current`; `previous` drains.
+    Swapped {
+        /// The plugin.
+        plugin: String,
+        /// The version replaced.
+        previous: String,
+        /// The version serving now.
+        current: String,
+        /// The old version's drain (it runs whether or not this is
+        /// awaited).
+        drain: JoinHandle<Drained>,
+    },
+}
+
+impl Reloaded {
+    /// The version serving after the reload.
+    pub fn version(&self) -> &str {
+        match self {
+            Reloaded::Unchanged { version, .. } => version,
+            Reloaded::Swapped { current, .. } => current,
+        }
+    }
+}
+
+/// How an old version's drain ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Drained {
+    /// Its requests in flight when it was replaced.
+    pub in_flight: usize,
+    /// Those still running at `drain_timeout`, stopped.
+    pub forced: usize,
+    /// Those still in flight after being stopped and [`FORCE_GRACE`]
+    /// (a bug if ever nonzero: logged as an error).
+    pub left: usize,
+    /// How long the drain took.
+    pub elapsed: Duration,
+}
+
+impl ServerState {
+    /// Reloads the plugin `name` from its files (see the module docs).
+    /// Must run on a tokio runtime: the load runs on the blocking pool and
+    /// the drain on a task of its own.
+    ///
+    /// # Errors
+    /// [`ReloadError`]: no such plugin, or the new version is refused
+    /// (also logged, with its cause, as target `custody::serve::reload`).
+    pub async fn reload(self: &Arc<Self>, name: &str) -> Result<Reloaded, ReloadError> {
+        let plugin = (self.plugins().iter())
+            .find(|p| p.config.name == name)
+            .cloned()
+            .ok_or_else(|| ReloadError::UnknownPlugin(name.to_string()))?;
+        let _one_at_a_time = self.reloading.lock().await;
+        let loaded = {
+            let (state, plugin) = (Arc::clone(self), Arc::clone(&plugin));
+            tokio::task::spawn_blocking(move || {
+                PluginVersion::load(state.host(), &plugin.config, &state.file)
+            })
+            .await
+        };
+        let version = match loaded {
+            Ok(Ok(version)) => version,
+            Ok(Err(cause)) => {
+                tracing::error!(
+                    target: "custody::serve::reload",
+                    plugin = name, version = plugin.current().id, error = %cause,
+                    "reload refused: the old version keeps serving"
+                );
+                return Err(ReloadError::Refused {
+                    plugin: name.to_string(),
+                    cause,
+                });
+            }
+            Err(cause) => {
+                return Err(ReloadError::Task {
+                    plugin: name.to_string(),
+                    cause,
+                });
+            }
+        };
+        let serving = plugin.current();
+        if serving.id == version.id {
+            tracing::info!(
+                target: "custody::serve::reload",
+                plugin = name, version = serving.id, "reload: unchanged"
+            );
+            return Ok(Reloaded::Unchanged {
+                plugin: name.to_string(),
+                version: serving.id.clone(),
+            });
+        }
+        drop(serving);
+        let current = version.id.clone();
+        let previous = swap(self, &plugin, version);
+        tracing::info!(
+            target: "custody::serve::reload",
+            plugin = name, previous = previous.id, current, in_flight = previous.in_flight.len(),
+            "reloaded: new requests go to the new version; the old one drains"
+        );
+        let drain = tokio::spawn(drain(
+            Arc::clone(self),
+            name.to_string(),
+            Arc::clone(&previous),
+        ));
+        Ok(Reloaded::Swapped {
+            plugin: name.to_string(),
+            previous: previous.id.clone(),
+            current,
+            drain,
+        })
+    }
+
+    /// Reloads every plugin (SIGHUP), one after the other; each result
+    /// is logged by [`reload`](Self::reload).
+    pub async fn reload_all(self: &Arc<Self>) -> Vec<Result<Reloaded, ReloadError>> {
+        let mut results = Vec::new();
+        for plugin in self.plugins() {
+            results.push(self.reload(&plugin.config.name).await);
+        }
+        results
+    }
+
+    /// Every version with requests that may be in flight: each plugin's
+    /// current one and those still draining.
+    pub(crate) fn live_versions(&self) -> Vec<Arc<PluginVersion>> {
+        let mut versions: Vec<_> = self.plugins().iter().map(|p| p.current()).collect();
+        versions.extend(
+            (self.draining.lock().unwrap_or_else(PoisonError::into_inner))
+                .iter()
+                .cloned(),
+        );
+        versions
+    }
+}
+
+/// Swaps in `version`, the old one kept among the draining ones first (so
+/// a shutdown that begins meanwhile finds it).
+fn swap(state: &ServerState, plugin: &Plugin, version: PluginVersion) -> Arc<PluginVersion> {
+    let mut draining = state
+        .draining
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    let previous = plugin.swap(version);
+    draining.push(Arc::clone(&previous));
+    previous
+}
+
+/// Waits for `old`'s requests, stops them past `drain_timeout`, logs the
+/// outcome.
+async fn drain(state: Arc<ServerState>, plugin: String, old: Arc<PluginVersion>) -> Drained {
+    let begun = Instant::now();
+    let in_flight = old.in_flight.len();
+    let mut forced = 0;
+    if tokio::time::timeout(state.drain_timeout, old.in_flight.drained())
+        .await
+        .is_err()
+    {
+        forced = old.in_flight.stop_all();
+        let _ = tokio::time::timeout(FORCE_GRACE, old.in_flight.drained()).await;
+    }
+    let left = old.in_flight.len();
+    (state
+        .draining
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner))
+    .retain(|v| !Arc::ptr_eq(v, &old));
+    let drained = Drained {
+        in_flight,
+        forced,
+        left,
+        elapsed: begun.elapsed(),
+    };
+    let elapsed_ms = drained.elapsed.as_millis() as u64;
+    if left > 0 {
+        tracing::error!(
+            target: "custody::serve::reload",
+            plugin, version = old.id, in_flight, forced, left, elapsed_ms,
+            "drain: requests still in flight after being stopped"
+        );
+    } else if forced > 0 {
+        tracing::warn!(
+            target: "custody::serve::reload",
+            plugin, version = old.id, in_flight, forced, elapsed_ms,
+            "drained: requests still running at drain_timeout were stopped"
+        );
+    } else {
+        tracing::info!(
+            target: "custody::serve::reload",
+            plugin, version = old.id, in_flight, elapsed_ms,
+            "drained: every request of the old version finished"
+        );
+    }
+    drained
+}

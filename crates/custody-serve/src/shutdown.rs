@@ -1,0 +1,258 @@
+//! Serving and stopping: the termination contract Kubernetes expects.
+//!
+//! ```text
+//! first SIGTERM/SIGINT ─> /ready 503 ─> shutdown_delay ─> stop accepting ─> idle
+//!     connections close, the others after their response ─> in-flight requests
+//!     finish (drain_timeout) ─> forced: every guest still running stopped ─>
+//!     every domain unloaded ─> Ok (the CLI exits 0)
+//! a second signal, at any step ─> straight to "forced"
+//! SIGHUP ─> every plugin reloaded (not while stopping)
+//! ```
+//! [`serve`] is the same without signals: when its `shutdown` future
+//! completes it stops accepting and drains (no delay: a caller that wants
+//! one puts it in the future). The delay exists because a load balancer
+//! learns of a stopping pod late: during it the server still serves.
+
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+use crate::reload::FORCE_GRACE;
+use crate::server::{self, ServerState};
+
+/// What a signal asks of the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Signal {
+    /// SIGTERM or SIGINT: stop (the second one: stop now).
+    Stop,
+    /// SIGHUP: reload every plugin.
+    Reload,
+}
+
+/// How the server stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stopped {
+    /// Connections open when accepting stopped.
+    pub connections: usize,
+    /// Whether the drain was forced (`drain_timeout`, or a second
+    /// signal).
+    pub forced: bool,
+    /// Requests stopped by the force.
+    pub stopped: usize,
+    /// Domains still alive at the end (a bug if ever nonzero: logged as
+    /// an error).
+    pub domains_left: usize,
+    /// From the stop to the end.
+    pub elapsed: Duration,
+}
+
+/// Serves `state` on `listener` until `shutdown` completes, then stops
+/// accepting and drains: every connection closes after its response (an
+/// idle one at once), the requests in flight get `drain_timeout`, then
+/// their guests are stopped, and every domain is unloaded before this
+/// returns. Plugins with `watch = true` are watched meanwhile.
+///
+/// # Errors
+/// The listener's address cannot be read, or the plugins' files cannot
+/// be watched.
+pub async fn serve(
+    state: Arc<ServerState>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<Stopped> {
+    serve_until(state, listener, shutdown, std::future::pending()).await
+}
+
+/// Serves until the first [`Signal::Stop`] of `signals`, then follows the
+/// termination contract (the module docs); [`Signal::Reload`] reloads
+/// every plugin. A closed channel is a stop.
+///
+/// # Errors
+/// As [`serve`].
+pub async fn serve_with_signals(
+    state: Arc<ServerState>,
+    listener: TcpListener,
+    mut signals: mpsc::UnboundedReceiver<Signal>,
+) -> io::Result<Stopped> {
+    let (force_tx, force_rx) = watch::channel(false);
+    let stopping = {
+        let state = Arc::clone(&state);
+        let force_rx = force_rx.clone();
+        async move {
+            // Until the first stop (a closed channel is one).
+            while let Some(Signal::Reload) = signals.recv().await {
+                let state = Arc::clone(&state);
+                tokio::spawn(async move {
+                    tracing::info!(target: "custody::serve", "SIGHUP: reloading every plugin");
+                    state.reload_all().await;
+                });
+            }
+            state.set_ready(false);
+            tracing::info!(
+                target: "custody::serve",
+                delay_ms = state.shutdown_delay.as_millis() as u64,
+                "stopping: /ready answers 503; accepting stops after shutdown_delay"
+            );
+            // From here on a second stop forces, wherever the sequence is.
+            tokio::spawn(async move {
+                while let Some(signal) = signals.recv().await {
+                    if signal == Signal::Stop {
+                        tracing::warn!(target: "custody::serve", "a second signal: forcing the stop");
+                        let _ = force_tx.send(true);
+                        return;
+                    }
+                }
+            });
+            tokio::select! {
+                () = tokio::time::sleep(state.shutdown_delay) => {}
+                () = forced(force_rx) => {}
+            }
+        }
+    };
+    serve_until(state, listener, stopping, forced(force_rx)).await
+}
+
+/// Completes when `force` turns true; never if its sender goes first.
+async fn forced(mut force: watch::Receiver<bool>) {
+    if force.wait_for(|forced| *forced).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// A channel of the process's signals: SIGTERM and SIGINT as
+/// [`Signal::Stop`], SIGHUP as [`Signal::Reload`]. Must run on a tokio
+/// runtime; the handlers are installed when this returns.
+///
+/// # Errors
+/// A handler cannot be installed.
+pub fn os_signals() -> io::Result<mpsc::UnboundedReceiver<Signal>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let signal = tokio::select! {
+                Some(()) = term.recv() => Signal::Stop,
+                Some(()) = int.recv() => Signal::Stop,
+                Some(()) = hup.recv() => Signal::Reload,
+                else => return,
+            };
+            if tx.send(signal).is_err() {
+                return;
+            }
+        }
+    });
+    Ok(rx)
+}
+
+/// Serves until `shutdown`, then drains; `force` cuts the drain short.
+async fn serve_until(
+    state: Arc<ServerState>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+    force: impl Future<Output = ()>,
+) -> io::Result<Stopped> {
+    let watcher = state.watch().map_err(io::Error::other)?;
+    let (close_tx, close_rx) = watch::channel(false);
+    let mut force = std::pin::pin!(force);
+    let mut forced = false;
+    let mut connections = tokio::select! {
+        accepted = server::accept(&state, listener, shutdown, &close_rx) => accepted?,
+        // A force during the delay: stop accepting now.
+        () = &mut force => {
+            forced = true;
+            JoinSet::new()
+        }
+    };
+    // No reload begins once accepting stopped.
+    drop(watcher);
+    let begun = Instant::now();
+    let open = connections.len();
+    tracing::info!(
+        target: "custody::serve",
+        connections = open,
+        "accepting stopped: open connections close after their response"
+    );
+    let _ = close_tx.send(true);
+    if !forced {
+        tokio::select! {
+            () = all_closed(&mut connections) => {}
+            () = tokio::time::sleep(state.drain_timeout) => forced = true,
+            () = &mut force => forced = true,
+        }
+    }
+    let mut stopped = 0;
+    if forced {
+        stopped = stop_requests(&state);
+        let closed = tokio::time::timeout(FORCE_GRACE, all_closed(&mut connections)).await;
+        if closed.is_err() {
+            // Responses still streaming to clients that do not read: the
+            // guests are stopped, so the connections go too.
+            connections.shutdown().await;
+        }
+    }
+    let domains_left = domains_unloaded(&state).await;
+    let report = Stopped {
+        connections: open,
+        forced,
+        stopped,
+        domains_left,
+        elapsed: begun.elapsed(),
+    };
+    let elapsed_ms = report.elapsed.as_millis() as u64;
+    if domains_left > 0 {
+        tracing::error!(
+            target: "custody::serve", domains_left, elapsed_ms,
+            "stopped with domains still alive"
+        );
+    } else {
+        tracing::info!(
+            target: "custody::serve", forced, stopped, elapsed_ms,
+            "stopped: every request ended and every domain is unloaded"
+        );
+    }
+    Ok(report)
+}
+
+/// Completes when every connection's task has ended.
+async fn all_closed(connections: &mut JoinSet<()>) {
+    while connections.join_next().await.is_some() {}
+}
+
+/// Stops every request still in flight, of every version; how many.
+fn stop_requests(state: &ServerState) -> usize {
+    (state.live_versions().iter())
+        .map(|version| version.in_flight.stop_all())
+        .sum()
+}
+
+/// Waits (at most [`FORCE_GRACE`]) for every domain of the host to be
+/// unloaded, each by the request that made it; how many are left.
+async fn domains_unloaded(state: &ServerState) -> usize {
+    let deadline = Instant::now() + FORCE_GRACE;
+    for version in state.live_versions() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if tokio::time::timeout(left, version.in_flight.drained())
+            .await
+            .is_err()
+        {
+            version.in_flight.stop_all();
+        }
+    }
+    // A request's domain is unloaded just before it leaves its registry:
+    // what the host still counts is going, or leaked.
+    loop {
+        let left = state.host().domain_count();
+        if left == 0 || Instant::now() >= deadline {
+            return left;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}

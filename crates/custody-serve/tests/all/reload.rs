@@ -1,0 +1,279 @@
+//! Hot reload: 100 reloads under a steady load lose no request and leave
+//! nothing behind; a broken version is refused while the old one serves;
+//! a drain is bounded by `drain_timeout`; `watch = true` follows a
+//! rewritten module file.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use custody_serve::{ReloadError, Reloaded, VERSION_HEADER, content_id};
+use custody_testkit::FdBaseline;
+use hyper::StatusCode;
+
+use crate::support::*;
+
+/// A WAGI guest answering `text`.
+fn answering(text: &str) -> String {
+    guest(
+        format!("content-type: text/plain\n\n{text}\n").as_bytes(),
+        "",
+    )
+}
+
+fn plugin_toml(extra: &str) -> String {
+    format!("[[plugin]]\nname = \"p\"\nroute = \"/p\"\nmodule = \"p.wat\"\n{extra}\n")
+}
+
+/// The version header of an answer.
+fn version_of(answer: &Answer) -> String {
+    answer.headers[VERSION_HEADER].to_str().unwrap().to_string()
+}
+
+/// Polls `check` every 10 ms for up to `within`.
+async fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let until = Instant::now() + within;
+    while Instant::now() < until {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    check()
+}
+
+/// Rewrites the module file and reloads; the swapped-in version.
+async fn reload_to(server: &TestServer, wat: &str) -> Reloaded {
+    std::fs::write(server.dir.join("p.wat"), wat).unwrap();
+    server.state.reload("p").await.unwrap()
+}
+
+#[test]
+fn a_hundred_reloads_under_load_lose_no_request_and_leave_nothing_behind() {
+    serial_runtime(async {
+        let (a, b) = (answering("version A"), answering("version B"));
+        let (id_a, id_b) = (content_id(&[a.as_bytes()]), content_id(&[b.as_bytes()]));
+        let server = TestServer::start(&plugin_toml(""), &[("p.wat", &a)]).await;
+        // Both versions compiled once (their memory images are the
+        // module cache's), and the runtime's threads started, before the
+        // baseline.
+        for wat in [&b, &a] {
+            if let Reloaded::Swapped { drain, .. } = reload_to(&server, wat).await {
+                drain.await.unwrap();
+            }
+        }
+        let cached = server.state.host().cache_stats();
+        let fds = FdBaseline::now();
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut clients = Vec::new();
+        for _ in 0..4 {
+            let (stop, url) = (Arc::clone(&stop), server.url("/p"));
+            clients.push(tokio::spawn(async move {
+                let client = client();
+                let mut answers = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    answers.push(get(&client, &url).await);
+                }
+                answers
+            }));
+        }
+        let mut drains = Vec::new();
+        for i in 0..100 {
+            let (wat, id) = if i % 2 == 0 { (&b, &id_b) } else { (&a, &id_a) };
+            match reload_to(&server, wat).await {
+                Reloaded::Swapped { current, drain, .. } => {
+                    assert_eq!(&current, id);
+                    drains.push(drain);
+                }
+                other => panic!("reload {i}: {other:?}"),
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        stop.store(true, Ordering::Relaxed);
+        let mut answers = Vec::new();
+        for client in clients {
+            answers.extend(client.await.unwrap());
+        }
+        for drain in drains {
+            let drained = drain.await.unwrap();
+            assert_eq!((drained.forced, drained.left), (0, 0), "{drained:?}");
+        }
+        assert!(answers.len() >= 100, "only {} requests", answers.len());
+        let mut seen = [0usize; 2];
+        for answer in &answers {
+            assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+            let version = version_of(answer);
+            let expected = if version == id_a {
+                seen[0] += 1;
+                "version A\n"
+            } else {
+                assert_eq!(version, id_b, "a version that was never loaded");
+                seen[1] += 1;
+                "version B\n"
+            };
+            assert_eq!(answer.body, expected, "the body of version {version}");
+        }
+        assert!(
+            seen[0] > 0 && seen[1] > 0,
+            "both versions answered: {seen:?}"
+        );
+        // Recompiling the same bytes hit the module cache: no module was
+        // added.
+        let after = server.state.host().cache_stats();
+        assert_eq!(
+            (after.modules, after.distinct_modules, after.code_bytes),
+            (cached.modules, cached.distinct_modules, cached.code_bytes)
+        );
+        assert!(
+            eventually(Duration::from_secs(5), || server
+                .state
+                .host()
+                .domain_count()
+                == 0)
+            .await,
+            "domains left: {}",
+            server.state.host().domain_count()
+        );
+        // The clients' connections close as their tasks end; the server's
+        // side follows.
+        eventually(Duration::from_secs(5), || FdBaseline::now() == fds).await;
+        fds.assert_back("after 100 reloads under load");
+    });
+}
+
+#[test]
+fn the_same_bytes_reload_as_unchanged_from_the_module_cache() {
+    serial_runtime(async {
+        let a = answering("version A");
+        let server = TestServer::start(&plugin_toml(""), &[("p.wat", &a)]).await;
+        let before = server.state.host().cache_stats();
+        let serving = server.state.plugins()[0].current();
+        match server.state.reload("p").await.unwrap() {
+            Reloaded::Unchanged { version, .. } => assert_eq!(version, serving.id),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(server.state.host().cache_stats().modules, before.modules);
+        assert!(matches!(
+            server.state.reload("nope").await,
+            Err(ReloadError::UnknownPlugin(_))
+        ));
+    });
+}
+
+#[test]
+fn a_broken_version_is_refused_and_logged_while_the_old_one_serves() {
+    serial_runtime(async {
+        let a = answering("version A");
+        let id_a = content_id(&[a.as_bytes()]);
+        let server = TestServer::start(&plugin_toml(""), &[("p.wat", &a)]).await;
+        let client = client();
+        let unlinkable = r#"(module (import "nowhere" "missing" (func)) (func (export "_start")))"#;
+        for (broken, cause) in [
+            ("this is not wasm", "p.wat"),
+            (unlinkable, "does not instantiate"),
+        ] {
+            std::fs::write(server.dir.join("p.wat"), broken).unwrap();
+            let error = server.state.reload("p").await.unwrap_err();
+            let ReloadError::Refused { plugin, cause: why } = &error else {
+                panic!("{error:?}");
+            };
+            assert_eq!(plugin, "p");
+            assert!(why.to_string().contains(cause), "{why}");
+            let logged = logged("reload refused");
+            assert!(
+                logged
+                    .iter()
+                    .any(|l| l.contains("plugin=\"p\"") && l.contains(cause)),
+                "{logged:?}"
+            );
+            let answer = get(&client, &server.url("/p")).await;
+            assert_eq!(answer.status, StatusCode::OK);
+            assert_eq!(
+                (version_of(&answer), answer.body.as_str()),
+                (id_a.clone(), "version A\n")
+            );
+        }
+    });
+}
+
+#[test]
+fn a_drain_past_drain_timeout_stops_the_old_versions_requests() {
+    serial_runtime(async {
+        let spin = guest(b"content-type: text/plain\n\nslow ", SPIN);
+        let server = TestServer::start(
+            &format!(
+                "drain_timeout = \"200ms\"\n{}",
+                plugin_toml("request_timeout = \"30s\"")
+            ),
+            &[("p.wat", &spin)],
+        )
+        .await;
+        let url = server.url("/p");
+        let slow = tokio::spawn(async move {
+            let client = client();
+            let response = client
+                .request(hyper::Request::get(url).body(Default::default()).unwrap())
+                .await
+                .unwrap();
+            let version = response.headers()[VERSION_HEADER]
+                .to_str()
+                .unwrap()
+                .to_string();
+            let body = http_body_util::BodyExt::collect(response.into_body()).await;
+            (version, body.is_err())
+        });
+        let old = server.state.plugins()[0].current();
+        assert!(eventually(Duration::from_secs(5), || old.in_flight.len() == 1).await);
+        let Reloaded::Swapped { drain, .. } = reload_to(&server, &answering("quick")).await else {
+            panic!("not swapped");
+        };
+        let drained = tokio::time::timeout(Duration::from_secs(10), drain)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((drained.in_flight, drained.forced, drained.left), (1, 1, 0));
+        assert!(drained.elapsed < Duration::from_secs(5), "{drained:?}");
+        let (version, cut) = slow.await.unwrap();
+        assert_eq!(version, old.id);
+        assert!(cut, "the stopped request's body is cut");
+        assert!(!logged("requests still running at drain_timeout were stopped").is_empty());
+        assert_eq!(get(&client(), &server.url("/p")).await.body, "quick\n");
+    });
+}
+
+#[test]
+fn a_watched_module_rewritten_is_reloaded_within_a_bounded_time() {
+    serial_runtime(async {
+        let a = answering("version A");
+        let server = TestServer::start(&plugin_toml("watch = true"), &[("p.wat", &a)]).await;
+        let client = client();
+        assert_eq!(get(&client, &server.url("/p")).await.body, "version A\n");
+        // In place (truncate and write, as most tools do), then by a rename
+        // over the file (as editors that save atomically do).
+        for (text, atomic) in [("version B", false), ("version C", true)] {
+            let wat = answering(text);
+            let path = server.dir.join("p.wat");
+            if atomic {
+                let temp = server.dir.join(".p.wat.tmp");
+                std::fs::write(&temp, &wat).unwrap();
+                std::fs::rename(&temp, &path).unwrap();
+            } else {
+                std::fs::write(&path, &wat).unwrap();
+            }
+            let begun = Instant::now();
+            let id = content_id(&[wat.as_bytes()]);
+            let mut answer = get(&client, &server.url("/p")).await;
+            while version_of(&answer) != id && begun.elapsed() < Duration::from_secs(10) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                answer = get(&client, &server.url("/p")).await;
+            }
+            assert_eq!(
+                answer.body,
+                format!("{text}\n"),
+                "not reloaded after {:?}",
+                begun.elapsed()
+            );
+            assert!(begun.elapsed() < Duration::from_secs(10));
+        }
+    });
+}

@@ -19,10 +19,10 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use bytes::Bytes;
-use custody_handle::Fd;
+use custody_handle::{Fd, HandleId};
 use custody_host::{CallError, Domain, Val};
 use custody_http::{Exchange, RequestHead, ResponseHead};
-use custody_wasi::{Stdio, WasiConfig};
+use custody_wasi::{Stdio, WasiConfig, WasiDomain};
 use http_body_util::BodyExt;
 use hyper::body::{Frame, Incoming};
 use hyper::header::{self, HeaderName, HeaderValue};
@@ -85,17 +85,50 @@ pub(crate) async fn run(
     let call = {
         let abort = domain.clone();
         let (host, version) = (Arc::clone(&run.host), Arc::clone(&run.version));
-        // A plugin that also imports WASI logs through stderr.
-        let wasi = WasiConfig::new().stderr(Stdio::File(stderr_w.into()));
+        let (plugin, request_id) = (run.plugin.clone(), run.request_id.clone());
         tokio::task::spawn_blocking(move || {
-            let domain = match version.domain(&host, wasi) {
-                Ok(domain) => domain,
-                Err(e) => return Outcome::NotRun(e),
+            let outcome = match &version.pool {
+                None => {
+                    // A plugin that also imports WASI logs through stderr.
+                    let wasi = WasiConfig::new().stderr(Stdio::File(stderr_w.into()));
+                    let domain = match version.domain(&host, wasi) {
+                        Ok(domain) => domain,
+                        Err(e) => return Outcome::NotRun(e),
+                    };
+                    let ends = (request_r, response_w);
+                    let (outcome, _) = call_handle(&domain, &abort, head, ends, exchange_tx);
+                    // The two handles are released here, whatever the guest
+                    // did: the server's reader sees the end of the body.
+                    let _ = domain.unload();
+                    outcome
+                }
+                Some(pool) => {
+                    drop(stderr_w);
+                    // A pooled domain outlives the request: its stderr is
+                    // captured, and logged after each request.
+                    let wasi = WasiConfig::new().stderr(Stdio::Capture);
+                    let pooled = match pool.take(|| version.domain(&host, wasi)) {
+                        Ok(pooled) => pooled,
+                        Err(e) => return Outcome::NotRun(e),
+                    };
+                    let domain = &pooled.domain;
+                    let ends = (request_r, response_w);
+                    let (outcome, ids) = call_handle(domain, &abort, head, ends, exchange_tx);
+                    // The request's two handles go now (the server's reader
+                    // sees the end of the body); one the guest kept or
+                    // duplicated retires the domain.
+                    for id in ids.into_iter().flatten() {
+                        let _ = domain.close_handle(id);
+                    }
+                    log_captured(&domain.take_stderr(), &plugin, &request_id);
+                    if let Some(exchange) = domain.extension::<Exchange>() {
+                        exchange.end();
+                    }
+                    let call_ok = matches!(outcome, Outcome::Exited(_));
+                    pool.give_back(pooled, call_ok);
+                    outcome
+                }
             };
-            let outcome = call_handle(&domain, &abort, head, request_r, response_w, exchange_tx);
-            // The two handles are released here, whatever the guest did:
-            // the server's reader sees the end of the response body.
-            let _ = domain.unload();
             drop(permit);
             drop(in_flight);
             outcome
@@ -179,27 +212,42 @@ pub(crate) async fn run(
 
 /// In the domain, on the blocking pool: the handles made, the exchange
 /// begun and handed to the server, `handle` called.
+/// Returns the call's outcome and the two handles' ids (to close in a
+/// pooled domain).
 fn call_handle(
     domain: &Domain,
     abort: &Abort,
     head: RequestHead,
-    request: OwnedFd,
-    response: OwnedFd,
+    (request, response): (OwnedFd, OwnedFd),
     exchange_tx: oneshot::Sender<Arc<Exchange>>,
-) -> Outcome {
+) -> (Outcome, [Option<HandleId>; 2]) {
     let Some(exchange) = domain.extension::<Exchange>() else {
-        return Outcome::NotRun("the host has no custody_http extension".into());
+        let missing = "the host has no custody_http extension";
+        return (Outcome::NotRun(missing.into()), [None, None]);
     };
-    let handles = domain
-        .insert_handle(Fd::from(request))
-        .and_then(|req| Ok((req, domain.insert_handle(Fd::from(response))?)));
-    let (request, response) = match handles {
-        Ok(ids) => ids,
-        Err(e) => return Outcome::NotRun(format!("the request's handles: {e}")),
+    let request = match domain.insert_handle(Fd::from(request)) {
+        Ok(id) => id,
+        Err(e) => {
+            return (
+                Outcome::NotRun(format!("the request's handle: {e}")),
+                [None, None],
+            );
+        }
     };
+    let response = match domain.insert_handle(Fd::from(response)) {
+        Ok(id) => id,
+        Err(e) => {
+            let outcome = Outcome::NotRun(format!("the response's handle: {e}"));
+            return (outcome, [Some(request), None]);
+        }
+    };
+    let ids = [Some(request), Some(response)];
     exchange.begin(head);
     if exchange_tx.send(Arc::clone(&exchange)).is_err() || !abort.register(domain.downgrade()) {
-        return Outcome::NotRun("the request ended before the call".into());
+        return (
+            Outcome::NotRun("the request ended before the call".into()),
+            ids,
+        );
     }
     let args = [
         Val::I32(request.raw() as i32),
@@ -216,7 +264,19 @@ fn call_handle(
     // The head is committed (if the server did not yet): nothing changes it
     // from here on, and the server reads it once the body ends.
     exchange.commit();
-    outcome
+    (outcome, ids)
+}
+
+/// Logs a pooled domain's captured stderr, a line at a time, tagged with
+/// the plugin and the request.
+fn log_captured(stderr: &[u8], plugin: &str, request_id: &str) {
+    for line in stderr.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        let text = String::from_utf8_lossy(line);
+        tracing::info!(
+            target: "custody::serve::stderr",
+            plugin, id = request_id, "{}", custody_handle::diagnostics::escape_control(&text)
+        );
+    }
 }
 
 /// Commits the head: from now on the plugin cannot change it (it may still

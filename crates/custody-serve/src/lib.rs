@@ -38,6 +38,7 @@
 //! | `fault` | the fault kinds, their statuses, bodies, log events and counters |
 //! | `wagi` | WAGI's contract: the CGI environment, argv, the response head |
 //! | `drain` | a version's in-flight requests: the registry a drain waits on and forces |
+//! | `pool` | pooled instances: long-lived domains lent one request at a time, retired after a random count, a failure or a handle left behind |
 //! | `plugin` | a plugin and its versions (compiled modules, content id, policy, routes) |
 //! | `exec` | one WAGI request: its domain, pipes, streamed body and outcome |
 //! | `custody_run` | one custody-ABI request: `handle(request, response)`, the two handles, the head through `custody_http` |
@@ -56,6 +57,7 @@ mod examples;
 mod exec;
 mod fault;
 mod plugin;
+mod pool;
 mod reload;
 mod route;
 mod server;

@@ -16,10 +16,14 @@ use tokio::sync::Semaphore;
 
 use crate::config::{ConfigError, Instances, Interface, PluginConfig};
 use crate::drain::InFlight;
+use crate::pool::{DEFAULT_RECYCLE_AFTER, Pool, parse_recycle_after};
 use crate::route::{self, Route};
 
 /// The export that makes a module a custody-ABI plugin.
 pub const HANDLE_EXPORT: &str = "handle";
+
+/// The default `pool` of a pooled plugin.
+pub const DEFAULT_POOL: u32 = 8;
 
 /// One loaded version of a plugin.
 #[derive(Debug)]
@@ -39,6 +43,8 @@ pub struct PluginVersion {
     pub routes: Vec<(Route, String)>,
     /// Its requests that still have a domain (a reload drains them).
     pub in_flight: Arc<InFlight>,
+    /// Its long-lived domains, with `instances = "pooled"`.
+    pub pool: Option<Arc<Pool>>,
 }
 
 /// A plugin: its configuration, its concurrency limit and its current
@@ -168,14 +174,7 @@ impl PluginVersion {
                 Interface::Wagi
             });
         match (interface, config.instances) {
-            (Interface::Custody, Instances::Pooled) => {
-                return Err(fail(
-                    "instances = \"pooled\" is not in this build: every request gets a fresh \
-                     domain (use \"per-request\")"
-                        .into(),
-                ));
-            }
-            (Interface::Custody, Instances::PerRequest) => {
+            (Interface::Custody, _) => {
                 if !exports(&modules, HANDLE_EXPORT) {
                     return Err(fail(format!(
                         "interface \"custody\": the module exports no `{HANDLE_EXPORT}` function"
@@ -214,6 +213,17 @@ impl PluginVersion {
                 },
             )],
             in_flight: Arc::default(),
+            pool: match config.instances {
+                Instances::Pooled => {
+                    let range = match &config.recycle_after {
+                        Some(text) => parse_recycle_after(text).map_err(fail)?,
+                        None => DEFAULT_RECYCLE_AFTER,
+                    };
+                    let size = config.pool.unwrap_or(DEFAULT_POOL).max(1) as usize;
+                    Some(Arc::new(Pool::new(size, range)))
+                }
+                Instances::PerRequest => None,
+            },
         };
         let probe = version
             .domain(

@@ -222,6 +222,10 @@ async fn drain(state: Arc<ServerState>, plugin: String, old: Arc<PluginVersion>)
         let _ = tokio::time::timeout(FORCE_GRACE, old.in_flight.drained()).await;
     }
     let left = old.in_flight.len();
+    // Its pool's idle domains serve no one now.
+    if let Some(pool) = old.pool.clone() {
+        let _ = tokio::task::spawn_blocking(move || pool.unload_idle()).await;
+    }
     (state
         .draining
         .lock()

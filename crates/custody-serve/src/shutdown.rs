@@ -246,6 +246,12 @@ async fn domains_unloaded(state: &ServerState) -> usize {
             version.in_flight.stop_all();
         }
     }
+    // The pools' idle domains belong to no request: unloaded here.
+    for version in state.live_versions() {
+        if let Some(pool) = version.pool.clone() {
+            let _ = tokio::task::spawn_blocking(move || pool.unload_idle()).await;
+        }
+    }
     // A request's domain is unloaded just before it leaves its registry:
     // what the host still counts is going, or leaked.
     loop {

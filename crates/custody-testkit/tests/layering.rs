@@ -145,6 +145,7 @@ const SERVE: &[Layer] = &[
     Layer::of("fault"),
     Layer::of("wagi"),
     Layer::of("drain"),
+    Layer::of("pool"),
     Layer::of("plugin"),
     Layer::of("exec"),
     Layer::of("custody_run"),

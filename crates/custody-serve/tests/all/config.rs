@@ -95,14 +95,14 @@ fn load(toml: &str, files: &[(&str, &str)]) -> String {
 #[test]
 fn what_this_build_cannot_run_is_refused_at_load_saying_why() {
     custody_testkit::quiet();
-    // A module exporting `handle` is a custody-ABI plugin by default; pooled
-    // instances are not in this build; `interface = "custody"` needs `handle`.
+    // A module exporting `handle` is a custody-ABI plugin by default; a pool
+    // needs a sane `recycle_after`; `interface = "custody"` needs `handle`.
     let handle = "(module (func (export \"handle\") (param i32 i32) (result i32) i32.const 0))";
     let error = load(
-        "[[plugin]]\nname = \"h\"\nroute = \"/h\"\nmodule = \"h.wat\"\ninstances = \"pooled\"\npool = 2\n",
+        "[[plugin]]\nname = \"h\"\nroute = \"/h\"\nmodule = \"h.wat\"\ninstances = \"pooled\"\npool = 2\nrecycle_after = \"5..5\"\n",
         &[("h.wat", handle)],
     );
-    assert!(error.contains("not in this build"), "{error}");
+    assert!(error.contains("recycle_after \"5..5\""), "{error}");
     let error = load(
         "[[plugin]]\nname = \"h\"\nroute = \"/h\"\nmodule = \"h.wat\"\ninterface = \"custody\"\n",
         &[("h.wat", "(module (func (export \"_start\")))")],

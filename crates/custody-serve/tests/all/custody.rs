@@ -199,3 +199,65 @@ fn the_request_s_handles_are_released_whatever_the_guest_did() {
         assert_eq!(server.state.host().domain_count(), 0);
     });
 }
+
+/// A pooled plugin: `handle` counts its calls in a global and answers the
+/// count as one letter (`b` for the first call of an instance, `c` for the
+/// second...); DELETE traps; PUT duplicates the response handle and keeps
+/// the copy (a handle left behind).
+const COUNTER: &str = r#"(module
+  (import "custody_http" "method" (func $method (param i32 i32 i32) (result i32)))
+  (import "custody" "write" (func $write (param i32 i32 i32 i32) (result i32)))
+  (import "custody" "dup" (func $dup (param i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (global $calls (mut i32) (i32.const 0))
+  (func (export "handle") (param $req i32) (param $resp i32) (result i32)
+    (global.set $calls (i32.add (global.get $calls) (i32.const 1)))
+    (drop (call $method (i32.const 200) (i32.const 16) (i32.const 20)))
+    (if (i32.eq (i32.load8_u (i32.const 200)) (i32.const 68)) (then unreachable))
+    (if (i32.eq (i32.load8_u (i32.const 201)) (i32.const 85))
+      (then (drop (call $dup (local.get $resp) (i32.const 24)))))
+    (i32.store8 (i32.const 100) (i32.add (i32.const 97) (global.get $calls)))
+    (drop (call $write (local.get $resp) (i32.const 100) (i32.const 1) (i32.const 16)))
+    (i32.const 0)))"#;
+
+#[test]
+fn pooled_domains_serve_one_request_at_a_time_and_retire_after_their_count_a_trap_or_a_leak() {
+    serial_runtime(async {
+        let toml = "[[plugin]]\nname = \"count\"\nroute = \"/count\"\nmodule = \"count.wat\"\n\
+                    instances = \"pooled\"\npool = 2\nrecycle_after = \"3..4\"\n";
+        let server = TestServer::start(toml, &[("count.wat", COUNTER)]).await;
+        let client = client();
+        let mut bodies = String::new();
+        for _ in 0..7 {
+            bodies += &get(&client, &server.url("/count")).await.body;
+        }
+        // Three requests per domain, then a fresh one.
+        assert_eq!(bodies, "bcdbcdb");
+        assert!(
+            server.state.host().domain_count() <= 2,
+            "at most the pool is kept"
+        );
+        // A trap retires the domain: the next request meets a fresh one.
+        let trapped = send(
+            &client,
+            Method::DELETE,
+            &server.url("/count"),
+            &[],
+            Bytes::new(),
+        )
+        .await;
+        assert_eq!(trapped.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(get(&client, &server.url("/count")).await.body, "b");
+        // A handle left behind retires it too, and the request still ends.
+        let leaked = send(
+            &client,
+            Method::PUT,
+            &server.url("/count"),
+            &[],
+            Bytes::new(),
+        )
+        .await;
+        assert_eq!(leaked.body, "c");
+        assert_eq!(get(&client, &server.url("/count")).await.body, "b");
+    });
+}

@@ -357,6 +357,18 @@ fn a_planted_upward_import_fails_custody_wasi() {
 }
 
 #[test]
+fn a_planted_upward_import_fails_custody_http() {
+    assert_planted_is_found(
+        "custody-http",
+        HTTP,
+        "exchange.rs",
+        "\nuse crate::functions::set_status as planted;\n",
+        "exchange",
+        "functions",
+    );
+}
+
+#[test]
 fn a_planted_upward_import_fails_the_command_line() {
     assert_planted_is_found(
         "custody",

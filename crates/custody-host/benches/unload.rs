@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use custody_host::{Domain, DomainConfig, Host, Policy, RootKind};
+use custody_testkit::paired;
 
 const GUEST: &str = r#"(module
   (memory (export "memory") 1)
@@ -37,29 +38,6 @@ fn domain(host: &Host) -> Domain {
 /// enough that the two variants alternate thousands of times a second.
 const BLOCK: u64 = 256;
 
-/// Times `iters` calls of `measured`, in blocks that alternate with as many
-/// untimed calls of `other`. On a shared machine the load changes from one
-/// second to the next, so two benches run one after the other compare two
-/// loads as much as two code paths; interleaved, both variants run under
-/// the same conditions.
-fn paired(iters: u64, measured: impl Fn(), other: impl Fn()) -> Duration {
-    let mut total = Duration::ZERO;
-    let mut left = iters;
-    while left > 0 {
-        let n = left.min(BLOCK);
-        let start = Instant::now();
-        for _ in 0..n {
-            measured();
-        }
-        total += start.elapsed();
-        for _ in 0..n {
-            other();
-        }
-        left -= n;
-    }
-    total
-}
-
 fn root_tracking(c: &mut Criterion) {
     let host = Host::new(Policy::default()).unwrap();
     let domain = domain(&host);
@@ -71,10 +49,10 @@ fn root_tracking(c: &mut Criterion) {
     };
     let mut group = c.benchmark_group("call of an empty export");
     group.bench_function("baseline: no root tracking", |b| {
-        b.iter_custom(|iters| paired(iters, untracked, tracked))
+        b.iter_custom(|iters| paired(iters, BLOCK, untracked, tracked))
     });
     group.bench_function("Domain::call (a root)", |b| {
-        b.iter_custom(|iters| paired(iters, tracked, untracked))
+        b.iter_custom(|iters| paired(iters, BLOCK, tracked, untracked))
     });
     group.finish();
 }

@@ -74,6 +74,35 @@ pub fn fuzz_duration() -> std::time::Duration {
     std::time::Duration::from_secs_f64(secs)
 }
 
+/// Times `iters` calls of `measured`, in blocks of `block` that alternate
+/// with as many untimed calls of `other`: a criterion `iter_custom` body
+/// for comparing two variants on a shared machine. Its load changes from
+/// one second to the next, so two benches run one after the other compare
+/// two loads as much as two code paths; interleaved, both variants run
+/// under the same conditions.
+pub fn paired(
+    iters: u64,
+    block: u64,
+    measured: impl Fn(),
+    other: impl Fn(),
+) -> std::time::Duration {
+    let mut total = std::time::Duration::ZERO;
+    let mut left = iters;
+    while left > 0 {
+        let n = left.min(block.max(1));
+        let start = std::time::Instant::now();
+        for _ in 0..n {
+            measured();
+        }
+        total += start.elapsed();
+        for _ in 0..n {
+            other();
+        }
+        left -= n;
+    }
+    total
+}
+
 /// xorshift64*: reproducible randomness for hostile arguments and chaos.
 pub struct Rng(pub u64);
 

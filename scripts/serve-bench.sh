@@ -102,12 +102,30 @@ EOF
     BASELINE_URL=$URL
 }
 
-# The custody-ABI plugin (`interface = "custody"`): the lead adds it here
-# once the interface lands (a C example plugin and its baseline), and
-# lists it in PLUGINS below.
-# plugin_custody_abi() { ...; CUSTODY_URL=...; BASELINE_URL=...; }
+# The custody-ABI hello (`interface = "custody"`, plugins/hello_custody.wat:
+# the same answer through `handle` and custody_http) against the same
+# baseline (raw wasmtime has no custody ABI: its WAGI hello does the same
+# work).
+plugin_custody_hello() {
+    local module="$ROOT/crates/custody-serve/plugins/hello_custody.wat"
+    cat >"$WORK/custody-hello.toml" <<EOF
+listen = "127.0.0.1:0"
+[[plugin]]
+name = "hello"
+route = "/hello"
+module = "$module"
+interface = "custody"
+max_concurrency = 1024
+EOF
+    start custody "$CUSTODY" serve --config "$WORK/custody-hello.toml"
+    CUSTODY_URL=$URL
+    start baseline "$BASELINE" --listen 127.0.0.1:0 --route /hello \
+        "$ROOT/crates/custody-serve/plugins/hello.wat"
+    BASELINE_URL=$URL
+}
 
-PLUGINS=(wagi_hello)
+# `PLUGINS="custody_hello" scripts/serve-bench.sh` runs one kind.
+read -r -a PLUGINS <<<"${PLUGINS:-wagi_hello custody_hello}"
 
 # A wrk latency figure (`850.00us`, `1.20ms`, `2.00s`) in µs.
 micros() {

@@ -35,7 +35,7 @@ use crate::body::{Body, full};
 use crate::exec::{
     Abort, AbortOnDrop, BODY_CHANNEL, CHUNK, ChannelBody, Outcome, WagiRun, feed_stdin, log_stderr,
 };
-use crate::fault::{self, FaultKind};
+use crate::fault::FaultKind;
 use crate::plugin::HANDLE_EXPORT;
 use crate::wagi::SERVER_OWNED;
 
@@ -181,17 +181,7 @@ pub(crate) async fn run(
         on_drop.0 = None;
         return match call.await {
             Ok(Outcome::Exited(0)) => respond(commit(&exchange), full(Bytes::new())),
-            Ok(Outcome::Exited(code)) => run.fault(
-                FaultKind::Exit,
-                format!("handle returned {code} before any response body"),
-                None,
-            ),
-            Ok(Outcome::Failed(e)) => {
-                let kind = FaultKind::of_call(&e).unwrap_or(FaultKind::Trap);
-                run.fault(kind, e.to_string(), fault::backtrace(&e))
-            }
-            Ok(Outcome::NotRun(e)) => run.fault(FaultKind::Internal, e, None),
-            Err(e) => run.fault(FaultKind::Internal, format!("the call's task: {e}"), None),
+            other => run.failed(other, "handle returned {} before any response body"),
         };
     }
     let head = commit(&exchange);

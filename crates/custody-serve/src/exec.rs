@@ -285,9 +285,25 @@ impl WagiRun {
                 format!("the plugin wrote no header block ({written} bytes, no blank line)"),
                 None,
             ),
+            other => self.failed(
+                other,
+                "the plugin exited with status {} before a header block",
+            ),
+        }
+    }
+
+    /// The fault of a call that failed before the response's head: a
+    /// nonzero exit status (`exited`, with `{}` for the status), a trap,
+    /// the deadline, the memory limit, or a call that never ran.
+    pub(crate) fn failed(
+        &self,
+        outcome: Result<Outcome, tokio::task::JoinError>,
+        exited: &str,
+    ) -> Response<Body> {
+        match outcome {
             Ok(Outcome::Exited(status)) => self.fault(
                 FaultKind::Exit,
-                format!("the plugin exited with status {status} before a header block"),
+                exited.replace("{}", &status.to_string()),
                 None,
             ),
             Ok(Outcome::Failed(e)) => {

@@ -93,7 +93,7 @@ pub struct Drained {
     pub in_flight: usize,
     /// Those still running at `drain_timeout`, stopped.
     pub forced: usize,
-    /// Those still in flight after being stopped and [`FORCE_GRACE`]
+    /// Those still in flight after being stopped and `FORCE_GRACE`
     /// (a bug if ever nonzero: logged as an error).
     pub left: usize,
     /// How long the drain took.

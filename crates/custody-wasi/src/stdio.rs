@@ -26,8 +26,8 @@ pub enum Stdio {
     /// to its end.
     File(File),
     /// A buffer the embedder drains with
-    /// [`Domain::take_stdout`](crate::Domain::take_stdout) and
-    /// [`take_stderr`](crate::Domain::take_stderr), bounded by the
+    /// [`Domain::take_stdout`](crate::WasiDomain::take_stdout) and
+    /// [`take_stderr`](crate::WasiDomain::take_stderr), bounded by the
     /// policy's `stdio_capture_limit` (writes past it fail with `EFBIG`).
     /// The default for stdout and stderr. As stdin it reads as
     /// [`Stdio::Null`].

@@ -442,7 +442,7 @@ impl ResourceLimiter for DomainCtx {
     }
 
     /// Tables count against the same cap as memories, at the host memory
-    /// their elements take ([`TABLE_ELEMENT_BYTES`] each): a guest cannot
+    /// their elements take (`TABLE_ELEMENT_BYTES`, 8 each): a guest cannot
     /// spend host memory through tables that it could not through memory.
     /// Past the cap, as for memories.
     fn table_growing(

@@ -83,7 +83,8 @@ impl<'a> HostCall<'a, '_> {
         matches!(params.as_slice(), [ValType::I32]) && ty.results().len() == 0
     }
 
-    /// The guest's stack at this host call ([`guest_stack`]).
+    /// The guest's stack at this host call, innermost frame first, one
+    /// frame a line.
     pub fn guest_stack(&self) -> String {
         guest_stack(self.caller)
     }
@@ -101,7 +102,8 @@ impl<'a> HostCall<'a, '_> {
         split(self.caller, &mut self.shared)
     }
 
-    /// The domain's one wait ([`DomainCtx::wait`]), recorded for the
+    /// The domain's one wait (deadline-bounded, woken by the cancellation
+    /// signal), recorded for the
     /// domain's roots while it lasts: this host function and the guest's
     /// stack now (a blocked guest reaches no epoch check to be sampled at).
     pub fn wait(

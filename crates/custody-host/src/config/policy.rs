@@ -293,7 +293,7 @@ pub struct Policy {
     /// to load ([`LoadError::DeniedModule`](crate::LoadError::DeniedModule)).
     pub wasi: bool,
     /// The most bytes a WASI stdout or stderr capture buffer holds until
-    /// the embedder drains it ([`Domain::take_stdout`](crate::Domain::take_stdout));
+    /// the embedder drains it (custody-wasi's `WasiDomain::take_stdout`);
     /// writes past it fail with `EFBIG` (and a warning). Default 1 MiB.
     pub stdio_capture_limit: usize,
 }

@@ -220,6 +220,30 @@ pub fn serial() -> MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// The statement every test of a binary that counts fds begins with.
+pub const SERIAL_FIRST: &str = "let _serial = serial();";
+
+/// Asserts that every `#[test]` in the `.rs` files of `dir` begins with
+/// [`SERIAL_FIRST`], and that there are at least `at_least` of them (so a
+/// wrong `dir` does not pass by finding none): tests that share one
+/// process and count its fds must not run beside each other.
+///
+/// # Panics
+/// Naming each test that does not, or if too few were found.
+#[track_caller]
+pub fn assert_every_test_takes_serial_first(dir: &Path, at_least: usize) {
+    let (tests, without) = tests_not_beginning_with(dir, SERIAL_FIRST);
+    assert!(
+        tests >= at_least,
+        "{tests} tests found in {}",
+        dir.display()
+    );
+    assert!(
+        without.is_empty(),
+        "tests that do not begin with `{SERIAL_FIRST}`: {without:#?}"
+    );
+}
+
 /// The `#[test]` functions in the `.rs` files of `dir` whose first
 /// statement is not `statement` (as `file: fn name`), and how many tests
 /// there are in all: for a test binary whose every test must begin by

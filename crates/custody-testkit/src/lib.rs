@@ -23,7 +23,10 @@ mod guests;
 pub mod layering;
 mod wasi_guests;
 
-pub use fds::{FdBaseline, fd_is_open, open_fds, serial, tests_not_beginning_with};
+pub use fds::{
+    FdBaseline, assert_every_test_takes_serial_first, fd_is_open, open_fds, serial,
+    tests_not_beginning_with,
+};
 pub use guests::*;
 pub use wasi_guests::*;
 

@@ -20,19 +20,11 @@ mod table_model;
 
 use std::path::Path;
 
-use custody_handle::testing::{serial, tests_not_beginning_with};
-
-/// The statement every test of this binary begins with.
-const SERIAL_FIRST: &str = "let _serial = serial();";
+use custody_handle::testing::{assert_every_test_takes_serial_first, serial};
 
 #[test]
 fn every_test_takes_serial_first() {
     let _serial = serial();
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/all");
-    let (tests, without) = tests_not_beginning_with(&dir, SERIAL_FIRST);
-    assert!(tests >= 20, "{tests} tests found in {}", dir.display());
-    assert!(
-        without.is_empty(),
-        "tests that do not begin with `{SERIAL_FIRST}`: {without:#?}"
-    );
+    assert_every_test_takes_serial_first(&dir, 20);
 }

@@ -42,19 +42,11 @@ mod unloadability;
 
 use std::path::Path;
 
-use custody_testkit::{serial, tests_not_beginning_with};
-
-/// The statement every test of this binary begins with.
-const SERIAL_FIRST: &str = "let _serial = serial();";
+use custody_testkit::{assert_every_test_takes_serial_first, serial};
 
 #[test]
 fn every_test_takes_serial_first() {
     let _serial = serial();
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/all");
-    let (tests, without) = tests_not_beginning_with(&dir, SERIAL_FIRST);
-    assert!(tests >= 150, "{tests} tests found in {}", dir.display());
-    assert!(
-        without.is_empty(),
-        "tests that do not begin with `{SERIAL_FIRST}`: {without:#?}"
-    );
+    assert_every_test_takes_serial_first(&dir, 150);
 }

@@ -10,16 +10,3 @@ mod leaks;
 mod path;
 mod poll;
 mod proc;
-
-use std::path::Path;
-
-use custody_testkit::{assert_every_test_takes_serial_first, serial};
-
-/// The tests share one process and some count its fds: none may run
-/// beside another.
-#[test]
-fn every_test_takes_serial_first() {
-    let _serial = serial();
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/all");
-    assert_every_test_takes_serial_first(&dir, 30);
-}

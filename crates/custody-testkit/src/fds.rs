@@ -6,7 +6,8 @@ use std::fs;
 // The count and the lock live with the resource doubles, so custody-handle's
 // own tests (which cannot depend on this crate) share them.
 pub use custody_handle::testing::{
-    assert_every_test_takes_serial_first, fd_is_open, open_fds, serial, tests_not_beginning_with,
+    SERIAL_FIRST, assert_every_test_takes_serial_first, fd_is_open, open_fds, serial,
+    tests_not_beginning_with,
 };
 
 /// The fd count at one moment, to compare with later.

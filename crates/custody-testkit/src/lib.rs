@@ -24,7 +24,7 @@ pub mod layering;
 mod wasi_guests;
 
 pub use fds::{
-    FdBaseline, assert_every_test_takes_serial_first, fd_is_open, open_fds, serial,
+    FdBaseline, SERIAL_FIRST, assert_every_test_takes_serial_first, fd_is_open, open_fds, serial,
     tests_not_beginning_with,
 };
 pub use guests::*;

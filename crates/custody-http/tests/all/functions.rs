@@ -96,6 +96,7 @@ fn e(error: AbiError) -> i32 {
 
 #[test]
 fn the_request_head_is_copied_out_whole_or_cut_with_its_length() {
+    let _serial = serial();
     let host = host();
     let domain = domain(&host);
     assert_eq!(
@@ -132,6 +133,7 @@ fn the_request_head_is_copied_out_whole_or_cut_with_its_length() {
 
 #[test]
 fn a_range_or_out_slot_outside_memory_writes_nothing() {
+    let _serial = serial();
     let host = host();
     let domain = domain(&host);
     exchange(&domain).begin(request());
@@ -169,6 +171,7 @@ fn a_range_or_out_slot_outside_memory_writes_nothing() {
 
 #[test]
 fn the_response_head_changes_until_it_is_committed_and_refuses_injection() {
+    let _serial = serial();
     let host = host();
     let domain = domain(&host);
     assert_eq!(

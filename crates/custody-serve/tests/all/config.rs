@@ -6,6 +6,7 @@ use std::path::Path;
 use custody_serve::{Interface, ServerConfig, ServerState};
 
 use crate::support::*;
+use custody_testkit::serial;
 
 fn read(toml: &str) -> Result<ServerConfig, String> {
     ServerConfig::from_toml(toml, Path::new("/etc/custody.toml"), Path::new("/srv"))
@@ -14,6 +15,7 @@ fn read(toml: &str) -> Result<ServerConfig, String> {
 
 #[test]
 fn keys_defaults_durations_sizes_and_paths() {
+    let _serial = serial();
     let config = read(
         r#"
         listen = "127.0.0.1:9000"
@@ -49,6 +51,7 @@ fn keys_defaults_durations_sizes_and_paths() {
 
 #[test]
 fn bad_configurations_name_the_key_and_the_file() {
+    let _serial = serial();
     let plugin = "[[plugin]]\nname = \"p\"\nroute = \"/p\"\nmodule = \"p.wasm\"\n";
     for (toml, expect) in [
         ("listn = \"x\"".to_string(), "listn"),
@@ -83,7 +86,6 @@ fn bad_configurations_name_the_key_and_the_file() {
 }
 
 fn load(toml: &str, files: &[(&str, &str)]) -> String {
-    let _serial = custody_testkit::serial();
     let dir = write_files(files);
     let file = dir.join("custody.toml");
     let config = ServerConfig::from_toml(toml, &file, &dir).unwrap();
@@ -94,6 +96,7 @@ fn load(toml: &str, files: &[(&str, &str)]) -> String {
 
 #[test]
 fn what_this_build_cannot_run_is_refused_at_load_saying_why() {
+    let _serial = serial();
     custody_testkit::quiet();
     // A module exporting `handle` is a custody-ABI plugin by default; a pool
     // needs a sane `recycle_after`; `interface = "custody"` needs `handle`.

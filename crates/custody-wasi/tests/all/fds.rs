@@ -245,9 +245,9 @@ fn renumber_moves_a_file_onto_another_fd() {
 /// replace the file behind the embedder's own fd: refused, nothing changes.
 #[test]
 fn renumber_never_replaces_a_file_the_embedder_shares() {
+    let _serial = serial();
     use std::os::fd::AsFd;
     use std::os::unix::fs::MetadataExt;
-    let _serial = serial();
     let dir = scratch("wasi-renumber-shared");
     std::fs::write(dir.join("mine"), b"").unwrap();
     std::fs::write(dir.join("a"), b"AAAA").unwrap();

@@ -15,6 +15,7 @@ fn domain(config: DomainConfig) -> custody_host::Domain {
 
 #[test]
 fn a_write_to_stdout_is_captured() {
+    let _serial = serial();
     let domain = domain(DomainConfig::new());
     poke(&domain, 100, b"hello\n");
     iovec(&domain, 0, 100, 6);
@@ -29,6 +30,7 @@ fn a_write_to_stdout_is_captured() {
 
 #[test]
 fn the_arguments_reach_the_guest() {
+    let _serial = serial();
     let domain = domain(DomainConfig::new().args(["prog", "one"]).env("K", "v"));
     assert_eq!(call(&domain, "w_args_sizes_get", &[0, 4]), 0);
     assert_eq!(call(&domain, "load", &[0]), 2, "argc");
@@ -43,6 +45,7 @@ fn the_arguments_reach_the_guest() {
 
 #[test]
 fn proc_exit_is_an_exit_status_not_a_trap() {
+    let _serial = serial();
     let domain = domain(DomainConfig::new());
     match domain.call("w_proc_exit", &[Val::I32(3)]) {
         Err(CallError::Exit(3)) => {}
@@ -58,6 +61,7 @@ fn proc_exit_is_an_exit_status_not_a_trap() {
 
 #[test]
 fn a_stale_or_forged_fd_is_ebadf() {
+    let _serial = serial();
     let domain = domain(DomainConfig::new());
     iovec(&domain, 0, 100, 1);
     // A pipe opened through the custody ABI is a WASI fd too.
@@ -98,6 +102,7 @@ fn a_stale_or_forged_fd_is_ebadf() {
 
 #[test]
 fn a_policy_can_refuse_wasi_whole() {
+    let _serial = serial();
     let (host, _) = host_with(Policy {
         wasi: false,
         ..Policy::default()
@@ -117,6 +122,7 @@ fn a_policy_can_refuse_wasi_whole() {
 
 #[test]
 fn an_unknown_function_or_a_wrong_signature_names_the_import() {
+    let _serial = serial();
     let host = host();
     let domain = host.create_domain(DomainConfig::new()).unwrap();
     let unknown = host

@@ -40,7 +40,7 @@ use std::sync::Arc;
 use rustix::fs::OFlags;
 use rustix::io::Errno;
 
-pub use crate::boundary::cancel::{Exit, Waited};
+pub use crate::boundary::cancel::{Exit, Waited, WakeFd};
 pub use crate::boundary::ctx::DomainCtx;
 pub use crate::boundary::errno::AbiError;
 pub use crate::boundary::extensions::StoreState;

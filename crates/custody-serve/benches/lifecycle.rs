@@ -10,8 +10,13 @@
 //! - **custody, captured stdout**: `PluginVersion::domain` (create a domain,
 //!   load from the prepared instance) + call `_start` + `take_stdout` +
 //!   `unload`;
-//! - **custody, stdio through pipes**: the same with the three pipes
-//!   `custody serve` gives each request (made, then read and closed).
+//! - **custody, in-process pipes**: the same with the stdio `custody
+//!   serve` gives a request without a body: a null stdin, stdout through
+//!   an in-process pipe (custody-wasi's `Stdio::pipe_out`), stderr
+//!   captured;
+//! - **custody, OS pipes**: the same with three OS pipes (made, then read
+//!   and closed), as `custody serve` ran a request before the in-process
+//!   pipes.
 //!
 //! The domain lifecycle without WASI is `custody-host`'s `boundary` bench
 //! (`domain lifecycle: create + load + call + unload`).
@@ -28,6 +33,7 @@ use std::io::Read;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -145,8 +151,30 @@ impl Fixture {
         output
     }
 
-    /// custody as `custody serve` runs a request's guest: stdio through
-    /// three pipes, stdout read once the domain is unloaded.
+    /// custody as `custody serve` runs a request's guest: a null stdin,
+    /// stdout through an in-process pipe, read once the domain is
+    /// unloaded, stderr captured.
+    fn custody_served(&self) -> Vec<u8> {
+        let (stdout, reader) = Stdio::pipe_out(custody_wasi::PIPE_CAPACITY);
+        let wasi = self.wasi().stdout(stdout).stderr(Stdio::Capture);
+        let domain = self.version.domain(self.host(), wasi).unwrap();
+        match domain.call("_start", &[]) {
+            Ok(_) | Err(CallError::Exit(0)) => {}
+            Err(e) => panic!("{e}"),
+        }
+        black_box(domain.take_stderr());
+        domain.unload().unwrap();
+        let mut output = Vec::with_capacity(64);
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut buf = [0u8; 256];
+        while let Poll::Ready(n @ 1..) = reader.poll_read(&mut cx, &mut buf) {
+            output.extend_from_slice(&buf[..n]);
+        }
+        output
+    }
+
+    /// custody with stdio through three OS pipes, stdout read once the
+    /// domain is unloaded (how `custody serve` ran a request before).
     fn custody_piped(&self) -> Vec<u8> {
         let (stdin_r, stdin_w) = std::io::pipe().unwrap();
         let (mut stdout_r, stdout_w) = std::io::pipe().unwrap();
@@ -178,12 +206,16 @@ fn lifecycle(c: &mut Criterion) {
     let fixture = Fixture::new();
     assert_eq!(&fixture.raw()[..], HELLO_OUTPUT);
     assert_eq!(fixture.custody_captured(), HELLO_OUTPUT);
+    assert_eq!(fixture.custody_served(), HELLO_OUTPUT);
     assert_eq!(fixture.custody_piped(), HELLO_OUTPUT);
     let raw = || {
         black_box(fixture.raw());
     };
     let captured = || {
         black_box(fixture.custody_captured());
+    };
+    let served = || {
+        black_box(fixture.custody_served());
     };
     let piped = || {
         black_box(fixture.custody_piped());
@@ -198,9 +230,12 @@ fn lifecycle(c: &mut Criterion) {
         |b| b.iter_custom(|iters| paired(iters, BLOCK, captured, raw)),
     );
     g.bench_function(
-        "custody: the same, stdio through pipes (as custody serve)",
-        |b| b.iter_custom(|iters| paired(iters, BLOCK, piped, raw)),
+        "custody: the same, stdout through an in-process pipe (as custody serve)",
+        |b| b.iter_custom(|iters| paired(iters, BLOCK, served, raw)),
     );
+    g.bench_function("custody: the same, stdio through three OS pipes", |b| {
+        b.iter_custom(|iters| paired(iters, BLOCK, piped, raw))
+    });
     g.finish();
     print_ratios(&fixture);
 }
@@ -215,12 +250,16 @@ fn print_ratios(fixture: &Fixture) {
     let captured = || {
         black_box(fixture.custody_captured());
     };
+    let served = || {
+        black_box(fixture.custody_served());
+    };
     let piped = || {
         black_box(fixture.custody_piped());
     };
     for (name, variant) in [
         ("captured stdout", &captured as &dyn Fn()),
-        ("stdio through pipes", &piped),
+        ("in-process pipes, as custody serve", &served),
+        ("three OS pipes", &piped),
     ] {
         let mut ratios = Vec::new();
         let mut custody_ns = Vec::new();

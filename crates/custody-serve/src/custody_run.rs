@@ -24,19 +24,18 @@ use custody_host::{CallError, Domain, Val};
 use custody_http::{Exchange, RequestHead, ResponseHead};
 use custody_wasi::{Stdio, WasiConfig, WasiDomain};
 use http_body_util::BodyExt;
-use hyper::body::{Frame, Incoming};
+use hyper::body::Incoming;
 use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::{Response, StatusCode};
 use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
-use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
 use crate::body::{Body, full};
-use crate::exec::{
-    Abort, AbortOnDrop, BODY_CHANNEL, CHUNK, ChannelBody, Outcome, WagiRun, feed_stdin, log_stderr,
-};
+use crate::exec::{Abort, AbortOnDrop, CHUNK, GuestBody, Outcome, WagiRun, feed_stdin};
 use crate::fault::FaultKind;
 use crate::plugin::HANDLE_EXPORT;
+use crate::stdio::log_captured;
 use crate::wagi::SERVER_OWNED;
 
 /// A non-blocking, close-on-exec pipe: (read end, write end). The guest's
@@ -62,16 +61,11 @@ pub(crate) async fn run(
         Ok(ends) => ends,
         Err(e) => return run.fault(FaultKind::Internal, format!("pipes: {e}"), None),
     };
-    let (stderr_r, stderr_w) = match pipe_ends() {
-        Ok(ends) => ends,
-        Err(e) => return run.fault(FaultKind::Internal, format!("pipes: {e}"), None),
-    };
-    let (server_in, server_out, server_err) = match (
+    let (server_in, server_out) = match (
         pipe::Sender::from_owned_fd(request_w),
         pipe::Receiver::from_owned_fd(response_r),
-        pipe::Receiver::from_owned_fd(stderr_r),
     ) {
-        (Ok(a), Ok(b), Ok(c)) => (a, b, c),
+        (Ok(a), Ok(b)) => (a, b),
         _ => return run.fault(FaultKind::Internal, "pipes: not pollable".into(), None),
     };
     let domain = Abort::default();
@@ -87,26 +81,24 @@ pub(crate) async fn run(
         let (host, version) = (Arc::clone(&run.host), Arc::clone(&run.version));
         let (plugin, request_id) = (run.plugin.clone(), run.request_id.clone());
         tokio::task::spawn_blocking(move || {
+            // A plugin that also imports WASI logs through stderr: captured,
+            // and logged after each request.
+            let wasi = WasiConfig::new().stderr(Stdio::Capture);
             let outcome = match &version.pool {
                 None => {
-                    // A plugin that also imports WASI logs through stderr.
-                    let wasi = WasiConfig::new().stderr(Stdio::File(stderr_w.into()));
                     let domain = match version.domain(&host, wasi) {
                         Ok(domain) => domain,
                         Err(e) => return Outcome::NotRun(e),
                     };
                     let ends = (request_r, response_w);
                     let (outcome, _) = call_handle(&domain, &abort, head, ends, exchange_tx);
+                    log_captured(&domain.take_stderr(), &plugin, &request_id);
                     // The two handles are released here, whatever the guest
                     // did: the server's reader sees the end of the body.
                     let _ = domain.unload();
                     outcome
                 }
                 Some(pool) => {
-                    drop(stderr_w);
-                    // A pooled domain outlives the request: its stderr is
-                    // captured, and logged after each request.
-                    let wasi = WasiConfig::new().stderr(Stdio::Capture);
                     let pooled = match pool.take(|| version.domain(&host, wasi)) {
                         Ok(pooled) => pooled,
                         Err(e) => return Outcome::NotRun(e),
@@ -142,11 +134,6 @@ pub(crate) async fn run(
         run.max_body,
         Arc::clone(&body_too_large),
         domain.clone(),
-    ));
-    tokio::spawn(log_stderr(
-        server_err,
-        run.plugin.clone(),
-        run.request_id.clone(),
     ));
     let mut response_body = server_out;
     // The first body bytes, or the end of the body (the call ended).
@@ -185,8 +172,6 @@ pub(crate) async fn run(
         };
     }
     let head = commit(&exchange);
-    let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(BODY_CHANNEL);
-    let response = respond(head, ChannelBody(rx).boxed());
     on_drop.0 = None;
     let call = tokio::spawn(async move {
         // `handle`'s result: a nonzero return after the body began is a
@@ -196,8 +181,8 @@ pub(crate) async fn run(
             Ok(other) => other,
         }
     });
-    tokio::spawn(run.stream_body(response_body, Bytes::from(first), n, tx, call, domain));
-    response
+    let body = GuestBody::new(run, response_body, Bytes::from(first), n, call, domain);
+    respond(head, body.boxed())
 }
 
 /// In the domain, on the blocking pool: the handles made, the exchange
@@ -255,18 +240,6 @@ fn call_handle(
     // from here on, and the server reads it once the body ends.
     exchange.commit();
     (outcome, ids)
-}
-
-/// Logs a pooled domain's captured stderr, a line at a time, tagged with
-/// the plugin and the request.
-fn log_captured(stderr: &[u8], plugin: &str, request_id: &str) {
-    for line in stderr.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-        let text = String::from_utf8_lossy(line);
-        tracing::info!(
-            target: "custody::serve::stderr",
-            plugin, id = request_id, "{}", custody_handle::diagnostics::escape_control(&text)
-        );
-    }
 }
 
 /// Commits the head: from now on the plugin cannot change it (it may still

@@ -1,13 +1,15 @@
 //! One WAGI request, run: a fresh domain (create, load, call the
 //! entrypoint, unload) on tokio's blocking pool, never on a reactor
-//! thread, with three pipes for its stdio. The request body is written
-//! into stdin as it arrives; stdout is read as the guest writes it: its
-//! header block becomes the response head and the rest streams out
-//! through a bounded channel, so the first bytes leave before the guest
+//! thread, with in-process pipes for its stdin and stdout (`stdio`). The
+//! request body is written into stdin as it arrives (a request without
+//! one gets a null stdin); stdout is read as the guest writes it: its
+//! header block becomes the response head and the rest streams out as
+//! the client takes it ([`GuestBody`]), so the first bytes leave before the guest
 //! finishes and a request costs the server a bounded amount of memory
-//! (the pipes' buffers, [`MAX_HEAD`](crate::wagi::MAX_HEAD), and
-//! [`BODY_CHANNEL`] chunks of [`CHUNK`] bytes). stderr is logged a line
-//! at a time.
+//! (the pipes' room, [`MAX_HEAD`](crate::wagi::MAX_HEAD), and
+//! one chunk of [`CHUNK`] bytes at a time). stderr is captured
+//! (bounded by the policy's `stdio_capture_limit`) and logged a line at a
+//! time when the call ends.
 //!
 //! How a request ends (docs/SERVER.md has the table): the guest's header
 //! block decides the status; without one, the call's outcome does (a trap
@@ -17,35 +19,32 @@
 //! an incomplete response); an exit with a nonzero status after it is
 //! logged and the response stands, as CGI servers do.
 
+use std::future::Future;
 use std::io;
-use std::os::fd::OwnedFd;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
-use custody_handle::diagnostics::escape_control;
 use custody_host::{CallError, Host, WeakDomain};
-use custody_wasi::{Stdio, WasiConfig};
+use custody_wasi::{Stdio, WasiConfig, WasiDomain};
 use http_body_util::BodyExt;
-use hyper::body::{Frame, Incoming};
+use hyper::body::{Body as _, Frame, Incoming};
 use hyper::header::{self, HeaderValue};
 use hyper::{HeaderMap, Response};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::unix::pipe;
-use tokio::sync::{OwnedSemaphorePermit, mpsc};
-use tokio::task::JoinHandle;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::task::{JoinError, JoinHandle};
 
 use crate::body::Body;
 use crate::fault::{self, Fault, FaultCounters, FaultKind};
 use crate::plugin::PluginVersion;
+use crate::stdio::{GuestStdin, GuestStdout, PIPE_CAPACITY, log_captured};
 use crate::wagi::{self, MAX_HEAD};
 
 /// The size of one read of the guest's stdout.
 pub const CHUNK: usize = 16 << 10;
-/// Chunks of a response body in flight between the guest and the client.
-pub const BODY_CHANNEL: usize = 4;
-/// The longest stderr line logged whole; a longer one is logged in parts.
-const MAX_LOG_LINE: usize = 4 << 10;
 
 /// What one request runs.
 pub(crate) struct WagiRun {
@@ -72,38 +71,6 @@ pub(crate) enum Outcome {
     Failed(CallError),
     /// The domain could not be made or loaded.
     NotRun(String),
-}
-
-/// The server's ends of the guest's stdio.
-struct ServerEnds {
-    stdin: pipe::Sender,
-    stdout: pipe::Receiver,
-    stderr: pipe::Receiver,
-}
-
-/// The guest's ends, given to its domain (which keeps its own duplicates:
-/// these close when the configuration is dropped).
-struct GuestEnds {
-    stdin: std::fs::File,
-    stdout: std::fs::File,
-    stderr: std::fs::File,
-}
-
-fn pipes() -> io::Result<(ServerEnds, GuestEnds)> {
-    let (stdin_r, stdin_w) = io::pipe()?;
-    let (stdout_r, stdout_w) = io::pipe()?;
-    let (stderr_r, stderr_w) = io::pipe()?;
-    let server = ServerEnds {
-        stdin: pipe::Sender::from_owned_fd(OwnedFd::from(stdin_w))?,
-        stdout: pipe::Receiver::from_owned_fd(OwnedFd::from(stdout_r))?,
-        stderr: pipe::Receiver::from_owned_fd(OwnedFd::from(stderr_r))?,
-    };
-    let guest = GuestEnds {
-        stdin: OwnedFd::from(stdin_r).into(),
-        stdout: OwnedFd::from(stdout_w).into(),
-        stderr: OwnedFd::from(stderr_w).into(),
-    };
-    Ok((server, guest))
 }
 
 impl WagiRun {
@@ -140,15 +107,19 @@ impl WagiRun {
     /// `permit` (one of the plugin's `max_concurrency`) is held until the
     /// domain is unloaded.
     pub(crate) async fn run(self, body: Incoming, permit: OwnedSemaphorePermit) -> Response<Body> {
-        let (server, guest) = match pipes() {
-            Ok(ends) => ends,
-            Err(e) => return self.fault(FaultKind::Internal, format!("pipes: {e}"), None),
+        // Most requests (a GET) have no body: a null stdin, nothing to feed.
+        let (stdin, feed) = if body.is_end_stream() {
+            (Stdio::Null, None)
+        } else {
+            let (stdin, writer) = Stdio::pipe_in(PIPE_CAPACITY);
+            (stdin, Some(GuestStdin(writer)))
         };
+        let (stdout, reader) = Stdio::pipe_out(PIPE_CAPACITY);
         let wasi = WasiConfig::new()
             .args(self.argv.iter().cloned())
-            .stdin(Stdio::File(guest.stdin))
-            .stdout(Stdio::File(guest.stdout))
-            .stderr(Stdio::File(guest.stderr));
+            .stdin(stdin)
+            .stdout(stdout)
+            .stderr(Stdio::Capture);
         let wasi = self
             .env
             .iter()
@@ -167,6 +138,7 @@ impl WagiRun {
                 Arc::clone(&self.version),
                 self.entrypoint.clone(),
             );
+            let (plugin, request_id) = (self.plugin.clone(), self.request_id.clone());
             tokio::task::spawn_blocking(move || {
                 let domain = match version.domain(&host, wasi) {
                     Ok(domain) => domain,
@@ -181,8 +153,9 @@ impl WagiRun {
                         Err(e) => Outcome::Failed(e),
                     }
                 };
-                // The domain's stdio duplicates close here: the server's
-                // readers see the end of stdout and stderr.
+                log_captured(&domain.take_stderr(), &plugin, &request_id);
+                // The guest's side of stdout closes here: the server's
+                // reader sees its end.
                 let _ = domain.unload();
                 drop(permit);
                 drop(in_flight);
@@ -194,19 +167,16 @@ impl WagiRun {
         // stops the guest when the client is gone).
         let mut on_drop = AbortOnDrop(Some(domain.clone()));
         let body_too_large = Arc::new(AtomicBool::new(false));
-        tokio::spawn(feed_stdin(
-            body,
-            server.stdin,
-            self.max_body,
-            Arc::clone(&body_too_large),
-            domain.clone(),
-        ));
-        tokio::spawn(log_stderr(
-            server.stderr,
-            self.plugin.clone(),
-            self.request_id.clone(),
-        ));
-        let mut stdout = server.stdout;
+        if let Some(stdin) = feed {
+            tokio::spawn(feed_stdin(
+                body,
+                stdin,
+                self.max_body,
+                Arc::clone(&body_too_large),
+                domain.clone(),
+            ));
+        }
+        let mut stdout = GuestStdout(reader);
         let head = read_head(&mut stdout, self.max_response.min(MAX_HEAD)).await;
         if body_too_large.load(Ordering::Acquire) {
             domain.abort();
@@ -254,10 +224,11 @@ impl WagiRun {
                 );
             }
         };
-        let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, io::Error>>(BODY_CHANNEL);
         let rest = Bytes::copy_from_slice(&buffer[end..]);
         let written = buffer.len();
-        let mut response = Response::new(ChannelBody(rx).boxed());
+        on_drop.0 = None;
+        let body = GuestBody::new(self, stdout, rest, written, call, domain);
+        let mut response = Response::new(body.boxed());
         *response.status_mut() = head.status;
         *response.headers_mut() = head.headers;
         if !response.headers().contains_key(header::CONTENT_TYPE) {
@@ -267,8 +238,6 @@ impl WagiRun {
                 HeaderValue::from_static("application/octet-stream"),
             );
         }
-        on_drop.0 = None;
-        tokio::spawn(self.stream_body(stdout, rest, written, tx, call, domain));
         response
     }
 
@@ -314,77 +283,149 @@ impl WagiRun {
             Err(e) => self.fault(FaultKind::Internal, format!("the call's task: {e}"), None),
         }
     }
+}
 
-    /// Streams the rest of stdout into the response body; at the end, a
-    /// failed call cuts it.
-    pub(crate) async fn stream_body(
-        self,
-        mut stdout: pipe::Receiver,
+/// A response body read from the guest's output as the client takes it:
+/// the client's pace is the guest's (a slow client makes the guest's
+/// writes wait), and nothing runs between them: no task, no channel, one
+/// chunk of [`CHUNK`] bytes at a time. Past `max_response` the body is cut
+/// and the guest stopped; at the end of the output the call's outcome
+/// decides (a failed call cuts the body: the client sees an incomplete
+/// response); dropped early (the client is gone), it stops the guest.
+pub(crate) struct GuestBody<R, C> {
+    run: WagiRun,
+    output: R,
+    /// Body bytes read with the head, not sent yet.
+    rest: Bytes,
+    /// Everything the guest wrote so far, head included.
+    written: usize,
+    buf: BytesMut,
+    /// The call's outcome, awaited once the output ends.
+    call: C,
+    domain: Abort,
+    ended: bool,
+}
+
+impl<R, C> GuestBody<R, C> {
+    /// The body after a head: `rest` was read with it, `written` bytes in
+    /// all so far.
+    pub(crate) fn new(
+        run: WagiRun,
+        output: R,
         rest: Bytes,
-        mut written: usize,
-        tx: mpsc::Sender<Result<Frame<Bytes>, io::Error>>,
-        call: JoinHandle<Outcome>,
+        written: usize,
+        call: C,
         domain: Abort,
-    ) {
-        let cut = |detail: &str| io::Error::other(format!("{detail} (id {})", self.request_id));
-        if !rest.is_empty() && tx.send(Ok(Frame::data(rest))).await.is_err() {
-            domain.abort();
-            return;
+    ) -> Self {
+        GuestBody {
+            run,
+            output,
+            rest,
+            written,
+            buf: BytesMut::new(),
+            call,
+            domain,
+            ended: false,
         }
-        let mut buf = BytesMut::with_capacity(CHUNK);
-        loop {
-            buf.reserve(CHUNK);
-            match stdout.read_buf(&mut buf).await {
-                Ok(0) => break,
-                Ok(n) => {
-                    written += n;
-                    if written > self.max_response {
-                        domain.abort();
-                        let detail = format!(
-                            "the response is over max_response ({} bytes): cut",
-                            self.max_response
-                        );
-                        self.record(FaultKind::BadResponse, detail.clone(), None);
-                        let _ = tx.send(Err(cut(&detail))).await;
-                        return;
-                    }
-                    if tx
-                        .send(Ok(Frame::data(buf.split().freeze())))
-                        .await
-                        .is_err()
-                    {
-                        // The client is gone: stop the guest.
-                        domain.abort();
-                        return;
-                    }
-                }
-                Err(e) => {
-                    domain.abort();
-                    let _ = tx.send(Err(e)).await;
-                    return;
-                }
-            }
-        }
-        match call.await {
+    }
+
+    /// Ends the body with an error the client sees as a cut response.
+    fn cut(&mut self, detail: &str) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        self.ended = true;
+        let id = &self.run.request_id;
+        Poll::Ready(Some(Err(io::Error::other(format!("{detail} (id {id})")))))
+    }
+
+    /// The end of the output: what the call's outcome makes of the body.
+    fn end(
+        &mut self,
+        outcome: Result<Outcome, JoinError>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        self.ended = true;
+        match outcome {
             Ok(Outcome::Exited(0)) => {}
             Ok(Outcome::Exited(status)) => {
                 tracing::warn!(
                     target: "custody::serve::request",
-                    id = self.request_id, plugin = self.plugin, status,
+                    id = self.run.request_id, plugin = self.run.plugin, status,
                     "the plugin exited with a nonzero status after its response"
                 );
             }
             Ok(Outcome::Failed(e)) => {
                 let kind = FaultKind::of_call(&e).unwrap_or(FaultKind::Trap);
-                self.record(
-                    kind,
-                    format!("{e}; the response body was cut"),
-                    fault::backtrace(&e),
-                );
-                let _ = tx.send(Err(cut(kind.name()))).await;
+                let detail = format!("{e}; the response body was cut");
+                self.run.record(kind, detail, fault::backtrace(&e));
+                return self.cut(kind.name());
             }
-            Ok(Outcome::NotRun(e)) => self.record(FaultKind::Internal, e, None),
-            Err(e) => self.record(FaultKind::Internal, format!("the call's task: {e}"), None),
+            Ok(Outcome::NotRun(e)) => self.run.record(FaultKind::Internal, e, None),
+            Err(e) => {
+                let detail = format!("the call's task: {e}");
+                self.run.record(FaultKind::Internal, detail, None);
+            }
+        }
+        Poll::Ready(None)
+    }
+}
+
+impl<R, C> hyper::body::Body for GuestBody<R, C>
+where
+    R: AsyncRead + Unpin + Send,
+    C: Future<Output = Result<Outcome, JoinError>> + Unpin + Send,
+{
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let this = self.get_mut();
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        if !this.rest.is_empty() {
+            return Poll::Ready(Some(Ok(Frame::data(std::mem::take(&mut this.rest)))));
+        }
+        this.buf.reserve(CHUNK);
+        let read = std::pin::pin!(this.output.read_buf(&mut this.buf)).poll(cx);
+        match read {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(0)) => match Pin::new(&mut this.call).poll(cx) {
+                Poll::Ready(outcome) => this.end(outcome),
+                Poll::Pending => Poll::Pending,
+            },
+            Poll::Ready(Ok(n)) => {
+                this.written += n;
+                if this.written > this.run.max_response {
+                    this.domain.abort();
+                    let detail = format!(
+                        "the response is over max_response ({} bytes): cut",
+                        this.run.max_response
+                    );
+                    this.run
+                        .record(FaultKind::BadResponse, detail.clone(), None);
+                    return this.cut(&detail);
+                }
+                Poll::Ready(Some(Ok(Frame::data(this.buf.split().freeze()))))
+            }
+            Poll::Ready(Err(e)) => {
+                this.domain.abort();
+                this.ended = true;
+                Poll::Ready(Some(Err(e)))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended
+    }
+}
+
+impl<R, C> Drop for GuestBody<R, C> {
+    /// A body dropped before its end: the client is gone, the guest stops.
+    fn drop(&mut self) {
+        if !self.ended {
+            self.domain.abort();
         }
     }
 }
@@ -442,7 +483,7 @@ impl Drop for AbortOnDrop {
 /// response on a connection that stays usable.
 pub(crate) async fn feed_stdin(
     mut body: Incoming,
-    stdin: pipe::Sender,
+    stdin: impl AsyncWrite + Unpin,
     max_body: usize,
     too_large: Arc<AtomicBool>,
     domain: Abort,
@@ -468,27 +509,6 @@ pub(crate) async fn feed_stdin(
     }
 }
 
-/// Logs the guest's stderr a line at a time, tagged with the plugin and
-/// the request.
-pub(crate) async fn log_stderr(stderr: pipe::Receiver, plugin: String, request_id: String) {
-    let mut reader = BufReader::new(stderr.take(u64::MAX));
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        let mut limited = (&mut reader).take(MAX_LOG_LINE as u64);
-        match limited.read_until(b'\n', &mut line).await {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {
-                let text = String::from_utf8_lossy(line.strip_suffix(b"\n").unwrap_or(&line));
-                tracing::info!(
-                    target: "custody::serve::stderr",
-                    plugin, id = request_id, "{}", escape_control(&text)
-                );
-            }
-        }
-    }
-}
-
 /// How reading the header block ended.
 enum Head {
     /// It ended at `end` in `buffer` (which may hold body bytes after it).
@@ -501,7 +521,7 @@ enum Head {
     Error(io::Error),
 }
 
-async fn read_head(stdout: &mut pipe::Receiver, limit: usize) -> Head {
+async fn read_head(stdout: &mut (impl AsyncRead + Unpin), limit: usize) -> Head {
     let mut buffer = Vec::with_capacity(CHUNK.min(limit));
     loop {
         let from = buffer.len();
@@ -520,20 +540,5 @@ async fn read_head(stdout: &mut pipe::Receiver, limit: usize) -> Head {
             }
             Err(e) => return Head::Error(e),
         }
-    }
-}
-
-/// A response body fed through a bounded channel.
-pub(crate) struct ChannelBody(pub(crate) mpsc::Receiver<Result<Frame<Bytes>, io::Error>>);
-
-impl hyper::body::Body for ChannelBody {
-    type Data = Bytes;
-    type Error = io::Error;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-        self.0.poll_recv(cx)
     }
 }

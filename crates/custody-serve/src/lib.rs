@@ -40,7 +40,8 @@
 //! | `drain` | a version's in-flight requests: the registry a drain waits on and forces |
 //! | `pool` | pooled instances: long-lived domains lent one request at a time, retired after a random count, a failure or a handle left behind |
 //! | `plugin` | a plugin and its versions (compiled modules, content id, policy, routes) |
-//! | `exec` | one WAGI request: its domain, pipes, streamed body and outcome |
+//! | `stdio` | a request's stdio: in-process pipes as tokio I/O, stderr logged |
+//! | `exec` | one WAGI request: its domain, stdio, streamed body and outcome |
 //! | `custody_run` | one custody-ABI request: `handle(request, response)`, the two handles, the head through `custody_http` |
 //! | `server` | hyper on tokio: state, health, routing, client bounds, accepting |
 //! | `reload` | hot reload: a trial load, the swap, the old version's drain |
@@ -62,6 +63,7 @@ mod reload;
 mod route;
 mod server;
 mod shutdown;
+mod stdio;
 mod wagi;
 mod watch;
 
@@ -71,7 +73,7 @@ pub use config::{
 };
 pub use drain::{InFlight, InFlightGuard};
 pub use examples::{ECHO_WAT, HELLO_WAT, example_config};
-pub use exec::{BODY_CHANNEL, CHUNK};
+pub use exec::CHUNK;
 pub use fault::{Fault, FaultCounters, FaultKind};
 pub use plugin::{Plugin, PluginVersion, content_id};
 pub use reload::{Drained, ReloadError, Reloaded};

@@ -16,6 +16,7 @@ use rustix::io::Errno as OsErrno;
 use crate::errno::{Fail, WasiResult};
 use crate::fd_meta::filetype_of;
 use crate::fds::Target;
+use crate::pipe::Transfer;
 use crate::state::wasi;
 use crate::stdio::Stream;
 use crate::sys::{self, SeekFrom};
@@ -199,6 +200,16 @@ pub(super) fn fd_read(
                 PollFlags::IN,
                 read_into(fd.as_fd(), buf, len),
             )?,
+            Stream::Pipe(side) => through_pipe(call, |memory| {
+                let read = memory.fill_with(buf, len, |bytes| match side.read(bytes) {
+                    Ok(Transfer::Done(n)) => Ok(n),
+                    other => Err(other),
+                })?;
+                Ok(match read {
+                    Ok(n) => Transfer::Done(n),
+                    Err(other) => other?,
+                })
+            })?,
             _ => 0,
         },
         Target::Stdio(_) | Target::Preopen(_) => return Err(Errno::Badf.into()),
@@ -260,6 +271,29 @@ fn write_stdio(call: &mut HostCall<'_, '_>, which: usize, data: &[u8]) -> Result
             when_ready(call, fd.as_fd(), PollFlags::OUT, |_| {
                 sys::write(fd.as_fd(), data)
             })
+        }
+        Stream::Pipe(side) => through_pipe(call, |_| Ok(side.write(data)?)),
+    }
+}
+
+/// Moves bytes through an in-process pipe with `transfer`, waiting on the
+/// pipe's bell (through the domain's one cancellable wait, at most the
+/// policy's `max_wait`) while nothing can move. A write to a pipe whose
+/// embedder's end is gone is `EPIPE`.
+fn through_pipe(
+    call: &mut HostCall<'_, '_>,
+    mut transfer: impl FnMut(&mut GuestMemory<'_>) -> Result<Transfer, Fail>,
+) -> Result<usize, Fail> {
+    loop {
+        let (mut memory, _) = call.split();
+        match transfer(&mut memory)? {
+            Transfer::Done(n) => return Ok(n),
+            Transfer::Closed => return Err(Errno::Pipe.into()),
+            Transfer::Wait(bell) => {
+                if let Err(error) = call.wait_ready(bell.as_fd(), PollFlags::IN) {
+                    return Err(crate::fail(call, error));
+                }
+            }
         }
     }
 }

@@ -65,6 +65,7 @@
 //! | `sys` | every system call beyond the core's, through rustix (`unsafe`: `dup_onto`) |
 //! | `types` | the witx's errnos, flags and guest layouts |
 //! | `errno` | OS and custody errors as WASI errnos |
+//! | `pipe` | in-process stdio pipes ([`PipeWriter`], [`PipeReader`]) |
 //! | `stdio` | [`Stdio`], the streams, the bounded capture |
 //! | `fds` | small fds, table ids, the per-fd side map |
 //! | `state` | [`WasiConfig`] and the store slot (`WasiState`) |
@@ -95,6 +96,7 @@ mod fd_table;
 pub(crate) mod fds;
 mod host;
 mod path;
+pub(crate) mod pipe;
 mod poll;
 pub(crate) mod proc;
 mod sock;
@@ -111,6 +113,7 @@ use self::state::wasi;
 use custody_host::Category;
 use custody_host::extension::{self, AbiError, AbiType, DomainCtx, HostCall, HostFunction};
 pub use host::{StdioError, Wasi, WasiDomain, WasiDomainConfig};
+pub use pipe::{GuestSide, PIPE_CAPACITY, PipeReader, PipeWriter};
 pub use state::WasiConfig;
 pub use stdio::Stdio;
 pub use types::Errno;

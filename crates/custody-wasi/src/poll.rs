@@ -27,8 +27,8 @@ use crate::types::{
 };
 use custody_host::extension::AbiError;
 use custody_host::extension::DomainCtx;
-use custody_host::extension::Waited;
 use custody_host::extension::{HostCall, pointer};
+use custody_host::extension::{Waited, WakeFd};
 
 /// Most subscriptions one call takes.
 pub(crate) const MAX_SUBSCRIPTIONS: u32 = 1024;
@@ -63,6 +63,8 @@ enum Watch<'t> {
 enum Watched<'t> {
     Handle(BorrowedFd<'t>),
     Stdio(Arc<OwnedFd>),
+    /// An in-process pipe's bell, armed: rung when it is ready.
+    Pipe(Arc<WakeFd>),
 }
 
 impl Watched<'_> {
@@ -70,6 +72,7 @@ impl Watched<'_> {
         match self {
             Watched::Handle(fd) => *fd,
             Watched::Stdio(fd) => fd.as_fd(),
+            Watched::Pipe(bell) => bell.as_fd(),
         }
     }
 }
@@ -223,17 +226,28 @@ fn watch<'t>(
     interest: PollFlags,
 ) -> Result<Watch<'t>, Fail> {
     let state = wasi_ref(ctx)?;
-    let stream = |which: usize| match &state.stdio[which] {
-        Stream::Os { fd, .. } => Watch::Fd {
-            fd: Watched::Stdio(Arc::clone(fd)),
-            interest,
-            file: false,
-        },
-        _ => Watch::Now,
+    let stream = |which: usize| -> Result<Watch<'t>, Fail> {
+        Ok(match &state.stdio[which] {
+            Stream::Os { fd, .. } => Watch::Fd {
+                fd: Watched::Stdio(Arc::clone(fd)),
+                interest,
+                file: false,
+            },
+            Stream::Pipe(side) => match side.ready(which != 0)? {
+                // The bell is readable once the pipe is ready either way.
+                Some(bell) => Watch::Fd {
+                    fd: Watched::Pipe(bell),
+                    interest: PollFlags::IN,
+                    file: false,
+                },
+                None => Watch::Now,
+            },
+            _ => Watch::Now,
+        })
     };
     Ok(match (target, interest == PollFlags::IN) {
-        (Target::Stdio(0), true) => stream(0),
-        (Target::Stdio(i @ (1 | 2)), false) => stream(*i),
+        (Target::Stdio(0), true) => stream(0)?,
+        (Target::Stdio(i @ (1 | 2)), false) => stream(*i)?,
         (Target::Stdio(_) | Target::Preopen(_), _) => return Err(Errno::Badf.into()),
         (Target::Handle(file), _) => {
             let fd = file.as_fd();

@@ -10,6 +10,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use crate::pipe::{self, GuestSide, PipeReader, PipeWriter};
 use crate::sys::{self, FileType};
 use crate::types::Errno;
 
@@ -32,6 +33,29 @@ pub enum Stdio {
     /// The default for stdout and stderr. As stdin it reads as
     /// [`Stdio::Null`].
     Capture,
+    /// An in-process pipe to or from the embedder
+    /// ([`Stdio::pipe_in`], [`Stdio::pipe_out`]):
+    /// bounded, streaming, no OS fd. Every domain made from one
+    /// configuration shares it.
+    Pipe(GuestSide),
+}
+
+impl Stdio {
+    /// An in-process pipe into a domain's stdin, and the embedder's
+    /// writing end (dropping it is the end of the guest's stdin). At most
+    /// `capacity` bytes wait in it ([`PIPE_CAPACITY`](crate::PIPE_CAPACITY) is a Linux pipe's).
+    pub fn pipe_in(capacity: usize) -> (Stdio, PipeWriter) {
+        let (side, writer) = pipe::into_guest(capacity);
+        (Stdio::Pipe(side), writer)
+    }
+
+    /// An in-process pipe out of a domain's stdout or stderr, and the
+    /// embedder's reading end (which reads the end once every domain given
+    /// it ended).
+    pub fn pipe_out(capacity: usize) -> (Stdio, PipeReader) {
+        let (side, reader) = pipe::out_of_guest(capacity);
+        (Stdio::Pipe(side), reader)
+    }
 }
 
 /// A [`Stdio`] as a domain's configuration keeps it: cloneable (a file is
@@ -42,6 +66,7 @@ pub(crate) enum StdioSpec {
     Inherit,
     File(Arc<File>),
     Capture,
+    Pipe(Arc<GuestSide>),
 }
 
 impl From<Stdio> for StdioSpec {
@@ -51,6 +76,7 @@ impl From<Stdio> for StdioSpec {
             Stdio::Inherit => StdioSpec::Inherit,
             Stdio::File(file) => StdioSpec::File(Arc::new(file)),
             Stdio::Capture => StdioSpec::Capture,
+            Stdio::Pipe(side) => StdioSpec::Pipe(Arc::new(side)),
         }
     }
 }
@@ -72,6 +98,8 @@ pub(crate) enum Stream {
         polled: bool,
     },
     Capture(Arc<Capture>),
+    /// An in-process pipe's guest side.
+    Pipe(Arc<GuestSide>),
 }
 
 impl Stream {
@@ -81,6 +109,17 @@ impl Stream {
             StdioSpec::Null => Stream::Null,
             StdioSpec::Capture if which == 0 => Stream::Null,
             StdioSpec::Capture => Stream::Capture(Arc::new(Capture::new(NAMES[which], limit))),
+            StdioSpec::Pipe(side) if side.is_stdin() != (which == 0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "a pipe {} the guest cannot be its {}",
+                        if side.is_stdin() { "into" } else { "out of" },
+                        NAMES[which]
+                    ),
+                ));
+            }
+            StdioSpec::Pipe(side) => Stream::Pipe(Arc::new(side.open())),
             StdioSpec::File(file) => Stream::os(file.as_fd().try_clone_to_owned()?),
             StdioSpec::Inherit => Stream::os(match which {
                 0 => io::stdin().as_fd().try_clone_to_owned()?,

@@ -165,3 +165,39 @@ impl Cancel {
         })
     }
 }
+
+/// An fd a host call waits on ([`HostCall::wait`](crate::extension::HostCall::wait)
+/// or `wait_ready`) until another thread rings it: how an extension blocks
+/// a guest on something kept in process (an in-memory pipe) through the
+/// domain's one cancellable, deadline-bounded wait. Level-triggered: once
+/// rung it stays readable until cleared, so a ring between a waiter's
+/// check and its wait is never lost.
+#[derive(Debug)]
+pub struct WakeFd(OwnedFd);
+
+impl WakeFd {
+    /// A new, unrung one (a non-blocking, close-on-exec eventfd).
+    ///
+    /// # Errors
+    /// The process is out of fds or kernel memory.
+    pub fn new() -> io::Result<WakeFd> {
+        Ok(WakeFd(sys::eventfd()?))
+    }
+
+    /// Makes it readable: a wait on it ends.
+    pub fn ring(&self) {
+        sys::eventfd_signal(self.0.as_fd());
+    }
+
+    /// Makes it unreadable again (before checking what it guards and
+    /// waiting).
+    pub fn clear(&self) {
+        sys::eventfd_drain(self.0.as_fd());
+    }
+}
+
+impl AsFd for WakeFd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}

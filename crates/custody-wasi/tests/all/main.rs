@@ -8,6 +8,7 @@ mod fuzz;
 mod io;
 mod leaks;
 mod path;
+mod pipes;
 mod poll;
 mod proc;
 

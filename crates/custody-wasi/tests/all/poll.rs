@@ -214,3 +214,30 @@ fn a_clock_of_u64_max_nanoseconds_waits_until_aborted_without_overflow() {
         "{outcome:?}"
     );
 }
+
+#[test]
+fn an_in_process_pipe_is_polled_ready_only_when_bytes_or_room_are_there() {
+    let _serial = serial();
+    use custody_wasi::{Stdio, WasiDomainConfig};
+    use std::task::{Context, Poll, Waker};
+    let mut cx = Context::from_waker(Waker::noop());
+    let (stdin, writer) = Stdio::pipe_in(8);
+    let (stdout, reader) = Stdio::pipe_out(1);
+    let config = DomainConfig::new().stdin(stdin).stdout(stdout);
+    let domain = wasi_domain(&host(), config, "");
+    let read_or_ring = [fd_sub(7, 1, 0), clock(9, 20)];
+    assert_eq!(poll(&domain, &read_or_ring), Ok(vec![(9, 0, 0)]), "empty");
+    assert!(matches!(
+        writer.poll_write(&mut cx, b"a"),
+        Poll::Ready(Ok(1))
+    ));
+    assert_eq!(poll(&domain, &read_or_ring), Ok(vec![(7, 0, 1)]), "bytes");
+    poke(&domain, 100, b"z");
+    iovec(&domain, 0, 100, 1);
+    assert_eq!(call(&domain, "w_fd_write", &[1, 0, 1, 16]), 0);
+    let write_or_ring = [fd_sub(7, 2, 1), clock(9, 20)];
+    assert_eq!(poll(&domain, &write_or_ring), Ok(vec![(9, 0, 0)]), "full");
+    assert_eq!(reader.poll_read(&mut cx, &mut [0u8; 1]), Poll::Ready(1));
+    assert_eq!(poll(&domain, &write_or_ring), Ok(vec![(7, 0, 2)]), "room");
+    domain.unload().unwrap();
+}

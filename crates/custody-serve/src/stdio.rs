@@ -1,0 +1,77 @@
+//! A request's stdio on the server's side: the guest's stdin and stdout
+//! as in-process pipes (custody-wasi's [`Stdio::pipe_in`] and
+//! [`Stdio::pipe_out`]) seen as tokio I/O, and its stderr, captured and
+//! logged a line at a time when the call ends.
+//!
+//! In-process pipes cost a lock per transfer and no fd (OS pipes cost three
+//! `pipe2`, their duplicates, reactor registrations and ten `close`s a
+//! request); they stream and bound memory as OS pipes do.
+//!
+//! [`Stdio::pipe_in`]: custody_wasi::Stdio::pipe_in
+//! [`Stdio::pipe_out`]: custody_wasi::Stdio::pipe_out
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use custody_handle::diagnostics::escape_control;
+use custody_wasi::{PipeReader, PipeWriter};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// The room of a request's stdin and stdout pipes.
+pub(crate) const PIPE_CAPACITY: usize = custody_wasi::PIPE_CAPACITY;
+/// The longest stderr line logged whole; a longer one is logged in parts.
+const MAX_LOG_LINE: usize = 4 << 10;
+
+/// The guest's stdin, written by the server.
+pub(crate) struct GuestStdin(pub(crate) PipeWriter);
+
+impl AsyncWrite for GuestStdin {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.0.poll_write(cx, data)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// The guest's stdout, read by the server.
+pub(crate) struct GuestStdout(pub(crate) PipeReader);
+
+impl AsyncRead for GuestStdout {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.0.poll_read(cx, buf.initialize_unfilled()) {
+            Poll::Ready(n) => {
+                buf.advance(n);
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// Logs a domain's captured stderr, a line at a time (a long one in parts
+/// of [`MAX_LOG_LINE`] bytes), tagged with the plugin and the request.
+pub(crate) fn log_captured(stderr: &[u8], plugin: &str, request_id: &str) {
+    let lines = stderr.split(|&b| b == b'\n').filter(|l| !l.is_empty());
+    for part in lines.flat_map(|line| line.chunks(MAX_LOG_LINE)) {
+        let text = String::from_utf8_lossy(part);
+        tracing::info!(
+            target: "custody::serve::stderr",
+            plugin, id = request_id, "{}", escape_control(&text)
+        );
+    }
+}

@@ -1,0 +1,400 @@
+//! In-process pipes for a domain's stdio: a bounded byte buffer between a
+//! domain's stdin or stdout and the embedder, with no OS pipe under it.
+//!
+//! A server that gives each request a domain streams its body into stdin
+//! and its response out of stdout. OS pipes cost three `pipe2`, their
+//! duplicates, their registrations with the reactor and ten `close`s per
+//! request; these cost a lock per transfer, and an fd only when the guest
+//! must wait (a [`WakeFd`], made on its first wait).
+//!
+//! The guest's side blocks as any WASI read or write does: through the
+//! domain's one cancellable, deadline-bounded wait, on the pipe's
+//! [`WakeFd`], so an abort, an unload or the deadline reaches a guest
+//! blocked on a full stdout or an empty stdin. The embedder's side never
+//! blocks: [`PipeWriter::poll_write`] and [`PipeReader::poll_read`] take a
+//! [`Context`] as `AsyncWrite` and `AsyncRead` do (the guest's side wakes
+//! the task), so they fit any executor.
+//!
+//! The guest's side is open while the configuration that names it or a
+//! domain's stream made from it lives: when the last goes (the domain
+//! unloaded, or never made), the embedder reads the end of stdout, or its
+//! writes to stdin fail. When the embedder's end is dropped, the guest
+//! reads the end of stdin, or its writes to stdout fail with `EPIPE`.
+//!
+//! # Invariants
+//! - `bytes.len() <= capacity`.
+//! - The guest waits only with `guest_waiting` set and the bell cleared,
+//!   both under the lock, after finding it cannot go on; every change the
+//!   waiter could want (bytes moved, an end closed) rings the bell under
+//!   the lock when `guest_waiting` is set. So no wake-up is lost.
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
+
+use custody_host::extension::WakeFd;
+
+/// The default room of a pipe: 64 KiB, as a Linux pipe's.
+pub const PIPE_CAPACITY: usize = 64 << 10;
+
+/// A pipe into a guest (its stdin): the guest's side and the embedder's
+/// writing end. `capacity` bytes wait in it at most (at least 1).
+pub(crate) fn into_guest(capacity: usize) -> (GuestSide, PipeWriter) {
+    let shared = Shared::new(capacity, true);
+    (GuestSide::new(Arc::clone(&shared)), PipeWriter(shared))
+}
+
+/// A pipe out of a guest (its stdout or stderr): the guest's side and the
+/// embedder's reading end.
+pub(crate) fn out_of_guest(capacity: usize) -> (GuestSide, PipeReader) {
+    let shared = Shared::new(capacity, false);
+    (GuestSide::new(Arc::clone(&shared)), PipeReader(shared))
+}
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    capacity: usize,
+    /// A pipe into the guest (its stdin), or out of it.
+    into_guest: bool,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    bytes: VecDeque<u8>,
+    /// Holders of the guest's side (configurations and streams); 0: closed.
+    guest_sides: usize,
+    /// The embedder's end was dropped.
+    embedder_closed: bool,
+    /// The embedder's task waiting for room or bytes.
+    waker: Option<Waker>,
+    /// The guest's bell, made on its first wait.
+    bell: Option<Arc<WakeFd>>,
+    guest_waiting: bool,
+}
+
+impl State {
+    /// Wakes whichever side waits: the change it waits for happened.
+    fn wake(&mut self) {
+        if let Some(waker) = self.waker.take() {
+            waker.wake();
+        }
+        if std::mem::take(&mut self.guest_waiting)
+            && let Some(bell) = &self.bell
+        {
+            bell.ring();
+        }
+    }
+}
+
+impl Shared {
+    fn new(capacity: usize, into_guest: bool) -> Arc<Shared> {
+        Arc::new(Shared {
+            capacity: capacity.max(1),
+            into_guest,
+            state: Mutex::new(State::default()),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// What a guest's transfer on a pipe did.
+pub(crate) enum Transfer {
+    /// Moved this many bytes (0 on a read: the end of the stream).
+    Done(usize),
+    /// Nothing can move yet: wait on this bell, then try again.
+    Wait(Arc<WakeFd>),
+    /// The embedder's end is gone (a write: `EPIPE`).
+    Closed,
+}
+
+/// The guest's side of a pipe, as a configuration or a domain's stream
+/// holds it: counted while it lives.
+#[derive(Debug)]
+pub struct GuestSide(Arc<Shared>);
+
+impl GuestSide {
+    fn new(shared: Arc<Shared>) -> GuestSide {
+        shared.lock().guest_sides += 1;
+        GuestSide(shared)
+    }
+
+    /// Whether the pipe goes into the guest (its stdin).
+    pub(crate) fn is_stdin(&self) -> bool {
+        self.0.into_guest
+    }
+
+    /// Another holder of the same side (a domain's stream made from a
+    /// configuration).
+    pub(crate) fn open(&self) -> GuestSide {
+        GuestSide::new(Arc::clone(&self.0))
+    }
+
+    /// Writes as much of `data` as there is room for.
+    pub(crate) fn write(&self, data: &[u8]) -> io::Result<Transfer> {
+        let mut state = self.0.lock();
+        if state.embedder_closed {
+            return Ok(Transfer::Closed);
+        }
+        let room = self.0.capacity - state.bytes.len();
+        if room == 0 && !data.is_empty() {
+            return self.wait(state);
+        }
+        let n = room.min(data.len());
+        state.bytes.extend(&data[..n]);
+        state.wake();
+        Ok(Transfer::Done(n))
+    }
+
+    /// Reads into `into` what there is (`Done(0)` at the end: the
+    /// embedder's end is gone and everything was read).
+    pub(crate) fn read(&self, into: &mut [u8]) -> io::Result<Transfer> {
+        let mut state = self.0.lock();
+        if state.bytes.is_empty() && !into.is_empty() {
+            if state.embedder_closed {
+                return Ok(Transfer::Done(0));
+            }
+            return self.wait(state);
+        }
+        let n = take_into(&mut state.bytes, into);
+        state.wake();
+        Ok(Transfer::Done(n))
+    }
+
+    /// Whether a write (`writing`) or a read could go on now; if not, the
+    /// bell to wait on, armed.
+    pub(crate) fn ready(&self, writing: bool) -> io::Result<Option<Arc<WakeFd>>> {
+        let state = self.0.lock();
+        let ready = if writing {
+            state.embedder_closed || state.bytes.len() < self.0.capacity
+        } else {
+            state.embedder_closed || !state.bytes.is_empty()
+        };
+        if ready {
+            return Ok(None);
+        }
+        match self.wait(state)? {
+            Transfer::Wait(bell) => Ok(Some(bell)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Arms the bell: cleared, and rung by the next change.
+    fn wait(&self, mut state: MutexGuard<'_, State>) -> io::Result<Transfer> {
+        let bell = match &state.bell {
+            Some(bell) => Arc::clone(bell),
+            None => {
+                let bell = Arc::new(WakeFd::new()?);
+                state.bell = Some(Arc::clone(&bell));
+                bell
+            }
+        };
+        bell.clear();
+        state.guest_waiting = true;
+        Ok(Transfer::Wait(bell))
+    }
+}
+
+impl Drop for GuestSide {
+    fn drop(&mut self) {
+        let mut state = self.0.lock();
+        state.guest_sides -= 1;
+        if state.guest_sides == 0 {
+            state.wake();
+        }
+    }
+}
+
+/// Moves up to `into.len()` bytes from the front of `bytes` into `into`.
+fn take_into(bytes: &mut VecDeque<u8>, into: &mut [u8]) -> usize {
+    let n = bytes.len().min(into.len());
+    let (front, back) = bytes.as_slices();
+    let first = front.len().min(n);
+    into[..first].copy_from_slice(&front[..first]);
+    into[first..n].copy_from_slice(&back[..n - first]);
+    bytes.drain(..n);
+    n
+}
+
+/// The embedder's end of a pipe into a domain's stdin. Dropping it is the
+/// end of the guest's stdin.
+#[derive(Debug)]
+pub struct PipeWriter(Arc<Shared>);
+
+impl PipeWriter {
+    /// Writes as much of `data` as there is room for, or registers the
+    /// task to be woken when there is room. `BrokenPipe` once the guest's
+    /// side is closed (every domain given it ended).
+    pub fn poll_write(&self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        let mut state = self.0.lock();
+        if state.guest_sides == 0 {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        let room = self.0.capacity - state.bytes.len();
+        if room == 0 && !data.is_empty() {
+            state.waker = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        let n = room.min(data.len());
+        state.bytes.extend(&data[..n]);
+        state.wake();
+        Poll::Ready(Ok(n))
+    }
+
+    /// Writes all of `data` (a future over [`poll_write`](Self::poll_write)).
+    ///
+    /// # Errors
+    /// `BrokenPipe` once the guest's side is closed.
+    pub async fn write_all(&self, mut data: &[u8]) -> io::Result<()> {
+        while !data.is_empty() {
+            let n = std::future::poll_fn(|cx| self.poll_write(cx, data)).await?;
+            data = &data[n..];
+        }
+        Ok(())
+    }
+}
+
+impl Drop for PipeWriter {
+    fn drop(&mut self) {
+        let mut state = self.0.lock();
+        state.embedder_closed = true;
+        state.wake();
+    }
+}
+
+/// The embedder's end of a pipe out of a domain's stdout or stderr.
+/// Dropping it makes the guest's further writes fail (`EPIPE`).
+#[derive(Debug)]
+pub struct PipeReader(Arc<Shared>);
+
+impl PipeReader {
+    /// Fills `into` with the bytes waiting (as many as fit), or registers
+    /// the task to be woken when some arrive. `Ready(0)` for a non-empty
+    /// `into` is the end: the guest's side is closed and everything was
+    /// read.
+    pub fn poll_read(&self, cx: &mut Context<'_>, into: &mut [u8]) -> Poll<usize> {
+        let mut state = self.0.lock();
+        if state.bytes.is_empty() && !into.is_empty() {
+            if state.guest_sides == 0 {
+                return Poll::Ready(0);
+            }
+            state.waker = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        let n = take_into(&mut state.bytes, into);
+        state.wake();
+        Poll::Ready(n)
+    }
+
+    /// Reads into `into` (a future over [`poll_read`](Self::poll_read)):
+    /// how many bytes, 0 at the end.
+    pub async fn read(&self, into: &mut [u8]) -> usize {
+        std::future::poll_fn(|cx| self.poll_read(cx, into)).await
+    }
+}
+
+impl Drop for PipeReader {
+    fn drop(&mut self) {
+        let mut state = self.0.lock();
+        state.embedder_closed = true;
+        state.bytes.clear();
+        state.wake();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustix::event::PollFlags;
+    use std::os::fd::AsFd;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::Wake;
+
+    struct Count(AtomicUsize);
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn context() -> (Arc<Count>, Waker) {
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        (Arc::clone(&count), Waker::from(count))
+    }
+
+    #[test]
+    fn stdout_bytes_flow_bounded_and_end_when_the_guest_side_closes() {
+        let (guest, reader) = out_of_guest(4);
+        let (woken, waker) = context();
+        let mut cx = Context::from_waker(&waker);
+        let mut got = [0u8; 16];
+        assert_eq!(reader.poll_read(&mut cx, &mut got), Poll::Pending);
+        assert!(matches!(guest.write(b"abcdef").unwrap(), Transfer::Done(4)));
+        assert_eq!(woken.0.load(Ordering::SeqCst), 1, "the reader is woken");
+        let Transfer::Wait(bell) = guest.write(b"ef").unwrap() else {
+            panic!("a full pipe makes the guest wait")
+        };
+        let rung = |bell: &WakeFd| {
+            crate::sys::ready_now(&[(bell.as_fd(), PollFlags::IN)]).unwrap()[0]
+                .contains(PollFlags::IN)
+        };
+        assert!(!rung(&bell));
+        assert_eq!(reader.poll_read(&mut cx, &mut got[..3]), Poll::Ready(3));
+        assert_eq!(&got[..3], b"abc");
+        assert!(rung(&bell), "the drain rang the guest's bell");
+        drop(guest);
+        assert_eq!(reader.poll_read(&mut cx, &mut got), Poll::Ready(1));
+        assert_eq!(got[0], b'd');
+        assert_eq!(
+            reader.poll_read(&mut cx, &mut got),
+            Poll::Ready(0),
+            "the end"
+        );
+    }
+
+    #[test]
+    fn stdin_reads_what_was_written_then_the_end_and_a_closed_reader_is_epipe() {
+        let (guest, writer) = into_guest(8);
+        let (_, waker) = context();
+        let mut cx = Context::from_waker(&waker);
+        let mut buf = [0u8; 8];
+        assert!(matches!(guest.read(&mut buf).unwrap(), Transfer::Wait(_)));
+        assert!(matches!(
+            writer.poll_write(&mut cx, b"hello"),
+            Poll::Ready(Ok(5))
+        ));
+        assert!(matches!(
+            guest.read(&mut buf[..2]).unwrap(),
+            Transfer::Done(2)
+        ));
+        assert!(matches!(guest.read(&mut buf).unwrap(), Transfer::Done(3)));
+        drop(writer);
+        assert!(matches!(guest.read(&mut buf).unwrap(), Transfer::Done(0)));
+
+        let (guest, reader) = out_of_guest(8);
+        drop(reader);
+        assert!(matches!(guest.write(b"x").unwrap(), Transfer::Closed));
+    }
+
+    #[test]
+    fn a_writer_to_a_closed_guest_side_fails() {
+        let (guest, writer) = into_guest(8);
+        let (_, waker) = context();
+        let mut cx = Context::from_waker(&waker);
+        let opened = guest.open();
+        drop(guest);
+        assert!(matches!(
+            writer.poll_write(&mut cx, b"a"),
+            Poll::Ready(Ok(1))
+        ));
+        drop(opened);
+        assert!(matches!(
+            writer.poll_write(&mut cx, b"a"),
+            Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::BrokenPipe
+        ));
+    }
+}

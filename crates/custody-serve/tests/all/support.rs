@@ -157,6 +157,20 @@ pub fn serial_runtime(test: impl std::future::Future<Output = ()>) {
     runtime.shutdown_timeout(std::time::Duration::from_secs(10));
 }
 
+/// A memory figure of this process from `/proc/self/status` (`VmRSS`,
+/// the resident set now; `VmHWM`, its peak), in bytes.
+pub fn proc_status_bytes(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = (status.lines())
+        .find(|l| {
+            l.strip_prefix(field)
+                .is_some_and(|rest| rest.starts_with(':'))
+        })
+        .unwrap_or_else(|| panic!("no {field} in /proc/self/status"));
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib * 1024
+}
+
 /// A scratch directory with `files` in it.
 pub fn write_files(files: &[(&str, &str)]) -> PathBuf {
     let dir = custody_testkit::scratch("serve");

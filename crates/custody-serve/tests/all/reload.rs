@@ -1,7 +1,7 @@
 //! Hot reload: 100 reloads under a steady load lose no request and leave
 //! nothing behind; a broken version is refused while the old one serves;
 //! a drain is bounded by `drain_timeout`; `watch = true` follows a
-//! rewritten module file.
+//! rewritten module file, and a manifest plugin's manifest and modules.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -47,6 +47,18 @@ async fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> bool {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     check()
+}
+
+/// GETs `url` every 20 ms until version `id` answers (a watched reload
+/// happened), for 10 s at most; the last answer and how long it took.
+async fn until_version(client: &HttpClient, url: &str, id: &str) -> (Answer, Duration) {
+    let begun = Instant::now();
+    let mut answer = get(client, url).await;
+    while version_of(&answer) != id && begun.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        answer = get(client, url).await;
+    }
+    (answer, begun.elapsed())
 }
 
 /// Rewrites the module file and reloads; the swapped-in version.
@@ -290,20 +302,79 @@ fn a_watched_module_rewritten_is_reloaded_within_a_bounded_time() {
             } else {
                 std::fs::write(&path, &wat).unwrap();
             }
-            let begun = Instant::now();
             let id = content_id(&[wat.as_bytes()]);
-            let mut answer = get(&client, &server.url("/p")).await;
-            while version_of(&answer) != id && begun.elapsed() < Duration::from_secs(10) {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                answer = get(&client, &server.url("/p")).await;
-            }
+            let (answer, took) = until_version(&client, &server.url("/p"), &id).await;
             assert_eq!(
                 answer.body,
                 format!("{text}\n"),
-                "not reloaded after {:?}",
-                begun.elapsed()
+                "not reloaded after {took:?}"
             );
-            assert!(begun.elapsed() < Duration::from_secs(10));
         }
+    });
+}
+
+#[test]
+fn a_manifest_plugin_serves_and_reloads_when_its_manifest_or_module_changes() {
+    serial_runtime(async {
+        let manifest = |module: &str| {
+            format!("name = \"m\"\n[[module]]\nname = \"main\"\npath = \"{module}\"\n")
+        };
+        let (a, b, c) = (
+            answering("version A"),
+            answering("version B"),
+            answering("version C"),
+        );
+        let server = TestServer::start(
+            "[[plugin]]\nname = \"m\"\nroute = \"/m/...\"\nmanifest = \"m.toml\"\nwatch = true\n",
+            &[("m.toml", &manifest("a.wat")), ("a.wat", &a)],
+        )
+        .await;
+        let client = client();
+        let url = server.url("/m/x");
+        let answer = get(&client, &url).await;
+        assert_eq!(
+            (answer.status, answer.body.as_str()),
+            (StatusCode::OK, "version A\n")
+        );
+        // The version of a manifest is the hash of it and its modules.
+        let id = content_id(&[manifest("a.wat").as_bytes(), a.as_bytes()]);
+        assert_eq!(version_of(&answer), id);
+        // The module the manifest names is rewritten; then the manifest
+        // is, to name another module.
+        let steps = [
+            (
+                "a.wat",
+                b.clone(),
+                manifest("a.wat"),
+                b.as_str(),
+                "version B\n",
+            ),
+            (
+                "m.toml",
+                manifest("c.wat"),
+                manifest("c.wat"),
+                c.as_str(),
+                "version C\n",
+            ),
+        ];
+        std::fs::write(server.dir.join("c.wat"), &c).unwrap();
+        for (file, text, manifest_now, module_now, body) in steps {
+            std::fs::write(server.dir.join(file), &text).unwrap();
+            let id = content_id(&[manifest_now.as_bytes(), module_now.as_bytes()]);
+            let (answer, took) = until_version(&client, &url, &id).await;
+            assert_eq!(
+                (answer.status, answer.body.as_str()),
+                (StatusCode::OK, body),
+                "{file} rewritten: not reloaded after {took:?}"
+            );
+        }
+        // Now c.wat is the module watched: a.wat no longer counts.
+        std::fs::write(server.dir.join("c.wat"), &a).unwrap();
+        let id = content_id(&[manifest("c.wat").as_bytes(), a.as_bytes()]);
+        let (answer, took) = until_version(&client, &url, &id).await;
+        assert_eq!(
+            answer.body, "version A\n",
+            "c.wat rewritten: not reloaded after {took:?}"
+        );
     });
 }

@@ -11,7 +11,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use custody_host::{Host, Policy};
@@ -38,7 +38,8 @@ use crate::wagi::{self, CgiRequest};
 /// The liveness endpoint: 200 while the process serves.
 pub const HEALTH_PATH: &str = "/.well-known/custody/health";
 /// The readiness endpoint: 200 once every plugin is loaded, 503 before
-/// and while shutting down.
+/// (while they load, the listener already answering) and while shutting
+/// down.
 pub const READY_PATH: &str = "/.well-known/custody/ready";
 /// The header naming the plugin version that answered.
 pub const VERSION_HEADER: &str = "custody-plugin-version";
@@ -46,9 +47,16 @@ pub const VERSION_HEADER: &str = "custody-plugin-version";
 /// Everything the server's requests share.
 pub struct ServerState {
     host: Arc<Host>,
-    plugins: Vec<Arc<Plugin>>,
+    /// Set once, when every plugin has loaded; until then the server
+    /// answers its health endpoints and 503 for everything else.
+    plugins: OnceLock<Vec<Arc<Plugin>>>,
+    /// Turns true when `plugins` is set: what [`ServerState::loaded`]
+    /// waits on.
+    loaded: watch::Sender<bool>,
     limits: HttpLimits,
     faults: Arc<FaultCounters>,
+    /// False once shutting down; `/ready` is 200 when this is true and
+    /// the plugins are loaded.
     ready: AtomicBool,
     next_request: AtomicU64,
     /// Makes request ids unique across restarts of the process.
@@ -69,7 +77,7 @@ pub struct ServerState {
 impl std::fmt::Debug for ServerState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServerState")
-            .field("plugins", &self.plugins.len())
+            .field("plugins", &self.plugins().len())
             .field("ready", &self.ready)
             .finish_non_exhaustive()
     }
@@ -77,7 +85,8 @@ impl std::fmt::Debug for ServerState {
 
 impl ServerState {
     /// Builds the host (custody's ABI and WASI, `host_policy`) and loads
-    /// every plugin of `config` (compiled, checked, instantiated once);
+    /// every plugin of `config` (compiled, checked, instantiated once):
+    /// [`starting`](Self::starting) then [`load_plugins`](Self::load_plugins).
     /// `file` names the configuration in errors. Blocking: call it before
     /// serving, or off the reactor.
     ///
@@ -89,20 +98,36 @@ impl ServerState {
         host_policy: Policy,
         file: &Path,
     ) -> Result<Arc<ServerState>, ConfigError> {
+        let state = ServerState::starting(config, host_policy, file)?;
+        state.load_plugins(config)?;
+        Ok(state)
+    }
+
+    /// Builds the host (custody's ABI and WASI, `host_policy`), with no
+    /// plugin loaded yet: served at once, it answers `/health` 200,
+    /// `/ready` 503 and every other path 503 until
+    /// [`load_plugins`](Self::load_plugins) succeeds. `file` names the
+    /// configuration in errors.
+    ///
+    /// # Errors
+    /// A [`ConfigError`]: the host cannot be built.
+    pub fn starting(
+        config: &ServerConfig,
+        host_policy: Policy,
+        file: &Path,
+    ) -> Result<Arc<ServerState>, ConfigError> {
         let host = Host::builder(host_policy)
             .extension(Wasi)
             .extension(custody_http::Http)
             .build()
             .map_err(|e| ConfigError::new(file, format!("the host: {e}")))?;
-        let plugins = (config.plugins.iter())
-            .map(|plugin| Plugin::load(&host, plugin.clone(), file).map(Arc::new))
-            .collect::<Result<Vec<_>, _>>()?;
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
         Ok(Arc::new(ServerState {
             host: Arc::new(host),
-            plugins,
+            plugins: OnceLock::new(),
+            loaded: watch::Sender::new(false),
             limits: config.limits.clone(),
             faults: Arc::new(FaultCounters::default()),
             ready: AtomicBool::new(true),
@@ -116,14 +141,47 @@ impl ServerState {
         }))
     }
 
+    /// Loads every plugin of `config` (compiled, checked, instantiated
+    /// once, `_routes` called); when all have loaded they serve and
+    /// `/ready` turns 200. Blocking: call it off the reactor (the
+    /// server answers its health endpoints meanwhile).
+    ///
+    /// # Errors
+    /// A [`ConfigError`]: a plugin cannot be loaded (named, with why;
+    /// none of them serves then), or the plugins were loaded already.
+    pub fn load_plugins(&self, config: &ServerConfig) -> Result<(), ConfigError> {
+        if self.plugins.get().is_some() {
+            return Err(ConfigError::new(
+                &self.file,
+                "the plugins are loaded already",
+            ));
+        }
+        let plugins = (config.plugins.iter())
+            .map(|plugin| Plugin::load(&self.host, plugin.clone(), &self.file).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.plugins
+            .set(plugins)
+            .map_err(|_| ConfigError::new(&self.file, "the plugins are loaded already"))?;
+        self.loaded.send_replace(true);
+        Ok(())
+    }
+
+    /// Completes once the plugins are loaded (at once if they are).
+    pub async fn loaded(&self) {
+        let mut loaded = self.loaded.subscribe();
+        // The sender is `self`'s, alive as long as this borrow.
+        let _ = loaded.wait_for(|loaded| *loaded).await;
+    }
+
     /// The host the plugins run on.
     pub fn host(&self) -> &Host {
         &self.host
     }
 
-    /// The plugins, in the configuration's order.
+    /// The plugins, in the configuration's order; none until they are
+    /// loaded.
     pub fn plugins(&self) -> &[Arc<Plugin>] {
-        &self.plugins
+        self.plugins.get().map_or(&[], Vec::as_slice)
     }
 
     /// The fault counters.
@@ -131,12 +189,14 @@ impl ServerState {
         &self.faults
     }
 
-    /// Whether `/ready` answers 200.
+    /// Whether `/ready` answers 200: the plugins are loaded and the
+    /// server is not shutting down.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
+        self.plugins.get().is_some() && self.ready.load(Ordering::Acquire)
     }
 
-    /// Sets what `/ready` answers (shutdown turns it off first).
+    /// Sets what `/ready` answers once the plugins are loaded (shutdown
+    /// turns it off first); while they load it is 503 whatever this says.
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Release);
     }
@@ -145,7 +205,7 @@ impl ServerState {
     /// plugin, as the startup lines print them.
     pub fn routes(&self) -> Vec<(String, String)> {
         let mut routes = Vec::new();
-        for plugin in &self.plugins {
+        for plugin in self.plugins() {
             for (route, _) in &plugin.current().routes {
                 routes.push((plugin.config.name.clone(), route.as_str().to_string()));
             }
@@ -157,7 +217,7 @@ impl ServerState {
     /// specific route of any plugin's current version.
     fn route(&self, path: &str) -> Option<(Arc<Plugin>, Arc<PluginVersion>, usize, RouteMatch)> {
         let mut best: Option<(Arc<Plugin>, Arc<PluginVersion>, usize, RouteMatch)> = None;
-        for plugin in &self.plugins {
+        for plugin in self.plugins() {
             let version = plugin.current();
             for (at, (route, _)) in version.routes.iter().enumerate() {
                 let Some(matched) = route.matches(path) else {
@@ -234,6 +294,16 @@ async fn handle(
         } else {
             text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
         });
+    }
+    if state.plugins.get().is_none() {
+        let mut starting = text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "starting: plugins loading\n",
+        );
+        starting
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return Ok(starting);
     }
     let Some((plugin, version, at, matched)) = state.route(path) else {
         return Ok(text(StatusCode::NOT_FOUND, "no route for this path\n"));

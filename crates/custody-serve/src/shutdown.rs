@@ -159,16 +159,30 @@ async fn serve_until(
     shutdown: impl Future<Output = ()>,
     force: impl Future<Output = ()>,
 ) -> io::Result<Stopped> {
-    let watcher = state.watch().map_err(io::Error::other)?;
     let (close_tx, close_rx) = watch::channel(false);
     let mut force = std::pin::pin!(force);
     let mut forced = false;
-    let mut connections = tokio::select! {
-        accepted = server::accept(&state, listener, shutdown, &close_rx) => accepted?,
-        // A force during the delay: stop accepting now.
-        () = &mut force => {
-            forced = true;
-            JoinSet::new()
+    let accepting = server::accept(&state, listener, shutdown, &close_rx);
+    let mut accepting = std::pin::pin!(accepting);
+    // The plugins may still be loading (the listener answers `/ready`
+    // 503 meanwhile): their files are watched once they are loaded.
+    let watching = async {
+        state.loaded().await;
+        state.watch()
+    };
+    let mut watching = std::pin::pin!(watching);
+    let mut watcher = None;
+    let mut connections = loop {
+        tokio::select! {
+            accepted = &mut accepting => break accepted?,
+            started = &mut watching, if watcher.is_none() => {
+                watcher = Some(started.map_err(io::Error::other)?);
+            }
+            // A force during the delay: stop accepting now.
+            () = &mut force => {
+                forced = true;
+                break JoinSet::new();
+            }
         }
     };
     // No reload begins once accepting stopped.

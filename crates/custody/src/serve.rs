@@ -1,12 +1,15 @@
 //! `custody serve`: the plugin server (`custody-serve`) on a tokio
-//! runtime. Without `--config` it serves the bundled examples; it prints
-//! one line per route (`GET http://127.0.0.1:8080/hello`) once it
-//! listens. SIGTERM or SIGINT stop it as docs/SERVER.md tells (ready 503,
+//! runtime. Without `--config` it serves the bundled examples. It listens
+//! first (`/health` answers 200, `/ready` 503), then loads the plugins
+//! (one that fails ends the process, exit 2), then `/ready` turns 200 and
+//! it prints one line per route (`GET http://127.0.0.1:8080/hello`).
+//! SIGTERM or SIGINT stop it as docs/SERVER.md tells (ready 503,
 //! `shutdown_delay`, drain, exit 0; a second signal forces), SIGHUP
 //! reloads every plugin.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use clap::Args;
 use custody_host::Policy;
@@ -40,7 +43,7 @@ pub(crate) fn serve(args: &ServeArgs) -> Result<u8, Failure> {
     if let Some(listen) = args.listen {
         config.listen = listen;
     }
-    let state = ServerState::load(config, Policy::default(), Path::new(&file))
+    let state = ServerState::starting(config, Policy::default(), Path::new(&file))
         .map_err(|e| Failure::usage(e.to_string()))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -57,11 +60,30 @@ pub(crate) fn serve(args: &ServeArgs) -> Result<u8, Failure> {
         // supervisor that signals once it reads them is heard.
         let signals = custody_serve::os_signals()
             .map_err(|e| Failure::usage(format!("signal handlers: {e}")))?;
+        tracing::info!(target: "custody::serve", %addr, "listening: loading the plugins");
+        let serving = tokio::spawn(custody_serve::serve_with_signals(
+            Arc::clone(&state),
+            listener,
+            signals,
+        ));
+        let loaded = {
+            let (state, config) = (Arc::clone(&state), config.clone());
+            tokio::task::spawn_blocking(move || state.load_plugins(&config)).await
+        };
+        let loaded = loaded
+            .map_err(|e| Failure::usage(format!("loading the plugins: {e}")))
+            .and_then(|loaded| loaded.map_err(|e| Failure::usage(e.to_string())));
+        if let Err(failure) = loaded {
+            // No plugin serves, so no domain is alive: nothing to drain.
+            serving.abort();
+            return Err(failure);
+        }
         for (_, route) in state.routes() {
             println!("GET http://{addr}{}", display_path(&route));
         }
-        custody_serve::serve_with_signals(state, listener, signals)
+        serving
             .await
+            .map_err(|e| Failure::usage(format!("the server: {e}")))?
             .map_err(|e| Failure::usage(e.to_string()))
     })?;
     Ok(0)

@@ -50,6 +50,108 @@ fn health_and_ready_answer_on_the_plugins_listener() {
     });
 }
 
+/// A WAGI plugin whose `_routes` (called once at load) sleeps `ms`
+/// (WASI's `poll_oneoff` on a relative clock) and declares no sub-route;
+/// `_start` answers `started`.
+fn slow_to_load(ms: u64) -> String {
+    let head = "content-type: text/plain\n\nstarted\n";
+    format!(
+        r#"(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 1024) "{escaped}")
+  (func (export "_routes")
+    ;; one clock subscription at 200: relative, {ms} ms
+    (i32.store8 (i32.const 208) (i32.const 0))
+    (i32.store (i32.const 216) (i32.const 1))
+    (i64.store (i32.const 224) (i64.const {nanos}))
+    (drop (call $poll (i32.const 200) (i32.const 300) (i32.const 1) (i32.const 400))))
+  (func (export "_start")
+    (i32.store (i32.const 0) (i32.const 1024))
+    (i32.store (i32.const 4) (i32.const {len}))
+    (drop (call $fd_write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#,
+        escaped = head.replace('\n', "\\n"),
+        len = head.len(),
+        nanos = ms * 1_000_000
+    )
+}
+
+#[test]
+fn ready_is_503_while_the_plugins_load_and_health_200_throughout() {
+    serial_runtime(async {
+        let toml = "[[plugin]]\nname = \"p\"\nroute = \"/p\"\nmodule = \"p.wat\"\n";
+        let dir = write_files(&[("p.wat", &slow_to_load(400))]);
+        let file = dir.join("custody.toml");
+        std::fs::write(&file, toml).unwrap();
+        let config = custody_serve::ServerConfig::from_file(&file).unwrap();
+        let (server, loading) = TestServer::starting(config, &file, dir).await;
+        let client = client();
+        // Each poll: /ready, /health, the plugin's route, and whether the
+        // load had finished before /ready was asked.
+        let mut polls = Vec::new();
+        let begun = Instant::now();
+        loop {
+            let loaded_before = loading.is_finished();
+            let ready = get(&client, &server.url(custody_serve::READY_PATH)).await;
+            let health = get(&client, &server.url(custody_serve::HEALTH_PATH)).await;
+            let plugin = get(&client, &server.url("/p")).await;
+            let done = ready.status == StatusCode::OK;
+            polls.push((loaded_before, ready, health, plugin));
+            if done || begun.elapsed() > Duration::from_secs(10) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        loading.await.unwrap().unwrap();
+        let summary: Vec<_> = (polls.iter())
+            .map(|(loaded, r, h, p)| (*loaded, r.status, h.status, p.status))
+            .collect();
+        let (first, last) = (&polls[0], &polls[polls.len() - 1]);
+        assert!(
+            !first.0,
+            "the load was over before the first poll: {summary:?}"
+        );
+        assert_eq!(
+            first.1.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{summary:?}"
+        );
+        assert_eq!(last.1.status, StatusCode::OK, "never ready: {summary:?}");
+        assert!(
+            (polls.iter()).all(|(_, _, health, _)| health.status == StatusCode::OK),
+            "{summary:?}"
+        );
+        for (_, ready, _, plugin) in &polls {
+            if ready.status == StatusCode::SERVICE_UNAVAILABLE {
+                // Asked right after /ready: the load may have ended
+                // between the two, so either answer, never a 404.
+                assert!(
+                    [StatusCode::SERVICE_UNAVAILABLE, StatusCode::OK].contains(&plugin.status),
+                    "{summary:?}"
+                );
+            }
+        }
+        let starting = (polls.iter())
+            .find(|(_, _, _, plugin)| plugin.status == StatusCode::SERVICE_UNAVAILABLE)
+            .map(|(_, _, _, plugin)| plugin)
+            .expect("a request to the plugin while it loads");
+        assert_eq!(starting.headers[hyper::header::RETRY_AFTER], "1");
+        assert!(starting.body.starts_with("starting"), "{}", starting.body);
+        let answer = &last.3;
+        assert_eq!(
+            (answer.status, answer.body.as_str()),
+            (StatusCode::OK, "started\n")
+        );
+        // Ready only once every plugin had loaded (`_routes` slept 400 ms).
+        assert!(
+            begun.elapsed() >= Duration::from_millis(350),
+            "{:?}",
+            begun.elapsed()
+        );
+    });
+}
+
 /// Reads until the server closes the connection (or `limit` passes);
 /// what it sent.
 fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> (String, Duration) {

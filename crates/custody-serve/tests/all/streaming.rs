@@ -44,10 +44,7 @@ impl Body for Upload {
 
 /// The process's peak RSS (`VmHWM`), in bytes.
 fn peak_rss() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-    let kb: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-    kb * 1024
+    proc_status_bytes("VmHWM")
 }
 
 #[test]

@@ -11,13 +11,14 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
 use custody_host::Policy;
-use custody_serve::{ServerConfig, ServerState};
+use custody_serve::{ConfigError, ServerConfig, ServerState};
 use http_body_util::{BodyExt, Full};
 use hyper::{HeaderMap, Method, Request, StatusCode};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 
 /// Every `tracing` event of the binary, as text lines.
 static LOG: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
@@ -82,27 +83,47 @@ impl TestServer {
 
     /// A server for a configuration already read.
     pub async fn with_config(config: ServerConfig, file: &Path, dir: PathBuf) -> TestServer {
+        let (server, loading) = TestServer::starting(config, file, dir).await;
+        loading.await.unwrap().unwrap_or_else(|e| panic!("{e}"));
+        server
+    }
+
+    /// A server that listens before its plugins load, as the CLI's does:
+    /// it serves at once, and the plugins load on the blocking pool
+    /// (the returned task).
+    pub async fn starting(
+        config: ServerConfig,
+        file: &Path,
+        dir: PathBuf,
+    ) -> (TestServer, JoinHandle<Result<(), ConfigError>>) {
         capture_log();
-        let file = file.to_path_buf();
-        let state = tokio::task::spawn_blocking(move || {
-            ServerState::load(&config, Policy::default(), &file)
-        })
-        .await
-        .unwrap()
-        .unwrap_or_else(|e| panic!("{e}"));
+        let state = {
+            let (config, file) = (config.clone(), file.to_path_buf());
+            tokio::task::spawn_blocking(move || {
+                ServerState::starting(&config, Policy::default(), &file)
+            })
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("{e}"))
+        };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(custody_serve::serve(Arc::clone(&state), listener, async {
             let _ = stopped.await;
         }));
-        TestServer {
+        let loading = {
+            let state = Arc::clone(&state);
+            tokio::task::spawn_blocking(move || state.load_plugins(&config))
+        };
+        let server = TestServer {
             addr,
             state,
             dir,
             stop: Some(stop),
             task: Some(task),
-        }
+        };
+        (server, loading)
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -134,6 +155,20 @@ pub fn serial_runtime(test: impl std::future::Future<Output = ()>) {
         .unwrap();
     runtime.block_on(test);
     runtime.shutdown_timeout(std::time::Duration::from_secs(10));
+}
+
+/// A memory figure of this process from `/proc/self/status` (`VmRSS`,
+/// the resident set now; `VmHWM`, its peak), in bytes.
+pub fn proc_status_bytes(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = (status.lines())
+        .find(|l| {
+            l.strip_prefix(field)
+                .is_some_and(|rest| rest.starts_with(':'))
+        })
+        .unwrap_or_else(|| panic!("no {field} in /proc/self/status"));
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib * 1024
 }
 
 /// A scratch directory with `files` in it.

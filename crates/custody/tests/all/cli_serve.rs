@@ -134,17 +134,33 @@ fn slow_plugin(ms: u64) -> String {
 
 /// `custody serve` on a configuration with one plugin, `slow`.
 fn serve_slow(dir: &std::path::Path, top: &str) -> (Server, String) {
+    serve_plugin(dir, top, "slow", &slow_plugin(1500), &[])
+}
+
+/// `custody serve --listen 127.0.0.1:0 FLAGS` on a configuration (`top`,
+/// then one plugin `name` at `/name`, its module `wat`) written in `dir`;
+/// the URL its first line prints.
+fn serve_plugin(
+    dir: &std::path::Path,
+    top: &str,
+    name: &str,
+    wat: &str,
+    flags: &[&str],
+) -> (Server, String) {
     std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(dir.join("slow.wat"), slow_plugin(1500)).unwrap();
+    std::fs::write(dir.join(format!("{name}.wat")), wat).unwrap();
     let file = dir.join("custody.toml");
     std::fs::write(
         &file,
-        format!("{top}\n[[plugin]]\nname = \"slow\"\nroute = \"/slow\"\nmodule = \"slow.wat\"\n"),
+        format!(
+            "{top}\n[[plugin]]\nname = \"{name}\"\nroute = \"/{name}\"\nmodule = \"{name}.wat\"\n"
+        ),
     )
     .unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_custody"))
         .args(["serve", "--listen", "127.0.0.1:0", "--config"])
         .arg(&file)
+        .args(flags)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -253,4 +269,128 @@ fn a_second_sigterm_during_the_delay_exits_promptly() {
         begun.elapsed()
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A WAGI plugin that writes `a line for the log` to stderr, then answers.
+const LOGGING_PLUGIN: &str = r#"(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 1024) "a line for the log\n")
+  (data (i32.const 1100) "content-type: text/plain\n\nlogged\n")
+  (func $write (param $fd i32) (param $ptr i32) (param $len i32)
+    (i32.store (i32.const 0) (local.get $ptr))
+    (i32.store (i32.const 4) (local.get $len))
+    (drop (call $fd_write (local.get $fd) (i32.const 0) (i32.const 1) (i32.const 8))))
+  (func (export "_start")
+    (call $write (i32.const 2) (i32.const 1024) (i32.const 19))
+    (call $write (i32.const 1) (i32.const 1100) (i32.const 33))))"#;
+
+/// Runs `custody serve --log-format json --log-level LEVEL` with the
+/// logging plugin, sends it one request, stops it (SIGTERM, exit 0) and
+/// returns every line it wrote on stderr, each parsed as JSON.
+fn json_log_at(level: &str) -> Vec<serde_json::Value> {
+    let dir = std::env::temp_dir().join(format!("custody-cli-log-{level}-{}", std::process::id()));
+    let flags = ["--log-format", "json", "--log-level", level];
+    let (mut server, url) = serve_plugin(
+        &dir,
+        "shutdown_delay = \"10ms\"",
+        "logs",
+        LOGGING_PLUGIN,
+        &flags,
+    );
+    let answer = http(&url, "GET", "");
+    assert!(answer.starts_with("HTTP/1.0 200"), "{answer}");
+    assert!(answer.ends_with("\r\n\r\nlogged\n"), "{answer}");
+    // The guest's stderr is logged by a task of its own, after the
+    // response at the latest: give it time before the stop.
+    std::thread::sleep(Duration::from_millis(300));
+    terminate(&server);
+    let mut stderr = String::new();
+    server
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!(exit_within(&mut server, Duration::from_secs(10)), Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
+    stderr
+        .lines()
+        .map(|line| {
+            serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}\n{stderr}"))
+        })
+        .collect()
+}
+
+/// The events of the guest's stderr among `events`.
+fn guest_stderr_events(events: &[serde_json::Value]) -> Vec<&serde_json::Value> {
+    (events.iter())
+        .filter(|event| event["target"] == "custody::serve::stderr")
+        .collect()
+}
+
+#[test]
+fn log_format_json_carries_the_guest_s_stderr_with_plugin_and_request_id() {
+    let events = json_log_at("info");
+    let logged = guest_stderr_events(&events);
+    assert_eq!(logged.len(), 1, "{events:#?}");
+    let event = logged[0];
+    assert_eq!(event["level"], "INFO", "{event}");
+    let fields = &event["fields"];
+    assert_eq!(fields["message"], "a line for the log", "{event}");
+    assert_eq!(fields["plugin"], "logs", "{event}");
+    // A request id: the process's prefix (hex), `-`, the request's number.
+    let id = fields["id"].as_str().unwrap_or_else(|| panic!("{event}"));
+    let (prefix, number) = id.split_once('-').unwrap_or_else(|| panic!("{id}"));
+    assert!(
+        !prefix.is_empty()
+            && prefix.chars().all(|c| c.is_ascii_hexdigit())
+            && number.parse::<u64>().is_ok(),
+        "{id}"
+    );
+    // The server's own lifecycle events are JSON too.
+    assert!(
+        (events.iter()).any(|e| e["target"] == "custody::serve"
+            && (e["fields"]["message"].as_str()).is_some_and(|m| m.starts_with("stopped"))),
+        "{events:#?}"
+    );
+}
+
+#[test]
+fn log_level_error_hides_the_info_level_stderr_event() {
+    let events = json_log_at("error");
+    assert!(guest_stderr_events(&events).is_empty(), "{events:#?}");
+    assert!(events.iter().all(|e| e["level"] == "ERROR"), "{events:#?}");
+}
+
+#[test]
+fn a_plugin_that_does_not_load_fails_the_process_with_exit_2_naming_it() {
+    let dir = std::env::temp_dir().join(format!("custody-cli-load-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("bad.wat"),
+        "(module (func (export \"_start\") i32.add))",
+    )
+    .unwrap();
+    let file = dir.join("custody.toml");
+    std::fs::write(
+        &file,
+        "[[plugin]]\nname = \"bad\"\nroute = \"/bad\"\nmodule = \"bad.wat\"\n",
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_custody"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("custody.toml") && stderr.contains("plugin \"bad\""),
+        "{stderr}"
+    );
+    assert!(output.stdout.is_empty(), "no route line for a failed load");
 }

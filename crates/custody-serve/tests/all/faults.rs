@@ -175,8 +175,9 @@ fn overload_is_a_503_with_retry_after_and_a_body_over_max_body_a_413() {
                 let request = hyper::Request::get(url)
                     .body(http_body_util::Full::new(Bytes::new()))
                     .unwrap();
-                // Its body is cut at the deadline: only the status matters.
-                client.request(request).await.unwrap().status()
+                // Kept (unread) until the 503 below: a client that drops
+                // the body goes away, and its guest is stopped then.
+                client.request(request).await.unwrap()
             }
         });
         // Wait until the first request holds the plugin's one permit.
@@ -209,7 +210,7 @@ fn overload_is_a_503_with_retry_after_and_a_body_over_max_body_a_413() {
         );
         assert_eq!(answer.headers["retry-after"], "1");
         assert_eq!(
-            slow.await.unwrap(),
+            slow.await.unwrap().status(),
             StatusCode::OK,
             "the first one streams until its deadline"
         );
@@ -316,5 +317,32 @@ fn stderr_is_logged_a_line_at_a_time_with_plugin_and_request_id() {
             "control characters are escaped: {}",
             ours[1]
         );
+    });
+}
+
+#[test]
+fn a_client_that_goes_away_mid_body_stops_its_guest_at_once() {
+    serial_runtime(async {
+        let server = plugins(&[(
+            "spin",
+            guest(HEAD, SPIN),
+            "max_concurrency = 1\nrequest_timeout = \"60s\"",
+        )])
+        .await;
+        let plugin = server.state.plugins()[0].clone();
+        let request = hyper::Request::get(server.url("/spin"))
+            .body(http_body_util::Full::new(Bytes::new()))
+            .unwrap();
+        let response = client().request(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "the head left");
+        assert_eq!(plugin.permits.available_permits(), 0, "the guest spins");
+        drop(response);
+        // The server sees the connection close when the body is dropped
+        // unread: the guest is stopped, long before its deadline.
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        while plugin.permits.available_permits() == 0 {
+            assert!(std::time::Instant::now() < until, "the guest still runs");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     });
 }

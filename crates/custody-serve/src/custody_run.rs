@@ -31,11 +31,12 @@ use tokio::io::AsyncReadExt;
 use tokio::net::unix::pipe;
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
+use crate::abort::{Abort, AbortOnDrop};
 use crate::body::{Body, full};
-use crate::exec::{Abort, AbortOnDrop, CHUNK, GuestBody, Outcome, WagiRun, feed_stdin};
+use crate::exec::{CHUNK, GuestBody, Outcome, WagiRun};
 use crate::fault::FaultKind;
 use crate::plugin::HANDLE_EXPORT;
-use crate::stdio::log_captured;
+use crate::stdio::{feed_stdin, log_captured};
 use crate::wagi::SERVER_OWNED;
 
 /// A non-blocking, close-on-exec pipe: (read end, write end). The guest's
@@ -161,7 +162,7 @@ pub(crate) async fn run(
     let Ok(exchange) = exchange_rx.await else {
         // The domain was never made (its error is the call's outcome).
         on_drop.0 = None;
-        return run.without_head(call, 0).await;
+        return run.without_head(call.await, 0);
     };
     if n == 0 {
         // No body: the call's outcome decides, then the head goes.

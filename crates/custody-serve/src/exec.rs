@@ -22,29 +22,35 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
-use custody_host::{CallError, Host, WeakDomain};
+use custody_host::{CallError, Host};
 use custody_wasi::{Stdio, WasiConfig, WasiDomain};
 use http_body_util::BodyExt;
 use hyper::body::{Body as _, Frame, Incoming};
 use hyper::header::{self, HeaderValue};
 use hyper::{HeaderMap, Response};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::OwnedSemaphorePermit;
-use tokio::task::{JoinError, JoinHandle};
+use tokio::task::JoinError;
 
+use crate::abort::{Abort, AbortOnDrop};
 use crate::body::Body;
 use crate::fault::{self, Fault, FaultCounters, FaultKind};
 use crate::plugin::PluginVersion;
-use crate::stdio::{GuestStdin, GuestStdout, PIPE_CAPACITY, log_captured};
+use crate::stdio::{GuestStdin, GuestStdout, PIPE_CAPACITY, feed_stdin, log_captured};
 use crate::wagi::{self, MAX_HEAD};
 
 /// The size of one read of the guest's stdout.
 pub const CHUNK: usize = 16 << 10;
+/// How long a WAGI response is held for the call to end, so a short
+/// call's output leaves as one response with its length; a plugin running
+/// longer (or writing more than half its pipe's room) streams from then
+/// on.
+pub const FLUSH_DELAY: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// What one request runs.
 pub(crate) struct WagiRun {
@@ -176,18 +182,31 @@ impl WagiRun {
                 domain.clone(),
             ));
         }
+        // A short call's whole output is one response with its length; a
+        // plugin still running after FLUSH_DELAY, or whose output fills
+        // half the pipe first, streams.
+        let mut call = call;
+        let ended = tokio::select! {
+            biased;
+            outcome = &mut call => Some(outcome),
+            () = reader.filled(PIPE_CAPACITY / 2) => None,
+            () = tokio::time::sleep(FLUSH_DELAY) => None,
+        };
+        // The guest's side closes as its domain unloads, a moment before
+        // the call's task ends: then too the output is whole.
+        let ended = match ended {
+            None if reader.guest_closed() => Some((&mut call).await),
+            ended => ended,
+        };
+        if let Some(outcome) = ended {
+            on_drop.0 = None;
+            return self.complete(reader, outcome, &body_too_large).await;
+        }
         let mut stdout = GuestStdout(reader);
         let head = read_head(&mut stdout, self.max_response.min(MAX_HEAD)).await;
         if body_too_large.load(Ordering::Acquire) {
             domain.abort();
-            return self.fault(
-                FaultKind::Body,
-                format!(
-                    "the request body is over max_body ({} bytes)",
-                    self.max_body
-                ),
-                None,
-            );
+            return self.body_too_large();
         }
         let (buffer, end) = match head {
             Head::Ended { buffer, end } => (buffer, end),
@@ -207,7 +226,7 @@ impl WagiRun {
                     None,
                 );
             }
-            Head::Eof(written) => return self.without_head(call, written).await,
+            Head::Eof(written) => return self.without_head(call.await, written),
             Head::Error(e) => {
                 domain.abort();
                 return self.fault(FaultKind::Internal, format!("reading stdout: {e}"), None);
@@ -228,27 +247,85 @@ impl WagiRun {
         let written = buffer.len();
         on_drop.0 = None;
         let body = GuestBody::new(self, stdout, rest, written, call, domain);
-        let mut response = Response::new(body.boxed());
-        *response.status_mut() = head.status;
-        *response.headers_mut() = head.headers;
-        if !response.headers().contains_key(header::CONTENT_TYPE) {
-            // A `status:`-only head: the body is whatever the guest wrote.
-            response.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/octet-stream"),
-            );
+        respond(head, body.boxed())
+    }
+
+    /// The response of a call that ended with its whole output in the
+    /// pipe (at most half its room): its head and the rest as one body
+    /// with its length, or the fault the outcome makes of it. Nothing left
+    /// yet, so a failed call is its fault's status, not a cut body.
+    async fn complete(
+        self,
+        reader: custody_wasi::PipeReader,
+        outcome: Result<Outcome, JoinError>,
+        body_too_large: &AtomicBool,
+    ) -> Response<Body> {
+        if body_too_large.load(Ordering::Acquire) {
+            return self.body_too_large();
         }
-        response
+        let mut output = vec![0u8; PIPE_CAPACITY];
+        let mut len = 0;
+        // The guest's side is closed: every read is at once.
+        while len < output.len() {
+            match reader.read(&mut output[len..]).await {
+                0 => break,
+                n => len += n,
+            }
+        }
+        output.truncate(len);
+        let limit = self.max_response.min(MAX_HEAD);
+        let Some(end) = wagi::head_end(&output[..len.min(limit)], 0) else {
+            if len > limit {
+                return self.fault(
+                    FaultKind::BadResponse,
+                    format!("no end of the header block in the first {len} bytes (max_response: {limit})"),
+                    None,
+                );
+            }
+            return self.without_head(outcome, len);
+        };
+        match outcome {
+            Ok(Outcome::Exited(0)) => {}
+            Ok(Outcome::Exited(status)) => tracing::warn!(
+                target: "custody::serve::request",
+                id = self.request_id, plugin = self.plugin, status,
+                "the plugin exited with a nonzero status after its response"
+            ),
+            failed => return self.failed(failed, "the plugin exited with status {}"),
+        }
+        if len > self.max_response {
+            let detail = format!(
+                "the response is over max_response ({} bytes)",
+                self.max_response
+            );
+            return self.fault(FaultKind::BadResponse, detail, None);
+        }
+        match wagi::parse_head(&output[..end]) {
+            Ok(head) => respond(head, crate::body::full(Bytes::from(output).slice(end..))),
+            Err(e) => self.fault(
+                FaultKind::BadResponse,
+                format!("bad header block: {e}"),
+                None,
+            ),
+        }
+    }
+
+    fn body_too_large(&self) -> Response<Body> {
+        let detail = format!(
+            "the request body is over max_body ({} bytes)",
+            self.max_body
+        );
+        self.fault(FaultKind::Body, detail, None)
     }
 
     /// The answer when stdout ended without a header block: the call's
     /// outcome decides.
-    pub(crate) async fn without_head(
+    pub(crate) fn without_head(
         self,
-        call: JoinHandle<Outcome>,
+        outcome: Result<Outcome, JoinError>,
         written: usize,
     ) -> Response<Body> {
-        match call.await {
+        match outcome {
             Ok(Outcome::Exited(0)) => self.fault(
                 FaultKind::BadResponse,
                 format!("the plugin wrote no header block ({written} bytes, no blank line)"),
@@ -430,85 +507,6 @@ impl<R, C> Drop for GuestBody<R, C> {
     }
 }
 
-/// A way to stop the request's guest from the async side: the blocking
-/// side registers its domain before the call; an abort asked earlier
-/// makes the call not start.
-#[derive(Clone, Default)]
-pub(crate) struct Abort(Arc<Mutex<AbortState>>);
-
-#[derive(Default)]
-struct AbortState {
-    aborted: bool,
-    domain: Option<WeakDomain>,
-}
-
-impl Abort {
-    fn lock(&self) -> std::sync::MutexGuard<'_, AbortState> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Registers the domain; false if the request was aborted already.
-    pub(crate) fn register(&self, domain: WeakDomain) -> bool {
-        let mut state = self.lock();
-        state.domain = Some(domain);
-        !state.aborted
-    }
-
-    /// Aborts the guest's call, now or before it starts.
-    pub(crate) fn abort(&self) {
-        let mut state = self.lock();
-        state.aborted = true;
-        if let Some(domain) = state.domain.as_ref().and_then(WeakDomain::upgrade) {
-            domain.abort();
-        }
-    }
-}
-
-/// Aborts the guest's call when dropped, unless disarmed (`None`).
-pub(crate) struct AbortOnDrop(pub(crate) Option<Abort>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        if let Some(abort) = self.0.take() {
-            abort.abort();
-        }
-    }
-}
-
-/// Writes the request body into the guest's stdin as it arrives; over
-/// `max_body`, marks it and stops the guest. Closing stdin (the end of the
-/// body) is the guest's end of file. A guest that stops reading (or ends)
-/// leaves the rest of the body unwanted: it is read and dropped (still
-/// bounded by `max_body`), so the client can finish sending and read the
-/// response on a connection that stays usable.
-pub(crate) async fn feed_stdin(
-    mut body: Incoming,
-    stdin: impl AsyncWrite + Unpin,
-    max_body: usize,
-    too_large: Arc<AtomicBool>,
-    domain: Abort,
-) {
-    let mut total = 0usize;
-    let mut stdin = Some(stdin);
-    while let Some(frame) = body.frame().await {
-        let Ok(frame) = frame else { return };
-        let Ok(data) = frame.into_data() else {
-            continue;
-        };
-        total = total.saturating_add(data.len());
-        if total > max_body {
-            too_large.store(true, Ordering::Release);
-            domain.abort();
-            return;
-        }
-        if let Some(pipe) = &mut stdin
-            && pipe.write_all(&data).await.is_err()
-        {
-            stdin = None;
-        }
-    }
-}
-
 /// How reading the header block ended.
 enum Head {
     /// It ended at `end` in `buffer` (which may hold body bytes after it).
@@ -541,4 +539,19 @@ async fn read_head(stdout: &mut (impl AsyncRead + Unpin), limit: usize) -> Head 
             Err(e) => return Head::Error(e),
         }
     }
+}
+
+/// A response of the guest's head and `body`. A `status:`-only head gets
+/// `application/octet-stream`: the body is whatever the guest wrote.
+fn respond(head: wagi::ResponseHead, body: Body) -> Response<Body> {
+    let mut response = Response::new(body);
+    *response.status_mut() = head.status;
+    *response.headers_mut() = head.headers;
+    if !response.headers().contains_key(header::CONTENT_TYPE) {
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
+    }
+    response
 }

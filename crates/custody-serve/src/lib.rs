@@ -20,9 +20,10 @@
 //! # Ok(()) }
 //! ```
 //!
-//! The custody-ABI interface (`interface = "custody"`, a `handle(request,
-//! response)` export) is the next extension of this crate; until it lands
-//! such a plugin is refused at load, naming why.
+//! custody-ABI plugins (`interface = "custody"`, a `handle(request,
+//! response)` export) get the request and response bodies as two handles
+//! and shape the head through custody-http's `custody_http` functions,
+//! per request or from a pool of long-lived domains.
 //!
 //! # Module map
 //! Bottom first: a module imports only modules listed above it, and this
@@ -32,6 +33,7 @@
 //! | module | owns |
 //! | --- | --- |
 //! | `body` | the response body type (a leaf) |
+//! | `abort` | stopping a request's guest from the async side |
 //! | `route` | routes (`/hello`, `/hello/...`), matching, `_routes` sub-routes |
 //! | `config` | the TOML configuration: keys, defaults, durations, checks |
 //! | `examples` | the bundled example plugins and their configuration |
@@ -50,6 +52,7 @@
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
+mod abort;
 mod body;
 mod config;
 mod custody_run;
@@ -73,7 +76,7 @@ pub use config::{
 };
 pub use drain::{InFlight, InFlightGuard};
 pub use examples::{ECHO_WAT, HELLO_WAT, example_config};
-pub use exec::CHUNK;
+pub use exec::{CHUNK, FLUSH_DELAY};
 pub use fault::{Fault, FaultCounters, FaultKind};
 pub use plugin::{Plugin, PluginVersion, content_id};
 pub use reload::{Drained, ReloadError, Reloaded};

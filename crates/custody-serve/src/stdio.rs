@@ -12,11 +12,17 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use custody_handle::diagnostics::escape_control;
 use custody_wasi::{PipeReader, PipeWriter};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+
+use crate::abort::Abort;
 
 /// The room of a request's stdin and stdout pipes.
 pub(crate) const PIPE_CAPACITY: usize = custody_wasi::PIPE_CAPACITY;
@@ -73,5 +79,39 @@ pub(crate) fn log_captured(stderr: &[u8], plugin: &str, request_id: &str) {
             target: "custody::serve::stderr",
             plugin, id = request_id, "{}", escape_control(&text)
         );
+    }
+}
+
+/// Writes the request body into the guest's stdin as it arrives; over
+/// `max_body`, marks it and stops the guest. Closing stdin (the end of the
+/// body) is the guest's end of file. A guest that stops reading (or ends)
+/// leaves the rest of the body unwanted: it is read and dropped (still
+/// bounded by `max_body`), so the client can finish sending and read the
+/// response on a connection that stays usable.
+pub(crate) async fn feed_stdin(
+    mut body: Incoming,
+    stdin: impl AsyncWrite + Unpin,
+    max_body: usize,
+    too_large: Arc<AtomicBool>,
+    domain: Abort,
+) {
+    let mut total = 0usize;
+    let mut stdin = Some(stdin);
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else { return };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        total = total.saturating_add(data.len());
+        if total > max_body {
+            too_large.store(true, Ordering::Release);
+            domain.abort();
+            return;
+        }
+        if let Some(pipe) = &mut stdin
+            && pipe.write_all(&data).await.is_err()
+        {
+            stdin = None;
+        }
     }
 }

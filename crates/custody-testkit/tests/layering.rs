@@ -140,6 +140,7 @@ const CLI: &[Layer] = &[
 /// custody-serve, bottom to top (the crate root on top).
 const SERVE: &[Layer] = &[
     Layer::of("body"),
+    Layer::of("abort"),
     Layer::of("route"),
     Layer::of("config"),
     Layer::of("examples"),

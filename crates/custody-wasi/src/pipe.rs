@@ -69,6 +69,9 @@ struct State {
     embedder_closed: bool,
     /// The embedder's task waiting for room or bytes.
     waker: Option<Waker>,
+    /// The reader waits for this many bytes ([`PipeReader::poll_filled`]);
+    /// 0: for any change.
+    wake_at: usize,
     /// The guest's bell, made on its first wait.
     bell: Option<Arc<WakeFd>>,
     guest_waiting: bool,
@@ -77,7 +80,8 @@ struct State {
 impl State {
     /// Wakes whichever side waits: the change it waits for happened.
     fn wake(&mut self) {
-        if let Some(waker) = self.waker.take() {
+        let wanted = self.bytes.len() >= self.wake_at || self.guest_sides == 0;
+        if wanted && let Some(waker) = self.waker.take() {
             waker.wake();
         }
         if std::mem::take(&mut self.guest_waiting)
@@ -195,6 +199,10 @@ impl GuestSide {
         };
         bell.clear();
         state.guest_waiting = true;
+        // A reader waiting for a fill learns the guest waits for room.
+        if let Some(waker) = state.waker.take() {
+            waker.wake();
+        }
         Ok(Transfer::Wait(bell))
     }
 }
@@ -283,11 +291,38 @@ impl PipeReader {
                 return Poll::Ready(0);
             }
             state.waker = Some(cx.waker().clone());
+            state.wake_at = 0;
             return Poll::Pending;
         }
         let n = take_into(&mut state.bytes, into);
         state.wake();
         Poll::Ready(n)
+    }
+
+    /// Ready once `at_least` bytes wait (at most the capacity), the
+    /// guest's side is closed, or the guest waits for room; else registers
+    /// the task, woken only then, not on every write. For a reader that
+    /// prefers the whole output of a short call to its first bytes.
+    pub fn poll_filled(&self, cx: &mut Context<'_>, at_least: usize) -> Poll<()> {
+        let mut state = self.0.lock();
+        let at_least = at_least.min(self.0.capacity);
+        if state.bytes.len() >= at_least || state.guest_sides == 0 || state.guest_waiting {
+            return Poll::Ready(());
+        }
+        state.waker = Some(cx.waker().clone());
+        state.wake_at = at_least;
+        Poll::Pending
+    }
+
+    /// Whether the guest's side is closed (every domain given it ended):
+    /// what is left to read is all there will be.
+    pub fn guest_closed(&self) -> bool {
+        self.0.lock().guest_sides == 0
+    }
+
+    /// A future over [`poll_filled`](Self::poll_filled).
+    pub async fn filled(&self, at_least: usize) {
+        std::future::poll_fn(|cx| self.poll_filled(cx, at_least)).await;
     }
 
     /// Reads into `into` (a future over [`poll_read`](Self::poll_read)):
@@ -378,6 +413,32 @@ mod tests {
         let (guest, reader) = out_of_guest(8);
         drop(reader);
         assert!(matches!(guest.write(b"x").unwrap(), Transfer::Closed));
+    }
+
+    #[test]
+    fn a_reader_waiting_for_a_fill_is_woken_by_the_fill_the_end_or_a_blocked_guest() {
+        let (guest, reader) = out_of_guest(8);
+        let (woken, waker) = context();
+        let mut cx = Context::from_waker(&waker);
+        assert_eq!(reader.poll_filled(&mut cx, 4), Poll::Pending);
+        assert!(matches!(guest.write(b"ab").unwrap(), Transfer::Done(2)));
+        assert_eq!(woken.0.load(Ordering::SeqCst), 0, "not for two bytes");
+        assert!(matches!(guest.write(b"cd").unwrap(), Transfer::Done(2)));
+        assert_eq!(woken.0.load(Ordering::SeqCst), 1, "for four");
+        assert_eq!(
+            reader.poll_filled(&mut cx, 100),
+            Poll::Pending,
+            "at most the capacity"
+        );
+        assert!(matches!(guest.write(b"efghi").unwrap(), Transfer::Done(4)));
+        assert_eq!(woken.0.load(Ordering::SeqCst), 2, "full");
+        assert_eq!(reader.poll_filled(&mut cx, 100), Poll::Ready(()));
+        let mut all = [0u8; 8];
+        assert_eq!(reader.poll_read(&mut cx, &mut all), Poll::Ready(8));
+        assert_eq!(reader.poll_filled(&mut cx, 4), Poll::Pending);
+        drop(guest);
+        assert_eq!(woken.0.load(Ordering::SeqCst), 3, "the end");
+        assert_eq!(reader.poll_filled(&mut cx, 4), Poll::Ready(()));
     }
 
     #[test]

@@ -346,3 +346,51 @@ fn a_client_that_goes_away_mid_body_stops_its_guest_at_once() {
         }
     });
 }
+
+#[test]
+fn a_short_call_is_one_response_with_its_length_and_a_trap_after_its_head_its_fault() {
+    serial_runtime(async {
+        let server = plugins(&[
+            ("short", guest(b"content-type: text/plain\n\nhello", ""), ""),
+            (
+                "late_trap",
+                guest(b"content-type: text/plain\n\npartial", "unreachable"),
+                "",
+            ),
+        ])
+        .await;
+        let client = client();
+        // The call ends within FLUSH_DELAY: its output is one response,
+        // with its length, not a chunked stream.
+        let answer = get(&client, &server.url("/short")).await;
+        assert_eq!(
+            (answer.status, answer.body.as_str()),
+            (StatusCode::OK, "hello")
+        );
+        assert_eq!(
+            answer
+                .headers
+                .get(hyper::header::CONTENT_LENGTH)
+                .map(|v| v.as_bytes()),
+            Some(&b"5"[..]),
+            "{:?}",
+            answer.headers
+        );
+        assert!(
+            !answer
+                .headers
+                .contains_key(hyper::header::TRANSFER_ENCODING)
+        );
+        // Nothing had left when it trapped: the trap's status, not a cut body.
+        let before = server.state.faults().get(FaultKind::Trap);
+        let answer = get(&client, &server.url("/late_trap")).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "{}",
+            answer.body
+        );
+        assert!(answer.body.contains("trap"), "{}", answer.body);
+        assert_eq!(server.state.faults().get(FaultKind::Trap), before + 1);
+    });
+}

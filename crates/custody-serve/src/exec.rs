@@ -192,8 +192,8 @@ impl WagiRun {
             () = reader.filled(PIPE_CAPACITY / 2) => None,
             () = tokio::time::sleep(FLUSH_DELAY) => None,
         };
-        // The guest's side closes as its domain unloads, a moment before
-        // the call's task ends: then too the output is whole.
+        // The timer rang as the domain unloaded (its stdout closed), a
+        // moment before the call's task ends: then too the output is whole.
         let ended = match ended {
             None if reader.guest_closed() => Some((&mut call).await),
             ended => ended,

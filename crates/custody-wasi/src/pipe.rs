@@ -80,7 +80,10 @@ struct State {
 impl State {
     /// Wakes whichever side waits: the change it waits for happened.
     fn wake(&mut self) {
-        let wanted = self.bytes.len() >= self.wake_at || self.guest_sides == 0;
+        // A reader waiting for a fill (`wake_at` > 0) is not woken by the
+        // guest's side closing: it learns of the end otherwise.
+        let wanted =
+            self.bytes.len() >= self.wake_at || (self.guest_sides == 0 && self.wake_at == 0);
         if wanted && let Some(waker) = self.waker.take() {
             waker.wake();
         }
@@ -299,14 +302,15 @@ impl PipeReader {
         Poll::Ready(n)
     }
 
-    /// Ready once `at_least` bytes wait (at most the capacity), the
-    /// guest's side is closed, or the guest waits for room; else registers
-    /// the task, woken only then, not on every write. For a reader that
-    /// prefers the whole output of a short call to its first bytes.
+    /// Ready once `at_least` bytes wait (at most the capacity) or the
+    /// guest waits for room; else registers the task, woken only then: not
+    /// on every write, and not when the guest's side closes (a reader
+    /// waits for the call's end beside it). For a reader that prefers the
+    /// whole output of a short call to its first bytes.
     pub fn poll_filled(&self, cx: &mut Context<'_>, at_least: usize) -> Poll<()> {
         let mut state = self.0.lock();
-        let at_least = at_least.min(self.0.capacity);
-        if state.bytes.len() >= at_least || state.guest_sides == 0 || state.guest_waiting {
+        let at_least = at_least.clamp(1, self.0.capacity);
+        if state.bytes.len() >= at_least || state.guest_waiting {
             return Poll::Ready(());
         }
         state.waker = Some(cx.waker().clone());
@@ -416,7 +420,7 @@ mod tests {
     }
 
     #[test]
-    fn a_reader_waiting_for_a_fill_is_woken_by_the_fill_the_end_or_a_blocked_guest() {
+    fn a_reader_waiting_for_a_fill_is_woken_by_the_fill_or_a_blocked_guest_only() {
         let (guest, reader) = out_of_guest(8);
         let (woken, waker) = context();
         let mut cx = Context::from_waker(&waker);
@@ -437,8 +441,9 @@ mod tests {
         assert_eq!(reader.poll_read(&mut cx, &mut all), Poll::Ready(8));
         assert_eq!(reader.poll_filled(&mut cx, 4), Poll::Pending);
         drop(guest);
-        assert_eq!(woken.0.load(Ordering::SeqCst), 3, "the end");
-        assert_eq!(reader.poll_filled(&mut cx, 4), Poll::Ready(()));
+        assert_eq!(woken.0.load(Ordering::SeqCst), 2, "not for the end");
+        assert!(reader.guest_closed());
+        assert_eq!(reader.poll_filled(&mut cx, 4), Poll::Pending);
     }
 
     #[test]

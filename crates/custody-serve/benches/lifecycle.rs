@@ -137,15 +137,22 @@ impl Fixture {
             .fold(wasi, |w, (k, v)| w.env(k.clone(), v.clone()))
     }
 
-    /// custody: a fresh domain of the plugin's version, `_start`, its
-    /// captured stdout, unloaded.
-    fn custody_captured(&self) -> Vec<u8> {
-        let wasi = self.wasi().stdout(Stdio::Capture).stderr(Stdio::Capture);
+    /// A fresh domain of the plugin's version given `wasi`, after its
+    /// `_start`.
+    fn started(&self, wasi: WasiConfig) -> custody_host::Domain {
         let domain = self.version.domain(self.host(), wasi).unwrap();
         match domain.call("_start", &[]) {
             Ok(_) | Err(CallError::Exit(0)) => {}
             Err(e) => panic!("{e}"),
         }
+        domain
+    }
+
+    /// custody: a fresh domain of the plugin's version, `_start`, its
+    /// captured stdout, unloaded.
+    fn custody_captured(&self) -> Vec<u8> {
+        let wasi = self.wasi().stdout(Stdio::Capture).stderr(Stdio::Capture);
+        let domain = self.started(wasi);
         let output = domain.take_stdout();
         domain.unload().unwrap();
         output
@@ -157,11 +164,7 @@ impl Fixture {
     fn custody_served(&self) -> Vec<u8> {
         let (stdout, reader) = Stdio::pipe_out(custody_wasi::PIPE_CAPACITY);
         let wasi = self.wasi().stdout(stdout).stderr(Stdio::Capture);
-        let domain = self.version.domain(self.host(), wasi).unwrap();
-        match domain.call("_start", &[]) {
-            Ok(_) | Err(CallError::Exit(0)) => {}
-            Err(e) => panic!("{e}"),
-        }
+        let domain = self.started(wasi);
         black_box(domain.take_stderr());
         domain.unload().unwrap();
         let mut output = Vec::with_capacity(64);
@@ -189,11 +192,7 @@ impl Fixture {
             .stderr(Stdio::File(File::from(std::os::fd::OwnedFd::from(
                 stderr_w,
             ))));
-        let domain = self.version.domain(self.host(), wasi).unwrap();
-        match domain.call("_start", &[]) {
-            Ok(_) | Err(CallError::Exit(0)) => {}
-            Err(e) => panic!("{e}"),
-        }
+        let domain = self.started(wasi);
         domain.unload().unwrap();
         let mut output = Vec::with_capacity(64);
         stdout_r.read_to_end(&mut output).unwrap();
@@ -237,30 +236,21 @@ fn lifecycle(c: &mut Criterion) {
         b.iter_custom(|iters| paired(iters, BLOCK, piped, raw))
     });
     g.finish();
-    print_ratios(&fixture);
+    print_ratios(
+        &raw,
+        [
+            ("captured stdout", &captured as &dyn Fn()),
+            ("in-process pipes, as custody serve", &served),
+            ("three OS pipes", &piped),
+        ],
+    );
 }
 
 /// The ratio custody/baseline over paired blocks: 200 blocks of each,
 /// alternating; prints the median of the per-block ratios and their
 /// spread (the 10th and 90th percentiles).
-fn print_ratios(fixture: &Fixture) {
-    let raw = || {
-        black_box(fixture.raw());
-    };
-    let captured = || {
-        black_box(fixture.custody_captured());
-    };
-    let served = || {
-        black_box(fixture.custody_served());
-    };
-    let piped = || {
-        black_box(fixture.custody_piped());
-    };
-    for (name, variant) in [
-        ("captured stdout", &captured as &dyn Fn()),
-        ("in-process pipes, as custody serve", &served),
-        ("three OS pipes", &piped),
-    ] {
+fn print_ratios(raw: &dyn Fn(), variants: [(&str, &dyn Fn()); 3]) {
+    for (name, variant) in variants {
         let mut ratios = Vec::new();
         let mut custody_ns = Vec::new();
         let mut raw_ns = Vec::new();

@@ -26,8 +26,8 @@
 //!
 //! # The fd model
 //! - fds 0, 1, 2 are stdin, stdout and stderr: each a [`Stdio`] of the
-//!   domain (null, the host's own, a host file, or a bounded capture
-//!   buffer).
+//!   domain (null, the host's own, a host file, a bounded capture
+//!   buffer, or an in-process pipe to or from the embedder).
 //! - fds 3, 4, ... are the domain's pre-opened directories, in the order
 //!   of [`DomainConfig::preopen`](custody_host::DomainConfig::preopen); each is
 //!   announced (`fd_prestat_dir_name`) under its name.

@@ -24,7 +24,7 @@ use custody_host::{CallError, Domain, Val};
 use custody_http::{Exchange, RequestHead, ResponseHead};
 use custody_wasi::{Stdio, WasiConfig, WasiDomain};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::{Response, StatusCode};
 use tokio::io::AsyncReadExt;
@@ -62,12 +62,20 @@ pub(crate) async fn run(
         Ok(ends) => ends,
         Err(e) => return run.fault(FaultKind::Internal, format!("pipes: {e}"), None),
     };
-    let (server_in, server_out) = match (
-        pipe::Sender::from_owned_fd(request_w),
-        pipe::Receiver::from_owned_fd(response_r),
-    ) {
-        (Ok(a), Ok(b)) => (a, b),
-        _ => return run.fault(FaultKind::Internal, "pipes: not pollable".into(), None),
+    // A request without a body (a GET): the guest reads its end at once,
+    // and nothing feeds it (no task, no reactor registration).
+    let server_in = if body.is_end_stream() {
+        drop(request_w);
+        None
+    } else {
+        match pipe::Sender::from_owned_fd(request_w) {
+            Ok(sender) => Some(sender),
+            Err(e) => return run.fault(FaultKind::Internal, format!("pipes: {e}"), None),
+        }
+    };
+    let server_out = match pipe::Receiver::from_owned_fd(response_r) {
+        Ok(receiver) => receiver,
+        Err(e) => return run.fault(FaultKind::Internal, format!("pipes: {e}"), None),
     };
     let domain = Abort::default();
     // In the version's registry until the domain is unloaded: a drain
@@ -129,13 +137,15 @@ pub(crate) async fn run(
     };
     let mut on_drop = AbortOnDrop(Some(domain.clone()));
     let body_too_large = Arc::new(AtomicBool::new(false));
-    tokio::spawn(feed_stdin(
-        body,
-        server_in,
-        run.max_body,
-        Arc::clone(&body_too_large),
-        domain.clone(),
-    ));
+    if let Some(server_in) = server_in {
+        tokio::spawn(feed_stdin(
+            body,
+            server_in,
+            run.max_body,
+            Arc::clone(&body_too_large),
+            domain.clone(),
+        ));
+    }
     let mut response_body = server_out;
     // The first body bytes, or the end of the body (the call ended).
     let mut first = vec![0u8; CHUNK];

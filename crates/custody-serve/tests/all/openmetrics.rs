@@ -8,11 +8,14 @@
 
 use std::collections::BTreeMap;
 
+/// A sample's labels, in order.
+type Labels = Vec<(String, String)>;
+
 /// One sample: its name, its labels in order, its value.
 #[derive(Debug, Clone)]
 pub struct Sample {
     pub name: String,
-    pub labels: Vec<(String, String)>,
+    pub labels: Labels,
     pub value: f64,
 }
 
@@ -56,7 +59,7 @@ fn is_label_name(name: &str) -> bool {
 
 /// The labels of `{...}` (without the braces): `key="value"` separated
 /// by commas, values with `\\`, `\"` and `\n` escapes.
-fn labels(text: &str, line: &str) -> Vec<(String, String)> {
+fn labels(text: &str, line: &str) -> Labels {
     let mut labels = Vec::new();
     let mut rest = text;
     while !rest.is_empty() {
@@ -208,7 +211,7 @@ fn check_histograms(exposition: &Exposition) {
             continue;
         }
         let bucket = format!("{family}_bucket");
-        let mut series: BTreeMap<Vec<(String, String)>, Vec<(f64, f64)>> = BTreeMap::new();
+        let mut series: BTreeMap<Labels, Vec<(f64, f64)>> = BTreeMap::new();
         for sample in exposition.samples.iter().filter(|s| s.name == bucket) {
             let le = &sample.labels.iter().find(|(k, _)| k == "le").unwrap().1;
             let rest: Vec<_> = (sample.labels.iter())

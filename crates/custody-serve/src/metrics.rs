@@ -105,7 +105,7 @@ impl Collector for FaultsCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let mut family = encoder.encode_descriptor(
             "faults",
-            "Requests that ended in a fault, by kind (docs/SERVER.md, Faults).",
+            "Requests that ended in a fault, by kind (docs/SERVER.md, Faults)",
             None,
             MetricType::Counter,
         )?;
@@ -119,6 +119,9 @@ impl Collector for FaultsCollector {
 }
 
 impl Metrics {
+    // Each help text is written without its final period: the encoder
+    // adds one.
+
     /// A registry with every metric of the server; the faults are read
     /// from `faults` when scraped.
     pub fn new(faults: Arc<FaultCounters>) -> Metrics {
@@ -126,27 +129,27 @@ impl Metrics {
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "requests",
-            "Plugin requests answered, by plugin, version and status.",
+            "Plugin requests answered, by plugin, version and status",
             requests.clone(),
         );
         let durations: LatencyFamily =
             Family::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS));
         registry.register_with_unit(
             "request_duration",
-            "From a plugin request's arrival to its response head.",
+            "From a plugin request's arrival to its response head",
             Unit::Seconds,
             durations.clone(),
         );
         let in_flight = Family::<PluginLabels, Gauge>::default();
         registry.register(
             "requests_in_flight",
-            "Plugin requests whose domain is not unloaded yet, by plugin.",
+            "Plugin requests whose domain is not unloaded yet, by plugin",
             in_flight.clone(),
         );
         let reloads = Family::<ReloadLabels, Counter>::default();
         registry.register(
             "plugin_reloads",
-            "Plugin reloads, by plugin and outcome (swapped, unchanged, refused).",
+            "Plugin reloads, by plugin and outcome (swapped, unchanged, refused)",
             reloads.clone(),
         );
         registry.register_collector(Box::new(FaultsCollector(faults)));

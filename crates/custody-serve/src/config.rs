@@ -105,9 +105,12 @@ pub struct ServerConfig {
     /// On reload and shutdown, how long in-flight requests get.
     #[serde(default = "defaults::drain_timeout", deserialize_with = "duration")]
     pub drain_timeout: Duration,
-    /// The bounds on HTTP clients.
+    /// The bounds on HTTP clients (of the admin listener too).
     #[serde(default)]
     pub limits: HttpLimits,
+    /// `[admin]`: the admin API's listener; absent, there is none.
+    #[serde(default)]
+    pub admin: Option<AdminConfig>,
     /// The plugins, in the file's order.
     #[serde(default, rename = "plugin")]
     pub plugins: Vec<PluginConfig>,
@@ -147,6 +150,37 @@ impl Default for HttpLimits {
     }
 }
 
+/// `[admin]`: the admin API and `/metrics`, on a listener of their own
+/// (never the plugins').
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// The admin listener's address.
+    pub listen: SocketAddr,
+    /// A file holding the bearer token every call but `/healthz` and
+    /// `/readyz` must present. Without it the listener must be on
+    /// loopback.
+    pub token_file: Option<PathBuf>,
+}
+
+impl AdminConfig {
+    /// Refuses an admin listener beyond loopback without a token: anyone
+    /// who reaches the address could read (and, later, act on) the server.
+    ///
+    /// # Errors
+    /// A message naming `admin.listen` and `admin.token_file`.
+    pub fn check(&self) -> Result<(), String> {
+        if self.token_file.is_none() && !self.listen.ip().to_canonical().is_loopback() {
+            return Err(format!(
+                "admin.listen = \"{}\" is beyond loopback: set admin.token_file \
+                 (a bearer token) or listen on 127.0.0.1 or [::1]",
+                self.listen
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// The request interface of a plugin.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -179,6 +213,16 @@ pub enum Instances {
     /// Long-lived domains (`pool`, `recycle_after`): only for interfaces
     /// whose export may be called more than once per instance.
     Pooled,
+}
+
+impl Instances {
+    /// The name the configuration uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Instances::PerRequest => "per-request",
+            Instances::Pooled => "pooled",
+        }
+    }
 }
 
 /// One `[[plugin]]` table.
@@ -315,6 +359,12 @@ impl ServerConfig {
             return Err(fail(
                 "limits: max_connections and max_headers must be at least 1".into(),
             ));
+        }
+        if let Some(admin) = &mut config.admin {
+            admin.check().map_err(fail)?;
+            if let Some(token_file) = &mut admin.token_file {
+                *token_file = base.join(&*token_file);
+            }
         }
         for (i, plugin) in config.plugins.iter_mut().enumerate() {
             let at = format!("plugin {:?}", plugin.name);

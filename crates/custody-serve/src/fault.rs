@@ -1,9 +1,11 @@
 //! What can go wrong in one request, and how each is answered: a status
 //! per kind, a body naming the kind and the request's diagnostic id (JSON
 //! when the client accepts it), one log event with the same id, and a
-//! counter per kind (the metrics endpoint of a later part reads them).
+//! counter per kind, the server's and each plugin's (`/metrics` and
+//! `/admin/plugins` read them).
 
 use std::error::Error as _;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use custody_host::{CallError, Interrupt};
@@ -119,16 +121,30 @@ pub fn backtrace(error: &CallError) -> Option<&str> {
     }
 }
 
-/// A counter per fault kind.
+/// A counter per fault kind. A plugin's counters have the server's as
+/// their parent: a fault counted for the plugin is counted for the server
+/// too, so whoever holds a plugin's counters counts at both levels.
 #[derive(Debug, Default)]
 pub struct FaultCounters {
     counts: [AtomicU64; FaultKind::ALL.len()],
+    parent: Option<Arc<FaultCounters>>,
 }
 
 impl FaultCounters {
-    /// Counts one fault.
+    /// Counters whose every count is also `parent`'s.
+    pub fn child_of(parent: Arc<FaultCounters>) -> FaultCounters {
+        FaultCounters {
+            counts: Default::default(),
+            parent: Some(parent),
+        }
+    }
+
+    /// Counts one fault (in the parent too).
     pub fn count(&self, kind: FaultKind) {
         self.counts[kind.index()].fetch_add(1, Ordering::Relaxed);
+        if let Some(parent) = &self.parent {
+            parent.count(kind);
+        }
     }
 
     /// How many faults of `kind` so far.

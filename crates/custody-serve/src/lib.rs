@@ -45,21 +45,27 @@
 //! | `stdio` | a request's stdio: in-process pipes as tokio I/O, stderr logged |
 //! | `exec` | one WAGI request: its domain, stdio, streamed body and outcome |
 //! | `custody_run` | one custody-ABI request: `handle(request, response)`, the two handles, the head through `custody_http` |
-//! | `server` | hyper on tokio: state, health, routing, client bounds, accepting |
+//! | `connection` | accepting connections under the client bounds (count, head size and time, idle), for every listener |
+//! | `metrics` | the Prometheus registry (`prometheus-client`): requests, latency, faults, in flight, reloads; its OpenMetrics text |
+//! | `server` | hyper on tokio: state, health, routing, the plugins' listener |
 //! | `reload` | hot reload: a trial load, the swap, the old version's drain |
 //! | `watch` | `watch = true`: the plugins' files watched, changes debounced, reloads |
-//! | `shutdown` | `serve`: the termination contract (ready 503, delay, drain, force), signals |
+//! | `admin` | the admin listener: bearer token (constant time), `/healthz`, `/readyz`, `/admin/plugins`, `/metrics`, mutating calls logged |
+//! | `shutdown` | `serve`: the termination contract (ready 503, delay, drain, force), signals, the admin listener stopped last |
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
 mod abort;
+mod admin;
 mod body;
 mod config;
+mod connection;
 mod custody_run;
 mod drain;
 mod examples;
 mod exec;
 mod fault;
+mod metrics;
 mod plugin;
 mod pool;
 mod reload;
@@ -70,19 +76,24 @@ mod stdio;
 mod wagi;
 mod watch;
 
+pub use admin::{
+    ADMIN_HEALTH_PATH, ADMIN_PLUGINS_PATH, ADMIN_READY_PATH, AdminListener, METRICS_PATH,
+};
 pub use body::{Body, full};
 pub use config::{
-    ConfigError, HttpLimits, Instances, Interface, PluginConfig, ServerConfig, parse_duration,
+    AdminConfig, ConfigError, HttpLimits, Instances, Interface, PluginConfig, ServerConfig,
+    parse_duration,
 };
 pub use drain::{InFlight, InFlightGuard};
 pub use examples::{ECHO_WAT, HELLO_WAT, example_config};
 pub use exec::{CHUNK, FLUSH_DELAY};
 pub use fault::{Fault, FaultCounters, FaultKind};
+pub use metrics::{METRICS_CONTENT_TYPE, Metrics, ReloadOutcome};
 pub use plugin::{Plugin, PluginVersion, content_id};
 pub use reload::{Drained, ReloadError, Reloaded};
 pub use route::{Route, RouteMatch, parse_sub_routes};
 pub use server::{HEALTH_PATH, READY_PATH, ServerState, VERSION_HEADER, display_path};
-pub use shutdown::{Signal, Stopped, os_signals, serve, serve_with_signals};
+pub use shutdown::{Listeners, Signal, Stopped, os_signals, serve, serve_with_signals};
 pub use wagi::{
     CgiRequest, MAX_HEAD, ResponseHead, SERVER_SOFTWARE, argv, cgi_env, head_end, parse_head,
 };

@@ -16,6 +16,7 @@ use tokio::sync::Semaphore;
 
 use crate::config::{ConfigError, Instances, Interface, PluginConfig};
 use crate::drain::InFlight;
+use crate::fault::FaultCounters;
 use crate::pool::{DEFAULT_RECYCLE_AFTER, Pool, parse_recycle_after};
 use crate::route::{self, Route};
 
@@ -55,21 +56,38 @@ pub struct Plugin {
     pub config: PluginConfig,
     /// `max_concurrency` permits.
     pub permits: Arc<Semaphore>,
+    /// Its faults, every version's (each also counted by the server's
+    /// counters, their parent).
+    pub faults: Arc<FaultCounters>,
     current: RwLock<Arc<PluginVersion>>,
 }
 
 impl Plugin {
-    /// Loads the first version of a plugin.
+    /// Loads the first version of a plugin; its fault counters count into
+    /// `server_faults` too.
     ///
     /// # Errors
     /// As [`PluginVersion::load`].
-    pub fn load(host: &Host, config: PluginConfig, file: &Path) -> Result<Plugin, ConfigError> {
+    pub fn load(
+        host: &Host,
+        config: PluginConfig,
+        file: &Path,
+        server_faults: Arc<FaultCounters>,
+    ) -> Result<Plugin, ConfigError> {
         let version = PluginVersion::load(host, &config, file)?;
         Ok(Plugin {
             permits: Arc::new(Semaphore::new(config.max_concurrency)),
+            faults: Arc::new(FaultCounters::child_of(server_faults)),
             config,
             current: RwLock::new(Arc::new(version)),
         })
+    }
+
+    /// Its requests in flight, of every version: those holding one of its
+    /// `max_concurrency` permits (a request holds one until its domain
+    /// is unloaded).
+    pub fn in_flight(&self) -> usize {
+        (self.config.max_concurrency).saturating_sub(self.permits.available_permits())
     }
 
     /// The version new requests go to.

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 
 use crate::config::ConfigError;
+use crate::metrics::ReloadOutcome;
 use crate::plugin::{Plugin, PluginVersion};
 use crate::server::ServerState;
 
@@ -109,6 +110,24 @@ impl ServerState {
     /// [`ReloadError`]: no such plugin, or the new version is refused
     /// (also logged, with its cause, as target `custody::serve::reload`).
     pub async fn reload(self: &Arc<Self>, name: &str) -> Result<Reloaded, ReloadError> {
+        let reloaded = self.reload_plugin(name).await;
+        let outcome = match &reloaded {
+            Ok(Reloaded::Swapped { .. }) => Some(ReloadOutcome::Swapped),
+            Ok(Reloaded::Unchanged { .. }) => Some(ReloadOutcome::Unchanged),
+            Err(ReloadError::Refused { .. } | ReloadError::Task { .. }) => {
+                Some(ReloadOutcome::Refused)
+            }
+            // Not a plugin's: a name the metrics must not grow a series for.
+            Err(ReloadError::UnknownPlugin(_)) => None,
+        };
+        if let Some(outcome) = outcome {
+            self.metrics().reload(name, outcome);
+        }
+        reloaded
+    }
+
+    /// [`reload`](Self::reload) but for the metrics.
+    async fn reload_plugin(self: &Arc<Self>, name: &str) -> Result<Reloaded, ReloadError> {
         let plugin = (self.plugins().iter())
             .find(|p| p.config.name == name)
             .cloned()

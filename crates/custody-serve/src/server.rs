@@ -1,36 +1,34 @@
 //! The HTTP server: hyper 1 (HTTP/1.1) on tokio, as `wasmtime serve`
 //! drives it. It owns the server's state (the host, the plugins, the fault
-//! counters, readiness), the health endpoints, routing a request to its
-//! plugin's current version, and the bounds on clients: the connection
-//! count, the head's size, header count and read timeout (slowloris, and
-//! idle keep-alive connections), each plugin's `max_concurrency` and
-//! `max_body`.
+//! counters, the metrics, readiness), the health endpoints, routing a
+//! request to its plugin's current version, each plugin's
+//! `max_concurrency` and `max_body`; its connections are accepted under
+//! the client bounds by `connection`.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use custody_host::{Host, Policy};
 use custody_wasi::Wasi;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderName, HeaderValue};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::body::{Body, full};
 use crate::config::{ConfigError, HttpLimits, Interface, ServerConfig};
+use crate::connection;
 use crate::custody_run;
 use crate::exec::WagiRun;
 use crate::fault::{Fault, FaultCounters, FaultKind};
+use crate::metrics::Metrics;
 use crate::plugin::{Plugin, PluginVersion};
 use crate::route::RouteMatch;
 use crate::wagi::{self, CgiRequest};
@@ -53,8 +51,9 @@ pub struct ServerState {
     /// Turns true when `plugins` is set: what [`ServerState::loaded`]
     /// waits on.
     loaded: watch::Sender<bool>,
-    limits: HttpLimits,
+    pub(crate) limits: HttpLimits,
     faults: Arc<FaultCounters>,
+    metrics: Metrics,
     /// False once shutting down; `/ready` is 200 when this is true and
     /// the plugins are loaded.
     ready: AtomicBool,
@@ -124,12 +123,14 @@ impl ServerState {
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
+        let faults = Arc::new(FaultCounters::default());
         Ok(Arc::new(ServerState {
             host: Arc::new(host),
             plugins: OnceLock::new(),
             loaded: watch::Sender::new(false),
             limits: config.limits.clone(),
-            faults: Arc::new(FaultCounters::default()),
+            metrics: Metrics::new(Arc::clone(&faults)),
+            faults,
             ready: AtomicBool::new(true),
             next_request: AtomicU64::new(1),
             id_prefix: format!("{:x}", (nanos as u64) ^ u64::from(std::process::id())),
@@ -157,7 +158,10 @@ impl ServerState {
             ));
         }
         let plugins = (config.plugins.iter())
-            .map(|plugin| Plugin::load(&self.host, plugin.clone(), &self.file).map(Arc::new))
+            .map(|plugin| {
+                let faults = Arc::clone(&self.faults);
+                Plugin::load(&self.host, plugin.clone(), &self.file, faults).map(Arc::new)
+            })
             .collect::<Result<Vec<_>, _>>()?;
         self.plugins
             .set(plugins)
@@ -184,9 +188,20 @@ impl ServerState {
         self.plugins.get().map_or(&[], Vec::as_slice)
     }
 
-    /// The fault counters.
+    /// The fault counters, every plugin's (each plugin has its own too:
+    /// [`Plugin::faults`]).
     pub fn faults(&self) -> &FaultCounters {
         &self.faults
+    }
+
+    /// The Prometheus metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Whether every plugin is loaded.
+    pub fn is_loaded(&self) -> bool {
+        self.plugins.get().is_some()
     }
 
     /// Whether `/ready` answers 200: the plugins are loaded and the
@@ -284,6 +299,7 @@ async fn handle(
     remote: SocketAddr,
     local: SocketAddr,
 ) -> Result<Response<Body>, Infallible> {
+    let started = Instant::now();
     let path = request.uri().path();
     if path == HEALTH_PATH {
         return Ok(text(StatusCode::OK, "ok\n"));
@@ -320,7 +336,7 @@ async fn handle(
             detail,
             backtrace: None,
         }
-        .respond(&state.faults, request.headers())
+        .respond(&plugin.faults, request.headers())
     };
     let declared = request
         .headers()
@@ -361,7 +377,7 @@ async fn handle(
             request_id: request_id.clone(),
             max_body: config.max_body,
             max_response: config.max_response,
-            counters: Arc::clone(&state.faults),
+            counters: Arc::clone(&plugin.faults),
             headers: request.headers().clone(),
         };
         match version.interface {
@@ -385,14 +401,14 @@ async fn handle(
             .headers_mut()
             .insert(HeaderName::from_static(VERSION_HEADER), value);
     }
+    let status = response.status().as_u16();
+    (state.metrics).request(&config.name, &version.id, status, started.elapsed());
     Ok(response)
 }
 
-/// Accepts connections on `listener` and serves each on its own task until
-/// `shutdown` completes: then it stops accepting (the listener closes)
-/// and returns the open connections' tasks. A connection closes
-/// gracefully when `close` turns true: at once if it is idle, else after
-/// the response in flight.
+/// Accepts connections on `listener` and serves each with [`handle`]
+/// under the server's client bounds until `shutdown` completes
+/// ([`connection::accept`]); returns the open connections' tasks.
 pub(crate) async fn accept(
     state: &Arc<ServerState>,
     listener: TcpListener,
@@ -400,86 +416,14 @@ pub(crate) async fn accept(
     close: &watch::Receiver<bool>,
 ) -> std::io::Result<JoinSet<()>> {
     let local = listener.local_addr()?;
-    let connections = Arc::new(Semaphore::new(state.limits.max_connections));
-    let mut tasks = JoinSet::new();
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        let (stream, remote) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    tracing::warn!(target: "custody::serve", "accept: {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            // Reaps the tasks of closed connections as it goes.
-            Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
-            () = &mut shutdown => return Ok(tasks),
-        };
-        let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
-            tracing::warn!(
-                target: "custody::serve",
-                %remote,
-                "max_connections ({}) open: connection closed",
-                state.limits.max_connections
-            );
-            drop(stream);
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let state = Arc::clone(state);
-        let mut close = close.clone();
-        tasks.spawn(async move {
-            let limits = state.limits.clone();
-            // When the connection's last request began: an idle connection
-            // (no new request for `idle_timeout`) is shut down gracefully,
-            // which lets a response in flight finish first.
-            let last_request = Arc::new(std::sync::Mutex::new(Instant::now()));
-            let service = {
-                let last_request = Arc::clone(&last_request);
-                service_fn(move |request| {
-                    *last_request.lock().unwrap_or_else(PoisonError::into_inner) = Instant::now();
-                    handle(Arc::clone(&state), request, remote, local)
-                })
-            };
-            let connection = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_read_timeout)
-                // hyper refuses a buffer under 8 KiB.
-                .max_buf_size(limits.max_header_size.max(8192))
-                .max_headers(limits.max_headers)
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), service);
-            let mut connection = std::pin::pin!(connection);
-            let mut closing = false;
-            let result = loop {
-                let since = last_request
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .elapsed();
-                let wait = limits.idle_timeout.saturating_sub(since);
-                tokio::select! {
-                    result = connection.as_mut() => break result,
-                    () = tokio::time::sleep(wait), if !closing => {
-                        let since = last_request.lock().unwrap_or_else(PoisonError::into_inner).elapsed();
-                        if since >= limits.idle_timeout {
-                            closing = true;
-                            connection.as_mut().graceful_shutdown();
-                        }
-                    }
-                    // The server is stopping (a closed channel is a stop
-                    // too).
-                    _ = close.wait_for(|close| *close), if !closing => {
-                        closing = true;
-                        connection.as_mut().graceful_shutdown();
-                    }
-                }
-            };
-            if let Err(e) = result {
-                tracing::debug!(target: "custody::serve", %remote, "connection: {e}");
-            }
-            drop(permit);
-        });
-    }
+    let state = Arc::clone(state);
+    let limits = state.limits.clone();
+    connection::accept(
+        &limits,
+        listener,
+        shutdown,
+        close,
+        move |request, remote| handle(Arc::clone(&state), request, remote, local),
+    )
+    .await
 }

@@ -19,9 +19,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
+use crate::admin::{self, AdminListener};
+use crate::connection::all_closed;
 use crate::reload::FORCE_GRACE;
 use crate::server::{self, ServerState};
 
@@ -32,6 +34,26 @@ pub enum Signal {
     Stop,
     /// SIGHUP: reload every plugin.
     Reload,
+}
+
+/// The listeners a server serves on: the plugins' (with the health
+/// endpoints) and, when `[admin]` is configured, the admin API's. A
+/// `TcpListener` alone is the plugins' without an admin API.
+#[derive(Debug)]
+pub struct Listeners {
+    /// The plugins' listener.
+    pub plugins: TcpListener,
+    /// The admin API's, if any.
+    pub admin: Option<AdminListener>,
+}
+
+impl From<TcpListener> for Listeners {
+    fn from(plugins: TcpListener) -> Listeners {
+        Listeners {
+            plugins,
+            admin: None,
+        }
+    }
 }
 
 /// How the server stopped.
@@ -51,21 +73,22 @@ pub struct Stopped {
     pub elapsed: Duration,
 }
 
-/// Serves `state` on `listener` until `shutdown` completes, then stops
+/// Serves `state` on `listeners` until `shutdown` completes, then stops
 /// accepting and drains: every connection closes after its response (an
 /// idle one at once), the requests in flight get `drain_timeout`, then
-/// their guests are stopped, and every domain is unloaded before this
-/// returns. Plugins with `watch = true` are watched meanwhile.
+/// their guests are stopped, and every domain is unloaded; then the admin
+/// listener, which answered throughout, stops too, and this returns.
+/// Plugins with `watch = true` are watched meanwhile.
 ///
 /// # Errors
 /// The listener's address cannot be read, or the plugins' files cannot
 /// be watched.
 pub async fn serve(
     state: Arc<ServerState>,
-    listener: TcpListener,
+    listeners: impl Into<Listeners>,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<Stopped> {
-    serve_until(state, listener, shutdown, std::future::pending()).await
+    serve_until(state, listeners.into(), shutdown, std::future::pending()).await
 }
 
 /// Serves until the first [`Signal::Stop`] of `signals`, then follows the
@@ -76,7 +99,7 @@ pub async fn serve(
 /// As [`serve`].
 pub async fn serve_with_signals(
     state: Arc<ServerState>,
-    listener: TcpListener,
+    listeners: impl Into<Listeners>,
     mut signals: mpsc::UnboundedReceiver<Signal>,
 ) -> io::Result<Stopped> {
     let (force_tx, force_rx) = watch::channel(false);
@@ -114,7 +137,7 @@ pub async fn serve_with_signals(
             }
         }
     };
-    serve_until(state, listener, stopping, forced(force_rx)).await
+    serve_until(state, listeners.into(), stopping, forced(force_rx)).await
 }
 
 /// Completes when `force` turns true; never if its sender goes first.
@@ -153,7 +176,35 @@ pub fn os_signals() -> io::Result<mpsc::UnboundedReceiver<Signal>> {
 }
 
 /// Serves until `shutdown`, then drains; `force` cuts the drain short.
+/// The admin listener serves beside the plugins' until they have stopped
+/// (an operator sees the drain through it), or failed.
 async fn serve_until(
+    state: Arc<ServerState>,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+    force: impl Future<Output = ()>,
+) -> io::Result<Stopped> {
+    let Listeners { plugins, admin } = listeners;
+    let Some(admin) = admin else {
+        return serve_plugins(state, plugins, shutdown, force).await;
+    };
+    // Dropped when the plugins' side ends, however it ends.
+    let (plugins_ended, admin_stop) = oneshot::channel::<()>();
+    let plugins_side = async {
+        let _plugins_ended = plugins_ended;
+        serve_plugins(Arc::clone(&state), plugins, shutdown, force).await
+    };
+    let admin_side = admin::serve(Arc::clone(&state), admin, async {
+        let _ = admin_stop.await;
+    });
+    let (stopped, admin_served) = tokio::join!(plugins_side, admin_side);
+    let stopped = stopped?;
+    admin_served?;
+    Ok(stopped)
+}
+
+/// The plugins' listener: serves until `shutdown`, then drains.
+async fn serve_plugins(
     state: Arc<ServerState>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
@@ -233,11 +284,6 @@ async fn serve_until(
         );
     }
     Ok(report)
-}
-
-/// Completes when every connection's task has ended.
-async fn all_closed(connections: &mut JoinSet<()>) {
-    while connections.join_next().await.is_some() {}
 }
 
 /// Stops every request still in flight, of every version; how many.

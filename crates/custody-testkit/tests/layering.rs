@@ -152,9 +152,12 @@ const SERVE: &[Layer] = &[
     Layer::of("stdio"),
     Layer::of("exec"),
     Layer::of("custody_run"),
+    Layer::of("connection"),
+    Layer::of("metrics"),
     Layer::of("server"),
     Layer::of("reload"),
     Layer::of("watch"),
+    Layer::of("admin"),
     Layer::of("shutdown"),
 ];
 

@@ -2,7 +2,8 @@
 //! runtime. Without `--config` it serves the bundled examples. It listens
 //! first (`/health` answers 200, `/ready` 503), then loads the plugins
 //! (one that fails ends the process, exit 2), then `/ready` turns 200 and
-//! it prints one line per route (`GET http://127.0.0.1:8080/hello`).
+//! it prints one line per route (`GET http://127.0.0.1:8080/hello`), then,
+//! with `[admin]`, the admin listener's (`ADMIN http://127.0.0.1:9090`).
 //! SIGTERM or SIGINT stop it as docs/SERVER.md tells (ready 503,
 //! `shutdown_delay`, drain, exit 0; a second signal forces), SIGHUP
 //! reloads every plugin.
@@ -13,7 +14,9 @@ use std::sync::Arc;
 
 use clap::Args;
 use custody_host::Policy;
-use custody_serve::{ServerConfig, ServerState, display_path, example_config};
+use custody_serve::{
+    AdminListener, Listeners, ServerConfig, ServerState, display_path, example_config,
+};
 
 use crate::outcome::Failure;
 
@@ -56,14 +59,30 @@ pub(crate) fn serve(args: &ServeArgs) -> Result<u8, Failure> {
         let addr = listener
             .local_addr()
             .map_err(|e| Failure::usage(e.to_string()))?;
+        let admin = match &config.admin {
+            Some(admin) => Some(
+                AdminListener::bind(admin, Path::new(&file))
+                    .await
+                    .map_err(|e| Failure::usage(e.to_string()))?,
+            ),
+            None => None,
+        };
+        let admin_addr = (admin.as_ref())
+            .map(AdminListener::local_addr)
+            .transpose()
+            .map_err(|e| Failure::usage(e.to_string()))?;
         // The handlers are in place before the lines are printed: a
         // supervisor that signals once it reads them is heard.
         let signals = custody_serve::os_signals()
             .map_err(|e| Failure::usage(format!("signal handlers: {e}")))?;
         tracing::info!(target: "custody::serve", %addr, "listening: loading the plugins");
+        let listeners = Listeners {
+            plugins: listener,
+            admin,
+        };
         let serving = tokio::spawn(custody_serve::serve_with_signals(
             Arc::clone(&state),
-            listener,
+            listeners,
             signals,
         ));
         let loaded = {
@@ -80,6 +99,9 @@ pub(crate) fn serve(args: &ServeArgs) -> Result<u8, Failure> {
         }
         for (_, route) in state.routes() {
             println!("GET http://{addr}{}", display_path(&route));
+        }
+        if let Some(admin) = admin_addr {
+            println!("ADMIN http://{admin}");
         }
         serving
             .await

@@ -2,10 +2,12 @@
 //! real server on 127.0.0.1 port 0 and talks HTTP to it; every test stops
 //! by itself (deadlines are short, reads have timeouts).
 
+mod admin;
 mod config;
 mod custody;
 mod faults;
 mod limits;
+mod openmetrics;
 mod reload;
 mod streaming;
 mod support;

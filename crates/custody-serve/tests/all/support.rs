@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
 use custody_host::Policy;
-use custody_serve::{ConfigError, ServerConfig, ServerState};
+use custody_serve::{AdminListener, ConfigError, Listeners, ServerConfig, ServerState};
 use http_body_util::{BodyExt, Full};
 use hyper::{HeaderMap, Method, Request, StatusCode};
 use hyper_util::client::legacy::Client;
@@ -64,6 +64,8 @@ pub fn logged(needle: &str) -> Vec<String> {
 /// A server under test.
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// The admin listener's address, with `[admin]` in the configuration.
+    pub admin: Option<SocketAddr>,
     pub state: Arc<ServerState>,
     pub dir: PathBuf,
     stop: Option<oneshot::Sender<()>>,
@@ -108,8 +110,21 @@ impl TestServer {
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let admin = match &config.admin {
+            Some(admin) => Some(
+                AdminListener::bind(admin, file)
+                    .await
+                    .unwrap_or_else(|e| panic!("{e}")),
+            ),
+            None => None,
+        };
+        let admin_addr = admin.as_ref().map(|admin| admin.local_addr().unwrap());
+        let listeners = Listeners {
+            plugins: listener,
+            admin,
+        };
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(custody_serve::serve(Arc::clone(&state), listener, async {
+        let task = tokio::spawn(custody_serve::serve(Arc::clone(&state), listeners, async {
             let _ = stopped.await;
         }));
         let loading = {
@@ -118,6 +133,7 @@ impl TestServer {
         };
         let server = TestServer {
             addr,
+            admin: admin_addr,
             state,
             dir,
             stop: Some(stop),
@@ -128,6 +144,22 @@ impl TestServer {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// A URL of the admin listener.
+    pub fn admin_url(&self, path: &str) -> String {
+        let admin = self.admin.expect("the configuration has an [admin] table");
+        format!("http://{admin}{path}")
+    }
+
+    /// Stops the server as `serve`'s shutdown future does, and waits for
+    /// it to return.
+    pub async fn stop(&mut self) -> custody_serve::Stopped {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let task = self.task.take().expect("the server was stopped already");
+        task.await.unwrap().unwrap()
     }
 }
 

@@ -394,3 +394,63 @@ fn a_plugin_that_does_not_load_fails_the_process_with_exit_2_naming_it() {
     );
     assert!(output.stdout.is_empty(), "no route line for a failed load");
 }
+
+#[test]
+fn admin_listener_is_printed_and_wants_its_token() {
+    let dir = std::env::temp_dir().join(format!("custody-cli-admin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("admin.token"), "t0ken\n").unwrap();
+    let file = dir.join("custody.toml");
+    std::fs::write(
+        &file,
+        "shutdown_delay = \"100ms\"\n[admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"admin.token\"\n\n\
+         [[plugin]]\nname = \"slow\"\nroute = \"/slow\"\nmodule = \"slow.wat\"\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("slow.wat"), slow_plugin(10)).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_custody"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&file)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut server = Server(child);
+    let lines: Vec<String> = BufReader::new(stdout)
+        .lines()
+        .take(2)
+        .map(Result::unwrap)
+        .collect();
+    let route = lines[0].strip_prefix("GET ").unwrap();
+    let admin = lines[1].strip_prefix("ADMIN ").expect(&lines[1]);
+    assert_ne!(
+        route.split('/').nth(2),
+        admin.split('/').nth(2),
+        "{lines:?}"
+    );
+    assert!(http(route, "GET", "").starts_with("HTTP/1.0 200"));
+    let refused = http(&format!("{admin}/metrics"), "GET", "");
+    assert!(refused.starts_with("HTTP/1.0 401"), "{refused}");
+    let host = admin.strip_prefix("http://").unwrap();
+    let mut stream = TcpStream::connect(host).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET /metrics HTTP/1.0\r\nHost: {host}\r\nAuthorization: Bearer t0ken\r\n\r\n"
+    )
+    .unwrap();
+    let mut metrics = String::new();
+    stream.read_to_string(&mut metrics).unwrap();
+    assert!(metrics.starts_with("HTTP/1.0 200"), "{metrics}");
+    assert!(
+        metrics.contains("custody_serve_requests_total{plugin=\"slow\",")
+            && metrics.ends_with("# EOF\n"),
+        "{metrics}"
+    );
+    terminate(&server);
+    assert_eq!(exit_within(&mut server, Duration::from_secs(15)), Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
+}

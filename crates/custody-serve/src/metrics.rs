@@ -1,0 +1,210 @@
+//! The server's Prometheus metrics, through the Prometheus project's own
+//! client (`prometheus-client`), in the OpenMetrics text format that
+//! Prometheus scrapes. This module owns the registry; the server records a
+//! request once its response head is made ([`Metrics::request`]), a reload
+//! once it ends ([`Metrics::reload`]); the fault counters and the requests
+//! in flight are read when scraped, so they are never a second count that
+//! could drift from the first. Names follow the Prometheus naming guide:
+//! the `custody_serve_` prefix, units in names, `_total` counters.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::fault::{FaultCounters, FaultKind};
+use crate::plugin::Plugin;
+
+/// The media type of [`Metrics::encode`]'s text.
+pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Every metric's name begins with this.
+const PREFIX: &str = "custody_serve";
+
+/// The latency buckets, in seconds: from half a millisecond (a bundled
+/// example's call) to the default `request_timeout` (30 s).
+const LATENCY_BUCKETS: [f64; 15] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// A request's labels: its plugin, the version that served it, its
+/// status.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    plugin: String,
+    version: String,
+    status: u16,
+}
+
+/// A plugin version's labels.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabels {
+    plugin: String,
+    version: String,
+}
+
+/// A plugin's label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PluginLabels {
+    plugin: String,
+}
+
+/// A reload's labels: the plugin and how it ended.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabels {
+    plugin: String,
+    outcome: &'static str,
+}
+
+/// How a reload ended, for `custody_serve_plugin_reloads_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReloadOutcome {
+    /// A new version serves.
+    Swapped,
+    /// The files hold the version serving.
+    Unchanged,
+    /// The new version was refused (or its load failed).
+    Refused,
+}
+
+impl ReloadOutcome {
+    /// The `outcome` label.
+    pub fn name(self) -> &'static str {
+        match self {
+            ReloadOutcome::Swapped => "swapped",
+            ReloadOutcome::Unchanged => "unchanged",
+            ReloadOutcome::Refused => "refused",
+        }
+    }
+}
+
+type LatencyFamily = Family<VersionLabels, Histogram, fn() -> Histogram>;
+
+/// The registry and the metrics the server records into.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    durations: LatencyFamily,
+    in_flight: Family<PluginLabels, Gauge>,
+    reloads: Family<ReloadLabels, Counter>,
+}
+
+/// The server's fault counters, read when scraped.
+#[derive(Debug)]
+struct FaultsCollector(Arc<FaultCounters>);
+
+impl Collector for FaultsCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut family = encoder.encode_descriptor(
+            "faults",
+            "Requests that ended in a fault, by kind (docs/SERVER.md, Faults)",
+            None,
+            MetricType::Counter,
+        )?;
+        for kind in FaultKind::ALL {
+            let labels = [("kind", kind.name())];
+            let counter = ConstCounter::new(self.0.get(kind));
+            counter.encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
+
+impl Metrics {
+    // Each help text is written without its final period: the encoder
+    // adds one.
+
+    /// A registry with every metric of the server; the faults are read
+    /// from `faults` when scraped.
+    pub fn new(faults: Arc<FaultCounters>) -> Metrics {
+        let mut registry = Registry::with_prefix(PREFIX);
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Plugin requests answered, by plugin, version and status",
+            requests.clone(),
+        );
+        let durations: LatencyFamily =
+            Family::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS));
+        registry.register_with_unit(
+            "request_duration",
+            "From a plugin request's arrival to its response head",
+            Unit::Seconds,
+            durations.clone(),
+        );
+        let in_flight = Family::<PluginLabels, Gauge>::default();
+        registry.register(
+            "requests_in_flight",
+            "Plugin requests whose domain is not unloaded yet, by plugin",
+            in_flight.clone(),
+        );
+        let reloads = Family::<ReloadLabels, Counter>::default();
+        registry.register(
+            "plugin_reloads",
+            "Plugin reloads, by plugin and outcome (swapped, unchanged, refused)",
+            reloads.clone(),
+        );
+        registry.register_collector(Box::new(FaultsCollector(faults)));
+        Metrics {
+            registry,
+            requests,
+            durations,
+            in_flight,
+            reloads,
+        }
+    }
+
+    /// Records one plugin request: its status and how long its response
+    /// head took.
+    pub fn request(&self, plugin: &str, version: &str, status: u16, elapsed: Duration) {
+        let labels = RequestLabels {
+            plugin: plugin.to_string(),
+            version: version.to_string(),
+            status,
+        };
+        self.requests.get_or_create(&labels).inc();
+        let labels = VersionLabels {
+            plugin: labels.plugin,
+            version: labels.version,
+        };
+        self.durations
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Records how a reload of `plugin` ended.
+    pub fn reload(&self, plugin: &str, outcome: ReloadOutcome) {
+        let labels = ReloadLabels {
+            plugin: plugin.to_string(),
+            outcome: outcome.name(),
+        };
+        self.reloads.get_or_create(&labels).inc();
+    }
+
+    /// The OpenMetrics text of every metric ([`METRICS_CONTENT_TYPE`]),
+    /// the requests in flight read from `plugins` now.
+    ///
+    /// # Errors
+    /// The encoder refused a metric (a bug: writing to a `String` cannot
+    /// fail otherwise).
+    pub fn encode(&self, plugins: &[Arc<Plugin>]) -> Result<String, std::fmt::Error> {
+        for plugin in plugins {
+            let labels = PluginLabels {
+                plugin: plugin.config.name.clone(),
+            };
+            let in_flight = i64::try_from(plugin.in_flight()).unwrap_or(i64::MAX);
+            self.in_flight.get_or_create(&labels).set(in_flight);
+        }
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
+        Ok(text)
+    }
+}

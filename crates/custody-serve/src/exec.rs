@@ -369,6 +369,10 @@ impl WagiRun {
 /// and the guest stopped; at the end of the output the call's outcome
 /// decides (a failed call cuts the body: the client sees an incomplete
 /// response); dropped early (the client is gone), it stops the guest.
+///
+/// A cut waits for one `Pending` first: hyper drops what it has buffered
+/// (the head, the first bytes) when a body fails in the same turn, and
+/// flushes it when the body is pending, so the head that was sent stands.
 pub(crate) struct GuestBody<R, C> {
     run: WagiRun,
     output: R,
@@ -381,6 +385,11 @@ pub(crate) struct GuestBody<R, C> {
     call: C,
     domain: Abort,
     ended: bool,
+    /// Whether the body was pending since the head: what hyper buffered
+    /// was flushed.
+    flushed: bool,
+    /// A cut held back until hyper has flushed.
+    cut: Option<io::Error>,
 }
 
 impl<R, C> GuestBody<R, C> {
@@ -403,19 +412,41 @@ impl<R, C> GuestBody<R, C> {
             call,
             domain,
             ended: false,
+            flushed: false,
+            cut: None,
         }
     }
 
-    /// Ends the body with an error the client sees as a cut response.
-    fn cut(&mut self, detail: &str) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+    /// Ends the body with an error the client sees as a cut response,
+    /// once what was sent before it has left (see the type's doc).
+    fn cut(
+        &mut self,
+        cx: &Context<'_>,
+        error: io::Error,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         self.ended = true;
-        let id = &self.run.request_id;
-        Poll::Ready(Some(Err(io::Error::other(format!("{detail} (id {id})")))))
+        if self.flushed {
+            return Poll::Ready(Some(Err(error)));
+        }
+        self.cut = Some(error);
+        cx.waker().wake_by_ref();
+        self.pending()
+    }
+
+    fn pending<T>(&mut self) -> Poll<T> {
+        self.flushed = true;
+        Poll::Pending
+    }
+
+    /// The error of a cut for `detail`, naming the request.
+    fn cut_error(&self, detail: &str) -> io::Error {
+        io::Error::other(format!("{detail} (id {})", self.run.request_id))
     }
 
     /// The end of the output: what the call's outcome makes of the body.
     fn end(
         &mut self,
+        cx: &Context<'_>,
         outcome: Result<Outcome, JoinError>,
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         self.ended = true;
@@ -432,7 +463,8 @@ impl<R, C> GuestBody<R, C> {
                 let kind = FaultKind::of_call(&e).unwrap_or(FaultKind::Trap);
                 let detail = format!("{e}; the response body was cut");
                 self.run.record(kind, detail, fault::backtrace(&e));
-                return self.cut(kind.name());
+                let error = self.cut_error(kind.name());
+                return self.cut(cx, error);
             }
             Ok(Outcome::NotRun(e)) => self.run.record(FaultKind::Internal, e, None),
             Err(e) => {
@@ -457,6 +489,9 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         let this = self.get_mut();
+        if let Some(cut) = this.cut.take() {
+            return Poll::Ready(Some(Err(cut)));
+        }
         if this.ended {
             return Poll::Ready(None);
         }
@@ -466,10 +501,10 @@ where
         this.buf.reserve(CHUNK);
         let read = std::pin::pin!(this.output.read_buf(&mut this.buf)).poll(cx);
         match read {
-            Poll::Pending => Poll::Pending,
+            Poll::Pending => this.pending(),
             Poll::Ready(Ok(0)) => match Pin::new(&mut this.call).poll(cx) {
-                Poll::Ready(outcome) => this.end(outcome),
-                Poll::Pending => Poll::Pending,
+                Poll::Ready(outcome) => this.end(cx, outcome),
+                Poll::Pending => this.pending(),
             },
             Poll::Ready(Ok(n)) => {
                 this.written += n;
@@ -481,20 +516,20 @@ where
                     );
                     this.run
                         .record(FaultKind::BadResponse, detail.clone(), None);
-                    return this.cut(&detail);
+                    let error = this.cut_error(&detail);
+                    return this.cut(cx, error);
                 }
                 Poll::Ready(Some(Ok(Frame::data(this.buf.split().freeze()))))
             }
             Poll::Ready(Err(e)) => {
                 this.domain.abort();
-                this.ended = true;
-                Poll::Ready(Some(Err(e)))
+                this.cut(cx, e)
             }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.ended
+        self.ended && self.cut.is_none()
     }
 }
 

@@ -184,13 +184,13 @@ pub(crate) async fn run(
     }
     let head = commit(&exchange);
     on_drop.0 = None;
-    let call = tokio::spawn(async move {
-        // `handle`'s result: a nonzero return after the body began is a
-        // failure of the request, like a WAGI exit status.
-        match call.await {
+    // `handle`'s result, as a WAGI exit status after the body began (a
+    // future the body polls, not a task of its own).
+    let call = Box::pin(async move {
+        Ok(match call.await {
             Ok(Outcome::Exited(0)) | Err(_) => Outcome::Exited(0),
             Ok(other) => other,
-        }
+        })
     });
     let body = GuestBody::new(run, response_body, Bytes::from(first), n, call, domain);
     respond(head, body.boxed())

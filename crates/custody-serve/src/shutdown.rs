@@ -115,10 +115,17 @@ pub async fn serve_with_signals(
                     state.reload_all().await;
                 });
             }
+            // A server stopped while its plugins load was never ready: no
+            // balancer sends it requests, so there is nothing to wait for.
+            let delay = if state.is_ready() {
+                state.shutdown_delay
+            } else {
+                Duration::ZERO
+            };
             state.set_ready(false);
             tracing::info!(
                 target: "custody::serve",
-                delay_ms = state.shutdown_delay.as_millis() as u64,
+                delay_ms = delay.as_millis() as u64,
                 "stopping: /ready answers 503; accepting stops after shutdown_delay"
             );
             // From here on a second stop forces, wherever the sequence is.
@@ -132,7 +139,7 @@ pub async fn serve_with_signals(
                 }
             });
             tokio::select! {
-                () = tokio::time::sleep(state.shutdown_delay) => {}
+                () = tokio::time::sleep(delay) => {}
                 () = forced(force_rx) => {}
             }
         }
@@ -263,7 +270,13 @@ async fn serve_plugins(
             connections.shutdown().await;
         }
     }
-    let domains_left = domains_unloaded(&state).await;
+    // Stopped while the plugins load: no request ever ran, and the only
+    // domains are the abandoned load's own, which nothing here can end.
+    let domains_left = if state.is_loaded() {
+        domains_unloaded(&state).await
+    } else {
+        state.host().domain_count()
+    };
     let report = Stopped {
         connections: open,
         forced,
@@ -272,7 +285,12 @@ async fn serve_plugins(
         elapsed: begun.elapsed(),
     };
     let elapsed_ms = report.elapsed.as_millis() as u64;
-    if domains_left > 0 {
+    if !state.is_loaded() {
+        tracing::info!(
+            target: "custody::serve", elapsed_ms,
+            "stopped while the plugins loaded: nothing was served"
+        );
+    } else if domains_left > 0 {
         tracing::error!(
             target: "custody::serve", domains_left, elapsed_ms,
             "stopped with domains still alive"

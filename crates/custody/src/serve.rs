@@ -52,7 +52,7 @@ pub(crate) fn serve(args: &ServeArgs) -> Result<u8, Failure> {
         .enable_all()
         .build()
         .map_err(|e| Failure::usage(format!("the runtime: {e}")))?;
-    runtime.block_on(async {
+    let stopped = runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|e| Failure::usage(format!("cannot listen on {}: {e}", config.listen)))?;
@@ -85,9 +85,21 @@ pub(crate) fn serve(args: &ServeArgs) -> Result<u8, Failure> {
             listeners,
             signals,
         ));
-        let loaded = {
+        let mut serving = serving;
+        let loading = {
             let (state, config) = (Arc::clone(&state), config.clone());
-            tokio::task::spawn_blocking(move || state.load_plugins(&config)).await
+            tokio::task::spawn_blocking(move || state.load_plugins(&config))
+        };
+        let loaded = tokio::select! {
+            loaded = loading => loaded,
+            // SIGTERM or SIGINT while the plugins load: the server stopped
+            // (never ready, so at once); the load is abandoned with the
+            // process.
+            stopped = &mut serving => {
+                return stopped
+                    .map_err(|e| Failure::usage(format!("the server: {e}")))?
+                    .map_err(|e| Failure::usage(e.to_string()));
+            }
         };
         let loaded = loaded
             .map_err(|e| Failure::usage(format!("loading the plugins: {e}")))
@@ -107,6 +119,10 @@ pub(crate) fn serve(args: &ServeArgs) -> Result<u8, Failure> {
             .await
             .map_err(|e| Failure::usage(format!("the server: {e}")))?
             .map_err(|e| Failure::usage(e.to_string()))
-    })?;
+    });
+    // A stop while the plugins load leaves the load running on the
+    // blocking pool: the process does not wait for it.
+    runtime.shutdown_background();
+    stopped?;
     Ok(0)
 }

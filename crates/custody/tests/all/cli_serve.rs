@@ -454,3 +454,69 @@ fn admin_listener_is_printed_and_wants_its_token() {
     assert_eq!(exit_within(&mut server, Duration::from_secs(15)), Some(0));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn sigterm_while_the_plugins_load_exits_0_at_once_without_serving() {
+    let dir = std::env::temp_dir().join(format!("custody-cli-serve-early-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // `_routes`, called once at load, sleeps 5 s.
+    let wat = r#"(module
+  (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "_routes")
+    (i32.store8 (i32.const 208) (i32.const 0))
+    (i32.store (i32.const 216) (i32.const 1))
+    (i64.store (i32.const 224) (i64.const 5000000000))
+    (drop (call $poll (i32.const 200) (i32.const 300) (i32.const 1) (i32.const 400))))
+  (func (export "_start")))"#;
+    std::fs::write(dir.join("late.wat"), wat).unwrap();
+    let file = dir.join("custody.toml");
+    std::fs::write(
+        &file,
+        "[[plugin]]\nname = \"late\"\nroute = \"/late\"\nmodule = \"late.wat\"\n",
+    )
+    .unwrap();
+    let mut server = Server(
+        Command::new(env!("CARGO_BIN_EXE_custody"))
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--log-level",
+                "info",
+                "--config",
+            ])
+            .arg(&file)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut stderr = BufReader::new(server.0.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("listening") {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "no listening line"
+        );
+    }
+    terminate(&server);
+    let mut log = String::new();
+    // Never ready, so no shutdown_delay (5 s by default), and the 5 s load
+    // is not waited for.
+    assert_eq!(exit_within(&mut server, Duration::from_secs(3)), Some(0));
+    let mut stdout = String::new();
+    server
+        .0
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    assert!(!stdout.contains("GET "), "no route was served: {stdout}");
+    stderr.read_to_string(&mut log).unwrap();
+    assert!(log.contains("stopped while the plugins loaded"), "{log}");
+    assert!(!log.contains("ERROR"), "{log}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -25,7 +25,7 @@ pub(crate) use custody_host::extension::open_beneath;
 pub(crate) use file::*;
 pub(crate) use path::*;
 
-use std::io;
+use std::io::{self, IoSlice};
 use std::mem::ManuallyDrop;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
@@ -37,9 +37,10 @@ pub(crate) fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Result<usize, Errno> {
     rustix::io::read(fd, buf)
 }
 
-/// Writes once; `EAGAIN` means "not ready".
-pub(crate) fn write(fd: BorrowedFd<'_>, buf: &[u8]) -> Result<usize, Errno> {
-    rustix::io::write(fd, buf)
+/// Writes `bufs` in order with one `writev`, once; `EAGAIN` means "not
+/// ready".
+pub(crate) fn write_vectored(fd: BorrowedFd<'_>, bufs: &[IoSlice<'_>]) -> Result<usize, Errno> {
+    rustix::io::writev(fd, bufs)
 }
 
 /// Makes the fd number `to` name what `from` names (close-on-exec); the

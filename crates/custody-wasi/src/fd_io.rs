@@ -42,8 +42,16 @@ pub(crate) fn iovecs(memory: &GuestMemory<'_>, iovs: i32, len: i32) -> Result<Ve
     if len > MAX_IOVS {
         return Err(Errno::Inval.into());
     }
-    let bytes = memory.read(pointer(iovs), len * Iovec::SIZE)?;
-    let list: Vec<Iovec> = bytes.chunks_exact(8).map(Iovec::decode).collect();
+    // Decoded where the array lies (one range is one slice), not copied
+    // out first.
+    let array = (pointer(iovs), len * Iovec::SIZE);
+    let list: Vec<Iovec> = memory.gather_with([array], usize::MAX, |slices| {
+        slices
+            .iter()
+            .flat_map(|slice| slice.chunks_exact(Iovec::SIZE as usize))
+            .map(Iovec::decode)
+            .collect()
+    })?;
     for iov in &list {
         memory.range(iov.buf, iov.len)?;
     }

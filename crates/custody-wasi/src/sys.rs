@@ -37,10 +37,15 @@ pub(crate) fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Result<usize, Errno> {
     rustix::io::read(fd, buf)
 }
 
-/// Writes `bufs` in order with one `writev`, once; `EAGAIN` means "not
-/// ready".
+/// Writes `bufs` in order, once; `EAGAIN` means "not ready". One buffer
+/// (a libc `write`) is a `write`: the kernel's `writev` imports the iovec
+/// array first, which cost about a third more system time per 4 KiB write
+/// to /dev/null (docs/PERFORMANCE.md); several are one `writev`.
 pub(crate) fn write_vectored(fd: BorrowedFd<'_>, bufs: &[IoSlice<'_>]) -> Result<usize, Errno> {
-    rustix::io::writev(fd, bufs)
+    match bufs {
+        [one] => rustix::io::write(fd, one),
+        _ => rustix::io::writev(fd, bufs),
+    }
 }
 
 /// Makes the fd number `to` name what `from` names (close-on-exec); the

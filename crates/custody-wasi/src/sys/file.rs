@@ -23,13 +23,16 @@ pub(crate) fn read_at(fd: BorrowedFd<'_>, buf: &mut [u8], offset: u64) -> Result
 }
 
 /// `pwritev`: writes `bufs` in order at `offset`, leaving the file's
-/// offset alone.
+/// offset alone (one buffer is a `pwrite`, as in `write_vectored`).
 pub(crate) fn write_vectored_at(
     fd: BorrowedFd<'_>,
     bufs: &[IoSlice<'_>],
     offset: u64,
 ) -> Result<usize, Errno> {
-    rustix::io::pwritev(fd, bufs, offset)
+    match bufs {
+        [one] => rustix::io::pwrite(fd, one, offset),
+        _ => rustix::io::pwritev(fd, bufs, offset),
+    }
 }
 
 /// `lseek`: the new offset.

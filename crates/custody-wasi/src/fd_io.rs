@@ -3,11 +3,12 @@
 //!
 //! A read fills the first non-empty iovec (a short read, as wasmtime's
 //! preview 1 does); a write takes every iovec, up to [`MAX_IO`] bytes in
-//! all, straight from guest memory: one `writev` of the guest's own bytes
-//! for a plain memory (a shared one goes through one bounce buffer, see
-//! [`GuestMemory::gather_with`]). A read or write that would block waits through the domain's one
-//! cancellable wait (an abort or unload wakes it), unless the guest set
-//! `NONBLOCK` on the fd: then it is `EAGAIN`.
+//! all, straight from guest memory: one `write` (or `writev`, for several
+//! iovecs) of the guest's own bytes for a plain memory; a shared one goes
+//! through one bounce buffer (see [`GuestMemory::gather_with`]). A read or
+//! write that would block waits through the domain's one cancellable wait
+//! (an abort or unload wakes it), unless the guest set `NONBLOCK` on the
+//! fd: then it is `EAGAIN`.
 
 use std::borrow::Cow;
 use std::io::IoSlice;
@@ -126,8 +127,8 @@ pub(crate) fn one_buffer<'s>(slices: &'s [IoSlice<'_>]) -> Cow<'s, [u8]> {
     }
 }
 
-/// Writes the bytes of `iovs` (up to `limit`) to `fd` with one `writev`
-/// straight from guest memory.
+/// Writes the bytes of `iovs` (up to `limit`) to `fd` straight from guest
+/// memory, with one system call ([`sys::write_vectored`]).
 fn write_from(
     memory: &GuestMemory<'_>,
     iovs: &[Iovec],

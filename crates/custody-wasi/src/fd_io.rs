@@ -2,11 +2,16 @@
 //! offset (`fd_seek`, `fd_tell`).
 //!
 //! A read fills the first non-empty iovec (a short read, as wasmtime's
-//! preview 1 does); a write gathers every iovec, up to [`MAX_IO`] bytes in
-//! all. A read or write that would block waits through the domain's one
-//! cancellable wait (an abort or unload wakes it), unless the guest set
-//! `NONBLOCK` on the fd: then it is `EAGAIN`.
+//! preview 1 does); a write takes every iovec, up to [`MAX_IO`] bytes in
+//! all, straight from guest memory: one `write` (or `writev`, for several
+//! iovecs) of the guest's own bytes for a plain memory; a shared one goes
+//! through one bounce buffer (see [`GuestMemory::gather_with`]). A read or
+//! write that would block waits through the domain's one cancellable wait
+//! (an abort or unload wakes it), unless the guest set `NONBLOCK` on the
+//! fd: then it is `EAGAIN`.
 
+use std::borrow::Cow;
+use std::io::IoSlice;
 use std::os::fd::{AsFd, BorrowedFd};
 
 use custody_handle::{Fd, TableRef};
@@ -23,14 +28,14 @@ use crate::sys::{self, SeekFrom};
 use crate::types::{Errno, Iovec, filetype, whence};
 use custody_host::extension::DomainCtx;
 use custody_host::extension::MAX_IO;
-use custody_host::extension::{GuestMemory, OutSlot};
+use custody_host::extension::{Fault, GuestMemory, OutSlot};
 use custody_host::extension::{HostCall, pointer};
 
 /// Most iovecs one call takes (POSIX's `IOV_MAX`).
 pub(crate) const MAX_IOVS: u32 = 1024;
 /// Most bytes one write to a pipe-like stdio stream moves: a pipe takes
 /// this much at once without blocking once `poll` says it is writable.
-const PIPE_BUF: usize = 4096;
+const PIPE_BUF: u32 = 4096;
 
 /// The iovec array at `iovs` (`len` entries), every buffer checked whole.
 pub(crate) fn iovecs(memory: &GuestMemory<'_>, iovs: i32, len: i32) -> Result<Vec<Iovec>, Fail> {
@@ -38,8 +43,16 @@ pub(crate) fn iovecs(memory: &GuestMemory<'_>, iovs: i32, len: i32) -> Result<Ve
     if len > MAX_IOVS {
         return Err(Errno::Inval.into());
     }
-    let bytes = memory.read(pointer(iovs), len * Iovec::SIZE)?;
-    let list: Vec<Iovec> = bytes.chunks_exact(8).map(Iovec::decode).collect();
+    // Decoded where the array lies (one range is one slice), not copied
+    // out first.
+    let array = (pointer(iovs), len * Iovec::SIZE);
+    let list: Vec<Iovec> = memory.gather_with([array], usize::MAX, |slices| {
+        slices
+            .iter()
+            .flat_map(|slice| slice.chunks_exact(Iovec::SIZE as usize))
+            .map(Iovec::decode)
+            .collect()
+    })?;
     for iov in &list {
         memory.range(iov.buf, iov.len)?;
     }
@@ -80,18 +93,52 @@ pub(crate) fn begin<'a, 'c>(
     })
 }
 
-/// The bytes of every iovec, in order, up to [`MAX_IO`] in all.
-pub(crate) fn gather(memory: &GuestMemory<'_>, iovs: &[Iovec]) -> Result<Vec<u8>, Fail> {
-    let mut data = Vec::new();
-    for iov in iovs {
-        let room = MAX_IO as usize - data.len();
-        if room == 0 {
-            break;
+/// Runs `io` on the bytes of `iovs`, in order, up to `limit` in all (see
+/// [`GuestMemory::gather_with`]: the guest's own bytes for a plain memory).
+/// [`begin`] checked every iovec whole and a memory never shrinks, so it
+/// faults only if that invariant breaks.
+pub(crate) fn gathered<R>(
+    memory: &GuestMemory<'_>,
+    iovs: &[Iovec],
+    limit: u32,
+    io: impl FnOnce(&[IoSlice<'_>]) -> R,
+) -> Result<R, Fault> {
+    memory.gather_with(
+        iovs.iter().map(|iov| (iov.buf, iov.len)),
+        limit as usize,
+        io,
+    )
+}
+
+/// Gathered bytes as one buffer, for a sink that takes one (a capture, an
+/// in-process pipe, a socket): borrowed when there is one slice (a libc
+/// `write`), copied only when there are several.
+pub(crate) fn one_buffer<'s>(slices: &'s [IoSlice<'_>]) -> Cow<'s, [u8]> {
+    match slices {
+        [] => Cow::Borrowed(&[]),
+        [only] => Cow::Borrowed(only),
+        many => {
+            let mut bytes = Vec::with_capacity(many.iter().map(|slice| slice.len()).sum());
+            for slice in many {
+                bytes.extend_from_slice(slice);
+            }
+            Cow::Owned(bytes)
         }
-        let take = (iov.len as usize).min(room) as u32;
-        data.extend_from_slice(&memory.read(iov.buf, take)?);
     }
-    Ok(data)
+}
+
+/// Writes the bytes of `iovs` (up to `limit`) to `fd` straight from guest
+/// memory, with one system call ([`sys::write_vectored`]).
+fn write_from(
+    memory: &GuestMemory<'_>,
+    iovs: &[Iovec],
+    limit: u32,
+    fd: BorrowedFd<'_>,
+) -> Result<usize, OsErrno> {
+    gathered(memory, iovs, limit, |slices| {
+        sys::write_vectored(fd, slices)
+    })
+    .unwrap_or(Err(OsErrno::FAULT))
 }
 
 /// The buffer a read fills: the first non-empty iovec, cut to [`MAX_IO`].
@@ -235,18 +282,17 @@ pub(super) fn fd_write(
 ) -> WasiResult {
     let Begun {
         target,
-        memory,
+        memory: _,
         ctx,
         list,
         out,
     } = begin(call, fd, iovs, iovs_len, nwritten)?;
-    let data = gather(&memory, &list)?;
     let nonblock = wasi(ctx)?.fds.state(fd).nonblock;
     let n = match target {
-        Target::Stdio(i @ (1 | 2)) => write_stdio(call, i, &data)?,
+        Target::Stdio(i @ (1 | 2)) => write_stdio(call, i, &list)?,
         Target::Stdio(_) | Target::Preopen(_) => return Err(Errno::Badf.into()),
-        Target::Handle(file) => on_fd(call, file.as_fd(), PollFlags::OUT, nonblock, |_| {
-            sys::write(file.as_fd(), &data)
+        Target::Handle(file) => on_fd(call, file.as_fd(), PollFlags::OUT, nonblock, |memory| {
+            write_from(memory, &list, MAX_IO, file.as_fd())
         })
         .map_err(not_a_file)?,
     };
@@ -254,25 +300,37 @@ pub(super) fn fd_write(
     Ok(())
 }
 
-/// Writes to stdout or stderr: a null stream takes everything, a capture
-/// buffer what its limit leaves room for, a host fd what it takes at once
-/// (a pipe-like one once it is writable, at most [`PIPE_BUF`] bytes).
-fn write_stdio(call: &mut HostCall<'_, '_>, which: usize, data: &[u8]) -> Result<usize, Fail> {
+/// Writes the bytes of `iovs` to stdout or stderr: a null stream takes
+/// everything, a capture buffer what its limit leaves room for, a host fd
+/// what it takes at once (a pipe-like one once it is writable, at most
+/// [`PIPE_BUF`] bytes), an in-process pipe what its room takes.
+fn write_stdio(call: &mut HostCall<'_, '_>, which: usize, iovs: &[Iovec]) -> Result<usize, Fail> {
     let ctx = call.ctx();
     let (domain, stream) = (ctx.id(), wasi(ctx)?.stdio[which].clone());
     match stream {
-        Stream::Null => Ok(data.len()),
-        Stream::Capture(capture) => Ok(capture.push(domain, data)?),
-        Stream::Os { fd, polled: false } => on_fd(call, fd.as_fd(), PollFlags::OUT, false, |_| {
-            sys::write(fd.as_fd(), data)
-        }),
-        Stream::Os { fd, polled: true } => {
-            let data = &data[..data.len().min(PIPE_BUF)];
-            when_ready(call, fd.as_fd(), PollFlags::OUT, |_| {
-                sys::write(fd.as_fd(), data)
+        Stream::Null => {
+            let total: u64 = iovs.iter().map(|iov| u64::from(iov.len)).sum();
+            Ok(total.min(u64::from(MAX_IO)) as usize)
+        }
+        Stream::Capture(capture) => {
+            let (memory, _) = call.split();
+            Ok(gathered(&memory, iovs, MAX_IO, |slices| {
+                capture.push(domain, &one_buffer(slices))
+            })??)
+        }
+        Stream::Os { fd, polled: false } => {
+            on_fd(call, fd.as_fd(), PollFlags::OUT, false, |memory| {
+                write_from(memory, iovs, MAX_IO, fd.as_fd())
             })
         }
-        Stream::Pipe(side) => through_pipe(call, |_| Ok(side.write(data)?)),
+        Stream::Os { fd, polled: true } => when_ready(call, fd.as_fd(), PollFlags::OUT, |memory| {
+            write_from(memory, iovs, PIPE_BUF, fd.as_fd())
+        }),
+        Stream::Pipe(side) => through_pipe(call, |memory| {
+            Ok(gathered(memory, iovs, MAX_IO, |slices| {
+                side.write(&one_buffer(slices))
+            })??)
+        }),
     }
 }
 
@@ -344,10 +402,11 @@ pub(super) fn fd_pwrite(
         out,
     } = begin(call, fd, iovs, iovs_len, nwritten)?;
     let file = positioned(target)?;
-    let data = gather(&memory, &list)?;
-    let n = sys::write_at(file.as_fd(), &data, offset as u64)
-        .map_err(Fail::from)
-        .map_err(not_a_file)?;
+    let n = gathered(&memory, &list, MAX_IO, |slices| {
+        sys::write_vectored_at(file.as_fd(), slices, offset as u64)
+    })?
+    .map_err(Fail::from)
+    .map_err(not_a_file)?;
     write_size(&mut memory, out, n);
     Ok(())
 }

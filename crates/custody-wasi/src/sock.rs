@@ -10,9 +10,10 @@ use std::os::fd::AsFd;
 
 use custody_handle::{Fd, TableRef};
 use rustix::event::PollFlags;
+use rustix::io::Errno as OsErrno;
 
 use crate::errno::{Fail, WasiResult, from_abi};
-use crate::fd_io::{Begun, begin, gather, on_fd, write_size};
+use crate::fd_io::{Begun, begin, gathered, on_fd, one_buffer, write_size};
 use crate::fds::{FdState, Target};
 use crate::state::wasi;
 use crate::sys::{self, FileType, RecvFlags, Shutdown};
@@ -133,16 +134,18 @@ pub(super) fn sock_send(
     }
     let Begun {
         target,
-        memory,
+        memory: _,
         ctx,
         list,
         out,
     } = begin(call, fd, si_data, si_data_len, so_datalen)?;
     let socket = socket(target)?;
-    let data = gather(&memory, &list)?;
     let nonblock = wasi(ctx)?.fds.state(fd).nonblock;
-    let sent = on_fd(call, socket.as_fd(), PollFlags::OUT, nonblock, |_| {
-        sys::send(socket.as_fd(), &data)
+    let sent = on_fd(call, socket.as_fd(), PollFlags::OUT, nonblock, |memory| {
+        gathered(memory, &list, MAX_IO, |slices| {
+            sys::send(socket.as_fd(), &one_buffer(slices))
+        })
+        .unwrap_or(Err(OsErrno::FAULT))
     })?;
     write_size(&mut call.split().0, out, sent);
     Ok(())

@@ -25,7 +25,7 @@ pub(crate) use custody_host::extension::open_beneath;
 pub(crate) use file::*;
 pub(crate) use path::*;
 
-use std::io;
+use std::io::{self, IoSlice};
 use std::mem::ManuallyDrop;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
@@ -37,9 +37,15 @@ pub(crate) fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Result<usize, Errno> {
     rustix::io::read(fd, buf)
 }
 
-/// Writes once; `EAGAIN` means "not ready".
-pub(crate) fn write(fd: BorrowedFd<'_>, buf: &[u8]) -> Result<usize, Errno> {
-    rustix::io::write(fd, buf)
+/// Writes `bufs` in order, once; `EAGAIN` means "not ready". One buffer
+/// (a libc `write`) is a `write`: the kernel's `writev` imports the iovec
+/// array first, which cost about a third more system time per 4 KiB write
+/// to /dev/null (docs/PERFORMANCE.md); several are one `writev`.
+pub(crate) fn write_vectored(fd: BorrowedFd<'_>, bufs: &[IoSlice<'_>]) -> Result<usize, Errno> {
+    match bufs {
+        [one] => rustix::io::write(fd, one),
+        _ => rustix::io::writev(fd, bufs),
+    }
 }
 
 /// Makes the fd number `to` name what `from` names (close-on-exec); the

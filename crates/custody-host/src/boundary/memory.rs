@@ -13,8 +13,13 @@
 #![allow(unsafe_code)]
 
 use std::cell::UnsafeCell;
+use std::io::IoSlice;
 use std::ops::Range;
 use std::sync::atomic::{AtomicU8, Ordering};
+
+/// Most slices [`GuestMemory::gather_with`] hands over without a heap
+/// allocation (a libc `write` is one, `printf` a few).
+const INLINE_SLICES: usize = 8;
 
 /// An out-of-bounds guest pointer or length.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -125,6 +130,72 @@ impl GuestMemory<'_> {
         self.write(ptr, &value.to_le_bytes())
     }
 
+    /// Runs `io` on the guest's bytes at `ranges` (each `(ptr, len)`), in
+    /// order, cut to `limit` bytes in all, and returns what it returned.
+    /// Every range is checked whole, past the cut too, before `io` runs: one
+    /// outside the memory is a [`Fault`] and `io` never sees any byte.
+    /// Empty ranges (and those past the cut) are left out of the slices.
+    ///
+    /// For a plain memory the slices are the guest's bytes themselves (no
+    /// copy: a `writev` of them is one system call, straight from guest
+    /// memory); for a shared one, which other guest threads may write
+    /// meanwhile, they are one bounce buffer, read atomically and once
+    /// (as [`read`](Self::read) does).
+    pub fn gather_with<R>(
+        &self,
+        ranges: impl IntoIterator<Item = (u32, u32)>,
+        limit: usize,
+        io: impl FnOnce(&[IoSlice<'_>]) -> R,
+    ) -> Result<R, Fault> {
+        let mut room = limit;
+        match &self.0 {
+            Bytes::Plain(bytes) => {
+                // Up to INLINE_SLICES slices stay on the stack (a libc
+                // `write` is one); more go to the heap.
+                let mut inline = [IoSlice::new(&[]); INLINE_SLICES];
+                let mut spilled = Vec::new();
+                let mut count = 0;
+                for (ptr, len) in ranges {
+                    let range = self.range(ptr, len)?;
+                    let take = range.len().min(room);
+                    if take == 0 {
+                        continue;
+                    }
+                    room -= take;
+                    let slice = IoSlice::new(&bytes[range.start..range.start + take]);
+                    if count < INLINE_SLICES {
+                        inline[count] = slice;
+                    } else {
+                        if spilled.is_empty() {
+                            spilled.extend_from_slice(&inline);
+                        }
+                        spilled.push(slice);
+                    }
+                    count += 1;
+                }
+                Ok(io(if count <= INLINE_SLICES {
+                    &inline[..count]
+                } else {
+                    &spilled
+                }))
+            }
+            Bytes::Shared(cells) => {
+                let mut bounce = Vec::new();
+                for (ptr, len) in ranges {
+                    let range = self.range(ptr, len)?;
+                    let take = range.len().min(room);
+                    room -= take;
+                    bounce.extend(cells[range.start..range.start + take].iter().map(load));
+                }
+                Ok(if bounce.is_empty() {
+                    io(&[])
+                } else {
+                    io(&[IoSlice::new(&bounce)])
+                })
+            }
+        }
+    }
+
     /// Runs `io` on a buffer of `len` bytes that ends up at `ptr` in guest
     /// memory: directly on the guest's bytes for a plain memory, through a
     /// bounce buffer for a shared one. Returns what `io` returned; `io`
@@ -223,5 +294,56 @@ mod tests {
             vec![42, 7],
             "only the filled bytes land"
         );
+    }
+
+    /// What `gather_with` handed `io`: each slice's bytes.
+    fn gathered(
+        memory: &GuestMemory<'_>,
+        ranges: &[(u32, u32)],
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, Fault> {
+        memory.gather_with(ranges.iter().copied(), limit, |slices| {
+            slices.iter().map(|slice| slice.to_vec()).collect()
+        })
+    }
+
+    #[test]
+    fn gathered_ranges_are_checked_whole_before_io_and_cut_to_the_limit() {
+        let mut bytes: Vec<u8> = (0..16).collect();
+        let memory = GuestMemory::plain(&mut bytes);
+        assert_eq!(
+            gathered(&memory, &[(2, 2), (9, 0), (0, 3)], 100),
+            Ok(vec![vec![2, 3], vec![0, 1, 2]]),
+            "in order, the empty range left out"
+        );
+        assert_eq!(
+            gathered(&memory, &[(2, 2), (0, 3), (10, 6)], 4),
+            Ok(vec![vec![2, 3], vec![0, 1]]),
+            "cut to the limit"
+        );
+        let mut ran = false;
+        let result = memory.gather_with([(0, 4), (14, 2), (15, 2)], 4, |_| ran = true);
+        assert_eq!(result, Err(Fault), "a range past the cut is still checked");
+        assert!(!ran, "io never runs on a faulting gather");
+        let many: Vec<(u32, u32)> = (0..12).map(|i| (i, 1)).collect();
+        let expected: Vec<Vec<u8>> = (0..12).map(|i| vec![i]).collect();
+        assert_eq!(
+            gathered(&memory, &many, 100),
+            Ok(expected),
+            "past the inline slices"
+        );
+        assert_eq!(gathered(&memory, &[], 100), Ok(vec![]));
+    }
+
+    #[test]
+    fn a_shared_memory_is_gathered_into_one_bounce_buffer() {
+        let cells: Vec<UnsafeCell<u8>> = (0..8).map(UnsafeCell::new).collect();
+        let memory = GuestMemory::shared(&cells);
+        assert_eq!(
+            gathered(&memory, &[(6, 2), (1, 0), (0, 3)], 4),
+            Ok(vec![vec![6, 7, 0, 1]])
+        );
+        assert_eq!(gathered(&memory, &[(0, 0)], 4), Ok(vec![]));
+        assert_eq!(gathered(&memory, &[(0, 1), (7, 2)], 1), Err(Fault));
     }
 }

@@ -2,6 +2,7 @@
 //! positioned I/O, status flags, size, sync, advice, allocation, times,
 //! sockets, clocks and random bytes. Each is one call through rustix.
 
+use std::io::IoSlice;
 use std::num::NonZeroU64;
 use std::os::fd::{BorrowedFd, OwnedFd};
 
@@ -21,9 +22,17 @@ pub(crate) fn read_at(fd: BorrowedFd<'_>, buf: &mut [u8], offset: u64) -> Result
     rustix::io::pread(fd, buf, offset)
 }
 
-/// `pwrite`: writes at `offset`, leaving the file's offset alone.
-pub(crate) fn write_at(fd: BorrowedFd<'_>, buf: &[u8], offset: u64) -> Result<usize, Errno> {
-    rustix::io::pwrite(fd, buf, offset)
+/// `pwritev`: writes `bufs` in order at `offset`, leaving the file's
+/// offset alone (one buffer is a `pwrite`, as in `write_vectored`).
+pub(crate) fn write_vectored_at(
+    fd: BorrowedFd<'_>,
+    bufs: &[IoSlice<'_>],
+    offset: u64,
+) -> Result<usize, Errno> {
+    match bufs {
+        [one] => rustix::io::pwrite(fd, one, offset),
+        _ => rustix::io::pwritev(fd, bufs, offset),
+    }
 }
 
 /// `lseek`: the new offset.

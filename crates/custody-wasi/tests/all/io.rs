@@ -4,7 +4,7 @@
 //!
 //! Every test takes `serial()`: they open fds and some count them.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use custody_host::{Domain, DomainConfig, Host, Policy, Val};
@@ -254,5 +254,138 @@ fn a_guest_blocked_in_fd_read_or_poll_oneoff_is_a_root_that_names_it() {
         let outcome = caller.join().unwrap();
         assert_aborted_within(&outcome, started, Duration::from_secs(2));
     }
+    domain.unload().unwrap();
+}
+
+#[test]
+fn writes_go_out_whole_in_iovec_order_and_within_every_bound() {
+    let _serial = serial();
+    let dir = scratch("wasi-writev");
+    let out = dir.join("out");
+    let domain = domain_with(
+        &host(),
+        DomainConfig::new()
+            .preopen("data", &dir)
+            .stdout(Stdio::File(std::fs::File::create(&out).unwrap())),
+    );
+    poke(&domain, 100, b"hello, world");
+    // Three iovecs, the middle one empty: one write, in order.
+    iovec(&domain, 0, 100, 5);
+    iovec(&domain, 8, 300, 0);
+    iovec(&domain, 16, 105, 7);
+    assert_eq!(call(&domain, "w_fd_write", &[1, 0, 3, 40]), 0);
+    assert_eq!(call(&domain, "load", &[40]), 12);
+    assert_eq!(std::fs::read(&out).unwrap(), b"hello, world");
+    // A wild iovec after a good one: EFAULT, and not a byte written.
+    iovec(&domain, 8, 65_530, 100);
+    assert_eq!(call(&domain, "w_fd_write", &[1, 0, 2, 40]), EFAULT);
+    let file = open(&domain, "f", 2 | 4);
+    assert_eq!(call(&domain, "w_fd_write", &[file, 0, 2, 40]), EFAULT);
+    assert_eq!(std::fs::read(&out).unwrap(), b"hello, world");
+    assert_eq!(std::fs::read(dir.join("f")).unwrap(), b"");
+    // 40 iovecs over the whole memory (2.5 MiB): a short write of MAX_IO
+    // (1 MiB), to a stdio file and to a file.
+    for i in 0..40 {
+        iovec(&domain, 1000 + 8 * i, 0, 65_536);
+    }
+    for fd in [1, file] {
+        assert_eq!(call(&domain, "w_fd_write", &[fd, 1000, 40, 40]), 0);
+        assert_eq!(call(&domain, "load", &[40]), 1 << 20);
+    }
+    assert_eq!(std::fs::metadata(&out).unwrap().len(), 12 + (1 << 20));
+    let written = std::fs::read(dir.join("f")).unwrap();
+    assert_eq!(written.len(), 1 << 20);
+    assert_eq!(&written[100..112], b"hello, world");
+    assert_eq!(written[..65_536], written[65_536..131_072], "whole copies");
+    // Positioned, the same iovecs: the same bytes at the offset.
+    let mut args = vec![Val::I32(file), Val::I32(0), Val::I32(3)];
+    args.extend(i64s(&[3]));
+    args.push(Val::I32(40));
+    iovec(&domain, 8, 300, 0);
+    assert_eq!(wcall(&domain, "w_fd_pwrite", &args), 0);
+    assert_eq!(call(&domain, "load", &[40]), 12);
+    let rewritten = std::fs::read(dir.join("f")).unwrap();
+    assert_eq!(rewritten.len(), 1 << 20, "pwrite within the file");
+    assert_eq!(&rewritten[3..15], b"hello, world");
+    domain.unload().unwrap();
+}
+
+#[test]
+fn a_pipe_like_stdout_takes_pipe_buf_and_a_capture_every_iovec() {
+    let _serial = serial();
+    let (mut pipe_reader, pipe_writer) = std::io::pipe().unwrap();
+    let os_pipe = std::fs::File::from(std::os::fd::OwnedFd::from(pipe_writer));
+    let domain = domain_with(&host(), DomainConfig::new().stdout(Stdio::File(os_pipe)));
+    let captured = domain_with(&host(), DomainConfig::new());
+    for domain in [&domain, &captured] {
+        poke(domain, 100, b"abcdefgh");
+        iovec(domain, 0, 100, 3);
+        iovec(domain, 8, 103, 5);
+        // 3 + 5 + 5000 bytes: past PIPE_BUF (4096).
+        iovec(domain, 16, 100, 5000);
+    }
+    // An OS pipe: one write of at most PIPE_BUF bytes, in iovec order.
+    assert_eq!(call(&domain, "w_fd_write", &[1, 0, 3, 40]), 0);
+    assert_eq!(call(&domain, "load", &[40]), 4096);
+    let mut got = vec![0; 4096];
+    pipe_reader.read_exact(&mut got).unwrap();
+    assert_eq!(&got[..16], b"abcdefghabcdefgh");
+    // A capture: every iovec.
+    assert_eq!(call(&captured, "w_fd_write", &[1, 0, 3, 40]), 0);
+    assert_eq!(call(&captured, "load", &[40]), 5008);
+    let taken = captured.take_stdout();
+    assert_eq!(taken.len(), 5008);
+    assert_eq!(&taken[..16], b"abcdefghabcdefgh");
+    domain.unload().unwrap();
+}
+
+/// A guest over a shared memory (wasm threads) that writes through WASI.
+const SHARED_WRITER: &str = r#"
+(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1 1 shared)
+  (data (i32.const 100) "hello, world")
+  (func (export "store") (param i32 i32) (i32.atomic.store (local.get 0) (local.get 1)))
+  (func (export "load") (param i32) (result i32) (i32.atomic.load (local.get 0)))
+  (func (export "w_fd_write") (param i32 i32 i32 i32) (result i32)
+    (call $fd_write (local.get 0) (local.get 1) (local.get 2) (local.get 3)))
+)
+"#;
+
+#[test]
+fn a_shared_memory_writes_through_a_bounce_buffer_with_the_same_bounds() {
+    let _serial = serial();
+    // Shared memories need the policy's threads.
+    let (host, _) = host_with(Policy {
+        threads: true,
+        ..Policy::default()
+    });
+    let dir = scratch("wasi-shared-write");
+    let err = dir.join("err");
+    let config = DomainConfig::new().stderr(Stdio::File(std::fs::File::create(&err).unwrap()));
+    let domain = host.create_domain(config).unwrap();
+    domain
+        .load("main", &host.compile(SHARED_WRITER.as_bytes()).unwrap())
+        .unwrap();
+    iovec(&domain, 0, 100, 5);
+    iovec(&domain, 8, 105, 7);
+    assert_eq!(call(&domain, "w_fd_write", &[1, 0, 2, 40]), 0);
+    assert_eq!(call(&domain, "load", &[40]), 12);
+    assert_eq!(domain.take_stdout(), b"hello, world");
+    iovec(&domain, 8, 65_530, 100);
+    assert_eq!(call(&domain, "w_fd_write", &[1, 0, 2, 40]), EFAULT);
+    assert_eq!(
+        domain.take_stdout(),
+        b"",
+        "nothing written by a failed call"
+    );
+    for i in 0..40 {
+        iovec(&domain, 1000 + 8 * i, 0, 65_536);
+    }
+    assert_eq!(call(&domain, "w_fd_write", &[2, 1000, 40, 40]), 0);
+    assert_eq!(call(&domain, "load", &[40]), 1 << 20, "cut to MAX_IO");
+    let written = std::fs::read(&err).unwrap();
+    assert_eq!(written.len(), 1 << 20);
+    assert_eq!(&written[100..112], b"hello, world");
     domain.unload().unwrap();
 }

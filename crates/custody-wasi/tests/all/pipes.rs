@@ -148,3 +148,21 @@ fn a_pipe_in_the_wrong_direction_is_refused_at_creation() {
         .to_string();
     assert!(error.contains("stdin"), "{error}");
 }
+
+#[test]
+fn a_write_of_several_iovecs_fills_the_pipe_in_their_order() {
+    let _serial = serial();
+    let (stdout, reader) = Stdio::pipe_out(16);
+    let domain = wasi_domain(&host(), DomainConfig::new().stdout(stdout), "");
+    poke(&domain, 100, b"abcdefgh");
+    iovec(&domain, 0, 100, 3);
+    iovec(&domain, 8, 103, 5);
+    iovec(&domain, 16, 100, 8);
+    iovec(&domain, 24, 100, 8);
+    assert_eq!(call(&domain, "w_fd_write", &[1, 0, 4, 40]), 0);
+    assert_eq!(call(&domain, "load", &[40]), 16, "what the room takes");
+    let mut buf = [0u8; 64];
+    let n = block_on(reader.read(&mut buf));
+    assert_eq!(&buf[..n], b"abcdefghabcdefgh");
+    domain.unload().unwrap();
+}

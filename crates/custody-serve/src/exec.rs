@@ -263,16 +263,18 @@ impl WagiRun {
         if body_too_large.load(Ordering::Acquire) {
             return self.body_too_large();
         }
-        let mut output = vec![0u8; PIPE_CAPACITY];
-        let mut len = 0;
-        // The guest's side is closed: every read is at once.
-        while len < output.len() {
-            match reader.read(&mut output[len..]).await {
+        // The guest's side is closed: every read is at once, and what is
+        // left is at most half the pipe. Read in small steps: a hello is
+        // tens of bytes, not a zeroed 64 KiB buffer.
+        let mut output = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            match reader.read(&mut chunk).await {
                 0 => break,
-                n => len += n,
+                n => output.extend_from_slice(&chunk[..n]),
             }
         }
-        output.truncate(len);
+        let len = output.len();
         let limit = self.max_response.min(MAX_HEAD);
         let Some(end) = wagi::head_end(&output[..len.min(limit)], 0) else {
             if len > limit {

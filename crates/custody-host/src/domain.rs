@@ -63,6 +63,7 @@ use crate::boundary::ctx::DomainCtx;
 use crate::boundary::extensions::Extensions;
 use crate::boundary::preopen::Preopens;
 use crate::boundary::stack;
+use crate::compile::pre_cache::KnownExports;
 use crate::config::Policy;
 use crate::error::{LoadError, NotRunning, Refused};
 use crate::extension::ExtensionState;
@@ -80,6 +81,8 @@ pub(crate) struct LoadedModule {
     pub(crate) name: String,
     pub(crate) module: Module,
     pub(crate) instance: Instance,
+    /// The module's exports the domain looks up, by index.
+    pub(crate) exports: KnownExports,
 }
 
 /// The store and its instances, while the domain can run guest code.

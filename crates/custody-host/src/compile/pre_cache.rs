@@ -1,32 +1,67 @@
 //! Instantiation prepared once per module: for a module whose imports are
 //! all host functions, the linker's `InstancePre` (imports resolved and
-//! type-checked) and the host-protection categories its imports carry, so
-//! loading it into another domain is one check and one instantiation.
+//! type-checked), the host-protection categories its imports carry and the
+//! exports a domain looks up in every module ([`KnownExports`]), so loading
+//! it into another domain is one check and one instantiation.
 //! Bounded by the policy's `module_cache_entries`, as the module cache is
 //! (an entry keeps its module alive, so the two bound the same thing); the
 //! oldest entry goes first.
 
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use wasmtime::{InstancePre, Linker, Module};
+use wasmtime::{ExternType, InstancePre, Linker, Module, ModuleExport};
 
 use super::bounded::BoundedMap;
 use crate::boundary::ctx::DomainCtx;
 use crate::catalogue::Catalogue;
 use crate::config::Category;
 
+/// The name of the unloading hook a module may export (SPEC D1).
+pub(crate) const UNLOADING_EXPORT: &str = "custody_unloading";
+
+/// The exports a domain looks up in every module it loads, resolved once
+/// per module to wasmtime's index handles: a lookup by name hashes the name
+/// and searches the engine's string pool, which cost a fresh domain's
+/// lifecycle more than a thousand instructions (docs/PERFORMANCE.md).
+#[derive(Clone, Copy)]
+pub(crate) struct KnownExports {
+    /// `memory`, when it is a memory (the boundary's guest memory).
+    pub(crate) memory: Option<ModuleExport>,
+    /// `_initialize`, a WASI reactor's start function.
+    pub(crate) initialize: Option<ModuleExport>,
+    /// `custody_unloading`, the unloading hook.
+    pub(crate) unloading: Option<ModuleExport>,
+}
+
+impl KnownExports {
+    /// `module`'s known exports. Only `memory`'s kind is checked here; a
+    /// function export of another kind is found as no function when used.
+    pub(crate) fn of(module: &Module) -> KnownExports {
+        let memory = match module.get_export("memory") {
+            Some(ExternType::Memory(_)) => module.get_export_index("memory"),
+            _ => None,
+        };
+        KnownExports {
+            memory,
+            initialize: module.get_export_index("_initialize"),
+            unloading: module.get_export_index(UNLOADING_EXPORT),
+        }
+    }
+}
+
 /// A module prepared for instantiation.
-#[derive(Clone)]
 pub(crate) struct Prepared {
     pub(crate) pre: InstancePre<DomainCtx>,
     /// Every category some import of the module carries.
     pub(crate) categories: Vec<Category>,
+    /// Its exports a domain looks up.
+    pub(crate) exports: KnownExports,
 }
 
 /// The cache, keyed by the module's code address (unique while the module
 /// lives, and the entry keeps it alive).
 pub(crate) struct PreCache {
-    entries: Mutex<BoundedMap<usize, (Module, Prepared)>>,
+    entries: Mutex<BoundedMap<usize, (Module, Arc<Prepared>)>>,
 }
 
 impl PreCache {
@@ -44,13 +79,13 @@ impl PreCache {
         linker: &Linker<DomainCtx>,
         catalogue: &Catalogue,
         module: &Module,
-    ) -> Option<Prepared> {
+    ) -> Option<Arc<Prepared>> {
         let key = module.image_range().start as usize;
         let mut guard = self.lock();
         if let Some((cached, prepared)) = guard.get(&key)
             && Module::same(cached, module)
         {
-            return Some(prepared.clone());
+            return Some(Arc::clone(prepared));
         }
         let mut categories = Vec::new();
         for import in module.imports() {
@@ -60,17 +95,18 @@ impl PreCache {
                 }
             }
         }
-        let prepared = Prepared {
+        let prepared = Arc::new(Prepared {
             pre: linker.instantiate_pre(module).ok()?,
             categories,
-        };
-        guard.insert(key, (module.clone(), prepared.clone()));
+            exports: KnownExports::of(module),
+        });
+        guard.insert(key, (module.clone(), Arc::clone(&prepared)));
         Some(prepared)
     }
 }
 
 impl PreCache {
-    fn lock(&self) -> MutexGuard<'_, BoundedMap<usize, (Module, Prepared)>> {
+    fn lock(&self) -> MutexGuard<'_, BoundedMap<usize, (Module, Arc<Prepared>)>> {
         self.entries.lock().unwrap_or_else(PoisonError::into_inner)
     }
 

@@ -111,11 +111,14 @@ fn resolve_export(loaded: &mut Loaded, name: &str) -> bool {
     if matches!(&loaded.last_export, Some((last, ..)) if **last == *name) {
         return true;
     }
-    let Some(func) = loaded
-        .modules
-        .iter()
-        .find_map(|m| m.instance.get_func(&mut loaded.store, name))
-    else {
+    // By the module's export index: cheaper than the instance's lookup by
+    // name (no string-pool search).
+    let Some(func) = loaded.modules.iter().find_map(|m| {
+        let export = m.module.get_export_index(name)?;
+        m.instance
+            .get_module_export(&mut loaded.store, &export)?
+            .into_func()
+    }) else {
         // The root was described as this call: the next one must not be
         // taken for the last export's.
         loaded.last_export = None;

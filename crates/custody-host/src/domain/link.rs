@@ -7,20 +7,23 @@
 //! instantiated from that.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use custody_handle::HandleId;
-use wasmtime::{ExternType, Instance, Module};
+use wasmtime::{Extern, ExternType, Instance, Module};
 
 use super::guest_run::report_aborted;
 use super::{DomainShared, Loaded};
 use crate::boundary::{atomic_wait, stack};
 use crate::compile::atomic_wait::{MODULE as REWRITTEN_WAITS, WaitImport};
+use crate::compile::pre_cache::{KnownExports, Prepared};
 use crate::config::Category;
 use crate::error::{LoadError, wasmtime_source};
 use crate::runtime::Runtime;
 
 /// Instantiates `module` into `loaded`'s store and records its `memory`
-/// export for the boundary's lookups. The module's start function runs as
+/// export for the boundary's lookups; returns the instance and the
+/// module's [`KnownExports`]. The module's start function runs as
 /// a call does: under the domain's deadline (and the cancellation signal),
 /// and a critical region it leaves open is an error, not the first call's.
 pub(crate) fn instantiate(
@@ -28,7 +31,7 @@ pub(crate) fn instantiate(
     loaded: &mut Loaded,
     name: &str,
     module: &Module,
-) -> Result<Instance, LoadError> {
+) -> Result<(Instance, KnownExports), LoadError> {
     let policy = &shared.policy;
     // The start function is guest code: the same stack rule as a call.
     super::guest_run::check_host_stack(policy.stack_limit).map_err(|message| {
@@ -58,6 +61,10 @@ pub(crate) fn instantiate(
             }
         })?;
     let deadline = policy.deadline;
+    let prepared = prepared(shared, loaded, module);
+    let exports = prepared
+        .as_ref()
+        .map_or_else(|| KnownExports::of(module), |p| p.exports);
     let ctx = loaded.store.data_mut();
     // What the domain held before: a start function that fails leaves
     // nothing behind, so what it opened is closed again.
@@ -66,18 +73,21 @@ pub(crate) fn instantiate(
     ctx.instantiating = true;
     ctx.begin_call();
     ctx.expect_creations(module);
-    ctx.starting_memory = module.get_export_index("memory");
-    let instance = bind_and_instantiate(shared, loaded, name, module);
+    ctx.starting_memory = exports.memory;
+    let instance = bind_and_instantiate(shared, loaded, name, module, prepared.as_deref());
     // Every memory and table the module defines is created by now.
     loaded.store.data_mut().end_creations();
-    let instance = instance.and_then(|instance| initialize(loaded, name, instance, deadline));
+    let instance = instance.and_then(|instance| {
+        record_memory(loaded, &exports, instance);
+        initialize(loaded, name, instance, &exports, deadline)
+    });
     let ctx = loaded.store.data_mut();
     ctx.deadline = None;
     ctx.instantiating = false;
     ctx.starting_memory = None;
     let regions = std::mem::take(&mut ctx.critical_depth);
     let failed = match instance {
-        Ok(instance) if regions == 0 => return Ok(instance),
+        Ok(instance) if regions == 0 => return Ok((instance, exports)),
         Ok(_) => LoadError::Instantiate {
             module: name.to_string(),
             message: format!(
@@ -104,9 +114,14 @@ fn initialize(
     loaded: &mut Loaded,
     name: &str,
     instance: Instance,
+    exports: &KnownExports,
     deadline: Option<std::time::Duration>,
 ) -> Result<Instance, LoadError> {
-    let Some(func) = instance.get_func(&mut loaded.store, "_initialize") else {
+    let Some(func) = exports
+        .initialize
+        .and_then(|export| instance.get_module_export(&mut loaded.store, &export))
+        .and_then(Extern::into_func)
+    else {
         return Ok(instance);
     };
     let ty = func.ty(&loaded.store);
@@ -138,11 +153,28 @@ fn shared_memory_growth(module: &Module) -> usize {
         .unwrap_or(usize::MAX)
 }
 
+/// `module` prepared once per host, if it imports only host functions (a
+/// module importing a sibling of this domain is linked import by import).
+fn prepared(shared: &DomainShared, loaded: &Loaded, module: &Module) -> Option<Arc<Prepared>> {
+    let importing_a_sibling = module
+        .imports()
+        .any(|i| loaded.modules.iter().any(|m| m.name == i.module()));
+    if importing_a_sibling {
+        return None;
+    }
+    let runtime = &*shared.runtime;
+    runtime
+        .compiler
+        .prepared
+        .get(&runtime.linker, &runtime.catalogue, module)
+}
+
 fn bind_and_instantiate(
     shared: &DomainShared,
     loaded: &mut Loaded,
     name: &str,
     module: &Module,
+    prepared: Option<&Prepared>,
 ) -> Result<Instance, LoadError> {
     let (runtime, policy) = (&*shared.runtime, &*shared.policy);
     for extension in &runtime.extensions {
@@ -158,27 +190,16 @@ fn bind_and_instantiate(
     }
     let store = &mut loaded.store;
     // A module importing only host functions: prepared once per host.
-    let importing_a_sibling = module
-        .imports()
-        .any(|i| loaded.modules.iter().any(|m| m.name == i.module()));
-    if !importing_a_sibling
-        && let Some(prepared) =
-            runtime
-                .compiler
-                .prepared
-                .get(&runtime.linker, &runtime.catalogue, module)
-    {
+    if let Some(prepared) = prepared {
         let denied = &policy.denied;
         if let Some(&category) = prepared.categories.iter().find(|c| denied.contains(c)) {
             // Name the import that carries it.
             return Err(denied_import(runtime, module, category));
         }
-        let instance = prepared
+        return prepared
             .pre
             .instantiate(&mut *store)
-            .map_err(|e| instantiate_error(shared.id, name, e))?;
-        record_memory(loaded, module, instance);
-        return Ok(instance);
+            .map_err(|e| instantiate_error(shared.id, name, e));
     }
     let mut imports = Vec::with_capacity(module.imports().len());
     for import in module.imports() {
@@ -210,10 +231,7 @@ fn bind_and_instantiate(
         };
         imports.push(resolved.ok_or_else(unresolved)?);
     }
-    let instance = Instance::new(&mut *store, module, &imports)
-        .map_err(|e| instantiate_error(shared.id, name, e))?;
-    record_memory(loaded, module, instance);
-    Ok(instance)
+    Instance::new(&mut *store, module, &imports).map_err(|e| instantiate_error(shared.id, name, e))
 }
 
 /// The error for an import `from::field` that nothing binds: the domain's
@@ -285,13 +303,10 @@ fn denied_import(runtime: &Runtime, module: &Module, category: Category) -> Load
 
 /// Records the new instance and its `memory` export in the store's data,
 /// for the boundary's lookups.
-fn record_memory(loaded: &mut Loaded, module: &Module, instance: Instance) {
+fn record_memory(loaded: &mut Loaded, exports: &KnownExports, instance: Instance) {
     let store = &mut loaded.store;
-    let memory = match module.get_export("memory") {
-        Some(ExternType::Memory(_)) => module
-            .get_export_index("memory")
-            .zip(instance.get_export(&mut *store, "memory")),
-        _ => None,
-    };
+    let memory = exports
+        .memory
+        .and_then(|export| Some((export, instance.get_module_export(&mut *store, &export)?)));
     store.data_mut().add_instance(memory);
 }

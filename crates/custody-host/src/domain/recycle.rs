@@ -114,7 +114,7 @@ fn recycle(
     if not_recreated.is_none() {
         for old in mem::take(&mut loaded.modules) {
             match link::instantiate(shared, loaded, &old.name, &old.module) {
-                Ok(instance) => loaded.modules.push(LoadedModule { instance, ..old }),
+                Ok((instance, _)) => loaded.modules.push(LoadedModule { instance, ..old }),
                 Err(error) => {
                     not_recreated = Some(EscalationOutcome::RecreationFailed(Arc::new(error)));
                     break;

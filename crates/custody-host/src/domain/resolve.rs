@@ -77,11 +77,12 @@ fn load_nested(
     let instance = supply(shared, loaded, module, loading)
         .and_then(|()| link::instantiate(shared, loaded, name, module));
     loading.pop();
-    let instance = instance?;
+    let (instance, exports) = instance?;
     loaded.modules.push(LoadedModule {
         name: name.to_string(),
         module: module.clone(),
         instance,
+        exports,
     });
     let from = origin.map(Origin::name);
     tracing::debug!(target: "custody::domain", parent: &shared.span, domain = shared.id, module = name, on_demand_from = from, "loaded");

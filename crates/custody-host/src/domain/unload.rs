@@ -30,6 +30,7 @@ use super::roots::Root;
 use super::state::Next;
 use super::{Domain, DomainShared, Loaded};
 use crate::boundary::cancel::Reason;
+use crate::compile::pre_cache::UNLOADING_EXPORT;
 use crate::config::UnloadBlockedAction;
 use crate::error::{CallError, Refused, UnloadError};
 use crate::ledger::{Ledger, LedgerCounts};
@@ -456,8 +457,6 @@ fn report_leaked(shared: &DomainShared, unloading_for: Duration) {
     });
 }
 
-const UNLOADING_EXPORT: &str = "custody_unloading";
-
 /// The unloading event's work, once claimed: the embedder's
 /// `on_unloading` callbacks, then the guests' hooks (if the store is
 /// there), whose outcome is kept for the report. The callbacks run with
@@ -480,7 +479,11 @@ fn run_unloading_hooks(loaded: &mut Loaded, limit: Duration) -> Vec<ModuleHook> 
         .modules
         .iter()
         .filter_map(|m| {
-            let hook = m.instance.get_func(&mut loaded.store, UNLOADING_EXPORT)?;
+            let export = m.exports.unloading?;
+            let hook = m
+                .instance
+                .get_module_export(&mut loaded.store, &export)?
+                .into_func()?;
             Some((m.name.clone(), hook))
         })
         .collect();

@@ -1,6 +1,6 @@
 //! The runtime shared by a host and all its domains, and the process
 //! services it runs: the engine (configured from the policy: `engine.rs`,
-//! with `dense.rs`, the heap-backed memories of `allocation = "dense"`),
+//! with `dense.rs`, the arena-backed memories of `allocation = "dense"`),
 //! the linker with every host function of the
 //! [catalogue](crate::catalogue), the [compiler](crate::compile) and its
 //! caches, the policy, the log sink, the registry of domains, the library
@@ -88,6 +88,9 @@ impl Runtime {
         let (engine, allocation, fallback) = engine::build(&policy, disk_cache.as_deref())?;
         if let Some(why) = fallback {
             // `Host::allocation()` tells an embedder which is in effect.
+            tracing::warn!(target: "custody::host", "{why}");
+        }
+        if let Some(why) = engine::pool_map_budget(&policy, allocation) {
             tracing::warn!(target: "custody::host", "{why}");
         }
         let mut linker = Linker::new(&engine);

@@ -1,7 +1,9 @@
 //! Every system call custody-host makes, through rustix's safe wrappers,
 //! and one through libc ([`ignore_sigpipe`]: rustix has no safe signal API).
-//! Its one `unsafe` block is that one. Nothing in it knows about domains
-//! or guests: a wait takes the cancellation signal as a plain fd.
+//! Its `unsafe` blocks are that one and the memory mappings of dense
+//! allocation ([`map_anonymous`], [`discard`], [`unmap`]). Nothing in it
+//! knows about domains or guests: a wait takes the cancellation signal as a
+//! plain fd.
 //!
 //! # References
 //! - [openat2(2)](https://man7.org/linux/man-pages/man2/openat2.2.html):
@@ -11,6 +13,11 @@
 //! - [sigaction(2)](https://man7.org/linux/man-pages/man2/sigaction.2.html):
 //!   with `SIGPIPE` ignored, a write to a pipe with no reader fails with
 //!   `EPIPE` instead of killing the process.
+//! - [mmap(2)](https://man7.org/linux/man-pages/man2/mmap.2.html): a private
+//!   anonymous mapping reads as zeros and takes memory only for the pages
+//!   touched (`MAP_NORESERVE`: none is set aside at mapping time);
+//!   [madvise(2)](https://man7.org/linux/man-pages/man2/madvise.2.html):
+//!   after `MADV_DONTNEED` such pages are freed and read as zeros again.
 //! - [poll(2)](https://man7.org/linux/man-pages/man2/poll.2.html),
 //!   [eventfd(2)](https://man7.org/linux/man-pages/man2/eventfd.2.html),
 //!   [pipe2(2)](https://man7.org/linux/man-pages/man2/pipe2.2.html).
@@ -27,11 +34,13 @@
 use std::io;
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::path::Path;
+use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 
 use rustix::event::{EventfdFlags, PollFd, PollFlags};
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
+use rustix::mm::{Advice, MapFlags, ProtFlags};
 use rustix::time::Timespec;
 
 /// Opens a directory to serve as a pre-open: a handle that grants nothing
@@ -267,4 +276,46 @@ pub(crate) fn memory_image_fds() -> io::Result<(usize, u64)> {
         }
     }
     Ok((fds, bytes))
+}
+
+/// Maps `len` fresh bytes of private anonymous memory, readable and
+/// writable, zero-filled; the kernel takes memory only for pages touched.
+pub(crate) fn map_anonymous(len: usize) -> io::Result<NonNull<u8>> {
+    // SAFETY: with a null address the kernel picks a range no mapping uses,
+    // so no memory the program holds is replaced; the new range is ours.
+    let ptr = unsafe {
+        rustix::mm::mmap_anonymous(
+            std::ptr::null_mut(),
+            len,
+            ProtFlags::READ | ProtFlags::WRITE,
+            MapFlags::PRIVATE | MapFlags::NORESERVE,
+        )
+    }?;
+    NonNull::new(ptr.cast()).ok_or_else(|| io::Error::other("mmap returned a null address"))
+}
+
+/// Frees the pages of `len` bytes at `ptr` (their bytes read as zeros
+/// afterwards; the range stays mapped).
+///
+/// # Safety
+/// `ptr` is page-aligned, the range lies inside a mapping made by
+/// [`map_anonymous`], and nothing reads or writes it concurrently or
+/// expects its bytes kept.
+pub(crate) unsafe fn discard(ptr: NonNull<u8>, len: usize) -> io::Result<()> {
+    // SAFETY: the caller's contract; `MADV_DONTNEED` on a private anonymous
+    // mapping only replaces its pages with zero pages.
+    unsafe { rustix::mm::madvise(ptr.as_ptr().cast(), len, Advice::LinuxDontNeed) }?;
+    Ok(())
+}
+
+/// Unmaps `len` bytes at `ptr`.
+///
+/// # Safety
+/// The range is a whole mapping made by [`map_anonymous`] that nothing
+/// uses any more.
+pub(crate) unsafe fn unmap(ptr: NonNull<u8>, len: usize) -> io::Result<()> {
+    // SAFETY: the caller's contract: no reference into the range outlives
+    // this call.
+    unsafe { rustix::mm::munmap(ptr.as_ptr().cast(), len) }?;
+    Ok(())
 }

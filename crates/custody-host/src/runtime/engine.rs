@@ -1,6 +1,7 @@
 //! The wasmtime engine a host runs on, configured from its policy: epoch
 //! interruption, the stack limit, parallel compilation, the on-disk compile
-//! cache if asked, and the instance allocation strategy.
+//! cache if asked, and the instance allocation strategy; and what will stop
+//! the pool short of its size ([`map_budget`]).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -9,7 +10,7 @@ use wasmtime::{
     Cache, CacheConfig, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig,
 };
 
-use super::dense::HeapMemoryCreator;
+use super::dense::DenseMemoryCreator;
 use crate::config::{Allocation, Policy};
 use crate::error::HostError;
 
@@ -111,7 +112,62 @@ fn allocate(config: &mut Config, policy: &Policy, allocation: Allocation) {
             config.memory_guard_size(0);
             config.memory_may_move(true);
             config.memory_init_cow(false);
-            config.with_host_memory(Arc::new(HeapMemoryCreator));
+            config.with_host_memory(Arc::new(DenseMemoryCreator));
         }
+    }
+}
+
+/// Memory maps the kernel adds per live pooled memory: its slot's
+/// accessible pages split the pool's reservation in two.
+const MAPS_PER_POOLED_MEMORY: u64 = 2;
+
+/// Why `pool_size` live pooled domains will not fit in the kernel's memory
+/// maps (`vm.max_map_count`, with `in_use` maps taken already), naming the
+/// count that will and the knobs that move it; `None` if they fit.
+pub(crate) fn map_budget(pool_size: u32, max_map_count: u64, in_use: u64) -> Option<String> {
+    let needed = u64::from(pool_size) * MAPS_PER_POOLED_MEMORY;
+    let free = max_map_count.saturating_sub(in_use);
+    if needed <= free {
+        return None;
+    }
+    let reachable = free / MAPS_PER_POOLED_MEMORY;
+    let raise_to = in_use + needed + 1024;
+    Some(format!(
+        "pool_size = {pool_size}: each live domain with a memory takes {MAPS_PER_POOLED_MEMORY} kernel memory maps, \
+         and vm.max_map_count = {max_map_count} with {in_use} in use leaves room for about {reachable} live domains \
+         (creating more fails with ENOMEM); raise it (sysctl -w vm.max_map_count={raise_to}) \
+         or set allocation = \"dense\" (no map per domain)"
+    ))
+}
+
+/// [`map_budget`] for this process and machine, with the pooling
+/// allocator (`None` when `/proc` cannot say).
+pub(crate) fn pool_map_budget(policy: &Policy, allocation: Allocation) -> Option<String> {
+    if allocation != Allocation::Pooling {
+        return None;
+    }
+    let max = std::fs::read_to_string("/proc/sys/vm/max_map_count").ok()?;
+    let in_use = std::fs::read_to_string("/proc/self/maps")
+        .ok()?
+        .lines()
+        .count();
+    map_budget(policy.pool_size, max.trim().parse().ok()?, in_use as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_map_budget_names_the_reachable_count_and_the_knobs() {
+        assert_eq!(map_budget(1000, 65530, 100), None);
+        assert_eq!(map_budget(32_715, 65530, 100), None);
+        let why = map_budget(100_000, 65530, 100).expect("past the budget");
+        assert!(why.contains("about 32715 live domains"), "{why}");
+        assert!(why.contains("vm.max_map_count = 65530"), "{why}");
+        assert!(why.contains("sysctl -w vm.max_map_count=201124"), "{why}");
+        assert!(why.contains("allocation = \"dense\""), "{why}");
+        let full = map_budget(u32::MAX, 10, 20).expect("no room at all");
+        assert!(full.contains("about 0 live domains"), "{full}");
     }
 }

@@ -37,6 +37,7 @@
 //! | `route` | routes (`/hello`, `/hello/...`), matching, `_routes` sub-routes |
 //! | `config` | the TOML configuration: keys, defaults, durations, checks |
 //! | `examples` | the bundled example plugins and their configuration |
+//! | `recent_diagnostics` | the bounded ring of recent diagnostics (faults, the host's, refused reloads) and its followers |
 //! | `fault` | the fault kinds, their statuses, bodies, log events and counters |
 //! | `wagi` | WAGI's contract: the CGI environment, argv, the response head |
 //! | `drain` | a version's in-flight requests: the registry a drain waits on and forces |
@@ -68,6 +69,7 @@ mod fault;
 mod metrics;
 mod plugin;
 mod pool;
+mod recent_diagnostics;
 mod reload;
 mod route;
 mod server;
@@ -90,6 +92,7 @@ pub use exec::{CHUNK, FLUSH_DELAY};
 pub use fault::{Fault, FaultCounters, FaultKind};
 pub use metrics::{METRICS_CONTENT_TYPE, Metrics, ReloadOutcome};
 pub use plugin::{Plugin, PluginVersion, content_id};
+pub use recent_diagnostics::RECENT_DIAGNOSTICS;
 pub use reload::{Drained, ReloadError, Reloaded};
 pub use route::{Route, RouteMatch, parse_sub_routes};
 pub use server::{HEALTH_PATH, READY_PATH, ServerState, VERSION_HEADER, display_path};

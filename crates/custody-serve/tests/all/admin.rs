@@ -298,7 +298,7 @@ fn admin_plugins_lists_each_plugin_with_its_requests_and_faults() {
         }
         for plugin in plugins {
             assert_eq!(plugin["in_flight"], 0, "{json:#}");
-            assert_eq!(plugin["faults"].as_object().unwrap().len(), 8, "{json:#}");
+            assert_eq!(plugin["faults"].as_object().unwrap().len(), 9, "{json:#}");
         }
         assert_eq!(server.state.faults().get(custody_serve::FaultKind::Trap), 2);
         assert_eq!(

@@ -3,6 +3,7 @@
 //! by itself (deadlines are short, reads have timeouts).
 
 mod admin;
+mod admin_api;
 mod config;
 mod custody;
 mod faults;

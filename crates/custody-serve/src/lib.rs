@@ -51,7 +51,7 @@
 //! | `server` | hyper on tokio: state, health, routing, the plugins' listener |
 //! | `reload` | hot reload: a trial load, the swap, the old version's drain |
 //! | `watch` | `watch = true`: the plugins' files watched, changes debounced, reloads |
-//! | `admin` | the admin listener: bearer token (constant time), `/healthz`, `/readyz`, `/admin/plugins`, `/metrics`, mutating calls logged |
+//! | `admin/` | the admin listener: `mod.rs` the door (bearer token in constant time, routing, 405 with `Allow`, mutating calls logged, `/healthz`, `/readyz`, `/metrics`), `views.rs` (plugins, domains, roots), `requests.rs` (in flight, cancel), `actions.rs` (reload, unload, force), `diagnostics.rs` (the recent ring, `?follow` as server-sent events) |
 //! | `shutdown` | `serve`: the termination contract (ready 503, delay, drain, force), signals, the admin listener stopped last |
 #![deny(missing_docs)]
 #![deny(unsafe_code)]

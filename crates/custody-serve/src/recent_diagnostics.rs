@@ -16,7 +16,8 @@ use serde_json::{Map, Value};
 use tokio::sync::broadcast;
 
 /// How many diagnostics the ring keeps (and a follower may fall behind
-/// by): the newest, the oldest dropped first.
+/// by): the newest, the oldest dropped first. A power of two, as the
+/// followers' channel's room is.
 pub const RECENT_DIAGNOSTICS: usize = 256;
 
 /// The ring and its followers.
@@ -134,16 +135,17 @@ mod tests {
 
     #[test]
     fn the_ring_keeps_the_newest_in_order_and_counts_the_rest() {
-        let ring = RecentDiagnostics::new(3);
+        // A power of two: the broadcast channel rounds its room up to one.
+        let ring = RecentDiagnostics::new(4);
         let mut follower = ring.follow();
-        for n in 0..5 {
+        for n in 0..6 {
             ring.push(entry(&format!("k{n}")));
         }
         let (kept, dropped) = ring.recent();
         let kinds: Vec<&str> = kept.iter().map(|e| e["kind"].as_str().unwrap()).collect();
-        assert_eq!(kinds, ["k2", "k3", "k4"]);
+        assert_eq!(kinds, ["k2", "k3", "k4", "k5"]);
         let seqs: Vec<u64> = kept.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
-        assert_eq!(seqs, [3, 4, 5]);
+        assert_eq!(seqs, [3, 4, 5, 6]);
         assert_eq!(dropped, 2);
         // A follower as slow as the ring is long is told what it missed.
         assert!(matches!(

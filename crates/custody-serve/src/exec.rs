@@ -44,7 +44,7 @@ use crate::fault::{self, Fault, FaultCounters, FaultKind};
 use crate::plugin::PluginVersion;
 use crate::recent_diagnostics::RecentDiagnostics;
 use crate::stdio::{GuestStdin, GuestStdout, PIPE_CAPACITY, feed_stdin, log_captured};
-use crate::wagi::{self, MAX_HEAD};
+use crate::wagi::{self, Head, MAX_HEAD};
 
 /// The size of one read of the guest's stdout.
 pub const CHUNK: usize = 16 << 10;
@@ -232,7 +232,7 @@ impl WagiRun {
             return self.complete(reader, outcome, &body_too_large).await;
         }
         let mut stdout = GuestStdout(reader);
-        let head = read_head(&mut stdout, self.max_response.min(MAX_HEAD)).await;
+        let head = wagi::read_head(&mut stdout, self.max_response.min(MAX_HEAD), CHUNK).await;
         if body_too_large.load(Ordering::Acquire) {
             domain.abort();
             return self.body_too_large();
@@ -569,40 +569,6 @@ impl<R, C> Drop for GuestBody<R, C> {
     fn drop(&mut self) {
         if !self.ended {
             self.domain.abort();
-        }
-    }
-}
-
-/// How reading the header block ended.
-enum Head {
-    /// It ended at `end` in `buffer` (which may hold body bytes after it).
-    Ended { buffer: Vec<u8>, end: usize },
-    /// No end in the first `limit` bytes.
-    TooLong(usize),
-    /// stdout ended first, after this many bytes.
-    Eof(usize),
-    /// Reading failed.
-    Error(io::Error),
-}
-
-async fn read_head(stdout: &mut (impl AsyncRead + Unpin), limit: usize) -> Head {
-    let mut buffer = Vec::with_capacity(CHUNK.min(limit));
-    loop {
-        let from = buffer.len();
-        if from >= limit {
-            return Head::TooLong(from);
-        }
-        let room = (limit - from).min(CHUNK);
-        let mut chunk = vec![0u8; room];
-        match stdout.read(&mut chunk).await {
-            Ok(0) => return Head::Eof(from),
-            Ok(n) => {
-                buffer.extend_from_slice(&chunk[..n]);
-                if let Some(end) = wagi::head_end(&buffer, from) {
-                    return Head::Ended { buffer, end };
-                }
-            }
-            Err(e) => return Head::Error(e),
         }
     }
 }

@@ -2,8 +2,8 @@
 //! metrics: domains and their roots, requests in flight (one blocked in a
 //! host call: a WAGI plugin reading the stdin its client never sends)
 //! and their cancel, unload and force, reload, the recent diagnostics and
-//! their event stream; bad ids and methods; the token on every one; fds
-//! back to their baseline after.
+//! their event stream; fds back to their baseline after
+//! (`admin_refusals` has their bad ids, methods and the token).
 
 use std::time::{Duration, Instant};
 
@@ -18,7 +18,7 @@ use tokio::net::TcpStream;
 use crate::reload::eventually;
 use crate::support::*;
 
-const TOKEN: &str = "admin-api-token";
+pub const TOKEN: &str = "admin-api-token";
 
 /// WAT for `_start`: read stdin once (blocks until the body comes).
 const READ_STDIN: &str = "(i32.store (i32.const 32) (i32.const 4096)) \
@@ -27,7 +27,7 @@ const READ_STDIN: &str = "(i32.store (i32.const 32) (i32.const 4096)) \
 
 /// A server with the admin API (a token) and `read` (blocks reading
 /// stdin), `boom` (traps) and `hello`.
-async fn server() -> TestServer {
+pub async fn server() -> TestServer {
     let toml = "[admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"admin.token\"\n\n\
         [[plugin]]\nname = \"read\"\nroute = \"/read\"\nmodule = \"read.wat\"\nrequest_timeout = \"20s\"\n\n\
         [[plugin]]\nname = \"boom\"\nroute = \"/boom\"\nmodule = \"boom.wat\"\n\n\
@@ -47,7 +47,7 @@ async fn server() -> TestServer {
 
 /// An admin call with the token; the body parsed as JSON (`Null` if it
 /// is not).
-async fn admin(
+pub async fn admin(
     server: &TestServer,
     client: &HttpClient,
     method: Method,
@@ -491,115 +491,5 @@ fn the_diagnostics_stream_sends_a_fault_and_ends_with_the_server() {
             stopping.elapsed()
         );
         assert_eq!(stopped.domains_left, 0);
-    });
-}
-
-#[test]
-fn bad_ids_and_methods_are_clear_errors_and_every_endpoint_wants_the_token() {
-    serial_runtime(async {
-        let server = server().await;
-        let client = client();
-        for (path, kind) in [
-            ("/admin/domains/abc", "bad-domain-id"),
-            ("/admin/domains/+1", "bad-domain-id"),
-            ("/admin/domains/-1/roots", "bad-domain-id"),
-            ("/admin/domains/18446744073709551616", "bad-domain-id"),
-            ("/admin/domains/18446744073709551615", "no-such-domain"),
-            ("/admin/domains/0/roots", "no-such-domain"),
-        ] {
-            let (status, refused, _) = admin(&server, &client, Method::GET, path).await;
-            let want = if kind == "bad-domain-id" {
-                StatusCode::BAD_REQUEST
-            } else {
-                StatusCode::NOT_FOUND
-            };
-            assert_eq!(
-                (status, &refused["error"]),
-                (want, &Value::from(kind)),
-                "{path}: {refused}"
-            );
-        }
-        for (path, status, kind) in [
-            (
-                "/admin/requests/zz/cancel",
-                StatusCode::BAD_REQUEST,
-                "bad-request-id",
-            ),
-            (
-                "/admin/requests/1a-x/cancel",
-                StatusCode::BAD_REQUEST,
-                "bad-request-id",
-            ),
-            (
-                "/admin/requests/1a-5/cancel",
-                StatusCode::NOT_FOUND,
-                "no-such-request",
-            ),
-            (
-                "/admin/domains/x/force",
-                StatusCode::BAD_REQUEST,
-                "bad-domain-id",
-            ),
-            (
-                "/admin/domains/999999/unload",
-                StatusCode::NOT_FOUND,
-                "no-such-domain",
-            ),
-            (
-                "/admin/domains/1/unload?wait_ms=soon",
-                StatusCode::BAD_REQUEST,
-                "bad-query",
-            ),
-        ] {
-            let (got, refused, _) = admin(&server, &client, Method::POST, path).await;
-            assert_eq!(
-                (got, &refused["error"]),
-                (status, &Value::from(kind)),
-                "{path}: {refused}"
-            );
-        }
-        // Unknown methods on known paths: 405 with what is allowed.
-        for (method, path, allow) in [
-            (Method::POST, "/admin/domains", "GET, HEAD"),
-            (Method::DELETE, "/admin/domains/1", "GET, HEAD"),
-            (Method::PUT, "/admin/diagnostics", "GET, HEAD"),
-            (Method::POST, "/admin/requests", "GET, HEAD"),
-            (Method::GET, "/admin/requests/1a-5/cancel", "POST"),
-            (Method::GET, "/admin/plugins/hello/reload", "POST"),
-            (Method::DELETE, "/admin/domains/1/force", "POST"),
-            (Method::GET, "/admin/domains/1/unload", "POST"),
-        ] {
-            let (status, _, answer) = admin(&server, &client, method.clone(), path).await;
-            assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
-            assert_eq!(answer.headers["allow"], allow, "{method} {path}");
-        }
-        // Without the token, every endpoint is refused before it acts.
-        for (method, path) in [
-            (Method::GET, "/admin/domains"),
-            (Method::GET, "/admin/domains/1"),
-            (Method::GET, "/admin/domains/1/roots"),
-            (Method::GET, "/admin/diagnostics"),
-            (Method::GET, "/admin/diagnostics?follow"),
-            (Method::GET, "/admin/requests"),
-            (Method::POST, "/admin/requests/1a-5/cancel"),
-            (Method::POST, "/admin/plugins/hello/reload"),
-            (Method::POST, "/admin/domains/1/unload"),
-            (Method::POST, "/admin/domains/1/force"),
-        ] {
-            let answer = send(
-                &client,
-                method.clone(),
-                &server.admin_url(path),
-                &[],
-                Bytes::new(),
-            )
-            .await;
-            assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{method} {path}");
-        }
-        let version = server.state.plugins()[2].current().id.clone();
-        assert_eq!(
-            get(&client, &server.url("/hello")).await.headers["custody-plugin-version"],
-            version.as_str()
-        );
     });
 }

@@ -4,6 +4,7 @@
 
 mod admin;
 mod admin_api;
+mod admin_refusals;
 mod config;
 mod custody;
 mod faults;

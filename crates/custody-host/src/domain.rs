@@ -332,6 +332,10 @@ impl DomainShared {
 }
 
 impl Listed for DomainShared {
+    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
+        self
+    }
+
     fn info(&self) -> DomainInfo {
         // The modules are read only if the store is free: a view never
         // waits for a call.

@@ -16,7 +16,7 @@ use crate::boundary::embed::{self, EmbedderFn, EmbedderFunction, GuestCall};
 use crate::boundary::errno::AbiError;
 use crate::boundary::preopen::{Preopen, Preopens};
 use crate::config::{Allocation, Category, Policy, PolicyError};
-use crate::domain::{Domain, Resolver};
+use crate::domain::{Domain, DomainShared, Resolver};
 use crate::error::{HostError, LoadError};
 use crate::extension::{DomainSetup, Extension};
 use crate::log::{LogSink, stderr_log};
@@ -276,6 +276,18 @@ impl Host {
     /// Live and unloading domains, by id.
     pub fn domains(&self) -> Vec<DomainInfo> {
         self.runtime.registry.list()
+    }
+
+    /// The live or unloading domain `id` (an operator's tool acting on a
+    /// domain it did not create: listing its roots, unloading it). `None`
+    /// for an id never issued, or a domain that has finished unloading.
+    /// The value returned is a `Domain` like the creator's: it is not a
+    /// root, so holding it does not block an unload; dropped last, it
+    /// unloads the domain as any last `Domain` does.
+    pub fn domain(&self, id: u64) -> Option<Domain> {
+        let listed = self.runtime.registry.get(id)?;
+        let shared = listed.into_any().downcast::<DomainShared>().ok()?;
+        (!shared.state.load().is_final()).then_some(Domain { shared })
     }
 
     /// How many domains are live or unloading.

@@ -112,6 +112,9 @@ pub struct CacheStats {
 /// What the registry can ask of a domain.
 pub(crate) trait Listed: Send + Sync {
     fn info(&self) -> DomainInfo;
+    /// The domain as `Any`, for the host to find its own type again (the
+    /// registry never names the domain: it sits below it).
+    fn into_any(self: Arc<Self>) -> Arc<dyn std::any::Any + Send + Sync>;
 }
 
 /// The registry.
@@ -159,6 +162,11 @@ impl Registry {
     /// How many domains are registered.
     pub(crate) fn len(&self) -> usize {
         self.lock().len()
+    }
+
+    /// The registered domain `id`, if it is still alive.
+    pub(crate) fn get(&self, id: u64) -> Option<Arc<dyn Listed>> {
+        self.lock().get(&id).and_then(Weak::upgrade)
     }
 
     /// Every registered domain, by id.

@@ -77,13 +77,8 @@ pub(crate) async fn run(
         Ok(receiver) => receiver,
         Err(e) => return run.fault(FaultKind::Internal, format!("pipes: {e}"), None),
     };
-    let domain = Abort::default();
-    // In the version's registry until the domain is unloaded: a drain
-    // forced past `drain_timeout` (a reload, a shutdown) stops it.
-    let in_flight = run.version.in_flight.enter({
-        let abort = domain.clone();
-        move || abort.abort()
-    });
+    let domain = run.abort.clone();
+    let in_flight = run.enter();
     let (exchange_tx, exchange_rx) = oneshot::channel::<Arc<Exchange>>();
     let call = {
         let abort = domain.clone();
@@ -229,7 +224,7 @@ fn call_handle(
     };
     let ids = [Some(request), Some(response)];
     exchange.begin(head);
-    if exchange_tx.send(Arc::clone(&exchange)).is_err() || !abort.register(domain.downgrade()) {
+    if exchange_tx.send(Arc::clone(&exchange)).is_err() || !abort.register(domain) {
         return (
             Outcome::NotRun("the request ended before the call".into()),
             ids,

@@ -4,16 +4,34 @@
 //! old version's registry to drain (its requests are roots of their own
 //! domains and finish), and after `drain_timeout` stops what is left
 //! through each entry's stop function; shutdown does the same for every
-//! version. The registry knows nothing of domains or HTTP: an entry is a
-//! way to stop one request, so every interface registers the same way.
+//! version. The same entries are what the admin API lists
+//! (`/admin/requests`) and cancels by id: each names its request (id,
+//! plugin, version, start) and holds its [`Abort`], which knows the
+//! request's domain weakly. The registry knows nothing of HTTP, so every
+//! interface registers the same way.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
 
 use tokio::sync::Notify;
 
-/// Stops one request's guest (its call aborts, or never starts).
-type Stop = Arc<dyn Fn() + Send + Sync>;
+use crate::abort::Abort;
+
+/// One request in flight, as the registry keeps it.
+pub(crate) struct InFlightRequest {
+    /// The request's id (the one its faults carry).
+    pub(crate) id: String,
+    /// Its plugin.
+    pub(crate) plugin: String,
+    /// The version serving it.
+    pub(crate) version: String,
+    /// When it entered.
+    pub(crate) started: Instant,
+    /// Stops its guest (its call aborts, or never starts); knows its
+    /// domain once made.
+    pub(crate) abort: Abort,
+}
 
 /// The in-flight requests of one version.
 #[derive(Default)]
@@ -26,7 +44,7 @@ pub struct InFlight {
 #[derive(Default)]
 struct Entries {
     next: u64,
-    live: HashMap<u64, Stop>,
+    live: HashMap<u64, Arc<InFlightRequest>>,
 }
 
 impl std::fmt::Debug for InFlight {
@@ -57,12 +75,13 @@ impl InFlight {
         self.entries.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Enters a request; `stop` stops its guest if the drain is forced.
-    pub fn enter(self: &Arc<Self>, stop: impl Fn() + Send + Sync + 'static) -> InFlightGuard {
+    /// Enters a request; its `abort` stops its guest if the drain is
+    /// forced.
+    pub(crate) fn enter(self: &Arc<Self>, request: InFlightRequest) -> InFlightGuard {
         let mut entries = self.lock();
         let key = entries.next;
         entries.next += 1;
-        entries.live.insert(key, Arc::new(stop));
+        entries.live.insert(key, Arc::new(request));
         InFlightGuard {
             registry: Arc::clone(self),
             key,
@@ -94,16 +113,23 @@ impl InFlight {
         }
     }
 
+    /// Every request in flight now, oldest first.
+    pub(crate) fn requests(&self) -> Vec<Arc<InFlightRequest>> {
+        let mut requests: Vec<_> = self.lock().live.values().cloned().collect();
+        requests.sort_by_key(|r| r.started);
+        requests
+    }
+
     /// Stops every request in flight; how many there were. They leave the
     /// registry as their domains unload.
     pub fn stop_all(&self) -> usize {
-        // The stop functions run outside the lock: one may take locks of
-        // its own (the domain's), and a request may leave meanwhile.
-        let stops: Vec<Stop> = self.lock().live.values().cloned().collect();
-        for stop in &stops {
-            stop();
+        // The aborts run outside the lock: one may take locks of its own
+        // (the domain's), and a request may leave meanwhile.
+        let requests: Vec<_> = self.lock().live.values().cloned().collect();
+        for request in &requests {
+            request.abort.abort();
         }
-        stops.len()
+        requests.len()
     }
 }
 

@@ -39,10 +39,12 @@ use tokio::task::JoinError;
 
 use crate::abort::{Abort, AbortOnDrop};
 use crate::body::Body;
+use crate::drain::{InFlightGuard, InFlightRequest};
 use crate::fault::{self, Fault, FaultCounters, FaultKind};
 use crate::plugin::PluginVersion;
+use crate::recent_diagnostics::RecentDiagnostics;
 use crate::stdio::{GuestStdin, GuestStdout, PIPE_CAPACITY, feed_stdin, log_captured};
-use crate::wagi::{self, MAX_HEAD};
+use crate::wagi::{self, Head, MAX_HEAD};
 
 /// The size of one read of the guest's stdout.
 pub const CHUNK: usize = 16 << 10;
@@ -65,8 +67,12 @@ pub(crate) struct WagiRun {
     pub max_body: usize,
     pub max_response: usize,
     pub counters: Arc<FaultCounters>,
+    /// The server's recent diagnostics, where its faults go too.
+    pub recent: Arc<RecentDiagnostics>,
     /// The request's headers (for the fault's body format).
     pub headers: HeaderMap,
+    /// Stops its guest; whether an operator cancelled it.
+    pub abort: Abort,
 }
 
 /// How the guest's call ended.
@@ -80,33 +86,61 @@ pub(crate) enum Outcome {
 }
 
 impl WagiRun {
+    /// The fault `kind` of this request, as a [`Fault`]: `cancelled`
+    /// whatever it looked like, if an operator cancelled the request (the
+    /// cancel is why its call failed or never ran).
+    fn as_fault<'a>(
+        &'a self,
+        kind: FaultKind,
+        detail: String,
+        backtrace: Option<&'a str>,
+    ) -> Fault<'a> {
+        let kind = if self.abort.is_cancelled() {
+            FaultKind::Cancelled
+        } else {
+            kind
+        };
+        Fault {
+            kind,
+            id: &self.request_id,
+            plugin: &self.plugin,
+            version: &self.version.id,
+            domain: self.abort.domain_id(),
+            route: &self.route,
+            detail,
+            backtrace,
+        }
+    }
+
     pub(crate) fn fault(
         &self,
         kind: FaultKind,
         detail: String,
         backtrace: Option<&str>,
     ) -> Response<Body> {
-        Fault {
-            kind,
-            id: &self.request_id,
-            plugin: &self.plugin,
-            route: &self.route,
-            detail,
-            backtrace,
-        }
-        .respond(&self.counters, &self.headers)
+        (self.as_fault(kind, detail, backtrace)).respond(
+            &self.counters,
+            &self.recent,
+            &self.headers,
+        )
     }
 
     fn record(&self, kind: FaultKind, detail: String, backtrace: Option<&str>) {
-        Fault {
-            kind,
-            id: &self.request_id,
-            plugin: &self.plugin,
-            route: &self.route,
-            detail,
-            backtrace,
-        }
-        .record(&self.counters);
+        (self.as_fault(kind, detail, backtrace)).record(&self.counters, &self.recent);
+    }
+
+    /// Enters the request in its version's registry until the guard drops
+    /// (once its domain is unloaded): a drain forced past
+    /// `drain_timeout`, or an operator's cancel, stops the guest through
+    /// it, and the admin API lists it.
+    pub(crate) fn enter(&self) -> InFlightGuard {
+        self.version.in_flight.enter(InFlightRequest {
+            id: self.request_id.clone(),
+            plugin: self.plugin.clone(),
+            version: self.version.id.clone(),
+            started: std::time::Instant::now(),
+            abort: self.abort.clone(),
+        })
     }
 
     /// Runs the request: the response, whose body may still be streaming.
@@ -130,13 +164,8 @@ impl WagiRun {
             .env
             .iter()
             .fold(wasi, |w, (k, v)| w.env(k.clone(), v.clone()));
-        let domain = Abort::default();
-        // In the version's registry until the domain is unloaded: a drain
-        // forced past `drain_timeout` stops the guest through it.
-        let in_flight = self.version.in_flight.enter({
-            let abort = domain.clone();
-            move || abort.abort()
-        });
+        let domain = self.abort.clone();
+        let in_flight = self.enter();
         let call = {
             let abort = domain.clone();
             let (host, version, entrypoint) = (
@@ -150,7 +179,7 @@ impl WagiRun {
                     Ok(domain) => domain,
                     Err(e) => return Outcome::NotRun(e),
                 };
-                let outcome = if !abort.register(domain.downgrade()) {
+                let outcome = if !abort.register(&domain) {
                     Outcome::NotRun("the request ended before the call".into())
                 } else {
                     match domain.call(&entrypoint, &[]) {
@@ -203,7 +232,7 @@ impl WagiRun {
             return self.complete(reader, outcome, &body_too_large).await;
         }
         let mut stdout = GuestStdout(reader);
-        let head = read_head(&mut stdout, self.max_response.min(MAX_HEAD)).await;
+        let head = wagi::read_head(&mut stdout, self.max_response.min(MAX_HEAD), CHUNK).await;
         if body_too_large.load(Ordering::Acquire) {
             domain.abort();
             return self.body_too_large();
@@ -540,40 +569,6 @@ impl<R, C> Drop for GuestBody<R, C> {
     fn drop(&mut self) {
         if !self.ended {
             self.domain.abort();
-        }
-    }
-}
-
-/// How reading the header block ended.
-enum Head {
-    /// It ended at `end` in `buffer` (which may hold body bytes after it).
-    Ended { buffer: Vec<u8>, end: usize },
-    /// No end in the first `limit` bytes.
-    TooLong(usize),
-    /// stdout ended first, after this many bytes.
-    Eof(usize),
-    /// Reading failed.
-    Error(io::Error),
-}
-
-async fn read_head(stdout: &mut (impl AsyncRead + Unpin), limit: usize) -> Head {
-    let mut buffer = Vec::with_capacity(CHUNK.min(limit));
-    loop {
-        let from = buffer.len();
-        if from >= limit {
-            return Head::TooLong(from);
-        }
-        let room = (limit - from).min(CHUNK);
-        let mut chunk = vec![0u8; room];
-        match stdout.read(&mut chunk).await {
-            Ok(0) => return Head::Eof(from),
-            Ok(n) => {
-                buffer.extend_from_slice(&chunk[..n]);
-                if let Some(end) = wagi::head_end(&buffer, from) {
-                    return Head::Ended { buffer, end };
-                }
-            }
-            Err(e) => return Head::Error(e),
         }
     }
 }

@@ -2,7 +2,8 @@
 //! per kind, a body naming the kind and the request's diagnostic id (JSON
 //! when the client accepts it), one log event with the same id, and a
 //! counter per kind, the server's and each plugin's (`/metrics` and
-//! `/admin/plugins` read them).
+//! `/admin/plugins` read them), and an entry in the server's recent
+//! diagnostics (`/admin/diagnostics`) with the same id.
 
 use std::error::Error as _;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use hyper::header::{self, HeaderValue};
 use hyper::{HeaderMap, Response, StatusCode};
 
 use crate::body::{Body, full};
+use crate::recent_diagnostics::RecentDiagnostics;
 
 /// The kinds of fault, each with its status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,11 +38,15 @@ pub enum FaultKind {
     /// The server could not run the request (a domain or a pipe could not
     /// be made): 500.
     Internal,
+    /// An operator cancelled the request (`POST
+    /// /admin/requests/{id}/cancel`, or a forced unload of its domain
+    /// through the admin API): 503.
+    Cancelled,
 }
 
 impl FaultKind {
     /// Every kind, in the counters' order.
-    pub const ALL: [FaultKind; 8] = [
+    pub const ALL: [FaultKind; 9] = [
         FaultKind::Trap,
         FaultKind::Deadline,
         FaultKind::Overload,
@@ -49,6 +55,7 @@ impl FaultKind {
         FaultKind::Memory,
         FaultKind::Exit,
         FaultKind::Internal,
+        FaultKind::Cancelled,
     ];
 
     /// The name in bodies, logs and metrics.
@@ -62,6 +69,7 @@ impl FaultKind {
             FaultKind::Memory => "memory",
             FaultKind::Exit => "exit",
             FaultKind::Internal => "internal",
+            FaultKind::Cancelled => "cancelled",
         }
     }
 
@@ -72,7 +80,7 @@ impl FaultKind {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
             FaultKind::Deadline => StatusCode::GATEWAY_TIMEOUT,
-            FaultKind::Overload => StatusCode::SERVICE_UNAVAILABLE,
+            FaultKind::Overload | FaultKind::Cancelled => StatusCode::SERVICE_UNAVAILABLE,
             FaultKind::Body => StatusCode::PAYLOAD_TOO_LARGE,
             FaultKind::BadResponse => StatusCode::BAD_GATEWAY,
         }
@@ -162,6 +170,10 @@ pub struct Fault<'a> {
     pub id: &'a str,
     /// The plugin.
     pub plugin: &'a str,
+    /// The plugin's version that served the request.
+    pub version: &'a str,
+    /// The request's domain, if it had one.
+    pub domain: Option<u64>,
     /// The route that matched.
     pub route: &'a str,
     /// What happened, for the log and the text body.
@@ -171,14 +183,28 @@ pub struct Fault<'a> {
 }
 
 impl Fault<'_> {
-    /// Logs the fault (one event) and counts it.
-    pub fn record(&self, counters: &FaultCounters) {
+    /// Logs the fault (one event), counts it and keeps it in `recent`.
+    pub(crate) fn record(&self, counters: &FaultCounters, recent: &RecentDiagnostics) {
         counters.count(self.kind);
+        let mut entry = serde_json::Map::new();
+        entry.insert("source".into(), "fault".into());
+        entry.insert("kind".into(), self.kind.name().into());
+        entry.insert("id".into(), self.id.into());
+        entry.insert("domain".into(), self.domain.into());
+        entry.insert("plugin".into(), self.plugin.into());
+        entry.insert("version".into(), self.version.into());
+        entry.insert("route".into(), self.route.into());
+        entry.insert("status".into(), self.kind.status().as_u16().into());
+        entry.insert("message".into(), self.detail.clone().into());
+        entry.insert("backtrace".into(), self.backtrace.into());
+        recent.push(entry);
         tracing::warn!(
             target: "custody::serve::fault",
             kind = self.kind.name(),
             id = self.id,
             plugin = self.plugin,
+            version = self.version,
+            domain = self.domain,
             route = self.route,
             status = self.kind.status().as_u16(),
             backtrace = self.backtrace.unwrap_or(""),
@@ -187,10 +213,15 @@ impl Fault<'_> {
         );
     }
 
-    /// Logs and counts the fault, and answers it: JSON when the request's
-    /// `Accept` names JSON, text otherwise.
-    pub fn respond(&self, counters: &FaultCounters, request: &HeaderMap) -> Response<Body> {
-        self.record(counters);
+    /// Logs, counts and keeps the fault, and answers it: JSON when the
+    /// request's `Accept` names JSON, text otherwise.
+    pub(crate) fn respond(
+        &self,
+        counters: &FaultCounters,
+        recent: &RecentDiagnostics,
+        request: &HeaderMap,
+    ) -> Response<Body> {
+        self.record(counters, recent);
         let json = request
             .get_all(header::ACCEPT)
             .iter()

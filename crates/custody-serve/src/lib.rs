@@ -37,6 +37,7 @@
 //! | `route` | routes (`/hello`, `/hello/...`), matching, `_routes` sub-routes |
 //! | `config` | the TOML configuration: keys, defaults, durations, checks |
 //! | `examples` | the bundled example plugins and their configuration |
+//! | `recent_diagnostics` | the bounded ring of recent diagnostics (faults, the host's, refused reloads) and its followers |
 //! | `fault` | the fault kinds, their statuses, bodies, log events and counters |
 //! | `wagi` | WAGI's contract: the CGI environment, argv, the response head |
 //! | `drain` | a version's in-flight requests: the registry a drain waits on and forces |
@@ -50,7 +51,7 @@
 //! | `server` | hyper on tokio: state, health, routing, the plugins' listener |
 //! | `reload` | hot reload: a trial load, the swap, the old version's drain |
 //! | `watch` | `watch = true`: the plugins' files watched, changes debounced, reloads |
-//! | `admin` | the admin listener: bearer token (constant time), `/healthz`, `/readyz`, `/admin/plugins`, `/metrics`, mutating calls logged |
+//! | `admin/` | the admin listener: `mod.rs` the door (bearer token in constant time, routing, 405 with `Allow`, mutating calls logged, `/healthz`, `/readyz`, `/metrics`), `views.rs` (plugins, domains, roots), `requests.rs` (in flight, cancel), `actions.rs` (reload, unload, force), `diagnostics.rs` (the recent ring, `?follow` as server-sent events) |
 //! | `shutdown` | `serve`: the termination contract (ready 503, delay, drain, force), signals, the admin listener stopped last |
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
@@ -68,6 +69,7 @@ mod fault;
 mod metrics;
 mod plugin;
 mod pool;
+mod recent_diagnostics;
 mod reload;
 mod route;
 mod server;
@@ -90,6 +92,7 @@ pub use exec::{CHUNK, FLUSH_DELAY};
 pub use fault::{Fault, FaultCounters, FaultKind};
 pub use metrics::{METRICS_CONTENT_TYPE, Metrics, ReloadOutcome};
 pub use plugin::{Plugin, PluginVersion, content_id};
+pub use recent_diagnostics::RECENT_DIAGNOSTICS;
 pub use reload::{Drained, ReloadError, Reloaded};
 pub use route::{Route, RouteMatch, parse_sub_routes};
 pub use server::{HEALTH_PATH, READY_PATH, ServerState, VERSION_HEADER, display_path};

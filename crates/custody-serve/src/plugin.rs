@@ -29,6 +29,8 @@ pub const DEFAULT_POOL: u32 = 8;
 /// One loaded version of a plugin.
 #[derive(Debug)]
 pub struct PluginVersion {
+    /// The plugin's name.
+    pub plugin: String,
     /// The content hash, short (12 hex digits of SHA-256 over the module
     /// bytes, or over the manifest and its modules').
     pub id: String,
@@ -217,6 +219,7 @@ impl PluginVersion {
         );
         let base = Route::parse(&config.route).map_err(|e| fail(format!("route: {e}")))?;
         let mut version = PluginVersion {
+            plugin: config.name.clone(),
             id,
             modules,
             interface,

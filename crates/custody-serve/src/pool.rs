@@ -99,8 +99,16 @@ impl Pool {
         &self,
         make: impl FnOnce() -> Result<Domain, String>,
     ) -> Result<Pooled, String> {
-        if let Some(pooled) = self.lock().pop() {
-            return Ok(pooled);
+        // An idle domain an operator unloaded (the admin API) is gone:
+        // dropped here (its unload completes, or it unloads with its last
+        // `Domain`), never lent.
+        loop {
+            let Some(pooled) = self.lock().pop() else {
+                break;
+            };
+            if pooled.domain.state() == custody_host::DomainState::Running {
+                return Ok(pooled);
+            }
         }
         Ok(Pooled {
             domain: make()?,
@@ -139,6 +147,11 @@ impl Pool {
             let _ = pooled.domain.unload();
         }
         count
+    }
+
+    /// The ids of the idle domains now.
+    pub(crate) fn idle_domains(&self) -> Vec<u64> {
+        self.lock().iter().map(|p| p.domain.id()).collect()
     }
 
     /// Idle domains now.

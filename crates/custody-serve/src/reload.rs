@@ -148,6 +148,12 @@ impl ServerState {
                     plugin = name, version = plugin.current().id, error = %cause,
                     "reload refused: the old version keeps serving"
                 );
+                self.reload_diagnostic(
+                    "reload-refused",
+                    name,
+                    &plugin.current().id,
+                    cause.to_string(),
+                );
                 return Err(ReloadError::Refused {
                     plugin: name.to_string(),
                     cause,
@@ -200,6 +206,19 @@ impl ServerState {
             results.push(self.reload(&plugin.config.name).await);
         }
         results
+    }
+
+    /// Keeps a reload's event (`reload-refused`, `drain-forced`) among the
+    /// recent diagnostics, with its plugin and version.
+    fn reload_diagnostic(&self, kind: &str, plugin: &str, version: &str, message: String) {
+        let mut entry = serde_json::Map::new();
+        entry.insert("source".into(), "reload".into());
+        entry.insert("kind".into(), kind.into());
+        entry.insert("id".into(), serde_json::Value::Null);
+        entry.insert("plugin".into(), plugin.into());
+        entry.insert("version".into(), version.into());
+        entry.insert("message".into(), message.into());
+        self.recent.push(entry);
     }
 
     /// Every version with requests that may be in flight: each plugin's
@@ -257,6 +276,12 @@ async fn drain(state: Arc<ServerState>, plugin: String, old: Arc<PluginVersion>)
         elapsed: begun.elapsed(),
     };
     let elapsed_ms = drained.elapsed.as_millis() as u64;
+    if forced > 0 {
+        let message = format!(
+            "{forced} of {in_flight} requests were still running at drain_timeout and were stopped ({left} left after)"
+        );
+        state.reload_diagnostic("drain-forced", &plugin, &old.id, message);
+    }
     if left > 0 {
         tracing::error!(
             target: "custody::serve::reload",

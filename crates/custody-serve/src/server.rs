@@ -22,6 +22,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::abort::Abort;
 use crate::body::{Body, full};
 use crate::config::{ConfigError, HttpLimits, Interface, ServerConfig};
 use crate::connection;
@@ -30,6 +31,7 @@ use crate::exec::WagiRun;
 use crate::fault::{Fault, FaultCounters, FaultKind};
 use crate::metrics::Metrics;
 use crate::plugin::{Plugin, PluginVersion};
+use crate::recent_diagnostics::{RECENT_DIAGNOSTICS, RecentDiagnostics};
 use crate::route::RouteMatch;
 use crate::wagi::{self, CgiRequest};
 
@@ -53,6 +55,11 @@ pub struct ServerState {
     loaded: watch::Sender<bool>,
     pub(crate) limits: HttpLimits,
     faults: Arc<FaultCounters>,
+    /// What the server reported with an id or a domain, newest last
+    /// (`/admin/diagnostics`).
+    pub(crate) recent: Arc<RecentDiagnostics>,
+    /// Keeps the host's diagnostics in `recent` while the state lives.
+    _host_diagnostics: custody_handle::diagnostics::Subscription,
     metrics: Metrics,
     /// False once shutting down; `/ready` is 200 when this is true and
     /// the plugins are loaded.
@@ -124,7 +131,10 @@ impl ServerState {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
         let faults = Arc::new(FaultCounters::default());
+        let recent = Arc::new(RecentDiagnostics::new(RECENT_DIAGNOSTICS));
         Ok(Arc::new(ServerState {
+            _host_diagnostics: RecentDiagnostics::subscribe_to_host(&recent),
+            recent,
             host: Arc::new(host),
             plugins: OnceLock::new(),
             loaded: watch::Sender::new(false),
@@ -332,11 +342,13 @@ async fn handle(
             kind,
             id: &request_id,
             plugin: &config.name,
+            version: &version.id,
+            domain: None,
             route: route.as_str(),
             detail,
             backtrace: None,
         }
-        .respond(&plugin.faults, request.headers())
+        .respond(&plugin.faults, &state.recent, request.headers())
     };
     let declared = request
         .headers()
@@ -378,7 +390,9 @@ async fn handle(
             max_body: config.max_body,
             max_response: config.max_response,
             counters: Arc::clone(&plugin.faults),
+            recent: Arc::clone(&state.recent),
             headers: request.headers().clone(),
+            abort: Abort::default(),
         };
         match version.interface {
             Interface::Wagi => run.run(request.into_body(), permit).await,

@@ -2,11 +2,13 @@
 //! request becomes, the argv template, and the response head a plugin
 //! writes on stdout (header lines, a blank line, LF or CRLF).
 
+use std::io;
 use std::net::SocketAddr;
 
 use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::{HeaderMap, Method, StatusCode, Uri, Version};
 use percent_encoding::percent_decode_str;
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::route::RouteMatch;
 
@@ -266,6 +268,46 @@ pub fn parse_head(head: &[u8]) -> Result<ResponseHead, String> {
         StatusCode::OK
     });
     Ok(ResponseHead { status, headers })
+}
+
+/// How reading the header block ended.
+pub(crate) enum Head {
+    /// It ended at `end` in `buffer` (which may hold body bytes after it).
+    Ended { buffer: Vec<u8>, end: usize },
+    /// No end in the first `limit` bytes.
+    TooLong(usize),
+    /// stdout ended first, after this many bytes.
+    Eof(usize),
+    /// Reading failed.
+    Error(io::Error),
+}
+
+/// Reads the guest's header block from `stdout`, `chunk` bytes at a
+/// time, at most `limit` bytes.
+pub(crate) async fn read_head(
+    stdout: &mut (impl AsyncRead + Unpin),
+    limit: usize,
+    chunk: usize,
+) -> Head {
+    let mut buffer = Vec::with_capacity(chunk.min(limit));
+    loop {
+        let from = buffer.len();
+        if from >= limit {
+            return Head::TooLong(from);
+        }
+        let room = (limit - from).min(chunk);
+        let mut read = vec![0u8; room];
+        match stdout.read(&mut read).await {
+            Ok(0) => return Head::Eof(from),
+            Ok(n) => {
+                buffer.extend_from_slice(&read[..n]);
+                if let Some(end) = head_end(&buffer, from) {
+                    return Head::Ended { buffer, end };
+                }
+            }
+            Err(e) => return Head::Error(e),
+        }
+    }
 }
 
 #[cfg(test)]

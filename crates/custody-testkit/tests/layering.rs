@@ -144,6 +144,7 @@ const SERVE: &[Layer] = &[
     Layer::of("route"),
     Layer::of("config"),
     Layer::of("examples"),
+    Layer::of("recent_diagnostics"),
     Layer::of("fault"),
     Layer::of("wagi"),
     Layer::of("drain"),
@@ -157,7 +158,15 @@ const SERVE: &[Layer] = &[
     Layer::of("server"),
     Layer::of("reload"),
     Layer::of("watch"),
-    Layer::of("admin"),
+    Layer::with(
+        "admin",
+        &[
+            Layer::of("views"),
+            Layer::of("requests"),
+            Layer::of("actions"),
+            Layer::of("diagnostics"),
+        ],
+    ),
     Layer::of("shutdown"),
 ];
 

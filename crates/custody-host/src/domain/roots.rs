@@ -71,6 +71,9 @@ pub struct Root {
     /// a host function: which, and for how long; for a pinned handle: its
     /// id and type.
     pub detail: Option<String>,
+    /// For a call blocked in a host function: the function (as `detail`
+    /// names it, without the prose), for tools that list blocked calls.
+    pub blocked_in: Option<String>,
 }
 
 impl Root {
@@ -149,6 +152,7 @@ impl RootRecord {
             stack: None,
             holder: self.holder,
             detail: self.detail.clone(),
+            blocked_in: None,
         }
     }
 }
@@ -266,6 +270,7 @@ impl Roots {
             stack: None,
             holder: None,
             detail: None,
+            blocked_in: None,
         })
     }
 
@@ -308,6 +313,7 @@ impl Roots {
                         blocked.since.elapsed().as_millis()
                     ));
                     call.stack = Some(blocked.stack);
+                    call.blocked_in = Some(blocked.function);
                 }
                 None => {
                     // No epoch check within the wait: the thread was not

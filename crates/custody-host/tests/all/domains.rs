@@ -84,6 +84,26 @@ fn domain_ids_are_never_reused() {
 }
 
 #[test]
+fn a_live_domain_is_found_by_its_id_and_a_finished_or_forged_one_is_not() {
+    let _serial = serial();
+    let host = host();
+    let domain = host.create_domain(DomainConfig::new()).unwrap();
+    let found = host.domain(domain.id()).expect("a running domain is found");
+    assert_eq!(found.id(), domain.id());
+    // The found value acts on the same domain: its unload is the creator's.
+    found.unload().unwrap();
+    assert_eq!(domain.state(), DomainState::Unloaded);
+    assert!(host.domain(domain.id()).is_none(), "an unloaded domain");
+    assert!(host.domain(0).is_none(), "an id never issued");
+    assert!(host.domain(u64::MAX).is_none(), "an id never issued");
+    // Found, it is no root: the creator's unload completes while it is held.
+    let other = host.create_domain(DomainConfig::new()).unwrap();
+    let held = host.domain(other.id()).unwrap();
+    other.unload().unwrap();
+    assert_eq!(held.state(), DomainState::Unloaded);
+}
+
+#[test]
 fn calls_into_different_domains_run_in_parallel() {
     let _serial = serial();
     let host = host();

@@ -97,6 +97,11 @@ fn a_call_blocked_in_a_host_wait_names_the_function_and_the_stack_it_waited_from
             detail.starts_with(&format!("blocked in host function {function} for ")),
             "{export}: {detail}"
         );
+        assert_eq!(
+            call_root.blocked_in.as_deref(),
+            Some(function),
+            "{export}: the blocked function, without the prose"
+        );
         let stack = call_root.stack.as_deref().unwrap();
         assert!(
             stack.contains(frame),

@@ -298,7 +298,7 @@ fn admin_plugins_lists_each_plugin_with_its_requests_and_faults() {
         }
         for plugin in plugins {
             assert_eq!(plugin["in_flight"], 0, "{json:#}");
-            assert_eq!(plugin["faults"].as_object().unwrap().len(), 8, "{json:#}");
+            assert_eq!(plugin["faults"].as_object().unwrap().len(), 9, "{json:#}");
         }
         assert_eq!(server.state.faults().get(custody_serve::FaultKind::Trap), 2);
         assert_eq!(
@@ -464,13 +464,13 @@ fn a_mutating_call_is_logged_with_its_caller() {
             )
         };
         let authorized = format!("Authorization: {}\r\n", bearer());
-        let (caller, response) = exchange(call("/admin/plugins/hello/reload", &authorized)).await;
+        let (caller, response) = exchange(call("/admin/plugins/nothing/reload", &authorized)).await;
         assert!(response.starts_with("HTTP/1.1 404"), "{response}");
         let lines = logged(&format!("remote={caller}"));
         assert!(
             lines.iter().any(|l| l.contains("admin call")
                 && l.contains("method=POST")
-                && l.contains("/admin/plugins/hello/reload")),
+                && l.contains("/admin/plugins/nothing/reload")),
             "{lines:#?}"
         );
         // A known path answers 405 to anything but a read, logged too.

@@ -3,6 +3,8 @@
 //! by itself (deadlines are short, reads have timeouts).
 
 mod admin;
+mod admin_api;
+mod admin_refusals;
 mod config;
 mod custody;
 mod faults;

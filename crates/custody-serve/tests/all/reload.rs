@@ -38,7 +38,7 @@ fn version_of(answer: &Answer) -> String {
 }
 
 /// Polls `check` every 10 ms for up to `within`.
-async fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> bool {
+pub async fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> bool {
     let until = Instant::now() + within;
     while Instant::now() < until {
         if check() {

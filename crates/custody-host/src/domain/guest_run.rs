@@ -2,11 +2,22 @@
 //! its signature, the call run under a deadline, and its failure classified
 //! (a trap, or an abort with its reason) and reported as `callAborted`.
 //! Calls and the unloading hook both run guest code through here.
+//!
+//! A call whose signature has only numbers goes through `call_unchecked`
+//! with the arguments already checked against the export's type, kept
+//! since it was resolved: `Func::call` checks them again against a type it
+//! looks up (twice) in the engine's registry, a third of an empty call's
+//! instructions (docs/PERFORMANCE.md). That one `unsafe` block is the
+//! module's.
+
+// SAFETY arguments live beside the `unsafe` block of this module; the crate
+// denies `unsafe_code` everywhere else.
+#![allow(unsafe_code)]
 
 use std::time::Duration;
 
 use custody_handle::diagnostics::{self, Assistant, Diagnostic};
-use wasmtime::{Func, FuncType, Store, Trap, Val, ValType};
+use wasmtime::{Func, FuncType, Store, Trap, Val, ValRaw, ValType};
 
 use crate::boundary::cancel::{Exit, Interrupt};
 use crate::boundary::ctx::DomainCtx;
@@ -87,12 +98,56 @@ pub(crate) fn call_func(
     let ctx = store.data_mut();
     ctx.deadline = deadline.map(|d| (crate::deadline::after(d), d));
     ctx.begin_call();
-    let outcome = func.call(&mut *store, args, &mut results);
+    let outcome = if ty.params().chain(ty.results()).all(|t| t.is_num()) {
+        call_numbers(store, func, args, &mut results)
+    } else {
+        func.call(&mut *store, args, &mut results)
+    };
     store.data_mut().deadline = None;
     match outcome {
         Ok(()) => Ok(results),
         Err(error) => Err(call_error(export, error, store.data().policy.stack_limit)),
     }
+}
+
+/// Values of a numbers-only call, on the stack up to this many.
+const INLINE_VALUES: usize = 8;
+
+/// Calls `func`, whose parameters and results are numbers of the types of
+/// `args` and `results` (checked by the caller), writing its results.
+fn call_numbers(
+    store: &mut Store<DomainCtx>,
+    func: Func,
+    args: &[Val],
+    results: &mut [Val],
+) -> wasmtime::Result<()> {
+    let len = args.len().max(results.len());
+    let mut inline = [ValRaw::i32(0); INLINE_VALUES];
+    let mut spilled = Vec::new();
+    let values: &mut [ValRaw] = if len <= INLINE_VALUES {
+        &mut inline[..len]
+    } else {
+        spilled.resize(len, ValRaw::i32(0));
+        &mut spilled
+    };
+    for (arg, slot) in args.iter().zip(values.iter_mut()) {
+        *slot = arg.to_raw(&mut *store)?;
+    }
+    // SAFETY: `values` has room for every parameter and every result
+    // (`len` is the larger count); the parameters written into it are
+    // `args`, whose types the caller checked equal the export's parameter
+    // types, and all are numbers (no reference that could be stale or from
+    // another store); `func` belongs to `store` (it was resolved in it, and
+    // a replaced store forgets it); and custody never calls asynchronously.
+    unsafe { func.call_unchecked(&mut *store, values as *mut [ValRaw]) }?;
+    for (result, raw) in results.iter_mut().zip(values.iter()) {
+        let ty = result.ty(&*store)?;
+        // SAFETY: `raw` was written by the call as a result of type `ty`
+        // (the caller made `results` from the export's result types), a
+        // number: no reference to validate.
+        *result = unsafe { Val::from_raw(&mut *store, *raw, ty) };
+    }
+    Ok(())
 }
 
 fn call_error(export: &str, error: wasmtime::Error, stack_limit: usize) -> CallError {

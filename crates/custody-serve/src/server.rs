@@ -246,7 +246,8 @@ impl ServerState {
     /// one if only that one routes the path (a canary's `_routes` may
     /// differ).
     fn route(&self, path: &str) -> Option<(Arc<Plugin>, Arc<PluginVersion>, usize, RouteMatch)> {
-        let mut best: Option<(&Arc<Plugin>, Arc<Serving>, (usize, bool))> = None;
+        let mut best: Option<(&Arc<Plugin>, Arc<Serving>)> = None;
+        let mut most_specific = None;
         for plugin in self.plugins() {
             let serving = plugin.serving();
             let specificity = (serving.versions())
@@ -256,12 +257,13 @@ impl ServerState {
                 })
                 .max();
             if let Some(specificity) = specificity
-                && best.as_ref().is_none_or(|(_, _, s)| specificity > *s)
+                && most_specific.is_none_or(|most| specificity > most)
             {
-                best = Some((plugin, serving, specificity));
+                most_specific = Some(specificity);
+                best = Some((plugin, serving));
             }
         }
-        let (plugin, serving, _) = best?;
+        let (plugin, serving) = best?;
         let (chosen, other) = serving.next();
         let (version, (at, matched)) = [chosen, other]
             .into_iter()

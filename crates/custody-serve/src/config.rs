@@ -92,6 +92,22 @@ fn size<'de, D: Deserializer<'de>>(deserializer: D) -> Result<usize, D::Error> {
     }
 }
 
+/// `canary = N`: a whole number from 0 to 100, the key named in the
+/// error (the TOML error names only the line).
+fn percent<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u8>, D::Error> {
+    let value = toml::Value::deserialize(deserializer)?;
+    value
+        .as_integer()
+        .and_then(|n| u8::try_from(n).ok())
+        .filter(|n| *n <= 100)
+        .map(Some)
+        .ok_or_else(|| {
+            de::Error::custom(format!(
+                "canary = {value}: a percentage is a whole number from 0 to 100 (`canary = 10`)"
+            ))
+        })
+}
+
 /// The whole configuration.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -276,6 +292,11 @@ pub struct PluginConfig {
     /// Reload when the module (or the manifest, or its modules) changes.
     #[serde(default)]
     pub watch: bool,
+    /// A percentage (0 to 100): a reload's new version becomes a canary
+    /// taking that share of new requests, beside the stable version,
+    /// until it is promoted or rolled back; unset, a reload swaps.
+    #[serde(default, deserialize_with = "percent")]
+    pub canary: Option<u8>,
     /// Part C policy keys over the server's host policy.
     #[serde(default)]
     pub policy: Option<PolicyOverrides>,

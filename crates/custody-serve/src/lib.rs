@@ -42,16 +42,17 @@
 //! | `wagi` | WAGI's contract: the CGI environment, argv, the response head |
 //! | `drain` | a version's in-flight requests: the registry a drain waits on and forces |
 //! | `pool` | pooled instances: long-lived domains lent one request at a time, retired after a random count, a failure or a handle left behind |
-//! | `plugin` | a plugin and its versions (compiled modules, content id, policy, routes) |
+//! | `plugin` | a plugin and its versions (compiled modules, content id, policy, routes): the stable one and a canary, the split's counter |
 //! | `stdio` | a request's stdio: in-process pipes as tokio I/O, stderr logged |
 //! | `exec` | one WAGI request: its domain, stdio, streamed body and outcome |
 //! | `custody_run` | one custody-ABI request: `handle(request, response)`, the two handles, the head through `custody_http` |
 //! | `connection` | accepting connections under the client bounds (count, head size and time, idle), for every listener |
 //! | `metrics` | the Prometheus registry (`prometheus-client`): requests, latency, faults, in flight, reloads; its OpenMetrics text |
 //! | `server` | hyper on tokio: state, health, routing, the plugins' listener |
-//! | `reload` | hot reload: a trial load, the swap, the old version's drain |
+//! | `reload` | hot reload: a trial load, the swap (or, with `canary = N`, a canary beside the stable version), the old version's drain |
+//! | `canary` | a canary's end: promote (the canary alone, the old stable version drained) or rollback (the canary drained) |
 //! | `watch` | `watch = true`: the plugins' files watched, changes debounced, reloads |
-//! | `admin/` | the admin listener: `mod.rs` the door (bearer token in constant time, routing, 405 with `Allow`, mutating calls logged, `/healthz`, `/readyz`, `/metrics`), `views.rs` (plugins, domains, roots), `requests.rs` (in flight, cancel), `actions.rs` (reload, unload, force), `diagnostics.rs` (the recent ring, `?follow` as server-sent events) |
+//! | `admin/` | the admin listener: `mod.rs` the door (bearer token in constant time, routing, 405 with `Allow`, mutating calls logged, `/healthz`, `/readyz`, `/metrics`), `views.rs` (plugins, domains, roots), `requests.rs` (in flight, cancel), `actions.rs` (reload, promote, rollback, unload, force), `diagnostics.rs` (the recent ring, `?follow` as server-sent events) |
 //! | `shutdown` | `serve`: the termination contract (ready 503, delay, drain, force), signals, the admin listener stopped last |
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
@@ -59,6 +60,7 @@
 mod abort;
 mod admin;
 mod body;
+mod canary;
 mod config;
 mod connection;
 mod custody_run;
@@ -82,6 +84,7 @@ pub use admin::{
     ADMIN_HEALTH_PATH, ADMIN_PLUGINS_PATH, ADMIN_READY_PATH, AdminListener, METRICS_PATH,
 };
 pub use body::{Body, full};
+pub use canary::{CanaryEnded, CanaryError};
 pub use config::{
     AdminConfig, ConfigError, HttpLimits, Instances, Interface, PluginConfig, ServerConfig,
     parse_duration,
@@ -91,7 +94,7 @@ pub use examples::{ECHO_WAT, HELLO_WAT, example_config};
 pub use exec::{CHUNK, FLUSH_DELAY};
 pub use fault::{Fault, FaultCounters, FaultKind};
 pub use metrics::{METRICS_CONTENT_TYPE, Metrics, ReloadOutcome};
-pub use plugin::{Plugin, PluginVersion, content_id};
+pub use plugin::{Canary, Plugin, PluginVersion, Serving, canary_takes, content_id};
 pub use recent_diagnostics::RECENT_DIAGNOSTICS;
 pub use reload::{Drained, ReloadError, Reloaded};
 pub use route::{Route, RouteMatch, parse_sub_routes};

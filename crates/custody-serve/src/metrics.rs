@@ -72,6 +72,8 @@ pub enum ReloadOutcome {
     Unchanged,
     /// The new version was refused (or its load failed).
     Refused,
+    /// A new version runs as a canary (`canary = N`).
+    Canary,
 }
 
 impl ReloadOutcome {
@@ -81,6 +83,7 @@ impl ReloadOutcome {
             ReloadOutcome::Swapped => "swapped",
             ReloadOutcome::Unchanged => "unchanged",
             ReloadOutcome::Refused => "refused",
+            ReloadOutcome::Canary => "canary",
         }
     }
 }
@@ -149,7 +152,7 @@ impl Metrics {
         let reloads = Family::<ReloadLabels, Counter>::default();
         registry.register(
             "plugin_reloads",
-            "Plugin reloads, by plugin and outcome (swapped, unchanged, refused)",
+            "Plugin reloads, by plugin and outcome (swapped, unchanged, refused, canary)",
             reloads.clone(),
         );
         registry.register_collector(Box::new(FaultsCollector(faults)));

@@ -1,12 +1,16 @@
 //! A plugin and its loaded versions. A [`PluginVersion`] is everything a
 //! request needs, fixed when it is loaded: the compiled modules, their
 //! content hash (the `custody-plugin-version` header), the interface, the
-//! domains' policy and the routes. A [`Plugin`] holds its current version
-//! behind a lock that is held only to clone or replace an `Arc`, so a
-//! reload (`reload`) swaps the version atomically while requests keep
-//! the version they started with.
+//! domains' policy and the routes. A [`Plugin`] holds the versions it
+//! serves ([`Serving`]: the stable one and, with `canary = N`, a canary
+//! beside it) behind a lock that is held only to clone or replace an
+//! `Arc`, so a reload (`reload`), a promote or a rollback (`canary`)
+//! changes them atomically while requests keep the version they started
+//! with. Which of the two a request gets is one atomic counter
+//! ([`Canary::takes_next`]): no lock is taken to split.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use custody_host::{Domain, DomainConfig, Host, Manifest, Module, OnMemoryLimit, Policy};
@@ -18,7 +22,7 @@ use crate::config::{ConfigError, Instances, Interface, PluginConfig};
 use crate::drain::InFlight;
 use crate::fault::FaultCounters;
 use crate::pool::{DEFAULT_RECYCLE_AFTER, Pool, parse_recycle_after};
-use crate::route::{self, Route};
+use crate::route::{self, Route, RouteMatch};
 
 /// The export that makes a module a custody-ABI plugin.
 pub const HANDLE_EXPORT: &str = "handle";
@@ -48,6 +52,82 @@ pub struct PluginVersion {
     pub in_flight: Arc<InFlight>,
     /// Its long-lived domains, with `instances = "pooled"`.
     pub pool: Option<Arc<Pool>>,
+    /// Its requests answered (counted when the response head is made,
+    /// as the metrics count them).
+    pub served: AtomicU64,
+}
+
+/// Whether request `k` of a canary's (counted from 0 when the canary
+/// began) goes to the canary: when `(k * percent) % 100 < percent`, so
+/// every 100 consecutive requests send exactly `percent` to it, spread
+/// out (25: requests 0, 4, 8, ...).
+pub fn canary_takes(k: u64, percent: u8) -> bool {
+    let percent = u64::from(percent.min(100));
+    (k % 100) * percent % 100 < percent
+}
+
+/// A version being tried beside the stable one.
+#[derive(Debug)]
+pub struct Canary {
+    /// The version tried.
+    pub version: Arc<PluginVersion>,
+    /// The share of new requests it takes, in percent.
+    pub percent: u8,
+    /// The plugin's requests since the canary began: the split's counter.
+    next: AtomicU64,
+}
+
+impl Canary {
+    /// A canary taking `percent` of new requests, its counter at 0.
+    pub fn new(version: Arc<PluginVersion>, percent: u8) -> Canary {
+        Canary {
+            version,
+            percent: percent.min(100),
+            next: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts one more request of the plugin; whether it goes to the
+    /// canary ([`canary_takes`]).
+    pub fn takes_next(&self) -> bool {
+        canary_takes(self.next.fetch_add(1, Ordering::Relaxed), self.percent)
+    }
+}
+
+/// The versions a plugin serves now: the stable one, and a canary if one
+/// runs.
+#[derive(Debug)]
+pub struct Serving {
+    /// The version that takes every request the canary does not.
+    pub stable: Arc<PluginVersion>,
+    /// The version tried beside it, if any (shared: the stable version
+    /// swapped under it keeps the canary and its counter).
+    pub canary: Option<Arc<Canary>>,
+}
+
+impl Serving {
+    /// The stable version alone.
+    fn stable(version: Arc<PluginVersion>) -> Arc<Serving> {
+        Arc::new(Serving {
+            stable: version,
+            canary: None,
+        })
+    }
+
+    /// The stable version, then the canary's if one runs.
+    pub fn versions(&self) -> impl Iterator<Item = &Arc<PluginVersion>> {
+        std::iter::once(&self.stable).chain(self.canary.as_ref().map(|c| &c.version))
+    }
+
+    /// The version the next request goes to (one atomic step of the
+    /// canary's counter), then the other one (the same without a canary).
+    pub fn next(&self) -> (&Arc<PluginVersion>, &Arc<PluginVersion>) {
+        match &self.canary {
+            Some(canary) if canary.takes_next() => (&canary.version, &self.stable),
+            Some(canary) => (&self.stable, &canary.version),
+            None => (&self.stable, &self.stable),
+        }
+    }
 }
 
 /// A plugin: its configuration, its concurrency limit and its current
@@ -61,7 +141,7 @@ pub struct Plugin {
     /// Its faults, every version's (each also counted by the server's
     /// counters, their parent).
     pub faults: Arc<FaultCounters>,
-    current: RwLock<Arc<PluginVersion>>,
+    serving: RwLock<Arc<Serving>>,
 }
 
 impl Plugin {
@@ -81,7 +161,7 @@ impl Plugin {
             permits: Arc::new(Semaphore::new(config.max_concurrency)),
             faults: Arc::new(FaultCounters::child_of(server_faults)),
             config,
-            current: RwLock::new(Arc::new(version)),
+            serving: RwLock::new(Serving::stable(Arc::new(version))),
         })
     }
 
@@ -92,16 +172,74 @@ impl Plugin {
         (self.config.max_concurrency).saturating_sub(self.permits.available_permits())
     }
 
-    /// The version new requests go to.
-    pub fn current(&self) -> Arc<PluginVersion> {
-        Arc::clone(&self.current.read().unwrap_or_else(PoisonError::into_inner))
+    /// The versions it serves now.
+    pub fn serving(&self) -> Arc<Serving> {
+        Arc::clone(&self.serving.read().unwrap_or_else(PoisonError::into_inner))
     }
 
-    /// Makes `version` the one new requests go to; the old one, returned,
-    /// lives on in the requests that hold it.
+    /// The stable version: the one every new request goes to but the
+    /// canary's share.
+    pub fn current(&self) -> Arc<PluginVersion> {
+        Arc::clone(&self.serving().stable)
+    }
+
+    /// Replaces the versions served with what `change` makes of them,
+    /// unless it makes nothing; the versions served before, returned.
+    fn change(&self, change: impl FnOnce(&Serving) -> Option<Serving>) -> Option<Arc<Serving>> {
+        let mut serving = self.serving.write().unwrap_or_else(PoisonError::into_inner);
+        let next = change(&serving)?;
+        Some(std::mem::replace(&mut *serving, Arc::new(next)))
+    }
+
+    /// Makes `version` the stable one (a canary, if any, runs on beside
+    /// it); the old stable one, returned, lives on in the requests that
+    /// hold it.
     pub fn swap(&self, version: PluginVersion) -> Arc<PluginVersion> {
-        let mut current = self.current.write().unwrap_or_else(PoisonError::into_inner);
-        std::mem::replace(&mut *current, Arc::new(version))
+        let mut serving = self.serving.write().unwrap_or_else(PoisonError::into_inner);
+        let next = Serving {
+            stable: Arc::new(version),
+            canary: serving.canary.clone(),
+        };
+        Arc::clone(&std::mem::replace(&mut *serving, Arc::new(next)).stable)
+    }
+
+    /// Makes `version` a canary beside the stable version, taking
+    /// `percent` of new requests (its counter from 0); the version of the
+    /// canary it replaces, if one ran.
+    pub fn start_canary(&self, version: PluginVersion, percent: u8) -> Option<Arc<PluginVersion>> {
+        let canary = Arc::new(Canary::new(Arc::new(version), percent));
+        let old = self.change(|serving| {
+            Some(Serving {
+                stable: Arc::clone(&serving.stable),
+                canary: Some(canary),
+            })
+        })?;
+        old.canary.as_ref().map(|c| Arc::clone(&c.version))
+    }
+
+    /// Makes the canary the stable version, alone; the old stable one
+    /// returned. `None` (nothing changed) without a canary.
+    pub fn promote(&self) -> Option<Arc<PluginVersion>> {
+        let old = self.change(|serving| {
+            Some(Serving {
+                stable: Arc::clone(&serving.canary.as_ref()?.version),
+                canary: None,
+            })
+        })?;
+        Some(Arc::clone(&old.stable))
+    }
+
+    /// Ends the canary: the stable version serves alone; the canary's
+    /// version returned. `None` (nothing changed) without a canary.
+    pub fn rollback(&self) -> Option<Arc<PluginVersion>> {
+        let old = self.change(|serving| {
+            serving.canary.as_ref()?;
+            Some(Serving {
+                stable: Arc::clone(&serving.stable),
+                canary: None,
+            })
+        })?;
+        old.canary.as_ref().map(|c| Arc::clone(&c.version))
     }
 }
 
@@ -234,6 +372,7 @@ impl PluginVersion {
                 },
             )],
             in_flight: Arc::default(),
+            served: AtomicU64::new(0),
             pool: match config.instances {
                 Instances::Pooled => {
                     let range = match &config.recycle_after {
@@ -280,6 +419,29 @@ impl PluginVersion {
         Ok(version)
     }
 
+    /// Its most specific route matching `path`: the route's index in
+    /// `routes`, and the match.
+    pub fn route_for(&self, path: &str) -> Option<(usize, RouteMatch)> {
+        let mut best: Option<(usize, RouteMatch)> = None;
+        for (at, (route, _)) in self.routes.iter().enumerate() {
+            let Some(matched) = route.matches(path) else {
+                continue;
+            };
+            if best
+                .as_ref()
+                .is_none_or(|(i, _)| route.specificity() > self.routes[*i].0.specificity())
+            {
+                best = Some((at, matched));
+            }
+        }
+        best
+    }
+
+    /// Counts one request it answered.
+    pub fn count_served(&self) {
+        self.served.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// A fresh domain of this version with `wasi` as its WASI setup, its
     /// modules loaded (a module that fails to load unloads the domain).
     ///
@@ -300,5 +462,27 @@ impl PluginVersion {
             }
         }
         Ok(domain)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::canary_takes;
+
+    #[test]
+    fn every_hundred_requests_send_exactly_the_percentage_to_the_canary() {
+        for percent in 0..=100u8 {
+            for start in [0u64, 1, 37, 100, u64::MAX - 250] {
+                let taken = (start..start + 100)
+                    .filter(|k| canary_takes(*k, percent))
+                    .count();
+                assert_eq!(taken, usize::from(percent), "{percent}% from {start}");
+            }
+        }
+        let first: Vec<bool> = (0..8).map(|k| canary_takes(k, 25)).collect();
+        assert_eq!(
+            first,
+            [true, false, false, false, true, false, false, false]
+        );
     }
 }

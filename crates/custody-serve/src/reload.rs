@@ -7,9 +7,13 @@
 //! while the old version's requests, each holding the old version and
 //! its own domain, finish: the drain waits for its [`InFlight`] registry
 //! to empty, and past `drain_timeout` stops what is left, then logs how
-//! it ended.
+//! it ended. A plugin with `canary = N` gets the new version as a canary
+//! instead ([`Plugin::start_canary`]: N% of new requests, a canary it
+//! replaces drained as above); `canary` promotes or rolls it back.
 //!
 //! [`InFlight`]: crate::drain::InFlight
+//! [`Plugin::swap`]: crate::plugin::Plugin::swap
+//! [`Plugin::start_canary`]: crate::plugin::Plugin::start_canary
 
 use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
@@ -18,7 +22,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::ConfigError;
 use crate::metrics::ReloadOutcome;
-use crate::plugin::{Plugin, PluginVersion};
+use crate::plugin::PluginVersion;
 use crate::server::ServerState;
 
 /// After a forced drain, how long the stopped requests get to unload
@@ -55,8 +59,8 @@ pub enum ReloadError {
 /// How a reload ended.
 #[derive(Debug)]
 pub enum Reloaded {
-    /// The files hold the version that serves already (same content id):
-    /// nothing was swapped.
+    /// The files hold a version that serves already (same content id:
+    /// the stable one or the canary): nothing was swapped.
     Unchanged {
         /// The plugin.
         plugin: String,
@@ -75,14 +79,32 @@ pub enum Reloaded {
         /// awaited).
         drain: JoinHandle<Drained>,
     },
+    /// The plugin has `canary = N`: the new version takes `percent` of
+    /// new requests beside `stable` until it is promoted or rolled back.
+    Canary {
+        /// The plugin.
+        plugin: String,
+        /// The version taking every other request.
+        stable: String,
+        /// The new version, tried.
+        canary: String,
+        /// Its share of new requests, in percent.
+        percent: u8,
+        /// The canary it replaced, if one ran.
+        replaced: Option<String>,
+        /// The replaced canary's drain.
+        drain: Option<JoinHandle<Drained>>,
+    },
 }
 
 impl Reloaded {
-    /// The version serving after the reload.
+    /// The version the reload leaves serving from the files: the one
+    /// swapped in or found unchanged, or the canary.
     pub fn version(&self) -> &str {
         match self {
             Reloaded::Unchanged { version, .. } => version,
             Reloaded::Swapped { current, .. } => current,
+            Reloaded::Canary { canary, .. } => canary,
         }
     }
 }
@@ -113,6 +135,7 @@ impl ServerState {
         let reloaded = self.reload_plugin(name).await;
         let outcome = match &reloaded {
             Ok(Reloaded::Swapped { .. }) => Some(ReloadOutcome::Swapped),
+            Ok(Reloaded::Canary { .. }) => Some(ReloadOutcome::Canary),
             Ok(Reloaded::Unchanged { .. }) => Some(ReloadOutcome::Unchanged),
             Err(ReloadError::Refused { .. } | ReloadError::Task { .. }) => {
                 Some(ReloadOutcome::Refused)
@@ -166,36 +189,61 @@ impl ServerState {
                 });
             }
         };
-        let serving = plugin.current();
-        if serving.id == version.id {
+        let serving = plugin.serving();
+        // The files hold a version served already (the stable one, or
+        // the canary): nothing changes.
+        if let Some(same) = serving.versions().find(|v| v.id == version.id) {
             tracing::info!(
                 target: "custody::serve::reload",
-                plugin = name, version = serving.id, "reload: unchanged"
+                plugin = name, version = same.id, "reload: unchanged"
             );
             return Ok(Reloaded::Unchanged {
                 plugin: name.to_string(),
-                version: serving.id.clone(),
+                version: same.id.clone(),
             });
         }
+        let stable = serving.stable.id.clone();
         drop(serving);
         let current = version.id.clone();
-        let previous = swap(self, &plugin, version);
+        if let Some(percent) = plugin.config.canary {
+            let replaced = retire(self, || plugin.start_canary(version, percent));
+            tracing::info!(
+                target: "custody::serve::reload",
+                plugin = name, stable, canary = current, percent,
+                replaced = replaced.as_ref().map(|v| v.id.as_str()),
+                "reloaded as a canary: it takes its share of new requests until promoted or rolled back"
+            );
+            return Ok(Reloaded::Canary {
+                plugin: name.to_string(),
+                stable,
+                canary: current,
+                percent,
+                replaced: replaced.as_ref().map(|v| v.id.clone()),
+                drain: replaced.map(|v| self.start_drain(name, v)),
+            });
+        }
+        let previous = retire(self, || plugin.swap(version));
         tracing::info!(
             target: "custody::serve::reload",
             plugin = name, previous = previous.id, current, in_flight = previous.in_flight.len(),
             "reloaded: new requests go to the new version; the old one drains"
         );
-        let drain = tokio::spawn(drain(
-            Arc::clone(self),
-            name.to_string(),
-            Arc::clone(&previous),
-        ));
         Ok(Reloaded::Swapped {
             plugin: name.to_string(),
             previous: previous.id.clone(),
             current,
-            drain,
+            drain: self.start_drain(name, previous),
         })
+    }
+
+    /// Drains `old`, a version of `plugin` that left, on a task of its
+    /// own (see the module docs).
+    pub(crate) fn start_drain(
+        self: &Arc<Self>,
+        plugin: &str,
+        old: Arc<PluginVersion>,
+    ) -> JoinHandle<Drained> {
+        tokio::spawn(drain(Arc::clone(self), plugin.to_string(), old))
     }
 
     /// Reloads every plugin (SIGHUP), one after the other; each result
@@ -221,29 +269,40 @@ impl ServerState {
         self.recent.push(entry);
     }
 
+    /// The versions replaced (by a reload, a promote or a rollback) whose
+    /// requests are still draining.
+    pub(crate) fn draining_versions(&self) -> Vec<Arc<PluginVersion>> {
+        (self.draining.lock().unwrap_or_else(PoisonError::into_inner)).clone()
+    }
+
     /// Every version with requests that may be in flight: each plugin's
-    /// current one and those still draining.
+    /// stable one and canary, and those still draining.
     pub(crate) fn live_versions(&self) -> Vec<Arc<PluginVersion>> {
-        let mut versions: Vec<_> = self.plugins().iter().map(|p| p.current()).collect();
-        versions.extend(
-            (self.draining.lock().unwrap_or_else(PoisonError::into_inner))
-                .iter()
-                .cloned(),
-        );
+        let mut versions: Vec<_> = (self.plugins().iter())
+            .flat_map(|p| p.serving().versions().cloned().collect::<Vec<_>>())
+            .collect();
+        versions.extend(self.draining_versions());
         versions
     }
 }
 
-/// Swaps in `version`, the old one kept among the draining ones first (so
-/// a shutdown that begins meanwhile finds it).
-fn swap(state: &ServerState, plugin: &Plugin, version: PluginVersion) -> Arc<PluginVersion> {
+/// Changes the versions a plugin serves (`change`, one of
+/// [`Plugin`](crate::plugin::Plugin)'s swaps), the version that leaves, if any, kept among the draining ones
+/// at once, under the same lock (so a shutdown that begins meanwhile
+/// finds it); `change`'s result is returned.
+pub(crate) fn retire<Left>(state: &ServerState, change: impl FnOnce() -> Left) -> Left
+where
+    Left: Clone + Into<Option<Arc<PluginVersion>>>,
+{
     let mut draining = state
         .draining
         .lock()
         .unwrap_or_else(PoisonError::into_inner);
-    let previous = plugin.swap(version);
-    draining.push(Arc::clone(&previous));
-    previous
+    let left = change();
+    if let Some(version) = left.clone().into() {
+        draining.push(version);
+    }
+    left
 }
 
 /// Waits for `old`'s requests, stops them past `drain_timeout`, logs the

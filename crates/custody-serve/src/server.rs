@@ -1,8 +1,9 @@
 //! The HTTP server: hyper 1 (HTTP/1.1) on tokio, as `wasmtime serve`
 //! drives it. It owns the server's state (the host, the plugins, the fault
 //! counters, the metrics, readiness), the health endpoints, routing a
-//! request to its plugin's current version, each plugin's
-//! `max_concurrency` and `max_body`; its connections are accepted under
+//! request to its plugin's stable version or its canary (the split), each
+//! plugin's `max_concurrency` and `max_body`, the version header and the
+//! per-version count of every answer; its connections are accepted under
 //! the client bounds by `connection`.
 
 use std::convert::Infallible;
@@ -30,7 +31,7 @@ use crate::custody_run;
 use crate::exec::WagiRun;
 use crate::fault::{Fault, FaultCounters, FaultKind};
 use crate::metrics::Metrics;
-use crate::plugin::{Plugin, PluginVersion};
+use crate::plugin::{Plugin, PluginVersion, Serving};
 use crate::recent_diagnostics::{RECENT_DIAGNOSTICS, RecentDiagnostics};
 use crate::route::RouteMatch;
 use crate::wagi::{self, CgiRequest};
@@ -238,25 +239,36 @@ impl ServerState {
         routes
     }
 
-    /// The plugin, version, route and export for a path: the most
-    /// specific route of any plugin's current version.
+    /// The plugin, version, route and export for a path. The plugin is
+    /// the one with the most specific route of any version it serves (the
+    /// first in the configuration on a tie); the version is the one its
+    /// canary split gives the request ([`Serving::next`]), or the other
+    /// one if only that one routes the path (a canary's `_routes` may
+    /// differ).
     fn route(&self, path: &str) -> Option<(Arc<Plugin>, Arc<PluginVersion>, usize, RouteMatch)> {
-        let mut best: Option<(Arc<Plugin>, Arc<PluginVersion>, usize, RouteMatch)> = None;
+        let mut best: Option<(&Arc<Plugin>, Arc<Serving>)> = None;
+        let mut most_specific = None;
         for plugin in self.plugins() {
-            let version = plugin.current();
-            for (at, (route, _)) in version.routes.iter().enumerate() {
-                let Some(matched) = route.matches(path) else {
-                    continue;
-                };
-                let better = best
-                    .as_ref()
-                    .is_none_or(|(_, v, i, _)| route.specificity() > v.routes[*i].0.specificity());
-                if better {
-                    best = Some((Arc::clone(plugin), Arc::clone(&version), at, matched));
-                }
+            let serving = plugin.serving();
+            let specificity = (serving.versions())
+                .filter_map(|version| {
+                    let (at, _) = version.route_for(path)?;
+                    Some(version.routes[at].0.specificity())
+                })
+                .max();
+            if let Some(specificity) = specificity
+                && most_specific.is_none_or(|most| specificity > most)
+            {
+                most_specific = Some(specificity);
+                best = Some((plugin, serving));
             }
         }
-        best
+        let (plugin, serving) = best?;
+        let (chosen, other) = serving.next();
+        let (version, (at, matched)) = [chosen, other]
+            .into_iter()
+            .find_map(|version| Some((version, version.route_for(path)?)))?;
+        Some((Arc::clone(plugin), Arc::clone(version), at, matched))
     }
 
     fn request_id(&self) -> String {
@@ -416,6 +428,7 @@ async fn handle(
             .insert(HeaderName::from_static(VERSION_HEADER), value);
     }
     let status = response.status().as_u16();
+    version.count_served();
     (state.metrics).request(&config.name, &version.id, status, started.elapsed());
     Ok(response)
 }

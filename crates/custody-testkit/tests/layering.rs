@@ -157,6 +157,7 @@ const SERVE: &[Layer] = &[
     Layer::of("metrics"),
     Layer::of("server"),
     Layer::of("reload"),
+    Layer::of("canary"),
     Layer::of("watch"),
     Layer::with(
         "admin",

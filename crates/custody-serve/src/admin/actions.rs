@@ -1,5 +1,6 @@
 //! The admin API's actions: `POST /admin/plugins/{name}/reload` (the
-//! library's reload, as SIGHUP and `watch` ask it), and on one domain
+//! library's reload, as SIGHUP and `watch` ask it), `/promote` and
+//! `/rollback` (a canary's end, 409 without one), and on one domain
 //! `POST /admin/domains/{id}/unload` (cooperative: what holds it, if it
 //! does not complete within `wait_ms`) and `/force` (forced: the requests
 //! on it end `cancelled`). Each answers JSON, its errors as a fault's
@@ -13,6 +14,7 @@ use hyper::{Response, StatusCode};
 
 use super::{error, find_domain, json, requests};
 use crate::body::Body;
+use crate::canary::CanaryError;
 use crate::reload::{ReloadError, Reloaded};
 use crate::server::ServerState;
 
@@ -34,17 +36,28 @@ fn with_causes(error: &dyn Error) -> String {
     text
 }
 
-/// `POST /admin/plugins/{name}/reload`: 200 with the version serving
-/// after it (`swapped` or `unchanged`), 404 for no such plugin, 422 when
-/// the new version is refused (the old one keeps serving).
-pub(super) async fn reload(state: &Arc<ServerState>, name: &str) -> Response<Body> {
-    let Ok(name) = percent_encoding::percent_decode_str(name).decode_utf8() else {
-        return error(
+/// A plugin's name from the path, percent-decoded; 400 if it is not
+/// UTF-8.
+fn plugin_name(name: &str) -> Result<String, Response<Body>> {
+    match percent_encoding::percent_decode_str(name).decode_utf8() {
+        Ok(decoded) => Ok(decoded.into_owned()),
+        Err(_) => Err(error(
             StatusCode::BAD_REQUEST,
             "bad-plugin-name",
             name,
             "a plugin's name is UTF-8".into(),
-        );
+        )),
+    }
+}
+
+/// `POST /admin/plugins/{name}/reload`: 200 with the version serving
+/// after it (`swapped` or `unchanged`) or the canary started (`canary`),
+/// 404 for no such plugin, 422 when the new version is refused (the old
+/// one keeps serving).
+pub(super) async fn reload(state: &Arc<ServerState>, name: &str) -> Response<Body> {
+    let name = match plugin_name(name) {
+        Ok(name) => name,
+        Err(refused) => return refused,
     };
     match state.reload(&name).await {
         Ok(Reloaded::Swapped {
@@ -58,6 +71,19 @@ pub(super) async fn reload(state: &Arc<ServerState>, name: &str) -> Response<Bod
         Ok(Reloaded::Unchanged { version, .. }) => json(
             StatusCode::OK,
             &serde_json::json!({ "plugin": name, "outcome": "unchanged", "version": version }),
+        ),
+        Ok(Reloaded::Canary {
+            stable,
+            canary,
+            percent,
+            replaced,
+            ..
+        }) => json(
+            StatusCode::OK,
+            &serde_json::json!({
+                "plugin": name, "outcome": "canary", "version": canary, "stable": stable,
+                "percent": percent, "replaced": replaced,
+            }),
         ),
         Err(e @ ReloadError::UnknownPlugin(_)) => error(
             StatusCode::NOT_FOUND,
@@ -77,6 +103,42 @@ pub(super) async fn reload(state: &Arc<ServerState>, name: &str) -> Response<Bod
             &name,
             with_causes(&e),
         ),
+    }
+}
+
+/// `POST /admin/plugins/{name}/promote` (`promote`) or `/rollback`: 200
+/// with the version serving everything now and the one that left (it
+/// drains), 404 for no such plugin, 409 `no-canary` when none runs.
+pub(super) async fn end_canary(
+    state: &Arc<ServerState>,
+    name: &str,
+    promote: bool,
+) -> Response<Body> {
+    let name = match plugin_name(name) {
+        Ok(name) => name,
+        Err(refused) => return refused,
+    };
+    let (ended, outcome) = if promote {
+        (state.promote(&name).await, "promoted")
+    } else {
+        (state.rollback(&name).await, "rolled-back")
+    };
+    match ended {
+        Ok(ended) => json(
+            StatusCode::OK,
+            &serde_json::json!({
+                "plugin": name, "outcome": outcome, "version": ended.version, "left": ended.left,
+            }),
+        ),
+        Err(e @ CanaryError::UnknownPlugin(_)) => error(
+            StatusCode::NOT_FOUND,
+            "no-such-plugin",
+            &name,
+            e.to_string(),
+        ),
+        Err(e @ CanaryError::NoCanary { .. }) => {
+            error(StatusCode::CONFLICT, "no-canary", &name, e.to_string())
+        }
     }
 }
 

@@ -7,7 +7,7 @@
 //! the routing ([`Endpoint`]: a path and the methods it allows, 405 with
 //! `Allow` for the others) and the listener; the answers are by concept:
 //! `views` (plugins, domains, roots), `requests` (in flight, cancel),
-//! `actions` (reload, unload, force), `diagnostics` (the recent ring and
+//! `actions` (reload, promote, rollback, unload, force), `diagnostics` (the recent ring and
 //! its event stream).
 //! Without a token the listener must be on loopback (the configuration
 //! refuses otherwise, and so does [`AdminListener::bind`]). Every call
@@ -219,6 +219,8 @@ enum Endpoint<'a> {
     Diagnostics,
     Requests,
     Reload(&'a str),
+    Promote(&'a str),
+    Rollback(&'a str),
     Unload(&'a str),
     Force(&'a str),
     Cancel(&'a str),
@@ -244,6 +246,8 @@ impl<'a> Endpoint<'a> {
                     ["domains", id, "unload"] => Endpoint::Unload(id),
                     ["domains", id, "force"] => Endpoint::Force(id),
                     ["plugins", name, "reload"] => Endpoint::Reload(name),
+                    ["plugins", name, "promote"] => Endpoint::Promote(name),
+                    ["plugins", name, "rollback"] => Endpoint::Rollback(name),
                     ["requests", id, "cancel"] => Endpoint::Cancel(id),
                     _ => return None,
                 }
@@ -257,7 +261,12 @@ impl<'a> Endpoint<'a> {
     fn mutates(self) -> bool {
         matches!(
             self,
-            Endpoint::Reload(_) | Endpoint::Unload(_) | Endpoint::Force(_) | Endpoint::Cancel(_)
+            Endpoint::Reload(_)
+                | Endpoint::Promote(_)
+                | Endpoint::Rollback(_)
+                | Endpoint::Unload(_)
+                | Endpoint::Force(_)
+                | Endpoint::Cancel(_)
         )
     }
 
@@ -347,6 +356,8 @@ impl Door {
             Endpoint::Requests => requests::list(state).await,
             Endpoint::Cancel(id) => requests::cancel(state, id),
             Endpoint::Reload(name) => actions::reload(state, name).await,
+            Endpoint::Promote(name) => actions::end_canary(state, name, true).await,
+            Endpoint::Rollback(name) => actions::end_canary(state, name, false).await,
             Endpoint::Unload(id) => actions::unload(state, id, query).await,
             Endpoint::Force(id) => actions::force(state, id).await,
         };

@@ -1,10 +1,11 @@
 //! The admin API's read views: `/admin/plugins` (each plugin as it serves
-//! now), `/admin/domains` and `/admin/domains/{id}` (the host's
+//! now: its stable version, its canary, each version's counters), `/admin/domains` and `/admin/domains/{id}` (the host's
 //! `DomainInfo`, with what the server knows of the domain: the plugin,
 //! version and request it serves), `/admin/domains/{id}/roots` (what holds
 //! it, each root with its origin and the live guest stack).
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 
 use hyper::{Response, StatusCode};
 use serde_json::Value;
@@ -12,6 +13,7 @@ use serde_json::Value;
 use super::{error, find_domain, json};
 use crate::body::Body;
 use crate::fault::FaultKind;
+use crate::plugin::PluginVersion;
 use crate::server::ServerState;
 
 /// What the server made a domain for.
@@ -125,24 +127,53 @@ pub(super) async fn roots(state: &ServerState, id: &str) -> Response<Body> {
     }
 }
 
+/// One version as `/admin/plugins` lists it: its id, its role (`stable`,
+/// `canary` or `draining`), the requests it answered and those in flight.
+fn version_view(version: &PluginVersion, role: &str) -> Value {
+    serde_json::json!({
+        "version": version.id,
+        "role": role,
+        "served": version.served.load(Ordering::Relaxed),
+        "in_flight": version.in_flight.len(),
+    })
+}
+
 /// `/admin/plugins`: whether the plugins are loaded (none are listed
-/// before), and each plugin as it serves now.
-pub(super) fn plugins(state: &ServerState) -> serde_json::Value {
-    let plugins: Vec<serde_json::Value> = (state.plugins().iter())
+/// before), and each plugin as it serves now: its stable version, its
+/// canary and its share, and every version with requests (the draining
+/// ones too) with its counters.
+pub(super) fn plugins(state: &ServerState) -> Value {
+    let draining = state.draining_versions();
+    let plugins: Vec<Value> = (state.plugins().iter())
         .map(|plugin| {
-            let version = plugin.current();
-            let routes: Vec<serde_json::Value> = (version.routes.iter())
+            let serving = plugin.serving();
+            let version = &serving.stable;
+            let routes: Vec<Value> = (version.routes.iter())
                 .map(|(route, export)| serde_json::json!({ "route": route.as_str(), "export": export }))
                 .collect();
-            let faults: serde_json::Map<String, serde_json::Value> = (FaultKind::ALL.iter())
+            let faults: serde_json::Map<String, Value> = (FaultKind::ALL.iter())
                 .map(|kind| (kind.name().to_string(), plugin.faults.get(*kind).into()))
                 .collect();
+            let canary = serving.canary.as_ref().map(|canary| {
+                serde_json::json!({ "version": canary.version.id, "percent": canary.percent })
+            });
+            let mut versions = vec![version_view(version, "stable")];
+            versions.extend(
+                (serving.canary.iter()).map(|canary| version_view(&canary.version, "canary")),
+            );
+            versions.extend(
+                (draining.iter())
+                    .filter(|v| v.plugin == plugin.config.name)
+                    .map(|v| version_view(v, "draining")),
+            );
             serde_json::json!({
                 "name": plugin.config.name,
                 "routes": routes,
                 "interface": version.interface.name(),
                 "instances": plugin.config.instances.name(),
                 "version": version.id,
+                "canary": canary,
+                "versions": versions,
                 "in_flight": plugin.in_flight(),
                 "max_concurrency": plugin.config.max_concurrency,
                 "faults": faults,

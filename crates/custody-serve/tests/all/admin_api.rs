@@ -21,7 +21,7 @@ use crate::support::*;
 pub const TOKEN: &str = "admin-api-token";
 
 /// WAT for `_start`: read stdin once (blocks until the body comes).
-const READ_STDIN: &str = "(i32.store (i32.const 32) (i32.const 4096)) \
+pub const READ_STDIN: &str = "(i32.store (i32.const 32) (i32.const 4096)) \
      (i32.store (i32.const 36) (i32.const 64)) \
      (drop (call $fd_read (i32.const 0) (i32.const 32) (i32.const 1) (i32.const 48)))";
 
@@ -79,7 +79,7 @@ async fn stuck_request(server: &TestServer) -> TcpStream {
 /// The stuck request's answer: its head and its `Content-Length` body
 /// (the server keeps the connection while the request's body may still
 /// come; the client closes it here).
-async fn answer_of(mut stream: TcpStream) -> String {
+pub async fn answer_of(mut stream: TcpStream) -> String {
     let mut answer = Vec::new();
     let read_whole = async {
         let mut chunk = [0u8; 4096];
@@ -109,7 +109,7 @@ async fn answer_of(mut stream: TcpStream) -> String {
 }
 
 /// `/admin/requests` until one request is blocked in a host call: it.
-async fn blocked_request(server: &TestServer, client: &HttpClient) -> Value {
+pub async fn blocked_request(server: &TestServer, client: &HttpClient) -> Value {
     let until = Instant::now() + Duration::from_secs(10);
     loop {
         let (status, listed, _) = admin(server, client, Method::GET, "/admin/requests").await;

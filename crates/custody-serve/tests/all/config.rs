@@ -47,6 +47,10 @@ fn keys_defaults_durations_sizes_and_paths() {
     assert_eq!(plugin.entrypoint, "_start");
     assert_eq!(plugin.argv, "${SCRIPT_NAME} ${ARGS}");
     assert_eq!(plugin.max_concurrency, 64);
+    assert_eq!(plugin.canary, None);
+    let canary =
+        read("[[plugin]]\nname = \"p\"\nroute = \"/p\"\nmodule = \"p.wasm\"\ncanary = 10\n");
+    assert_eq!(canary.unwrap().plugins[0].canary, Some(10));
 }
 
 #[test]
@@ -78,6 +82,11 @@ fn bad_configurations_name_the_key_and_the_file() {
             "exactly one of `module` and `manifest`",
         ),
         (format!("{plugin}dirs = {{ \"data\" = \"d\" }}"), "absolute"),
+        (format!("{plugin}canary = 150"), "canary = 150"),
+        (format!("{plugin}canary = -1"), "canary = -1"),
+        (format!("{plugin}canary = 12.5"), "canary = 12.5"),
+        (format!("{plugin}canary = \"10%\""), "from 0 to 100"),
+        (format!("{plugin}canery = 10"), "canery"),
     ] {
         let error = read(&toml).unwrap_err();
         assert!(error.starts_with("/etc/custody.toml: "), "{error}");

@@ -5,6 +5,7 @@
 mod admin;
 mod admin_api;
 mod admin_refusals;
+mod canary;
 mod config;
 mod custody;
 mod faults;

@@ -21,7 +21,7 @@ use crate::support::*;
 const RSS_TOLERANCE: u64 = 16 << 20;
 
 /// A WAGI guest answering `text`.
-fn answering(text: &str) -> String {
+pub fn answering(text: &str) -> String {
     guest(
         format!("content-type: text/plain\n\n{text}\n").as_bytes(),
         "",
@@ -33,7 +33,7 @@ fn plugin_toml(extra: &str) -> String {
 }
 
 /// The version header of an answer.
-fn version_of(answer: &Answer) -> String {
+pub fn version_of(answer: &Answer) -> String {
     answer.headers[VERSION_HEADER].to_str().unwrap().to_string()
 }
 
@@ -69,7 +69,7 @@ async fn reload_to(server: &TestServer, wat: &str) -> Reloaded {
 
 /// Which of the two versions (`ids`) answered, by its header, its body
 /// matching (`version A`, `version B`); else what is wrong.
-fn which_version(answer: &Answer, ids: &[String; 2]) -> Result<usize, String> {
+pub fn which_version(answer: &Answer, ids: &[String; 2]) -> Result<usize, String> {
     if answer.status != StatusCode::OK {
         return Err(format!("{}: {}", answer.status, answer.body));
     }

@@ -90,7 +90,7 @@ pub use exec::{CHUNK, FLUSH_DELAY};
 pub use fault::{Fault, FaultCounters, FaultKind};
 pub use metrics::{METRICS_CONTENT_TYPE, Metrics, ReloadOutcome};
 pub use plugin::{Plugin, PluginVersion, content_id};
-pub use reload::{Drained, ReloadError, Reloaded};
+pub use reload::{Drained, FORCE_GRACE, ReloadError, Reloaded};
 pub use route::{Route, RouteMatch, parse_sub_routes};
 pub use server::{HEALTH_PATH, READY_PATH, ServerState, VERSION_HEADER, display_path};
 pub use shutdown::{Listeners, Signal, Stopped, os_signals, serve, serve_with_signals};

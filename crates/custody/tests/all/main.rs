@@ -15,3 +15,4 @@ mod cli_serve;
 mod cli_wasi;
 mod common;
 mod deploy;
+mod replicas;

@@ -24,6 +24,8 @@ fn main() {
     println!("cargo::rerun-if-env-changed=CUSTODY_WASI_TESTSUITE");
     println!("cargo::rerun-if-env-changed=CUSTODY_REQUIRE_GUESTS");
     println!("cargo::rerun-if-env-changed=CUSTODY_REQUIRE_TOOLS");
+    // Whether the tools are found depends on it, either way.
+    println!("cargo::rerun-if-env-changed=PATH");
     let given = std::env::var_os("CUSTODY_WASI_TESTSUITE").is_some_and(|v| !v.is_empty());
     if !given && !asked("CUSTODY_REQUIRE_GUESTS") {
         println!("cargo::rustc-cfg=no_wasi_testsuite");
@@ -66,7 +68,6 @@ fn on_path(name: &str) -> bool {
 /// (installing a package adds files there), so the test runs once they
 /// are there.
 fn watch_path() {
-    println!("cargo::rerun-if-env-changed=PATH");
     let path = std::env::var_os("PATH").unwrap_or_default();
     for dir in std::env::split_paths(&path) {
         if dir.is_absolute() && Path::new(&dir).is_dir() {

@@ -96,7 +96,7 @@ pub use fault::{Fault, FaultCounters, FaultKind};
 pub use metrics::{METRICS_CONTENT_TYPE, Metrics, ReloadOutcome};
 pub use plugin::{Canary, Plugin, PluginVersion, Serving, canary_takes, content_id};
 pub use recent_diagnostics::RECENT_DIAGNOSTICS;
-pub use reload::{Drained, ReloadError, Reloaded};
+pub use reload::{Drained, FORCE_GRACE, ReloadError, Reloaded};
 pub use route::{Route, RouteMatch, parse_sub_routes};
 pub use server::{HEALTH_PATH, READY_PATH, ServerState, VERSION_HEADER, display_path};
 pub use shutdown::{Listeners, Signal, Stopped, os_signals, serve, serve_with_signals};

@@ -27,8 +27,12 @@ use crate::server::ServerState;
 
 /// After a forced drain, how long the stopped requests get to unload
 /// their domains (a guest stops at its next epoch check, a host wait
-/// wakes at once: this is a bound, not a pause).
-pub(crate) const FORCE_GRACE: Duration = Duration::from_secs(5);
+/// wakes at once: this is a bound, not a pause). A stop past
+/// `drain_timeout` waits it at most three times, one after the other: the
+/// plugins' connections, the domains, the admin API's connections; so a
+/// deployment's grace period is `shutdown_delay + drain_timeout + 3 *
+/// FORCE_GRACE` at least (deploy/, checked by the CLI's tests).
+pub const FORCE_GRACE: Duration = Duration::from_secs(5);
 
 /// A reload that was refused.
 #[derive(Debug, thiserror::Error)]

@@ -6,38 +6,10 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-/// The server process, killed (by its own handle) when the test ends.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// One HTTP/1.0 request (so the body comes unchunked, ended by the
-/// close); the whole response.
-fn http(url: &str, method: &str, body: &str) -> String {
-    let rest = url.strip_prefix("http://").unwrap();
-    let (host, path) = rest.split_at(rest.find('/').unwrap());
-    let mut stream = TcpStream::connect(host).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    write!(
-        stream,
-        "{method} {path}?q=1 HTTP/1.0\r\nHost: {host}\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    response
-}
+use crate::common::{Server, exit_within, http, terminate};
 
 #[test]
 fn serve_without_arguments_answers_its_printed_urls() {
@@ -173,15 +145,6 @@ fn serve_plugin(
     (Server(child), url)
 }
 
-fn terminate(server: &Server) {
-    let pid = libc::pid_t::try_from(server.0.id()).unwrap();
-    // SAFETY: kill(2) takes plain integers; `pid` is our own child, not
-    // yet reaped (its `Child` is alive), so the number names no other
-    // process.
-    let sent = unsafe { libc::kill(pid, libc::SIGTERM) };
-    assert_eq!(sent, 0, "kill: {}", std::io::Error::last_os_error());
-}
-
 /// The status line of `GET /.well-known/custody/ready`.
 fn ready(url: &str) -> String {
     let host = url
@@ -199,18 +162,6 @@ fn ready(url: &str) -> String {
     .next()
     .unwrap_or("")
     .to_string()
-}
-
-/// Waits for the process to end, at most `within`; its exit code.
-fn exit_within(server: &mut Server, within: Duration) -> Option<i32> {
-    let begun = std::time::Instant::now();
-    loop {
-        if let Some(status) = server.0.try_wait().unwrap() {
-            return status.code();
-        }
-        assert!(begun.elapsed() < within, "still running after {within:?}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 #[test]

@@ -1,9 +1,12 @@
 //! What the CLI tests share: running the built `custody` and reading its
 //! output.
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
 pub fn custody(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_custody"))
@@ -48,4 +51,63 @@ pub fn error_line(output: &Output) -> String {
 pub fn assert_fails_with(output: &Output, status: i32, needle: &str) {
     assert_eq!(output.status.code(), Some(status), "{}", stderr(output));
     assert!(error_line(output).contains(needle), "{}", stderr(output));
+}
+
+/// A process of the test (a server, a load balancer, a load generator),
+/// killed (by its own handle) when the test ends.
+pub struct Server(pub Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Sends `signal` to the process.
+pub fn signal(server: &Server, signal: libc::c_int) {
+    let pid = libc::pid_t::try_from(server.0.id()).unwrap();
+    // SAFETY: kill(2) takes plain integers; `pid` is our own child, not
+    // yet reaped (its `Child` is alive), so the number names no other
+    // process.
+    let sent = unsafe { libc::kill(pid, signal) };
+    assert_eq!(sent, 0, "kill: {}", std::io::Error::last_os_error());
+}
+
+pub fn terminate(server: &Server) {
+    signal(server, libc::SIGTERM);
+}
+
+/// Waits for the process to end, at most `within`; its exit code.
+pub fn exit_within(server: &mut Server, within: Duration) -> Option<i32> {
+    let begun = Instant::now();
+    loop {
+        if let Some(status) = server.0.try_wait().unwrap() {
+            return status.code();
+        }
+        assert!(begun.elapsed() < within, "still running after {within:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// One HTTP/1.0 request (so the body comes unchunked, ended by the
+/// close), with the query `q=1`; the whole response.
+pub fn http(url: &str, method: &str, body: &str) -> String {
+    try_http(url, method, body).unwrap_or_else(|e| panic!("{method} {url}: {e}"))
+}
+
+/// [`http`], for a server that may not be there.
+pub fn try_http(url: &str, method: &str, body: &str) -> std::io::Result<String> {
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_at(rest.find('/').unwrap());
+    let mut stream = TcpStream::connect(host)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        stream,
+        "{method} {path}?q=1 HTTP/1.0\r\nHost: {host}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    Ok(response)
 }

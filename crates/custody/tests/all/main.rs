@@ -14,3 +14,5 @@ mod cli_manifest;
 mod cli_serve;
 mod cli_wasi;
 mod common;
+mod deploy;
+mod replicas;

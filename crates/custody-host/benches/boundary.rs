@@ -3,7 +3,8 @@
 //!
 //! - **ABI call**: a guest calling `custody.write` on a handle of the wrong
 //!   kind (the handle is looked up and pinned, the call fails with `E_KIND`,
-//!   no syscall) vs a raw `func_wrap` host function of the same signature.
+//!   no syscall) vs a raw `func_wrap` host function of the same signature,
+//!   and one that also reads its caller's memory kept in store data.
 //! - **ABI write**: `custody.write` of one byte to /dev/null vs a raw host
 //!   function doing the same write on an fd passed as an `i32`.
 //! - **Embedder call**: a typed embedder function (`HostBuilder::func_wrap`)
@@ -27,7 +28,7 @@ use std::time::Duration;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use custody_handle::Fd;
 use custody_host::{AbiError, Allocation, Domain, DomainConfig, GuestCall, Host, Policy, Val};
-use wasmtime::{Caller, Extern, Instance, Linker, Module, Store};
+use wasmtime::{Caller, Extern, Instance, Linker, Memory, Module, Store};
 
 /// Calls `MODULE.NAME(handle at 0, 16, 1, 8)` `n` times.
 const WRITE_CALLER: &str = r#"
@@ -148,6 +149,40 @@ fn abi_call(c: &mut Criterion) {
         .unwrap();
     g.bench_function("baseline: raw wasmtime func_wrap", |b| {
         b.iter(|| black_box(run.call(&mut store, black_box(CALLS)).unwrap()))
+    });
+
+    // The same, reading the caller's memory kept in store data (what an
+    // ABI function needs before it can touch guest pointers).
+    let mut reading = Linker::<Option<Memory>>::new(host.engine());
+    reading
+        .func_wrap(
+            "env",
+            "write",
+            |caller: Caller<'_, Option<Memory>>, h: i32, _ptr: i32, _len: i32, _out: i32| -> i32 {
+                if let Some(memory) = *caller.data() {
+                    black_box(memory.data(&caller).len());
+                }
+                black_box(h);
+                AbiError::Kind.code()
+            },
+        )
+        .unwrap();
+    let mut reading_store = Store::new(host.engine(), None);
+    reading_store.set_epoch_deadline(1);
+    reading_store.epoch_deadline_callback(|_| Ok(wasmtime::UpdateDeadline::Continue(1)));
+    let instance = reading.instantiate(&mut reading_store, &raw).unwrap();
+    *reading_store.data_mut() = instance.get_memory(&mut reading_store, "memory");
+    let reading_run = instance
+        .get_typed_func::<i32, i32>(&mut reading_store, "run")
+        .unwrap();
+    g.bench_function("baseline: raw wasmtime func_wrap reading its memory", |b| {
+        b.iter(|| {
+            black_box(
+                reading_run
+                    .call(&mut reading_store, black_box(CALLS))
+                    .unwrap(),
+            )
+        })
     });
 
     let domain = write_caller(&host, Token);

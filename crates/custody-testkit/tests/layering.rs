@@ -161,10 +161,12 @@ const SERVE: &[Layer] = &[
     Layer::with(
         "admin",
         &[
+            Layer::of("token"),
             Layer::of("views"),
             Layer::of("requests"),
             Layer::of("actions"),
             Layer::of("diagnostics"),
+            Layer::of("dashboard"),
         ],
     ),
     Layer::of("shutdown"),

@@ -7,6 +7,7 @@ mod admin_api;
 mod admin_refusals;
 mod config;
 mod custody;
+mod dashboard;
 mod faults;
 mod limits;
 mod openmetrics;

@@ -135,6 +135,9 @@ const CLI: &[Layer] = &[
     Layer::of("output"),
     Layer::of("run"),
     Layer::of("serve"),
+    Layer::of("table"),
+    Layer::of("admin_client"),
+    Layer::of("admin"),
 ];
 
 /// custody-serve, bottom to top (the crate root on top).

@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 /// The server process, killed (by its own handle) when the test ends.
-struct Server(Child);
+pub struct Server(pub Child);
 
 impl Drop for Server {
     fn drop(&mut self) {
@@ -19,18 +19,27 @@ impl Drop for Server {
     }
 }
 
-/// One HTTP/1.0 request (so the body comes unchunked, ended by the
-/// close); the whole response.
-fn http(url: &str, method: &str, body: &str) -> String {
+/// One HTTP/1.0 request to `url` with `?q=1` (so the body comes
+/// unchunked, ended by the close); the whole response.
+pub fn http(url: &str, method: &str, body: &str) -> String {
+    request(&format!("{url}?q=1"), method, &[], body)
+}
+
+/// One HTTP/1.0 request to `url` as it is, with `headers`; the whole
+/// response.
+pub fn request(url: &str, method: &str, headers: &[(&str, &str)], body: &str) -> String {
     let rest = url.strip_prefix("http://").unwrap();
     let (host, path) = rest.split_at(rest.find('/').unwrap());
     let mut stream = TcpStream::connect(host).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
+    let headers: String = (headers.iter())
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
     write!(
         stream,
-        "{method} {path}?q=1 HTTP/1.0\r\nHost: {host}\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.0\r\nHost: {host}\r\n{headers}Content-Length: {}\r\n\r\n{body}",
         body.len()
     )
     .unwrap();
@@ -147,16 +156,31 @@ fn serve_plugin(
     wat: &str,
     flags: &[&str],
 ) -> (Server, String) {
+    let toml = format!(
+        "{top}\n[[plugin]]\nname = \"{name}\"\nroute = \"/{name}\"\nmodule = \"{name}.wat\"\n"
+    );
+    let module = format!("{name}.wat");
+    let (server, lines) = serve_files(dir, &toml, &[(&module, wat)], flags, 1);
+    let url = lines[0].strip_prefix("GET ").unwrap().to_string();
+    (server, url)
+}
+
+/// `custody serve --listen 127.0.0.1:0 --config DIR/custody.toml FLAGS`,
+/// the configuration `toml` and `files` written in `dir`; the first
+/// `lines` lines it prints (a route's `GET URL`, then `ADMIN URL`).
+pub fn serve_files(
+    dir: &std::path::Path,
+    toml: &str,
+    files: &[(&str, &str)],
+    flags: &[&str],
+    lines: usize,
+) -> (Server, Vec<String>) {
     std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(dir.join(format!("{name}.wat")), wat).unwrap();
+    for (name, text) in files {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
     let file = dir.join("custody.toml");
-    std::fs::write(
-        &file,
-        format!(
-            "{top}\n[[plugin]]\nname = \"{name}\"\nroute = \"/{name}\"\nmodule = \"{name}.wat\"\n"
-        ),
-    )
-    .unwrap();
+    std::fs::write(&file, toml).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_custody"))
         .args(["serve", "--listen", "127.0.0.1:0", "--config"])
         .arg(&file)
@@ -165,15 +189,17 @@ fn serve_plugin(
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line.trim().strip_prefix("GET ").unwrap().to_string();
-    (Server(child), url)
+    let printed: Vec<String> = BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .take(lines)
+        .map(Result::unwrap)
+        .collect();
+    let server = Server(child);
+    assert_eq!(printed.len(), lines, "the server printed {printed:?}");
+    (server, printed)
 }
 
-fn terminate(server: &Server) {
+pub fn terminate(server: &Server) {
     let pid = libc::pid_t::try_from(server.0.id()).unwrap();
     // SAFETY: kill(2) takes plain integers; `pid` is our own child, not
     // yet reaped (its `Child` is alive), so the number names no other
@@ -202,7 +228,7 @@ fn ready(url: &str) -> String {
 }
 
 /// Waits for the process to end, at most `within`; its exit code.
-fn exit_within(server: &mut Server, within: Duration) -> Option<i32> {
+pub fn exit_within(server: &mut Server, within: Duration) -> Option<i32> {
     let begun = std::time::Instant::now();
     loop {
         if let Some(status) = server.0.try_wait().unwrap() {

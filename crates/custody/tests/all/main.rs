@@ -8,6 +8,7 @@
 //! build script's `cfg(no_wasi_testsuite)` is about it alone.
 
 mod cli;
+mod cli_admin;
 mod cli_inputs;
 mod cli_ledger;
 mod cli_manifest;

@@ -15,3 +15,4 @@ mod cli_manifest;
 mod cli_serve;
 mod cli_wasi;
 mod common;
+mod dashboard;

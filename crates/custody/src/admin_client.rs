@@ -101,15 +101,19 @@ impl AdminClient {
             None => format!("{authority}:80"),
         };
         let prefix = uri.path().trim_end_matches('/').to_string();
+        // As `admin.token_file` holds it: printable ASCII, no spaces.
         let authorization = match token.map(str::trim).filter(|t| !t.is_empty()) {
             None => None,
-            Some(token) => Some(HeaderValue::from_str(&format!("Bearer {token}")).map_err(
-                |_| {
-                    Failure::usage(format!(
-                        "{TOKEN_VARIABLE}: a token is printable ASCII without spaces"
-                    ))
-                },
-            )?),
+            Some(token) => Some(
+                (token.bytes().all(|b| b.is_ascii_graphic()))
+                    .then(|| HeaderValue::from_str(&format!("Bearer {token}")).ok())
+                    .flatten()
+                    .ok_or_else(|| {
+                        Failure::usage(format!(
+                            "{TOKEN_VARIABLE}: a token is printable ASCII without spaces"
+                        ))
+                    })?,
+            ),
         };
         Ok(AdminClient {
             authority,

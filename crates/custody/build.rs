@@ -5,6 +5,11 @@
 //!   Without it the test is compiled with `cfg(no_wasi_testsuite)`; with
 //!   `CUSTODY_REQUIRE_GUESTS=1` (CI) the cfg is not set and the test runs
 //!   and fails, saying the variable is missing.
+//! - `tests/all/dashboard.rs`, the dashboard in headless Chromium:
+//!   Debian's `chromium` (or the browser `CHROMIUM` names), found on
+//!   `PATH` and passed on as `CUSTODY_CHROMIUM`; without it,
+//!   `cfg(no_chromium)`, unless `CUSTODY_REQUIRE_GUESTS=1` (CI): then the
+//!   test runs and fails, saying what is missing.
 //! - `tests/all/replicas.rs` needs HAProxy and wrk (Debian's `haproxy` and
 //!   `wrk`) on `PATH`. Without them it is compiled with
 //!   `cfg(no_replica_tools)`; with `CUSTODY_REQUIRE_TOOLS=1` (CI) the build
@@ -13,22 +18,35 @@
 //! Each cfg marks its tests `#[ignore]` with the reason, so `cargo test`
 //! lists them as ignored, never as passed.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The programs the replicas test runs.
 const REPLICA_TOOLS: [&str; 2] = ["haproxy", "wrk"];
 
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(no_wasi_testsuite)");
+    println!("cargo::rustc-check-cfg=cfg(no_chromium)");
     println!("cargo::rustc-check-cfg=cfg(no_replica_tools)");
     println!("cargo::rerun-if-env-changed=CUSTODY_WASI_TESTSUITE");
     println!("cargo::rerun-if-env-changed=CUSTODY_REQUIRE_GUESTS");
     println!("cargo::rerun-if-env-changed=CUSTODY_REQUIRE_TOOLS");
-    // Whether the tools are found depends on it, either way.
+    println!("cargo::rerun-if-env-changed=CHROMIUM");
+    // Whether the programs are found depends on it, either way.
     println!("cargo::rerun-if-env-changed=PATH");
+    let required = asked("CUSTODY_REQUIRE_GUESTS");
     let given = std::env::var_os("CUSTODY_WASI_TESTSUITE").is_some_and(|v| !v.is_empty());
-    if !given && !asked("CUSTODY_REQUIRE_GUESTS") {
+    if !given && !required {
         println!("cargo::rustc-cfg=no_wasi_testsuite");
+    }
+
+    match chromium() {
+        Some(path) => println!("cargo::rustc-env=CUSTODY_CHROMIUM={}", path.display()),
+        None => {
+            watch_path();
+            if !required {
+                println!("cargo::rustc-cfg=no_chromium");
+            }
+        }
     }
 
     let missing: Vec<&str> = (REPLICA_TOOLS.into_iter())
@@ -54,6 +72,17 @@ fn asked(var: &str) -> bool {
     std::env::var(var).is_ok_and(|v| !v.is_empty() && v != "0")
 }
 
+/// The browser: `CHROMIUM` if set, else `chromium` on `PATH`.
+fn chromium() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("CHROMIUM").filter(|v| !v.is_empty()) {
+        return Some(PathBuf::from(path));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join("chromium"))
+        .find(|candidate| candidate.is_file())
+}
+
 /// Whether an executable file `name` is in a directory of `PATH`.
 fn on_path(name: &str) -> bool {
     use std::os::unix::fs::PermissionsExt;
@@ -64,9 +93,9 @@ fn on_path(name: &str) -> bool {
     })
 }
 
-/// Without the tools, look again when a directory on `PATH` changes
-/// (installing a package adds files there), so the test runs once they
-/// are there.
+/// Without a program, look again when a directory on `PATH` changes
+/// (installing a package adds files there), so its test runs once it is
+/// there.
 fn watch_path() {
     let path = std::env::var_os("PATH").unwrap_or_default();
     for dir in std::env::split_paths(&path) {

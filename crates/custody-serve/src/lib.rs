@@ -52,7 +52,7 @@
 //! | `reload` | hot reload: a trial load, the swap (or, with `canary = N`, a canary beside the stable version), the old version's drain |
 //! | `canary` | a canary's end: promote (the canary alone, the old stable version drained) or rollback (the canary drained) |
 //! | `watch` | `watch = true`: the plugins' files watched, changes debounced, reloads |
-//! | `admin/` | the admin listener: `mod.rs` the door (bearer token in constant time, routing, 405 with `Allow`, mutating calls logged, `/healthz`, `/readyz`, `/metrics`), `views.rs` (plugins, domains, roots), `requests.rs` (in flight, cancel), `actions.rs` (reload, promote, rollback, unload, force), `diagnostics.rs` (the recent ring, `?follow` as server-sent events) |
+//! | `admin/` | the admin listener: `mod.rs` the door (routing, 405 with `Allow`, mutating calls logged, `/healthz`, `/readyz`, `/metrics`), `token.rs` (the bearer token in constant time, the dashboard's read-only cookie), `views.rs` (plugins, domains, roots), `requests.rs` (in flight, cancel), `actions.rs` (reload, promote, rollback, unload, force), `diagnostics.rs` (the recent ring, `?follow` as server-sent events), `dashboard.rs` (the HTML page at `/admin/`, `dashboard.html` embedded) |
 //! | `shutdown` | `serve`: the termination contract (ready 503, delay, drain, force), signals, the admin listener stopped last |
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
@@ -81,7 +81,8 @@ mod wagi;
 mod watch;
 
 pub use admin::{
-    ADMIN_HEALTH_PATH, ADMIN_PLUGINS_PATH, ADMIN_READY_PATH, AdminListener, METRICS_PATH,
+    ADMIN_DASHBOARD_PATH, ADMIN_DIAGNOSTICS_PATH, ADMIN_DOMAINS_PATH, ADMIN_HEALTH_PATH,
+    ADMIN_PLUGINS_PATH, ADMIN_READY_PATH, ADMIN_REQUESTS_PATH, AdminListener, METRICS_PATH,
 };
 pub use body::{Body, full};
 pub use canary::{CanaryEnded, CanaryError};

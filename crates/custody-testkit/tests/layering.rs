@@ -135,6 +135,9 @@ const CLI: &[Layer] = &[
     Layer::of("output"),
     Layer::of("run"),
     Layer::of("serve"),
+    Layer::of("table"),
+    Layer::of("admin_client"),
+    Layer::of("admin"),
 ];
 
 /// custody-serve, bottom to top (the crate root on top).
@@ -162,10 +165,12 @@ const SERVE: &[Layer] = &[
     Layer::with(
         "admin",
         &[
+            Layer::of("token"),
             Layer::of("views"),
             Layer::of("requests"),
             Layer::of("actions"),
             Layer::of("diagnostics"),
+            Layer::of("dashboard"),
         ],
     ),
     Layer::of("shutdown"),

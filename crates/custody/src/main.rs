@@ -3,6 +3,9 @@
 //!
 //! ```text
 //! custody serve [--listen ADDR] [--config FILE]
+//! custody ps | requests                       [--admin URL] [--json]
+//! custody roots ID | unload ID [--force]      [--admin URL] [--json]
+//! custody cancel REQUEST | reload NAME | promote NAME | rollback NAME
 //! custody run [OPTIONS] (MODULE | --manifest FILE) [ARGS...]
 //!   --invoke NAME                 the export to call (ARGS are its parameters)
 //!   --dir HOST_DIR[::GUEST_DIR]   pre-open a directory (also --preopen [NAME=]DIR)
@@ -31,6 +34,14 @@
 //! `proc_exit(n)`; outside 0..=255, 255), else 0 success; 2 usage or load
 //! error, 3 trap or abort, 4 denied import.
 //!
+//! The admin commands (`ps`, `roots`, ...) are clients of a running
+//! server's admin API (`--admin URL`, the token from
+//! `CUSTODY_ADMIN_TOKEN`): tables for people, `--json` the server's JSON.
+//! Their exit status has the same meanings: 0 done, 2 what was asked is
+//! wrong (a usage error, an id or name the server refuses, a version that
+//! does not load), 3 the server could not be reached or failed, 4 the
+//! token was refused.
+//!
 //! # Module map
 //! Bottom first: a module imports only modules listed above it, and this
 //! file (the command line itself) sits on top (the layering test declares
@@ -44,17 +55,23 @@
 //! | `output` | what is printed once the domain is unloaded: result or status, ledger, diagnostics |
 //! | `run` | `custody run`: host, domain, load, call, unload |
 //! | `serve` | `custody serve`: the plugin server (docs/SERVER.md) on a tokio runtime |
+//! | `table` | tables for people (aligned, control characters escaped) and their cells' formats |
+//! | `admin_client` | the admin API's client: one HTTP/1 request through hyper, the token, refusals as failures with their exit status |
+//! | `admin` | the admin commands: `ps`, `roots`, `requests`, `cancel`, `reload`, `promote`, `rollback`, `unload` |
 // The command line needs no `unsafe`: everything unsafe is in the libraries.
 #![forbid(unsafe_code)]
 
 use std::process::ExitCode;
 
+mod admin;
+mod admin_client;
 mod args;
 mod outcome;
 mod output;
 mod run;
 mod serve;
 mod source;
+mod table;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use custody_handle::diagnostics;
@@ -164,6 +181,8 @@ enum Command {
     /// Serve WAGI plugins over HTTP, each request in a fresh domain: the
     /// bundled examples without --config (one line per route is printed).
     Serve(serve::ServeArgs),
+    #[command(flatten)]
+    Admin(admin::AdminCommand),
 }
 
 fn main() -> ExitCode {
@@ -173,6 +192,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run::run(&args, log_format),
         Command::Serve(args) => serve::serve(&args),
+        Command::Admin(command) => admin::run(&command),
     };
     match result {
         Ok(status) => ExitCode::from(status),

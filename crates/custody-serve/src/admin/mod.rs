@@ -3,12 +3,15 @@
 //! `/healthz` and `/readyz` (the plugins' well-known pair, open to
 //! probes), and, to a caller with the bearer token when `token_file` is
 //! set, the JSON endpoints (docs/SERVER.md lists them with their shapes)
-//! and `/metrics` (OpenMetrics text). This file is the door: the token,
-//! the routing ([`Endpoint`]: a path and the methods it allows, 405 with
-//! `Allow` for the others) and the listener; the answers are by concept:
-//! `views` (plugins, domains, roots), `requests` (in flight, cancel),
-//! `actions` (reload, promote, rollback, unload, force), `diagnostics` (the recent ring and
-//! its event stream).
+//! and `/metrics` (OpenMetrics text). This file is the door: the routing
+//! ([`Endpoint`]: a path and the methods it allows, 405 with `Allow` for
+//! the others) and the listener; `token` is the credential (the bearer
+//! header, and the dashboard's cookie for reads); the answers are by
+//! concept: `dashboard` (the HTML page at `/admin/`, which takes the token
+//! itself), `views` (plugins, domains, roots), `requests` (in flight,
+//! cancel), `actions` (reload, promote,
+//! rollback, unload, force), `diagnostics` (the recent
+//! ring and its event stream).
 //! Without a token the listener must be on loopback (the configuration
 //! refuses otherwise, and so does [`AdminListener::bind`]). Every call
 //! that is not a read (any method but GET and HEAD) is logged with its
@@ -24,10 +27,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use hyper::body::Incoming;
-use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -39,9 +40,13 @@ use crate::reload::FORCE_GRACE;
 use crate::server::ServerState;
 
 mod actions;
+mod dashboard;
 mod diagnostics;
 mod requests;
+mod token;
 mod views;
+
+use token::Token;
 
 /// The admin listener's liveness endpoint (as the plugins' `/health`).
 pub const ADMIN_HEALTH_PATH: &str = "/healthz";
@@ -58,35 +63,8 @@ pub const ADMIN_DOMAINS_PATH: &str = "/admin/domains";
 pub const ADMIN_DIAGNOSTICS_PATH: &str = "/admin/diagnostics";
 /// The requests in flight, as JSON.
 pub const ADMIN_REQUESTS_PATH: &str = "/admin/requests";
-
-/// The SHA-256 of the bearer token: compared in constant time with the
-/// SHA-256 of what a caller presents, so neither the token's bytes nor
-/// its length show in how long a refusal takes.
-#[derive(Clone)]
-struct Token([u8; 32]);
-
-impl Token {
-    fn of(bytes: &[u8]) -> Token {
-        Token(Sha256::digest(bytes).into())
-    }
-
-    /// Whether `headers` carry `Authorization: Bearer TOKEN`.
-    fn admits(&self, headers: &HeaderMap) -> bool {
-        let Some(value) = headers.get(header::AUTHORIZATION) else {
-            return false;
-        };
-        let value = value.as_bytes();
-        // The scheme is case-insensitive (RFC 9110 11.1).
-        let Some((scheme, presented)) = value.split_at_checked(7) else {
-            return false;
-        };
-        if !scheme.eq_ignore_ascii_case(b"bearer ") {
-            return false;
-        }
-        let presented = Token::of(presented.trim_ascii());
-        bool::from(self.0.ct_eq(&presented.0))
-    }
-}
+/// The dashboard: one HTML page over the JSON endpoints.
+pub const ADMIN_DASHBOARD_PATH: &str = "/admin/";
 
 /// The admin API's bound listener and its token.
 pub struct AdminListener {
@@ -211,6 +189,7 @@ fn mutating(remote: SocketAddr, method: &Method, path: &str) {
 enum Endpoint<'a> {
     Health,
     Ready,
+    Dashboard,
     Plugins,
     Metrics,
     Domains,
@@ -232,6 +211,8 @@ impl<'a> Endpoint<'a> {
         let endpoint = match path {
             ADMIN_HEALTH_PATH => Endpoint::Health,
             ADMIN_READY_PATH => Endpoint::Ready,
+            // `/admin` too: the dashboard sends it to `/admin/`.
+            ADMIN_DASHBOARD_PATH | "/admin" => Endpoint::Dashboard,
             ADMIN_PLUGINS_PATH => Endpoint::Plugins,
             METRICS_PATH => Endpoint::Metrics,
             ADMIN_DOMAINS_PATH => Endpoint::Domains,
@@ -304,10 +285,16 @@ impl Door {
                     text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n".into())
                 });
             }
+            // The dashboard checks the token itself: it also takes it
+            // from `?token=` (and sets the cookie), and refuses with a
+            // page.
+            Some(Endpoint::Dashboard) if read => {
+                return Ok(dashboard::answer(self.token.as_deref(), &request, remote));
+            }
             _ => {}
         }
         if let Some(token) = &self.token
-            && !token.admits(request.headers())
+            && !token.admits(request.headers(), read)
         {
             tracing::debug!(target: "custody::serve::admin", %remote, path, "unauthorized");
             let mut refused = text(
@@ -346,7 +333,7 @@ impl Door {
         let query = request.uri().query().unwrap_or("");
         let state = &self.state;
         let response = match endpoint {
-            Endpoint::Health | Endpoint::Ready => unreachable_read(),
+            Endpoint::Health | Endpoint::Ready | Endpoint::Dashboard => unreachable_read(),
             Endpoint::Plugins => json(StatusCode::OK, &views::plugins(state)),
             Endpoint::Metrics => metrics(state),
             Endpoint::Domains => views::domains(state),
@@ -365,12 +352,13 @@ impl Door {
     }
 }
 
-/// The probes were answered before the token (a read of them never gets
-/// here): what a mistake in the routing above would answer.
+/// The probes and the dashboard were answered before the token (a read
+/// of them never gets here): what a mistake in the routing above would
+/// answer.
 fn unreachable_read() -> Response<Body> {
     text(
         StatusCode::INTERNAL_SERVER_ERROR,
-        "the probes are answered before the token\n".into(),
+        "the probes and the dashboard are answered before the token\n".into(),
     )
 }
 

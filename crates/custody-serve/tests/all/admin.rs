@@ -16,12 +16,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::openmetrics;
 use crate::support::*;
 
-const TOKEN: &str = "s3cret-admin-token";
+pub const TOKEN: &str = "s3cret-admin-token";
 
 /// The admin listener on loopback port 0 with `token`'s file (if any), and
 /// three plugins: `hello` answers, `boom` traps, `spin` runs to its
 /// 300 ms deadline.
-async fn server(token: Option<&str>) -> TestServer {
+pub async fn server(token: Option<&str>) -> TestServer {
     let token_key = if token.is_some() {
         "token_file = \"admin.token\"\n"
     } else {

@@ -8,6 +8,7 @@ mod admin_refusals;
 mod canary;
 mod config;
 mod custody;
+mod dashboard;
 mod faults;
 mod limits;
 mod openmetrics;

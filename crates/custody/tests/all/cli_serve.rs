@@ -119,16 +119,31 @@ fn serve_plugin(
     wat: &str,
     flags: &[&str],
 ) -> (Server, String) {
+    let toml = format!(
+        "{top}\n[[plugin]]\nname = \"{name}\"\nroute = \"/{name}\"\nmodule = \"{name}.wat\"\n"
+    );
+    let module = format!("{name}.wat");
+    let (server, lines) = serve_files(dir, &toml, &[(&module, wat)], flags, 1);
+    let url = lines[0].strip_prefix("GET ").unwrap().to_string();
+    (server, url)
+}
+
+/// `custody serve --listen 127.0.0.1:0 --config DIR/custody.toml FLAGS`,
+/// the configuration `toml` and `files` written in `dir`; the first
+/// `lines` lines it prints (a route's `GET URL`, then `ADMIN URL`).
+pub fn serve_files(
+    dir: &std::path::Path,
+    toml: &str,
+    files: &[(&str, &str)],
+    flags: &[&str],
+    lines: usize,
+) -> (Server, Vec<String>) {
     std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(dir.join(format!("{name}.wat")), wat).unwrap();
+    for (name, text) in files {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
     let file = dir.join("custody.toml");
-    std::fs::write(
-        &file,
-        format!(
-            "{top}\n[[plugin]]\nname = \"{name}\"\nroute = \"/{name}\"\nmodule = \"{name}.wat\"\n"
-        ),
-    )
-    .unwrap();
+    std::fs::write(&file, toml).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_custody"))
         .args(["serve", "--listen", "127.0.0.1:0", "--config"])
         .arg(&file)
@@ -137,12 +152,14 @@ fn serve_plugin(
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line.trim().strip_prefix("GET ").unwrap().to_string();
-    (Server(child), url)
+    let printed: Vec<String> = BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .take(lines)
+        .map(Result::unwrap)
+        .collect();
+    let server = Server(child);
+    assert_eq!(printed.len(), lines, "the server printed {printed:?}");
+    (server, printed)
 }
 
 /// The status line of `GET /.well-known/custody/ready`.

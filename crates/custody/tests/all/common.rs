@@ -93,18 +93,37 @@ pub fn exit_within(server: &mut Server, within: Duration) -> Option<i32> {
 /// One HTTP/1.0 request (so the body comes unchunked, ended by the
 /// close), with the query `q=1`; the whole response.
 pub fn http(url: &str, method: &str, body: &str) -> String {
-    try_http(url, method, body).unwrap_or_else(|e| panic!("{method} {url}: {e}"))
+    request(&format!("{url}?q=1"), method, &[], body)
 }
 
 /// [`http`], for a server that may not be there.
 pub fn try_http(url: &str, method: &str, body: &str) -> std::io::Result<String> {
+    try_request(&format!("{url}?q=1"), method, &[], body)
+}
+
+/// One HTTP/1.0 request to `url` as it is, with `headers`; the whole
+/// response.
+pub fn request(url: &str, method: &str, headers: &[(&str, &str)], body: &str) -> String {
+    try_request(url, method, headers, body).unwrap_or_else(|e| panic!("{method} {url}: {e}"))
+}
+
+/// [`request`], for a server that may not be there.
+pub fn try_request(
+    url: &str,
+    method: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> std::io::Result<String> {
     let rest = url.strip_prefix("http://").unwrap();
     let (host, path) = rest.split_at(rest.find('/').unwrap());
     let mut stream = TcpStream::connect(host)?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let headers: String = (headers.iter())
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
     write!(
         stream,
-        "{method} {path}?q=1 HTTP/1.0\r\nHost: {host}\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.0\r\nHost: {host}\r\n{headers}Content-Length: {}\r\n\r\n{body}",
         body.len()
     )?;
     let mut response = String::new();

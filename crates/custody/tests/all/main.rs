@@ -8,11 +8,13 @@
 //! build script's `cfg(no_wasi_testsuite)` is about it alone.
 
 mod cli;
+mod cli_admin;
 mod cli_inputs;
 mod cli_ledger;
 mod cli_manifest;
 mod cli_serve;
 mod cli_wasi;
 mod common;
+mod dashboard;
 mod deploy;
 mod replicas;

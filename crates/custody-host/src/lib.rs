@@ -89,6 +89,6 @@ pub use host::{DomainConfig, Host, HostBuilder};
 pub use ledger::Ledger;
 pub use log::{LogSink, stderr_log};
 pub use manifest::{Manifest, ManifestModule};
-pub use registry::{CacheStats, DomainInfo, DomainState};
+pub use registry::{CacheStats, DomainInfo, DomainState, HostTotals};
 pub use runtime::EPOCH_TICK;
 pub use wasmtime::{Module, Val, ValType};

@@ -154,7 +154,7 @@ const SERVE: &[Layer] = &[
     Layer::of("exec"),
     Layer::of("custody_run"),
     Layer::of("connection"),
-    Layer::of("metrics"),
+    Layer::with("metrics", &[Layer::of("host")]),
     Layer::of("server"),
     Layer::of("reload"),
     Layer::of("watch"),

@@ -9,6 +9,7 @@ mod config;
 mod custody;
 mod faults;
 mod limits;
+mod metrics_families;
 mod openmetrics;
 mod reload;
 mod streaming;

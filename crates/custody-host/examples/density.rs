@@ -152,5 +152,5 @@ fn main() {
 
 /// Whether `live` is a count to report: 1k, 10k, 100k, 1M and each 100k.
 fn checkpoint(live: usize) -> bool {
-    matches!(live, 1_000 | 10_000) || live % 100_000 == 0
+    matches!(live, 1_000 | 10_000) || live.is_multiple_of(100_000)
 }

@@ -131,6 +131,7 @@ impl Compiler {
             .map(|range| range.end as usize - range.start as usize)
             .sum();
         let images = crate::sys::memory_image_fds().ok();
+        let (hits, misses) = self.modules.lookups();
         CacheStats {
             limit: self.policy.module_cache_entries,
             modules: modules_len,
@@ -139,6 +140,8 @@ impl Compiler {
             code_bytes,
             process_memory_image_fds: images.map(|(fds, _)| fds),
             process_memory_image_bytes: images.map(|(_, bytes)| bytes),
+            hits,
+            misses,
         }
     }
 }

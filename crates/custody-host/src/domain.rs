@@ -68,7 +68,7 @@ use crate::config::Policy;
 use crate::error::{LoadError, NotRunning, Refused};
 use crate::extension::ExtensionState;
 use crate::ledger::{Ledger, LedgerCounts};
-use crate::registry::{DomainInfo, DomainState, Listed};
+use crate::registry::{self, DomainInfo, DomainState, Listed, Tally};
 use crate::runtime::Runtime;
 
 /// The embedder's resolver (`DomainConfig::resolver`): a module for an
@@ -336,6 +336,10 @@ impl Listed for DomainShared {
         self
     }
 
+    fn tally(&self) -> Tally {
+        Tally::new(self.state.load(), &self.table, self.ledger())
+    }
+
     fn info(&self) -> DomainInfo {
         // The modules are read only if the store is free: a view never
         // waits for a call.
@@ -349,21 +353,14 @@ impl Listed for DomainShared {
             },
             None => (Vec::new(), None),
         };
-        // One snapshot for both counts, so they agree.
-        let by_kind = self.table.count_by_kind();
-        let mut handles_by_type = std::collections::BTreeMap::new();
-        for &(kind, count) in &by_kind {
-            *handles_by_type
-                .entry(custody_handle::short_type_name(kind))
-                .or_default() += count;
-        }
+        let tally = self.tally(); // one snapshot for both counts, so they agree
         DomainInfo {
             id: self.id,
-            state: self.state.load(),
-            handles: by_kind.iter().map(|(_, count)| count).sum(),
-            handles_by_type,
+            state: tally.state,
+            handles: tally.by_kind.iter().map(|(_, count)| count).sum(),
+            handles_by_type: registry::by_type_name(&tally.by_kind),
             age_ms: self.created.elapsed().as_millis() as u64,
-            ledger: self.ledger(),
+            ledger: tally.ledger,
             roots: self.state.roots(),
             unloading_ms: lock(&self.unload_requested).map(|at| at.elapsed().as_millis() as u64),
             forced: self.state.is_forced(),

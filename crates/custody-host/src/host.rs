@@ -20,7 +20,7 @@ use crate::domain::{Domain, DomainShared, Resolver};
 use crate::error::{HostError, LoadError};
 use crate::extension::{DomainSetup, Extension};
 use crate::log::{LogSink, stderr_log};
-use crate::registry::{CacheStats, DomainInfo, Listed};
+use crate::registry::{CacheStats, DomainInfo, HostTotals, Listed};
 use crate::runtime::{Runtime, RuntimeConfig};
 use crate::sys;
 
@@ -293,6 +293,15 @@ impl Host {
     /// How many domains are live or unloading.
     pub fn domain_count(&self) -> usize {
         self.runtime.registry.len()
+    }
+
+    /// The domains added up: how many run and unload, their handles by
+    /// type, and every domain's ledger since the host was built (see
+    /// [`HostTotals`]). Each domain is asked for its state, table counts
+    /// and ledger only (never its store), so a call in flight does not
+    /// delay it.
+    pub fn totals(&self) -> HostTotals {
+        self.runtime.registry.totals()
     }
 }
 

@@ -33,6 +33,22 @@ pub struct Ledger {
     pub recycles: u64,
 }
 
+impl Ledger {
+    /// `f` of each field of `self` and `other`: `u64::saturating_add` sums
+    /// two ledgers, `u64::max` keeps the higher of each count.
+    pub(crate) fn zip(self, other: Ledger, f: impl Fn(u64, u64) -> u64) -> Ledger {
+        Ledger {
+            opened: f(self.opened, other.opened),
+            closed_by_guest: f(self.closed_by_guest, other.closed_by_guest),
+            closed_by_host: f(self.closed_by_host, other.closed_by_host),
+            released_at_recycle: f(self.released_at_recycle, other.released_at_recycle),
+            released_at_unload: f(self.released_at_unload, other.released_at_unload),
+            release_failures: f(self.release_failures, other.release_failures),
+            recycles: f(self.recycles, other.recycles),
+        }
+    }
+}
+
 /// What the domain counts beside its table's counters.
 #[derive(Debug, Default)]
 pub(crate) struct LedgerCounts {

@@ -36,7 +36,7 @@
 //! | `compile` | the compile pipeline under the policy's bounds (structure check, estimate, export names, atomic-wait rewrite, time bound) and the module caches |
 //! | `manifest` | the domain [`Manifest`], read and checked, and the load order of its modules |
 //! | `error` | the error types (they name the domain's state and the policy's categories) |
-//! | `registry` | the live domains ([`DomainInfo`]) and where each is in its life ([`DomainState`]) |
+//! | `registry` | the live domains ([`DomainInfo`]), their totals ([`HostTotals`]) and where each is in its life ([`DomainState`]) |
 //! | [`abi`] | the `custody` ABI: its catalogue entries and handlers, an extension like any other |
 //! | [`extension`] | the door for ABIs: [`Extension`](extension::Extension), per-domain state, and the safe facade over the boundary that an ABI's functions use |
 //! | `catalogue` | every host function, declared once ([`HostFunction`]) |
@@ -89,6 +89,6 @@ pub use host::{DomainConfig, Host, HostBuilder};
 pub use ledger::Ledger;
 pub use log::{LogSink, stderr_log};
 pub use manifest::{Manifest, ManifestModule};
-pub use registry::{CacheStats, DomainInfo, DomainState};
+pub use registry::{CacheStats, DomainInfo, DomainState, HostTotals};
 pub use runtime::EPOCH_TICK;
 pub use wasmtime::{Module, Val, ValType};

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
+use custody_handle::HandleTable;
 use serde::Serialize;
 
 use crate::ledger::Ledger;
@@ -107,11 +108,69 @@ pub struct CacheStats {
     pub process_memory_image_fds: Option<usize>,
     /// The bytes of those memfds.
     pub process_memory_image_bytes: Option<u64>,
+    /// Compilations (`Host::compile`, a manifest's modules) answered from
+    /// the module cache, since the host was built.
+    pub hits: u64,
+    /// Compilations the module cache could not answer (each compiled the
+    /// bytes, or failed to).
+    pub misses: u64,
+}
+
+/// A host's domains added up, as [`Host::totals`](crate::Host::totals)
+/// reports them: cheaper than [`Host::domains`](crate::Host::domains) (no
+/// memory, roots or modules), for a metrics scrape.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct HostTotals {
+    /// Domains that take calls.
+    pub running: usize,
+    /// Domains whose unload has begun and not completed.
+    pub unloading: usize,
+    /// The handles those domains' tables hold, by resource type (as
+    /// [`DomainInfo::handles_by_type`] names them).
+    pub handles_by_type: BTreeMap<String, usize>,
+    /// Every domain's ledger added up since the host was built, the ended
+    /// domains' included: each count only grows from one call to the next
+    /// (a domain caught mid-teardown, counted in neither the live nor the
+    /// ended ones, cannot make a count go back).
+    pub ledger: Ledger,
+}
+
+/// What [`HostTotals`] asks of one domain.
+pub(crate) struct Tally {
+    pub(crate) state: DomainState,
+    /// Its table's handles by resource type (full type names).
+    pub(crate) by_kind: Vec<(&'static str, usize)>,
+    pub(crate) ledger: Ledger,
+}
+
+impl Tally {
+    pub(crate) fn new(state: DomainState, table: &HandleTable, ledger: Ledger) -> Tally {
+        let by_kind = table.count_by_kind();
+        Tally {
+            state,
+            by_kind,
+            ledger,
+        }
+    }
+}
+
+/// Handles by full type name, counted by short name (`Fd`, `Timer`).
+pub(crate) fn by_type_name(by_kind: &[(&'static str, usize)]) -> BTreeMap<String, usize> {
+    let mut by_name = BTreeMap::new();
+    for &(kind, count) in by_kind {
+        *by_name
+            .entry(custody_handle::short_type_name(kind))
+            .or_default() += count;
+    }
+    by_name
 }
 
 /// What the registry can ask of a domain.
 pub(crate) trait Listed: Send + Sync {
     fn info(&self) -> DomainInfo;
+    /// Its state, handles and ledger, without waiting for anything.
+    fn tally(&self) -> Tally;
     /// The domain as `Any`, for the host to find its own type again (the
     /// registry never names the domain: it sits below it).
     fn into_any(self: Arc<Self>) -> Arc<dyn std::any::Any + Send + Sync>;
@@ -121,6 +180,12 @@ pub(crate) trait Listed: Send + Sync {
 pub(crate) struct Registry {
     domains: Mutex<BTreeMap<u64, Weak<dyn Listed>>>,
     next_id: AtomicU64,
+    /// The ended domains' ledgers added up. Changed only under `domains`'
+    /// lock, as a domain leaves the map, so a domain is counted either
+    /// there or here.
+    ended: Mutex<Ledger>,
+    /// The highest of each count [`Registry::totals`] has reported.
+    reported: Mutex<Ledger>,
 }
 
 impl Default for Registry {
@@ -128,13 +193,19 @@ impl Default for Registry {
         Registry {
             domains: Mutex::default(),
             next_id: AtomicU64::new(1),
+            ended: Mutex::default(),
+            reported: Mutex::default(),
         }
     }
 }
 
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 impl Registry {
     fn lock(&self) -> MutexGuard<'_, BTreeMap<u64, Weak<dyn Listed>>> {
-        self.domains.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.domains)
     }
 
     /// A new domain id.
@@ -157,6 +228,55 @@ impl Registry {
 
     pub(crate) fn forget(&self, id: u64) {
         self.lock().remove(&id);
+    }
+
+    /// Forgets the domain `id`, which ended with `ledger`, and adds its
+    /// ledger to the ended domains' (once: a domain already forgotten
+    /// adds nothing).
+    pub(crate) fn retire(&self, id: u64, ledger: Ledger) {
+        let mut domains = self.lock();
+        if domains.remove(&id).is_some() {
+            let mut ended = lock(&self.ended);
+            *ended = ended.zip(ledger, u64::saturating_add);
+        }
+    }
+
+    /// The domains added up (see [`HostTotals`]).
+    pub(crate) fn totals(&self) -> HostTotals {
+        // The live domains and the ended ones' sum read under the one lock
+        // (a domain retires under it); the live ones asked outside it, as
+        // in `list`.
+        let (live, ended) = {
+            let domains = self.lock();
+            let live: Vec<Arc<dyn Listed>> = domains.values().filter_map(Weak::upgrade).collect();
+            (live, *lock(&self.ended))
+        };
+        let mut totals = HostTotals {
+            ledger: ended,
+            ..HostTotals::default()
+        };
+        let mut by_kind = BTreeMap::<&'static str, usize>::new();
+        for tally in live.iter().map(|d| d.tally()) {
+            match tally.state {
+                DomainState::Running => totals.running += 1,
+                DomainState::Unloading => totals.unloading += 1,
+                // Ended: retiring meanwhile, its ledger counted below.
+                _ => {}
+            }
+            for (kind, count) in tally.by_kind {
+                *by_kind.entry(kind).or_default() += count;
+            }
+            totals.ledger = totals.ledger.zip(tally.ledger, u64::saturating_add);
+        }
+        drop(live);
+        let by_kind: Vec<_> = by_kind.into_iter().collect();
+        totals.handles_by_type = by_type_name(&by_kind);
+        // A domain whose last `Domain` is being dropped cannot be upgraded
+        // before it retires: counted in neither, its counts would dip.
+        let mut reported = lock(&self.reported);
+        *reported = reported.zip(totals.ledger, u64::max);
+        totals.ledger = *reported;
+        totals
     }
 
     /// How many domains are registered.

@@ -47,7 +47,7 @@
 //! | `exec` | one WAGI request: its domain, stdio, streamed body and outcome |
 //! | `custody_run` | one custody-ABI request: `handle(request, response)`, the two handles, the head through `custody_http` |
 //! | `connection` | accepting connections under the client bounds (count, head size and time, idle), for every listener |
-//! | `metrics` | the Prometheus registry (`prometheus-client`): requests, latency, faults, in flight, reloads; its OpenMetrics text |
+//! | `metrics/` | the Prometheus registry (`prometheus-client`): `mod.rs` requests, latency, faults, in flight, reloads and the OpenMetrics text; `host.rs` the scrape-time families (domains by state, handles by type, the ledger, aborted calls, blocked and forced unloads, the module cache, the pools' use) |
 //! | `server` | hyper on tokio: state, health, routing, the plugins' listener |
 //! | `reload` | hot reload: a trial load, the swap (or, with `canary = N`, a canary beside the stable version), the old version's drain |
 //! | `canary` | a canary's end: promote (the canary alone, the old stable version drained) or rollback (the canary drained) |

@@ -10,7 +10,8 @@
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use custody_host::Domain;
 
@@ -44,11 +45,32 @@ pub(crate) struct Pooled {
     pub(crate) domain: Domain,
     served: u32,
     retire_after: u32,
+    /// While lent to a request: counted in the pool's domains in use.
+    lent: Option<Lent>,
+}
+
+/// One domain in use, counted until dropped (given back, or dropped by a
+/// request's task that panicked: the count cannot drift).
+struct Lent(Arc<AtomicUsize>);
+
+impl Lent {
+    fn new(in_use: &Arc<AtomicUsize>) -> Lent {
+        in_use.fetch_add(1, Ordering::Relaxed);
+        Lent(Arc::clone(in_use))
+    }
+}
+
+impl Drop for Lent {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// A version's pool.
 pub struct Pool {
     idle: Mutex<Vec<Pooled>>,
+    /// Domains lent to requests now.
+    in_use: Arc<AtomicUsize>,
     size: usize,
     recycle_after: (u32, u32),
     random: Mutex<u64>,
@@ -71,6 +93,7 @@ impl Pool {
         let seed = RandomState::new().build_hasher().finish() | 1;
         Pool {
             idle: Mutex::default(),
+            in_use: Arc::default(),
             size,
             recycle_after,
             random: Mutex::new(seed),
@@ -103,10 +126,11 @@ impl Pool {
         // dropped here (its unload completes, or it unloads with its last
         // `Domain`), never lent.
         loop {
-            let Some(pooled) = self.lock().pop() else {
+            let Some(mut pooled) = self.lock().pop() else {
                 break;
             };
             if pooled.domain.state() == custody_host::DomainState::Running {
+                pooled.lent = Some(Lent::new(&self.in_use));
                 return Ok(pooled);
             }
         }
@@ -114,6 +138,7 @@ impl Pool {
             domain: make()?,
             served: 0,
             retire_after: self.retire_after(),
+            lent: Some(Lent::new(&self.in_use)),
         })
     }
 
@@ -122,6 +147,7 @@ impl Pool {
     /// not reached and the pool has room; else unloaded. Whether it was
     /// kept.
     pub(crate) fn give_back(&self, mut pooled: Pooled, call_ok: bool) -> bool {
+        pooled.lent = None;
         pooled.served += 1;
         let domain = &pooled.domain;
         let reusable = call_ok
@@ -157,6 +183,11 @@ impl Pool {
     /// Idle domains now.
     pub fn idle(&self) -> usize {
         self.lock().len()
+    }
+
+    /// Domains lent to requests now.
+    pub fn in_use(&self) -> usize {
+        self.in_use.load(Ordering::Relaxed)
     }
 }
 

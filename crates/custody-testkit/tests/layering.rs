@@ -157,7 +157,7 @@ const SERVE: &[Layer] = &[
     Layer::of("exec"),
     Layer::of("custody_run"),
     Layer::of("connection"),
-    Layer::of("metrics"),
+    Layer::with("metrics", &[Layer::of("host")]),
     Layer::of("server"),
     Layer::of("reload"),
     Layer::of("canary"),

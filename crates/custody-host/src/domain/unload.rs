@@ -329,8 +329,8 @@ pub(crate) fn teardown(
     LedgerCounts::bump(counter, drained.released as u64);
     shared.cancel.close();
     shared.state.finish(state);
-    shared.runtime.registry.forget(shared.id);
     report.ledger = shared.ledger();
+    shared.runtime.registry.retire(shared.id, report.ledger);
     tracing::info!(
         target: "custody::domain",
         parent: &shared.span,

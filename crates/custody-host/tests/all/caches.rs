@@ -108,3 +108,23 @@ fn a_cap_of_0_keeps_nothing() {
     drop(again);
     baseline.assert_back("a cap of 0, every module dropped and unloaded");
 }
+
+#[test]
+fn the_module_cache_counts_its_hits_and_misses() {
+    let _serial = serial();
+    let host = host();
+    let wat = driver("");
+    let before = host.cache_stats();
+    assert_eq!((before.hits, before.misses), (0, 0));
+    let first = host.compile(wat.as_bytes()).unwrap();
+    let again = host.compile(wat.as_bytes()).unwrap();
+    assert!(Module::same(&first, &again), "the second is the cached one");
+    assert!(host.compile(b"(module (func $oops").is_err());
+    let stats = host.cache_stats();
+    // The first and the malformed one compiled (a miss each); the second
+    // was found.
+    assert_eq!((stats.hits, stats.misses), (1, 2));
+    host.clear_module_cache();
+    host.compile(wat.as_bytes()).unwrap();
+    assert_eq!(host.cache_stats().misses, 3, "a cleared cache misses");
+}

@@ -4,7 +4,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use custody_host::{
-    CallError, Category, DomainConfig, DomainState, LoadError, NotRunning, Policy, UnloadError, Val,
+    CallError, Category, DomainConfig, DomainState, HostTotals, LoadError, NotRunning, Policy,
+    UnloadError, Val,
 };
 use custody_testkit::*;
 
@@ -372,4 +373,44 @@ fn compiling_the_same_bytes_again_comes_from_the_cache() {
     host.clear_module_cache();
     let fresh = host.compile(LIB.as_bytes()).unwrap();
     assert!(!custody_host::Module::same(&first, &fresh));
+}
+
+/// `Host::totals`: domains by state, their handles by type, and the
+/// ledgers added up, an ended domain's kept.
+#[test]
+fn totals_count_domains_by_state_their_handles_and_every_ledger() {
+    let _serial = serial();
+    let host = host();
+    assert_eq!(host.totals(), HostTotals::default());
+    let (one, module) = driver_domain(&host, DomainConfig::new(), "");
+    let two = host.create_domain(DomainConfig::new()).unwrap();
+    two.load("main", &module).unwrap();
+    // Two pipes in `one` (four handles, one closed by the guest), one in
+    // `two`.
+    for domain in [&one, &one, &two] {
+        assert_eq!(call(domain, "abi_pipe", &[0, 4]), 0);
+    }
+    let read_end = call(&one, "load", &[0]);
+    assert_eq!(call(&one, "abi_close", &[read_end]), 0);
+    let totals = host.totals();
+    assert_eq!((totals.running, totals.unloading), (2, 0));
+    assert_eq!(totals.handles_by_type.values().sum::<usize>(), 5);
+    assert_eq!(totals.ledger.opened, 6);
+    assert_eq!(totals.ledger.closed_by_guest, 1);
+    // `one` ends: its ledger stays in the totals, its handles leave them.
+    one.unload().unwrap();
+    let totals = host.totals();
+    assert_eq!((totals.running, totals.unloading), (1, 0));
+    assert_eq!(totals.handles_by_type.values().sum::<usize>(), 2);
+    assert_eq!(totals.ledger.opened, 6);
+    assert_eq!(totals.ledger.released_at_unload, 3);
+    // Dropped, not unloaded: the same.
+    drop(two);
+    let totals = host.totals();
+    assert_eq!((totals.running, totals.handles_by_type.len()), (0, 0));
+    assert_eq!(totals.ledger.released_at_unload, 5);
+    assert_eq!(
+        totals.ledger.opened,
+        totals.ledger.closed_by_guest + totals.ledger.released_at_unload
+    );
 }

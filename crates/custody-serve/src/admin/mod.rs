@@ -363,7 +363,8 @@ fn unreachable_read() -> Response<Body> {
 }
 
 fn metrics(state: &ServerState) -> Response<Body> {
-    match state.metrics().encode(state.plugins()) {
+    let versions = state.live_versions();
+    match (state.metrics()).encode(state.host(), state.plugins(), &versions) {
         Ok(metrics) => {
             let mut response = Response::new(full(metrics));
             response.headers_mut().insert(

@@ -11,6 +11,7 @@ mod custody;
 mod dashboard;
 mod faults;
 mod limits;
+mod metrics_families;
 mod openmetrics;
 mod reload;
 mod streaming;

@@ -4,10 +4,17 @@
 //! request once its response head is made ([`Metrics::request`]), a reload
 //! once it ends ([`Metrics::reload`]); the fault counters and the requests
 //! in flight are read when scraped, so they are never a second count that
-//! could drift from the first. Names follow the Prometheus naming guide:
-//! the `custody_serve_` prefix, units in names, `_total` counters.
+//! could drift from the first. What the host and the pools hold (domains
+//! by state, handles by type, the ledger, the host's events, the module
+//! cache, the pools' use) is read when scraped too, by [`host`]. Names
+//! follow the Prometheus naming guide: the `custody_serve_` prefix, units
+//! in names, `_total` counters; labels take bounded values only (no
+//! request or domain ids).
 
-use std::sync::Arc;
+mod host;
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use prometheus_client::collector::Collector;
@@ -19,8 +26,11 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
+use custody_host::Host;
+
 use crate::fault::{FaultCounters, FaultKind};
-use crate::plugin::Plugin;
+use crate::plugin::{Plugin, PluginVersion};
+use host::HostScrape;
 
 /// The media type of [`Metrics::encode`]'s text.
 pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -98,6 +108,9 @@ pub struct Metrics {
     durations: LatencyFamily,
     in_flight: Family<PluginLabels, Gauge>,
     reloads: Family<ReloadLabels, Counter>,
+    /// The handle types seen open so far (`custody_serve_handles_open`
+    /// keeps each, at 0 once none is open).
+    handle_types: Mutex<BTreeSet<String>>,
 }
 
 /// The server's fault counters, read when scraped.
@@ -162,6 +175,7 @@ impl Metrics {
             durations,
             in_flight,
             reloads,
+            handle_types: Mutex::default(),
         }
     }
 
@@ -193,12 +207,19 @@ impl Metrics {
     }
 
     /// The OpenMetrics text of every metric ([`METRICS_CONTENT_TYPE`]),
-    /// the requests in flight read from `plugins` now.
+    /// the requests in flight read from `plugins` now, the domains,
+    /// handles, ledger and module cache from `host`, the pools from
+    /// `versions` (every live version).
     ///
     /// # Errors
     /// The encoder refused a metric (a bug: writing to a `String` cannot
     /// fail otherwise).
-    pub fn encode(&self, plugins: &[Arc<Plugin>]) -> Result<String, std::fmt::Error> {
+    pub fn encode(
+        &self,
+        host: &Host,
+        plugins: &[Arc<Plugin>],
+        versions: &[Arc<PluginVersion>],
+    ) -> Result<String, std::fmt::Error> {
         for plugin in plugins {
             let labels = PluginLabels {
                 plugin: plugin.config.name.clone(),
@@ -206,8 +227,17 @@ impl Metrics {
             let in_flight = i64::try_from(plugin.in_flight()).unwrap_or(i64::MAX);
             self.in_flight.get_or_create(&labels).set(in_flight);
         }
+        // The numbers first, then the text: no lock is held while encoding.
+        let scrape = {
+            let mut seen = (self.handle_types.lock()).unwrap_or_else(PoisonError::into_inner);
+            HostScrape::collect(host, versions, &mut seen)
+        };
+        let mut scraped = Registry::with_prefix(PREFIX);
+        scraped.register_collector(Box::new(scrape));
         let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
+        prometheus_client::encoding::text::encode_registry(&mut text, &self.registry)?;
+        prometheus_client::encoding::text::encode_registry(&mut text, &scraped)?;
+        prometheus_client::encoding::text::encode_eof(&mut text)?;
         Ok(text)
     }
 }

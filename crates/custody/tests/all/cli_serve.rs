@@ -6,18 +6,10 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-/// The server process, killed (by its own handle) when the test ends.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use crate::serve_process::{Server, exit_within, spawn_serve, terminate};
 
 /// One HTTP/1.0 request (so the body comes unchunked, ended by the
 /// close); the whole response.
@@ -157,29 +149,13 @@ fn serve_plugin(
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_custody"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(&file)
-        .args(flags)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut server = spawn_serve(&file, flags);
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
+    BufReader::new(server.0.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
     let url = line.trim().strip_prefix("GET ").unwrap().to_string();
-    (Server(child), url)
-}
-
-fn terminate(server: &Server) {
-    let pid = libc::pid_t::try_from(server.0.id()).unwrap();
-    // SAFETY: kill(2) takes plain integers; `pid` is our own child, not
-    // yet reaped (its `Child` is alive), so the number names no other
-    // process.
-    let sent = unsafe { libc::kill(pid, libc::SIGTERM) };
-    assert_eq!(sent, 0, "kill: {}", std::io::Error::last_os_error());
+    (server, url)
 }
 
 /// The status line of `GET /.well-known/custody/ready`.
@@ -199,18 +175,6 @@ fn ready(url: &str) -> String {
     .next()
     .unwrap_or("")
     .to_string()
-}
-
-/// Waits for the process to end, at most `within`; its exit code.
-fn exit_within(server: &mut Server, within: Duration) -> Option<i32> {
-    let begun = std::time::Instant::now();
-    loop {
-        if let Some(status) = server.0.try_wait().unwrap() {
-            return status.code();
-        }
-        assert!(begun.elapsed() < within, "still running after {within:?}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 #[test]
@@ -408,15 +372,8 @@ fn admin_listener_is_printed_and_wants_its_token() {
     )
     .unwrap();
     std::fs::write(dir.join("slow.wat"), slow_plugin(10)).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_custody"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(&file)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut server = Server(child);
+    let mut server = spawn_serve(&file, &[]);
+    let stdout = server.0.stdout.take().unwrap();
     let lines: Vec<String> = BufReader::new(stdout)
         .lines()
         .take(2)
@@ -476,22 +433,7 @@ fn sigterm_while_the_plugins_load_exits_0_at_once_without_serving() {
         "[[plugin]]\nname = \"late\"\nroute = \"/late\"\nmodule = \"late.wat\"\n",
     )
     .unwrap();
-    let mut server = Server(
-        Command::new(env!("CARGO_BIN_EXE_custody"))
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--log-level",
-                "info",
-                "--config",
-            ])
-            .arg(&file)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
+    let mut server = spawn_serve(&file, &["--log-level", "info"]);
     let mut stderr = BufReader::new(server.0.stderr.take().unwrap());
     let mut line = String::new();
     while !line.contains("listening") {

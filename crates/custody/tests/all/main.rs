@@ -14,3 +14,4 @@ mod cli_manifest;
 mod cli_serve;
 mod cli_wasi;
 mod common;
+mod serve_process;

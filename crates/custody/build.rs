@@ -14,6 +14,9 @@
 //!   `wrk`) on `PATH`. Without them it is compiled with
 //!   `cfg(no_replica_tools)`; with `CUSTODY_REQUIRE_TOOLS=1` (CI) the build
 //!   fails instead, naming the missing program.
+//! - `tests/chaos` needs `wrk` (the Debian package) on `PATH`: without it,
+//!   `cfg(no_wrk)` ignores the chaos run with the reason, unless
+//!   `CUSTODY_REQUIRE_GUESTS=1` (then it runs and fails).
 //!
 //! Each cfg marks its tests `#[ignore]` with the reason, so `cargo test`
 //! lists them as ignored, never as passed.
@@ -27,6 +30,7 @@ fn main() {
     println!("cargo::rustc-check-cfg=cfg(no_wasi_testsuite)");
     println!("cargo::rustc-check-cfg=cfg(no_chromium)");
     println!("cargo::rustc-check-cfg=cfg(no_replica_tools)");
+    println!("cargo::rustc-check-cfg=cfg(no_wrk)");
     println!("cargo::rerun-if-env-changed=CUSTODY_WASI_TESTSUITE");
     println!("cargo::rerun-if-env-changed=CUSTODY_REQUIRE_GUESTS");
     println!("cargo::rerun-if-env-changed=CUSTODY_REQUIRE_TOOLS");
@@ -47,6 +51,11 @@ fn main() {
                 println!("cargo::rustc-cfg=no_chromium");
             }
         }
+    }
+
+    if !on_path("wrk") && !required {
+        println!("cargo::rustc-cfg=no_wrk");
+        watch_path();
     }
 
     let missing: Vec<&str> = (REPLICA_TOOLS.into_iter())

@@ -9,7 +9,8 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::common::{Server, exit_within, http, terminate};
+use crate::common::http;
+use crate::serve_process::{Server, exit_within, spawn_serve, terminate};
 
 #[test]
 fn serve_without_arguments_answers_its_printed_urls() {
@@ -144,20 +145,12 @@ pub fn serve_files(
     }
     let file = dir.join("custody.toml");
     std::fs::write(&file, toml).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_custody"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(&file)
-        .args(flags)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let printed: Vec<String> = BufReader::new(child.stdout.take().unwrap())
+    let mut server = spawn_serve(&file, flags);
+    let printed: Vec<String> = BufReader::new(server.0.stdout.take().unwrap())
         .lines()
         .take(lines)
         .map(Result::unwrap)
         .collect();
-    let server = Server(child);
     assert_eq!(printed.len(), lines, "the server printed {printed:?}");
     (server, printed)
 }
@@ -376,15 +369,8 @@ fn admin_listener_is_printed_and_wants_its_token() {
     )
     .unwrap();
     std::fs::write(dir.join("slow.wat"), slow_plugin(10)).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_custody"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(&file)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut server = Server(child);
+    let mut server = spawn_serve(&file, &[]);
+    let stdout = server.0.stdout.take().unwrap();
     let lines: Vec<String> = BufReader::new(stdout)
         .lines()
         .take(2)
@@ -444,22 +430,7 @@ fn sigterm_while_the_plugins_load_exits_0_at_once_without_serving() {
         "[[plugin]]\nname = \"late\"\nroute = \"/late\"\nmodule = \"late.wat\"\n",
     )
     .unwrap();
-    let mut server = Server(
-        Command::new(env!("CARGO_BIN_EXE_custody"))
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--log-level",
-                "info",
-                "--config",
-            ])
-            .arg(&file)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
+    let mut server = spawn_serve(&file, &["--log-level", "info"]);
     let mut stderr = BufReader::new(server.0.stderr.take().unwrap());
     let mut line = String::new();
     while !line.contains("listening") {

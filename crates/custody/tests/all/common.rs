@@ -53,42 +53,7 @@ pub fn assert_fails_with(output: &Output, status: i32, needle: &str) {
     assert!(error_line(output).contains(needle), "{}", stderr(output));
 }
 
-/// A process of the test (a server, a load balancer, a load generator),
-/// killed (by its own handle) when the test ends.
-pub struct Server(pub Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Sends `signal` to the process.
-pub fn signal(server: &Server, signal: libc::c_int) {
-    let pid = libc::pid_t::try_from(server.0.id()).unwrap();
-    // SAFETY: kill(2) takes plain integers; `pid` is our own child, not
-    // yet reaped (its `Child` is alive), so the number names no other
-    // process.
-    let sent = unsafe { libc::kill(pid, signal) };
-    assert_eq!(sent, 0, "kill: {}", std::io::Error::last_os_error());
-}
-
-pub fn terminate(server: &Server) {
-    signal(server, libc::SIGTERM);
-}
-
-/// Waits for the process to end, at most `within`; its exit code.
-pub fn exit_within(server: &mut Server, within: Duration) -> Option<i32> {
-    let begun = Instant::now();
-    loop {
-        if let Some(status) = server.0.try_wait().unwrap() {
-            return status.code();
-        }
-        assert!(begun.elapsed() < within, "still running after {within:?}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
+pub use crate::serve_process::{Server, exit_within, signal, terminate};
 
 /// One HTTP/1.0 request (so the body comes unchunked, ended by the
 /// close), with the query `q=1`; the whole response.

@@ -18,3 +18,4 @@ mod common;
 mod dashboard;
 mod deploy;
 mod replicas;
+mod serve_process;

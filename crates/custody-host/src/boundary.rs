@@ -11,6 +11,7 @@
 //! | [`stack`] | guest stacks as custody shows them (frames named), and a failure's cause apart from its stack |
 //! | [`timer`] | what `timer_set` asks of the domain ([`Timers`](timer::Timers)), and the timer handle |
 //! | [`extensions`] | each ABI extension's slot in the store ([`StoreState`](extensions::StoreState)), found by type |
+//! | [`throttle`] | a call past the policy's `throttle_after`: paused at its epoch checks to a share of a core |
 //! | [`ctx`] | the store data a host call sees ([`DomainCtx`](ctx::DomainCtx)): limits, the one wait, errno |
 //! | [`marshal`] | one host call: memory resolved once per instance, handle arguments pinned, out-handles written (`unsafe`: the table borrowed apart from the caller) |
 //! | [`atomic_wait`] | `memory.atomic.wait` under the deadline and the signal (the policy's `threads`) |
@@ -31,4 +32,5 @@ pub(crate) mod marshal;
 pub(crate) mod memory;
 pub(crate) mod preopen;
 pub(crate) mod stack;
+pub(crate) mod throttle;
 pub(crate) mod timer;

@@ -58,7 +58,7 @@ use wasmtime::{
 use self::report::{ModuleHook, UnloadReport};
 use self::roots::Roots;
 use self::state::StateWord;
-use crate::boundary::cancel::{Cancel, Interrupt, Reason};
+use crate::boundary::cancel::{Cancel, Reason};
 use crate::boundary::ctx::DomainCtx;
 use crate::boundary::extensions::Extensions;
 use crate::boundary::preopen::Preopens;
@@ -310,21 +310,13 @@ impl DomainShared {
         // is woken by the cancellation signal instead.)
         store.set_epoch_deadline(1);
         let roots = Arc::clone(&self.roots);
-        store.epoch_deadline_callback(move |ctx| {
+        store.epoch_deadline_callback(move |mut ctx| {
             if roots.sample_wanted() {
                 // `roots()` asked for this guest's stack: taken here, on
                 // the guest's own thread, at its epoch check.
                 roots.deliver_sample(stack::render(&WasmBacktrace::force_capture(&ctx)));
             }
-            let data = ctx.data();
-            if data.cancel.is_raised() {
-                return Err(data.interrupt().into());
-            }
-            if let Some((at, limit)) = data.deadline
-                && Instant::now() >= at
-            {
-                return Err(Interrupt::Deadline(limit).into());
-            }
+            ctx.data_mut().at_epoch()?;
             Ok(UpdateDeadline::Continue(1))
         });
         store

@@ -1,8 +1,9 @@
 //! [`DomainCtx`]: the store data of a domain, which is what a host call sees
 //! of it: its table, its pre-opens, its policy, the cancellation signal, the
 //! current call's deadline and critical regions, the one wait every
-//! blocking host call goes through, and the memory cap (the store's
-//! `ResourceLimiter`).
+//! blocking host call goes through, the checks of a running guest at its
+//! epoch ticks (with the throttle of a long call), and the memory cap (the
+//! store's `ResourceLimiter`).
 
 use std::cell::{Cell, RefCell};
 use std::os::fd::BorrowedFd;
@@ -21,6 +22,7 @@ use super::cancel::{Cancel, Interrupt, Reason, Waited};
 use super::errno::AbiError;
 use super::extensions::{Extensions, StoreState};
 use super::preopen::Preopens;
+use super::throttle::Throttle;
 use crate::config::{OnMemoryLimit, Policy};
 use crate::ledger::LedgerCounts;
 use crate::log::{self, LogSink};
@@ -76,6 +78,8 @@ pub struct DomainCtx {
     pub(crate) critical_depth: u32,
     /// When the current call must stop, if it has a deadline.
     pub(crate) deadline: Option<(Instant, Duration)>,
+    /// With the policy's `throttle_after`: where the current call is.
+    throttle: Option<Throttle>,
     /// Running the `custody_unloading` export: aborted host calls return
     /// `E_ABORTED` to it instead of ending it.
     pub(crate) in_unloading_hook: bool,
@@ -126,7 +130,10 @@ impl DomainCtx {
         log: LogSink,
     ) -> Self {
         let log_budget = RefCell::new(log::LogBudget::new(policy.log_lines_per_second));
+        let throttle =
+            (policy.throttle_after).and_then(|after| Throttle::new(after, policy.throttle_share));
         DomainCtx {
+            throttle,
             log_budget,
             id,
             table,
@@ -175,6 +182,35 @@ impl DomainCtx {
     }
 
     /// Why the current call is being stopped.
+    /// At a running guest's epoch check: `Err` stops it (the cancellation
+    /// signal is raised, or its deadline has passed); a call past the
+    /// policy's `throttle_after` first pauses, in the one wait (which the
+    /// signal and the deadline cut short), to keep to its share of a core.
+    pub(crate) fn at_epoch(&mut self) -> Result<(), Interrupt> {
+        self.still_running()?;
+        let pause = self.throttle.as_ref().and_then(|t| t.pause(Instant::now()));
+        if let Some(pause) = pause {
+            // Cut short by the signal or the deadline: both are seen below.
+            let _ = self.wait(&[], pause);
+            if let Some(throttle) = &mut self.throttle {
+                throttle.resumed(Instant::now());
+            }
+            self.still_running()?;
+        }
+        Ok(())
+    }
+
+    /// `Err` if the guest must stop now: the signal, or the deadline.
+    fn still_running(&self) -> Result<(), Interrupt> {
+        if self.cancel.is_raised() {
+            return Err(self.interrupt());
+        }
+        match self.deadline {
+            Some((at, limit)) if Instant::now() >= at => Err(Interrupt::Deadline(limit)),
+            _ => Ok(()),
+        }
+    }
+
     pub(crate) fn interrupt(&self) -> Interrupt {
         match (self.cancel.reason(), self.deadline) {
             (Some(Reason::Unload), _) => Interrupt::Unloading,
@@ -369,6 +405,9 @@ impl DomainCtx {
     /// is reported again.
     pub(crate) fn begin_call(&mut self) {
         self.memory_cap_reported = false;
+        if let Some(throttle) = &mut self.throttle {
+            throttle.begin(Instant::now());
+        }
     }
 
     /// Growth by `added` bytes of a `kind` (memory or table) goes past the

@@ -238,6 +238,15 @@ pub struct Policy {
     /// reports what holds it; also how long a forced unload waits for the
     /// call in flight to return before it reports it abandoned. Default 1 s.
     pub unload_grace: Duration,
+    /// A call running longer than this is throttled to
+    /// [`throttle_share`](Self::throttle_share) percent of a core: at each
+    /// epoch check it pauses (in the domain's cancellable wait) for what it
+    /// ran times `(100 - share) / share`, so a guest that spins leaves the
+    /// other domains the CPU. `None` (the default): never.
+    pub throttle_after: Option<Duration>,
+    /// The percent of a core a throttled call gets, 10 to 100 (100: not
+    /// throttled). Default 25.
+    pub throttle_share: u8,
     /// Categories no imported host function may carry.
     pub denied: Vec<Category>,
     /// What failures escalate to.
@@ -392,6 +401,8 @@ impl Default for Policy {
             unload_hook_timeout: Duration::from_secs(1),
             unload_timeout: Duration::from_secs(10),
             unload_grace: Duration::from_secs(1),
+            throttle_after: None,
+            throttle_share: 25,
             denied: Vec::new(),
             escalation: Escalation::default(),
             allocation: Allocation::default(),
@@ -451,6 +462,13 @@ impl Policy {
             return Err(PolicyError(
                 "log_lines_per_second: 0 would drop every guest log line".into(),
             ));
+        }
+        if !(crate::boundary::throttle::MIN_SHARE..=100).contains(&self.throttle_share) {
+            return Err(PolicyError(format!(
+                "throttle_share: {} is not a percent of a core from {} to 100",
+                self.throttle_share,
+                crate::boundary::throttle::MIN_SHARE
+            )));
         }
         if self.compile_timeout.is_zero() {
             return Err(PolicyError(

@@ -52,6 +52,8 @@ struct PolicyFile {
     unload_hook_timeout_ms: Option<u64>,
     unload_timeout_ms: Option<u64>,
     unload_grace_ms: Option<u64>,
+    throttle_after_ms: Option<u64>,
+    throttle_share: Option<u8>,
     deny: Option<Vec<String>>,
     escalation: Option<EscalationFile>,
     allocation: Option<Allocation>,
@@ -185,7 +187,8 @@ impl PolicyOverrides {
         let file = &self.file;
         set_keys!(keys, file, "": deadline_ms, max_wait_ms, allow_infinite_wait,
             memory_limit_bytes, memory_limit, on_memory_limit, stack_limit_bytes, handle_quota,
-            timer_min_period_ms, unload_hook_timeout_ms, unload_timeout_ms, unload_grace_ms, deny);
+            timer_min_period_ms, unload_hook_timeout_ms, unload_timeout_ms, unload_grace_ms,
+            throttle_after_ms, throttle_share, deny);
         if let Some(e) = &file.escalation {
             set_keys!(keys, e, "escalation.": outside_critical, inside_critical,
                 orphaned_critical, recreate, unload_blocked);
@@ -241,6 +244,10 @@ impl PolicyOverrides {
             .map_or(new.unload_hook_timeout, ms);
         new.unload_timeout = file.unload_timeout_ms.map_or(new.unload_timeout, ms);
         new.unload_grace = file.unload_grace_ms.map_or(new.unload_grace, ms);
+        if let Some(after) = file.throttle_after_ms {
+            new.throttle_after = Some(ms(after));
+        }
+        new.throttle_share = file.throttle_share.unwrap_or(new.throttle_share);
         if let Some(names) = &file.deny {
             new.denied = names
                 .iter()
@@ -300,6 +307,8 @@ impl Policy {
     /// unload_hook_timeout_ms = 1000
     /// unload_timeout_ms = 10000     # cooperative unload, then escalation.unload_blocked
     /// unload_grace_ms = 1000        # then unloadBlocked lists the roots
+    /// throttle_after_ms = 50        # a call running longer gets throttle_share; absent: never
+    /// throttle_share = 25           # percent of a core, 10 to 100
     /// deny = ["ExternalProcessMgmt"] # host-protection categories
     /// allocation = "pooling"        # pooling, on-demand or dense
     /// pool_size = 1000              # live instances the pool holds

@@ -47,7 +47,7 @@ const EXTREMES: [Duration; 4] = [
 
 type Field = (&'static str, fn(&mut Policy, Duration));
 
-const FIELDS: [Field; 7] = [
+const FIELDS: [Field; 8] = [
     ("deadline", |p, d| p.deadline = Some(d)),
     ("max_wait", |p, d| p.max_wait = d),
     ("timer_min_period", |p, d| p.timer_min_period = d),
@@ -55,6 +55,7 @@ const FIELDS: [Field; 7] = [
     ("unload_timeout", |p, d| p.unload_timeout = d),
     ("unload_grace", |p, d| p.unload_grace = d),
     ("compile_timeout", |p, d| p.compile_timeout = d),
+    ("throttle_after", |p, d| p.throttle_after = Some(d)),
 ];
 
 /// A whole life under `policy`; panics only if custody does. A refused
@@ -103,6 +104,7 @@ fn every_millisecond_key_of_a_policy_file_at_its_extremes_is_accepted_or_refused
         "unload_timeout_ms",
         "unload_grace_ms",
         "compile_timeout_ms",
+        "throttle_after_ms",
     ];
     for key in keys {
         for value in [0, 1, u64::MAX] {

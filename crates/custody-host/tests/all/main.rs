@@ -35,6 +35,7 @@ mod resolution;
 mod roots;
 mod stacks;
 mod threads;
+mod throttle;
 mod timers;
 mod unload;
 mod unload_stress;

@@ -30,54 +30,12 @@ use custody_handle::Fd;
 use custody_host::{AbiError, Allocation, Domain, DomainConfig, GuestCall, Host, Policy, Val};
 use wasmtime::{Caller, Extern, Instance, Linker, Memory, Module, Store};
 
-/// Calls `MODULE.NAME(handle at 0, 16, 1, 8)` `n` times.
-const WRITE_CALLER: &str = r#"
-(module
-  (import "{MODULE}" "write" (func $write (param i32 i32 i32 i32) (result i32)))
-  (memory (export "memory") 1)
-  (func (export "run") (param $n i32) (result i32)
-    (local $sum i32)
-    (loop $again
-      (local.set $sum (i32.add (local.get $sum)
-        (call $write (i32.load (i32.const 0)) (i32.const 16) (i32.const 1) (i32.const 8))))
-      (local.tee $n (i32.sub (local.get $n) (i32.const 1)))
-      (br_if $again))
-    (local.get $sum))
-  (func (export "set") (param i32) (i32.store (i32.const 0) (local.get 0)))
-)
-"#;
+#[path = "common/boundary_guests.rs"]
+mod boundary_guests;
 
-/// Calls `env.bump(i)` `n` times.
-const BUMP_CALLER: &str = r#"
-(module
-  (import "env" "bump" (func $bump (param i32) (result i32)))
-  (memory (export "memory") 1)
-  (func (export "run") (param $n i32) (result i32)
-    (local $sum i32)
-    (loop $again
-      (local.set $sum (i32.add (local.get $sum) (call $bump (local.get $n))))
-      (local.tee $n (i32.sub (local.get $n) (i32.const 1)))
-      (br_if $again))
-    (local.get $sum))
-)
-"#;
+use boundary_guests::{BUMP_CALLER, SMALL, Token, WRITE_CALLER, raw_store};
 
 const CALLS: i32 = 1000;
-
-/// A token resource of a kind `write` does not accept.
-struct Token;
-
-impl custody_handle::ReleaseHandle for Token {
-    fn is_invalid(&self) -> bool {
-        false
-    }
-    fn release_handle(&self) -> std::io::Result<()> {
-        Ok(())
-    }
-    fn raw_value(&self) -> u64 {
-        0
-    }
-}
 
 /// A host whose guests' log lines go nowhere.
 fn quiet_host(policy: Policy) -> Host {
@@ -112,18 +70,9 @@ fn write_caller(host: &Host, resource: impl custody_handle::ReleaseHandle) -> Do
 
 /// `module` instantiated by `linker` on a raw store (see [`raw_store`]).
 fn raw_instance(host: &Host, linker: &Linker<()>, module: &Module) -> (Store<()>, Instance) {
-    let mut store = raw_store(host);
+    let mut store = raw_store(host, ());
     let instance = linker.instantiate(&mut store, module).unwrap();
     (store, instance)
-}
-
-/// A raw wasmtime store on the host's engine, with the same epoch setup a
-/// domain has.
-fn raw_store(host: &Host) -> Store<()> {
-    let mut store = Store::new(host.engine(), ());
-    store.set_epoch_deadline(1);
-    store.epoch_deadline_callback(|_| Ok(wasmtime::UpdateDeadline::Continue(1)));
-    store
 }
 
 fn abi_call(c: &mut Criterion) {
@@ -260,9 +209,6 @@ fn domain_lifecycle(host: &Host, module: &Module) -> custody_host::UnloadReport 
     domain.unload().unwrap()
 }
 
-const SMALL: &str =
-    r#"(module (memory (export "memory") 1) (func (export "run") (result i32) i32.const 7))"#;
-
 fn lifecycle(c: &mut Criterion) {
     let host = host();
     let module = host.compile(SMALL.as_bytes()).unwrap();
@@ -271,7 +217,7 @@ fn lifecycle(c: &mut Criterion) {
     let pre = linker.instantiate_pre(&module).unwrap();
     g.bench_function("baseline: raw Store + instantiate + call + drop", |b| {
         b.iter(|| {
-            let mut store = raw_store(&host);
+            let mut store = raw_store(&host, ());
             let instance = pre.instantiate(&mut store).unwrap();
             let run = instance
                 .get_typed_func::<(), i32>(&mut store, "run")

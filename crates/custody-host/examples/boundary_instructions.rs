@@ -20,69 +20,12 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use custody_host::{AbiError, Allocation, DomainConfig, GuestCall, Host, Policy, Val};
-use wasmtime::{Caller, Linker, Memory, Module, Store};
+use wasmtime::{Caller, Linker, Memory, Module};
 
-/// Calls `MODULE.write(handle at 0, 16, 1, 8)` `n` times.
-const WRITE_CALLER: &str = r#"
-(module
-  (import "{MODULE}" "write" (func $write (param i32 i32 i32 i32) (result i32)))
-  (memory (export "memory") 1)
-  (func (export "run") (param $n i32) (result i32)
-    (local $sum i32)
-    (block $done
-      (loop $again
-        (br_if $done (i32.eqz (local.get $n)))
-        (local.set $sum (i32.add (local.get $sum)
-          (call $write (i32.load (i32.const 0)) (i32.const 16) (i32.const 1) (i32.const 8))))
-        (local.set $n (i32.sub (local.get $n) (i32.const 1)))
-        (br $again)))
-    (local.get $sum))
-  (func (export "set") (param i32) (i32.store (i32.const 0) (local.get 0)))
-)
-"#;
+#[path = "../benches/common/boundary_guests.rs"]
+mod boundary_guests;
 
-/// Calls `env.bump(i)` `n` times.
-const BUMP_CALLER: &str = r#"
-(module
-  (import "env" "bump" (func $bump (param i32) (result i32)))
-  (memory (export "memory") 1)
-  (func (export "run") (param $n i32) (result i32)
-    (local $sum i32)
-    (block $done
-      (loop $again
-        (br_if $done (i32.eqz (local.get $n)))
-        (local.set $sum (i32.add (local.get $sum) (call $bump (local.get $n))))
-        (local.set $n (i32.sub (local.get $n) (i32.const 1)))
-        (br $again)))
-    (local.get $sum))
-)
-"#;
-
-const SMALL: &str =
-    r#"(module (memory (export "memory") 1) (func (export "run") (result i32) i32.const 7))"#;
-
-/// A token resource of a kind `write` does not accept.
-struct Token;
-
-impl custody_handle::ReleaseHandle for Token {
-    fn is_invalid(&self) -> bool {
-        false
-    }
-    fn release_handle(&self) -> std::io::Result<()> {
-        Ok(())
-    }
-    fn raw_value(&self) -> u64 {
-        0
-    }
-}
-
-/// A raw store on the host's engine with a domain's epoch setup.
-fn raw_store<T>(host: &Host, data: T) -> Store<T> {
-    let mut store = Store::new(host.engine(), data);
-    store.set_epoch_deadline(1);
-    store.epoch_deadline_callback(|_| Ok(wasmtime::UpdateDeadline::Continue(1)));
-    store
-}
+use boundary_guests::{BUMP_CALLER, SMALL, Token, WRITE_CALLER, raw_store};
 
 fn main() {
     let mut args = std::env::args().skip(1);

@@ -74,7 +74,7 @@ impl Export {
             .is_ok_and(|value| value.trim().eq_ignore_ascii_case("true"));
         let endpoint = ENDPOINT_VARIABLES.iter().find_map(|name| {
             let value = std::env::var(name).ok()?;
-            (!value.trim().is_empty()).then(|| (*name, value))
+            (!value.trim().is_empty()).then_some((*name, value))
         });
         let Some((variable, endpoint)) = endpoint.filter(|_| !disabled) else {
             return Ok(None);

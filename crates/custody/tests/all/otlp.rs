@@ -143,7 +143,7 @@ fn serve_connection(stream: TcpStream, received: &Mutex<Received>) {
             let export = proto::ExportTraceServiceRequest::decode(body.as_slice())
                 .unwrap_or_else(|e| panic!("not an OTLP export request: {e}"));
             for resource_spans in export.resource_spans {
-                got.resources.extend(resource_spans.resource.into_iter());
+                got.resources.extend(resource_spans.resource);
                 for scope in resource_spans.scope_spans {
                     got.spans.extend(scope.spans);
                 }
@@ -183,10 +183,19 @@ const ANSWERING: &str = r#"(module
 /// A WAGI plugin that traps: its 500 names the request's id.
 const TRAPPING: &str = r#"(module (func (export "_start") unreachable))"#;
 
+/// The bundled custody-ABI hello, served from a pool of one domain: its
+/// second request's call is in a domain the first one's request made.
+const POOLED: &str = include_str!("../../../custody-serve/plugins/hello_custody.wat");
+
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER_SPAN_ID: &str = "00f067aa0ba902b7";
 const TRAP_TRACE_ID: &str = "0af7651916cd43dd8448eb211c80319c";
 const TRAP_CALLER_SPAN_ID: &str = "b7ad6b7169203331";
+/// Two requests to the pooled plugin, in two traces.
+const POOLED_TRACES: [(&str, &str); 2] = [
+    ("5b8aa5a2d2c872e8321cf37308d69df2", "051581bf3cb55c13"),
+    ("6e0c63257de34c926f9efcd03927272e", "2f3a4b5c6d7e8f90"),
+];
 
 #[test]
 fn spans_carry_the_callers_trace_over_otlp_and_are_flushed_on_sigterm() {
@@ -194,13 +203,19 @@ fn spans_carry_the_callers_trace_over_otlp_and_are_flushed_on_sigterm() {
     let dir = std::env::temp_dir().join(format!("custody-cli-otlp-{}", std::process::id()));
     let toml = "shutdown_delay = \"10ms\"\n\
         [[plugin]]\nname = \"traced\"\nroute = \"/traced\"\nmodule = \"traced.wat\"\n\
-        [[plugin]]\nname = \"trapping\"\nroute = \"/trapping\"\nmodule = \"trapping.wat\"\n";
-    let files = [("traced.wat", ANSWERING), ("trapping.wat", TRAPPING)];
+        [[plugin]]\nname = \"trapping\"\nroute = \"/trapping\"\nmodule = \"trapping.wat\"\n\
+        [[plugin]]\nname = \"pooled\"\nroute = \"/pooled\"\nmodule = \"pooled.wat\"\n\
+        interface = \"custody\"\ninstances = \"pooled\"\npool = 1\n";
+    let files = [
+        ("traced.wat", ANSWERING),
+        ("trapping.wat", TRAPPING),
+        ("pooled.wat", POOLED),
+    ];
     let env = [
         ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
         ("OTEL_SERVICE_NAME", "custody-under-test"),
     ];
-    let (mut server, lines) = serve_files_with_env(&dir, toml, &files, &[], &env, 2);
+    let (mut server, lines) = serve_files_with_env(&dir, toml, &files, &[], &env, 3);
     let url = |name: &str| {
         let line = lines.iter().find(|l| l.ends_with(&format!("/{name}")));
         line.unwrap().strip_prefix("GET ").unwrap().to_string()
@@ -221,6 +236,11 @@ fn spans_carry_the_callers_trace_over_otlp_and_are_flushed_on_sigterm() {
         .and_then(|(_, rest)| rest.split_once(')'))
         .map(|(id, _)| id.to_string())
         .unwrap_or_else(|| panic!("no id in {trapped}"));
+    for (trace, caller) in POOLED_TRACES {
+        let traceparent = format!("00-{trace}-{caller}-01");
+        let answer = request(&url("pooled"), "GET", &[("traceparent", &traceparent)], "");
+        assert!(answer.ends_with("\r\n\r\nhello, world\n"), "{answer}");
+    }
     // A request without a trace context starts a trace of its own.
     let untraced = request(&url("traced"), "GET", &[], "");
     assert!(untraced.ends_with("\r\n\r\ntraced\n"), "{untraced}");
@@ -243,8 +263,8 @@ fn spans_carry_the_callers_trace_over_otlp_and_are_flushed_on_sigterm() {
     );
     let requests: Vec<&proto::Span> = got.spans.iter().filter(|s| s.name == "request").collect();
     let calls: Vec<&proto::Span> = got.spans.iter().filter(|s| s.name == "call").collect();
-    assert_eq!(requests.len(), 3, "{:#?}\n{stderr}", got.spans);
-    assert_eq!(calls.len(), 3, "{:#?}\n{stderr}", got.spans);
+    assert_eq!(requests.len(), 5, "{:#?}\n{stderr}", got.spans);
+    assert_eq!(calls.len(), 5, "{:#?}\n{stderr}", got.spans);
     let in_trace = |trace: &str| {
         let request = (requests.iter())
             .find(|s| hex(&s.trace_id) == trace)
@@ -254,9 +274,12 @@ fn spans_carry_the_callers_trace_over_otlp_and_are_flushed_on_sigterm() {
             .unwrap_or_else(|| panic!("no call span in trace {trace}: {calls:#?}"));
         (*request, *call)
     };
-    for (trace, caller, plugin, status) in [
-        (TRACE_ID, CALLER_SPAN_ID, "traced", "200"),
-        (TRAP_TRACE_ID, TRAP_CALLER_SPAN_ID, "trapping", "500"),
+    let [(pooled_a, caller_a), (pooled_b, caller_b)] = POOLED_TRACES;
+    for (trace, caller, plugin, status, export) in [
+        (TRACE_ID, CALLER_SPAN_ID, "traced", "200", "_start"),
+        (TRAP_TRACE_ID, TRAP_CALLER_SPAN_ID, "trapping", "500", "_start"),
+        (pooled_a, caller_a, "pooled", "200", "handle"),
+        (pooled_b, caller_b, "pooled", "200", "handle"),
     ] {
         let (request, call) = in_trace(trace);
         assert_eq!(hex(&request.parent_span_id), caller, "{request:#?}");
@@ -273,11 +296,12 @@ fn spans_carry_the_callers_trace_over_otlp_and_are_flushed_on_sigterm() {
         assert!(attr("request_id").is_some_and(|id| !id.is_empty()));
         // The guest's call is the request's child.
         assert_eq!(call.parent_span_id, request.span_id, "{call:#?}");
-        assert_eq!(
-            attribute(&call.attributes, "export").as_deref(),
-            Some("_start")
-        );
+        assert_eq!(attribute(&call.attributes, "export").as_deref(), Some(export));
     }
+    // One pooled domain served both: each call joined its own request.
+    let domain = |trace| attribute(&in_trace(trace).1.attributes, "domain");
+    assert!(domain(pooled_a).is_some());
+    assert_eq!(domain(pooled_a), domain(pooled_b), "not the same domain");
     let (trapped_request, _) = in_trace(TRAP_TRACE_ID);
     assert_eq!(
         attribute(&trapped_request.attributes, "request_id"),
@@ -286,7 +310,10 @@ fn spans_carry_the_callers_trace_over_otlp_and_are_flushed_on_sigterm() {
     );
     // The third request: its own trace, a root span.
     let own = (requests.iter())
-        .find(|s| ![TRACE_ID, TRAP_TRACE_ID].contains(&hex(&s.trace_id).as_str()))
+        .find(|s| {
+            let known = [TRACE_ID, TRAP_TRACE_ID, pooled_a, pooled_b];
+            !known.contains(&hex(&s.trace_id).as_str())
+        })
         .expect("the untraced request's span");
     assert!(own.parent_span_id.is_empty(), "{own:#?}");
     assert!(

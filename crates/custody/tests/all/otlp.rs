@@ -1,7 +1,7 @@
 //! Tracing across the wire (the `otlp` feature): `custody serve` pointed
 //! at an OTLP/HTTP receiver inside the test (a std `TcpListener` taking
-//! `POST /v1/traces` with protobuf bodies, decoded with prost into the
-//! OTLP messages below) gets requests with and without a W3C
+//! `POST /v1/traces` with protobuf bodies, decoded into
+//! opentelemetry-proto's OTLP messages) gets requests with and without a W3C
 //! `traceparent`, is stopped with SIGTERM, and must have flushed the
 //! requests' and the calls' spans, in the caller's trace, before it
 //! exits 0.
@@ -11,82 +11,21 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 
 use crate::cli_serve::serve_files_with_env;
 use crate::common::request;
 use crate::serve_process::{exit_within, terminate};
 
-/// The OTLP messages the test reads (opentelemetry-proto's
-/// `collector/trace/v1` and `trace/v1`, their tags; fields it does not
-/// read are skipped by the decoder).
-mod proto {
-    /// `ExportTraceServiceRequest`.
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct ExportTraceServiceRequest {
-        #[prost(message, repeated, tag = "1")]
-        pub resource_spans: Vec<ResourceSpans>,
-    }
-    /// `ResourceSpans`.
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct ResourceSpans {
-        #[prost(message, optional, tag = "1")]
-        pub resource: Option<Resource>,
-        #[prost(message, repeated, tag = "2")]
-        pub scope_spans: Vec<ScopeSpans>,
-    }
-    /// `Resource`.
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Resource {
-        #[prost(message, repeated, tag = "1")]
-        pub attributes: Vec<KeyValue>,
-    }
-    /// `ScopeSpans`.
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct ScopeSpans {
-        #[prost(message, repeated, tag = "2")]
-        pub spans: Vec<Span>,
-    }
-    /// `Span`.
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Span {
-        #[prost(bytes = "vec", tag = "1")]
-        pub trace_id: Vec<u8>,
-        #[prost(bytes = "vec", tag = "2")]
-        pub span_id: Vec<u8>,
-        #[prost(bytes = "vec", tag = "4")]
-        pub parent_span_id: Vec<u8>,
-        #[prost(string, tag = "5")]
-        pub name: String,
-        /// `SpanKind`: 2 is a server's.
-        #[prost(int32, tag = "6")]
-        pub kind: i32,
-        #[prost(message, repeated, tag = "9")]
-        pub attributes: Vec<KeyValue>,
-    }
-    /// `KeyValue`.
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct KeyValue {
-        #[prost(string, tag = "1")]
-        pub key: String,
-        #[prost(message, optional, tag = "2")]
-        pub value: Option<AnyValue>,
-    }
-    /// `AnyValue` (its `oneof`, as the scalar cases the test reads).
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct AnyValue {
-        #[prost(string, optional, tag = "1")]
-        pub string_value: Option<String>,
-        #[prost(int64, optional, tag = "3")]
-        pub int_value: Option<i64>,
-    }
-}
-
 /// What the receiver got: every span, and each batch's resource.
 #[derive(Default)]
 struct Received {
-    spans: Vec<proto::Span>,
-    resources: Vec<proto::Resource>,
+    spans: Vec<Span>,
+    resources: Vec<Resource>,
     /// What was refused, and why (a wrong path or content type).
     refused: Vec<String>,
 }
@@ -140,7 +79,7 @@ fn serve_connection(stream: TcpStream, received: &Mutex<Received>) {
         let mut got = received.lock().unwrap();
         if request_line.starts_with("POST /v1/traces ") && content_type == "application/x-protobuf"
         {
-            let export = proto::ExportTraceServiceRequest::decode(body.as_slice())
+            let export = ExportTraceServiceRequest::decode(body.as_slice())
                 .unwrap_or_else(|e| panic!("not an OTLP export request: {e}"));
             for resource_spans in export.resource_spans {
                 got.resources.extend(resource_spans.resource);
@@ -161,9 +100,13 @@ fn serve_connection(stream: TcpStream, received: &Mutex<Received>) {
 }
 
 /// The attribute `key` of `attributes`, as text.
-fn attribute(attributes: &[proto::KeyValue], key: &str) -> Option<String> {
+fn attribute(attributes: &[KeyValue], key: &str) -> Option<String> {
     let value = attributes.iter().find(|kv| kv.key == key)?.value.as_ref()?;
-    (value.string_value.clone()).or_else(|| value.int_value.map(|n| n.to_string()))
+    match value.value.as_ref()? {
+        any_value::Value::StringValue(text) => Some(text.clone()),
+        any_value::Value::IntValue(n) => Some(n.to_string()),
+        other => Some(format!("{other:?}")),
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -261,8 +204,8 @@ fn spans_carry_the_callers_trace_over_otlp_and_are_flushed_on_sigterm() {
         !service.is_empty() && service.iter().all(|name| name == "custody-under-test"),
         "{service:?}"
     );
-    let requests: Vec<&proto::Span> = got.spans.iter().filter(|s| s.name == "request").collect();
-    let calls: Vec<&proto::Span> = got.spans.iter().filter(|s| s.name == "call").collect();
+    let requests: Vec<&Span> = got.spans.iter().filter(|s| s.name == "request").collect();
+    let calls: Vec<&Span> = got.spans.iter().filter(|s| s.name == "call").collect();
     assert_eq!(requests.len(), 5, "{:#?}\n{stderr}", got.spans);
     assert_eq!(calls.len(), 5, "{:#?}\n{stderr}", got.spans);
     let in_trace = |trace: &str| {
@@ -277,7 +220,13 @@ fn spans_carry_the_callers_trace_over_otlp_and_are_flushed_on_sigterm() {
     let [(pooled_a, caller_a), (pooled_b, caller_b)] = POOLED_TRACES;
     for (trace, caller, plugin, status, export) in [
         (TRACE_ID, CALLER_SPAN_ID, "traced", "200", "_start"),
-        (TRAP_TRACE_ID, TRAP_CALLER_SPAN_ID, "trapping", "500", "_start"),
+        (
+            TRAP_TRACE_ID,
+            TRAP_CALLER_SPAN_ID,
+            "trapping",
+            "500",
+            "_start",
+        ),
         (pooled_a, caller_a, "pooled", "200", "handle"),
         (pooled_b, caller_b, "pooled", "200", "handle"),
     ] {
@@ -296,7 +245,10 @@ fn spans_carry_the_callers_trace_over_otlp_and_are_flushed_on_sigterm() {
         assert!(attr("request_id").is_some_and(|id| !id.is_empty()));
         // The guest's call is the request's child.
         assert_eq!(call.parent_span_id, request.span_id, "{call:#?}");
-        assert_eq!(attribute(&call.attributes, "export").as_deref(), Some(export));
+        assert_eq!(
+            attribute(&call.attributes, "export").as_deref(),
+            Some(export)
+        );
     }
     // One pooled domain served both: each call joined its own request.
     let domain = |trace| attribute(&in_trace(trace).1.attributes, "domain");

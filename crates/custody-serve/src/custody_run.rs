@@ -84,7 +84,10 @@ pub(crate) async fn run(
         let abort = domain.clone();
         let (host, version) = (Arc::clone(&run.host), Arc::clone(&run.version));
         let (plugin, request_id) = (run.plugin.clone(), run.request_id.clone());
+        let span = run.span.clone();
         tokio::task::spawn_blocking(move || {
+            // The domain is made and called in the request's span.
+            let _request = span.enter();
             // A plugin that also imports WASI logs through stderr: captured,
             // and logged after each request.
             let wasi = WasiConfig::new().stderr(Stdio::Capture);

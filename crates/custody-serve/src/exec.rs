@@ -73,6 +73,8 @@ pub(crate) struct WagiRun {
     pub headers: HeaderMap,
     /// Stops its guest; whether an operator cancelled it.
     pub abort: Abort,
+    /// The request's span: its domain is made and called inside it.
+    pub span: tracing::Span,
 }
 
 /// How the guest's call ended.
@@ -174,7 +176,9 @@ impl WagiRun {
                 self.entrypoint.clone(),
             );
             let (plugin, request_id) = (self.plugin.clone(), self.request_id.clone());
+            let span = self.span.clone();
             tokio::task::spawn_blocking(move || {
+                let _request = span.enter();
                 let domain = match version.domain(&host, wasi) {
                     Ok(domain) => domain,
                     Err(e) => return Outcome::NotRun(e),

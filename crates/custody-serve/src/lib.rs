@@ -33,6 +33,7 @@
 //! | module | owns |
 //! | --- | --- |
 //! | `body` | the response body type (a leaf) |
+//! | `request_span` | a plugin request's `tracing` span (plugin, version, route, id, status) and the hook that gives it the caller's trace as parent |
 //! | `abort` | stopping a request's guest from the async side |
 //! | `route` | routes (`/hello`, `/hello/...`), matching, `_routes` sub-routes |
 //! | `config` | the TOML configuration: keys, defaults, durations, checks |
@@ -73,6 +74,7 @@ mod plugin;
 mod pool;
 mod recent_diagnostics;
 mod reload;
+mod request_span;
 mod route;
 mod server;
 mod shutdown;
@@ -98,6 +100,7 @@ pub use metrics::{METRICS_CONTENT_TYPE, Metrics, ReloadOutcome};
 pub use plugin::{Canary, Plugin, PluginVersion, Serving, canary_takes, content_id};
 pub use recent_diagnostics::RECENT_DIAGNOSTICS;
 pub use reload::{Drained, FORCE_GRACE, ReloadError, Reloaded};
+pub use request_span::SpanParent;
 pub use route::{Route, RouteMatch, parse_sub_routes};
 pub use server::{HEALTH_PATH, READY_PATH, ServerState, VERSION_HEADER, display_path};
 pub use shutdown::{Listeners, Signal, Stopped, os_signals, serve, serve_with_signals};

@@ -22,6 +22,7 @@ use hyper::{Request, Response, StatusCode};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use crate::abort::Abort;
 use crate::body::{Body, full};
@@ -33,6 +34,7 @@ use crate::fault::{Fault, FaultCounters, FaultKind};
 use crate::metrics::Metrics;
 use crate::plugin::{Plugin, PluginVersion, Serving};
 use crate::recent_diagnostics::{RECENT_DIAGNOSTICS, RecentDiagnostics};
+use crate::request_span::{self, RequestFields, SpanParent};
 use crate::route::RouteMatch;
 use crate::wagi::{self, CgiRequest};
 
@@ -79,6 +81,9 @@ pub struct ServerState {
     /// Reloads one at a time (a signal, the watcher and the library
     /// call may ask at once).
     pub(crate) reloading: tokio::sync::Mutex<()>,
+    /// Reads a request's trace context into its span's parent, if the
+    /// binary exports spans (`request_span`).
+    span_parent: OnceLock<SpanParent>,
 }
 
 impl std::fmt::Debug for ServerState {
@@ -150,7 +155,16 @@ impl ServerState {
             shutdown_delay: config.shutdown_delay,
             draining: Mutex::default(),
             reloading: tokio::sync::Mutex::default(),
+            span_parent: OnceLock::new(),
         }))
+    }
+
+    /// From now on, each plugin request's span gets its parent from the
+    /// request's headers through `parent` (a binary that exports spans
+    /// reads the W3C `traceparent` there). Set once: a second call is
+    /// ignored.
+    pub fn set_span_parent(&self, parent: SpanParent) {
+        let _ = self.span_parent.set(parent);
     }
 
     /// Loads every plugin of `config` (compiled, checked, instantiated
@@ -346,9 +360,65 @@ async fn handle(
     let Some((plugin, version, at, matched)) = state.route(path) else {
         return Ok(text(StatusCode::NOT_FOUND, "no route for this path\n"));
     };
+    let request_id = state.request_id();
+    let span = request_span::request_span(
+        &RequestFields {
+            plugin: &plugin.config.name,
+            version: &version.id,
+            route: version.routes[at].0.as_str(),
+            request_id: &request_id,
+            method: request.method().as_str(),
+            path,
+        },
+        request.headers(),
+        state.span_parent.get().copied(),
+    );
+    let plugin_request = PluginRequest {
+        plugin,
+        version,
+        at,
+        matched,
+        request_id,
+        span: span.clone(),
+    };
+    let response = (serve_plugin(&state, plugin_request, request, (remote, local), started))
+        .instrument(span.clone())
+        .await;
+    request_span::record_status(&span, response.status().as_u16());
+    Ok(response)
+}
+
+/// A request routed to a plugin's version.
+struct PluginRequest {
+    plugin: Arc<Plugin>,
+    version: Arc<PluginVersion>,
+    /// The index of the route in the version's routes.
+    at: usize,
+    matched: RouteMatch,
+    request_id: String,
+    /// The request's span, entered where its guest runs.
+    span: tracing::Span,
+}
+
+/// Answers a request routed to a plugin (its guest runs, or a fault)
+/// and counts it; `started` is when it arrived.
+async fn serve_plugin(
+    state: &Arc<ServerState>,
+    routed: PluginRequest,
+    request: Request<Incoming>,
+    (remote, local): (SocketAddr, SocketAddr),
+    started: Instant,
+) -> Response<Body> {
+    let PluginRequest {
+        plugin,
+        version,
+        at,
+        matched,
+        request_id,
+        span,
+    } = routed;
     let (route, entrypoint) = &version.routes[at];
     let config = &plugin.config;
-    let request_id = state.request_id();
     let fault = |kind: FaultKind, detail: String| {
         Fault {
             kind,
@@ -405,6 +475,7 @@ async fn handle(
             recent: Arc::clone(&state.recent),
             headers: request.headers().clone(),
             abort: Abort::default(),
+            span,
         };
         match version.interface {
             Interface::Wagi => run.run(request.into_body(), permit).await,
@@ -430,7 +501,7 @@ async fn handle(
     let status = response.status().as_u16();
     version.count_served();
     (state.metrics).request(&config.name, &version.id, status, started.elapsed());
-    Ok(response)
+    response
 }
 
 /// Accepts connections on `listener` and serves each with [`handle`]

@@ -130,6 +130,7 @@ const WASI: &[Layer] = &[
 /// The command line, bottom to top (the crate root, `main.rs`, on top).
 const CLI: &[Layer] = &[
     Layer::of("outcome"),
+    Layer::of("otlp"),
     Layer::of("args"),
     Layer::of("source"),
     Layer::of("output"),
@@ -143,6 +144,7 @@ const CLI: &[Layer] = &[
 /// custody-serve, bottom to top (the crate root on top).
 const SERVE: &[Layer] = &[
     Layer::of("body"),
+    Layer::of("request_span"),
     Layer::of("abort"),
     Layer::of("route"),
     Layer::of("config"),

@@ -50,6 +50,7 @@
 //! | module | owns |
 //! | --- | --- |
 //! | `outcome` | how a run ends: a failure (its line and exit status), or what the call gave back |
+//! | `otlp` | (feature `otlp`) `custody serve`'s spans over OTLP/HTTP, configured by `OTEL_*` variables; `traceparent` as the request span's parent |
 //! | `args` | `custody run`'s options and the parsing of their values |
 //! | `source` | what runs (a module or a manifest's domain) and the policy flags |
 //! | `output` | what is printed once the domain is unloaded: result or status, ledger, diagnostics |
@@ -66,6 +67,8 @@ use std::process::ExitCode;
 mod admin;
 mod admin_client;
 mod args;
+#[cfg(feature = "otlp")]
+mod otlp;
 mod outcome;
 mod output;
 mod run;
@@ -78,6 +81,7 @@ use custody_handle::diagnostics;
 use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::fmt;
 use tracing_subscriber::prelude::*;
+use tracing_subscriber::registry::Registry;
 
 use crate::args::RunArgs;
 
@@ -127,11 +131,15 @@ impl LogLevel {
     }
 }
 
-/// Sends custody's `tracing` events to stderr. In text form, diagnostics and
+/// A layer that sends spans elsewhere (the `otlp` feature's export).
+type SpanLayer = Box<dyn tracing_subscriber::Layer<Registry> + Send + Sync>;
+
+/// Sends custody's `tracing` events to stderr, and its spans to `spans` if
+/// given. In text form, diagnostics and
 /// guest log lines keep their own renderings (a report per diagnostic, a
 /// line per guest message) and `tracing` adds the lifecycle events; in JSON
 /// form every event, those included, is one JSON line.
-fn install_log(format: LogFormat, level: LogLevel) {
+fn install_log(format: LogFormat, level: LogLevel, spans: Option<SpanLayer>) {
     let level = level.filter();
     let result = match format {
         LogFormat::Text => {
@@ -140,6 +148,7 @@ fn install_log(format: LogFormat, level: LogLevel) {
                 .with_target("custody::diagnostics", LevelFilter::OFF)
                 .with_target("custody::guest", LevelFilter::OFF);
             tracing_subscriber::registry()
+                .with(spans)
                 .with(
                     fmt::layer()
                         .with_writer(std::io::stderr)
@@ -157,6 +166,7 @@ fn install_log(format: LogFormat, level: LogLevel) {
                 .with_target("custody::diagnostics", LevelFilter::TRACE)
                 .with_target("custody::guest", LevelFilter::TRACE);
             tracing_subscriber::registry()
+                .with(spans)
                 .with(
                     fmt::layer()
                         .json()
@@ -187,13 +197,44 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    install_log(cli.log_format, cli.log_level);
+    // `custody serve` exports its spans if built with `otlp` and the
+    // environment names a collector.
+    #[cfg(feature = "otlp")]
+    let export = match &cli.command {
+        Command::Serve(_) => match otlp::Export::from_env() {
+            Ok(export) => export,
+            Err(failure) => return exit(Err(failure)),
+        },
+        _ => None,
+    };
+    #[cfg(feature = "otlp")]
+    let (export, spans, span_parent) = match export {
+        Some((export, layer)) => (
+            Some(export),
+            Some(layer),
+            Some(otlp::span_parent as custody_serve::SpanParent),
+        ),
+        None => (None, None, None),
+    };
+    #[cfg(not(feature = "otlp"))]
+    let (spans, span_parent) = (None, None);
+    install_log(cli.log_format, cli.log_level, spans);
     let log_format = cli.log_format;
     let result = match cli.command {
         Command::Run(args) => run::run(&args, log_format),
-        Command::Serve(args) => serve::serve(&args),
+        Command::Serve(args) => serve::serve(&args, span_parent),
         Command::Admin(command) => admin::run(&command),
     };
+    // The spans still batched leave before the process does.
+    #[cfg(feature = "otlp")]
+    if let Some(export) = export {
+        export.shutdown();
+    }
+    exit(result)
+}
+
+/// The process's exit status for `result`, a failure's line printed.
+fn exit(result: Result<u8, outcome::Failure>) -> ExitCode {
     match result {
         Ok(status) => ExitCode::from(status),
         Err(failure) => {

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use clap::Args;
 use custody_host::Policy;
 use custody_serve::{
-    AdminListener, Listeners, ServerConfig, ServerState, display_path, example_config,
+    AdminListener, Listeners, ServerConfig, ServerState, SpanParent, display_path, example_config,
 };
 
 use crate::outcome::Failure;
@@ -33,8 +33,9 @@ pub(crate) struct ServeArgs {
     config: Option<PathBuf>,
 }
 
-/// Serves until a signal; the process's exit status.
-pub(crate) fn serve(args: &ServeArgs) -> Result<u8, Failure> {
+/// Serves until a signal; the process's exit status. `span_parent`, if
+/// given, reads each request's trace context (the `otlp` feature).
+pub(crate) fn serve(args: &ServeArgs, span_parent: Option<SpanParent>) -> Result<u8, Failure> {
     let (mut config, file) = match &args.config {
         Some(path) => (ServerConfig::from_file(path), path.clone()),
         None => (
@@ -48,6 +49,9 @@ pub(crate) fn serve(args: &ServeArgs) -> Result<u8, Failure> {
     }
     let state = ServerState::starting(config, Policy::default(), Path::new(&file))
         .map_err(|e| Failure::usage(e.to_string()))?;
+    if let Some(span_parent) = span_parent {
+        state.set_span_parent(span_parent);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -138,7 +138,17 @@ fn call_locked(
     args: &[Val],
 ) -> Result<Vec<Val>, CallError> {
     let not_running = |state| CallError::from(shared.not_running(state, Refused::Call));
-    let _span = tracing::debug_span!(target: "custody::call", parent: &shared.span, "call", domain = shared.id, export = name).entered();
+    // The caller's span (a server's request) is the call's parent when
+    // there is one, so the call joins the caller's trace whichever
+    // request made the domain (a pooled one outlives many); else the
+    // domain's span is.
+    let caller = tracing::Span::current();
+    let parent = if caller.is_none() {
+        &shared.span
+    } else {
+        &caller
+    };
+    let _span = tracing::debug_span!(target: "custody::call", parent: parent, "call", domain = shared.id, export = name).entered();
     let loaded = guard
         .as_mut()
         .ok_or_else(|| not_running(shared.state.load()))?;

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::common::http;
-use crate::serve_process::{Server, exit_within, spawn_serve, terminate};
+use crate::serve_process::{Server, exit_within, spawn_serve, spawn_serve_with_env, terminate};
 
 #[test]
 fn serve_without_arguments_answers_its_printed_urls() {
@@ -139,13 +139,26 @@ pub fn serve_files(
     flags: &[&str],
     lines: usize,
 ) -> (Server, Vec<String>) {
+    serve_files_with_env(dir, toml, files, flags, &[], lines)
+}
+
+/// [`serve_files`], with the environment variables `env` set for the
+/// server.
+pub fn serve_files_with_env(
+    dir: &std::path::Path,
+    toml: &str,
+    files: &[(&str, &str)],
+    flags: &[&str],
+    env: &[(&str, &str)],
+    lines: usize,
+) -> (Server, Vec<String>) {
     std::fs::create_dir_all(dir).unwrap();
     for (name, text) in files {
         std::fs::write(dir.join(name), text).unwrap();
     }
     let file = dir.join("custody.toml");
     std::fs::write(&file, toml).unwrap();
-    let mut server = spawn_serve(&file, flags);
+    let mut server = spawn_serve_with_env(&file, flags, env);
     let printed: Vec<String> = BufReader::new(server.0.stdout.take().unwrap())
         .lines()
         .take(lines)

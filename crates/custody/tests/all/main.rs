@@ -17,5 +17,9 @@ mod cli_wasi;
 mod common;
 mod dashboard;
 mod deploy;
+// Only in a build with the `otlp` feature: CI runs it as
+// `cargo test -p custody --features otlp --test all otlp::`.
+#[cfg(feature = "otlp")]
+mod otlp;
 mod replicas;
 mod serve_process;

@@ -21,10 +21,16 @@ impl Drop for Server {
 /// `custody serve --listen 127.0.0.1:0 --config FILE FLAGS`, its stdout
 /// and stderr piped (the route lines come on stdout).
 pub fn spawn_serve(file: &Path, flags: &[&str]) -> Server {
+    spawn_serve_with_env(file, flags, &[])
+}
+
+/// [`spawn_serve`], with these environment variables set for it.
+pub fn spawn_serve_with_env(file: &Path, flags: &[&str], env: &[(&str, &str)]) -> Server {
     let child = Command::new(env!("CARGO_BIN_EXE_custody"))
         .args(["serve", "--listen", "127.0.0.1:0", "--config"])
         .arg(file)
         .args(flags)
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

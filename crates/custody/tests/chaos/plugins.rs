@@ -115,7 +115,9 @@ pub const HOSTILE: &[Hostile] = &[
     Hostile {
         name: "spin",
         wat: SPIN,
-        keys: "max_concurrency = 1\nrequest_timeout = \"300ms\"",
+        // Throttled as an operator would a plugin they do not trust with
+        // a core (docs/RELIABILITY.md): past 10 ms, 10 % of a core.
+        keys: "max_concurrency = 1\nrequest_timeout = \"300ms\"\npolicy = { throttle_after_ms = 10, throttle_share = 10 }",
         clients: 2,
         withheld_body: 0,
     },

@@ -20,8 +20,8 @@
 //! (`exec`): before the head, a trap 500, the deadline 504, the memory limit
 //! 500, a nonzero return 500; after it, the body is cut.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 use custody_handle::HandleId;
@@ -65,7 +65,7 @@ pub(crate) async fn run(
     let (response_side, reader) = pipe::out_of_guest(PIPE_CAPACITY);
     let domain = run.abort.clone();
     let in_flight = run.enter();
-    let (exchange_tx, exchange_rx) = oneshot::channel::<Arc<Exchange>>();
+    let (exchange_tx, exchange_rx) = oneshot::channel::<Arc<HeadOnce>>();
     let call = {
         let abort = domain.clone();
         let (host, version) = (Arc::clone(&run.host), Arc::clone(&run.version));
@@ -171,11 +171,11 @@ pub(crate) async fn run(
         // No body: the call's outcome decides, then the head goes.
         on_drop.0 = None;
         return match call.await {
-            Ok(Outcome::Exited(0)) => respond(commit(&exchange), full(Bytes::new())),
+            Ok(Outcome::Exited(0)) => respond(exchange.commit(), full(Bytes::new())),
             other => run.failed(other, "handle returned {} before any response body"),
         };
     }
-    let head = commit(&exchange);
+    let head = exchange.commit();
     on_drop.0 = None;
     // `handle`'s result, as a WAGI exit status after the body began (a
     // future the body polls, not a task of its own).
@@ -201,7 +201,7 @@ pub(crate) async fn run(
 struct Ended {
     reader: PipeReader,
     outcome: Result<Outcome, JoinError>,
-    exchange: oneshot::Receiver<Arc<Exchange>>,
+    exchange: oneshot::Receiver<Arc<HeadOnce>>,
     body_too_large: Arc<AtomicBool>,
     domain: Abort,
 }
@@ -237,10 +237,10 @@ async fn complete(run: WagiRun, ended: Ended) -> Response<Body> {
         return run.fault(FaultKind::BadResponse, detail, None);
     }
     match outcome {
-        Ok(Outcome::Exited(0)) => respond(commit(&exchange), full(Bytes::from(output))),
+        Ok(Outcome::Exited(0)) => respond(exchange.commit(), full(Bytes::from(output))),
         other if written == 0 => run.failed(other, "handle returned {} before any response body"),
         other => {
-            let head = commit(&exchange);
+            let head = exchange.commit();
             let call = std::future::ready(other);
             let body = GuestBody::new(
                 run,
@@ -264,7 +264,7 @@ fn call_handle(
     abort: &Abort,
     head: RequestHead,
     (request, response): (GuestSide, GuestSide),
-    exchange_tx: oneshot::Sender<Arc<Exchange>>,
+    exchange_tx: oneshot::Sender<Arc<HeadOnce>>,
 ) -> (Outcome, [Option<HandleId>; 2]) {
     let Some(exchange) = domain.extension::<Exchange>() else {
         let missing = "the host has no custody_http extension";
@@ -288,6 +288,10 @@ fn call_handle(
     };
     let ids = [Some(request), Some(response)];
     exchange.begin(head);
+    let exchange = Arc::new(HeadOnce {
+        exchange,
+        committed: Mutex::new(None),
+    });
     if exchange_tx.send(Arc::clone(&exchange)).is_err() || !abort.register(domain) {
         return (
             Outcome::NotRun("the request ended before the call".into()),
@@ -307,15 +311,34 @@ fn call_handle(
         Err(e) => Outcome::Failed(e),
     };
     // The head is committed (if the server did not yet): nothing changes it
-    // from here on, and the server reads it once the body ends.
+    // from here on, and the server reads it here once the body ends, even
+    // after a pooled domain's exchange moved on to its next request.
     exchange.commit();
     (outcome, ids)
 }
 
-/// Commits the head: from now on the plugin cannot change it (it may still
-/// read the request's).
-fn commit(exchange: &Exchange) -> ResponseHead {
-    exchange.commit().unwrap_or_default()
+/// One request's response head, committed once by whichever side comes
+/// first: the server when the first body bytes leave, or the call's task
+/// when `handle` returns. A pooled domain's exchange is emptied when its
+/// call ends, and serves its next request after: the server, which may
+/// commit later than that, reads the head kept here, never the exchange.
+struct HeadOnce {
+    exchange: Arc<Exchange>,
+    committed: Mutex<Option<ResponseHead>>,
+}
+
+impl HeadOnce {
+    /// Commits the head (once) and returns it: from now on the plugin
+    /// cannot change it (it may still read the request's).
+    fn commit(&self) -> ResponseHead {
+        let mut committed = self
+            .committed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        committed
+            .get_or_insert_with(|| self.exchange.commit().unwrap_or_default())
+            .clone()
+    }
 }
 
 /// The response the plugin's head describes, with `body`: a header the

@@ -352,3 +352,41 @@ fn a_client_that_goes_away_mid_body_stops_the_guest() {
         );
     });
 }
+
+/// A pooled domain's exchange serves its next request once the call ends:
+/// a short response (sent whole when `handle` returns) and one without a
+/// body still carry the head the plugin set.
+#[test]
+fn a_pooled_plugin_s_short_response_keeps_its_head() {
+    serial_runtime(async {
+        let mut toml = String::new();
+        for name in ["echo", "empty"] {
+            toml += &format!(
+                "[[plugin]]\nname = \"{name}\"\nroute = \"/{name}/...\"\nmodule = \"{name}.wat\"\n\
+                 interface = \"custody\"\ninstances = \"pooled\"\npool = 1\n"
+            );
+        }
+        let (echo, empty) = (
+            plugin(""),
+            bare("(drop (call $set_status (i32.const 204)))"),
+        );
+        let files = [("echo.wat", echo.as_str()), ("empty.wat", empty.as_str())];
+        let server = TestServer::start(&toml, &files).await;
+        let client = client();
+        for round in 0..3 {
+            let answer = get(&client, &server.url("/echo/p")).await;
+            assert_eq!(
+                answer.status,
+                StatusCode::CREATED,
+                "round {round}: {:?} {}",
+                answer.headers,
+                answer.body
+            );
+            assert_eq!(answer.headers["x-method"], "GET", "round {round}");
+            assert_eq!(answer.body, "/echo/p\n");
+            assert_eq!(answer.headers["content-length"], "8", "sent whole");
+            let answer = get(&client, &server.url("/empty")).await;
+            assert_eq!(answer.status, StatusCode::NO_CONTENT, "round {round}");
+        }
+    });
+}

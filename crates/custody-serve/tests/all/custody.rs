@@ -17,7 +17,7 @@ use crate::support::*;
 
 /// A custody-ABI plugin: `handle` sets 201 and `x-method: METHOD`, writes
 /// "URI\n", then copies the request body; the export `then` runs after.
-fn plugin(then: &str) -> String {
+pub(crate) fn plugin(then: &str) -> String {
     format!(
         r#"(module
   (import "custody_http" "method" (func $method (param i32 i32 i32) (result i32)))

@@ -184,7 +184,9 @@ int32_t custody_open(int32_t path_ptr, int32_t path_len, int32_t flags,
 
 /*
  * custody_read(handle, buf_ptr, buf_len, out_n_ptr): read bytes.
- *   handle     a file or pipe read end.
+ *   handle     a file or pipe read end (an OS pipe's, or an in-process
+ *              pipe's the host gave, such as custody serve's request body:
+ *              both behave alike, see "In-process pipe ends" below).
  *   buf_ptr    destination buffer in guest memory.
  *   buf_len    capacity of the buffer, >= 0.
  *   out_n_ptr  where the number of bytes read is written (4 bytes).
@@ -199,7 +201,8 @@ int32_t custody_open(int32_t path_ptr, int32_t path_len, int32_t flags,
  *   E_FAULT    the buffer or the 4 bytes at out_n_ptr are not inside memory.
  *   E_TIMEDOUT a blocking read hit the policy's wait cap with no data.
  *   E_IO       the OS refused (errno via custody_last_error(); e.g. EBADF
- *              for a handle not opened for reading, EISDIR for a directory).
+ *              for a handle not opened for reading or a pipe's write end,
+ *              EISDIR for a directory).
  *   E_ABORTED  the call is being aborted.
  */
 CUSTODY_IMPORT_(read)
@@ -208,7 +211,8 @@ int32_t custody_read(custody_handle handle, int32_t buf_ptr, int32_t buf_len,
 
 /*
  * custody_write(handle, buf_ptr, buf_len, out_n_ptr): write bytes.
- *   handle     a file or pipe write end.
+ *   handle     a file or pipe write end (an OS pipe's or an in-process
+ *              pipe's, such as custody serve's response body).
  *   buf_ptr    source bytes in guest memory.
  *   buf_len    number of bytes to write, >= 0.
  *   out_n_ptr  where the number of bytes written is written (4 bytes).
@@ -221,8 +225,8 @@ int32_t custody_read(custody_handle handle, int32_t buf_ptr, int32_t buf_len,
  *   E_FAULT    the buffer or the 4 bytes at out_n_ptr are not inside memory.
  *   E_TIMEDOUT a blocking write hit the policy's wait cap.
  *   E_IO       the OS refused (errno via custody_last_error(); e.g. EBADF
- *              for a handle not opened for writing, EPIPE when every read
- *              end of a pipe is closed, ENOSPC).
+ *              for a handle not opened for writing or a pipe's read end,
+ *              EPIPE when every read end of a pipe is closed, ENOSPC).
  *   E_ABORTED  the call is being aborted.
  */
 CUSTODY_IMPORT_(write)
@@ -253,7 +257,9 @@ int32_t custody_close(custody_handle handle);
  *   handle          the handle to duplicate.
  *   out_handle_ptr  where the new handle id is written (4 bytes).
  * Returns 0 and writes a new, independent id over an OS-level duplicate
- * (closing one does not close the other).
+ * (closing one does not close the other); for an in-process pipe end,
+ * another holder of the same end (the other side sees it closed once
+ * every holder is).
  * Errors:
  *   E_NULL, E_STALE, E_CLOSED, E_KIND: see "Handle arguments".
  *   E_FAULT   the 4 bytes at out_handle_ptr are not inside memory (no
@@ -292,7 +298,9 @@ int32_t custody_pipe(int32_t out_read_ptr, int32_t out_write_ptr);
  *   out_ready_index_ptr  where the index (0-based) of a readable handle is
  *                        written (4 bytes).
  * "Readable" means a read would not block: data is available, or end of
- * file / hang-up (every write end of a pipe closed), or an error is pending.
+ * file / hang-up (every write end of a pipe closed), or an error is pending
+ * (a pipe's write end whose reader is gone). Elements may be in-process
+ * pipe ends as well as fds.
  * Returns 0 and writes the index of the first readable handle. Abort and
  * unload end the wait at once.
  * Errors:
@@ -313,6 +321,19 @@ int32_t custody_pipe(int32_t out_read_ptr, int32_t out_write_ptr);
 CUSTODY_IMPORT_(poll)
 int32_t custody_poll(int32_t handles_ptr, int32_t count, int32_t timeout_ms,
                      int32_t out_ready_index_ptr);
+
+/*
+ * In-process pipe ends
+ * --------------------
+ * A host may give a guest handles to in-process pipes (no OS pipe under
+ * them; custody serve's `handle(request, response)` does). custody_read,
+ * custody_write, custody_poll, custody_dup and custody_close take them as
+ * they take an OS pipe's ends, with the same results: an empty pipe's read
+ * and a full pipe's write block (capped by the policy's wait, cut short by
+ * abort and unload), a read after the host's end closed is end of file (0
+ * bytes), a write after it is E_IO with EPIPE, and an end used against its
+ * direction is E_IO with EBADF.
+ */
 
 /*
  * custody_sleep(ms): sleep.

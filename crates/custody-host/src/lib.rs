@@ -40,6 +40,7 @@
 //! | [`abi`] | the `custody` ABI: its catalogue entries and handlers, an extension like any other |
 //! | [`extension`] | the door for ABIs: [`Extension`](extension::Extension), per-domain state, and the safe facade over the boundary that an ABI's functions use |
 //! | `catalogue` | every host function, declared once ([`HostFunction`]) |
+//! | [`pipe`] | in-process pipes between a guest and the embedder ([`GuestSide`](pipe::GuestSide), [`PipeReader`](pipe::PipeReader), [`PipeWriter`](pipe::PipeWriter)): WASI's stdio, the `custody` ABI's pipe-end handles |
 //! | `boundary` | one host call: context, cancellation, marshalling, guest memory, guest stacks, pre-opens, embedder functions |
 //! | `ledger`, `log` | the [`Ledger`], the guest log sink |
 //! | `config` | [`Policy`] and its TOML format ([`PolicyOverrides`]), sizes ([`parse_size`]) |
@@ -63,6 +64,7 @@ mod host;
 mod ledger;
 mod log;
 mod manifest;
+pub mod pipe;
 mod registry;
 mod runtime;
 mod sys;

@@ -1,12 +1,18 @@
 //! One request to a custody-ABI plugin (`interface = "custody"`), run: a
 //! fresh domain on tokio's blocking pool, never on a reactor thread, whose
 //! `handle(request, response)` export gets two handles of its table, the
-//! request body (the read end of a pipe the server writes the body into as
-//! it arrives) and the response body (the write end of a pipe the server
-//! streams out), and reads the head and shapes its own through
-//! `custody_http` (an [`Exchange`]). The head is committed when the first
-//! body bytes arrive, or when the call ends without any: a status or header
-//! set after that is `E_INVAL` to the guest.
+//! request body (the guest's side of an in-process pipe the server writes
+//! the body into as it arrives, `stdio`'s feeding) and the response body
+//! (the guest's side of one the server streams out, [`GuestBody`]), and
+//! reads the head and shapes its own through `custody_http` (an
+//! [`Exchange`]). The pipes are custody-host's ([`custody_host::pipe`]), as
+//! WAGI's stdio: no fd, no reactor registration, a lock per transfer.
+//!
+//! As for WAGI, a short call's response leaves whole, with its length, when
+//! `handle` returns (within [`FLUSH_DELAY`], having written less than half
+//! the pipe's room); a longer one streams. The head is committed when the
+//! first body bytes leave, or when the call ends: a status or header set
+//! after that is `E_INVAL` to the guest.
 //!
 //! Both handles are the domain's: whatever the guest did (closed them,
 //! leaked them, trapped, spun to the deadline), they are released when the
@@ -14,12 +20,12 @@
 //! (`exec`): before the head, a trap 500, the deadline 504, the memory limit
 //! 500, a nonzero return 500; after it, the body is cut.
 
-use std::os::fd::OwnedFd;
-use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
-use custody_handle::{Fd, HandleId};
+use custody_handle::HandleId;
+use custody_host::pipe::{self, GuestSide, PipeReader};
 use custody_host::{CallError, Domain, Val};
 use custody_http::{Exchange, RequestHead, ResponseHead};
 use custody_wasi::{Stdio, WasiConfig, WasiDomain};
@@ -27,26 +33,16 @@ use http_body_util::BodyExt;
 use hyper::body::{Body as _, Incoming};
 use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::{Response, StatusCode};
-use tokio::io::AsyncReadExt;
-use tokio::net::unix::pipe;
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
+use tokio::task::JoinError;
 
 use crate::abort::{Abort, AbortOnDrop};
 use crate::body::{Body, full};
-use crate::exec::{CHUNK, GuestBody, Outcome, WagiRun};
+use crate::exec::{CHUNK, FLUSH_DELAY, GuestBody, Outcome, WagiRun};
 use crate::fault::FaultKind;
 use crate::plugin::HANDLE_EXPORT;
-use crate::stdio::{feed_stdin, log_captured};
+use crate::stdio::{GuestStdin, GuestStdout, PIPE_CAPACITY, feed_stdin, log_captured, read_whole};
 use crate::wagi::SERVER_OWNED;
-
-/// A non-blocking, close-on-exec pipe: (read end, write end). The guest's
-/// end must not block: the custody ABI waits on it through the domain's
-/// one cancellable wait.
-fn pipe_ends() -> std::io::Result<(OwnedFd, OwnedFd)> {
-    Ok(rustix::pipe::pipe_with(
-        rustix::pipe::PipeFlags::CLOEXEC | rustix::pipe::PipeFlags::NONBLOCK,
-    )?)
-}
 
 /// Runs one request through `handle`: the response, whose body may still
 /// be streaming. `run` says who, where and with which bounds (its `env`,
@@ -57,29 +53,19 @@ pub(crate) async fn run(
     body: Incoming,
     permit: OwnedSemaphorePermit,
 ) -> Response<Body> {
-    let ends = pipe_ends().and_then(|request| Ok((request, pipe_ends()?)));
-    let ((request_r, request_w), (response_r, response_w)) = match ends {
-        Ok(ends) => ends,
-        Err(e) => return run.fault(FaultKind::Internal, format!("pipes: {e}"), None),
-    };
+    let (request_side, writer) = pipe::into_guest(PIPE_CAPACITY);
     // A request without a body (a GET): the guest reads its end at once,
-    // and nothing feeds it (no task, no reactor registration).
+    // and nothing feeds it (no task).
     let server_in = if body.is_end_stream() {
-        drop(request_w);
+        drop(writer);
         None
     } else {
-        match pipe::Sender::from_owned_fd(request_w) {
-            Ok(sender) => Some(sender),
-            Err(e) => return run.fault(FaultKind::Internal, format!("pipes: {e}"), None),
-        }
+        Some(GuestStdin(writer))
     };
-    let server_out = match pipe::Receiver::from_owned_fd(response_r) {
-        Ok(receiver) => receiver,
-        Err(e) => return run.fault(FaultKind::Internal, format!("pipes: {e}"), None),
-    };
+    let (response_side, reader) = pipe::out_of_guest(PIPE_CAPACITY);
     let domain = run.abort.clone();
     let in_flight = run.enter();
-    let (exchange_tx, exchange_rx) = oneshot::channel::<Arc<Exchange>>();
+    let (exchange_tx, exchange_rx) = oneshot::channel::<Arc<HeadOnce>>();
     let call = {
         let abort = domain.clone();
         let (host, version) = (Arc::clone(&run.host), Arc::clone(&run.version));
@@ -97,7 +83,7 @@ pub(crate) async fn run(
                         Ok(domain) => domain,
                         Err(e) => return Outcome::NotRun(e),
                     };
-                    let ends = (request_r, response_w);
+                    let ends = (request_side, response_side);
                     let (outcome, _) = call_handle(&domain, &abort, head, ends, exchange_tx);
                     log_captured(&domain.take_stderr(), &plugin, &request_id);
                     // The two handles are released here, whatever the guest
@@ -111,7 +97,7 @@ pub(crate) async fn run(
                         Err(e) => return Outcome::NotRun(e),
                     };
                     let domain = &pooled.domain;
-                    let ends = (request_r, response_w);
+                    let ends = (request_side, response_side);
                     let (outcome, ids) = call_handle(domain, &abort, head, ends, exchange_tx);
                     // The request's two handles go now (the server's reader
                     // sees the end of the body); one the guest kept or
@@ -144,28 +130,40 @@ pub(crate) async fn run(
             domain.clone(),
         ));
     }
-    let mut response_body = server_out;
+    // A short call's whole response is one, with its length; a plugin
+    // still running after FLUSH_DELAY, or whose body fills half the pipe
+    // first, streams.
+    let mut call = call;
+    let ended = tokio::select! {
+        biased;
+        outcome = &mut call => Some(outcome),
+        () = reader.filled(PIPE_CAPACITY / 2) => None,
+        () = tokio::time::sleep(FLUSH_DELAY) => None,
+    };
+    // The timer rang as the request's handles were released (the response
+    // side closed), a moment before the call's task ends: the body is whole.
+    let ended = match ended {
+        None if reader.guest_closed() => Some((&mut call).await),
+        ended => ended,
+    };
+    if let Some(outcome) = ended {
+        on_drop.0 = None;
+        let ended = Ended {
+            reader,
+            outcome,
+            exchange: exchange_rx,
+            body_too_large,
+            domain,
+        };
+        return complete(run, ended).await;
+    }
     // The first body bytes, or the end of the body (the call ended).
     let mut first = vec![0u8; CHUNK];
-    let n = match response_body.read(&mut first).await {
-        Ok(n) => n,
-        Err(e) => {
-            domain.abort();
-            return run.fault(
-                FaultKind::Internal,
-                format!("reading the response: {e}"),
-                None,
-            );
-        }
-    };
+    let n = reader.read(&mut first).await;
     first.truncate(n);
-    if body_too_large.load(std::sync::atomic::Ordering::Acquire) {
+    if body_too_large.load(Ordering::Acquire) {
         domain.abort();
-        return run.fault(
-            FaultKind::Body,
-            format!("the request body is over max_body ({} bytes)", run.max_body),
-            None,
-        );
+        return run.body_too_large();
     }
     let Ok(exchange) = exchange_rx.await else {
         // The domain was never made (its error is the call's outcome).
@@ -176,11 +174,11 @@ pub(crate) async fn run(
         // No body: the call's outcome decides, then the head goes.
         on_drop.0 = None;
         return match call.await {
-            Ok(Outcome::Exited(0)) => respond(commit(&exchange), full(Bytes::new())),
+            Ok(Outcome::Exited(0)) => respond(exchange.commit(), full(Bytes::new())),
             other => run.failed(other, "handle returned {} before any response body"),
         };
     }
-    let head = commit(&exchange);
+    let head = exchange.commit();
     on_drop.0 = None;
     // `handle`'s result, as a WAGI exit status after the body began (a
     // future the body polls, not a task of its own).
@@ -190,8 +188,74 @@ pub(crate) async fn run(
             Ok(other) => other,
         })
     });
-    let body = GuestBody::new(run, response_body, Bytes::from(first), n, call, domain);
+    let body = GuestBody::new(
+        run,
+        GuestStdout(reader),
+        Bytes::from(first),
+        n,
+        call,
+        domain,
+    );
     respond(head, body.boxed())
+}
+
+/// A call that ended before its response left: its whole body is in the
+/// pipe.
+struct Ended {
+    reader: PipeReader,
+    outcome: Result<Outcome, JoinError>,
+    exchange: oneshot::Receiver<Arc<HeadOnce>>,
+    body_too_large: Arc<AtomicBool>,
+    domain: Abort,
+}
+
+/// The response of a call that ended with its whole body in the pipe:
+/// the head and the body as one, with its length, or the fault the
+/// outcome makes of it (nothing left yet: a body over `max_response` is a
+/// 502, a failure before any body its fault's status). A call that failed
+/// after writing some body keeps its head and has the body cut, as if the
+/// body had begun to leave ([`GuestBody`] ends it).
+async fn complete(run: WagiRun, ended: Ended) -> Response<Body> {
+    let Ended {
+        reader,
+        outcome,
+        exchange,
+        body_too_large,
+        domain,
+    } = ended;
+    if body_too_large.load(Ordering::Acquire) {
+        return run.body_too_large();
+    }
+    let Ok(exchange) = exchange.await else {
+        // The domain was never made (its error is the call's outcome).
+        return run.without_head(outcome, 0);
+    };
+    let output = read_whole(&reader).await;
+    let written = output.len();
+    if written > run.max_response {
+        let detail = format!(
+            "the response is over max_response ({} bytes)",
+            run.max_response
+        );
+        return run.fault(FaultKind::BadResponse, detail, None);
+    }
+    match outcome {
+        Ok(Outcome::Exited(0)) => respond(exchange.commit(), full(Bytes::from(output))),
+        other if written == 0 => run.failed(other, "handle returned {} before any response body"),
+        other => {
+            let head = exchange.commit();
+            let call = std::future::ready(other);
+            let body = GuestBody::new(
+                run,
+                GuestStdout(reader),
+                Bytes::from(output),
+                written,
+                call,
+                domain,
+            );
+            respond(head, body.boxed())
+        }
+    }
 }
 
 /// In the domain, on the blocking pool: the handles made, the exchange
@@ -202,14 +266,14 @@ fn call_handle(
     domain: &Domain,
     abort: &Abort,
     head: RequestHead,
-    (request, response): (OwnedFd, OwnedFd),
-    exchange_tx: oneshot::Sender<Arc<Exchange>>,
+    (request, response): (GuestSide, GuestSide),
+    exchange_tx: oneshot::Sender<Arc<HeadOnce>>,
 ) -> (Outcome, [Option<HandleId>; 2]) {
     let Some(exchange) = domain.extension::<Exchange>() else {
         let missing = "the host has no custody_http extension";
         return (Outcome::NotRun(missing.into()), [None, None]);
     };
-    let request = match domain.insert_handle(Fd::from(request)) {
+    let request = match domain.insert_handle(request) {
         Ok(id) => id,
         Err(e) => {
             return (
@@ -218,7 +282,7 @@ fn call_handle(
             );
         }
     };
-    let response = match domain.insert_handle(Fd::from(response)) {
+    let response = match domain.insert_handle(response) {
         Ok(id) => id,
         Err(e) => {
             let outcome = Outcome::NotRun(format!("the response's handle: {e}"));
@@ -227,6 +291,10 @@ fn call_handle(
     };
     let ids = [Some(request), Some(response)];
     exchange.begin(head);
+    let exchange = Arc::new(HeadOnce {
+        exchange,
+        committed: Mutex::new(None),
+    });
     if exchange_tx.send(Arc::clone(&exchange)).is_err() || !abort.register(domain) {
         return (
             Outcome::NotRun("the request ended before the call".into()),
@@ -246,15 +314,34 @@ fn call_handle(
         Err(e) => Outcome::Failed(e),
     };
     // The head is committed (if the server did not yet): nothing changes it
-    // from here on, and the server reads it once the body ends.
+    // from here on, and the server reads it here once the body ends, even
+    // after a pooled domain's exchange moved on to its next request.
     exchange.commit();
     (outcome, ids)
 }
 
-/// Commits the head: from now on the plugin cannot change it (it may still
-/// read the request's).
-fn commit(exchange: &Exchange) -> ResponseHead {
-    exchange.commit().unwrap_or_default()
+/// One request's response head, committed once by whichever side comes
+/// first: the server when the first body bytes leave, or the call's task
+/// when `handle` returns. A pooled domain's exchange is emptied when its
+/// call ends, and serves its next request after: the server, which may
+/// commit later than that, reads the head kept here, never the exchange.
+struct HeadOnce {
+    exchange: Arc<Exchange>,
+    committed: Mutex<Option<ResponseHead>>,
+}
+
+impl HeadOnce {
+    /// Commits the head (once) and returns it: from now on the plugin
+    /// cannot change it (it may still read the request's).
+    fn commit(&self) -> ResponseHead {
+        let mut committed = self
+            .committed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        committed
+            .get_or_insert_with(|| self.exchange.commit().unwrap_or_default())
+            .clone()
+    }
 }
 
 /// The response the plugin's head describes, with `body`: a header the

@@ -43,7 +43,7 @@ use crate::drain::{InFlightGuard, InFlightRequest};
 use crate::fault::{self, Fault, FaultCounters, FaultKind};
 use crate::plugin::PluginVersion;
 use crate::recent_diagnostics::RecentDiagnostics;
-use crate::stdio::{GuestStdin, GuestStdout, PIPE_CAPACITY, feed_stdin, log_captured};
+use crate::stdio::{GuestStdin, GuestStdout, PIPE_CAPACITY, feed_stdin, log_captured, read_whole};
 use crate::wagi::{self, Head, MAX_HEAD};
 
 /// The size of one read of the guest's stdout.
@@ -296,17 +296,7 @@ impl WagiRun {
         if body_too_large.load(Ordering::Acquire) {
             return self.body_too_large();
         }
-        // The guest's side is closed: every read is at once, and what is
-        // left is at most half the pipe. Read in small steps: a hello is
-        // tens of bytes, not a zeroed 64 KiB buffer.
-        let mut output = Vec::new();
-        let mut chunk = [0u8; 4096];
-        loop {
-            match reader.read(&mut chunk).await {
-                0 => break,
-                n => output.extend_from_slice(&chunk[..n]),
-            }
-        }
+        let output = read_whole(&reader).await;
         let len = output.len();
         let limit = self.max_response.min(MAX_HEAD);
         let Some(end) = wagi::head_end(&output[..len.min(limit)], 0) else {
@@ -345,7 +335,8 @@ impl WagiRun {
         }
     }
 
-    fn body_too_large(&self) -> Response<Body> {
+    /// The fault of a request body over `max_body`.
+    pub(crate) fn body_too_large(&self) -> Response<Body> {
         let detail = format!(
             "the request body is over max_body ({} bytes)",
             self.max_body

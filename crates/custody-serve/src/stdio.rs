@@ -1,7 +1,8 @@
 //! A request's stdio on the server's side: the guest's stdin and stdout
 //! as in-process pipes (custody-wasi's [`Stdio::pipe_in`] and
-//! [`Stdio::pipe_out`]) seen as tokio I/O, and its stderr, captured and
-//! logged a line at a time when the call ends.
+//! [`Stdio::pipe_out`]; for a custody-ABI plugin, its `request` and
+//! `response` handles, the same pipes) seen as tokio I/O, and its stderr,
+//! captured and logged a line at a time when the call ends.
 //!
 //! In-process pipes cost a lock per transfer and no fd (OS pipes cost three
 //! `pipe2`, their duplicates, reactor registrations and ten `close`s a
@@ -65,6 +66,20 @@ impl AsyncRead for GuestStdout {
                 Poll::Ready(Ok(()))
             }
             Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// Everything left in a pipe out of a guest whose side is closed (a call
+/// that ended): every read is at once. Read in small steps: a hello is
+/// tens of bytes, not a zeroed 64 KiB buffer.
+pub(crate) async fn read_whole(reader: &PipeReader) -> Vec<u8> {
+    let mut output = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match reader.read(&mut chunk).await {
+            0 => return output,
+            n => output.extend_from_slice(&chunk[..n]),
         }
     }
 }

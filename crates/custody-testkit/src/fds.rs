@@ -40,3 +40,17 @@ impl FdBaseline {
         }
     }
 }
+
+/// How many of the process's open fds are not sockets: a count that
+/// connections coming and going (an HTTP client's pool, a server's
+/// accepts) leave alone, so a test of what a request itself opens (pipes,
+/// eventfds, files) can sample it while requests are served.
+pub fn open_non_socket_fds() -> usize {
+    fs::read_dir("/proc/self/fd")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| fs::read_link(entry.path()).ok())
+        .filter(|target| !target.to_string_lossy().starts_with("socket:"))
+        .count()
+}

@@ -24,8 +24,8 @@ pub mod layering;
 mod wasi_guests;
 
 pub use fds::{
-    FdBaseline, SERIAL_FIRST, assert_every_test_takes_serial_first, fd_is_open, open_fds, serial,
-    tests_not_beginning_with,
+    FdBaseline, SERIAL_FIRST, assert_every_test_takes_serial_first, fd_is_open, open_fds,
+    open_non_socket_fds, serial, tests_not_beginning_with,
 };
 pub use guests::*;
 pub use wasi_guests::*;

@@ -21,7 +21,6 @@ use rustix::io::Errno as OsErrno;
 use crate::errno::{Fail, WasiResult};
 use crate::fd_meta::filetype_of;
 use crate::fds::Target;
-use crate::pipe::Transfer;
 use crate::state::wasi;
 use crate::stdio::Stream;
 use crate::sys::{self, SeekFrom};
@@ -30,6 +29,7 @@ use custody_host::extension::DomainCtx;
 use custody_host::extension::MAX_IO;
 use custody_host::extension::{Fault, GuestMemory, OutSlot};
 use custody_host::extension::{HostCall, pointer};
+use custody_host::pipe::Transfer;
 
 /// Most iovecs one call takes (POSIX's `IOV_MAX`).
 pub(crate) const MAX_IOVS: u32 = 1024;

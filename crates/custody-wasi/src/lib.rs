@@ -27,7 +27,8 @@
 //! # The fd model
 //! - fds 0, 1, 2 are stdin, stdout and stderr: each a [`Stdio`] of the
 //!   domain (null, the host's own, a host file, a bounded capture
-//!   buffer, or an in-process pipe to or from the embedder).
+//!   buffer, or an in-process pipe to or from the embedder: custody-host's
+//!   [`pipe`](custody_host::pipe), re-exported here).
 //! - fds 3, 4, ... are the domain's pre-opened directories, in the order
 //!   of [`DomainConfig::preopen`](custody_host::DomainConfig::preopen); each is
 //!   announced (`fd_prestat_dir_name`) under its name.
@@ -65,7 +66,6 @@
 //! | `sys` | every system call beyond the core's, through rustix (`unsafe`: `dup_onto`) |
 //! | `types` | the witx's errnos, flags and guest layouts |
 //! | `errno` | OS and custody errors as WASI errnos |
-//! | `pipe` | in-process stdio pipes ([`PipeWriter`], [`PipeReader`]) |
 //! | `stdio` | [`Stdio`], the streams, the bounded capture |
 //! | `fds` | small fds, table ids, the per-fd side map |
 //! | `state` | [`WasiConfig`] and the store slot (`WasiState`) |
@@ -96,7 +96,6 @@ mod fd_table;
 pub(crate) mod fds;
 mod host;
 mod path;
-pub(crate) mod pipe;
 mod poll;
 pub(crate) mod proc;
 mod sock;
@@ -112,8 +111,10 @@ use self::fds::Target;
 use self::state::wasi;
 use custody_host::Category;
 use custody_host::extension::{self, AbiError, AbiType, DomainCtx, HostCall, HostFunction};
+/// In-process pipes live in custody-host ([`custody_host::pipe`]), shared
+/// with the `custody` ABI; their names stay here for WASI's embedders.
+pub use custody_host::pipe::{GuestSide, PIPE_CAPACITY, PipeReader, PipeWriter};
 pub use host::{StdioError, Wasi, WasiDomain, WasiDomainConfig};
-pub use pipe::{GuestSide, PIPE_CAPACITY, PipeReader, PipeWriter};
 pub use state::WasiConfig;
 pub use stdio::Stdio;
 pub use types::Errno;

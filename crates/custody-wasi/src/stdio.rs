@@ -10,9 +10,9 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use crate::pipe::{self, GuestSide, PipeReader, PipeWriter};
 use crate::sys::{self, FileType};
 use crate::types::Errno;
+use custody_host::pipe::{self, GuestSide, PipeReader, PipeWriter};
 
 /// Where a domain's stdin, stdout or stderr goes (WASI fds 0, 1 and 2).
 #[derive(Debug)]
@@ -109,12 +109,16 @@ impl Stream {
             StdioSpec::Null => Stream::Null,
             StdioSpec::Capture if which == 0 => Stream::Null,
             StdioSpec::Capture => Stream::Capture(Arc::new(Capture::new(NAMES[which], limit))),
-            StdioSpec::Pipe(side) if side.is_stdin() != (which == 0) => {
+            StdioSpec::Pipe(side) if side.goes_into_guest() != (which == 0) => {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidInput,
                     format!(
                         "a pipe {} the guest cannot be its {}",
-                        if side.is_stdin() { "into" } else { "out of" },
+                        if side.goes_into_guest() {
+                            "into"
+                        } else {
+                            "out of"
+                        },
                         NAMES[which]
                     ),
                 ));

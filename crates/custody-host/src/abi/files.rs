@@ -9,6 +9,7 @@ use custody_handle::Fd;
 use rustix::io::Errno;
 
 use super::MAX_PATH;
+use super::io::{Stream, pin_stream};
 use crate::boundary::ctx::DomainCtx;
 use crate::boundary::errno::AbiError;
 use crate::boundary::marshal::{self, AbiResult, HostCall, handle_id, length, pointer};
@@ -78,15 +79,26 @@ pub(super) fn close(ctx: &mut DomainCtx, h: i32) -> AbiResult {
     }
 }
 
+/// An fd's handle gets an OS-level duplicate; a pipe end's, another holder
+/// of the same side (the embedder sees the side closed once both are).
 pub(super) fn dup(call: &mut HostCall<'_, '_>, h: i32, out: i32) -> AbiResult {
     let table = call.table;
-    let fd = marshal::pin::<Fd>(table, h)?;
+    let stream = pin_stream(table, h)?;
     let (mut memory, ctx) = call.split();
     let out = marshal::out_handle(&memory, table, out)?;
-    let duplicate = fd.as_fd().try_clone_to_owned();
-    drop(fd);
-    let duplicate = duplicate.map_err(|e| ctx.io_error(&e))?;
-    marshal::give(&mut memory, table, out, Fd::from(duplicate)).map(|_| 0)
+    match &stream {
+        Stream::Fd(fd) => {
+            let duplicate = fd.as_fd().try_clone_to_owned();
+            drop(stream);
+            let duplicate = duplicate.map_err(|e| ctx.io_error(&e))?;
+            marshal::give(&mut memory, table, out, Fd::from(duplicate)).map(|_| 0)
+        }
+        Stream::Pipe(side) => {
+            let holder = side.open();
+            drop(stream);
+            marshal::give(&mut memory, table, out, holder).map(|_| 0)
+        }
+    }
 }
 
 #[cfg(test)]

@@ -29,6 +29,7 @@ mod hostile;
 mod manifests;
 mod marshalling;
 mod memory_cap;
+mod pipe_handles;
 mod reliability;
 mod rename_race;
 mod resolution;

@@ -2,8 +2,11 @@
 //! response)` reads the request head and shapes its response head through
 //! `custody_http`, and streams both bodies through its two handles, which
 //! are released whatever the guest did (returned, trapped, spun to the
-//! deadline, leaked them).
+//! deadline, leaked them). The two bodies are in-process pipes: a request
+//! makes no fd, and a client gone mid-body stops the guest.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -14,7 +17,7 @@ use crate::support::*;
 
 /// A custody-ABI plugin: `handle` sets 201 and `x-method: METHOD`, writes
 /// "URI\n", then copies the request body; the export `then` runs after.
-fn plugin(then: &str) -> String {
+pub(crate) fn plugin(then: &str) -> String {
     format!(
         r#"(module
   (import "custody_http" "method" (func $method (param i32 i32 i32) (result i32)))
@@ -259,5 +262,131 @@ fn pooled_domains_serve_one_request_at_a_time_and_retire_after_their_count_a_tra
         .await;
         assert_eq!(leaked.body, "c");
         assert_eq!(get(&client, &server.url("/count")).await.body, "b");
+    });
+}
+
+/// The request and response bodies are in-process pipes: no fd is made
+/// for a request (OS pipes made four), so the server's count of fds other
+/// than sockets (connections may come and go) never moves while a batch is
+/// served, sampled as fast as `/proc/self/fd` is read.
+#[test]
+fn a_custody_abi_request_makes_no_fd() {
+    serial_runtime(async {
+        let server = server().await;
+        let client = client();
+        for _ in 0..5 {
+            let answer = get(&client, &server.url("/echo/w")).await;
+            assert_eq!(answer.status, StatusCode::CREATED);
+        }
+        let baseline = custody_testkit::open_non_socket_fds();
+        let sampling = Arc::new(AtomicBool::new(true));
+        let sampler = {
+            let sampling = Arc::clone(&sampling);
+            std::thread::spawn(move || {
+                let (mut most, mut samples) = (0, 0u64);
+                while sampling.load(Ordering::Relaxed) {
+                    most = most.max(custody_testkit::open_non_socket_fds());
+                    samples += 1;
+                }
+                (most, samples)
+            })
+        };
+        for i in 0..200 {
+            let answer = get(&client, &server.url(&format!("/echo/{i}"))).await;
+            assert_eq!(answer.status, StatusCode::CREATED);
+            assert_eq!(answer.body, format!("/echo/{i}\n"));
+        }
+        sampling.store(false, Ordering::Relaxed);
+        let (most, samples) = sampler.join().unwrap();
+        assert!(samples > 100, "the sampler ran ({samples} samples)");
+        assert_eq!(
+            most, baseline,
+            "the most fds (sockets aside) open while 200 requests were served, \
+             {samples} samples"
+        );
+        assert_eq!(custody_testkit::open_non_socket_fds(), baseline);
+    });
+}
+
+/// A client that goes away while the body streams stops the guest (as for
+/// WAGI): its domain is gone long before the request's deadline.
+#[test]
+fn a_client_that_goes_away_mid_body_stops_the_guest() {
+    serial_runtime(async {
+        let flood = r#"(module
+  (import "custody" "write" (func $write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "handle") (param $req i32) (param $resp i32) (result i32)
+    (loop $forever
+      (drop (call $write (local.get $resp) (i32.const 1024) (i32.const 4096) (i32.const 16)))
+      (br $forever))
+    (i32.const 0)))"#;
+        let toml = "[[plugin]]\nname = \"flood\"\nroute = \"/flood\"\nmodule = \"flood.wat\"\n\
+                    interface = \"custody\"\nrequest_timeout = \"60s\"\n";
+        let server = TestServer::start(toml, &[("flood.wat", flood)]).await;
+        let client = client();
+        let started = Instant::now();
+        let request = hyper::Request::get(server.url("/flood"))
+            .body(http_body_util::Full::new(Bytes::new()))
+            .unwrap();
+        let response = client.request(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let mut body = response.into_body();
+        let frame = http_body_util::BodyExt::frame(&mut body).await;
+        assert!(matches!(frame, Some(Ok(_))), "the body streams");
+        assert_eq!(server.state.host().domain_count(), 1, "the guest runs");
+        drop(body);
+        drop(client);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while server.state.host().domain_count() != 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            server.state.host().domain_count(),
+            0,
+            "the guest was stopped"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "stopped, not at its deadline"
+        );
+    });
+}
+
+/// A pooled domain's exchange serves its next request once the call ends:
+/// a short response (sent whole when `handle` returns) and one without a
+/// body still carry the head the plugin set.
+#[test]
+fn a_pooled_plugin_s_short_response_keeps_its_head() {
+    serial_runtime(async {
+        let mut toml = String::new();
+        for name in ["echo", "empty"] {
+            toml += &format!(
+                "[[plugin]]\nname = \"{name}\"\nroute = \"/{name}/...\"\nmodule = \"{name}.wat\"\n\
+                 interface = \"custody\"\ninstances = \"pooled\"\npool = 1\n"
+            );
+        }
+        let (echo, empty) = (
+            plugin(""),
+            bare("(drop (call $set_status (i32.const 204)))"),
+        );
+        let files = [("echo.wat", echo.as_str()), ("empty.wat", empty.as_str())];
+        let server = TestServer::start(&toml, &files).await;
+        let client = client();
+        for round in 0..3 {
+            let answer = get(&client, &server.url("/echo/p")).await;
+            assert_eq!(
+                answer.status,
+                StatusCode::CREATED,
+                "round {round}: {:?} {}",
+                answer.headers,
+                answer.body
+            );
+            assert_eq!(answer.headers["x-method"], "GET", "round {round}");
+            assert_eq!(answer.body, "/echo/p\n");
+            assert_eq!(answer.headers["content-length"], "8", "sent whole");
+            let answer = get(&client, &server.url("/empty")).await;
+            assert_eq!(answer.status, StatusCode::NO_CONTENT, "round {round}");
+        }
     });
 }

@@ -1,13 +1,18 @@
-//! In-process pipes for a domain's stdio: a bounded byte buffer between a
-//! domain's stdin or stdout and the embedder, with no OS pipe under it.
+//! In-process pipes: a bounded byte buffer between a guest and the
+//! embedder, with no OS pipe under it. Both ABIs use them: WASI for a
+//! domain's stdin and stdout (custody-wasi's `Stdio::pipe_in` and
+//! `Stdio::pipe_out`), the `custody` ABI for a handle whose resource is a
+//! [`GuestSide`] (`read`, `write`, `poll` and `close` take it as they take
+//! an fd's handle: an embedder inserts it with
+//! [`Domain::insert_handle`](crate::Domain::insert_handle)).
 //!
-//! A server that gives each request a domain streams its body into stdin
-//! and its response out of stdout. OS pipes cost three `pipe2`, their
-//! duplicates, their registrations with the reactor and ten `close`s per
-//! request; these cost a lock per transfer, and an fd only when the guest
-//! must wait (a [`WakeFd`], made on its first wait).
+//! A server that gives each request a domain streams its body into the
+//! guest and its response out. OS pipes cost `pipe2`, their registrations
+//! with the reactor and their `close`s per request; these cost a lock per
+//! transfer, and an fd only when the guest must wait (a [`WakeFd`], made on
+//! its first wait).
 //!
-//! The guest's side blocks as any WASI read or write does: through the
+//! The guest's side blocks as any read or write of either ABI does: through the
 //! domain's one cancellable, deadline-bounded wait, on the pipe's
 //! [`WakeFd`], so an abort, an unload or the deadline reaches a guest
 //! blocked on a full stdout or an empty stdin. The embedder's side never
@@ -15,11 +20,13 @@
 //! [`Context`] as `AsyncWrite` and `AsyncRead` do (the guest's side wakes
 //! the task), so they fit any executor.
 //!
-//! The guest's side is open while the configuration that names it or a
-//! domain's stream made from it lives: when the last goes (the domain
-//! unloaded, or never made), the embedder reads the end of stdout, or its
-//! writes to stdin fail. When the embedder's end is dropped, the guest
-//! reads the end of stdin, or its writes to stdout fail with `EPIPE`.
+//! The guest's side is open while a holder of it lives (a WASI
+//! configuration that names it, a domain's stream made from it, a handle
+//! not yet released): when the last goes (the domain unloaded, or never
+//! made, or the guest closed its handle), the embedder reads the end of the
+//! output, or its writes into the guest fail. When the embedder's end is
+//! dropped, the guest reads the end of its input, or its writes fail with
+//! `EPIPE`.
 //!
 //! # Invariants
 //! - `bytes.len() <= capacity`.
@@ -30,30 +37,34 @@
 
 use std::collections::VecDeque;
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 
-use custody_host::extension::WakeFd;
+use custody_handle::ReleaseHandle;
+
+use crate::boundary::cancel::WakeFd;
 
 /// The default room of a pipe: 64 KiB, as a Linux pipe's.
 pub const PIPE_CAPACITY: usize = 64 << 10;
 
-/// A pipe into a guest (its stdin): the guest's side and the embedder's
-/// writing end. `capacity` bytes wait in it at most (at least 1).
-pub(crate) fn into_guest(capacity: usize) -> (GuestSide, PipeWriter) {
+/// A pipe into a guest (its stdin, a request body): the guest's side and
+/// the embedder's writing end. `capacity` bytes wait in it at most (at
+/// least 1).
+pub fn into_guest(capacity: usize) -> (GuestSide, PipeWriter) {
     let shared = Shared::new(capacity, true);
     (GuestSide::new(Arc::clone(&shared)), PipeWriter(shared))
 }
 
-/// A pipe out of a guest (its stdout or stderr): the guest's side and the
-/// embedder's reading end.
-pub(crate) fn out_of_guest(capacity: usize) -> (GuestSide, PipeReader) {
+/// A pipe out of a guest (its stdout or stderr, a response body): the
+/// guest's side and the embedder's reading end.
+pub fn out_of_guest(capacity: usize) -> (GuestSide, PipeReader) {
     let shared = Shared::new(capacity, false);
     (GuestSide::new(Arc::clone(&shared)), PipeReader(shared))
 }
 
 #[derive(Debug)]
-pub(crate) struct Shared {
+struct Shared {
     capacity: usize,
     /// A pipe into the guest (its stdin), or out of it.
     into_guest: bool,
@@ -110,7 +121,8 @@ impl Shared {
 }
 
 /// What a guest's transfer on a pipe did.
-pub(crate) enum Transfer {
+#[derive(Debug)]
+pub enum Transfer {
     /// Moved this many bytes (0 on a read: the end of the stream).
     Done(usize),
     /// Nothing can move yet: wait on this bell, then try again.
@@ -119,35 +131,60 @@ pub(crate) enum Transfer {
     Closed,
 }
 
-/// The guest's side of a pipe, as a configuration or a domain's stream
-/// holds it: counted while it lives.
+/// The guest's side of a pipe, as a configuration, a domain's stream or a
+/// handle holds it: counted while it lives, until it is dropped or (a
+/// handle) released, whichever comes first.
 #[derive(Debug)]
-pub struct GuestSide(Arc<Shared>);
+pub struct GuestSide {
+    shared: Arc<Shared>,
+    /// This holder no longer counts (released as a handle, or dropped).
+    closed: AtomicBool,
+}
 
 impl GuestSide {
     fn new(shared: Arc<Shared>) -> GuestSide {
         shared.lock().guest_sides += 1;
-        GuestSide(shared)
+        GuestSide {
+            shared,
+            closed: AtomicBool::new(false),
+        }
     }
 
-    /// Whether the pipe goes into the guest (its stdin).
-    pub(crate) fn is_stdin(&self) -> bool {
-        self.0.into_guest
+    /// Whether the pipe goes into the guest (its stdin, a request body),
+    /// else out of it.
+    pub fn goes_into_guest(&self) -> bool {
+        self.shared.into_guest
     }
 
     /// Another holder of the same side (a domain's stream made from a
     /// configuration).
-    pub(crate) fn open(&self) -> GuestSide {
-        GuestSide::new(Arc::clone(&self.0))
+    pub fn open(&self) -> GuestSide {
+        GuestSide::new(Arc::clone(&self.shared))
     }
 
-    /// Writes as much of `data` as there is room for.
-    pub(crate) fn write(&self, data: &[u8]) -> io::Result<Transfer> {
-        let mut state = self.0.lock();
+    /// This holder stops counting (once): when it was the last, the
+    /// embedder sees the guest's side closed.
+    fn close(&self) {
+        if !self.closed.swap(true, Ordering::AcqRel) {
+            let mut state = self.shared.lock();
+            state.guest_sides -= 1;
+            if state.guest_sides == 0 {
+                state.wake();
+            }
+        }
+    }
+
+    /// Writes as much of `data` as there is room for (a guest's write on a
+    /// pipe out of it).
+    ///
+    /// # Errors
+    /// Making the guest's bell (an eventfd) on its first wait.
+    pub fn write(&self, data: &[u8]) -> io::Result<Transfer> {
+        let mut state = self.shared.lock();
         if state.embedder_closed {
             return Ok(Transfer::Closed);
         }
-        let room = self.0.capacity - state.bytes.len();
+        let room = self.shared.capacity - state.bytes.len();
         if room == 0 && !data.is_empty() {
             return self.wait(state);
         }
@@ -158,9 +195,13 @@ impl GuestSide {
     }
 
     /// Reads into `into` what there is (`Done(0)` at the end: the
-    /// embedder's end is gone and everything was read).
-    pub(crate) fn read(&self, into: &mut [u8]) -> io::Result<Transfer> {
-        let mut state = self.0.lock();
+    /// embedder's end is gone and everything was read): a guest's read on a
+    /// pipe into it.
+    ///
+    /// # Errors
+    /// Making the guest's bell on its first wait.
+    pub fn read(&self, into: &mut [u8]) -> io::Result<Transfer> {
+        let mut state = self.shared.lock();
         if state.bytes.is_empty() && !into.is_empty() {
             if state.embedder_closed {
                 return Ok(Transfer::Done(0));
@@ -172,15 +213,23 @@ impl GuestSide {
         Ok(Transfer::Done(n))
     }
 
-    /// Whether a write (`writing`) or a read could go on now; if not, the
-    /// bell to wait on, armed.
-    pub(crate) fn ready(&self, writing: bool) -> io::Result<Option<Arc<WakeFd>>> {
-        let state = self.0.lock();
-        let ready = if writing {
-            state.embedder_closed || state.bytes.len() < self.0.capacity
-        } else {
-            state.embedder_closed || !state.bytes.is_empty()
-        };
+    /// Whether a write (`writing`) or a read would not wait now, as
+    /// `poll(2)` sees a pipe's end; if it would, the bell to wait on, armed.
+    /// In the pipe's direction: bytes to read (room to write), or the
+    /// embedder's end gone (the end of the input, `EPIPE`). Against it (a
+    /// read of a pipe out of the guest): only the embedder's end gone, as
+    /// an OS pipe's write end reports an error once its reader is gone.
+    ///
+    /// # Errors
+    /// Making the guest's bell on its first wait.
+    pub fn ready(&self, writing: bool) -> io::Result<Option<Arc<WakeFd>>> {
+        let state = self.shared.lock();
+        let ready = state.embedder_closed
+            || match (writing, self.shared.into_guest) {
+                (false, true) => !state.bytes.is_empty(),
+                (true, false) => state.bytes.len() < self.shared.capacity,
+                _ => false,
+            };
         if ready {
             return Ok(None);
         }
@@ -212,11 +261,26 @@ impl GuestSide {
 
 impl Drop for GuestSide {
     fn drop(&mut self) {
-        let mut state = self.0.lock();
-        state.guest_sides -= 1;
-        if state.guest_sides == 0 {
-            state.wake();
-        }
+        self.close();
+    }
+}
+
+/// A guest's side in a domain's handle table (the `custody` ABI's pipe
+/// ends): releasing the handle (the guest's `close`, the host's, an
+/// unload's drain) closes this holder, as dropping it does.
+impl ReleaseHandle for GuestSide {
+    fn is_invalid(&self) -> bool {
+        false
+    }
+
+    fn release_handle(&self) -> io::Result<()> {
+        self.close();
+        Ok(())
+    }
+
+    /// The pipe's address: one value for every holder of the same pipe.
+    fn raw_value(&self) -> u64 {
+        Arc::as_ptr(&self.shared) as usize as u64
     }
 }
 
@@ -318,8 +382,8 @@ impl PipeReader {
         Poll::Pending
     }
 
-    /// Whether the guest's side is closed (every domain given it ended):
-    /// what is left to read is all there will be.
+    /// Whether the guest's side is closed (every domain given it ended, or
+    /// its handle released): what is left to read is all there will be.
     pub fn guest_closed(&self) -> bool {
         self.0.lock().guest_sides == 0
     }
@@ -348,7 +412,7 @@ impl Drop for PipeReader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rustix::event::PollFlags;
+    use rustix::event::{PollFd, PollFlags, Timespec};
     use std::os::fd::AsFd;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::task::Wake;
@@ -378,8 +442,10 @@ mod tests {
             panic!("a full pipe makes the guest wait")
         };
         let rung = |bell: &WakeFd| {
-            crate::sys::ready_now(&[(bell.as_fd(), PollFlags::IN)]).unwrap()[0]
-                .contains(PollFlags::IN)
+            let fd = bell.as_fd();
+            let mut fds = [PollFd::new(&fd, PollFlags::IN)];
+            rustix::event::poll(&mut fds, Some(&Timespec::default())).unwrap();
+            fds[0].revents().contains(PollFlags::IN)
         };
         assert!(!rung(&bell));
         assert_eq!(reader.poll_read(&mut cx, &mut got[..3]), Poll::Ready(3));
@@ -462,5 +528,35 @@ mod tests {
             writer.poll_write(&mut cx, b"a"),
             Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::BrokenPipe
         ));
+    }
+
+    #[test]
+    fn a_released_handle_closes_its_holder_once_and_readiness_follows_the_direction() {
+        let (guest, reader) = out_of_guest(2);
+        let (_, waker) = context();
+        let mut cx = Context::from_waker(&waker);
+        assert!(guest.ready(true).unwrap().is_none(), "room to write");
+        assert!(
+            guest.ready(false).unwrap().is_some(),
+            "a read of a pipe out of the guest waits, as poll(2) on a write end"
+        );
+        guest.release_handle().unwrap();
+        assert!(reader.guest_closed(), "released: the embedder sees the end");
+        assert_eq!(reader.poll_read(&mut cx, &mut [0u8; 4]), Poll::Ready(0));
+        drop(guest);
+        let (guest, writer) = into_guest(2);
+        let second = guest.open();
+        drop(guest);
+        assert!(
+            matches!(writer.poll_write(&mut cx, b"ab"), Poll::Ready(Ok(2))),
+            "one holder is left"
+        );
+        assert!(second.ready(false).unwrap().is_none(), "bytes to read");
+        assert!(second.ready(true).unwrap().is_some(), "no write into it");
+        drop(writer);
+        assert!(
+            second.ready(true).unwrap().is_none(),
+            "the embedder is gone"
+        );
     }
 }

@@ -213,7 +213,16 @@ fn a_forced_unload_wakes_a_call_blocked_in_sleep_poll_or_read_and_releases_its_h
                 (domain.call(export, &args), start.elapsed())
             })
         };
-        thread::sleep(Duration::from_millis(100));
+        // Forced once the call waits (not after a fixed sleep: on a loaded
+        // machine the thread may not have called yet).
+        let waiting = Instant::now();
+        while !domain.roots().iter().any(|root| root.blocked_in.is_some()) {
+            assert!(
+                waiting.elapsed() < Duration::from_secs(10),
+                "{export}: the call never waited"
+            );
+            thread::sleep(Duration::from_millis(5));
+        }
         // A cooperative unload would let the call run to its end: forced.
         let report = domain.force_unload().unwrap();
         let (result, waited) = blocked.join().unwrap();

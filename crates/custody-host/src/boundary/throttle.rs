@@ -89,7 +89,9 @@ mod tests {
         );
         let floor = Throttle::new(Duration::ZERO, 1).expect("clamped up");
         assert_eq!(floor.share, u32::from(MIN_SHARE));
-        let far = floor.pause(floor.resumed + Duration::MAX);
-        assert!(far.is_some(), "no overflow: {far:?}");
+        // A century run: the pause saturates instead of overflowing.
+        let century = Duration::from_secs(100 * 365 * 24 * 3600);
+        let far = floor.pause(floor.resumed + century);
+        assert_eq!(far, Some(century.saturating_mul(9)));
     }
 }

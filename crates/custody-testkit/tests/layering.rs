@@ -67,6 +67,7 @@ const HOST: &[Layer] = &[
             Layer::of("stack"),
             Layer::of("timer"),
             Layer::of("extensions"),
+            Layer::of("throttle"),
             Layer::of("ctx"),
             Layer::of("marshal"),
             Layer::of("atomic_wait"),

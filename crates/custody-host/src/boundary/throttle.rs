@@ -12,9 +12,7 @@
 
 use std::time::{Duration, Instant};
 
-/// The smallest share: below it a pause outlasts `roots()`'s wait for the
-/// guest's next epoch check (its stack would not be sampled).
-pub const MIN_SHARE: u8 = 10;
+use crate::config::MIN_THROTTLE_SHARE as MIN_SHARE;
 
 /// One domain's throttle: the policy's threshold and share, and where the
 /// current call is.

@@ -190,6 +190,11 @@ impl OnMemoryLimit {
     }
 }
 
+/// The smallest [`Policy::throttle_share`]: below it a throttled call's
+/// pause outlasts `roots()`'s wait for the guest's next epoch check (its
+/// stack would not be sampled).
+pub const MIN_THROTTLE_SHARE: u8 = 10;
+
 /// The policy a [`Host`](crate::Host) applies to every domain.
 #[derive(Clone, Debug)]
 pub struct Policy {
@@ -244,8 +249,8 @@ pub struct Policy {
     /// ran times `(100 - share) / share`, so a guest that spins leaves the
     /// other domains the CPU. `None` (the default): never.
     pub throttle_after: Option<Duration>,
-    /// The percent of a core a throttled call gets, 10 to 100 (100: not
-    /// throttled). Default 25.
+    /// The percent of a core a throttled call gets,
+    /// [`MIN_THROTTLE_SHARE`] to 100 (100: not throttled). Default 25.
     pub throttle_share: u8,
     /// Categories no imported host function may carry.
     pub denied: Vec<Category>,
@@ -463,11 +468,10 @@ impl Policy {
                 "log_lines_per_second: 0 would drop every guest log line".into(),
             ));
         }
-        if !(crate::boundary::throttle::MIN_SHARE..=100).contains(&self.throttle_share) {
+        if !(MIN_THROTTLE_SHARE..=100).contains(&self.throttle_share) {
             return Err(PolicyError(format!(
-                "throttle_share: {} is not a percent of a core from {} to 100",
-                self.throttle_share,
-                crate::boundary::throttle::MIN_SHARE
+                "throttle_share: {} is not a percent of a core from {MIN_THROTTLE_SHARE} to 100",
+                self.throttle_share
             )));
         }
         if self.compile_timeout.is_zero() {

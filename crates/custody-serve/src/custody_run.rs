@@ -38,7 +38,7 @@ use tokio::task::JoinError;
 
 use crate::abort::{Abort, AbortOnDrop};
 use crate::body::{Body, full};
-use crate::exec::{CHUNK, FLUSH_DELAY, GuestBody, Outcome, WagiRun};
+use crate::exec::{CHUNK, GuestBody, Outcome, WagiRun, short_call};
 use crate::fault::FaultKind;
 use crate::plugin::HANDLE_EXPORT;
 use crate::stdio::{GuestStdin, GuestStdout, PIPE_CAPACITY, feed_stdin, log_captured, read_whole};
@@ -130,23 +130,10 @@ pub(crate) async fn run(
             domain.clone(),
         ));
     }
-    // A short call's whole response is one, with its length; a plugin
-    // still running after FLUSH_DELAY, or whose body fills half the pipe
-    // first, streams.
+    // A short call's whole response is one, with its length (the response
+    // side closes as the request's handles are released); else it streams.
     let mut call = call;
-    let ended = tokio::select! {
-        biased;
-        outcome = &mut call => Some(outcome),
-        () = reader.filled(PIPE_CAPACITY / 2) => None,
-        () = tokio::time::sleep(FLUSH_DELAY) => None,
-    };
-    // The timer rang as the request's handles were released (the response
-    // side closed), a moment before the call's task ends: the body is whole.
-    let ended = match ended {
-        None if reader.guest_closed() => Some((&mut call).await),
-        ended => ended,
-    };
-    if let Some(outcome) = ended {
+    if let Some(outcome) = short_call(&reader, &mut call).await {
         on_drop.0 = None;
         let ended = Ended {
             reader,

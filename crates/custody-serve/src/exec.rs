@@ -54,6 +54,28 @@ pub const CHUNK: usize = 16 << 10;
 /// on.
 pub const FLUSH_DELAY: std::time::Duration = std::time::Duration::from_millis(5);
 
+/// A short call's outcome, if `call` ends within [`FLUSH_DELAY`] before its
+/// output fills half of `reader`'s pipe: then its whole output is one
+/// response with its length. `None`: it runs on, and its output streams.
+/// A delay that rang as the guest's side closed (its domain unloading, a
+/// moment before the call's task ends) still counts as ended: the output
+/// is whole. Both request interfaces answer through this.
+pub(crate) async fn short_call<F: Future + Unpin>(
+    reader: &custody_wasi::PipeReader,
+    call: &mut F,
+) -> Option<F::Output> {
+    let ended = tokio::select! {
+        biased;
+        outcome = &mut *call => Some(outcome),
+        () = reader.filled(PIPE_CAPACITY / 2) => None,
+        () = tokio::time::sleep(FLUSH_DELAY) => None,
+    };
+    match ended {
+        None if reader.guest_closed() => Some(call.await),
+        ended => ended,
+    }
+}
+
 /// What one request runs.
 pub(crate) struct WagiRun {
     pub host: Arc<Host>,
@@ -215,23 +237,8 @@ impl WagiRun {
                 domain.clone(),
             ));
         }
-        // A short call's whole output is one response with its length; a
-        // plugin still running after FLUSH_DELAY, or whose output fills
-        // half the pipe first, streams.
         let mut call = call;
-        let ended = tokio::select! {
-            biased;
-            outcome = &mut call => Some(outcome),
-            () = reader.filled(PIPE_CAPACITY / 2) => None,
-            () = tokio::time::sleep(FLUSH_DELAY) => None,
-        };
-        // The timer rang as the domain unloaded (its stdout closed), a
-        // moment before the call's task ends: then too the output is whole.
-        let ended = match ended {
-            None if reader.guest_closed() => Some((&mut call).await),
-            ended => ended,
-        };
-        if let Some(outcome) = ended {
+        if let Some(outcome) = short_call(&reader, &mut call).await {
             on_drop.0 = None;
             return self.complete(reader, outcome, &body_too_large).await;
         }

@@ -388,6 +388,17 @@ impl PipeReader {
         self.0.lock().guest_sides == 0
     }
 
+    /// Everything left to read, whole, once the guest's side is closed
+    /// (what a call that ended wrote): the pipe's buffer itself, not a
+    /// copy through a caller's. `None` while the guest may still write.
+    pub fn take_closed(&self) -> Option<Vec<u8>> {
+        let mut state = self.0.lock();
+        if state.guest_sides != 0 {
+            return None;
+        }
+        Some(Vec::from(std::mem::take(&mut state.bytes)))
+    }
+
     /// A future over [`poll_filled`](Self::poll_filled).
     pub async fn filled(&self, at_least: usize) {
         std::future::poll_fn(|cx| self.poll_filled(cx, at_least)).await;
@@ -459,6 +470,26 @@ mod tests {
             Poll::Ready(0),
             "the end"
         );
+    }
+
+    #[test]
+    fn what_a_closed_guest_side_left_is_taken_whole_and_only_then() {
+        let (guest, reader) = out_of_guest(16);
+        assert!(matches!(guest.write(b"head").unwrap(), Transfer::Done(4)));
+        let (_, waker) = context();
+        let mut cx = Context::from_waker(&waker);
+        let mut first = [0u8; 1];
+        assert_eq!(reader.poll_read(&mut cx, &mut first), Poll::Ready(1));
+        assert!(matches!(guest.write(b" body").unwrap(), Transfer::Done(5)));
+        assert_eq!(reader.take_closed(), None, "the guest may still write");
+        drop(guest);
+        assert_eq!(reader.take_closed().as_deref(), Some(&b"ead body"[..]));
+        assert_eq!(
+            reader.take_closed().as_deref(),
+            Some(&b""[..]),
+            "taken once"
+        );
+        assert_eq!(reader.poll_read(&mut cx, &mut first), Poll::Ready(0));
     }
 
     #[test]

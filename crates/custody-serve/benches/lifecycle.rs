@@ -57,7 +57,10 @@ struct Fixture {
     state: Arc<ServerState>,
     version: Arc<PluginVersion>,
     pre: InstancePre<WasiP1Ctx>,
-    env: Vec<(String, String)>,
+    /// The CGI environment, `NAME=VALUE` (custody's form)...
+    env: Vec<String>,
+    /// ... and as names and values (wasmtime-wasi's).
+    env_pairs: Vec<(String, String)>,
     argv: Vec<String>,
 }
 
@@ -93,11 +96,17 @@ impl Fixture {
             &matched.script_name,
             Some("name=x"),
         );
+        let env_pairs = env
+            .iter()
+            .filter_map(|var| var.split_once('='))
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .collect();
         Fixture {
             state,
             version,
             pre,
             env,
+            env_pairs,
             argv,
         }
     }
@@ -112,7 +121,7 @@ impl Fixture {
         let stdout = MemoryOutputPipe::new(1 << 20);
         let ctx = WasiCtxBuilder::new()
             .args(&self.argv)
-            .envs(&self.env)
+            .envs(&self.env_pairs)
             .stdout(stdout.clone())
             .stderr(MemoryOutputPipe::new(1 << 16))
             .allow_blocking_current_thread(true)
@@ -131,10 +140,9 @@ impl Fixture {
     }
 
     fn wasi(&self) -> WasiConfig {
-        let wasi = WasiConfig::new().args(self.argv.iter().cloned());
-        self.env
-            .iter()
-            .fold(wasi, |w, (k, v)| w.env(k.clone(), v.clone()))
+        WasiConfig::new()
+            .args(self.argv.iter().cloned())
+            .env_entries(self.env.clone())
     }
 
     /// A fresh domain of the plugin's version given `wasi`, after its

@@ -271,16 +271,13 @@ fn respond(stdout: Bytes) -> Response<Body> {
 impl Baseline {
     /// One request's guest: a fresh store, instantiated from the prepared
     /// instance, `_start` called; its stdout.
-    fn run(
-        &self,
-        env: &[(String, String)],
-        argv: &[String],
-        body: Bytes,
-    ) -> Result<Bytes, RunError> {
+    fn run(&self, env: &[String], argv: &[String], body: Bytes) -> Result<Bytes, RunError> {
         let stdout = MemoryOutputPipe::new(MAX_RESPONSE);
+        // `NAME=VALUE` entries, as wasmtime-wasi takes them: name and value.
+        let env: Vec<(&str, &str)> = env.iter().filter_map(|var| var.split_once('=')).collect();
         let ctx = WasiCtxBuilder::new()
             .args(argv)
-            .envs(env)
+            .envs(&env)
             .stdin(MemoryInputPipe::new(body))
             .stdout(stdout.clone())
             .stderr(MemoryOutputPipe::new(MAX_STDERR))

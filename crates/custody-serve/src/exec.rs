@@ -30,9 +30,9 @@ use bytes::{Bytes, BytesMut};
 use custody_host::{CallError, Host};
 use custody_wasi::{Stdio, WasiConfig, WasiDomain};
 use http_body_util::BodyExt;
+use hyper::Response;
 use hyper::body::{Body as _, Frame, Incoming};
 use hyper::header::{self, HeaderValue};
-use hyper::{HeaderMap, Response};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::task::JoinError;
@@ -83,7 +83,8 @@ pub(crate) struct WagiRun {
     pub plugin: String,
     pub route: String,
     pub entrypoint: String,
-    pub env: Vec<(String, String)>,
+    /// A WAGI guest's environment (`NAME=VALUE`); empty for the custody ABI.
+    pub env: Vec<String>,
     pub argv: Vec<String>,
     pub request_id: String,
     pub max_body: usize,
@@ -91,8 +92,8 @@ pub(crate) struct WagiRun {
     pub counters: Arc<FaultCounters>,
     /// The server's recent diagnostics, where its faults go too.
     pub recent: Arc<RecentDiagnostics>,
-    /// The request's headers (for the fault's body format).
-    pub headers: HeaderMap,
+    /// Whether a fault is answered in JSON (the request's `Accept`).
+    pub wants_json: bool,
     /// Stops its guest; whether an operator cancelled it.
     pub abort: Abort,
     /// The request's span: its domain is made and called inside it.
@@ -145,7 +146,7 @@ impl WagiRun {
         (self.as_fault(kind, detail, backtrace)).respond(
             &self.counters,
             &self.recent,
-            &self.headers,
+            self.wants_json,
         )
     }
 
@@ -170,7 +171,11 @@ impl WagiRun {
     /// Runs the request: the response, whose body may still be streaming.
     /// `permit` (one of the plugin's `max_concurrency`) is held until the
     /// domain is unloaded.
-    pub(crate) async fn run(self, body: Incoming, permit: OwnedSemaphorePermit) -> Response<Body> {
+    pub(crate) async fn run(
+        mut self,
+        body: Incoming,
+        permit: OwnedSemaphorePermit,
+    ) -> Response<Body> {
         // Most requests (a GET) have no body: a null stdin, nothing to feed.
         let (stdin, feed) = if body.is_end_stream() {
             (Stdio::Null, None)
@@ -180,14 +185,11 @@ impl WagiRun {
         };
         let (stdout, reader) = Stdio::pipe_out(PIPE_CAPACITY);
         let wasi = WasiConfig::new()
-            .args(self.argv.iter().cloned())
+            .args(std::mem::take(&mut self.argv))
+            .env_entries(std::mem::take(&mut self.env))
             .stdin(stdin)
             .stdout(stdout)
             .stderr(Stdio::Capture);
-        let wasi = self
-            .env
-            .iter()
-            .fold(wasi, |w, (k, v)| w.env(k.clone(), v.clone()));
         let domain = self.abort.clone();
         let in_flight = self.enter();
         let call = {

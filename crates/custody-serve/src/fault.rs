@@ -214,19 +214,14 @@ impl Fault<'_> {
     }
 
     /// Logs, counts and keeps the fault, and answers it: JSON when the
-    /// request's `Accept` names JSON, text otherwise.
+    /// request asked for it ([`wants_json`]), text otherwise.
     pub(crate) fn respond(
         &self,
         counters: &FaultCounters,
         recent: &RecentDiagnostics,
-        request: &HeaderMap,
+        json: bool,
     ) -> Response<Body> {
         self.record(counters, recent);
-        let json = request
-            .get_all(header::ACCEPT)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .any(|v| v.contains("application/json") || v.contains("+json"));
         let (body, content_type) = if json {
             let value = serde_json::json!({ "error": self.kind.name(), "id": self.id });
             (value.to_string(), "application/json")
@@ -245,4 +240,14 @@ impl Fault<'_> {
         }
         response
     }
+}
+
+/// Whether a request's `Accept` names JSON: its faults are answered in
+/// JSON then, in text otherwise.
+pub(crate) fn wants_json(request: &HeaderMap) -> bool {
+    request
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/json") || v.contains("+json"))
 }

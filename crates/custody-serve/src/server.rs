@@ -30,7 +30,7 @@ use crate::config::{ConfigError, HttpLimits, Interface, ServerConfig};
 use crate::connection;
 use crate::custody_run;
 use crate::exec::WagiRun;
-use crate::fault::{Fault, FaultCounters, FaultKind};
+use crate::fault::{Fault, FaultCounters, FaultKind, wants_json};
 use crate::metrics::Metrics;
 use crate::plugin::{Plugin, PluginVersion, Serving};
 use crate::recent_diagnostics::{RECENT_DIAGNOSTICS, RecentDiagnostics};
@@ -430,7 +430,7 @@ async fn serve_plugin(
             detail,
             backtrace: None,
         }
-        .respond(&plugin.faults, &state.recent, request.headers())
+        .respond(&plugin.faults, &state.recent, wants_json(request.headers()))
     };
     let declared = request
         .headers()
@@ -461,19 +461,23 @@ async fn serve_plugin(
             plugin: config.name.clone(),
             route: route.as_str().to_string(),
             entrypoint: entrypoint.clone(),
-            // The plugin's env after the CGI variables, replacing any of
-            // the same name (a guest sees each name once).
-            env: (wagi::cgi_env(&cgi).into_iter())
-                .filter(|(name, _)| !config.env.contains_key(name))
-                .chain(config.env.iter().map(|(k, v)| (k.clone(), v.clone())))
-                .collect(),
-            argv: wagi::argv(&config.argv, &matched.script_name, request.uri().query()),
+            // Only a WAGI guest gets the CGI environment and argv.
+            env: match version.interface {
+                Interface::Wagi => wagi::guest_env(&cgi, &config.env),
+                Interface::Custody => Vec::new(),
+            },
+            argv: match version.interface {
+                Interface::Wagi => {
+                    wagi::argv(&config.argv, &matched.script_name, request.uri().query())
+                }
+                Interface::Custody => Vec::new(),
+            },
             request_id: request_id.clone(),
             max_body: config.max_body,
             max_response: config.max_response,
             counters: Arc::clone(&plugin.faults),
             recent: Arc::clone(&state.recent),
-            headers: request.headers().clone(),
+            wants_json: wants_json(request.headers()),
             abort: Abort::default(),
             span,
         };

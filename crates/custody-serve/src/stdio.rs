@@ -71,9 +71,13 @@ impl AsyncRead for GuestStdout {
 }
 
 /// Everything left in a pipe out of a guest whose side is closed (a call
-/// that ended): every read is at once. Read in small steps: a hello is
-/// tens of bytes, not a zeroed 64 KiB buffer.
+/// that ended): the pipe's buffer itself. A side still open (a pooled
+/// domain's) is read to its end, every read at once, in small steps: a
+/// hello is tens of bytes, not a zeroed 64 KiB buffer.
 pub(crate) async fn read_whole(reader: &PipeReader) -> Vec<u8> {
+    if let Some(output) = reader.take_closed() {
+        return output;
+    }
     let mut output = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {

@@ -2,6 +2,8 @@
 //! request becomes, the argv template, and the response head a plugin
 //! writes on stdout (header lines, a blank line, LF or CRLF).
 
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
 
@@ -40,101 +42,148 @@ pub struct CgiRequest<'a> {
     pub route: &'a RouteMatch,
 }
 
-/// The CGI 1.1 environment of a request, as WAGI sets it, in a stable
+/// The CGI 1.1 environment of a request, as WAGI sets it, each variable as
+/// `NAME=VALUE` (what a WASI guest's `environ_get` returns), in a stable
 /// order: the meta-variables, then every header as `HTTP_NAME` (upper
 /// case, `-` as `_`; `Authorization` and `Connection` left out, as
-/// RFC 3875 4.1.18 allows; repeated headers joined with `, `).
-pub fn cgi_env(request: &CgiRequest<'_>) -> Vec<(String, String)> {
+/// RFC 3875 4.1.18 allows; repeated headers joined with `, `). Each entry
+/// is one allocation, written in place: this runs once per request.
+pub fn cgi_env(request: &CgiRequest<'_>) -> Vec<String> {
     let headers = request.headers;
     let text = |name: HeaderName| {
         headers
             .get(name)
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .map(|v| String::from_utf8_lossy(v.as_bytes()))
     };
-    let (host, port) = host_and_port(text(header::HOST).as_deref(), request.local);
+    let host_header = text(header::HOST);
+    let (host, port) = host_and_port(host_header.as_deref(), request.local);
     let path_and_query = request.uri.path_and_query().map_or("/", |pq| pq.as_str());
-    let path_info = percent_decode_str(&request.route.raw_path_info)
-        .decode_utf8_lossy()
-        .into_owned();
+    let path_info = percent_decode_str(&request.route.raw_path_info).decode_utf8_lossy();
     let content_length = text(header::CONTENT_LENGTH).unwrap_or_else(|| {
         if headers.contains_key(header::TRANSFER_ENCODING) {
-            String::new()
+            "".into()
         } else {
             "0".into()
         }
     });
+    let content_type = text(header::CONTENT_TYPE).unwrap_or_default();
     let remote = request.remote.ip().to_string();
-    let mut env: Vec<(String, String)> = [
-        ("REQUEST_METHOD", request.method.as_str().to_string()),
-        ("SCRIPT_NAME", request.route.script_name.clone()),
-        ("PATH_INFO", path_info.clone()),
-        ("PATH_TRANSLATED", path_info),
-        (
-            "QUERY_STRING",
-            request.uri.query().unwrap_or("").to_string(),
-        ),
-        (
-            "CONTENT_TYPE",
-            text(header::CONTENT_TYPE).unwrap_or_default(),
-        ),
-        ("CONTENT_LENGTH", content_length),
-        ("SERVER_NAME", host.clone()),
-        ("SERVER_PORT", port.clone()),
-        ("SERVER_PROTOCOL", format!("{:?}", request.version)),
-        ("SERVER_SOFTWARE", SERVER_SOFTWARE.to_string()),
-        ("GATEWAY_INTERFACE", "CGI/1.1".to_string()),
-        ("REMOTE_ADDR", remote.clone()),
-        ("REMOTE_HOST", remote),
-        ("REMOTE_USER", String::new()),
-        ("AUTH_TYPE", String::new()),
-        ("X_MATCHED_ROUTE", request.matched_route.to_string()),
-        ("X_RAW_PATH_INFO", request.route.raw_path_info.clone()),
-        (
-            "X_FULL_URL",
-            format!("http://{host}:{port}{path_and_query}"),
-        ),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
+    let protocol = protocol(request.version);
+    let mut env = Vec::with_capacity(19 + headers.keys_len());
+    for (name, value) in [
+        ("REQUEST_METHOD", request.method.as_str()),
+        ("SCRIPT_NAME", request.route.script_name.as_str()),
+        ("PATH_INFO", &*path_info),
+        ("PATH_TRANSLATED", &*path_info),
+        ("QUERY_STRING", request.uri.query().unwrap_or("")),
+        ("CONTENT_TYPE", &*content_type),
+        ("CONTENT_LENGTH", &*content_length),
+        ("SERVER_NAME", &*host),
+        ("SERVER_PORT", &*port),
+        ("SERVER_PROTOCOL", &*protocol),
+        ("SERVER_SOFTWARE", SERVER_SOFTWARE),
+        ("GATEWAY_INTERFACE", "CGI/1.1"),
+        ("REMOTE_ADDR", &*remote),
+        ("REMOTE_HOST", &*remote),
+        ("REMOTE_USER", ""),
+        ("AUTH_TYPE", ""),
+        ("X_MATCHED_ROUTE", request.matched_route),
+        ("X_RAW_PATH_INFO", request.route.raw_path_info.as_str()),
+    ] {
+        env.push(entry(name, &[value]));
+    }
+    let full_url = ["http://", &*host, ":", &*port, path_and_query];
+    env.push(entry("X_FULL_URL", &full_url));
     let mut names: Vec<&HeaderName> = headers.keys().collect();
-    names.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    names.sort_unstable_by(|a, b| a.as_str().cmp(b.as_str()));
     for name in names {
         if name == header::AUTHORIZATION || name == header::CONNECTION {
             continue;
         }
-        let values: Vec<String> = headers
-            .get_all(name)
-            .iter()
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-            .collect();
-        let key = format!(
-            "HTTP_{}",
-            name.as_str().to_ascii_uppercase().replace('-', "_")
-        );
-        env.push((key, values.join(", ")));
+        let mut var = String::with_capacity(5 + name.as_str().len() + 1 + 16);
+        var.push_str("HTTP_");
+        var.extend(name.as_str().chars().map(|c| match c {
+            '-' => '_',
+            c => c.to_ascii_uppercase(),
+        }));
+        var.push('=');
+        for (i, value) in headers.get_all(name).iter().enumerate() {
+            if i > 0 {
+                var.push_str(", ");
+            }
+            var.push_str(&String::from_utf8_lossy(value.as_bytes()));
+        }
+        env.push(var);
     }
     env
 }
 
+/// A WAGI guest's environment: the request's CGI variables, then the
+/// plugin's `env`, which replaces a variable of the same name (a guest
+/// sees each name once).
+pub(crate) fn guest_env(
+    request: &CgiRequest<'_>,
+    plugin_env: &BTreeMap<String, String>,
+) -> Vec<String> {
+    let mut env = cgi_env(request);
+    if !plugin_env.is_empty() {
+        env.retain(|var| {
+            let name = var.split_once('=').map_or(var.as_str(), |(name, _)| name);
+            !plugin_env.contains_key(name)
+        });
+        env.extend(plugin_env.iter().map(|(name, value)| entry(name, &[value])));
+    }
+    env
+}
+
+/// `NAME=` followed by `parts`, in one allocation.
+fn entry(name: &str, parts: &[&str]) -> String {
+    let len = name.len() + 1 + parts.iter().map(|p| p.len()).sum::<usize>();
+    let mut entry = String::with_capacity(len);
+    entry.push_str(name);
+    entry.push('=');
+    parts.iter().for_each(|p| entry.push_str(p));
+    entry
+}
+
+/// `SERVER_PROTOCOL`: `HTTP/1.1` and its kin, without formatting.
+fn protocol(version: Version) -> std::borrow::Cow<'static, str> {
+    match version {
+        Version::HTTP_09 => "HTTP/0.9".into(),
+        Version::HTTP_10 => "HTTP/1.0".into(),
+        Version::HTTP_11 => "HTTP/1.1".into(),
+        Version::HTTP_2 => "HTTP/2.0".into(),
+        Version::HTTP_3 => "HTTP/3.0".into(),
+        other => format!("{other:?}").into(),
+    }
+}
+
 /// `SERVER_NAME` and `SERVER_PORT`: from the `Host` header, else the
 /// server's own address.
-fn host_and_port(host_header: Option<&str>, local: SocketAddr) -> (String, String) {
-    let (mut host, mut port) = (local.ip().to_string(), local.port().to_string());
-    if let Some(value) = host_header.filter(|v| !v.is_empty()) {
-        // `[::1]:8080`, `example.com:8080`, `example.com`.
-        let (name, rest) = match value.rfind(':') {
-            Some(at) if !value[at..].contains(']') => (&value[..at], Some(&value[at + 1..])),
-            _ => (value, None),
-        };
-        if !name.is_empty() {
-            host = name.to_string();
-        }
-        match rest {
-            Some(p) if !p.is_empty() => port = p.to_string(),
-            _ => port = "80".to_string(),
-        }
-    }
+fn host_and_port<'h>(
+    host_header: Option<&'h str>,
+    local: SocketAddr,
+) -> (Cow<'h, str>, Cow<'h, str>) {
+    let Some(value) = host_header.filter(|v| !v.is_empty()) else {
+        return (
+            local.ip().to_string().into(),
+            local.port().to_string().into(),
+        );
+    };
+    // `[::1]:8080`, `example.com:8080`, `example.com`.
+    let (name, rest) = match value.rfind(':') {
+        Some(at) if !value[at..].contains(']') => (&value[..at], Some(&value[at + 1..])),
+        _ => (value, None),
+    };
+    let host = if name.is_empty() {
+        local.ip().to_string().into()
+    } else {
+        name.into()
+    };
+    let port = match rest {
+        Some(p) if !p.is_empty() => p.into(),
+        _ => "80".into(),
+    };
     (host, port)
 }
 
@@ -313,6 +362,101 @@ pub(crate) async fn read_head(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The environment of a request to `/r/...` with `headers`.
+    fn env_of(uri: &str, headers: &[(&str, &str)], plugin: &[(&str, &str)]) -> Vec<String> {
+        let uri: Uri = uri.parse().unwrap();
+        let mut map = HeaderMap::new();
+        for (name, value) in headers {
+            map.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                value.parse().unwrap(),
+            );
+        }
+        let route = crate::route::Route::parse("/r/...").unwrap();
+        let matched = route.matches(uri.path()).unwrap();
+        let request = CgiRequest {
+            method: &Method::POST,
+            uri: &uri,
+            version: Version::HTTP_10,
+            headers: &map,
+            remote: "[::1]:5000".parse().unwrap(),
+            local: "10.0.0.1:8080".parse().unwrap(),
+            matched_route: route.as_str(),
+            route: &matched,
+        };
+        let plugin = plugin
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        guest_env(&request, &plugin)
+    }
+
+    fn var<'e>(env: &'e [String], name: &str) -> Option<&'e str> {
+        env.iter()
+            .find_map(|var| var.strip_prefix(name)?.strip_prefix('='))
+    }
+
+    #[test]
+    fn the_environment_is_name_value_entries_in_cgi_order_then_headers() {
+        let env = env_of(
+            "/r/a%2Fb?q=1",
+            &[
+                ("x-two", "a"),
+                ("x-two", "b"),
+                ("authorization", "s"),
+                ("transfer-encoding", "chunked"),
+            ],
+            &[],
+        );
+        assert_eq!(env[0], "REQUEST_METHOD=POST");
+        assert_eq!(var(&env, "PATH_INFO"), Some("/a/b"));
+        assert_eq!(var(&env, "X_RAW_PATH_INFO"), Some("/a%2Fb"));
+        assert_eq!(var(&env, "CONTENT_LENGTH"), Some(""), "chunked: no length");
+        assert_eq!(var(&env, "SERVER_PROTOCOL"), Some("HTTP/1.0"));
+        // No Host: the server's own address.
+        assert_eq!(var(&env, "SERVER_NAME"), Some("10.0.0.1"));
+        assert_eq!(var(&env, "SERVER_PORT"), Some("8080"));
+        assert_eq!(var(&env, "REMOTE_ADDR"), Some("::1"));
+        assert_eq!(
+            var(&env, "X_FULL_URL"),
+            Some("http://10.0.0.1:8080/r/a%2Fb?q=1")
+        );
+        assert_eq!(var(&env, "HTTP_X_TWO"), Some("a, b"));
+        assert_eq!(var(&env, "HTTP_AUTHORIZATION"), None);
+        let names: Vec<&str> = env.iter().map(|v| v.split_once('=').unwrap().0).collect();
+        let at = names.iter().position(|n| n.starts_with("HTTP_")).unwrap();
+        assert_eq!(at, 19, "19 meta-variables, then the headers");
+        assert_eq!(
+            names[at..],
+            ["HTTP_TRANSFER_ENCODING", "HTTP_X_TWO"],
+            "sorted"
+        );
+    }
+
+    #[test]
+    fn host_forms_and_the_plugin_env_replacing_a_variable_once() {
+        let port_of = |host| {
+            let env = env_of("/r", &[("host", host)], &[]);
+            let name = var(&env, "SERVER_NAME").unwrap().to_string();
+            (name, var(&env, "SERVER_PORT").unwrap().to_string())
+        };
+        assert_eq!(
+            port_of("example.com:81"),
+            ("example.com".into(), "81".into())
+        );
+        assert_eq!(port_of("example.com"), ("example.com".into(), "80".into()));
+        assert_eq!(port_of("[::1]:9"), ("[::1]".into(), "9".into()));
+        assert_eq!(port_of("[::1]"), ("[::1]".into(), "80".into()));
+        assert_eq!(port_of(":82"), ("10.0.0.1".into(), "82".into()));
+        let env = env_of("/r", &[], &[("SERVER_NAME", "mine"), ("EXTRA", "x=y")]);
+        assert_eq!(
+            env.iter().filter(|v| v.starts_with("SERVER_NAME=")).count(),
+            1
+        );
+        assert_eq!(var(&env, "SERVER_NAME"), Some("mine"));
+        assert_eq!(var(&env, "EXTRA"), Some("x=y"));
+    }
 
     #[test]
     fn the_head_ends_at_a_blank_line_lf_or_crlf() {

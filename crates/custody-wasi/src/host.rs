@@ -89,7 +89,7 @@ pub trait WasiDomainConfig: Sized {
     fn args<I: IntoIterator<Item = S>, S: Into<String>>(self, args: I) -> Self;
     /// [`WasiConfig::env`].
     #[must_use]
-    fn env(self, name: impl Into<String>, value: impl Into<String>) -> Self;
+    fn env(self, name: impl AsRef<str>, value: impl AsRef<str>) -> Self;
     /// [`WasiConfig::stdin`].
     #[must_use]
     fn stdin(self, stdin: Stdio) -> Self;
@@ -106,7 +106,7 @@ impl WasiDomainConfig for DomainConfig {
         with_wasi(self, |c| c.args(args))
     }
 
-    fn env(self, name: impl Into<String>, value: impl Into<String>) -> Self {
+    fn env(self, name: impl AsRef<str>, value: impl AsRef<str>) -> Self {
         with_wasi(self, |c| c.env(name, value))
     }
 

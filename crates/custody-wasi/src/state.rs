@@ -31,11 +31,15 @@ use custody_host::extension::{DomainCtx, StoreState};
 /// );
 /// # let _ = config;
 /// ```
+///
+/// Cloning one is cheap: the arguments and the environment are shared
+/// (copied on the first change after a clone), as every domain made from
+/// it shares them.
 #[derive(Clone, Debug)]
 pub struct WasiConfig {
-    pub(crate) args: Vec<String>,
+    pub(crate) args: Arc<Vec<String>>,
     /// `NAME=VALUE`, in the order given.
-    pub(crate) env: Vec<String>,
+    pub(crate) env: Arc<Vec<String>>,
     /// stdin, stdout, stderr.
     pub(crate) stdio: [StdioSpec; 3],
 }
@@ -43,8 +47,8 @@ pub struct WasiConfig {
 impl Default for WasiConfig {
     fn default() -> Self {
         WasiConfig {
-            args: Vec::new(),
-            env: Vec::new(),
+            args: Arc::default(),
+            env: Arc::default(),
             stdio: [StdioSpec::Null, StdioSpec::Capture, StdioSpec::Capture],
         }
     }
@@ -59,15 +63,34 @@ impl WasiConfig {
     /// The arguments (`argv`), `argv[0]` included, as given.
     #[must_use]
     pub fn args<I: IntoIterator<Item = S>, S: Into<String>>(mut self, args: I) -> Self {
-        self.args = args.into_iter().map(Into::into).collect();
+        self.args = Arc::new(args.into_iter().map(Into::into).collect());
         self
     }
 
     /// Adds one environment variable (call once per variable; they are seen
     /// in this order).
     #[must_use]
-    pub fn env(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.env.push(format!("{}={}", name.into(), value.into()));
+    pub fn env(mut self, name: impl AsRef<str>, value: impl AsRef<str>) -> Self {
+        let (name, value) = (name.as_ref(), value.as_ref());
+        let mut entry = String::with_capacity(name.len() + 1 + value.len());
+        entry.push_str(name);
+        entry.push('=');
+        entry.push_str(value);
+        Arc::make_mut(&mut self.env).push(entry);
+        self
+    }
+
+    /// Adds environment variables already written as `NAME=VALUE` (what
+    /// the guest's `environ_get` returns), after those given before, in
+    /// their order: a server that builds a whole environment per request (a
+    /// CGI one) hands it over without copying a string.
+    #[must_use]
+    pub fn env_entries(mut self, entries: Vec<String>) -> Self {
+        if self.env.is_empty() {
+            self.env = Arc::new(entries);
+        } else {
+            Arc::make_mut(&mut self.env).extend(entries);
+        }
         self
     }
 
@@ -98,8 +121,8 @@ impl WasiConfig {
 /// A domain's WASI state.
 #[derive(Debug)]
 pub(crate) struct WasiState {
-    pub(crate) args: Arc<[String]>,
-    pub(crate) env: Arc<[String]>,
+    pub(crate) args: Arc<Vec<String>>,
+    pub(crate) env: Arc<Vec<String>>,
     /// stdin, stdout, stderr.
     pub(crate) stdio: [Stream; 3],
     pub(crate) fds: WasiFds,
@@ -121,8 +144,8 @@ impl WasiState {
         };
         Ok(WasiState {
             stdio: [open(0)?, open(1)?, open(2)?],
-            args: config.args.into(),
-            env: config.env.into(),
+            args: config.args,
+            env: config.env,
             fds: WasiFds::new(preopens),
         })
     }
@@ -131,8 +154,8 @@ impl WasiState {
     /// its own, or one whose state moved on).
     pub(crate) fn empty(preopens: usize) -> Self {
         WasiState {
-            args: Arc::new([]),
-            env: Arc::new([]),
+            args: Arc::default(),
+            env: Arc::default(),
             stdio: [Stream::Null, Stream::Null, Stream::Null],
             fds: WasiFds::new(preopens),
         }
@@ -181,4 +204,22 @@ pub(crate) fn wasi(ctx: &mut DomainCtx) -> Result<&mut WasiState, Errno> {
 #[inline]
 pub(crate) fn wasi_ref(ctx: &DomainCtx) -> Result<&WasiState, Errno> {
     ctx.extension::<WasiState>().ok_or(Errno::Nosys)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::WasiConfig;
+
+    #[test]
+    fn entries_join_the_environment_in_order_and_a_clone_changes_alone() {
+        let base = WasiConfig::new().env("A", "1");
+        let both = base
+            .clone()
+            .env_entries(vec!["B=2".into(), "C=x=y".into()])
+            .env(String::from("D"), "");
+        assert_eq!(*both.env, ["A=1", "B=2", "C=x=y", "D="]);
+        assert_eq!(*base.env, ["A=1"], "the clone's changes are its own");
+        let fresh = WasiConfig::new().env_entries(vec!["E=5".into()]);
+        assert_eq!(*fresh.env, ["E=5"]);
+    }
 }

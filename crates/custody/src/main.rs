@@ -2,7 +2,7 @@
 //! happened to every handle it touched.
 //!
 //! ```text
-//! custody serve [--listen ADDR] [--config FILE]
+//! custody serve [--listen ADDR] [--config FILE] [--policy FILE]
 //! custody ps | requests                       [--admin URL] [--json]
 //! custody roots ID | unload ID [--force]      [--admin URL] [--json]
 //! custody cancel REQUEST | reload NAME | promote NAME | rollback NAME

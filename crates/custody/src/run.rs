@@ -20,17 +20,20 @@ fn process_status(code: i32) -> u8 {
     u8::try_from(code).unwrap_or(u8::MAX)
 }
 
+/// The host policy in `path` (TOML, docs/RELIABILITY.md), or the default
+/// one: `custody run`'s and `custody serve`'s `--policy`.
+pub(crate) fn policy_file(path: Option<&std::path::Path>) -> Result<Policy, Failure> {
+    let Some(path) = path else {
+        return Ok(Policy::default());
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Failure::usage(format!("cannot read {}: {e}", path.display())))?;
+    Policy::from_toml(&text).map_err(|e| Failure::usage(format!("{}: {e}", path.display())))
+}
+
 /// Runs the domain the arguments describe; the process's exit status.
 pub(crate) fn run(args: &RunArgs, log_format: LogFormat) -> Result<u8, Failure> {
-    let mut policy = match &args.policy {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| Failure::usage(format!("cannot read {}: {e}", path.display())))?;
-            Policy::from_toml(&text)
-                .map_err(|e| Failure::usage(format!("{}: {e}", path.display())))?
-        }
-        None => Policy::default(),
-    };
+    let mut policy = policy_file(args.policy.as_deref())?;
     let flags = source::Flags::parse(args)?;
     flags.apply(&mut policy);
     let (source, call_args) = source::source(args)?;

@@ -13,7 +13,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::Args;
-use custody_host::Policy;
 use custody_serve::{
     AdminListener, Listeners, ServerConfig, ServerState, SpanParent, display_path, example_config,
 };
@@ -31,6 +30,11 @@ pub(crate) struct ServeArgs {
     /// bundled example plugins.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// The host policy (TOML, docs/RELIABILITY.md): engine-wide settings
+    /// such as `allocation` and `pool_size`, and the defaults each
+    /// plugin's `policy` applies over.
+    #[arg(long, value_name = "FILE")]
+    policy: Option<PathBuf>,
 }
 
 /// Serves until a signal; the process's exit status. `span_parent`, if
@@ -47,7 +51,8 @@ pub(crate) fn serve(args: &ServeArgs, span_parent: Option<SpanParent>) -> Result
     if let Some(listen) = args.listen {
         config.listen = listen;
     }
-    let state = ServerState::starting(config, Policy::default(), Path::new(&file))
+    let policy = crate::run::policy_file(args.policy.as_deref())?;
+    let state = ServerState::starting(config, policy, Path::new(&file))
         .map_err(|e| Failure::usage(e.to_string()))?;
     if let Some(span_parent) = span_parent {
         state.set_span_parent(span_parent);

@@ -79,6 +79,36 @@ fn a_bad_configuration_is_a_usage_error_naming_the_file_and_key() {
     );
 }
 
+#[test]
+fn the_host_policy_file_applies_to_every_plugin_and_a_bad_one_is_a_usage_error() {
+    let dir = std::env::temp_dir().join(format!("custody-cli-policy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let serve_with = |policy: &str| {
+        let file = dir.join("policy.toml");
+        std::fs::write(&file, policy).unwrap();
+        // The bundled examples (WAGI plugins: they import WASI).
+        let output = Command::new(env!("CARGO_BIN_EXE_custody"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--policy"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        (output.status.code(), stderr, output.stdout)
+    };
+    let (code, stderr, _) = serve_with("typo = 1\n");
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("policy.toml") && stderr.contains("typo"),
+        "{stderr}"
+    );
+    // WASI refused host-wide: no bundled plugin loads.
+    let (code, stderr, stdout) = serve_with("wasi = false\n");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("wasi_snapshot_preview1"), "{stderr}");
+    assert!(stdout.is_empty(), "no route line for a failed load");
+}
+
 /// A WAGI plugin that writes its head and `first`, sleeps `ms` (WASI's
 /// `poll_oneoff` on a relative clock), then writes `last`.
 fn slow_plugin(ms: u64) -> String {

@@ -87,6 +87,7 @@ const HOST: &[Layer] = &[
         "domain",
         &[
             Layer::of("state"),
+            Layer::of("store_lock"),
             Layer::of("guest_run"),
             Layer::of("link"),
             Layer::of("resolve"),

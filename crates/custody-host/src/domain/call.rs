@@ -7,8 +7,7 @@ use std::sync::Arc;
 use wasmtime::Val;
 
 use super::guest_run::{call_func, report_aborted};
-use super::state::{Admit, Next};
-use super::unload::{self, Ending};
+use super::state::Admit;
 use super::{Domain, DomainShared, Loaded, StoreGuard, recycle};
 use crate::boundary::cancel::Reason;
 use crate::config::Action;
@@ -52,8 +51,9 @@ impl Domain {
         admit: Admit,
     ) -> Result<Vec<Val>, CallError> {
         let not_running = |state| CallError::from(shared.not_running(state, Refused::Call));
-        shared.state.acquire_root(admit).map_err(not_running)?;
-        Self::call_rooted(shared, shared.lock(), name, args)
+        // The root and the store in one CAS (the store free, as usual).
+        let guard = shared.lock_rooted(admit).map_err(not_running)?;
+        Self::call_rooted(shared, guard, name, args)
     }
 
     /// A call whose root the caller took, with the store it holds (a
@@ -76,20 +76,10 @@ impl Domain {
         shared.roots.call_started(name, same);
         let outcome = call_locked(shared, &mut guard, name, args);
         shared.roots.call_ended();
-        if shared.state.wants_event() {
-            unload::run_event(shared, &mut guard);
-        }
-        if shared.state.release_root() == Next::Complete {
-            unload::teardown(shared, &mut guard, Ending::Unloaded, None);
-        }
-        if shared.state.load().is_final() {
-            // A forced unload completed without the store (this call was
-            // abandoned): its instances go now that it returned.
-            drop(guard.take());
-        }
-        // Giving the store back runs an unloading event that waited for it
-        // (an unload begun while this call held the store).
-        drop(guard);
+        // The root and the store given back (one CAS while running; an
+        // unloading event that waited for the store runs first, and the
+        // last root completes the unload).
+        guard.end_rooted();
         outcome
     }
 }
@@ -151,7 +141,7 @@ fn call_locked(
     let _span = tracing::debug_span!(target: "custody::call", parent: parent, "call", domain = shared.id, export = name).entered();
     let loaded = guard
         .as_mut()
-        .ok_or_else(|| not_running(shared.state.load()))?;
+        .ok_or_else(|| not_running(shared.state().load()))?;
     let Loaded {
         store,
         last_export: Some((_, func, ty)),

@@ -192,7 +192,7 @@ impl DomainTimers {
     /// handle stays until the guest closes it).
     fn callback(&self, shared: &Arc<DomainShared>, guard: StoreGuard<'_>, timer: &Arc<Scheduled>) {
         // A domain that is ending (forced, completing, gone) runs no more.
-        if shared.state.acquire_root(Admit::WhileUnloading).is_err() {
+        if shared.state().acquire_root(Admit::WhileUnloading).is_err() {
             return;
         }
         let id = timer.armed.id.get().copied().unwrap_or_default();
@@ -212,7 +212,7 @@ impl Timers for DomainTimers {
         // Not while unloading: a timer armed by the unloading hook would
         // hold up the unload it is part of.
         shared
-            .state
+            .state()
             .acquire_root(Admit::Running)
             .map_err(|_| AbiError::Denied)?;
         self.used.store(true, Ordering::Relaxed);
@@ -231,7 +231,7 @@ impl Timers for DomainTimers {
         let armed = Arc::new(Armed::new(Box::new(move || {
             let Some(shared) = weak.upgrade() else { return };
             shared.roots.remove(key);
-            if shared.state.release_root() == Next::Complete {
+            if shared.state().release_root() == Next::Complete {
                 // This runs inside a close, perhaps under the store's lock:
                 // the completion is a worker's.
                 thread.dispatch(move || unload::complete(&shared));

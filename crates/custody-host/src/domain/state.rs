@@ -470,4 +470,7 @@ mod loom_models {
             assert_eq!(completions.load(Ordering::SeqCst), 1);
         });
     }
+
+    /// The store's lock under loom (`store_lock.rs`: two bits of this word).
+    mod store;
 }

@@ -86,8 +86,8 @@ impl DomainTimers {
     /// The store was given back: a parked runner goes to the workers.
     ///
     /// A runner parks by storing [`PARKED`], a fence, and trying the store
-    /// once more; a holder gives the store back (the mutex's release), a
-    /// fence, and loads the runner. With the two `SeqCst` fences, one of
+    /// once more; a holder gives the store back (the state word's RMW that
+    /// clears `STORE_HELD`), a fence, and loads the runner. With the two `SeqCst` fences, one of
     /// them sees the other: the runner finds the store free, or the holder
     /// finds it parked. `used` is set while a call holds the store (a guest
     /// arms a timer only inside a call), so every later holder sees it.

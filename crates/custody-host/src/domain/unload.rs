@@ -296,7 +296,7 @@ fn lock_within(shared: &DomainShared, grace: Duration) -> Option<Held<'_, Option
 /// Ends the domain: the unloading hook if it has not run (for an unload),
 /// the instances dropped, the table drained (OS handles last), the state
 /// made final, the report kept and the `on_unloaded` callbacks run. The
-/// caller holds the store's mutex, so no guest code runs during or after
+/// caller holds the store's lock, so no guest code runs during or after
 /// it (or, for an abandoned call, the store is dropped when it returns).
 pub(crate) fn teardown(
     shared: &DomainShared,

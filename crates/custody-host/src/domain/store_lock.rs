@@ -23,6 +23,7 @@ use loom::cell::UnsafeCell;
 use loom::sync::{Condvar, Mutex};
 #[cfg(not(loom))]
 use std::cell::UnsafeCell;
+use std::marker::PhantomData;
 use std::sync::PoisonError;
 #[cfg(not(loom))]
 use std::sync::{Condvar, Mutex};
@@ -69,14 +70,14 @@ impl<T> StoreLock<T> {
         if !self.state.try_take_store() {
             self.park_until_taken();
         }
-        Held { lock: self }
+        Held::new(self)
     }
 
     /// The value if it is free now.
     pub(crate) fn try_lock(&self) -> Option<Held<'_, T>> {
         // `then`, not `then_some`: a `Held` made eagerly and dropped would
         // give back a store this thread does not hold.
-        self.state.try_take_store().then(|| Held { lock: self })
+        self.state.try_take_store().then(|| Held::new(self))
     }
 
     /// A root (if `admit` lets one in) and the value, in one CAS when the
@@ -87,7 +88,7 @@ impl<T> StoreLock<T> {
         if !self.state.acquire_root_and_store(admit)? {
             self.park_until_taken();
         }
-        Ok(Held { lock: self })
+        Ok(Held::new(self))
     }
 
     /// The value, exclusively borrowed: no lock needed.
@@ -147,6 +148,20 @@ impl<T> StoreLock<T> {
 /// The value, held: dropping it gives the value back.
 pub(crate) struct Held<'a, T> {
     lock: &'a StoreLock<T>,
+    /// A `Held` is a `&mut T` for auto traits: sent to another thread if
+    /// `T: Send`, shared between threads only if `T: Sync` (the lock alone
+    /// would make it `Sync` for any `T: Send`).
+    _value: PhantomData<&'a mut T>,
+}
+
+impl<'a, T> Held<'a, T> {
+    /// The holder of `lock`, whose `STORE_HELD` this thread just set.
+    fn new(lock: &'a StoreLock<T>) -> Self {
+        Held {
+            lock,
+            _value: PhantomData,
+        }
+    }
 }
 
 impl<'a, T> Held<'a, T> {

@@ -99,10 +99,10 @@ pub(crate) struct Loaded {
     /// type query cost nearly half of an empty call. Belongs to `store`:
     /// cleared whenever the store is replaced.
     pub(crate) last_export: Option<(Box<str>, Func, FuncType)>,
-    /// The thread of the last call. With `last_export`, what the call's
-    /// root was last described as: a call like the last one describes
-    /// nothing again.
-    pub(crate) last_thread: Option<std::thread::ThreadId>,
+    /// The thread of the last call (`call::this_thread`'s number). With
+    /// `last_export`, what the call's root was last described as: a call
+    /// like the last one describes nothing again.
+    pub(crate) last_thread: Option<u64>,
 }
 
 impl Loaded {

@@ -2,7 +2,9 @@
 //! [`guest_run`](super::guest_run)), and a failure inside a critical region
 //! escalated by the policy.
 
+use std::cell::Cell;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use wasmtime::Val;
 
@@ -44,6 +46,7 @@ impl Domain {
     /// unload still lets it in): the root is taken, the store locked, the
     /// call run; as it ends, the unloading event runs if one waits for the
     /// store, and the root's drop completes the unload if it was the last.
+    #[inline]
     pub(crate) fn call_shared(
         shared: &Arc<DomainShared>,
         name: &str,
@@ -86,11 +89,26 @@ impl Domain {
 
 /// Whether this call comes from the thread of the last one; records it.
 fn same_thread(loaded: &mut Loaded) -> bool {
-    thread_local! {
-        static THREAD: std::thread::ThreadId = std::thread::current().id();
-    }
-    let thread = THREAD.with(|id| *id);
+    let thread = this_thread();
     loaded.last_thread.replace(thread) == Some(thread)
+}
+
+/// This thread's number, never reused (a thread-local's address would be,
+/// by a later thread). A `const` thread-local, so a call reads it without
+/// the lazy initialization check a `ThreadId` in one costs.
+fn this_thread() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    thread_local! {
+        static THREAD: Cell<u64> = const { Cell::new(0) };
+    }
+    THREAD.with(|thread| match thread.get() {
+        0 => {
+            let number = NEXT.fetch_add(1, Ordering::Relaxed);
+            thread.set(number);
+            number
+        }
+        number => number,
+    })
 }
 
 /// Makes `name` the export in `loaded.last_export` (the first loaded

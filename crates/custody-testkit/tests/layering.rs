@@ -94,6 +94,7 @@ const HOST: &[Layer] = &[
             Layer::of("roots"),
             Layer::of("report"),
             Layer::of("unload"),
+            Layer::of("store_guard"),
             Layer::of("refs"),
             Layer::of("timers"),
             Layer::of("recycle"),

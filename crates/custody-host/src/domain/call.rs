@@ -10,7 +10,8 @@ use wasmtime::Val;
 
 use super::guest_run::{call_func, report_aborted};
 use super::state::Admit;
-use super::{Domain, DomainShared, Loaded, StoreGuard, recycle};
+use super::store_guard::StoreGuard;
+use super::{Domain, DomainShared, Loaded, recycle};
 use crate::boundary::cancel::Reason;
 use crate::config::Action;
 use crate::error::{CallError, Refused};

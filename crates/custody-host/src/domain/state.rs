@@ -38,7 +38,9 @@
 //!
 //! `COMPLETING` is claimed once per domain: exactly one thread tears it
 //! down. The loom models below check that under every interleaving of
-//! `begin_unload`, `force`, `event_done` and roots taken and dropped.
+//! `begin_unload`, `force`, `event_done` and roots taken and dropped;
+//! `store_lock.rs`'s check the store's bits (calls taking and giving back
+//! their root and the store, an unload racing them, a parked waiter woken).
 
 #[cfg(loom)]
 use loom::sync::atomic::{AtomicU64, Ordering};
@@ -470,7 +472,4 @@ mod loom_models {
             assert_eq!(completions.load(Ordering::SeqCst), 1);
         });
     }
-
-    /// The store's lock under loom (`store_lock.rs`: two bits of this word).
-    mod store;
 }

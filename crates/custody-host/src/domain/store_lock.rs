@@ -215,6 +215,10 @@ impl<T> Drop for Held<'_, T> {
     }
 }
 
+/// The lock and the call protocol under loom (run by `.ci/run`).
+#[cfg(all(test, loom))]
+mod loom_models;
+
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;

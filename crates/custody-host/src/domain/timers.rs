@@ -35,7 +35,8 @@ use wasmtime::Val;
 
 use super::roots::{RootKind, RootRecord};
 use super::state::{Admit, Next};
-use super::{Domain, DomainShared, StoreGuard, lock, unload};
+use super::store_guard::StoreGuard;
+use super::{Domain, DomainShared, lock, unload};
 use crate::boundary::errno::AbiError;
 use crate::boundary::timer::{Armed, Timer, TimerSpec, Timers};
 use crate::runtime::timer_thread::TimerThread;

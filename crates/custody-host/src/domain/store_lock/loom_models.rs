@@ -4,8 +4,8 @@
 //! running; else the event, the root, then the store, whose release runs an
 //! event left waiting). A waiter never woken is a deadlock loom reports.
 
+use super::{Held, StoreLock};
 use crate::domain::state::{Admit, Next};
-use crate::domain::store_lock::{Held, StoreLock};
 use loom::sync::Arc;
 use loom::sync::atomic::AtomicUsize;
 use loom::sync::atomic::Ordering;

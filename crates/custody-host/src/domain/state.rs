@@ -160,7 +160,7 @@ impl StateWord {
     }
 
     /// Whether the store is held now.
-    #[cfg(test)]
+    #[cfg(all(test, not(loom)))]
     pub(crate) fn store_held(&self) -> bool {
         self.0.load(Ordering::Acquire) & STORE_HELD != 0
     }

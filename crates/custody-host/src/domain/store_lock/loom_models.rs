@@ -47,10 +47,10 @@ impl Model {
 
     /// `unload::run_event_if_free`.
     fn run_event_if_free(&self) {
-        if self.lock.state().wants_event() {
-            if let Some(_held) = self.lock.try_lock() {
-                self.run_event();
-            }
+        if self.lock.state().wants_event()
+            && let Some(_held) = self.lock.try_lock()
+        {
+            self.run_event();
         }
     }
 

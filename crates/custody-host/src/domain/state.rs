@@ -165,6 +165,12 @@ impl StateWord {
         self.0.load(Ordering::Acquire) & STORE_HELD != 0
     }
 
+    /// Whether a waiter is parked for the store now.
+    #[cfg(all(test, not(loom)))]
+    pub(crate) fn store_waiters(&self) -> bool {
+        self.0.load(Ordering::Acquire) & STORE_WAITERS != 0
+    }
+
     /// One CAS loop: `f` maps the word to its next value, or refuses
     /// (`Err` is the word refused). `Ok` is the word before and after.
     #[inline]

@@ -240,7 +240,14 @@ mod tests {
                 *held
             })
         };
-        std::thread::sleep(Duration::from_millis(20)); // the waiter parks
+        let give_up = std::time::Instant::now() + Duration::from_secs(5);
+        while !lock.state().store_waiters() {
+            assert!(
+                std::time::Instant::now() < give_up,
+                "the waiter never parked"
+            );
+            std::thread::yield_now();
+        }
         assert!(
             held.release_with_root().is_ok(),
             "running: both go in one CAS"

@@ -4,11 +4,16 @@
 # (count of N runs - count of 0 runs) / N. Writes a Markdown table.
 #
 #   scripts/boundary-instructions.sh            # N = 20000 calls, 2000 lifecycles
+#
+# The last row is root tracking alone: `Domain::call` of an empty export
+# against `call_untracked` (bench-internals), the same call taking only the
+# store (examples/call_instructions.rs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 calls=${CALLS:-20000}
 lives=${LIVES:-2000}
-cargo build --release -q -p custody-host --example boundary_instructions
+cargo build --release -q -p custody-host --features bench-internals \
+    --example boundary_instructions --example call_instructions
 bin=target/release/examples/boundary_instructions
 count() { # path n -> instructions
     valgrind --tool=callgrind --callgrind-out-file=/dev/null "$bin" "$1" "$2" 2>&1 \
@@ -33,3 +38,5 @@ row 'ABI call failing E_KIND (vs func_wrap reading memory)' abi-kind raw-kind-me
 row 'ABI call failing E_KIND (vs plain func_wrap)' abi-kind raw-kind "$calls"
 row 'typed embedder function' embedder raw-embedder "$calls"
 row 'create + load + call + unload, one page' lifecycle raw-lifecycle "$lives"
+bin=target/release/examples/call_instructions
+row 'Domain::call of an empty export (vs call_untracked)' tracked untracked "$calls"

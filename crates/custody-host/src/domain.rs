@@ -6,29 +6,32 @@
 //! - [`Domain`] is the embedder's value: a cheap handle (`Arc`) on
 //!   [`DomainShared`].
 //! - `DomainShared` is what outlives a call and is shared with the host's
-//!   registry (weakly): the id, the [state word](state), the
-//!   [`HandleTable`], the cancellation signal, the ledger counts, and the
-//!   store behind a mutex.
+//!   registry (weakly): the id, the [state word](state) and the store it
+//!   locks ([`store_lock`]: one word holds the roots and the store's lock,
+//!   so a call takes and gives back both in one CAS each), the
+//!   [`HandleTable`], the cancellation signal, the ledger counts.
 //! - `Loaded` is the store and the instances in load order. It exists while
-//!   the domain can run guest code; taking it out of the mutex (unload, a
-//!   recycle not re-created) ends guest code for good.
+//!   the domain can run guest code; taking it out of the store's lock
+//!   (unload, a recycle not re-created) ends guest code for good.
 //! - `DomainCtx` (the store's data, in `boundary::ctx`) is what a host call
 //!   sees.
 //!
 //! # The invariant
-//! Guest code runs only with the `loaded` mutex held, so calls into one
-//! domain are serialized, and whoever holds the mutex with `Loaded` taken
+//! Guest code runs only with the store's lock held, so calls into one
+//! domain are serialized, and whoever holds the lock with `Loaded` taken
 //! out knows no guest code can run again. Every path that ends a domain goes
 //! through [`unload::teardown`]: instances are dropped first, then the table
 //! is drained (OS handles last), then the state becomes final.
 //!
 //! The submodules, lowest first (as docs/ARCHITECTURE.md lists them):
-//! [`state`] (the state word), [`guest_run`] (running guest code: one export, classifying
+//! [`state`] (the state word), [`store_lock`] (the store, locked by two
+//! bits of that word), [`guest_run`] (running guest code: one export, classifying
 //! its failure), [`link`] (instantiation: each import bound to a module of
 //! the domain or a host function), [`resolve`] (the resolution order:
 //! loading on demand what the domain's resolver or a host library
 //! supplies), [`roots`] (what holds a domain), [`report`] (the unload
-//! report), [`unload`] (the one unload procedure), [`refs`] (refs, weak
+//! report), [`unload`] (the one unload procedure), [`store_guard`] (the
+//! store held, and what giving it back runs), [`refs`] (refs, weak
 //! domains, memory views, pinned handles), [`timers`] (guest timers),
 //! [`recycle`] (the escalation ladder applied), [`call`] (calls, and when
 //! they escalate).
@@ -42,6 +45,8 @@ pub(crate) mod report;
 pub(crate) mod resolve;
 pub(crate) mod roots;
 pub(crate) mod state;
+pub(crate) mod store_guard;
+pub(crate) mod store_lock;
 pub(crate) mod timers;
 pub(crate) mod unload;
 
@@ -57,7 +62,8 @@ use wasmtime::{
 
 use self::report::{ModuleHook, UnloadReport};
 use self::roots::Roots;
-use self::state::StateWord;
+use self::state::{Admit, StateWord};
+use self::store_lock::StoreLock;
 use crate::boundary::cancel::{Cancel, Reason};
 use crate::boundary::ctx::DomainCtx;
 use crate::boundary::extensions::Extensions;
@@ -95,10 +101,10 @@ pub(crate) struct Loaded {
     /// type query cost nearly half of an empty call. Belongs to `store`:
     /// cleared whenever the store is replaced.
     pub(crate) last_export: Option<(Box<str>, Func, FuncType)>,
-    /// The thread of the last call. With `last_export`, what the call's
-    /// root was last described as: a call like the last one describes
-    /// nothing again.
-    pub(crate) last_thread: Option<std::thread::ThreadId>,
+    /// The thread of the last call (`call::this_thread`'s number). With
+    /// `last_export`, what the call's root was last described as: a call
+    /// like the last one describes nothing again.
+    pub(crate) last_thread: Option<u64>,
 }
 
 impl Loaded {
@@ -126,59 +132,18 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// [`lock`], if the mutex is free now.
-pub(crate) fn try_lock<T>(mutex: &Mutex<T>) -> Option<MutexGuard<'_, T>> {
-    match mutex.try_lock() {
-        Ok(guard) => Some(guard),
-        Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
-        Err(std::sync::TryLockError::WouldBlock) => None,
-    }
-}
-
-/// The store, held. An unload begun while someone held the store could not
-/// run its unloading event; so whoever gives the store back (a call, a
-/// load, a memory view, a view of the domain) checks, once the store is
-/// free, whether an event waits for it and runs it then. Every holder goes
-/// through this guard, so an event is never left waiting for a store that
-/// is free.
-pub(crate) struct StoreGuard<'a> {
-    shared: &'a DomainShared,
-    guard: Option<MutexGuard<'a, Option<Loaded>>>,
-}
-
-impl std::ops::Deref for StoreGuard<'_> {
-    type Target = Option<Loaded>;
-    fn deref(&self) -> &Option<Loaded> {
-        self.guard.as_ref().expect("held until dropped")
-    }
-}
-
-impl std::ops::DerefMut for StoreGuard<'_> {
-    fn deref_mut(&mut self) -> &mut Option<Loaded> {
-        self.guard.as_mut().expect("held until dropped")
-    }
-}
-
-impl Drop for StoreGuard<'_> {
-    fn drop(&mut self) {
-        drop(self.guard.take());
-        unload::run_event_if_free(self.shared);
-        // A timer runner that found the store held waits for this.
-        self.shared.timers.store_released();
-    }
-}
-
 /// What a domain shares between its `Domain` values, its `DomainRef`s and
 /// the registry.
 pub(crate) struct DomainShared {
     pub(crate) id: u64,
     /// Its guest timers: what its store arms them with, and their runner.
     pub(crate) timers: Arc<timers::DomainTimers>,
-    pub(crate) state: StateWord,
     pub(crate) table: Arc<HandleTable>,
     pub(crate) cancel: Arc<Cancel>,
     pub(crate) ledger: Arc<LedgerCounts>,
-    pub(crate) loaded: Mutex<Option<Loaded>>,
+    /// The state word and the store it locks (`None` once the domain has
+    /// ended).
+    pub(crate) store: StoreLock<Option<Loaded>>,
     pub(crate) runtime: Arc<Runtime>,
     /// The domain's policy: the host's, or the domain's own (validated, and
     /// the same as the host's in every engine-wide setting).
@@ -219,6 +184,13 @@ pub(crate) struct DomainShared {
 }
 
 impl DomainShared {
+    /// The state word: the phase, the unload's progress, the roots, the
+    /// store's lock.
+    #[inline]
+    pub(crate) fn state(&self) -> &StateWord {
+        self.store.state()
+    }
+
     /// Why an escalation ended the domain, if one did.
     pub(crate) fn ended_by(&self) -> Option<Arc<crate::error::EndCause>> {
         lock(&self.ended_by).clone()
@@ -263,23 +235,6 @@ impl DomainShared {
         for callback in callbacks {
             callback(&report);
         }
-    }
-
-    /// The store, waiting for an in-flight call to return. Whoever gives
-    /// it back runs an unloading event that waits for it ([`StoreGuard`]).
-    pub(crate) fn lock(&self) -> StoreGuard<'_> {
-        StoreGuard {
-            shared: self,
-            guard: Some(lock(&self.loaded)),
-        }
-    }
-
-    /// The store if it is free now.
-    pub(crate) fn try_lock(&self) -> Option<StoreGuard<'_>> {
-        Some(StoreGuard {
-            shared: self,
-            guard: Some(try_lock(&self.loaded)?),
-        })
     }
 
     pub(crate) fn ledger(&self) -> Ledger {
@@ -329,7 +284,7 @@ impl Listed for DomainShared {
     }
 
     fn tally(&self) -> Tally {
-        Tally::new(self.state.load(), &self.table, self.ledger())
+        Tally::new(self.state().load(), &self.table, self.ledger())
     }
 
     fn info(&self) -> DomainInfo {
@@ -353,9 +308,9 @@ impl Listed for DomainShared {
             handles_by_type: registry::by_type_name(&tally.by_kind),
             age_ms: self.created.elapsed().as_millis() as u64,
             ledger: tally.ledger,
-            roots: self.state.roots(),
+            roots: self.state().roots(),
             unloading_ms: lock(&self.unload_requested).map(|at| at.elapsed().as_millis() as u64),
-            forced: self.state.is_forced(),
+            forced: self.state().is_forced(),
             modules,
             roots_by_kind: self.roots.count_by_kind(),
             memory_bytes,
@@ -368,10 +323,10 @@ impl Drop for DomainShared {
     /// completing: the domain unloads by itself (its unloading event runs,
     /// then everything is released), and the registry forgets it.
     fn drop(&mut self) {
-        if !self.state.load().is_final() {
+        if !self.state().load().is_final() {
             tracing::debug!(target: "custody::domain", parent: &self.span, domain = self.id, "dropped without unload: unloading implicitly");
-            let _ = self.state.begin_unload();
-            let mut loaded = lock(&self.loaded).take();
+            let _ = self.state().begin_unload();
+            let mut loaded = self.store.get_mut().take();
             unload::teardown(self, &mut loaded, unload::Ending::Unloaded, None);
         }
         self.runtime.registry.forget(self.id);
@@ -414,11 +369,10 @@ impl Domain {
         let shared = Arc::new_cyclic(|me| DomainShared {
             id,
             timers: timers::DomainTimers::new(me.clone(), Arc::clone(&runtime.timers)),
-            state: StateWord::new(),
             table,
             cancel: Arc::default(),
             ledger: Arc::default(),
-            loaded: Mutex::new(None),
+            store: StoreLock::new(None),
             runtime: Arc::clone(runtime),
             policy,
             resolver,
@@ -454,7 +408,7 @@ impl Domain {
 
     /// Its state.
     pub fn state(&self) -> DomainState {
-        self.shared.state.load()
+        self.shared.state().load()
     }
 
     /// The policy the domain runs under: the host's, or its own
@@ -546,11 +500,7 @@ impl Domain {
         // call, so an unload begun meanwhile waits for it and later loads
         // are refused.
         let shared = &self.shared;
-        shared
-            .state
-            .acquire_root(state::Admit::Running)
-            .map_err(not_running)?;
-        let mut guard = shared.lock();
+        let mut guard = shared.lock_rooted(Admit::Running).map_err(not_running)?;
         let result = match guard.as_mut() {
             None => Err(not_running(self.state())),
             Some(loaded) if loaded.modules.iter().any(|m| m.name == name) => {
@@ -558,9 +508,7 @@ impl Domain {
             }
             Some(loaded) => resolve::load(shared, loaded, name, module),
         };
-        if shared.state.release_root() == state::Next::Complete {
-            unload::teardown(shared, &mut guard, unload::Ending::Unloaded, None);
-        }
+        guard.end_rooted();
         result
     }
 

@@ -287,7 +287,7 @@ impl Host {
     pub fn domain(&self, id: u64) -> Option<Domain> {
         let listed = self.runtime.registry.get(id)?;
         let shared = listed.into_any().downcast::<DomainShared>().ok()?;
-        (!shared.state.load().is_final()).then_some(Domain { shared })
+        (!shared.state().load().is_final()).then_some(Domain { shared })
     }
 
     /// How many domains are live or unloading.

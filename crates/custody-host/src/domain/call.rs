@@ -2,14 +2,16 @@
 //! [`guest_run`](super::guest_run)), and a failure inside a critical region
 //! escalated by the policy.
 
+use std::cell::Cell;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use wasmtime::Val;
 
 use super::guest_run::{call_func, report_aborted};
-use super::state::{Admit, Next};
-use super::unload::{self, Ending};
-use super::{Domain, DomainShared, Loaded, StoreGuard, recycle};
+use super::state::Admit;
+use super::store_guard::StoreGuard;
+use super::{Domain, DomainShared, Loaded, recycle};
 use crate::boundary::cancel::Reason;
 use crate::config::Action;
 use crate::error::{CallError, Refused};
@@ -45,6 +47,7 @@ impl Domain {
     /// unload still lets it in): the root is taken, the store locked, the
     /// call run; as it ends, the unloading event runs if one waits for the
     /// store, and the root's drop completes the unload if it was the last.
+    #[inline]
     pub(crate) fn call_shared(
         shared: &Arc<DomainShared>,
         name: &str,
@@ -52,8 +55,9 @@ impl Domain {
         admit: Admit,
     ) -> Result<Vec<Val>, CallError> {
         let not_running = |state| CallError::from(shared.not_running(state, Refused::Call));
-        shared.state.acquire_root(admit).map_err(not_running)?;
-        Self::call_rooted(shared, shared.lock(), name, args)
+        // The root and the store in one CAS (the store free, as usual).
+        let guard = shared.lock_rooted(admit).map_err(not_running)?;
+        Self::call_rooted(shared, guard, name, args)
     }
 
     /// A call whose root the caller took, with the store it holds (a
@@ -76,31 +80,36 @@ impl Domain {
         shared.roots.call_started(name, same);
         let outcome = call_locked(shared, &mut guard, name, args);
         shared.roots.call_ended();
-        if shared.state.wants_event() {
-            unload::run_event(shared, &mut guard);
-        }
-        if shared.state.release_root() == Next::Complete {
-            unload::teardown(shared, &mut guard, Ending::Unloaded, None);
-        }
-        if shared.state.load().is_final() {
-            // A forced unload completed without the store (this call was
-            // abandoned): its instances go now that it returned.
-            drop(guard.take());
-        }
-        // Giving the store back runs an unloading event that waited for it
-        // (an unload begun while this call held the store).
-        drop(guard);
+        // The root and the store given back (one CAS while running; an
+        // unloading event that waited for the store runs first, and the
+        // last root completes the unload).
+        guard.end_rooted();
         outcome
     }
 }
 
 /// Whether this call comes from the thread of the last one; records it.
 fn same_thread(loaded: &mut Loaded) -> bool {
-    thread_local! {
-        static THREAD: std::thread::ThreadId = std::thread::current().id();
-    }
-    let thread = THREAD.with(|id| *id);
+    let thread = this_thread();
     loaded.last_thread.replace(thread) == Some(thread)
+}
+
+/// This thread's number, never reused (a thread-local's address would be,
+/// by a later thread). A `const` thread-local, so a call reads it without
+/// the lazy initialization check a `ThreadId` in one costs.
+fn this_thread() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    thread_local! {
+        static THREAD: Cell<u64> = const { Cell::new(0) };
+    }
+    THREAD.with(|thread| match thread.get() {
+        0 => {
+            let number = NEXT.fetch_add(1, Ordering::Relaxed);
+            thread.set(number);
+            number
+        }
+        number => number,
+    })
 }
 
 /// Makes `name` the export in `loaded.last_export` (the first loaded
@@ -151,7 +160,7 @@ fn call_locked(
     let _span = tracing::debug_span!(target: "custody::call", parent: parent, "call", domain = shared.id, export = name).entered();
     let loaded = guard
         .as_mut()
-        .ok_or_else(|| not_running(shared.state.load()))?;
+        .ok_or_else(|| not_running(shared.state().load()))?;
     let Loaded {
         store,
         last_export: Some((_, func, ty)),

@@ -49,7 +49,7 @@ pub(crate) fn escalate(
             );
             // Another thread's unload may have begun meanwhile; then it
             // owns the teardown and will find `Loaded` gone.
-            let _ = shared.state.begin_unload();
+            let _ = shared.state().begin_unload();
             let report = unload::teardown(shared, guard, Ending::Unloaded, None);
             let outcome = EscalationOutcome::Unloaded;
             (report.released, report.failed.len(), outcome)

@@ -74,7 +74,7 @@ impl DomainRef {
             );
             return Err(CallError::from(NotRunning::new(
                 shared.id,
-                shared.state.load(),
+                shared.state().load(),
                 Some(Arc::new(cause)),
                 Refused::Call,
             )));
@@ -105,7 +105,7 @@ impl WeakDomain {
     /// The domain, while it exists and has not finished unloading.
     pub fn upgrade(&self) -> Option<Domain> {
         let shared = self.shared.upgrade()?;
-        (!shared.state.load().is_final()).then_some(Domain { shared })
+        (!shared.state().load().is_final()).then_some(Domain { shared })
     }
 }
 
@@ -227,7 +227,7 @@ impl Domain {
     fn take_root(&self, record: RootRecord) -> Result<u64, NotRunning> {
         let shared = &self.shared;
         shared
-            .state
+            .state()
             .acquire_root(Admit::Running)
             .map_err(|state| shared.not_running(state, Refused::Root))?;
         Ok(shared.roots.add(record))

@@ -224,19 +224,28 @@ impl Roots {
     /// A call into `export` starts on this thread. `same` says the caller
     /// knows the export and thread are those of the last call (it keeps
     /// them under the store's lock), so nothing but two stores happen.
+    #[inline]
     pub(crate) fn call_started(&self, export: &str, same: bool) {
         if !same {
-            *lock(&self.call) = Some(CallInfo {
-                export: export.to_string(),
-                thread: std::thread::current(),
-            });
+            self.describe_call(export);
         }
         self.call_since_ms
             .store(ticker::coarse_ms(), Ordering::Relaxed);
         self.call_active.store(true, Ordering::Release);
     }
 
+    /// A call unlike the last one (another export or thread) describes
+    /// itself.
+    #[cold]
+    fn describe_call(&self, export: &str) {
+        *lock(&self.call) = Some(CallInfo {
+            export: export.to_string(),
+            thread: std::thread::current(),
+        });
+    }
+
     /// The call ended.
+    #[inline]
     pub(crate) fn call_ended(&self) {
         self.call_active.store(false, Ordering::Release);
     }

@@ -4,13 +4,18 @@
 //!
 //! # The word
 //! ```text
-//!  63 ........ 32 | 31 .. 7 |    6       |     5      |      4        |   3    | 2 .. 0
-//!  ROOTS (count)  | unused  | COMPLETING | EVENT_DONE | EVENT_STARTED | FORCED | PHASE
+//!  63 ........ 32 | 31 .. 9 |       8       |     7      |    6       |     5      |      4        |   3    | 2 .. 0
+//!  ROOTS (count)  | unused  | STORE_WAITERS | STORE_HELD | COMPLETING | EVENT_DONE | EVENT_STARTED | FORCED | PHASE
 //! ```
 //! `PHASE` is a [`DomainState`]. A *root* is anything that keeps an
 //! unloading domain from completing (a call in flight, a `DomainRef`, a
 //! timer, a memory view, ...; `roots.rs` keeps what each one is): taking one
 //! adds [`ROOT`], dropping one subtracts it.
+//!
+//! `STORE_HELD` is the store's lock (`store_lock.rs` owns the store and
+//! parks its waiters; `STORE_WAITERS` says one is parked). It lives in this
+//! word so that a call takes its root and the store in one CAS, and gives
+//! both back in one: the call's fast path is two atomic RMWs in all.
 //!
 //! # Transitions
 //! Every transition is one RMW (a CAS loop or a `fetch_*`), so racing
@@ -25,10 +30,17 @@
 //! | `event_done` | `Unloading` | sets `EVENT_DONE`; with no root left, claims `COMPLETING` |
 //! | `force` | `Unloading` | sets `FORCED` and claims `COMPLETING` if nobody has |
 //! | `finish(to)` | any | `PHASE = to` (`Unloaded` or `Recycled`: final) |
+//! | `acquire_root_and_store(Admit)` | as `acquire_root` | `ROOTS += 1`, and `STORE_HELD` set if it was clear (else the caller parks for the store) |
+//! | `try_take_store` | `STORE_HELD` clear | sets `STORE_HELD` |
+//! | `mark_store_waiter` | `STORE_HELD` set | sets `STORE_WAITERS` (under the park mutex: the waiter then waits) |
+//! | `release_store` | `STORE_HELD` set | clears `STORE_HELD` and `STORE_WAITERS`; the old word says whether to wake the parked waiters and whether an unloading event waits for the store |
+//! | `release_root_and_store` | `Running`, `STORE_HELD` set | `ROOTS -= 1`, clears `STORE_HELD` and `STORE_WAITERS` (a call's end); not `Running`: nothing changes, the caller ends the call the slow way (event, root, then store) |
 //!
 //! `COMPLETING` is claimed once per domain: exactly one thread tears it
 //! down. The loom models below check that under every interleaving of
-//! `begin_unload`, `force`, `event_done` and roots taken and dropped.
+//! `begin_unload`, `force`, `event_done` and roots taken and dropped;
+//! `store_lock.rs`'s check the store's bits (calls taking and giving back
+//! their root and the store, an unload racing them, a parked waiter woken).
 
 #[cfg(loom)]
 use loom::sync::atomic::{AtomicU64, Ordering};
@@ -54,6 +66,10 @@ const FORCED: u64 = 1 << 3;
 const EVENT_STARTED: u64 = 1 << 4;
 const EVENT_DONE: u64 = 1 << 5;
 const COMPLETING: u64 = 1 << 6;
+/// The store is held (its lock).
+const STORE_HELD: u64 = 1 << 7;
+/// A thread is parked waiting for the store: its releaser wakes it.
+const STORE_WAITERS: u64 = 1 << 8;
 /// One root.
 const ROOT: u64 = 1 << 32;
 
@@ -79,6 +95,38 @@ pub(crate) enum Next {
     Nothing,
     /// The caller claimed the completion: it must tear the domain down.
     Complete,
+}
+
+/// What giving the store back found (the word before it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[must_use]
+pub(crate) struct StoreReleased(u64);
+
+impl StoreReleased {
+    /// A waiter is parked for the store: the releaser must wake it.
+    pub(crate) fn wake_waiters(self) -> bool {
+        self.0 & STORE_WAITERS != 0
+    }
+
+    /// An unload waits for the store to run its unloading event.
+    pub(crate) fn wants_event(self) -> bool {
+        wants_event(self.0)
+    }
+}
+
+fn wants_event(word: u64) -> bool {
+    DomainState::from_bits(word) == DomainState::Unloading && word & EVENT_STARTED == 0
+}
+
+/// Whether `admit` lets a new root in with the word `word`.
+fn admits(word: u64, admit: Admit) -> bool {
+    match DomainState::from_bits(word) {
+        DomainState::Running => true,
+        DomainState::Unloading => {
+            admit == Admit::WhileUnloading && word & (FORCED | COMPLETING) == 0
+        }
+        _ => false,
+    }
 }
 
 /// The atomic state word.
@@ -108,11 +156,25 @@ impl StateWord {
 
     /// Whether an unload is waiting for its unloading event to run.
     pub(crate) fn wants_event(&self) -> bool {
-        let word = self.0.load(Ordering::Acquire);
-        DomainState::from_bits(word) == DomainState::Unloading && word & EVENT_STARTED == 0
+        wants_event(self.0.load(Ordering::Acquire))
     }
 
-    fn update(&self, mut f: impl FnMut(u64) -> Option<u64>) -> Result<u64, u64> {
+    /// Whether the store is held now.
+    #[cfg(all(test, not(loom)))]
+    pub(crate) fn store_held(&self) -> bool {
+        self.0.load(Ordering::Acquire) & STORE_HELD != 0
+    }
+
+    /// Whether a waiter is parked for the store now.
+    #[cfg(all(test, not(loom)))]
+    pub(crate) fn store_waiters(&self) -> bool {
+        self.0.load(Ordering::Acquire) & STORE_WAITERS != 0
+    }
+
+    /// One CAS loop: `f` maps the word to its next value, or refuses
+    /// (`Err` is the word refused). `Ok` is the word before and after.
+    #[inline]
+    fn update(&self, mut f: impl FnMut(u64) -> Option<u64>) -> Result<(u64, u64), u64> {
         let mut current = self.0.load(Ordering::Acquire);
         loop {
             let new = f(current).ok_or(current)?;
@@ -120,7 +182,7 @@ impl StateWord {
                 .0
                 .compare_exchange_weak(current, new, Ordering::AcqRel, Ordering::Acquire)
             {
-                Ok(_) => return Ok(new),
+                Ok(_) => return Ok((current, new)),
                 Err(actual) => current = actual,
             }
         }
@@ -128,18 +190,59 @@ impl StateWord {
 
     /// Takes a root; `Err` is the state that refused it.
     pub(crate) fn acquire_root(&self, admit: Admit) -> Result<(), DomainState> {
+        self.update(|word| admits(word, admit).then_some(word + ROOT))
+            .map(drop)
+            .map_err(DomainState::from_bits)
+    }
+
+    /// Takes a root and, if it is free, the store, in one CAS (a call's
+    /// start). `Ok(true)`: both taken; `Ok(false)`: the root only (the
+    /// store is held: the caller parks for it); `Err` is the state that
+    /// refused the root.
+    #[inline]
+    pub(crate) fn acquire_root_and_store(&self, admit: Admit) -> Result<bool, DomainState> {
+        self.update(|word| admits(word, admit).then_some((word + ROOT) | STORE_HELD))
+            .map(|(before, _)| before & STORE_HELD == 0)
+            .map_err(DomainState::from_bits)
+    }
+
+    /// Takes the store if it is free.
+    #[inline]
+    pub(crate) fn try_take_store(&self) -> bool {
+        self.update(|word| (word & STORE_HELD == 0).then_some(word | STORE_HELD))
+            .is_ok()
+    }
+
+    /// Says a waiter parks for the store, if the store is still held
+    /// (`false`: it is free, take it).
+    pub(crate) fn mark_store_waiter(&self) -> bool {
+        self.update(|word| (word & STORE_HELD != 0).then_some(word | STORE_WAITERS))
+            .is_ok()
+    }
+
+    /// Gives the store back (its holder only).
+    #[inline]
+    pub(crate) fn release_store(&self) -> StoreReleased {
+        let before = self
+            .0
+            .fetch_and(!(STORE_HELD | STORE_WAITERS), Ordering::AcqRel);
+        debug_assert!(before & STORE_HELD != 0, "the store released unheld");
+        StoreReleased(before)
+    }
+
+    /// Gives back a root and the store in one CAS (a call's end), if the
+    /// domain is `Running` (nothing to complete, no event to run); else
+    /// changes nothing (`None`): the caller runs the event and drops its
+    /// root with the store held, then gives the store back.
+    #[inline]
+    pub(crate) fn release_root_and_store(&self) -> Option<StoreReleased> {
         self.update(|word| {
-            let open = match DomainState::from_bits(word) {
-                DomainState::Running => true,
-                DomainState::Unloading => {
-                    admit == Admit::WhileUnloading && word & (FORCED | COMPLETING) == 0
-                }
-                _ => false,
-            };
-            open.then_some(word + ROOT)
+            debug_assert!(word & STORE_HELD != 0 && roots(word) > 0);
+            (DomainState::from_bits(word) == DomainState::Running)
+                .then_some((word - ROOT) & !(STORE_HELD | STORE_WAITERS))
         })
-        .map(drop)
-        .map_err(DomainState::from_bits)
+        .ok()
+        .map(|(before, _)| StoreReleased(before))
     }
 
     /// Drops a root. [`Next::Complete`] if it was the last one of a

@@ -35,7 +35,8 @@ use wasmtime::Val;
 
 use super::roots::{RootKind, RootRecord};
 use super::state::{Admit, Next};
-use super::{Domain, DomainShared, StoreGuard, lock, unload};
+use super::store_guard::StoreGuard;
+use super::{Domain, DomainShared, lock, unload};
 use crate::boundary::errno::AbiError;
 use crate::boundary::timer::{Armed, Timer, TimerSpec, Timers};
 use crate::runtime::timer_thread::TimerThread;
@@ -86,8 +87,8 @@ impl DomainTimers {
     /// The store was given back: a parked runner goes to the workers.
     ///
     /// A runner parks by storing [`PARKED`], a fence, and trying the store
-    /// once more; a holder gives the store back (the mutex's release), a
-    /// fence, and loads the runner. With the two `SeqCst` fences, one of
+    /// once more; a holder gives the store back (the state word's RMW that
+    /// clears `STORE_HELD`), a fence, and loads the runner. With the two `SeqCst` fences, one of
     /// them sees the other: the runner finds the store free, or the holder
     /// finds it parked. `used` is set while a call holds the store (a guest
     /// arms a timer only inside a call), so every later holder sees it.
@@ -192,7 +193,7 @@ impl DomainTimers {
     /// handle stays until the guest closes it).
     fn callback(&self, shared: &Arc<DomainShared>, guard: StoreGuard<'_>, timer: &Arc<Scheduled>) {
         // A domain that is ending (forced, completing, gone) runs no more.
-        if shared.state.acquire_root(Admit::WhileUnloading).is_err() {
+        if shared.state().acquire_root(Admit::WhileUnloading).is_err() {
             return;
         }
         let id = timer.armed.id.get().copied().unwrap_or_default();
@@ -212,7 +213,7 @@ impl Timers for DomainTimers {
         // Not while unloading: a timer armed by the unloading hook would
         // hold up the unload it is part of.
         shared
-            .state
+            .state()
             .acquire_root(Admit::Running)
             .map_err(|_| AbiError::Denied)?;
         self.used.store(true, Ordering::Relaxed);
@@ -231,7 +232,7 @@ impl Timers for DomainTimers {
         let armed = Arc::new(Armed::new(Box::new(move || {
             let Some(shared) = weak.upgrade() else { return };
             shared.roots.remove(key);
-            if shared.state.release_root() == Next::Complete {
+            if shared.state().release_root() == Next::Complete {
                 // This runs inside a close, perhaps under the store's lock:
                 // the completion is a worker's.
                 thread.dispatch(move || unload::complete(&shared));

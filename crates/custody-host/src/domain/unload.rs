@@ -18,7 +18,7 @@
 //! it ends (it checks again after giving the store back, so one of the two
 //! always sees the other).
 
-use std::sync::{Arc, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use custody_handle::diagnostics::{self, Assistant, Diagnostic};
@@ -28,6 +28,7 @@ use super::guest_run::{call_func, report_aborted};
 use super::report::{Forced, HookOutcome, ModuleHook, UnloadReport};
 use super::roots::Root;
 use super::state::Next;
+use super::store_lock::Held;
 use super::{Domain, DomainShared, Loaded};
 use crate::boundary::cancel::Reason;
 use crate::compile::pre_cache::UNLOADING_EXPORT;
@@ -178,7 +179,7 @@ impl Domain {
 /// Starts the unload (or finds it started); runs the event if the store is
 /// free. `Err` for a domain already unloaded.
 fn begin(shared: &Arc<DomainShared>) -> Result<(), UnloadError> {
-    match shared.state.begin_unload() {
+    match shared.state().begin_unload() {
         Ok(first) => {
             if first {
                 *super::lock(&shared.unload_requested) = Some(Instant::now());
@@ -198,12 +199,12 @@ fn begin(shared: &Arc<DomainShared>) -> Result<(), UnloadError> {
 /// the call holding the store runs it when it ends); then hands on the
 /// store to a timer runner that found it held.
 pub(crate) fn run_event_if_free(shared: &DomainShared) {
-    if !shared.state.wants_event() {
+    if !shared.state().wants_event() {
         return;
     }
-    // The raw mutex, not a `StoreGuard`: giving it back must not come here
+    // The raw lock, not a `StoreGuard`: giving it back must not come here
     // again (and the event, once claimed, is not wanted any more).
-    if let Some(mut guard) = super::try_lock(&shared.loaded) {
+    if let Some(mut guard) = shared.store.try_lock() {
         run_event(shared, &mut guard);
         drop(guard);
         // A timer due during the event runs now (a cooperative unload
@@ -215,18 +216,18 @@ pub(crate) fn run_event_if_free(shared: &DomainShared) {
 /// The unloading event, with the store: embedder callbacks, then the
 /// guests' hooks; then completes if no root is left.
 pub(crate) fn run_event(shared: &DomainShared, guard: &mut Option<Loaded>) {
-    if !shared.state.claim_event() {
+    if !shared.state().claim_event() {
         return;
     }
     event_body(shared, guard.as_mut());
-    if shared.state.event_done() == Next::Complete {
+    if shared.state().event_done() == Next::Complete {
         teardown(shared, guard, Ending::Unloaded, None);
     }
 }
 
 /// A root went; completes the unload if it was the last one.
 pub(crate) fn root_released(shared: &DomainShared) {
-    if shared.state.release_root() == Next::Complete {
+    if shared.state().release_root() == Next::Complete {
         complete(shared);
     }
 }
@@ -240,7 +241,7 @@ pub(crate) fn complete(shared: &DomainShared) {
 /// Forces the unload under way and returns its report (waiting for the
 /// thread that completes it, if another does).
 pub(crate) fn force(shared: &DomainShared, why: &str) -> UnloadReport {
-    if shared.state.force() == Next::Complete {
+    if shared.state().force() == Next::Complete {
         let roots_cut: Vec<String> = shared
             .roots
             .list(Duration::ZERO)
@@ -260,7 +261,7 @@ pub(crate) fn force(shared: &DomainShared, why: &str) -> UnloadReport {
                 // The unloading hook may still run (and wait) if the event
                 // has not: the signal is lowered for it.
                 shared.cancel.lower(Reason::Unload);
-                if shared.state.claim_event() {
+                if shared.state().claim_event() {
                     event_body(shared, guard.as_mut());
                 }
                 teardown(shared, &mut guard, Ending::Unloaded, Some(forced))
@@ -279,10 +280,10 @@ pub(crate) fn force(shared: &DomainShared, why: &str) -> UnloadReport {
 }
 
 /// The store, waiting at most `grace` for the call in flight to return.
-fn lock_within(shared: &DomainShared, grace: Duration) -> Option<MutexGuard<'_, Option<Loaded>>> {
+fn lock_within(shared: &DomainShared, grace: Duration) -> Option<Held<'_, Option<Loaded>>> {
     let until = crate::deadline::after(grace);
     loop {
-        if let Some(guard) = super::try_lock(&shared.loaded) {
+        if let Some(guard) = shared.store.try_lock() {
             return Some(guard);
         }
         if Instant::now() >= until {
@@ -295,7 +296,7 @@ fn lock_within(shared: &DomainShared, grace: Duration) -> Option<MutexGuard<'_, 
 /// Ends the domain: the unloading hook if it has not run (for an unload),
 /// the instances dropped, the table drained (OS handles last), the state
 /// made final, the report kept and the `on_unloaded` callbacks run. The
-/// caller holds the store's mutex, so no guest code runs during or after
+/// caller holds the store's lock, so no guest code runs during or after
 /// it (or, for an abandoned call, the store is dropped when it returns).
 pub(crate) fn teardown(
     shared: &DomainShared,
@@ -313,7 +314,7 @@ pub(crate) fn teardown(
         ledger: Ledger::default(),
     };
     if let Some(mut loaded) = guard.take() {
-        if ending == Ending::Unloaded && shared.state.claim_event() {
+        if ending == Ending::Unloaded && shared.state().claim_event() {
             event_body(shared, Some(&mut loaded));
         }
         // Guest code is done and its instances go; the OS handles last.
@@ -328,7 +329,7 @@ pub(crate) fn teardown(
     };
     LedgerCounts::bump(counter, drained.released as u64);
     shared.cancel.close();
-    shared.state.finish(state);
+    shared.state().finish(state);
     report.ledger = shared.ledger();
     shared.runtime.registry.retire(shared.id, report.ledger);
     tracing::info!(

@@ -24,6 +24,7 @@ static COARSE_MS: AtomicU64 = AtomicU64::new(0);
 /// first host started, as of the last epoch tick. For what the call path
 /// records on every call (when a call began), where `Instant::now` would
 /// cost a clock read each time.
+#[inline]
 pub(crate) fn coarse_ms() -> u64 {
     COARSE_MS.load(Ordering::Relaxed)
 }

@@ -16,6 +16,7 @@
 
 mod abi;
 mod caches;
+mod contended_store;
 mod docs;
 mod domains;
 mod doors;

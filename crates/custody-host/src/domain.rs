@@ -66,7 +66,6 @@ use crate::boundary::stack;
 use crate::compile::pre_cache::KnownExports;
 use crate::config::Policy;
 use crate::error::{LoadError, NotRunning, Refused};
-use crate::extension::ExtensionState;
 use crate::ledger::{Ledger, LedgerCounts};
 use crate::registry::{self, DomainInfo, DomainState, Listed, Tally};
 use crate::runtime::Runtime;
@@ -236,11 +235,23 @@ impl DomainShared {
         lock(&self.completion).clone()
     }
 
+    /// Whether the domain has ended (its report is kept), without cloning
+    /// the report.
+    pub(crate) fn is_complete(&self) -> bool {
+        lock(&self.completion).is_some()
+    }
+
     /// Waits at most `timeout` for the domain to end; its report.
     pub(crate) fn wait_report(&self, timeout: Duration) -> Option<UnloadReport> {
-        let until = crate::deadline::after(timeout);
         let mut done = lock(&self.completion);
-        while done.is_none() {
+        // The deadline is reckoned only if there is something to wait for:
+        // most unloads have completed by the time they wait.
+        let mut until = None;
+        loop {
+            if let Some(report) = done.as_ref() {
+                return Some(report.clone());
+            }
+            let until = *until.get_or_insert_with(|| crate::deadline::after(timeout));
             let wait = until.saturating_duration_since(Instant::now());
             if wait.is_zero() {
                 return None;
@@ -251,15 +262,20 @@ impl DomainShared {
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
         }
-        done.clone()
     }
 
-    /// The domain ended with `report`: its waiters wake, its `on_unloaded`
-    /// callbacks run.
+    /// The domain ended with `report`: it is kept, its waiters wake, its
+    /// `on_unloaded` callbacks run.
     pub(crate) fn complete(&self, report: UnloadReport) {
-        *lock(&self.completion) = Some(report.clone());
+        // Kept before the callbacks are taken: one registered meanwhile
+        // finds the report and runs at once (`Domain::on_unloaded`).
+        *lock(&self.completion) = Some(report);
         self.completed.notify_all();
         let callbacks = std::mem::take(&mut *lock(&self.on_unloaded));
+        if callbacks.is_empty() {
+            return; // the common case: nothing to clone the report for
+        }
+        let report = self.report().expect("kept above, never taken");
         for callback in callbacks {
             callback(&report);
         }
@@ -298,10 +314,10 @@ impl DomainShared {
             Arc::clone(&self.policy),
             Arc::clone(&self.ledger),
             Arc::clone(&runtime.log),
+            Arc::clone(&self.roots.blocked),
         );
         let mut ctx = ctx;
         ctx.extensions = extensions;
-        ctx.blocked = Arc::clone(&self.roots.blocked);
         ctx.timers = Some(Arc::clone(&self.timers) as _);
         let mut store = Store::new(&runtime.engine, ctx);
         store.limiter(|ctx| ctx as &mut dyn ResourceLimiter);
@@ -401,16 +417,12 @@ impl Domain {
         runtime: &Arc<Runtime>,
         id: u64,
         preopens: Preopens,
-        extensions: Vec<ExtensionState>,
+        slots: Extensions,
+        shared_extensions: Vec<Arc<dyn Any + Send + Sync>>,
         policy: Arc<Policy>,
         resolver: Option<Resolver>,
     ) -> Domain {
         let table = Arc::new(HandleTable::with_limit(policy.handle_quota).for_domain(id));
-        let (mut slots, mut shared_extensions) = (Vec::new(), Vec::new());
-        for state in extensions {
-            slots.extend(state.store);
-            shared_extensions.extend(state.shared);
-        }
         let shared = Arc::new_cyclic(|me| DomainShared {
             id,
             timers: timers::DomainTimers::new(me.clone(), Arc::clone(&runtime.timers)),
@@ -436,7 +448,7 @@ impl Domain {
             ended_by: Mutex::new(None),
             shared_extensions,
         });
-        let store = shared.new_store(preopens, Extensions::new(slots));
+        let store = shared.new_store(preopens, slots);
         *shared.lock() = Some(Loaded {
             store,
             modules: Vec::new(),

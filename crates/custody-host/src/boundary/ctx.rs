@@ -128,6 +128,7 @@ impl DomainCtx {
         policy: Arc<Policy>,
         ledger: Arc<LedgerCounts>,
         log: LogSink,
+        blocked: Arc<BlockedIn>,
     ) -> Self {
         let log_budget = RefCell::new(log::LogBudget::new(policy.log_lines_per_second));
         let throttle =
@@ -159,7 +160,7 @@ impl DomainCtx {
             only_memory: None,
             // The domain gives the store its own (`new_store`).
             extensions: Extensions::default(),
-            blocked: Arc::default(),
+            blocked,
         }
     }
 

@@ -50,7 +50,8 @@ pub(crate) fn escalate(
             // Another thread's unload may have begun meanwhile; then it
             // owns the teardown and will find `Loaded` gone.
             let _ = shared.state.begin_unload();
-            let report = unload::teardown(shared, guard, Ending::Unloaded, None);
+            unload::teardown(shared, guard, Ending::Unloaded, None);
+            let report = shared.report().expect("teardown keeps the report");
             let outcome = EscalationOutcome::Unloaded;
             (report.released, report.failed.len(), outcome)
         }

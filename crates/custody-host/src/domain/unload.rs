@@ -77,7 +77,7 @@ impl UnloadTicket {
 
     /// Whether the unload has completed.
     pub fn is_complete(&self) -> bool {
-        self.shared.report().is_some()
+        self.shared.is_complete()
     }
 
     /// Waits at most `timeout` for the unload to complete.
@@ -187,7 +187,7 @@ fn begin(shared: &Arc<DomainShared>) -> Result<(), UnloadError> {
             run_event_if_free(shared);
             Ok(())
         }
-        Err(DomainState::Recycled) if shared.report().is_some() => Ok(()),
+        Err(DomainState::Recycled) if shared.is_complete() => Ok(()),
         Err(state) => Err(UnloadError::from(
             shared.not_running(state, Refused::Unload),
         )),
@@ -255,7 +255,7 @@ pub(crate) fn force(shared: &DomainShared, why: &str) -> UnloadReport {
             roots_cut,
             abandoned: None,
         };
-        let report = match lock_within(shared, shared.policy.unload_grace) {
+        match lock_within(shared, shared.policy.unload_grace) {
             Some(mut guard) => {
                 // The unloading hook may still run (and wait) if the event
                 // has not: the signal is lowered for it.
@@ -270,8 +270,8 @@ pub(crate) fn force(shared: &DomainShared, why: &str) -> UnloadReport {
                 // The call keeps the store; it drops it when it returns.
                 teardown(shared, &mut None, Ending::Unloaded, Some(forced))
             }
-        };
-        return report;
+        }
+        return shared.report().expect("teardown keeps the report");
     }
     shared
         .wait_report(Duration::MAX)
@@ -294,7 +294,9 @@ fn lock_within(shared: &DomainShared, grace: Duration) -> Option<MutexGuard<'_, 
 
 /// Ends the domain: the unloading hook if it has not run (for an unload),
 /// the instances dropped, the table drained (OS handles last), the state
-/// made final, the report kept and the `on_unloaded` callbacks run. The
+/// made final, the report kept (read it with `DomainShared::report`: most
+/// endings have nobody waiting for it, so it is not cloned to be returned)
+/// and the `on_unloaded` callbacks run. The
 /// caller holds the store's mutex, so no guest code runs during or after
 /// it (or, for an abandoned call, the store is dropped when it returns).
 pub(crate) fn teardown(
@@ -302,7 +304,7 @@ pub(crate) fn teardown(
     guard: &mut Option<Loaded>,
     ending: Ending,
     forced: Option<Forced>,
-) -> UnloadReport {
+) {
     let mut report = UnloadReport {
         domain: shared.id,
         released: 0,
@@ -345,13 +347,12 @@ pub(crate) fn teardown(
     if let Some(forced) = &report.forced {
         report_forced(shared, forced);
     }
-    shared.complete(report.clone());
+    shared.complete(report);
     // Refs this domain held on others (`strong_ref_for`) go with it.
     let dependents = super::lock(&shared.owned_refs).take();
     for release in dependents.into_iter().flatten() {
         release();
     }
-    report
 }
 
 /// Fires `unloadBlocked`, once per unload.

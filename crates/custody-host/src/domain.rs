@@ -58,15 +58,15 @@ use wasmtime::{
 use self::report::{ModuleHook, UnloadReport};
 use self::roots::Roots;
 use self::state::StateWord;
-use crate::boundary::cancel::{Cancel, Reason};
-use crate::boundary::ctx::DomainCtx;
+use crate::boundary::cancel::Reason;
+use crate::boundary::ctx::{CtxShared, DomainCtx};
 use crate::boundary::extensions::Extensions;
 use crate::boundary::preopen::Preopens;
 use crate::boundary::stack;
 use crate::compile::pre_cache::KnownExports;
 use crate::config::Policy;
 use crate::error::{LoadError, NotRunning, Refused};
-use crate::ledger::{Ledger, LedgerCounts};
+use crate::ledger::Ledger;
 use crate::registry::{self, DomainInfo, DomainState, Listed, Tally};
 use crate::runtime::Runtime;
 
@@ -93,7 +93,7 @@ pub(crate) struct Loaded {
     /// lookup by name (a hash of the name, a string-pool search) and its
     /// type query cost nearly half of an empty call. Belongs to `store`:
     /// cleared whenever the store is replaced.
-    pub(crate) last_export: Option<(Box<str>, Func, FuncType)>,
+    pub(crate) last_export: Option<(Arc<str>, Func, FuncType)>,
     /// The thread of the last call. With `last_export`, what the call's
     /// root was last described as: a call like the last one describes
     /// nothing again.
@@ -175,8 +175,9 @@ pub(crate) struct DomainShared {
     pub(crate) timers: Arc<timers::DomainTimers>,
     pub(crate) state: StateWord,
     pub(crate) table: Arc<HandleTable>,
-    pub(crate) cancel: Arc<Cancel>,
-    pub(crate) ledger: Arc<LedgerCounts>,
+    /// The cancellation signal, the ledger's counts and the host locks
+    /// held, shared with the store's data (one allocation).
+    pub(crate) ctx_shared: Arc<CtxShared>,
     pub(crate) loaded: Mutex<Option<Loaded>>,
     pub(crate) runtime: Arc<Runtime>,
     /// The domain's policy: the host's, or the domain's own (validated, and
@@ -299,7 +300,7 @@ impl DomainShared {
     }
 
     pub(crate) fn ledger(&self) -> Ledger {
-        self.ledger.snapshot(self.table.counters())
+        self.ctx_shared.ledger.snapshot(self.table.counters())
     }
 
     /// A fresh store for this domain, with `preopens` and each extension's
@@ -309,10 +310,9 @@ impl DomainShared {
         let ctx = DomainCtx::new(
             self.id,
             Arc::clone(&self.table),
-            Arc::clone(&self.cancel),
+            Arc::clone(&self.ctx_shared),
             preopens,
             Arc::clone(&self.policy),
-            Arc::clone(&self.ledger),
             Arc::clone(&runtime.log),
             Arc::clone(&self.roots.blocked),
         );
@@ -428,8 +428,7 @@ impl Domain {
             timers: timers::DomainTimers::new(me.clone(), Arc::clone(&runtime.timers)),
             state: StateWord::new(),
             table,
-            cancel: Arc::default(),
-            ledger: Arc::default(),
+            ctx_shared: Arc::default(),
             loaded: Mutex::new(None),
             runtime: Arc::clone(runtime),
             policy,
@@ -524,7 +523,7 @@ impl Domain {
     /// escalates, if the guest was in a critical region). An abort with no
     /// call in flight is dropped.
     pub fn abort(&self) {
-        self.shared.cancel.raise(Reason::Abort);
+        self.shared.ctx_shared.cancel.raise(Reason::Abort);
     }
 
     /// The handle ledger so far.

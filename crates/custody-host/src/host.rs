@@ -7,7 +7,7 @@ mod manifest;
 
 use std::any::Any;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use wasmtime::{Engine, Module, Val, ValType};
 
@@ -21,7 +21,7 @@ use crate::domain::{Domain, DomainShared, Resolver};
 use crate::error::{HostError, LoadError};
 use crate::extension::{DomainSetup, Extension};
 use crate::log::{LogSink, stderr_log};
-use crate::registry::{CacheStats, DomainInfo, HostTotals, Listed};
+use crate::registry::{CacheStats, DomainInfo, HostTotals};
 use crate::runtime::{Runtime, RuntimeConfig};
 use crate::sys;
 
@@ -246,8 +246,8 @@ impl Host {
             policy,
             config.resolver,
         );
-        let listed: Arc<dyn Listed> = domain.shared.clone();
-        registry.register(id, Arc::downgrade(&listed));
+        let listed: Weak<DomainShared> = Arc::downgrade(&domain.shared);
+        registry.register(id, listed);
         Ok(domain)
     }
 

@@ -104,8 +104,11 @@ fn recycle(
     let fresh = shared.new_store(preopens, extensions);
     drop(loaded.replace_store(fresh));
     let drained = shared.table.drain();
-    LedgerCounts::bump(&shared.ledger.released_at_recycle, drained.released as u64);
-    LedgerCounts::bump(&shared.ledger.recycles, 1);
+    LedgerCounts::bump(
+        &shared.ctx_shared.ledger.released_at_recycle,
+        drained.released as u64,
+    );
+    LedgerCounts::bump(&shared.ctx_shared.ledger.recycles, 1);
     // Re-instantiation runs start functions: under the same rules as a
     // load (deadline, memory, stack, critical regions). The modules are
     // re-created in load order, so each import binds as it did (nothing is

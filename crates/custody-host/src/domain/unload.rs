@@ -249,7 +249,7 @@ pub(crate) fn force(shared: &DomainShared, why: &str) -> UnloadReport {
             .collect();
         // Running code stops at its next epoch check; a blocked host call
         // wakes at once.
-        shared.cancel.raise(Reason::Unload);
+        shared.ctx_shared.cancel.raise(Reason::Unload);
         let mut forced = Forced {
             why: why.to_string(),
             roots_cut,
@@ -259,7 +259,7 @@ pub(crate) fn force(shared: &DomainShared, why: &str) -> UnloadReport {
             Some(mut guard) => {
                 // The unloading hook may still run (and wait) if the event
                 // has not: the signal is lowered for it.
-                shared.cancel.lower(Reason::Unload);
+                shared.ctx_shared.cancel.lower(Reason::Unload);
                 if shared.state.claim_event() {
                     event_body(shared, guard.as_mut());
                 }
@@ -325,11 +325,17 @@ pub(crate) fn teardown(
     let drained = shared.table.drain();
     report.record(&drained);
     let (counter, state) = match ending {
-        Ending::Unloaded => (&shared.ledger.released_at_unload, DomainState::Unloaded),
-        Ending::Recycled => (&shared.ledger.released_at_recycle, DomainState::Recycled),
+        Ending::Unloaded => (
+            &shared.ctx_shared.ledger.released_at_unload,
+            DomainState::Unloaded,
+        ),
+        Ending::Recycled => (
+            &shared.ctx_shared.ledger.released_at_recycle,
+            DomainState::Recycled,
+        ),
     };
     LedgerCounts::bump(counter, drained.released as u64);
-    shared.cancel.close();
+    shared.ctx_shared.cancel.close();
     shared.state.finish(state);
     report.ledger = shared.ledger();
     shared.runtime.registry.retire(shared.id, report.ledger);

@@ -382,7 +382,9 @@ impl Listed for DomainShared {
 impl Drop for DomainShared {
     /// The last `Domain`, `DomainRef` and ticket went without an unload
     /// completing: the domain unloads by itself (its unloading event runs,
-    /// then everything is released), and the registry forgets it.
+    /// then everything is released), and the registry forgets it (as
+    /// every ending does: `teardown` retires the domain as it makes the
+    /// state final, so a domain that ended is not looked up again here).
     fn drop(&mut self) {
         if !self.state.load().is_final() {
             tracing::debug!(target: "custody::domain", parent: &self.span, domain = self.id, "dropped without unload: unloading implicitly");
@@ -390,7 +392,6 @@ impl Drop for DomainShared {
             let mut loaded = lock(&self.loaded).take();
             unload::teardown(self, &mut loaded, unload::Ending::Unloaded, None);
         }
-        self.runtime.registry.forget(self.id);
     }
 }
 
@@ -450,7 +451,8 @@ impl Domain {
         let store = shared.new_store(preopens, slots);
         *shared.lock() = Some(Loaded {
             store,
-            modules: Vec::new(),
+            // Room for the one module most domains load.
+            modules: Vec::with_capacity(1),
             last_export: None,
             last_thread: None,
         });

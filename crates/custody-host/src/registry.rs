@@ -255,10 +255,6 @@ impl Registry {
         self.lock().insert(id, domain);
     }
 
-    pub(crate) fn forget(&self, id: u64) {
-        self.lock().remove(&id);
-    }
-
     /// Forgets the domain `id`, which ended with `ledger`, and adds its
     /// ledger to the ended domains' (once: a domain already forgotten
     /// adds nothing).

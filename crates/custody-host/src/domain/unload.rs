@@ -473,7 +473,10 @@ fn event_body(shared: &DomainShared, loaded: Option<&mut Loaded>) {
     for callback in callbacks {
         callback(shared.id);
     }
-    if let Some(loaded) = loaded {
+    // Most modules export no hook: then there is nothing to run or keep.
+    if let Some(loaded) = loaded
+        && loaded.modules.iter().any(|m| m.exports.unloading.is_some())
+    {
         let hooks = run_unloading_hooks(loaded, shared.policy.unload_hook_timeout);
         *super::lock(&shared.hooks) = hooks;
     }

@@ -236,8 +236,7 @@ impl DomainShared {
         lock(&self.completion).clone()
     }
 
-    /// Whether the domain has ended (its report is kept), without cloning
-    /// the report.
+    /// Whether the domain has ended (its report kept), without a clone.
     pub(crate) fn is_complete(&self) -> bool {
         lock(&self.completion).is_some()
     }
@@ -245,8 +244,7 @@ impl DomainShared {
     /// Waits at most `timeout` for the domain to end; its report.
     pub(crate) fn wait_report(&self, timeout: Duration) -> Option<UnloadReport> {
         let mut done = lock(&self.completion);
-        // The deadline is reckoned only if there is something to wait for:
-        // most unloads have completed by the time they wait.
+        // The deadline only if there is a wait: most unloads are done by now.
         let mut until = None;
         loop {
             if let Some(report) = done.as_ref() {
@@ -273,12 +271,10 @@ impl DomainShared {
         *lock(&self.completion) = Some(report);
         self.completed.notify_all();
         let callbacks = std::mem::take(&mut *lock(&self.on_unloaded));
-        if callbacks.is_empty() {
-            return; // the common case: nothing to clone the report for
-        }
-        let report = self.report().expect("kept above, never taken");
+        // Most domains have none: the report is cloned only for callbacks.
+        let report = (!callbacks.is_empty()).then(|| self.report()).flatten();
         for callback in callbacks {
-            callback(&report);
+            callback(report.as_ref().expect("kept above, never taken"));
         }
     }
 

@@ -64,16 +64,15 @@ use self::report::{ModuleHook, UnloadReport};
 use self::roots::Roots;
 use self::state::{Admit, StateWord};
 use self::store_lock::StoreLock;
-use crate::boundary::cancel::{Cancel, Reason};
-use crate::boundary::ctx::DomainCtx;
+use crate::boundary::cancel::Reason;
+use crate::boundary::ctx::{CtxShared, DomainCtx};
 use crate::boundary::extensions::Extensions;
 use crate::boundary::preopen::Preopens;
 use crate::boundary::stack;
 use crate::compile::pre_cache::KnownExports;
 use crate::config::Policy;
 use crate::error::{LoadError, NotRunning, Refused};
-use crate::extension::ExtensionState;
-use crate::ledger::{Ledger, LedgerCounts};
+use crate::ledger::Ledger;
 use crate::registry::{self, DomainInfo, DomainState, Listed, Tally};
 use crate::runtime::Runtime;
 
@@ -100,7 +99,7 @@ pub(crate) struct Loaded {
     /// lookup by name (a hash of the name, a string-pool search) and its
     /// type query cost nearly half of an empty call. Belongs to `store`:
     /// cleared whenever the store is replaced.
-    pub(crate) last_export: Option<(Box<str>, Func, FuncType)>,
+    pub(crate) last_export: Option<(Arc<str>, Func, FuncType)>,
     /// The thread of the last call (`call::this_thread`'s number). With
     /// `last_export`, what the call's root was last described as: a call
     /// like the last one describes nothing again.
@@ -139,8 +138,9 @@ pub(crate) struct DomainShared {
     /// Its guest timers: what its store arms them with, and their runner.
     pub(crate) timers: Arc<timers::DomainTimers>,
     pub(crate) table: Arc<HandleTable>,
-    pub(crate) cancel: Arc<Cancel>,
-    pub(crate) ledger: Arc<LedgerCounts>,
+    /// The cancellation signal, the ledger's counts and the host locks
+    /// held, shared with the store's data (one allocation).
+    pub(crate) ctx_shared: Arc<CtxShared>,
     /// The state word and the store it locks (`None` once the domain has
     /// ended).
     pub(crate) store: StoreLock<Option<Loaded>>,
@@ -208,11 +208,21 @@ impl DomainShared {
         lock(&self.completion).clone()
     }
 
+    /// Whether the domain has ended (its report kept), without a clone.
+    pub(crate) fn is_complete(&self) -> bool {
+        lock(&self.completion).is_some()
+    }
+
     /// Waits at most `timeout` for the domain to end; its report.
     pub(crate) fn wait_report(&self, timeout: Duration) -> Option<UnloadReport> {
-        let until = crate::deadline::after(timeout);
         let mut done = lock(&self.completion);
-        while done.is_none() {
+        // The deadline only if there is a wait: most unloads are done by now.
+        let mut until = None;
+        loop {
+            if let Some(report) = done.as_ref() {
+                return Some(report.clone());
+            }
+            let until = *until.get_or_insert_with(|| crate::deadline::after(timeout));
             let wait = until.saturating_duration_since(Instant::now());
             if wait.is_zero() {
                 return None;
@@ -223,22 +233,25 @@ impl DomainShared {
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
         }
-        done.clone()
     }
 
-    /// The domain ended with `report`: its waiters wake, its `on_unloaded`
-    /// callbacks run.
+    /// The domain ended with `report`: it is kept, its waiters wake, its
+    /// `on_unloaded` callbacks run.
     pub(crate) fn complete(&self, report: UnloadReport) {
-        *lock(&self.completion) = Some(report.clone());
+        // Kept before the callbacks are taken: one registered meanwhile
+        // finds the report and runs at once (`Domain::on_unloaded`).
+        *lock(&self.completion) = Some(report);
         self.completed.notify_all();
         let callbacks = std::mem::take(&mut *lock(&self.on_unloaded));
+        // Most domains have none: the report is cloned only for callbacks.
+        let report = (!callbacks.is_empty()).then(|| self.report()).flatten();
         for callback in callbacks {
-            callback(&report);
+            callback(report.as_ref().expect("kept above, never taken"));
         }
     }
 
     pub(crate) fn ledger(&self) -> Ledger {
-        self.ledger.snapshot(self.table.counters())
+        self.ctx_shared.ledger.snapshot(self.table.counters())
     }
 
     /// A fresh store for this domain, with `preopens` and each extension's
@@ -248,15 +261,14 @@ impl DomainShared {
         let ctx = DomainCtx::new(
             self.id,
             Arc::clone(&self.table),
-            Arc::clone(&self.cancel),
+            Arc::clone(&self.ctx_shared),
             preopens,
             Arc::clone(&self.policy),
-            Arc::clone(&self.ledger),
             Arc::clone(&runtime.log),
+            Arc::clone(&self.roots.blocked),
         );
         let mut ctx = ctx;
         ctx.extensions = extensions;
-        ctx.blocked = Arc::clone(&self.roots.blocked);
         ctx.timers = Some(Arc::clone(&self.timers) as _);
         let mut store = Store::new(&runtime.engine, ctx);
         store.limiter(|ctx| ctx as &mut dyn ResourceLimiter);
@@ -321,7 +333,9 @@ impl Listed for DomainShared {
 impl Drop for DomainShared {
     /// The last `Domain`, `DomainRef` and ticket went without an unload
     /// completing: the domain unloads by itself (its unloading event runs,
-    /// then everything is released), and the registry forgets it.
+    /// then everything is released), and the registry forgets it (as
+    /// every ending does: `teardown` retires the domain as it makes the
+    /// state final, so a domain that ended is not looked up again here).
     fn drop(&mut self) {
         if !self.state().load().is_final() {
             tracing::debug!(target: "custody::domain", parent: &self.span, domain = self.id, "dropped without unload: unloading implicitly");
@@ -329,7 +343,6 @@ impl Drop for DomainShared {
             let mut loaded = self.store.get_mut().take();
             unload::teardown(self, &mut loaded, unload::Ending::Unloaded, None);
         }
-        self.runtime.registry.forget(self.id);
     }
 }
 
@@ -356,22 +369,17 @@ impl Domain {
         runtime: &Arc<Runtime>,
         id: u64,
         preopens: Preopens,
-        extensions: Vec<ExtensionState>,
+        slots: Extensions,
+        shared_extensions: Vec<Arc<dyn Any + Send + Sync>>,
         policy: Arc<Policy>,
         resolver: Option<Resolver>,
     ) -> Domain {
         let table = Arc::new(HandleTable::with_limit(policy.handle_quota).for_domain(id));
-        let (mut slots, mut shared_extensions) = (Vec::new(), Vec::new());
-        for state in extensions {
-            slots.extend(state.store);
-            shared_extensions.extend(state.shared);
-        }
         let shared = Arc::new_cyclic(|me| DomainShared {
             id,
             timers: timers::DomainTimers::new(me.clone(), Arc::clone(&runtime.timers)),
             table,
-            cancel: Arc::default(),
-            ledger: Arc::default(),
+            ctx_shared: Arc::default(),
             store: StoreLock::new(None),
             runtime: Arc::clone(runtime),
             policy,
@@ -390,10 +398,11 @@ impl Domain {
             ended_by: Mutex::new(None),
             shared_extensions,
         });
-        let store = shared.new_store(preopens, Extensions::new(slots));
+        let store = shared.new_store(preopens, slots);
         *shared.lock() = Some(Loaded {
             store,
-            modules: Vec::new(),
+            // Room for the one module most domains load.
+            modules: Vec::with_capacity(1),
             last_export: None,
             last_thread: None,
         });
@@ -466,7 +475,7 @@ impl Domain {
     /// escalates, if the guest was in a critical region). An abort with no
     /// call in flight is dropped.
     pub fn abort(&self) {
-        self.shared.cancel.raise(Reason::Abort);
+        self.shared.ctx_shared.cancel.raise(Reason::Abort);
     }
 
     /// The handle ledger so far.

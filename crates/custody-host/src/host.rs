@@ -7,20 +7,21 @@ mod manifest;
 
 use std::any::Any;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use wasmtime::{Engine, Module, Val, ValType};
 
 use crate::abi;
 use crate::boundary::embed::{self, EmbedderFn, EmbedderFunction, GuestCall};
 use crate::boundary::errno::AbiError;
+use crate::boundary::extensions::Extensions;
 use crate::boundary::preopen::{Preopen, Preopens};
 use crate::config::{Allocation, Category, Policy, PolicyError};
 use crate::domain::{Domain, DomainShared, Resolver};
 use crate::error::{HostError, LoadError};
 use crate::extension::{DomainSetup, Extension};
 use crate::log::{LogSink, stderr_log};
-use crate::registry::{CacheStats, DomainInfo, HostTotals, Listed};
+use crate::registry::{CacheStats, DomainInfo, HostTotals};
 use crate::runtime::{Runtime, RuntimeConfig};
 use crate::sys;
 
@@ -205,14 +206,15 @@ impl Host {
                 return Err(HostError::DuplicatePreopen(name.clone()));
             }
         }
-        let preopens = config
-            .preopens
-            .into_iter()
-            .map(|(name, path)| match sys::open_dir(&path) {
-                Ok(dir) => Ok(Preopen { name, dir }),
-                Err(error) => Err(HostError::Preopen { name, path, error }),
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        // Loops, not collects into `Result`s: a domain is created per
+        // request, and most have no pre-opens and one extension state.
+        let mut preopens = Vec::with_capacity(config.preopens.len());
+        for (name, path) in config.preopens {
+            match sys::open_dir(&path) {
+                Ok(dir) => preopens.push(Preopen { name, dir }),
+                Err(error) => return Err(HostError::Preopen { name, path, error }),
+            }
+        }
         let registry = &self.runtime.registry;
         let id = registry.next_id();
         let setup = DomainSetup {
@@ -221,30 +223,31 @@ impl Host {
             preopens: preopens.len(),
             configs: &config.extensions,
         };
-        let extensions = self
-            .runtime
-            .extensions
-            .iter()
-            .map(|extension| {
-                extension
-                    .new_domain(&setup)
-                    .map_err(|source| HostError::Extension {
-                        module: extension.module(),
-                        source,
-                    })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        // Each extension's store slot and shared part, gathered as they
+        // come (no list of `ExtensionState`s in between).
+        let (mut slots, mut shared_extensions) = (Vec::new(), Vec::new());
+        for extension in self.runtime.extensions.iter() {
+            let state = extension
+                .new_domain(&setup)
+                .map_err(|source| HostError::Extension {
+                    module: extension.module(),
+                    source,
+                })?;
+            slots.extend(state.store);
+            shared_extensions.extend(state.shared);
+        }
         let preopens = Preopens::new(preopens);
         let domain = Domain::new(
             &self.runtime,
             id,
             preopens,
-            extensions,
+            Extensions::new(slots),
+            shared_extensions,
             policy,
             config.resolver,
         );
-        let listed: Arc<dyn Listed> = domain.shared.clone();
-        registry.register(id, Arc::downgrade(&listed));
+        let listed: Weak<DomainShared> = Arc::downgrade(&domain.shared);
+        registry.register(id, listed);
         Ok(domain)
     }
 

@@ -6,7 +6,8 @@
 //!
 //! [`Host::domains`]: crate::Host::domains
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
@@ -176,9 +177,37 @@ pub(crate) trait Listed: Send + Sync {
     fn into_any(self: Arc<Self>) -> Arc<dyn std::any::Any + Send + Sync>;
 }
 
+/// Hashes a domain id: ids are unique and handed out in order, so one
+/// multiplication spreads them (Fibonacci hashing) where SipHash would
+/// cost more than the rest of an insert.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `u64` keys are hashed; any other input still hashes.
+        for &byte in bytes {
+            self.0 = (self.0 ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn write_u64(&mut self, id: u64) {
+        self.0 = id.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+/// The live domains by id. A hash map, not a `BTreeMap`: it keeps its
+/// table when it empties, where a `BTreeMap` holding one domain at a time
+/// allocates a node for each new one and frees it when it goes.
+type Domains = HashMap<u64, Weak<dyn Listed>, BuildHasherDefault<IdHasher>>;
+
 /// The registry.
 pub(crate) struct Registry {
-    domains: Mutex<BTreeMap<u64, Weak<dyn Listed>>>,
+    domains: Mutex<Domains>,
     next_id: AtomicU64,
     /// The ended domains' ledgers added up. Changed only under `domains`'
     /// lock, as a domain leaves the map, so a domain is counted either
@@ -204,7 +233,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Registry {
-    fn lock(&self) -> MutexGuard<'_, BTreeMap<u64, Weak<dyn Listed>>> {
+    fn lock(&self) -> MutexGuard<'_, Domains> {
         lock(&self.domains)
     }
 
@@ -224,10 +253,6 @@ impl Registry {
 
     pub(crate) fn register(&self, id: u64, domain: Weak<dyn Listed>) {
         self.lock().insert(id, domain);
-    }
-
-    pub(crate) fn forget(&self, id: u64) {
-        self.lock().remove(&id);
     }
 
     /// Forgets the domain `id`, which ended with `ledger`, and adds its
@@ -293,7 +318,12 @@ impl Registry {
     pub(crate) fn list(&self) -> Vec<DomainInfo> {
         // Upgrade under the lock, ask outside it: dropping the last strong
         // reference runs the domain's drop, which forgets it (and so locks).
-        let live: Vec<Arc<dyn Listed>> = self.lock().values().filter_map(Weak::upgrade).collect();
-        live.iter().map(|d| d.info()).collect()
+        let mut live: Vec<(u64, Arc<dyn Listed>)> = self
+            .lock()
+            .iter()
+            .filter_map(|(&id, domain)| Some((id, domain.upgrade()?)))
+            .collect();
+        live.sort_unstable_by_key(|(id, _)| *id);
+        live.iter().map(|(_, d)| d.info()).collect()
     }
 }

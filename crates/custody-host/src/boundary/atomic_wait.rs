@@ -73,7 +73,7 @@ fn wait(
         .blocked
         .enter("memory.atomic.wait", super::marshal::guest_stack(&caller));
     loop {
-        if ctx.cancel.reason().is_some() {
+        if ctx.shared.cancel.reason().is_some() {
             return Err(ctx.interrupt().into());
         }
         let now = Instant::now();

@@ -55,6 +55,18 @@ impl LockCount {
     }
 }
 
+/// What a domain's store data shares with the domain outside the store:
+/// the cancellation signal, the ledger's counts and the host locks held.
+/// One allocation for the three, made once per domain (a domain is made
+/// per request): the domain, its recycled stores and the host locks taken
+/// in its calls hold it.
+#[derive(Default)]
+pub(crate) struct CtxShared {
+    pub(crate) cancel: Cancel,
+    pub(crate) ledger: LedgerCounts,
+    pub(crate) host_locks: LockCount,
+}
+
 /// The store data of a domain: what host functions see of it.
 ///
 /// An ABI extension reaches it through [`HostCall`](super::marshal::HostCall):
@@ -64,10 +76,10 @@ impl LockCount {
 pub struct DomainCtx {
     pub(crate) id: u64,
     pub(crate) table: Arc<HandleTable>,
-    pub(crate) cancel: Arc<Cancel>,
+    /// The cancellation signal, the ledger's counts, the host locks held.
+    pub(crate) shared: Arc<CtxShared>,
     pub(crate) preopens: Preopens,
     pub(crate) policy: Arc<Policy>,
-    pub(crate) ledger: Arc<LedgerCounts>,
     log: LogSink,
     /// How many guest log lines may still go out (the policy's
     /// `log_lines_per_second`).
@@ -92,8 +104,6 @@ pub struct DomainCtx {
     creating_tables: u32,
     /// Whether the current call's growth past the cap was reported.
     memory_cap_reported: bool,
-    /// Host locks the current call holds (embedder functions).
-    pub(crate) host_locks: Arc<LockCount>,
     /// The `memory` export of each loaded module that has one, resolved
     /// once at load: a host call finds its caller's memory by index, not by
     /// name (see `marshal`).
@@ -123,11 +133,11 @@ impl DomainCtx {
     pub(crate) fn new(
         id: u64,
         table: Arc<HandleTable>,
-        cancel: Arc<Cancel>,
+        shared: Arc<CtxShared>,
         preopens: Preopens,
         policy: Arc<Policy>,
-        ledger: Arc<LedgerCounts>,
         log: LogSink,
+        blocked: Arc<BlockedIn>,
     ) -> Self {
         let log_budget = RefCell::new(log::LogBudget::new(policy.log_lines_per_second));
         let throttle =
@@ -137,10 +147,9 @@ impl DomainCtx {
             log_budget,
             id,
             table,
-            cancel,
+            shared,
             preopens,
             policy,
-            ledger,
             log,
             last_errno: Cell::new(0),
             critical_depth: 0,
@@ -150,7 +159,6 @@ impl DomainCtx {
             creating_memories: 0,
             creating_tables: 0,
             memory_cap_reported: false,
-            host_locks: Arc::default(),
             memories: Vec::new(),
             instances: 0,
             instantiating: false,
@@ -159,7 +167,7 @@ impl DomainCtx {
             only_memory: None,
             // The domain gives the store its own (`new_store`).
             extensions: Extensions::default(),
-            blocked: Arc::default(),
+            blocked,
         }
     }
 
@@ -202,7 +210,7 @@ impl DomainCtx {
 
     /// `Err` if the guest must stop now: the signal, or the deadline.
     fn still_running(&self) -> Result<(), Interrupt> {
-        if self.cancel.is_raised() {
+        if self.shared.cancel.is_raised() {
             return Err(self.interrupt());
         }
         match self.deadline {
@@ -212,7 +220,7 @@ impl DomainCtx {
     }
 
     pub(crate) fn interrupt(&self) -> Interrupt {
-        match (self.cancel.reason(), self.deadline) {
+        match (self.shared.cancel.reason(), self.deadline) {
             (Some(Reason::Unload), _) => Interrupt::Unloading,
             (Some(Reason::Abort), _) | (_, None) => Interrupt::HostAbort,
             (None, Some((_, limit))) => Interrupt::Deadline(limit),
@@ -266,7 +274,7 @@ impl DomainCtx {
             }
             None => (wanted, false),
         };
-        match self.cancel.wait(fds, timeout) {
+        match self.shared.cancel.wait(fds, timeout) {
             Ok(Waited::Cancelled) => Err(AbiError::Aborted),
             Ok(Waited::TimedOut) if cut_by_deadline => Err(AbiError::Aborted),
             Ok(outcome) => Ok(outcome),
@@ -286,7 +294,7 @@ impl DomainCtx {
         };
         let outcome = self.table.close(id);
         if matches!(outcome, Ok(_) | Err(HandleError::ReleaseFailed(_))) {
-            LedgerCounts::bump(&self.ledger.closed_by_guest, 1);
+            LedgerCounts::bump(&self.shared.ledger.closed_by_guest, 1);
             self.extensions.forget(id);
         }
         match outcome {

@@ -31,7 +31,7 @@ use std::time::Duration;
 use custody_handle::{ReleaseHandle, TableRef};
 use wasmtime::{Caller, FuncType, Linker, Val, ValType, WasmRet, WasmTy};
 
-use super::ctx::{DomainCtx, LockCount};
+use super::ctx::{CtxShared, DomainCtx};
 use super::errno::AbiError;
 use super::marshal::{self, length, pointer};
 use crate::config::Category;
@@ -158,7 +158,7 @@ impl GuestCall<'_> {
         &mut self,
         body: impl FnOnce(&mut Self) -> Result<R, AbiError>,
     ) -> wasmtime::Result<R> {
-        let outcome = if self.caller.data().cancel.is_raised() {
+        let outcome = if self.caller.data().shared.cancel.is_raised() {
             Err(self.aborted())
         } else {
             body(self)
@@ -245,12 +245,12 @@ impl GuestCall<'_> {
 
     /// Records an abort, noting whether a host lock was held at that moment.
     fn aborted(&self) -> AbiError {
-        self.caller.data().host_locks.note_abort();
+        self.caller.data().shared.host_locks.note_abort();
         AbiError::Aborted
     }
 
-    fn lock_count(&self) -> Arc<LockCount> {
-        Arc::clone(&self.caller.data().host_locks)
+    fn lock_count(&self) -> Arc<CtxShared> {
+        Arc::clone(&self.caller.data().shared)
     }
 }
 
@@ -284,7 +284,7 @@ impl<T> HostLock<T> {
     /// Takes the lock for the calling guest.
     pub fn lock<'l>(&'l self, call: &GuestCall<'_>) -> HostLockGuard<'l, T> {
         let count = call.lock_count();
-        count.held.fetch_add(1, Ordering::AcqRel);
+        count.host_locks.held.fetch_add(1, Ordering::AcqRel);
         HostLockGuard {
             guard: self.mutex.lock().unwrap_or_else(PoisonError::into_inner),
             count,
@@ -295,7 +295,8 @@ impl<T> HostLock<T> {
 /// A held [`HostLock`].
 pub struct HostLockGuard<'l, T> {
     guard: MutexGuard<'l, T>,
-    count: Arc<LockCount>,
+    /// Its `host_locks` count this lock while it is held.
+    count: Arc<CtxShared>,
 }
 
 impl<T> Deref for HostLockGuard<'_, T> {
@@ -313,6 +314,6 @@ impl<T> DerefMut for HostLockGuard<'_, T> {
 
 impl<T> Drop for HostLockGuard<'_, T> {
     fn drop(&mut self) {
-        self.count.held.fetch_sub(1, Ordering::AcqRel);
+        self.count.host_locks.held.fetch_sub(1, Ordering::AcqRel);
     }
 }

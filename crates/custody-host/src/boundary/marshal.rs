@@ -161,7 +161,7 @@ pub fn enter(
     name: &'static str,
     body: impl FnOnce(&mut HostCall<'_, '_>) -> AbiResult,
 ) -> wasmtime::Result<i32> {
-    let result = if caller.data().cancel.is_raised() {
+    let result = if caller.data().shared.cancel.is_raised() {
         Err(AbiError::Aborted)
     } else {
         let table: *const HandleTable = Arc::as_ptr(&caller.data().table);
@@ -192,7 +192,7 @@ pub(crate) fn enter_ctx(
     body: impl FnOnce(&mut DomainCtx) -> AbiResult,
 ) -> wasmtime::Result<i32> {
     let ctx = caller.data_mut();
-    let result = if ctx.cancel.is_raised() {
+    let result = if ctx.shared.cancel.is_raised() {
         Err(AbiError::Aborted)
     } else {
         body(ctx)

@@ -77,7 +77,14 @@ impl Domain {
         let same = guard
             .as_mut()
             .is_some_and(|loaded| resolve_export(loaded, name) & same_thread(loaded));
-        shared.roots.call_started(name, same);
+        // A new description shares the resolved export's name.
+        let described = (!same).then(|| {
+            guard
+                .as_ref()
+                .and_then(|loaded| loaded.last_export.as_ref())
+                .map_or_else(|| Arc::from(name), |(export, ..)| Arc::clone(export))
+        });
+        shared.roots.call_started(described);
         let outcome = call_locked(shared, &mut guard, name, args);
         shared.roots.call_ended();
         // The root and the store given back (one CAS while running; an
@@ -171,7 +178,7 @@ fn call_locked(
         return Err(CallError::NoSuchExport(name.to_string()));
     };
     // An abort raised while no call was in flight is not for this one.
-    shared.cancel.lower(Reason::Abort);
+    shared.ctx_shared.cancel.lower(Reason::Abort);
     let policy = Arc::clone(&shared.policy);
     tracing::trace!(target: "custody::call", "call started");
     let outcome = call_func(store, name, *func, ty, args, policy.deadline);
@@ -179,9 +186,14 @@ fn call_locked(
         Ok(_) => tracing::trace!(target: "custody::call", "call ended"),
         Err(error) => tracing::debug!(target: "custody::call", %error, "call failed"),
     }
-    shared.cancel.lower(Reason::Abort);
+    shared.ctx_shared.cancel.lower(Reason::Abort);
     let regions = std::mem::take(&mut loaded.store.data_mut().critical_depth);
-    let locked = loaded.store.data().host_locks.take_aborted_while_held();
+    let locked = loaded
+        .store
+        .data()
+        .shared
+        .host_locks
+        .take_aborted_while_held();
     let critical = regions + u32::from(locked);
     let (reason, backtrace) = match &outcome {
         Ok(_) if critical == 0 => return outcome,
@@ -209,7 +221,7 @@ fn call_locked(
     if outcome.is_err() {
         report_aborted(shared.id, name, &reason, &backtrace, context.as_deref());
     }
-    if shared.cancel.reason() == Some(Reason::Unload) {
+    if shared.ctx_shared.cancel.reason() == Some(Reason::Unload) {
         return outcome; // the unload takes it from here
     }
     let escalation = policy.escalation;

@@ -6,7 +6,6 @@
 //! functions is prepared once per host (`compile/pre_cache.rs`, the `InstancePre` cache) and
 //! instantiated from that.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use custody_handle::HandleId;
@@ -67,8 +66,10 @@ pub(crate) fn instantiate(
         .map_or_else(|| KnownExports::of(module), |p| p.exports);
     let ctx = loaded.store.data_mut();
     // What the domain held before: a start function that fails leaves
-    // nothing behind, so what it opened is closed again.
-    let held: HashSet<HandleId> = ctx.table.live_ids().into_iter().collect();
+    // nothing behind, so what it opened is closed again. A list, sorted
+    // only if it is searched (a load rarely fails, and most domains hold
+    // nothing yet).
+    let mut held: Vec<HandleId> = ctx.table.live_ids();
     ctx.deadline = deadline.map(|d| (crate::deadline::after(d), d));
     ctx.instantiating = true;
     ctx.begin_call();
@@ -100,8 +101,9 @@ pub(crate) fn instantiate(
             error
         }
     };
+    held.sort_unstable();
     for id in ctx.table.live_ids() {
-        if !held.contains(&id) {
+        if held.binary_search(&id).is_err() {
             let _ = ctx.table.close(id);
         }
     }

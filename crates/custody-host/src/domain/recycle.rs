@@ -50,7 +50,8 @@ pub(crate) fn escalate(
             // Another thread's unload may have begun meanwhile; then it
             // owns the teardown and will find `Loaded` gone.
             let _ = shared.state().begin_unload();
-            let report = unload::teardown(shared, guard, Ending::Unloaded, None);
+            unload::teardown(shared, guard, Ending::Unloaded, None);
+            let report = shared.report().expect("teardown keeps the report");
             let outcome = EscalationOutcome::Unloaded;
             (report.released, report.failed.len(), outcome)
         }
@@ -103,8 +104,11 @@ fn recycle(
     let fresh = shared.new_store(preopens, extensions);
     drop(loaded.replace_store(fresh));
     let drained = shared.table.drain();
-    LedgerCounts::bump(&shared.ledger.released_at_recycle, drained.released as u64);
-    LedgerCounts::bump(&shared.ledger.recycles, 1);
+    LedgerCounts::bump(
+        &shared.ctx_shared.ledger.released_at_recycle,
+        drained.released as u64,
+    );
+    LedgerCounts::bump(&shared.ctx_shared.ledger.recycles, 1);
     // Re-instantiation runs start functions: under the same rules as a
     // load (deadline, memory, stack, critical regions). The modules are
     // re-created in load order, so each import binds as it did (nothing is

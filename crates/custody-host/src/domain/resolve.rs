@@ -42,6 +42,24 @@ impl Origin {
     }
 }
 
+/// The names being loaded, as a chain on the stack (innermost first): a
+/// load that supplies nothing on demand allocates nothing for it.
+struct Loading<'a> {
+    name: &'a str,
+    outer: Option<&'a Loading<'a>>,
+}
+
+impl Loading<'_> {
+    /// The names, outermost first.
+    fn names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = std::iter::successors(Some(self), |l| l.outer)
+            .map(|l| l.name)
+            .collect();
+        names.reverse();
+        names
+    }
+}
+
 /// Loads `module` into the domain under `name`: the modules its imports
 /// need are supplied first (steps 2 and 3), then it is instantiated and
 /// recorded. The caller checked that no module has that name yet.
@@ -51,33 +69,32 @@ pub(crate) fn load(
     name: &str,
     module: &Module,
 ) -> Result<(), LoadError> {
-    load_nested(shared, loaded, name, module, &mut Vec::new(), None)
+    load_nested(shared, loaded, name, module, None, None)
 }
 
-/// [`load`] with the names being loaded (outermost first).
+/// [`load`] inside the loads of `outer`.
 fn load_nested(
     shared: &DomainShared,
     loaded: &mut Loaded,
     name: &str,
     module: &Module,
-    loading: &mut Vec<String>,
+    outer: Option<&Loading<'_>>,
     origin: Option<Origin>,
 ) -> Result<(), LoadError> {
-    if loading.len() >= MAX_DEPTH {
+    let outer_names = outer.map(Loading::names).unwrap_or_default();
+    if outer_names.len() >= MAX_DEPTH {
         return Err(LoadError::Limits {
             message: format!(
                 "loading {name} on demand would nest {} loads deep (at most {MAX_DEPTH}): {}",
-                loading.len() + 1,
-                loading.join(" -> ")
+                outer_names.len() + 1,
+                outer_names.join(" -> ")
             ),
             source: None,
         });
     }
-    loading.push(name.to_string());
-    let instance = supply(shared, loaded, module, loading)
-        .and_then(|()| link::instantiate(shared, loaded, name, module));
-    loading.pop();
-    let (instance, exports) = instance?;
+    let loading = Loading { name, outer };
+    let (instance, exports) = supply(shared, loaded, module, &loading)
+        .and_then(|()| link::instantiate(shared, loaded, name, module))?;
     loaded.modules.push(LoadedModule {
         name: name.to_string(),
         module: module.clone(),
@@ -95,7 +112,7 @@ fn supply(
     shared: &DomainShared,
     loaded: &mut Loaded,
     module: &Module,
-    loading: &mut Vec<String>,
+    loading: &Loading<'_>,
 ) -> Result<(), LoadError> {
     let mut asked: Vec<&str> = Vec::new();
     for import in module.imports() {
@@ -117,8 +134,9 @@ fn supply(
         let Some((supplied, origin)) = supplied else {
             continue; // the host's functions, or unresolved
         };
-        if let Some(at) = loading.iter().position(|n| n == from) {
-            let mut cycle = loading[at..].to_vec();
+        let names = loading.names();
+        if let Some(at) = names.iter().position(|n| *n == from) {
+            let mut cycle: Vec<String> = names[at..].iter().map(|n| n.to_string()).collect();
             cycle.push(from.to_string());
             return Err(LoadError::ImportCycle { cycle });
         }
@@ -132,7 +150,7 @@ fn supply(
                 source: None,
             });
         }
-        load_nested(shared, loaded, from, &supplied, loading, Some(origin))?;
+        load_nested(shared, loaded, from, &supplied, Some(loading), Some(origin))?;
     }
     Ok(())
 }

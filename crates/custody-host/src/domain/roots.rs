@@ -179,7 +179,9 @@ fn site_or_backtrace(location: String) -> String {
 /// Who runs the calls and into which export, as of the last time it
 /// changed (calls repeat: most do not write it).
 struct CallInfo {
-    export: String,
+    /// Shared with the store's resolved export (`Loaded::last_export`):
+    /// describing a call allocates nothing.
+    export: Arc<str>,
     thread: Thread,
 }
 
@@ -221,12 +223,12 @@ impl Roots {
         lock(&self.others).remove(&key);
     }
 
-    /// A call into `export` starts on this thread. `same` says the caller
-    /// knows the export and thread are those of the last call (it keeps
-    /// them under the store's lock), so nothing but two stores happen.
+    /// A call starts on this thread, into `export`; `None` says the
+    /// caller knows the export and thread are those of the last call (it
+    /// keeps them under the store's lock), so nothing but two stores happen.
     #[inline]
-    pub(crate) fn call_started(&self, export: &str, same: bool) {
-        if !same {
+    pub(crate) fn call_started(&self, export: Option<Arc<str>>) {
+        if let Some(export) = export {
             self.describe_call(export);
         }
         self.call_since_ms
@@ -237,9 +239,9 @@ impl Roots {
     /// A call unlike the last one (another export or thread) describes
     /// itself.
     #[cold]
-    fn describe_call(&self, export: &str) {
+    fn describe_call(&self, export: Arc<str>) {
         *lock(&self.call) = Some(CallInfo {
-            export: export.to_string(),
+            export,
             thread: std::thread::current(),
         });
     }
@@ -272,7 +274,7 @@ impl Roots {
             ticker::precise_ms().saturating_sub(self.call_since_ms.load(Ordering::Relaxed));
         lock(&self.call).as_ref().map(|c| Root {
             kind: RootKind::Call,
-            label: c.export.clone(),
+            label: c.export.to_string(),
             thread: thread_name(&c.thread),
             site: None,
             held_ms,

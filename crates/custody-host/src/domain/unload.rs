@@ -78,7 +78,7 @@ impl UnloadTicket {
 
     /// Whether the unload has completed.
     pub fn is_complete(&self) -> bool {
-        self.shared.report().is_some()
+        self.shared.is_complete()
     }
 
     /// Waits at most `timeout` for the unload to complete.
@@ -188,7 +188,7 @@ fn begin(shared: &Arc<DomainShared>) -> Result<(), UnloadError> {
             run_event_if_free(shared);
             Ok(())
         }
-        Err(DomainState::Recycled) if shared.report().is_some() => Ok(()),
+        Err(DomainState::Recycled) if shared.is_complete() => Ok(()),
         Err(state) => Err(UnloadError::from(
             shared.not_running(state, Refused::Unload),
         )),
@@ -250,17 +250,17 @@ pub(crate) fn force(shared: &DomainShared, why: &str) -> UnloadReport {
             .collect();
         // Running code stops at its next epoch check; a blocked host call
         // wakes at once.
-        shared.cancel.raise(Reason::Unload);
+        shared.ctx_shared.cancel.raise(Reason::Unload);
         let mut forced = Forced {
             why: why.to_string(),
             roots_cut,
             abandoned: None,
         };
-        let report = match lock_within(shared, shared.policy.unload_grace) {
+        match lock_within(shared, shared.policy.unload_grace) {
             Some(mut guard) => {
                 // The unloading hook may still run (and wait) if the event
                 // has not: the signal is lowered for it.
-                shared.cancel.lower(Reason::Unload);
+                shared.ctx_shared.cancel.lower(Reason::Unload);
                 if shared.state().claim_event() {
                     event_body(shared, guard.as_mut());
                 }
@@ -271,8 +271,8 @@ pub(crate) fn force(shared: &DomainShared, why: &str) -> UnloadReport {
                 // The call keeps the store; it drops it when it returns.
                 teardown(shared, &mut None, Ending::Unloaded, Some(forced))
             }
-        };
-        return report;
+        }
+        return shared.report().expect("teardown keeps the report");
     }
     shared
         .wait_report(Duration::MAX)
@@ -295,15 +295,17 @@ fn lock_within(shared: &DomainShared, grace: Duration) -> Option<Held<'_, Option
 
 /// Ends the domain: the unloading hook if it has not run (for an unload),
 /// the instances dropped, the table drained (OS handles last), the state
-/// made final, the report kept and the `on_unloaded` callbacks run. The
-/// caller holds the store's lock, so no guest code runs during or after
+/// made final, the report kept (read it with `DomainShared::report`: most
+/// endings have nobody waiting for it, so it is not cloned to be returned)
+/// and the `on_unloaded` callbacks run. The caller holds the store's lock,
+/// so no guest code runs during or after
 /// it (or, for an abandoned call, the store is dropped when it returns).
 pub(crate) fn teardown(
     shared: &DomainShared,
     guard: &mut Option<Loaded>,
     ending: Ending,
     forced: Option<Forced>,
-) -> UnloadReport {
+) {
     let mut report = UnloadReport {
         domain: shared.id,
         released: 0,
@@ -324,11 +326,17 @@ pub(crate) fn teardown(
     let drained = shared.table.drain();
     report.record(&drained);
     let (counter, state) = match ending {
-        Ending::Unloaded => (&shared.ledger.released_at_unload, DomainState::Unloaded),
-        Ending::Recycled => (&shared.ledger.released_at_recycle, DomainState::Recycled),
+        Ending::Unloaded => (
+            &shared.ctx_shared.ledger.released_at_unload,
+            DomainState::Unloaded,
+        ),
+        Ending::Recycled => (
+            &shared.ctx_shared.ledger.released_at_recycle,
+            DomainState::Recycled,
+        ),
     };
     LedgerCounts::bump(counter, drained.released as u64);
-    shared.cancel.close();
+    shared.ctx_shared.cancel.close();
     shared.state().finish(state);
     report.ledger = shared.ledger();
     shared.runtime.registry.retire(shared.id, report.ledger);
@@ -346,13 +354,12 @@ pub(crate) fn teardown(
     if let Some(forced) = &report.forced {
         report_forced(shared, forced);
     }
-    shared.complete(report.clone());
+    shared.complete(report);
     // Refs this domain held on others (`strong_ref_for`) go with it.
     let dependents = super::lock(&shared.owned_refs).take();
     for release in dependents.into_iter().flatten() {
         release();
     }
-    report
 }
 
 /// Fires `unloadBlocked`, once per unload.
@@ -467,7 +474,10 @@ fn event_body(shared: &DomainShared, loaded: Option<&mut Loaded>) {
     for callback in callbacks {
         callback(shared.id);
     }
-    if let Some(loaded) = loaded {
+    // Most modules export no hook: then there is nothing to run or keep.
+    if let Some(loaded) = loaded
+        && loaded.modules.iter().any(|m| m.exports.unloading.is_some())
+    {
         let hooks = run_unloading_hooks(loaded, shared.policy.unload_hook_timeout);
         *super::lock(&shared.hooks) = hooks;
     }

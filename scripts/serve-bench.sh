@@ -103,9 +103,8 @@ EOF
 }
 
 # The custody-ABI hello (`interface = "custody"`, plugins/hello_custody.wat:
-# the same answer through `handle` and custody_http) against the same
-# baseline (raw wasmtime has no custody ABI: its WAGI hello does the same
-# work).
+# the same answer through `handle` and custody_http) against the baseline
+# running the same module (its two imports as raw `func_wrap`s).
 plugin_custody_hello() {
     local module="$ROOT/crates/custody-serve/plugins/hello_custody.wat"
     cat >"$WORK/custody-hello.toml" <<EOF
@@ -119,8 +118,7 @@ max_concurrency = 1024
 EOF
     start custody "$CUSTODY" serve --config "$WORK/custody-hello.toml"
     CUSTODY_URL=$URL
-    start baseline "$BASELINE" --listen 127.0.0.1:0 --route /hello \
-        "$ROOT/crates/custody-serve/plugins/hello.wat"
+    start baseline "$BASELINE" --listen 127.0.0.1:0 --route /hello "$module"
     BASELINE_URL=$URL
 }
 

@@ -13,6 +13,16 @@
 //! sent as the body. Epoch interruption is on, with a ticker and a deadline
 //! of `REQUEST_TIMEOUT` (custody's default `request_timeout`), as custody has.
 //!
+//! A module exporting `handle` (a custody-ABI plugin, as `custody serve`
+//! picks its interface) is run the same way with the least raw wasmtime
+//! needs to answer it: `handle(1, 2)` called, the two functions the
+//! bundled custody-ABI hello imports (`custody_http.set_header`,
+//! `custody.write` to handle 2) as `func_wrap`s writing into the store's
+//! response, and WASI only if the module imports it. The same module on
+//! both sides, so both pay its memory's first-touch pattern (the hello
+//! reads its data page before a host call writes it: a copy-on-write
+//! fault, with its TLB shootdown, that a WAGI hello writing first avoids).
+//!
 //! Not in the baseline (custody's own costs, measured against it): a domain
 //! (handle table, root tracking, the unload), stdio through OS pipes
 //! streamed both ways, fault ids and counters, `max_concurrency` permits,
@@ -32,14 +42,14 @@ use bytes::Bytes;
 use custody_serve::{Body, CgiRequest, HttpLimits, Route, argv, cgi_env, full, head_end};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use hyper::header::{self, HeaderValue};
+use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, InstancePre, Linker, Memory, MemoryType, Module,
-    PoolingAllocationConfig, Store,
+    Caller, Config, Engine, InstanceAllocationStrategy, InstancePre, Linker, Memory, MemoryType,
+    Module, PoolingAllocationConfig, Store,
 };
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
@@ -62,9 +72,36 @@ const ENTRYPOINT: &str = "_start";
 
 /// What every request shares.
 struct Baseline {
-    pre: InstancePre<WasiP1Ctx>,
+    pre: InstancePre<Ctx>,
     route: Route,
+    /// The module exports `handle`: a custody-ABI plugin.
+    custody_abi: bool,
+    /// The module imports WASI: each store gets a context.
+    wasi: bool,
 }
+
+/// A request's store data.
+struct Ctx {
+    /// For a module that imports WASI.
+    wasi: Option<WasiP1Ctx>,
+    /// The instance's memory, kept for the host functions.
+    memory: Option<Memory>,
+    /// What a custody-ABI `handle` answered with.
+    response: AbiResponse,
+}
+
+/// The response a custody-ABI plugin shapes.
+#[derive(Default)]
+struct AbiResponse {
+    headers: hyper::HeaderMap,
+    body: Vec<u8>,
+}
+
+/// The custody ABI's `E_FAULT` and `E_INVAL` (guest/include/custody.h).
+const E_FAULT: i32 = -5;
+const E_INVAL: i32 = -11;
+/// The handle `handle` is given for the response body.
+const RESPONSE_HANDLE: i32 = 2;
 
 /// Why a request's guest did not produce its output.
 enum RunError {
@@ -79,8 +116,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let engine = engine()?;
     let module =
         Module::from_file(&engine, &module).map_err(|e| format!("{}: {e:#}", module.display()))?;
-    let mut linker: Linker<WasiP1Ctx> = Linker::new(&engine);
-    wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |ctx| ctx)?;
+    let mut linker: Linker<Ctx> = Linker::new(&engine);
+    // Reached only from a module importing WASI, whose stores have it.
+    wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |ctx: &mut Ctx| {
+        ctx.wasi
+            .as_mut()
+            .expect("a module importing WASI gets a context")
+    })?;
+    add_custody_abi(&mut linker)?;
+    let custody_abi = module.exports().any(|e| e.name() == "handle");
+    let wasi = module
+        .imports()
+        .any(|i| i.module() == "wasi_snapshot_preview1");
     let pre = linker.instantiate_pre(&module)?;
     let route = Route::parse(&route)?;
     // The epoch ticker a deadline needs (custody runs the same one).
@@ -93,7 +140,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         }
     });
-    let state = Arc::new(Baseline { pre, route });
+    let state = Arc::new(Baseline {
+        pre,
+        route,
+        custody_abi,
+        wasi,
+    });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -211,17 +263,24 @@ async fn handle(
             "no route for this path\n".into(),
         ));
     };
-    let env = cgi_env(&CgiRequest {
-        method: request.method(),
-        uri: request.uri(),
-        version: request.version(),
-        headers: request.headers(),
-        remote,
-        local,
-        matched_route: state.route.as_str(),
-        route: &matched,
-    });
-    let argv = argv(ARGV_TEMPLATE, &matched.script_name, request.uri().query());
+    // A custody-ABI guest reads its request through the ABI: no CGI
+    // environment, as custody builds none for it.
+    let (env, argv) = if state.custody_abi {
+        (Vec::new(), Vec::new())
+    } else {
+        let env = cgi_env(&CgiRequest {
+            method: request.method(),
+            uri: request.uri(),
+            version: request.version(),
+            headers: request.headers(),
+            remote,
+            local,
+            matched_route: state.route.as_str(),
+            route: &matched,
+        });
+        let argv = argv(ARGV_TEMPLATE, &matched.script_name, request.uri().query());
+        (env, argv)
+    };
     let body = match Limited::new(request.into_body(), MAX_BODY).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(e) => return Ok(text(StatusCode::PAYLOAD_TOO_LARGE, format!("body: {e}\n"))),
@@ -231,7 +290,8 @@ async fn handle(
         tokio::task::spawn_blocking(move || state.run(&env, &argv, body))
     };
     let stdout = match run.await {
-        Ok(Ok(stdout)) => stdout,
+        Ok(Ok(Output::Stdout(stdout))) => stdout,
+        Ok(Ok(Output::Abi(answer))) => return Ok(respond_abi(answer)),
         Ok(Err(e)) => return Ok(text(StatusCode::INTERNAL_SERVER_ERROR, e.message())),
         Err(e) => {
             return Ok(text(
@@ -268,27 +328,57 @@ fn respond(stdout: Bytes) -> Response<Body> {
     response
 }
 
+/// What a request's guest produced.
+enum Output {
+    /// A WAGI module's stdout.
+    Stdout(Bytes),
+    /// A custody-ABI module's response.
+    Abi(AbiResponse),
+}
+
 impl Baseline {
     /// One request's guest: a fresh store, instantiated from the prepared
-    /// instance, `_start` called; its stdout.
-    fn run(&self, env: &[String], argv: &[String], body: Bytes) -> Result<Bytes, RunError> {
-        let stdout = MemoryOutputPipe::new(MAX_RESPONSE);
-        // `NAME=VALUE` entries, as wasmtime-wasi takes them: name and value.
-        let env: Vec<(&str, &str)> = env.iter().filter_map(|var| var.split_once('=')).collect();
-        let ctx = WasiCtxBuilder::new()
-            .args(argv)
-            .envs(&env)
-            .stdin(MemoryInputPipe::new(body))
-            .stdout(stdout.clone())
-            .stderr(MemoryOutputPipe::new(MAX_STDERR))
-            // As the wasmtime CLI sets up preview 1: I/O on the calling
-            // thread.
-            .allow_blocking_current_thread(true)
-            .build_p1();
+    /// instance, `_start` (or `handle`) called; its output.
+    fn run(&self, env: &[String], argv: &[String], body: Bytes) -> Result<Output, RunError> {
+        let stdout = self.wasi.then(|| MemoryOutputPipe::new(MAX_RESPONSE));
+        let wasi = stdout.as_ref().map(|stdout| {
+            // `NAME=VALUE` entries, as wasmtime-wasi takes them: name and value.
+            let env: Vec<(&str, &str)> = env.iter().filter_map(|var| var.split_once('=')).collect();
+            WasiCtxBuilder::new()
+                .args(argv)
+                .envs(&env)
+                .stdin(MemoryInputPipe::new(body))
+                .stdout(stdout.clone())
+                .stderr(MemoryOutputPipe::new(MAX_STDERR))
+                // As the wasmtime CLI sets up preview 1: I/O on the calling
+                // thread.
+                .allow_blocking_current_thread(true)
+                .build_p1()
+        });
+        let ctx = Ctx {
+            wasi,
+            memory: None,
+            response: AbiResponse::default(),
+        };
         let mut store = Store::new(self.pre.module().engine(), ctx);
         let ticks = (REQUEST_TIMEOUT.as_millis() / EPOCH_TICK.as_millis()) as u64;
         store.set_epoch_deadline(ticks);
         let instance = self.pre.instantiate(&mut store).map_err(RunError::Guest)?;
+        if self.custody_abi {
+            store.data_mut().memory = instance.get_memory(&mut store, "memory");
+            let handle = instance
+                .get_typed_func::<(i32, i32), i32>(&mut store, "handle")
+                .map_err(RunError::Guest)?;
+            match handle.call(&mut store, (1, RESPONSE_HANDLE)) {
+                Ok(0) => {}
+                Ok(code) => {
+                    let e = wasmtime::Error::msg(format!("handle returned {code}"));
+                    return Err(RunError::Guest(e));
+                }
+                Err(e) => return Err(RunError::Guest(e)),
+            }
+            return Ok(Output::Abi(std::mem::take(&mut store.data_mut().response)));
+        }
         let start = instance
             .get_typed_func::<(), ()>(&mut store, ENTRYPOINT)
             .map_err(RunError::Guest)?;
@@ -298,8 +388,82 @@ impl Baseline {
             Err(e) => return Err(RunError::Guest(e)),
         }
         drop(store);
-        Ok(stdout.contents())
+        Ok(Output::Stdout(
+            stdout.map_or_else(Bytes::new, |s| s.contents()),
+        ))
     }
+}
+
+/// `bytes` at `ptr` in guest memory, as a range, if it does not wrap.
+fn span(ptr: i32, len: i32) -> Option<std::ops::Range<usize>> {
+    let start = usize::try_from(ptr).ok()?;
+    Some(start..start.checked_add(usize::try_from(len).ok()?)?)
+}
+
+/// The two custody-ABI functions the bundled hello imports, as raw
+/// wasmtime host functions over the memory kept in store data: ranges
+/// checked whole before acting, no handle table (the one response
+/// handle).
+fn add_custody_abi(linker: &mut Linker<Ctx>) -> wasmtime::Result<()> {
+    linker.func_wrap(
+        "custody_http",
+        "set_header",
+        |mut caller: Caller<'_, Ctx>, name: i32, name_len: i32, value: i32, value_len: i32| {
+            let Some(memory) = caller.data().memory else {
+                return E_FAULT;
+            };
+            let (data, ctx) = memory.data_and_store_mut(&mut caller);
+            let (Some(name), Some(value)) = (span(name, name_len), span(value, value_len)) else {
+                return E_FAULT;
+            };
+            let (Some(name), Some(value)) = (data.get(name), data.get(value)) else {
+                return E_FAULT;
+            };
+            let (Ok(name), Ok(value)) =
+                (HeaderName::from_bytes(name), HeaderValue::from_bytes(value))
+            else {
+                return E_INVAL;
+            };
+            ctx.response.headers.insert(name, value);
+            0
+        },
+    )?;
+    linker.func_wrap(
+        "custody",
+        "write",
+        |mut caller: Caller<'_, Ctx>, handle: i32, buf: i32, len: i32, out_n: i32| {
+            let Some(memory) = caller.data().memory else {
+                return E_FAULT;
+            };
+            if handle != RESPONSE_HANDLE {
+                return E_INVAL;
+            }
+            let (data, ctx) = memory.data_and_store_mut(&mut caller);
+            let (Some(src), Some(out)) = (span(buf, len), span(out_n, 4)) else {
+                return E_FAULT;
+            };
+            if src.end > data.len() || out.end > data.len() {
+                return E_FAULT;
+            }
+            ctx.response.body.extend_from_slice(&data[src]);
+            data[out].copy_from_slice(&len.to_le_bytes());
+            0
+        },
+    )?;
+    Ok(())
+}
+
+/// The response a custody-ABI plugin shaped: 200, its headers, its body.
+fn respond_abi(answer: AbiResponse) -> Response<Body> {
+    let mut response = Response::new(full(answer.body));
+    *response.headers_mut() = answer.headers;
+    if !response.headers().contains_key(header::CONTENT_TYPE) {
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
+    }
+    response
 }
 
 impl RunError {

@@ -69,7 +69,7 @@ pub(crate) async fn run(
     let call = {
         let abort = domain.clone();
         let (host, version) = (Arc::clone(&run.host), Arc::clone(&run.version));
-        let (plugin, request_id) = (run.plugin.clone(), run.request_id.clone());
+        let request_id = Arc::clone(&run.request_id);
         let span = run.span.clone();
         tokio::task::spawn_blocking(move || {
             // The domain is made and called in the request's span.
@@ -85,7 +85,7 @@ pub(crate) async fn run(
                     };
                     let ends = (request_side, response_side);
                     let (outcome, _) = call_handle(&domain, &abort, head, ends, exchange_tx);
-                    log_captured(&domain.take_stderr(), &plugin, &request_id);
+                    log_captured(&domain.take_stderr(), &version.plugin, &request_id);
                     // The two handles are released here, whatever the guest
                     // did: the server's reader sees the end of the body.
                     let _ = domain.unload();
@@ -105,7 +105,7 @@ pub(crate) async fn run(
                     for id in ids.into_iter().flatten() {
                         let _ = domain.close_handle(id);
                     }
-                    log_captured(&domain.take_stderr(), &plugin, &request_id);
+                    log_captured(&domain.take_stderr(), &version.plugin, &request_id);
                     if let Some(exchange) = domain.extension::<Exchange>() {
                         exchange.end();
                     }
@@ -303,7 +303,7 @@ fn call_handle(
     // The head is committed (if the server did not yet): nothing changes it
     // from here on, and the server reads it here once the body ends, even
     // after a pooled domain's exchange moved on to its next request.
-    exchange.commit();
+    exchange.seal();
     (outcome, ids)
 }
 
@@ -321,13 +321,21 @@ impl HeadOnce {
     /// Commits the head (once) and returns it: from now on the plugin
     /// cannot change it (it may still read the request's).
     fn commit(&self) -> ResponseHead {
+        self.with_committed(ResponseHead::clone)
+    }
+
+    /// Commits the head (once) without a copy of it: the call's side, which
+    /// only ends the plugin's say.
+    fn seal(&self) {
+        self.with_committed(|_| ());
+    }
+
+    fn with_committed<R>(&self, f: impl FnOnce(&ResponseHead) -> R) -> R {
         let mut committed = self
             .committed
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        committed
-            .get_or_insert_with(|| self.exchange.commit().unwrap_or_default())
-            .clone()
+        f(committed.get_or_insert_with(|| self.exchange.commit().unwrap_or_default()))
     }
 }
 

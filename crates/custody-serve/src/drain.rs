@@ -21,7 +21,7 @@ use crate::abort::Abort;
 /// One request in flight, as the registry keeps it.
 pub(crate) struct InFlightRequest {
     /// The request's id (the one its faults carry).
-    pub(crate) id: String,
+    pub(crate) id: Arc<str>,
     /// Its plugin.
     pub(crate) plugin: String,
     /// The version serving it.

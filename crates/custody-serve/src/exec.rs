@@ -80,13 +80,12 @@ pub(crate) async fn short_call<F: Future + Unpin>(
 pub(crate) struct WagiRun {
     pub host: Arc<Host>,
     pub version: Arc<PluginVersion>,
-    pub plugin: String,
-    pub route: String,
-    pub entrypoint: String,
+    /// Which of the version's routes the request took (its export).
+    pub at: usize,
     /// A WAGI guest's environment (`NAME=VALUE`); empty for the custody ABI.
     pub env: Vec<String>,
     pub argv: Vec<String>,
-    pub request_id: String,
+    pub request_id: Arc<str>,
     pub max_body: usize,
     pub max_response: usize,
     pub counters: Arc<FaultCounters>,
@@ -128,10 +127,10 @@ impl WagiRun {
         Fault {
             kind,
             id: &self.request_id,
-            plugin: &self.plugin,
+            plugin: &self.version.plugin,
             version: &self.version.id,
             domain: self.abort.domain_id(),
-            route: &self.route,
+            route: self.route(),
             detail,
             backtrace,
         }
@@ -154,14 +153,19 @@ impl WagiRun {
         (self.as_fault(kind, detail, backtrace)).record(&self.counters, &self.recent);
     }
 
+    /// The route the request took, as written.
+    fn route(&self) -> &str {
+        self.version.routes[self.at].0.as_str()
+    }
+
     /// Enters the request in its version's registry until the guard drops
     /// (once its domain is unloaded): a drain forced past
     /// `drain_timeout`, or an operator's cancel, stops the guest through
     /// it, and the admin API lists it.
     pub(crate) fn enter(&self) -> InFlightGuard {
         self.version.in_flight.enter(InFlightRequest {
-            id: self.request_id.clone(),
-            plugin: self.plugin.clone(),
+            id: Arc::clone(&self.request_id),
+            plugin: self.version.plugin.clone(),
             version: self.version.id.clone(),
             started: std::time::Instant::now(),
             abort: self.abort.clone(),
@@ -194,12 +198,8 @@ impl WagiRun {
         let in_flight = self.enter();
         let call = {
             let abort = domain.clone();
-            let (host, version, entrypoint) = (
-                Arc::clone(&self.host),
-                Arc::clone(&self.version),
-                self.entrypoint.clone(),
-            );
-            let (plugin, request_id) = (self.plugin.clone(), self.request_id.clone());
+            let (host, version, at) = (Arc::clone(&self.host), Arc::clone(&self.version), self.at);
+            let request_id = Arc::clone(&self.request_id);
             let span = self.span.clone();
             tokio::task::spawn_blocking(move || {
                 let _request = span.enter();
@@ -210,13 +210,13 @@ impl WagiRun {
                 let outcome = if !abort.register(&domain) {
                     Outcome::NotRun("the request ended before the call".into())
                 } else {
-                    match domain.call(&entrypoint, &[]) {
+                    match domain.call(&version.routes[at].1, &[]) {
                         Ok(_) => Outcome::Exited(0),
                         Err(CallError::Exit(status)) => Outcome::Exited(status),
                         Err(e) => Outcome::Failed(e),
                     }
                 };
-                log_captured(&domain.take_stderr(), &plugin, &request_id);
+                log_captured(&domain.take_stderr(), &version.plugin, &request_id);
                 // The guest's side of stdout closes here: the server's
                 // reader sees its end.
                 let _ = domain.unload();
@@ -322,7 +322,7 @@ impl WagiRun {
             Ok(Outcome::Exited(0)) => {}
             Ok(Outcome::Exited(status)) => tracing::warn!(
                 target: "custody::serve::request",
-                id = self.request_id, plugin = self.plugin, status,
+                id = &*self.request_id, plugin = self.version.plugin, status,
                 "the plugin exited with a nonzero status after its response"
             ),
             failed => return self.failed(failed, "the plugin exited with status {}"),
@@ -490,7 +490,7 @@ impl<R, C> GuestBody<R, C> {
             Ok(Outcome::Exited(status)) => {
                 tracing::warn!(
                     target: "custody::serve::request",
-                    id = self.run.request_id, plugin = self.run.plugin, status,
+                    id = &*self.run.request_id, plugin = self.run.version.plugin, status,
                     "the plugin exited with a nonzero status after its response"
                 );
             }

@@ -285,9 +285,11 @@ impl ServerState {
         Some((Arc::clone(plugin), Arc::clone(version), at, matched))
     }
 
-    fn request_id(&self) -> String {
+    /// A new request's id, shared (not copied) by everything that names
+    /// the request.
+    fn request_id(&self) -> Arc<str> {
         let n = self.next_request.fetch_add(1, Ordering::Relaxed);
-        format!("{}-{n}", self.id_prefix)
+        Arc::from(format!("{}-{n}", self.id_prefix))
     }
 }
 
@@ -395,7 +397,7 @@ struct PluginRequest {
     /// The index of the route in the version's routes.
     at: usize,
     matched: RouteMatch,
-    request_id: String,
+    request_id: Arc<str>,
     /// The request's span, entered where its guest runs.
     span: tracing::Span,
 }
@@ -417,7 +419,7 @@ async fn serve_plugin(
         request_id,
         span,
     } = routed;
-    let (route, entrypoint) = &version.routes[at];
+    let route = &version.routes[at].0;
     let config = &plugin.config;
     let fault = |kind: FaultKind, detail: String| {
         Fault {
@@ -458,9 +460,7 @@ async fn serve_plugin(
         let run = WagiRun {
             host: Arc::clone(&state.host),
             version: Arc::clone(&version),
-            plugin: config.name.clone(),
-            route: route.as_str().to_string(),
-            entrypoint: entrypoint.clone(),
+            at,
             // Only a WAGI guest gets the CGI environment and argv.
             env: match version.interface {
                 Interface::Wagi => wagi::guest_env(&cgi, &config.env),
@@ -472,7 +472,7 @@ async fn serve_plugin(
                 }
                 Interface::Custody => Vec::new(),
             },
-            request_id: request_id.clone(),
+            request_id: Arc::clone(&request_id),
             max_body: config.max_body,
             max_response: config.max_response,
             counters: Arc::clone(&plugin.faults),

@@ -32,7 +32,7 @@ fn request_view(request: &InFlightRequest) -> Value {
         .as_ref()
         .and_then(|domain| (domain.roots().into_iter()).find(|root| root.kind == RootKind::Call));
     serde_json::json!({
-        "id": request.id,
+        "id": &*request.id,
         "plugin": request.plugin,
         "version": request.version,
         "domain": request.abort.domain_id(),
@@ -87,7 +87,7 @@ pub(super) fn cancel(state: &ServerState, id: &str) -> Response<Body> {
             "a request id is PREFIX-N, as /admin/requests and the fault bodies give it".into(),
         );
     }
-    let Some(request) = in_flight(state).into_iter().find(|r| r.id == id) else {
+    let Some(request) = in_flight(state).into_iter().find(|r| &*r.id == id) else {
         return error(
             StatusCode::NOT_FOUND,
             "no-such-request",
@@ -105,7 +105,7 @@ pub(super) fn cancel(state: &ServerState, id: &str) -> Response<Body> {
     json(
         StatusCode::ACCEPTED,
         &serde_json::json!({
-            "id": request.id,
+            "id": &*request.id,
             "cancelled": true,
             "plugin": request.plugin,
             "version": request.version,
@@ -121,7 +121,7 @@ pub(super) fn mark_cancelled_on(state: &ServerState, domain: u64) -> Vec<String>
         .filter(|r| r.abort.domain_id() == Some(domain))
         .map(|r| {
             r.abort.mark_cancelled();
-            r.id.clone()
+            r.id.to_string()
         })
         .collect()
 }

@@ -32,7 +32,7 @@ fn serving(state: &ServerState) -> HashMap<u64, Serving> {
     for version in state.live_versions() {
         for request in version.in_flight.requests() {
             if let Some(domain) = request.abort.domain_id() {
-                let request_id = Some(request.id.clone());
+                let request_id = Some(request.id.to_string());
                 serving.insert(
                     domain,
                     Serving {

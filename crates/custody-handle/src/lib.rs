@@ -81,4 +81,6 @@ pub use id::{GENERATION_BITS, HandleId, MAX_GENERATION, MAX_SLOTS, SLOT_BITS};
 pub use os::{Child, Fd, Mapping};
 pub use release::{ReleaseHandle, format_raw, short_type_name};
 pub use safe_handle::{HandleRef, MAX_REF_COUNT, SafeHandle};
-pub use table::{CloseOutcome, DrainReport, HandleTable, ReleaseFailure, TableCounters, TableRef};
+pub use table::{
+    CloseOutcome, DrainReport, Either, HandleTable, ReleaseFailure, TableCounters, TableRef,
+};

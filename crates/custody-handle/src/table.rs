@@ -269,6 +269,28 @@ impl HandleTable {
         Ok(TableRef { value, pin })
     }
 
+    /// The resource under `id`, pinned, if it is an `A` or a `B`: one
+    /// lookup for a caller that takes either kind (the custody ABI's I/O
+    /// takes an fd or a pipe end), where [`get`](Self::get) twice would pin
+    /// the slot twice and build a `WrongKind` to throw away.
+    ///
+    /// # Errors
+    /// As [`get`](Self::get); a `WrongKind` names `A` as the kind expected.
+    #[inline]
+    pub fn get_either<A: ReleaseHandle, B: ReleaseHandle>(
+        &self,
+        id: HandleId,
+    ) -> Result<Either<TableRef<'_, A>, TableRef<'_, B>>, HandleError> {
+        let pin = Pin::new(self, self.pin_slot(id)?);
+        let entry = pin.entry();
+        if entry.holds::<B>() {
+            let value = entry.resource::<B>(id)?;
+            return Ok(Either::Second(TableRef { value, pin }));
+        }
+        let value = entry.resource::<A>(id)?;
+        Ok(Either::First(TableRef { value, pin }))
+    }
+
     /// The resource type held under `id` (its Rust type name), checking the
     /// id as [`get`](Self::get) does but for any kind.
     ///
@@ -435,6 +457,16 @@ impl fmt::Debug for HandleTable {
             .field("retired_slots", &self.slots.retired())
             .finish()
     }
+}
+
+/// What [`HandleTable::get_either`] found: a resource of its first kind
+/// or of its second.
+#[derive(Debug)]
+pub enum Either<F, S> {
+    /// The first kind asked for.
+    First(F),
+    /// The second kind asked for.
+    Second(S),
 }
 
 /// A handle looked up in a [`HandleTable`]: derefs to the resource, which

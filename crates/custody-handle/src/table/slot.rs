@@ -170,8 +170,13 @@ impl Entry {
     /// first ([`HandleError::WrongKind`]), then for being open
     /// ([`check_open`](Self::check_open)).
     #[inline]
+    pub(super) fn holds<T: ReleaseHandle>(&self) -> bool {
+        self.type_id == TypeId::of::<SafeHandle<T>>()
+    }
+
+    #[inline]
     pub(super) fn resource<T: ReleaseHandle>(&self, id: HandleId) -> Result<&T, HandleError> {
-        if self.type_id != TypeId::of::<SafeHandle<T>>() {
+        if !self.holds::<T>() {
             return Err(HandleError::WrongKind {
                 id,
                 expected: type_name::<T>(),

@@ -10,7 +10,7 @@ use super::*;
 use crate::SafeHandle;
 use crate::diagnostics::{Assistant, Collector};
 use crate::id::MAX_GENERATION;
-use crate::testing::{Counted, Inert};
+use crate::testing::{AnotherKind, Counted, Inert};
 
 #[test]
 fn bucket_math_covers_every_slot_once() {
@@ -49,6 +49,38 @@ fn null_is_its_own_error() {
         table.close(HandleId::NULL),
         Err(HandleError::Null)
     ));
+}
+
+#[test]
+fn either_of_two_kinds_is_one_lookup_and_a_third_is_the_wrong_kind() {
+    let table = HandleTable::new();
+    let counted = table.insert(Counted::new()).unwrap();
+    let inert = table.insert(Inert).unwrap();
+    let another = table.insert(AnotherKind(Counted::new())).unwrap();
+    assert!(matches!(
+        table.get_either::<Counted, Inert>(counted),
+        Ok(Either::First(r)) if r.id() == counted
+    ));
+    assert!(matches!(
+        table.get_either::<Counted, Inert>(inert),
+        Ok(Either::Second(r)) if r.id() == inert
+    ));
+    match table.get_either::<Counted, Inert>(another) {
+        Err(HandleError::WrongKind {
+            expected, found, ..
+        }) => {
+            assert!(expected.ends_with("Counted") && found.ends_with("AnotherKind"));
+        }
+        other => panic!("expected WrongKind, got {other:?}"),
+    }
+    assert!(matches!(
+        table.get_either::<Counted, Inert>(HandleId::NULL),
+        Err(HandleError::Null)
+    ));
+    // No pin left behind by any of them: each close releases at once.
+    for id in [counted, inert, another] {
+        assert_eq!(table.close(id).unwrap(), CloseOutcome::Released);
+    }
 }
 
 #[test]

@@ -12,7 +12,7 @@
 use std::io;
 use std::os::fd::AsFd;
 
-use custody_handle::{Fd, HandleError, HandleTable};
+use custody_handle::{Either, Fd, HandleTable};
 use rustix::event::PollFlags;
 use rustix::io::Errno;
 
@@ -31,16 +31,12 @@ pub(super) enum Stream<'t> {
     Pipe(Pinned<'t, GuestSide>),
 }
 
-/// Pins the handle `raw` names as a [`Stream`]: an fd's handle first (the
-/// common case costs one lookup), a pipe end when it is not one; any other
-/// kind is `E_KIND`.
+/// Pins the handle `raw` names as a [`Stream`] (one lookup for either
+/// kind); any other kind is `E_KIND`.
 pub(super) fn pin_stream(table: &HandleTable, raw: i32) -> Result<Stream<'_>, AbiError> {
-    match table.get::<Fd>(marshal::handle_id(raw)) {
-        Ok(fd) => Ok(Stream::Fd(fd)),
-        Err(HandleError::WrongKind { .. }) => {
-            marshal::pin::<GuestSide>(table, raw).map(Stream::Pipe)
-        }
-        Err(error) => Err(error.into()),
+    match table.get_either::<Fd, GuestSide>(marshal::handle_id(raw))? {
+        Either::First(fd) => Ok(Stream::Fd(fd)),
+        Either::Second(side) => Ok(Stream::Pipe(side)),
     }
 }
 

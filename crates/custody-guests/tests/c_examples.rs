@@ -182,10 +182,12 @@ fn http_echo_answers_through_the_http_functions_and_its_two_handles() {
         let domain = host.create_domain(DomainConfig::new()).unwrap();
         domain.load("echo", &module).unwrap();
         let exchange = domain.extension::<Exchange>().unwrap();
+        let mut headers = http::HeaderMap::new();
+        headers.insert("x-echo", http::HeaderValue::from_static("hi"));
         exchange.begin(RequestHead {
-            method: method.into(),
-            uri: "/echo/x?y=1".into(),
-            headers: vec![("x-echo".into(), b"hi".to_vec())],
+            method: method.parse().unwrap(),
+            uri: http::Uri::from_static("/echo/x?y=1"),
+            headers,
         });
         let (request_body, mut client) = pipe_files();
         let (mut server, response_body) = pipe_files();

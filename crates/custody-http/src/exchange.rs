@@ -12,21 +12,36 @@
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Uri};
+
 /// Most response headers a plugin may set (each a line of the head).
 pub const MAX_HEADERS: usize = 100;
 /// Most bytes of response header names and values, in all.
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 
-/// What the plugin reads of the request.
+/// What the plugin reads of the request: the server's parsed head, moved
+/// in (not copied).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RequestHead {
     /// `GET`, `POST`, ...
-    pub method: String,
-    /// The request target as the client sent it (path and query).
-    pub uri: String,
-    /// Header names (lower case) and values, in the order received; a name
-    /// may repeat.
-    pub headers: Vec<(String, Vec<u8>)>,
+    pub method: Method,
+    /// The request target as the client sent it (the plugin reads its path
+    /// and query).
+    pub uri: Uri,
+    /// The headers (names lower case), a name's values in the order
+    /// received.
+    pub headers: HeaderMap,
+}
+
+impl From<http::request::Parts> for RequestHead {
+    fn from(parts: http::request::Parts) -> RequestHead {
+        RequestHead {
+            method: parts.method,
+            uri: parts.uri,
+            headers: parts.headers,
+        }
+    }
 }
 
 /// What the plugin sets of its response before the body.
@@ -34,15 +49,16 @@ pub struct RequestHead {
 pub struct ResponseHead {
     /// 100 to 999; 200 unless the plugin sets it.
     pub status: u16,
-    /// Header names (lower case) and values, in the order set.
-    pub headers: Vec<(String, Vec<u8>)>,
+    /// The headers set (names lower case), a name's values in the order
+    /// set.
+    pub headers: HeaderMap,
 }
 
 impl Default for ResponseHead {
     fn default() -> Self {
         ResponseHead {
             status: 200,
-            headers: Vec::new(),
+            headers: HeaderMap::new(),
         }
     }
 }
@@ -89,14 +105,14 @@ impl Exchange {
         });
     }
 
-    /// Commits the response head and returns it: from now on the plugin
-    /// cannot change it. `None` if no request is in flight. A second
-    /// commit returns the same head.
+    /// Commits the response head and hands it over (moved, not copied):
+    /// from now on the plugin cannot change it. `None` if no request is in
+    /// flight, or its head was committed already.
     pub fn commit(&self) -> Option<ResponseHead> {
         let mut guard = self.lock();
-        let in_flight = guard.as_mut()?;
+        let in_flight = guard.as_mut().filter(|f| !f.committed)?;
         in_flight.committed = true;
-        Some(in_flight.response.clone())
+        Some(std::mem::take(&mut in_flight.response))
     }
 
     /// The request is over: the slot is empty again.
@@ -123,7 +139,7 @@ impl Exchange {
 
     /// Sets (`append` false: replacing every value of `name`) or appends
     /// a response header, if the head is not committed and the header is
-    /// valid and within the bounds.
+    /// valid and within the bounds; a refused one changes nothing.
     pub(crate) fn set_header(
         &self,
         name: &[u8],
@@ -133,18 +149,27 @@ impl Exchange {
         if !is_token(name) || !is_field_value(value) {
             return Err(Refused::Invalid);
         }
-        let name = String::from_utf8_lossy(name).to_ascii_lowercase();
+        let name = HeaderName::from_bytes(name).map_err(|_| Refused::Invalid)?;
+        let value = HeaderValue::from_bytes(value).map_err(|_| Refused::Invalid)?;
         self.change(|head| {
+            let headers = &mut head.headers;
+            let size = |(n, v): (&HeaderName, &HeaderValue)| n.as_str().len() + v.len();
+            let (mut count, mut bytes) = (headers.len(), headers.iter().map(size).sum::<usize>());
             if !append {
-                head.headers.retain(|(n, _)| *n != name);
+                for v in headers.get_all(&name) {
+                    count -= 1;
+                    bytes -= size((&name, v));
+                }
             }
-            let bytes: usize = head.headers.iter().map(|(n, v)| n.len() + v.len()).sum();
-            if head.headers.len() >= MAX_HEADERS
-                || bytes + name.len() + value.len() > MAX_HEADER_BYTES
+            if count >= MAX_HEADERS || bytes + name.as_str().len() + value.len() > MAX_HEADER_BYTES
             {
                 return Err(Refused::TooMany);
             }
-            head.headers.push((name, value.to_vec()));
+            if append {
+                headers.append(name, value);
+            } else {
+                headers.insert(name, value);
+            }
             Ok(())
         })
     }
@@ -187,9 +212,9 @@ mod tests {
 
     fn request() -> RequestHead {
         RequestHead {
-            method: "GET".into(),
-            uri: "/x".into(),
-            headers: vec![],
+            method: http::Method::GET,
+            uri: http::Uri::from_static("/x"),
+            headers: HeaderMap::new(),
         }
     }
 
@@ -205,16 +230,16 @@ mod tests {
         exchange.set_header(b"x-b", b"4", false).unwrap();
         let head = exchange.commit().unwrap();
         assert_eq!(head.status, 201);
+        let headers: Vec<(&str, &[u8])> = (head.headers.iter())
+            .map(|(n, v)| (n.as_str(), v.as_bytes()))
+            .collect();
         assert_eq!(
-            head.headers,
-            [
-                ("x-a".to_string(), b"1".to_vec()),
-                ("x-a".to_string(), b"2".to_vec()),
-                ("x-b".to_string(), b"4".to_vec())
-            ]
+            headers,
+            [("x-a", &b"1"[..]), ("x-a", b"2"), ("x-b", b"4")]
         );
         assert_eq!(exchange.set_status(500), Err(Refused::NotNow));
         assert_eq!(exchange.set_header(b"x", b"y", false), Err(Refused::NotNow));
+        assert!(exchange.commit().is_none(), "handed over once");
         exchange.end();
         assert!(exchange.commit().is_none());
     }
@@ -262,6 +287,13 @@ mod tests {
             exchange.set_header(b"x", b"v", true).unwrap();
         }
         assert_eq!(exchange.set_header(b"x", b"v", true), Err(Refused::TooMany));
+        // A refused change leaves the head as it was; replacing a name's
+        // values at the bound fits.
+        assert_eq!(exchange.set_header(b"y", b"v", false), Err(Refused::TooMany));
+        exchange.set_header(b"x", b"w", false).unwrap();
+        let head = exchange.commit().unwrap();
+        assert_eq!(head.headers.len(), 1);
+        assert_eq!(head.headers["x"], "w");
         exchange.begin(request());
         let value = vec![b'v'; 8000];
         for _ in 0..MAX_HEADER_BYTES / 8002 {

@@ -4,7 +4,10 @@
 //! negative length, a bad status or header, or no request in flight:
 //! `E_INVAL`; past the head's bounds: `E_QUOTA`).
 
+use std::borrow::Cow;
+
 use custody_host::extension::{AbiError, AbiResult, HostCall, length, pointer};
+use http::header::HeaderName;
 
 use crate::HttpState;
 use crate::exchange::{Exchange, Refused, RequestHead};
@@ -39,18 +42,21 @@ fn copy_out(
     buf: i32,
     buf_len: i32,
     out_len: i32,
-    read: impl FnOnce(&RequestHead) -> (i32, Vec<u8>),
+    read: impl FnOnce(&RequestHead) -> (i32, Cow<'_, [u8]>),
 ) -> AbiResult {
     let len = length(buf_len)?;
     let exchange = exchange(call)?;
     let (mut memory, _) = call.split();
     memory.range(pointer(buf), len)?;
     let out = memory.out_slot(pointer(out_len))?;
-    let (result, bytes) = exchange.with_request(read).ok_or(AbiError::Inval)?;
-    let n = bytes.len().min(len as usize);
-    memory.write(pointer(buf), &bytes[..n])?;
-    memory.put_i32(out, i32::try_from(bytes.len()).unwrap_or(i32::MAX));
-    Ok(result)
+    let copied = exchange.with_request(|request| {
+        let (result, bytes) = read(request);
+        let n = bytes.len().min(len as usize);
+        memory.write(pointer(buf), &bytes[..n])?;
+        memory.put_i32(out, i32::try_from(bytes.len()).unwrap_or(i32::MAX));
+        Ok(result)
+    });
+    copied.ok_or(AbiError::Inval)?
 }
 
 /// Reads `len` bytes at `ptr`, at most `max` (else `E_INVAL`).
@@ -70,13 +76,15 @@ pub(crate) fn method(
     out_len: i32,
 ) -> AbiResult {
     copy_out(call, buf, buf_len, out_len, |r| {
-        (0, r.method.as_bytes().to_vec())
+        (0, Cow::Borrowed(r.method.as_str().as_bytes()))
     })
 }
 
 pub(crate) fn uri(call: &mut HostCall<'_, '_>, buf: i32, buf_len: i32, out_len: i32) -> AbiResult {
+    // The target as sent: an origin-form request's path and query.
     copy_out(call, buf, buf_len, out_len, |r| {
-        (0, r.uri.as_bytes().to_vec())
+        let target = r.uri.path_and_query().map_or(r.uri.path(), |pq| pq.as_str());
+        (0, Cow::Borrowed(target.as_bytes()))
     })
 }
 
@@ -90,13 +98,20 @@ pub(crate) fn header(
 ) -> AbiResult {
     let name = read_in(call, name_ptr, name_len, MAX_NAME)?;
     copy_out(call, buf, buf_len, out_len, |r| {
-        let values: Vec<&[u8]> = r
-            .headers
-            .iter()
-            .filter(|(n, _)| n.as_bytes().eq_ignore_ascii_case(&name))
-            .map(|(_, v)| v.as_slice())
-            .collect();
-        (i32::from(!values.is_empty()), values.join(&b", "[..]))
+        // A name that is no header name names no header.
+        let mut values = HeaderName::from_bytes(&name)
+            .ok()
+            .map(|name| r.headers.get_all(name).into_iter());
+        let Some(first) = values.as_mut().and_then(Iterator::next) else {
+            return (0, Cow::Borrowed(&[][..]));
+        };
+        let mut joined = Cow::Borrowed(first.as_bytes());
+        for value in values.into_iter().flatten() {
+            let joined = joined.to_mut();
+            joined.extend_from_slice(b", ");
+            joined.extend_from_slice(value.as_bytes());
+        }
+        (1, joined)
     })
 }
 
@@ -107,13 +122,8 @@ pub(crate) fn header_names(
     out_len: i32,
 ) -> AbiResult {
     copy_out(call, buf, buf_len, out_len, |r| {
-        let mut names: Vec<&str> = Vec::new();
-        for (name, _) in &r.headers {
-            if !names.contains(&name.as_str()) {
-                names.push(name);
-            }
-        }
-        (0, names.join("\n").into_bytes())
+        let names: Vec<&str> = r.headers.keys().map(HeaderName::as_str).collect();
+        (0, Cow::Owned(names.join("\n").into_bytes()))
     })
 }
 

@@ -15,12 +15,16 @@
 //! after that is `E_INVAL` to the guest.
 //!
 //! Both handles are the domain's: whatever the guest did (closed them,
-//! leaked them, trapped, spun to the deadline), they are released when the
-//! domain unloads at the end of the request. Faults end as for WAGI
+//! leaked them, trapped, spun to the deadline), they are closed when the
+//! call ends, and anything else the guest holds is released when its domain
+//! unloads, just after the response left. Faults end as for WAGI
 //! (`exec`): before the head, a trap 500, the deadline 504, the memory limit
 //! 500, a nonzero return 500; after it, the body is cut.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
@@ -31,7 +35,7 @@ use custody_http::{Exchange, RequestHead, ResponseHead};
 use custody_wasi::{Stdio, WasiConfig, WasiDomain};
 use http_body_util::BodyExt;
 use hyper::body::{Body as _, Incoming};
-use hyper::header::{self, HeaderName, HeaderValue};
+use hyper::header::{self, HeaderValue};
 use hyper::{Response, StatusCode};
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
 use tokio::task::JoinError;
@@ -66,7 +70,12 @@ pub(crate) async fn run(
     let domain = run.abort.clone();
     let in_flight = run.enter();
     let (exchange_tx, exchange_rx) = oneshot::channel::<Arc<HeadOnce>>();
-    let call = {
+    // The outcome leaves as soon as the call ended and the request's two
+    // handles are closed (the response's reader then sees the end of the
+    // body): the response does not wait for a fresh domain's unload, which
+    // follows on the same thread, still under the request's permit.
+    let (done, outcome) = oneshot::channel::<Outcome>();
+    {
         let abort = domain.clone();
         let (host, version) = (Arc::clone(&run.host), Arc::clone(&run.version));
         let request_id = Arc::clone(&run.request_id);
@@ -77,48 +86,45 @@ pub(crate) async fn run(
             // A plugin that also imports WASI logs through stderr: captured,
             // and logged after each request.
             let wasi = WasiConfig::new().stderr(Stdio::Capture);
-            let outcome = match &version.pool {
+            let ends = (request_side, response_side);
+            match &version.pool {
                 None => {
                     let domain = match version.domain(&host, wasi) {
                         Ok(domain) => domain,
-                        Err(e) => return Outcome::NotRun(e),
+                        Err(e) => return drop(done.send(Outcome::NotRun(e))),
                     };
-                    let ends = (request_side, response_side);
-                    let (outcome, _) = call_handle(&domain, &abort, head, ends, exchange_tx);
+                    let (outcome, ids) = call_handle(&domain, &abort, head, ends, exchange_tx);
+                    close_request_handles(&domain, ids);
                     log_captured(&domain.take_stderr(), &version.plugin, &request_id);
-                    // The two handles are released here, whatever the guest
-                    // did: the server's reader sees the end of the body.
+                    let _ = done.send(outcome);
+                    // Whatever else the guest holds is released here.
                     let _ = domain.unload();
-                    outcome
                 }
                 Some(pool) => {
                     let pooled = match pool.take(|| version.domain(&host, wasi)) {
                         Ok(pooled) => pooled,
-                        Err(e) => return Outcome::NotRun(e),
+                        Err(e) => return drop(done.send(Outcome::NotRun(e))),
                     };
                     let domain = &pooled.domain;
-                    let ends = (request_side, response_side);
                     let (outcome, ids) = call_handle(domain, &abort, head, ends, exchange_tx);
-                    // The request's two handles go now (the server's reader
-                    // sees the end of the body); one the guest kept or
-                    // duplicated retires the domain.
-                    for id in ids.into_iter().flatten() {
-                        let _ = domain.close_handle(id);
-                    }
+                    // One the guest kept (duplicated) retires the domain.
+                    close_request_handles(domain, ids);
                     log_captured(&domain.take_stderr(), &version.plugin, &request_id);
                     if let Some(exchange) = domain.extension::<Exchange>() {
                         exchange.end();
                     }
+                    // Back in the pool before the response leaves: the
+                    // client's next request finds it.
                     let call_ok = matches!(outcome, Outcome::Exited(_));
                     pool.give_back(pooled, call_ok);
-                    outcome
+                    let _ = done.send(outcome);
                 }
-            };
+            }
             drop(permit);
             drop(in_flight);
-            outcome
-        })
-    };
+        });
+    }
+    let call = CallOutcome(outcome);
     let mut on_drop = AbortOnDrop(Some(domain.clone()));
     let body_too_large = Arc::new(AtomicBool::new(false));
     if let Some(server_in) = server_in {
@@ -184,6 +190,31 @@ pub(crate) async fn run(
         domain,
     );
     respond(head, body.boxed())
+}
+
+/// The request's two handles go (the server's reader sees the end of the
+/// response body), whatever the guest did with them.
+fn close_request_handles(domain: &Domain, ids: [Option<HandleId>; 2]) {
+    for id in ids.into_iter().flatten() {
+        let _ = domain.close_handle(id);
+    }
+}
+
+/// The call's outcome as the request's task awaits it: sent by the
+/// blocking task before it unloads the domain. A task that ended without
+/// sending one (it panicked) is an internal fault.
+struct CallOutcome(oneshot::Receiver<Outcome>);
+
+impl Future for CallOutcome {
+    type Output = Result<Outcome, JoinError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0).poll(cx).map(|sent| {
+            Ok(sent.unwrap_or_else(|_| {
+                Outcome::NotRun("the call's task ended without an outcome".into())
+            }))
+        })
+    }
 }
 
 /// A call that ended before its response left: its whole body is in the
@@ -278,10 +309,7 @@ fn call_handle(
     };
     let ids = [Some(request), Some(response)];
     exchange.begin(head);
-    let exchange = Arc::new(HeadOnce {
-        exchange,
-        committed: Mutex::new(None),
-    });
+    let exchange = Arc::new(HeadOnce::new(exchange));
     if exchange_tx.send(Arc::clone(&exchange)).is_err() || !abort.register(domain) {
         return (
             Outcome::NotRun("the request ended before the call".into()),
@@ -311,31 +339,52 @@ fn call_handle(
 /// first: the server when the first body bytes leave, or the call's task
 /// when `handle` returns. A pooled domain's exchange is emptied when its
 /// call ends, and serves its next request after: the server, which may
-/// commit later than that, reads the head kept here, never the exchange.
+/// commit later than that, takes the head kept here, never the exchange's.
 struct HeadOnce {
     exchange: Arc<Exchange>,
-    committed: Mutex<Option<ResponseHead>>,
+    state: Mutex<Commit>,
+}
+
+/// Where the head is.
+enum Commit {
+    /// In the exchange: the plugin may still change it.
+    Open,
+    /// Committed by the call's side, kept here for the server.
+    Kept(ResponseHead),
+    /// Handed to the server.
+    Taken,
 }
 
 impl HeadOnce {
-    /// Commits the head (once) and returns it: from now on the plugin
-    /// cannot change it (it may still read the request's).
+    fn new(exchange: Arc<Exchange>) -> HeadOnce {
+        HeadOnce {
+            exchange,
+            state: Mutex::new(Commit::Open),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Commit> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The server's side, once per request: commits the head (if the call
+    /// did not yet) and takes it: from now on the plugin cannot change it
+    /// (it may still read the request's).
     fn commit(&self) -> ResponseHead {
-        self.with_committed(ResponseHead::clone)
+        match std::mem::replace(&mut *self.lock(), Commit::Taken) {
+            Commit::Open => self.exchange.commit().unwrap_or_default(),
+            Commit::Kept(head) => head,
+            Commit::Taken => unreachable!("the server takes a request's head once"),
+        }
     }
 
-    /// Commits the head (once) without a copy of it: the call's side, which
-    /// only ends the plugin's say.
+    /// The call's side, when `handle` returns: commits the head (if the
+    /// server did not yet) and keeps it for the server.
     fn seal(&self) {
-        self.with_committed(|_| ());
-    }
-
-    fn with_committed<R>(&self, f: impl FnOnce(&ResponseHead) -> R) -> R {
-        let mut committed = self
-            .committed
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        f(committed.get_or_insert_with(|| self.exchange.commit().unwrap_or_default()))
+        let mut state = self.lock();
+        if let Commit::Open = *state {
+            *state = Commit::Kept(self.exchange.commit().unwrap_or_default());
+        }
     }
 }
 
@@ -345,17 +394,11 @@ impl HeadOnce {
 fn respond(head: ResponseHead, body: Body) -> Response<Body> {
     let mut response = Response::new(body);
     *response.status_mut() = StatusCode::from_u16(head.status).unwrap_or(StatusCode::OK);
-    for (name, value) in head.headers {
-        if SERVER_OWNED.contains(&name.as_str()) {
-            continue;
-        }
-        if let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_bytes(&value),
-        ) {
-            response.headers_mut().append(name, value);
-        }
+    let mut headers = head.headers;
+    for name in SERVER_OWNED {
+        headers.remove(name);
     }
+    *response.headers_mut() = headers;
     if !response.headers().contains_key(header::CONTENT_TYPE) {
         response.headers_mut().insert(
             header::CONTENT_TYPE,

@@ -313,23 +313,6 @@ fn text(status: StatusCode, body: &'static str) -> Response<Body> {
     response
 }
 
-/// What a custody-ABI plugin reads of the request: the method, the target
-/// as sent, the headers (names lower case, as hyper keeps them).
-fn request_head(parts: &hyper::http::request::Parts) -> custody_http::RequestHead {
-    custody_http::RequestHead {
-        method: parts.method.as_str().to_string(),
-        uri: parts.uri.path_and_query().map_or_else(
-            || parts.uri.path().to_string(),
-            |pq| pq.as_str().to_string(),
-        ),
-        headers: parts
-            .headers
-            .iter()
-            .map(|(name, value)| (name.as_str().to_string(), value.as_bytes().to_vec()))
-            .collect(),
-    }
-}
-
 /// Answers one request.
 async fn handle(
     state: Arc<ServerState>,
@@ -484,8 +467,9 @@ async fn serve_plugin(
         match version.interface {
             Interface::Wagi => run.run(request.into_body(), permit).await,
             Interface::Custody => {
+                // The plugin reads the parsed head itself, moved, not copied.
                 let (parts, body) = request.into_parts();
-                custody_run::run(run, request_head(&parts), body, permit).await
+                custody_run::run(run, parts.into(), body, permit).await
             }
         }
     } else {

@@ -326,6 +326,9 @@ fn fds_are_back_to_the_baseline_after_a_burst_of_requests() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         baseline.assert_back("after 60 requests (echo, trap, deadline)");
+        // Each domain unloads just after its response left.
+        let host = server.state.host();
+        crate::reload::eventually(Duration::from_secs(5), || host.domain_count() == 0).await;
         assert_eq!(
             server.state.host().domain_count(),
             0,

@@ -228,11 +228,15 @@ fn a_timer_left_armed_blocks_the_unload_which_is_then_forced() {
             metrics_until(&server, &client, "forced", |m| forced(m) > forced(&before)).await;
         assert_eq!(blocked(&after), blocked(&before) + 1.0);
         assert_eq!(forced(&after), forced(&before) + 1.0);
-        // The timer, and the two handles the guest never closed, were
+        // The two handles of the request, which the guest never closed,
+        // were closed by the server as the call ended; the timer was
         // released by the unload.
+        let closed =
+            |m: &Exposition| m.value("custody_serve_handles_closed_total", &[("by", "host")]);
+        assert_eq!(closed(&after), closed(&before) + 2.0);
         let released =
             |m: &Exposition| m.value("custody_serve_handles_released_total", &[("at", "unload")]);
-        assert_eq!(released(&after), released(&before) + 3.0);
+        assert_eq!(released(&after), released(&before) + 1.0);
         assert!(
             after.value("custody_serve_handles_open", &[("type", "Timer")]) == 0.0,
             "{after:?}"

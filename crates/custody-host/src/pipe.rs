@@ -163,8 +163,10 @@ impl GuestSide {
     }
 
     /// This holder stops counting (once): when it was the last, the
-    /// embedder sees the guest's side closed.
-    fn close(&self) {
+    /// embedder sees the guest's side closed. A write through it after is
+    /// [`Transfer::Closed`], a read the end of the stream. Dropping or
+    /// releasing it closes it too.
+    pub fn close(&self) {
         if !self.closed.swap(true, Ordering::AcqRel) {
             let mut state = self.shared.lock();
             state.guest_sides -= 1;
@@ -181,7 +183,7 @@ impl GuestSide {
     /// Making the guest's bell (an eventfd) on its first wait.
     pub fn write(&self, data: &[u8]) -> io::Result<Transfer> {
         let mut state = self.shared.lock();
-        if state.embedder_closed {
+        if state.embedder_closed || self.closed.load(Ordering::Acquire) {
             return Ok(Transfer::Closed);
         }
         let room = self.shared.capacity - state.bytes.len();
@@ -202,6 +204,9 @@ impl GuestSide {
     /// Making the guest's bell on its first wait.
     pub fn read(&self, into: &mut [u8]) -> io::Result<Transfer> {
         let mut state = self.shared.lock();
+        if self.closed.load(Ordering::Acquire) {
+            return Ok(Transfer::Done(0));
+        }
         if state.bytes.is_empty() && !into.is_empty() {
             if state.embedder_closed {
                 return Ok(Transfer::Done(0));
@@ -490,6 +495,26 @@ mod tests {
             "taken once"
         );
         assert_eq!(reader.poll_read(&mut cx, &mut first), Poll::Ready(0));
+    }
+
+    #[test]
+    fn a_holder_closed_while_another_lives_ends_the_output_and_writes_nothing_more() {
+        let (config, reader) = out_of_guest(16);
+        let stream = Arc::new(config.open());
+        drop(config);
+        assert!(matches!(stream.write(b"out").unwrap(), Transfer::Done(3)));
+        let kept = Arc::clone(&stream);
+        stream.close();
+        assert_eq!(reader.take_closed().as_deref(), Some(&b"out"[..]));
+        assert!(matches!(kept.write(b"late").unwrap(), Transfer::Closed));
+        drop(kept);
+        drop(stream);
+        assert!(reader.guest_closed());
+
+        let (config, _writer) = into_guest(8);
+        config.close();
+        let mut buf = [0u8; 4];
+        assert!(matches!(config.read(&mut buf).unwrap(), Transfer::Done(0)));
     }
 
     #[test]

@@ -233,10 +233,7 @@ mod tests {
         let headers: Vec<(&str, &[u8])> = (head.headers.iter())
             .map(|(n, v)| (n.as_str(), v.as_bytes()))
             .collect();
-        assert_eq!(
-            headers,
-            [("x-a", &b"1"[..]), ("x-a", b"2"), ("x-b", b"4")]
-        );
+        assert_eq!(headers, [("x-a", &b"1"[..]), ("x-a", b"2"), ("x-b", b"4")]);
         assert_eq!(exchange.set_status(500), Err(Refused::NotNow));
         assert_eq!(exchange.set_header(b"x", b"y", false), Err(Refused::NotNow));
         assert!(exchange.commit().is_none(), "handed over once");
@@ -289,7 +286,10 @@ mod tests {
         assert_eq!(exchange.set_header(b"x", b"v", true), Err(Refused::TooMany));
         // A refused change leaves the head as it was; replacing a name's
         // values at the bound fits.
-        assert_eq!(exchange.set_header(b"y", b"v", false), Err(Refused::TooMany));
+        assert_eq!(
+            exchange.set_header(b"y", b"v", false),
+            Err(Refused::TooMany)
+        );
         exchange.set_header(b"x", b"w", false).unwrap();
         let head = exchange.commit().unwrap();
         assert_eq!(head.headers.len(), 1);

@@ -83,7 +83,10 @@ pub(crate) fn method(
 pub(crate) fn uri(call: &mut HostCall<'_, '_>, buf: i32, buf_len: i32, out_len: i32) -> AbiResult {
     // The target as sent: an origin-form request's path and query.
     copy_out(call, buf, buf_len, out_len, |r| {
-        let target = r.uri.path_and_query().map_or(r.uri.path(), |pq| pq.as_str());
+        let target = r
+            .uri
+            .path_and_query()
+            .map_or(r.uri.path(), |pq| pq.as_str());
         (0, Cow::Borrowed(target.as_bytes()))
     })
 }

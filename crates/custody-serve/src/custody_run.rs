@@ -21,10 +21,7 @@
 //! (`exec`): before the head, a trap 500, the deadline 504, the memory limit
 //! 500, a nonzero return 500; after it, the body is cut.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
@@ -42,8 +39,9 @@ use tokio::task::JoinError;
 
 use crate::abort::{Abort, AbortOnDrop};
 use crate::body::{Body, full};
-use crate::exec::{CHUNK, GuestBody, Outcome, WagiRun, short_call};
+use crate::exec::{CHUNK, GuestBody, WagiRun};
 use crate::fault::FaultKind;
+use crate::outcome::{CallOutcome, Outcome, short_call};
 use crate::plugin::HANDLE_EXPORT;
 use crate::stdio::{GuestStdin, GuestStdout, PIPE_CAPACITY, feed_stdin, log_captured, read_whole};
 use crate::wagi::SERVER_OWNED;
@@ -197,23 +195,6 @@ pub(crate) async fn run(
 fn close_request_handles(domain: &Domain, ids: [Option<HandleId>; 2]) {
     for id in ids.into_iter().flatten() {
         let _ = domain.close_handle(id);
-    }
-}
-
-/// The call's outcome as the request's task awaits it: sent by the
-/// blocking task before it unloads the domain. A task that ended without
-/// sending one (it panicked) is an internal fault.
-struct CallOutcome(oneshot::Receiver<Outcome>);
-
-impl Future for CallOutcome {
-    type Output = Result<Outcome, JoinError>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.0).poll(cx).map(|sent| {
-            Ok(sent.unwrap_or_else(|_| {
-                Outcome::NotRun("the call's task ended without an outcome".into())
-            }))
-        })
     }
 }
 

@@ -34,13 +34,14 @@ use hyper::Response;
 use hyper::body::{Body as _, Frame, Incoming};
 use hyper::header::{self, HeaderValue};
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{OwnedSemaphorePermit, oneshot};
 use tokio::task::JoinError;
 
 use crate::abort::{Abort, AbortOnDrop};
 use crate::body::Body;
 use crate::drain::{InFlightGuard, InFlightRequest};
 use crate::fault::{self, Fault, FaultCounters, FaultKind};
+use crate::outcome::{CallOutcome, Outcome, short_call};
 use crate::plugin::PluginVersion;
 use crate::recent_diagnostics::RecentDiagnostics;
 use crate::stdio::{GuestStdin, GuestStdout, PIPE_CAPACITY, feed_stdin, log_captured, read_whole};
@@ -48,34 +49,6 @@ use crate::wagi::{self, Head, MAX_HEAD};
 
 /// The size of one read of the guest's stdout.
 pub const CHUNK: usize = 16 << 10;
-/// How long a WAGI response is held for the call to end, so a short
-/// call's output leaves as one response with its length; a plugin running
-/// longer (or writing more than half its pipe's room) streams from then
-/// on.
-pub const FLUSH_DELAY: std::time::Duration = std::time::Duration::from_millis(5);
-
-/// A short call's outcome, if `call` ends within [`FLUSH_DELAY`] before its
-/// output fills half of `reader`'s pipe: then its whole output is one
-/// response with its length. `None`: it runs on, and its output streams.
-/// A delay that rang as the guest's side closed (its domain unloading, a
-/// moment before the call's task ends) still counts as ended: the output
-/// is whole. Both request interfaces answer through this.
-pub(crate) async fn short_call<F: Future + Unpin>(
-    reader: &custody_wasi::PipeReader,
-    call: &mut F,
-) -> Option<F::Output> {
-    let ended = tokio::select! {
-        biased;
-        outcome = &mut *call => Some(outcome),
-        () = reader.filled(PIPE_CAPACITY / 2) => None,
-        () = tokio::time::sleep(FLUSH_DELAY) => None,
-    };
-    match ended {
-        None if reader.guest_closed() => Some(call.await),
-        ended => ended,
-    }
-}
-
 /// What one request runs.
 pub(crate) struct WagiRun {
     pub host: Arc<Host>,
@@ -97,16 +70,6 @@ pub(crate) struct WagiRun {
     pub abort: Abort,
     /// The request's span: its domain is made and called inside it.
     pub span: tracing::Span,
-}
-
-/// How the guest's call ended.
-pub(crate) enum Outcome {
-    /// Returned, or exited with `status`.
-    Exited(i32),
-    /// Failed with this error.
-    Failed(CallError),
-    /// The domain could not be made or loaded.
-    NotRun(String),
 }
 
 impl WagiRun {
@@ -196,7 +159,12 @@ impl WagiRun {
             .stderr(Stdio::Capture);
         let domain = self.abort.clone();
         let in_flight = self.enter();
-        let call = {
+        // The outcome leaves as soon as the call ended and the guest's
+        // stdio pipes are closed (the server's reader sees the end of
+        // stdout): the response does not wait for the domain's unload,
+        // which follows on the same thread, still under the permit.
+        let (done, outcome) = oneshot::channel();
+        {
             let abort = domain.clone();
             let (host, version, at) = (Arc::clone(&self.host), Arc::clone(&self.version), self.at);
             let request_id = Arc::clone(&self.request_id);
@@ -205,7 +173,7 @@ impl WagiRun {
                 let _request = span.enter();
                 let domain = match version.domain(&host, wasi) {
                     Ok(domain) => domain,
-                    Err(e) => return Outcome::NotRun(e),
+                    Err(e) => return drop(done.send(Outcome::NotRun(e))),
                 };
                 let outcome = if !abort.register(&domain) {
                     Outcome::NotRun("the request ended before the call".into())
@@ -217,14 +185,14 @@ impl WagiRun {
                     }
                 };
                 log_captured(&domain.take_stderr(), &version.plugin, &request_id);
-                // The guest's side of stdout closes here: the server's
-                // reader sees its end.
+                domain.close_pipes();
+                let _ = done.send(outcome);
                 let _ = domain.unload();
                 drop(permit);
                 drop(in_flight);
-                outcome
-            })
-        };
+            });
+        }
+        let call = CallOutcome(outcome);
         // A client that goes away before the head drops this future: the
         // guard stops the guest then (once the body streams, its task
         // stops the guest when the client is gone).

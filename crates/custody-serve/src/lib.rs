@@ -45,6 +45,7 @@
 //! | `pool` | pooled instances: long-lived domains lent one request at a time, retired after a random count, a failure or a handle left behind |
 //! | `plugin` | a plugin and its versions (compiled modules, content id, policy, routes): the stable one and a canary, the split's counter |
 //! | `stdio` | a request's stdio: in-process pipes as tokio I/O, stderr logged |
+//! | `outcome` | how a request's call ended: the outcome, sent before its domain unloads, and whether the call was short enough for one whole response |
 //! | `exec` | one WAGI request: its domain, stdio, streamed body and outcome |
 //! | `custody_run` | one custody-ABI request: `handle(request, response)`, the two handles, the head through `custody_http` |
 //! | `connection` | accepting connections under the client bounds (count, head size and time, idle), for every listener |
@@ -70,6 +71,7 @@ mod examples;
 mod exec;
 mod fault;
 mod metrics;
+mod outcome;
 mod plugin;
 mod pool;
 mod recent_diagnostics;
@@ -94,9 +96,10 @@ pub use config::{
 };
 pub use drain::{InFlight, InFlightGuard};
 pub use examples::{ECHO_WAT, HELLO_WAT, example_config};
-pub use exec::{CHUNK, FLUSH_DELAY};
+pub use exec::CHUNK;
 pub use fault::{Fault, FaultCounters, FaultKind};
 pub use metrics::{METRICS_CONTENT_TYPE, Metrics, ReloadOutcome};
+pub use outcome::FLUSH_DELAY;
 pub use plugin::{Canary, Plugin, PluginVersion, Serving, canary_takes, content_id};
 pub use recent_diagnostics::RECENT_DIAGNOSTICS;
 pub use reload::{Drained, FORCE_GRACE, ReloadError, Reloaded};

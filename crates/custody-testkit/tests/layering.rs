@@ -159,6 +159,7 @@ const SERVE: &[Layer] = &[
     Layer::of("pool"),
     Layer::of("plugin"),
     Layer::of("stdio"),
+    Layer::of("outcome"),
     Layer::of("exec"),
     Layer::of("custody_run"),
     Layer::of("connection"),

@@ -4,12 +4,12 @@
 
 use std::error::Error;
 use std::io;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use custody_host::extension::{DomainSetup, Extension, ExtensionState, HostFunction};
 use custody_host::{Domain, DomainConfig, Policy};
 
-use crate::state::{Captures, WasiConfig, WasiState};
+use crate::state::{SharedStdio, WasiConfig, WasiState};
 use crate::stdio::{NAMES, Stdio};
 
 /// WASI preview 1 as a host extension: add it to a host with
@@ -63,8 +63,8 @@ impl Extension for Wasi {
                 stream: NAMES[which],
                 source,
             })?;
-        let captures = Arc::new(state.captures());
-        Ok(ExtensionState::store(state).with_shared(captures))
+        let shared = Arc::new(state.shared_stdio());
+        Ok(ExtensionState::store(state).with_shared(shared))
     }
 }
 
@@ -142,6 +142,16 @@ pub trait WasiDomain {
 
     /// As [`take_stdout`](Self::take_stdout), for stderr.
     fn take_stderr(&self) -> Vec<u8>;
+
+    /// Closes the guest's side of its stdio pipes
+    /// ([`Stdio::pipe_in`](crate::Stdio::pipe_in),
+    /// [`Stdio::pipe_out`](crate::Stdio::pipe_out)) now rather than when the
+    /// domain ends: the embedder's reader sees the end of the output once
+    /// it has read what is there, its writer sees the input closed. A guest
+    /// that writes to one after (its unloading hook) gets `EPIPE`, one that
+    /// reads the end of its input. A server calls it when the guest's call
+    /// ended, to answer before the domain unloads.
+    fn close_pipes(&self);
 }
 
 impl WasiDomain for Domain {
@@ -152,11 +162,23 @@ impl WasiDomain for Domain {
     fn take_stderr(&self) -> Vec<u8> {
         take(self, 1)
     }
+
+    fn close_pipes(&self) {
+        if let Some(shared) = self.extension::<SharedStdio>() {
+            for side in shared.pipes.iter().flatten().filter_map(Weak::upgrade) {
+                side.close();
+            }
+        }
+    }
 }
 
 fn take(domain: &Domain, which: usize) -> Vec<u8> {
     domain
-        .extension::<Captures>()
-        .and_then(|captures| captures.0[which].as_ref().map(|capture| capture.take()))
+        .extension::<SharedStdio>()
+        .and_then(|shared| {
+            shared.captures[which]
+                .as_ref()
+                .map(|capture| capture.take())
+        })
         .unwrap_or_default()
 }

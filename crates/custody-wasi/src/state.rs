@@ -4,11 +4,12 @@
 //! afresh (the new instances are a new process).
 
 use std::io;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use crate::fds::WasiFds;
 use crate::stdio::{Capture, Stdio, StdioSpec, Stream};
 use crate::types::Errno;
+use custody_host::pipe::GuestSide;
 
 use custody_handle::HandleId;
 use custody_host::extension::{DomainCtx, StoreState};
@@ -161,9 +162,18 @@ impl WasiState {
         }
     }
 
-    /// The capture buffers of stdout and stderr, if they capture.
-    pub(crate) fn captures(&self) -> Captures {
-        Captures([self.stdio[1].capture(), self.stdio[2].capture()])
+    /// What the embedder keeps of the streams: the capture buffers of
+    /// stdout and stderr, if they capture, and the guest's sides of the
+    /// pipes.
+    pub(crate) fn shared_stdio(&self) -> SharedStdio {
+        SharedStdio {
+            captures: [self.stdio[1].capture(), self.stdio[2].capture()],
+            pipes: [
+                self.stdio[0].pipe(),
+                self.stdio[1].pipe(),
+                self.stdio[2].pipe(),
+            ],
+        }
     }
 }
 
@@ -186,10 +196,17 @@ impl StoreState for WasiState {
     }
 }
 
-/// The capture buffers of a domain's stdout and stderr (if they capture),
-/// kept beside its store for the embedder ([`WasiDomain`](crate::WasiDomain)).
+/// What the embedder reaches of a domain's stdio beside its store
+/// ([`WasiDomain`](crate::WasiDomain)): the capture buffers of stdout and
+/// stderr (if they capture), and the guest's sides of its stdio pipes (the
+/// same holders as the store's streams, so closing one here closes the
+/// stream; weak, so they still close when the store goes, however long
+/// the domain's handle lives).
 #[derive(Debug)]
-pub(crate) struct Captures(pub(crate) [Option<Arc<Capture>>; 2]);
+pub(crate) struct SharedStdio {
+    pub(crate) captures: [Option<Arc<Capture>>; 2],
+    pub(crate) pipes: [Option<Weak<GuestSide>>; 3],
+}
 
 /// The domain's WASI state, found through its extension slot. Every domain
 /// of a host with the WASI extension has one (the extension makes it when

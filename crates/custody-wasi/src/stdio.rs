@@ -8,7 +8,7 @@ use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use crate::sys::{self, FileType};
 use crate::types::Errno;
@@ -151,6 +151,15 @@ impl Stream {
     pub(crate) fn capture(&self) -> Option<Arc<Capture>> {
         match self {
             Stream::Capture(capture) => Some(Arc::clone(capture)),
+            _ => None,
+        }
+    }
+
+    /// The guest's side, if this is an in-process pipe: weak, so the
+    /// embedder's copy never keeps it open.
+    pub(crate) fn pipe(&self) -> Option<Weak<GuestSide>> {
+        match self {
+            Stream::Pipe(side) => Some(Arc::downgrade(side)),
             _ => None,
         }
     }

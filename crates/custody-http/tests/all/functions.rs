@@ -205,11 +205,7 @@ fn the_response_head_changes_until_it_is_committed_and_refuses_injection() {
     let head = exchange(&domain).commit().unwrap();
     assert_eq!(head.status, 404);
     assert_eq!(head.headers.len(), custody_http::MAX_HEADERS);
-    assert!(
-        head.headers
-            .iter()
-            .all(|(n, v)| n == "x-evil" && v == "ok")
-    );
+    assert!(head.headers.iter().all(|(n, v)| n == "x-evil" && v == "ok"));
     assert_eq!(
         call(&domain, "set_status", &[200]),
         e(AbiError::Inval),

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use custody_host::{Domain, DomainConfig, Val};
 use custody_testkit::*;
-use custody_wasi::{Stdio, WasiDomainConfig};
+use custody_wasi::{Stdio, WasiDomain, WasiDomainConfig};
 
 const EPIPE: i32 = 64;
 
@@ -164,5 +164,34 @@ fn a_write_of_several_iovecs_fills_the_pipe_in_their_order() {
     let mut buf = [0u8; 64];
     let n = block_on(reader.read(&mut buf));
     assert_eq!(&buf[..n], b"abcdefghabcdefgh");
+    domain.unload().unwrap();
+}
+
+#[test]
+fn pipes_closed_by_the_embedder_end_the_output_before_the_unload_and_refuse_later_writes() {
+    let _serial = serial();
+    let (stdin, writer) = Stdio::pipe_in(8);
+    let (stdout, reader) = Stdio::pipe_out(16);
+    let config = DomainConfig::new().stdin(stdin).stdout(stdout);
+    let domain = wasi_domain(&host(), config, "");
+    poke(&domain, 100, b"done");
+    iovec(&domain, 0, 100, 4);
+    assert_eq!(call(&domain, "w_fd_write", &[1, 0, 1, 16]), 0);
+    assert_eq!(reader.take_closed(), None, "the guest may still write");
+    domain.close_pipes();
+    // The domain still lives; its output has ended.
+    assert_eq!(reader.take_closed().as_deref(), Some(&b"done"[..]));
+    assert_eq!(
+        call(&domain, "w_fd_write", &[1, 0, 1, 16]),
+        EPIPE,
+        "a write after the close"
+    );
+    iovec(&domain, 0, 300, 8);
+    assert_eq!(call(&domain, "w_fd_read", &[0, 0, 1, 16]), 0);
+    assert_eq!(call(&domain, "load", &[16]), 0, "stdin is at its end");
+    assert!(
+        block_on(writer.write_all(b"late")).is_err(),
+        "the embedder's writer sees the guest's side gone"
+    );
     domain.unload().unwrap();
 }

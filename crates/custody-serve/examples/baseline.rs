@@ -268,16 +268,8 @@ async fn handle(
     let (env, argv) = if state.custody_abi {
         (Vec::new(), Vec::new())
     } else {
-        let env = cgi_env(&CgiRequest {
-            method: request.method(),
-            uri: request.uri(),
-            version: request.version(),
-            headers: request.headers(),
-            remote,
-            local,
-            matched_route: state.route.as_str(),
-            route: &matched,
-        });
+        let cgi = CgiRequest::new(&request, (remote, local), state.route.as_str(), &matched);
+        let env = cgi_env(&cgi);
         let argv = argv(ARGV_TEMPLATE, &matched.script_name, request.uri().query());
         (env, argv)
     };

@@ -430,16 +430,7 @@ async fn serve_plugin(
             ),
         )
     } else if let Ok(permit) = Arc::clone(&plugin.permits).try_acquire_owned() {
-        let cgi = CgiRequest {
-            method: request.method(),
-            uri: request.uri(),
-            version: request.version(),
-            headers: request.headers(),
-            remote,
-            local,
-            matched_route: route.as_str(),
-            route: &matched,
-        };
+        let cgi = CgiRequest::new(&request, (remote, local), route.as_str(), &matched);
         let run = WagiRun {
             host: Arc::clone(&state.host),
             version: Arc::clone(&version),

@@ -42,6 +42,29 @@ pub struct CgiRequest<'a> {
     pub route: &'a RouteMatch,
 }
 
+impl<'a> CgiRequest<'a> {
+    /// The request's method, target, version and headers, from the client
+    /// `remote` to the server's `local`, taken by `matched_route` as
+    /// `route` says.
+    pub fn new<B>(
+        request: &'a hyper::Request<B>,
+        (remote, local): (SocketAddr, SocketAddr),
+        matched_route: &'a str,
+        route: &'a RouteMatch,
+    ) -> Self {
+        CgiRequest {
+            method: request.method(),
+            uri: request.uri(),
+            version: request.version(),
+            headers: request.headers(),
+            remote,
+            local,
+            matched_route,
+            route,
+        }
+    }
+}
+
 /// The CGI 1.1 environment of a request, as WAGI sets it, each variable as
 /// `NAME=VALUE` (what a WASI guest's `environ_get` returns), in a stable
 /// order: the meta-variables, then every header as `HTTP_NAME` (upper

@@ -76,7 +76,7 @@ pub(crate) async fn run(
     {
         let abort = domain.clone();
         let (host, version) = (Arc::clone(&run.host), Arc::clone(&run.version));
-        let request_id = Arc::clone(&run.request_id);
+        let request_id = run.request_id;
         let span = run.span.clone();
         tokio::task::spawn_blocking(move || {
             // The domain is made and called in the request's span.
@@ -93,7 +93,7 @@ pub(crate) async fn run(
                     };
                     let (outcome, ids) = call_handle(&domain, &abort, head, ends, exchange_tx);
                     close_request_handles(&domain, ids);
-                    log_captured(&domain.take_stderr(), &version.plugin, &request_id);
+                    log_captured(&domain.take_stderr(), &version.plugin, request_id);
                     let _ = done.send(outcome);
                     // Whatever else the guest holds is released here.
                     let _ = domain.unload();
@@ -107,7 +107,7 @@ pub(crate) async fn run(
                     let (outcome, ids) = call_handle(domain, &abort, head, ends, exchange_tx);
                     // One the guest kept (duplicated) retires the domain.
                     close_request_handles(domain, ids);
-                    log_captured(&domain.take_stderr(), &version.plugin, &request_id);
+                    log_captured(&domain.take_stderr(), &version.plugin, request_id);
                     if let Some(exchange) = domain.extension::<Exchange>() {
                         exchange.end();
                     }
@@ -376,8 +376,14 @@ fn respond(head: ResponseHead, body: Body) -> Response<Body> {
     let mut response = Response::new(body);
     *response.status_mut() = StatusCode::from_u16(head.status).unwrap_or(StatusCode::OK);
     let mut headers = head.headers;
-    for name in SERVER_OWNED {
-        headers.remove(name);
+    // Most responses set none of these: look before hashing eight names.
+    if headers
+        .keys()
+        .any(|name| SERVER_OWNED.contains(&name.as_str()))
+    {
+        for name in SERVER_OWNED {
+            headers.remove(name);
+        }
     }
     *response.headers_mut() = headers;
     if !response.headers().contains_key(header::CONTENT_TYPE) {

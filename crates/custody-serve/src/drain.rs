@@ -17,15 +17,16 @@ use std::time::Instant;
 use tokio::sync::Notify;
 
 use crate::abort::Abort;
+use crate::request_span::RequestId;
 
 /// One request in flight, as the registry keeps it.
 pub(crate) struct InFlightRequest {
     /// The request's id (the one its faults carry).
-    pub(crate) id: Arc<str>,
-    /// Its plugin.
-    pub(crate) plugin: String,
-    /// The version serving it.
-    pub(crate) version: String,
+    pub(crate) id: RequestId,
+    /// Its plugin (shared with its registry's every request).
+    pub(crate) plugin: Arc<str>,
+    /// The version serving it (shared likewise).
+    pub(crate) version: Arc<str>,
     /// When it entered.
     pub(crate) started: Instant,
     /// Stops its guest (its call aborts, or never starts); knows its
@@ -34,8 +35,10 @@ pub(crate) struct InFlightRequest {
 }
 
 /// The in-flight requests of one version.
-#[derive(Default)]
 pub struct InFlight {
+    /// The plugin and version every entry names.
+    plugin: Arc<str>,
+    version: Arc<str>,
     entries: Mutex<Entries>,
     /// Woken (every waiter) when the last entry leaves.
     emptied: Notify,
@@ -75,9 +78,26 @@ impl InFlight {
         self.entries.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Enters a request; its `abort` stops its guest if the drain is
+    /// The registry of `plugin`'s version `version`.
+    pub fn new(plugin: &str, version: &str) -> InFlight {
+        InFlight {
+            plugin: Arc::from(plugin),
+            version: Arc::from(version),
+            entries: Mutex::default(),
+            emptied: Notify::new(),
+        }
+    }
+
+    /// Enters request `id`; its `abort` stops its guest if the drain is
     /// forced.
-    pub(crate) fn enter(self: &Arc<Self>, request: InFlightRequest) -> InFlightGuard {
+    pub(crate) fn enter(self: &Arc<Self>, id: RequestId, abort: Abort) -> InFlightGuard {
+        let request = InFlightRequest {
+            id,
+            plugin: Arc::clone(&self.plugin),
+            version: Arc::clone(&self.version),
+            started: Instant::now(),
+            abort,
+        };
         let mut entries = self.lock();
         let key = entries.next;
         entries.next += 1;

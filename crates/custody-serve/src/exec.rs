@@ -39,11 +39,12 @@ use tokio::task::JoinError;
 
 use crate::abort::{Abort, AbortOnDrop};
 use crate::body::Body;
-use crate::drain::{InFlightGuard, InFlightRequest};
+use crate::drain::InFlightGuard;
 use crate::fault::{self, Fault, FaultCounters, FaultKind};
 use crate::outcome::{CallOutcome, Outcome, short_call};
 use crate::plugin::PluginVersion;
 use crate::recent_diagnostics::RecentDiagnostics;
+use crate::request_span::RequestId;
 use crate::stdio::{GuestStdin, GuestStdout, PIPE_CAPACITY, feed_stdin, log_captured, read_whole};
 use crate::wagi::{self, Head, MAX_HEAD};
 
@@ -58,7 +59,7 @@ pub(crate) struct WagiRun {
     /// A WAGI guest's environment (`NAME=VALUE`); empty for the custody ABI.
     pub env: Vec<String>,
     pub argv: Vec<String>,
-    pub request_id: Arc<str>,
+    pub request_id: RequestId,
     pub max_body: usize,
     pub max_response: usize,
     pub counters: Arc<FaultCounters>,
@@ -89,7 +90,7 @@ impl WagiRun {
         };
         Fault {
             kind,
-            id: &self.request_id,
+            id: self.request_id,
             plugin: &self.version.plugin,
             version: &self.version.id,
             domain: self.abort.domain_id(),
@@ -126,13 +127,7 @@ impl WagiRun {
     /// `drain_timeout`, or an operator's cancel, stops the guest through
     /// it, and the admin API lists it.
     pub(crate) fn enter(&self) -> InFlightGuard {
-        self.version.in_flight.enter(InFlightRequest {
-            id: Arc::clone(&self.request_id),
-            plugin: self.version.plugin.clone(),
-            version: self.version.id.clone(),
-            started: std::time::Instant::now(),
-            abort: self.abort.clone(),
-        })
+        (self.version.in_flight).enter(self.request_id, self.abort.clone())
     }
 
     /// Runs the request: the response, whose body may still be streaming.
@@ -167,7 +162,7 @@ impl WagiRun {
         {
             let abort = domain.clone();
             let (host, version, at) = (Arc::clone(&self.host), Arc::clone(&self.version), self.at);
-            let request_id = Arc::clone(&self.request_id);
+            let request_id = self.request_id;
             let span = self.span.clone();
             tokio::task::spawn_blocking(move || {
                 let _request = span.enter();
@@ -184,7 +179,7 @@ impl WagiRun {
                         Err(e) => Outcome::Failed(e),
                     }
                 };
-                log_captured(&domain.take_stderr(), &version.plugin, &request_id);
+                log_captured(&domain.take_stderr(), &version.plugin, request_id);
                 domain.close_pipes();
                 let _ = done.send(outcome);
                 let _ = domain.unload();
@@ -290,7 +285,7 @@ impl WagiRun {
             Ok(Outcome::Exited(0)) => {}
             Ok(Outcome::Exited(status)) => tracing::warn!(
                 target: "custody::serve::request",
-                id = &*self.request_id, plugin = self.version.plugin, status,
+                id = %self.request_id, plugin = self.version.plugin, status,
                 "the plugin exited with a nonzero status after its response"
             ),
             failed => return self.failed(failed, "the plugin exited with status {}"),
@@ -458,7 +453,7 @@ impl<R, C> GuestBody<R, C> {
             Ok(Outcome::Exited(status)) => {
                 tracing::warn!(
                     target: "custody::serve::request",
-                    id = &*self.run.request_id, plugin = self.run.version.plugin, status,
+                    id = %self.run.request_id, plugin = self.run.version.plugin, status,
                     "the plugin exited with a nonzero status after its response"
                 );
             }

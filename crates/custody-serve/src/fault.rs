@@ -15,6 +15,7 @@ use hyper::{HeaderMap, Response, StatusCode};
 
 use crate::body::{Body, full};
 use crate::recent_diagnostics::RecentDiagnostics;
+use crate::request_span::RequestId;
 
 /// The kinds of fault, each with its status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -167,7 +168,7 @@ pub struct Fault<'a> {
     /// Its kind.
     pub kind: FaultKind,
     /// The request's diagnostic id.
-    pub id: &'a str,
+    pub id: RequestId,
     /// The plugin.
     pub plugin: &'a str,
     /// The plugin's version that served the request.
@@ -189,7 +190,7 @@ impl Fault<'_> {
         let mut entry = serde_json::Map::new();
         entry.insert("source".into(), "fault".into());
         entry.insert("kind".into(), self.kind.name().into());
-        entry.insert("id".into(), self.id.into());
+        entry.insert("id".into(), self.id.to_string().into());
         entry.insert("domain".into(), self.domain.into());
         entry.insert("plugin".into(), self.plugin.into());
         entry.insert("version".into(), self.version.into());
@@ -201,7 +202,7 @@ impl Fault<'_> {
         tracing::warn!(
             target: "custody::serve::fault",
             kind = self.kind.name(),
-            id = self.id,
+            id = %self.id,
             plugin = self.plugin,
             version = self.version,
             domain = self.domain,
@@ -223,7 +224,7 @@ impl Fault<'_> {
     ) -> Response<Body> {
         self.record(counters, recent);
         let (body, content_type) = if json {
-            let value = serde_json::json!({ "error": self.kind.name(), "id": self.id });
+            let value = serde_json::json!({ "error": self.kind.name(), "id": self.id.to_string() });
             (value.to_string(), "application/json")
         } else {
             (

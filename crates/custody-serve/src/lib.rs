@@ -103,7 +103,7 @@ pub use outcome::FLUSH_DELAY;
 pub use plugin::{Canary, Plugin, PluginVersion, Serving, canary_takes, content_id};
 pub use recent_diagnostics::RECENT_DIAGNOSTICS;
 pub use reload::{Drained, FORCE_GRACE, ReloadError, Reloaded};
-pub use request_span::SpanParent;
+pub use request_span::{RequestId, SpanParent};
 pub use route::{Route, RouteMatch, parse_sub_routes};
 pub use server::{HEALTH_PATH, READY_PATH, ServerState, VERSION_HEADER, display_path};
 pub use shutdown::{Listeners, Signal, Stopped, os_signals, serve, serve_with_signals};

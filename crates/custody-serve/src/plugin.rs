@@ -358,6 +358,7 @@ impl PluginVersion {
         let base = Route::parse(&config.route).map_err(|e| fail(format!("route: {e}")))?;
         let mut version = PluginVersion {
             plugin: config.name.clone(),
+            in_flight: Arc::new(InFlight::new(&config.name, &id)),
             id,
             modules,
             interface,
@@ -371,7 +372,6 @@ impl PluginVersion {
                     Interface::Wagi => config.entrypoint.clone(),
                 },
             )],
-            in_flight: Arc::default(),
             served: AtomicU64::new(0),
             pool: match config.instances {
                 Instances::Pooled => {

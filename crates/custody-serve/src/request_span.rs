@@ -7,8 +7,34 @@
 //! request's headers (W3C `traceparent`) becomes the span's parent.
 //! custody-serve itself knows no OpenTelemetry.
 
+use std::fmt;
+
 use hyper::HeaderMap;
 use tracing::Span;
+
+/// A request's diagnostic id, `PREFIX-N` (hexadecimal, decimal): what its
+/// faults, log events, span and the admin API name it by. The prefix
+/// makes ids unique across restarts of the process, the number within
+/// it. A plain pair, formatted only when something shows it: a request
+/// that shows its id nowhere never pays for the text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RequestId {
+    prefix: u64,
+    n: u64,
+}
+
+impl RequestId {
+    /// The id numbered `n` under `prefix`.
+    pub(crate) fn new(prefix: u64, n: u64) -> RequestId {
+        RequestId { prefix, n }
+    }
+}
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:x}-{}", self.prefix, self.n)
+    }
+}
 
 /// Makes the caller's trace context, read from a request's headers, the
 /// parent of that request's span; a request without one is left as it
@@ -20,7 +46,7 @@ pub(crate) struct RequestFields<'a> {
     pub plugin: &'a str,
     pub version: &'a str,
     pub route: &'a str,
-    pub request_id: &'a str,
+    pub request_id: RequestId,
     pub method: &'a str,
     pub path: &'a str,
 }
@@ -42,7 +68,7 @@ pub(crate) fn request_span(
         plugin = fields.plugin,
         version = fields.version,
         route = fields.route,
-        request_id = fields.request_id,
+        request_id = tracing::field::display(fields.request_id),
         "http.request.method" = fields.method,
         "url.path" = fields.path,
         "http.response.status_code" = tracing::field::Empty,

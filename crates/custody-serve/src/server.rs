@@ -34,7 +34,7 @@ use crate::fault::{Fault, FaultCounters, FaultKind, wants_json};
 use crate::metrics::Metrics;
 use crate::plugin::{Plugin, PluginVersion, Serving};
 use crate::recent_diagnostics::{RECENT_DIAGNOSTICS, RecentDiagnostics};
-use crate::request_span::{self, RequestFields, SpanParent};
+use crate::request_span::{self, RequestFields, RequestId, SpanParent};
 use crate::route::RouteMatch;
 use crate::wagi::{self, CgiRequest};
 
@@ -69,7 +69,7 @@ pub struct ServerState {
     ready: AtomicBool,
     next_request: AtomicU64,
     /// Makes request ids unique across restarts of the process.
-    id_prefix: String,
+    id_prefix: u64,
     /// The configuration file, named in a reload's errors.
     pub(crate) file: PathBuf,
     /// On reload and shutdown, how long in-flight requests get.
@@ -149,7 +149,7 @@ impl ServerState {
             faults,
             ready: AtomicBool::new(true),
             next_request: AtomicU64::new(1),
-            id_prefix: format!("{:x}", (nanos as u64) ^ u64::from(std::process::id())),
+            id_prefix: (nanos as u64) ^ u64::from(std::process::id()),
             file: file.to_path_buf(),
             drain_timeout: config.drain_timeout,
             shutdown_delay: config.shutdown_delay,
@@ -285,11 +285,12 @@ impl ServerState {
         Some((Arc::clone(plugin), Arc::clone(version), at, matched))
     }
 
-    /// A new request's id, shared (not copied) by everything that names
-    /// the request.
-    fn request_id(&self) -> Arc<str> {
-        let n = self.next_request.fetch_add(1, Ordering::Relaxed);
-        Arc::from(format!("{}-{n}", self.id_prefix))
+    /// A new request's id.
+    fn request_id(&self) -> RequestId {
+        RequestId::new(
+            self.id_prefix,
+            self.next_request.fetch_add(1, Ordering::Relaxed),
+        )
     }
 }
 
@@ -351,7 +352,7 @@ async fn handle(
             plugin: &plugin.config.name,
             version: &version.id,
             route: version.routes[at].0.as_str(),
-            request_id: &request_id,
+            request_id,
             method: request.method().as_str(),
             path,
         },
@@ -380,7 +381,7 @@ struct PluginRequest {
     /// The index of the route in the version's routes.
     at: usize,
     matched: RouteMatch,
-    request_id: Arc<str>,
+    request_id: RequestId,
     /// The request's span, entered where its guest runs.
     span: tracing::Span,
 }
@@ -407,7 +408,7 @@ async fn serve_plugin(
     let fault = |kind: FaultKind, detail: String| {
         Fault {
             kind,
-            id: &request_id,
+            id: request_id,
             plugin: &config.name,
             version: &version.id,
             domain: None,
@@ -430,14 +431,16 @@ async fn serve_plugin(
             ),
         )
     } else if let Ok(permit) = Arc::clone(&plugin.permits).try_acquire_owned() {
-        let cgi = CgiRequest::new(&request, (remote, local), route.as_str(), &matched);
         let run = WagiRun {
             host: Arc::clone(&state.host),
             version: Arc::clone(&version),
             at,
             // Only a WAGI guest gets the CGI environment and argv.
             env: match version.interface {
-                Interface::Wagi => wagi::guest_env(&cgi, &config.env),
+                Interface::Wagi => {
+                    let cgi = CgiRequest::new(&request, (remote, local), route.as_str(), &matched);
+                    wagi::guest_env(&cgi, &config.env)
+                }
                 Interface::Custody => Vec::new(),
             },
             argv: match version.interface {
@@ -446,7 +449,7 @@ async fn serve_plugin(
                 }
                 Interface::Custody => Vec::new(),
             },
-            request_id: Arc::clone(&request_id),
+            request_id,
             max_body: config.max_body,
             max_response: config.max_response,
             counters: Arc::clone(&plugin.faults),

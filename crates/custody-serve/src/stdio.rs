@@ -24,6 +24,7 @@ use hyper::body::Incoming;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use crate::abort::Abort;
+use crate::request_span::RequestId;
 
 /// The room of a request's stdin and stdout pipes.
 pub(crate) const PIPE_CAPACITY: usize = custody_wasi::PIPE_CAPACITY;
@@ -90,13 +91,13 @@ pub(crate) async fn read_whole(reader: &PipeReader) -> Vec<u8> {
 
 /// Logs a domain's captured stderr, a line at a time (a long one in parts
 /// of [`MAX_LOG_LINE`] bytes), tagged with the plugin and the request.
-pub(crate) fn log_captured(stderr: &[u8], plugin: &str, request_id: &str) {
+pub(crate) fn log_captured(stderr: &[u8], plugin: &str, request_id: RequestId) {
     let lines = stderr.split(|&b| b == b'\n').filter(|l| !l.is_empty());
     for part in lines.flat_map(|line| line.chunks(MAX_LOG_LINE)) {
         let text = String::from_utf8_lossy(part);
         tracing::info!(
             target: "custody::serve::stderr",
-            plugin, id = request_id, "{}", escape_control(&text)
+            plugin, id = %request_id, "{}", escape_control(&text)
         );
     }
 }

@@ -64,10 +64,13 @@ const PIN_ONE: u64 = 0b100;
 const PIN_MASK: u64 = ((1 << 30) - 1) << 2;
 const GEN_SHIFT: u32 = 32;
 
-const FIRST_BUCKET_SHIFT: u32 = 5;
+/// The first bucket holds 8 slots, each next one twice the last: a
+/// table made per request, with its two or three handles, initializes 8
+/// slots (1 KiB), not 32 (4 KiB).
+const FIRST_BUCKET_SHIFT: u32 = 3;
 const FIRST_BUCKET_LEN: usize = 1 << FIRST_BUCKET_SHIFT;
-/// Enough buckets for `MAX_SLOTS`: 32 * (2^16 - 1) >= 2^20.
-pub(super) const BUCKETS: usize = 16;
+/// Enough buckets for `MAX_SLOTS`: 8 * (2^18 - 1) >= 2^20.
+pub(super) const BUCKETS: usize = 18;
 
 #[inline]
 fn generation_of(word: u64) -> u32 {

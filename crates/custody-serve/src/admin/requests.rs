@@ -32,9 +32,9 @@ fn request_view(request: &InFlightRequest) -> Value {
         .as_ref()
         .and_then(|domain| (domain.roots().into_iter()).find(|root| root.kind == RootKind::Call));
     serde_json::json!({
-        "id": &*request.id,
-        "plugin": request.plugin,
-        "version": request.version,
+        "id": request.id.to_string(),
+        "plugin": &*request.plugin,
+        "version": &*request.version,
         "domain": request.abort.domain_id(),
         "age_ms": request.started.elapsed().as_millis() as u64,
         "cancelled": request.abort.is_cancelled(),
@@ -87,7 +87,10 @@ pub(super) fn cancel(state: &ServerState, id: &str) -> Response<Body> {
             "a request id is PREFIX-N, as /admin/requests and the fault bodies give it".into(),
         );
     }
-    let Some(request) = in_flight(state).into_iter().find(|r| &*r.id == id) else {
+    let Some(request) = in_flight(state)
+        .into_iter()
+        .find(|r| r.id.to_string() == id)
+    else {
         return error(
             StatusCode::NOT_FOUND,
             "no-such-request",
@@ -98,17 +101,17 @@ pub(super) fn cancel(state: &ServerState, id: &str) -> Response<Body> {
     request.abort.cancel();
     tracing::warn!(
         target: "custody::serve::admin",
-        id, plugin = request.plugin, version = request.version,
+        id, plugin = &*request.plugin, version = &*request.version,
         domain = request.abort.domain_id(),
         "request cancelled through the admin API"
     );
     json(
         StatusCode::ACCEPTED,
         &serde_json::json!({
-            "id": &*request.id,
+            "id": request.id.to_string(),
             "cancelled": true,
-            "plugin": request.plugin,
-            "version": request.version,
+            "plugin": &*request.plugin,
+            "version": &*request.version,
             "domain": request.abort.domain_id(),
         }),
     )

@@ -36,8 +36,8 @@ fn serving(state: &ServerState) -> HashMap<u64, Serving> {
                 serving.insert(
                     domain,
                     Serving {
-                        plugin: request.plugin.clone(),
-                        version: request.version.clone(),
+                        plugin: request.plugin.to_string(),
+                        version: request.version.to_string(),
                         request: request_id,
                     },
                 );

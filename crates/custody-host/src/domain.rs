@@ -137,9 +137,8 @@ pub(crate) struct DomainShared {
     pub(crate) id: u64,
     /// Its guest timers: what its store arms them with, and their runner.
     pub(crate) timers: Arc<timers::DomainTimers>,
-    pub(crate) table: Arc<HandleTable>,
-    /// The cancellation signal, the ledger's counts and the host locks
-    /// held, shared with the store's data (one allocation).
+    /// Its handle table, the cancellation signal, the ledger's counts and
+    /// the host locks held, shared with the store's data (one allocation).
     pub(crate) ctx_shared: Arc<CtxShared>,
     /// The state word and the store it locks (`None` once the domain has
     /// ended).
@@ -157,7 +156,7 @@ pub(crate) struct DomainShared {
     pub(crate) span: tracing::Span,
     /// What keeps the domain from completing an unload (their count is in
     /// the state word).
-    pub(crate) roots: Arc<Roots>,
+    pub(crate) roots: Roots,
     /// The report of the unload (or recycle) that ended the domain, once it
     /// has; `completed` wakes its waiters.
     completion: Mutex<Option<UnloadReport>>,
@@ -184,6 +183,12 @@ pub(crate) struct DomainShared {
 }
 
 impl DomainShared {
+    /// The domain's handle table.
+    #[inline]
+    pub(crate) fn table(&self) -> &HandleTable {
+        &self.ctx_shared.table
+    }
+
     /// The state word: the phase, the unload's progress, the roots, the
     /// store's lock.
     #[inline]
@@ -251,7 +256,7 @@ impl DomainShared {
     }
 
     pub(crate) fn ledger(&self) -> Ledger {
-        self.ctx_shared.ledger.snapshot(self.table.counters())
+        self.ctx_shared.ledger.snapshot(self.table().counters())
     }
 
     /// A fresh store for this domain, with `preopens` and each extension's
@@ -260,12 +265,10 @@ impl DomainShared {
         let runtime = &self.runtime;
         let ctx = DomainCtx::new(
             self.id,
-            Arc::clone(&self.table),
             Arc::clone(&self.ctx_shared),
             preopens,
             Arc::clone(&self.policy),
             Arc::clone(&runtime.log),
-            Arc::clone(&self.roots.blocked),
         );
         let mut ctx = ctx;
         ctx.extensions = extensions;
@@ -276,12 +279,13 @@ impl DomainShared {
         // guest checks whether it must stop. (A guest blocked in a host call
         // is woken by the cancellation signal instead.)
         store.set_epoch_deadline(1);
-        let roots = Arc::clone(&self.roots);
-        store.epoch_deadline_callback(move |mut ctx| {
-            if roots.sample_wanted() {
+        // Captures nothing: no allocation for the callback.
+        store.epoch_deadline_callback(|mut ctx| {
+            if ctx.data().shared.sample.wanted() {
                 // `roots()` asked for this guest's stack: taken here, on
                 // the guest's own thread, at its epoch check.
-                roots.deliver_sample(stack::render(&WasmBacktrace::force_capture(&ctx)));
+                let stack = stack::render(&WasmBacktrace::force_capture(&ctx));
+                ctx.data().shared.sample.deliver(stack);
             }
             ctx.data_mut().at_epoch()?;
             Ok(UpdateDeadline::Continue(1))
@@ -296,7 +300,7 @@ impl Listed for DomainShared {
     }
 
     fn tally(&self) -> Tally {
-        Tally::new(self.state().load(), &self.table, self.ledger())
+        Tally::new(self.state().load(), self.table(), self.ledger())
     }
 
     fn info(&self) -> DomainInfo {
@@ -374,19 +378,18 @@ impl Domain {
         policy: Arc<Policy>,
         resolver: Option<Resolver>,
     ) -> Domain {
-        let table = Arc::new(HandleTable::with_limit(policy.handle_quota).for_domain(id));
+        let table = HandleTable::with_limit(policy.handle_quota).for_domain(id);
         let shared = Arc::new_cyclic(|me| DomainShared {
             id,
             timers: timers::DomainTimers::new(me.clone(), Arc::clone(&runtime.timers)),
-            table,
-            ctx_shared: Arc::default(),
+            ctx_shared: Arc::new(CtxShared::new(table)),
             store: StoreLock::new(None),
             runtime: Arc::clone(runtime),
             policy,
             resolver,
             created: Instant::now(),
             span: tracing::debug_span!(target: "custody::domain", "domain", id),
-            roots: Arc::default(),
+            roots: Roots::default(),
             completion: Mutex::new(None),
             completed: Condvar::new(),
             hooks: Mutex::default(),
@@ -433,7 +436,7 @@ impl Domain {
 
     /// The domain's handle table (what its guests' handle ids name).
     pub fn table(&self) -> &HandleTable {
-        &self.shared.table
+        self.shared.table()
     }
 
     /// Gives the domain's guests a handle to `resource` (an embedder-provided
@@ -444,7 +447,7 @@ impl Domain {
     /// [`HandleError::QuotaExceeded`] when the domain's quota is used up (the
     /// resource is then released).
     pub fn insert_handle<T: ReleaseHandle>(&self, resource: T) -> Result<HandleId, HandleError> {
-        self.shared.table.insert(resource)
+        self.shared.table().insert(resource)
     }
 
     /// Closes a guest's handle from the host side: the id is stale at once;
@@ -453,7 +456,7 @@ impl Domain {
     /// # Errors
     /// As [`HandleTable::close`].
     pub fn close_handle(&self, id: HandleId) -> Result<CloseOutcome, HandleError> {
-        self.shared.table.close(id)
+        self.shared.table().close(id)
     }
 
     /// What an extension shares with the embedder for this domain, by
@@ -540,7 +543,7 @@ impl std::fmt::Debug for Domain {
         f.debug_struct("Domain")
             .field("id", &self.id())
             .field("state", &self.state())
-            .field("handles", &self.shared.table.len())
+            .field("handles", &self.shared.table().len())
             .finish()
     }
 }

@@ -199,7 +199,10 @@ impl Host {
     pub fn create_domain(&self, config: DomainConfig) -> Result<Domain, HostError> {
         let policy = match config.policy {
             None => Arc::clone(&self.runtime.policy),
-            Some(policy) => Arc::new(self.domain_policy(policy)?),
+            Some(policy) => {
+                self.check_domain_policy(&policy)?;
+                policy
+            }
         };
         for (i, (name, _)) in config.preopens.iter().enumerate() {
             if config.preopens[..i].iter().any(|(other, _)| other == name) {
@@ -252,7 +255,7 @@ impl Host {
     }
 
     /// Checks a domain's own policy against the host's.
-    fn domain_policy(&self, policy: Policy) -> Result<Policy, HostError> {
+    fn check_domain_policy(&self, policy: &Policy) -> Result<(), HostError> {
         policy.validate()?;
         let host = &self.runtime.policy;
         if let Some(key) = policy.engine_wide_change(host) {
@@ -273,7 +276,7 @@ impl Host {
             ))
             .into());
         }
-        Ok(policy)
+        Ok(())
     }
 
     /// Live and unloading domains, by id.
@@ -447,7 +450,7 @@ impl HostBuilder {
 #[derive(Clone, Default)]
 pub struct DomainConfig {
     preopens: Vec<(String, PathBuf)>,
-    policy: Option<Policy>,
+    policy: Option<Arc<Policy>>,
     resolver: Option<Resolver>,
     extensions: Vec<Arc<dyn Any + Send + Sync>>,
 }
@@ -500,8 +503,11 @@ impl DomainConfig {
     /// engine-wide settings ([`ENGINE_WIDE_KEYS`](crate::ENGINE_WIDE_KEYS))
     /// must be the host's. To change a few keys of the host's policy, start
     /// from it: `let mut p = host.policy().clone(); p.apply_toml(...)?`.
-    pub fn policy(mut self, policy: Policy) -> Self {
-        self.policy = Some(policy);
+    /// An embedder that makes many domains under one policy gives it as an
+    /// `Arc<Policy>`: each domain shares it (checked as each is made, never
+    /// copied).
+    pub fn policy(mut self, policy: impl Into<Arc<Policy>>) -> Self {
+        self.policy = Some(policy.into());
         self
     }
 

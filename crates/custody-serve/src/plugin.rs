@@ -42,8 +42,8 @@ pub struct PluginVersion {
     pub modules: Vec<(String, Module)>,
     /// The request interface.
     pub interface: Interface,
-    /// The policy of each request's domain.
-    pub policy: Policy,
+    /// The policy of each request's domain (shared by them all).
+    pub policy: Arc<Policy>,
     /// Pre-opens: guest path, host directory.
     pub preopens: Vec<(String, std::path::PathBuf)>,
     /// The routes and the export each calls, the plugin's own first.
@@ -362,7 +362,7 @@ impl PluginVersion {
             id,
             modules,
             interface,
-            policy,
+            policy: Arc::new(policy),
             preopens,
             // A custody-ABI plugin is always called at `handle`.
             routes: vec![(
@@ -449,7 +449,7 @@ impl PluginVersion {
     /// The host's or the load's error, as text.
     pub fn domain(&self, host: &Host, wasi: WasiConfig) -> Result<Domain, String> {
         let mut config = DomainConfig::new()
-            .policy(self.policy.clone())
+            .policy(Arc::clone(&self.policy))
             .extension(wasi);
         for (guest, dir) in &self.preopens {
             config = config.preopen(guest.clone(), dir.clone());

@@ -69,9 +69,8 @@ fn wait(
         );
     }
     let until = wanted.map(crate::deadline::after);
-    let _waiting = ctx
-        .blocked
-        .enter("memory.atomic.wait", super::marshal::guest_stack(&caller));
+    let _waiting =
+        (ctx.shared.blocked).enter("memory.atomic.wait", super::marshal::guest_stack(&caller));
     loop {
         if ctx.shared.cancel.reason().is_some() {
             return Err(ctx.interrupt().into());

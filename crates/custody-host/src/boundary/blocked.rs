@@ -7,7 +7,7 @@
 //! nothing), and a wait is a blocking syscall, next to which the capture is
 //! small.
 
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 /// A wait in progress: which host function, the guest's stack when it
@@ -33,13 +33,13 @@ impl BlockedIn {
 
     /// Records that the call waits in `function`, the guest at `stack`,
     /// until the guard drops.
-    pub(crate) fn enter(self: &Arc<Self>, function: &str, stack: String) -> WaitGuard {
+    pub(crate) fn enter(&self, function: &str, stack: String) -> WaitGuard<'_> {
         *self.slot() = Some(Blocked {
             function: function.to_string(),
             stack,
             since: Instant::now(),
         });
-        WaitGuard(Arc::clone(self))
+        WaitGuard(self)
     }
 
     /// The wait in progress, if any.
@@ -49,9 +49,9 @@ impl BlockedIn {
 }
 
 /// Clears the record when the wait ends.
-pub(crate) struct WaitGuard(Arc<BlockedIn>);
+pub(crate) struct WaitGuard<'a>(&'a BlockedIn);
 
-impl Drop for WaitGuard {
+impl Drop for WaitGuard<'_> {
     fn drop(&mut self) {
         *self.0.slot() = None;
     }

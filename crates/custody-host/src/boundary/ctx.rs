@@ -22,6 +22,7 @@ use super::cancel::{Cancel, Interrupt, Reason, Waited};
 use super::errno::AbiError;
 use super::extensions::{Extensions, StoreState};
 use super::preopen::Preopens;
+use super::stack::StackSample;
 use super::throttle::Throttle;
 use crate::config::{OnMemoryLimit, Policy};
 use crate::ledger::LedgerCounts;
@@ -56,15 +57,32 @@ impl LockCount {
 }
 
 /// What a domain's store data shares with the domain outside the store:
-/// the cancellation signal, the ledger's counts and the host locks held.
-/// One allocation for the three, made once per domain (a domain is made
-/// per request): the domain, its recycled stores and the host locks taken
-/// in its calls hold it.
-#[derive(Default)]
+/// its handle table, the cancellation signal, the ledger's counts, the
+/// host locks held, and for the domain's roots the wait a call is blocked
+/// in and the running guest's stack. One allocation for them all, made
+/// once per domain (a domain is made per request): the domain, its
+/// recycled stores and the host locks taken in its calls hold it.
 pub(crate) struct CtxShared {
+    pub(crate) table: HandleTable,
+    pub(crate) blocked: BlockedIn,
+    pub(crate) sample: StackSample,
     pub(crate) cancel: Cancel,
     pub(crate) ledger: LedgerCounts,
     pub(crate) host_locks: LockCount,
+}
+
+impl CtxShared {
+    /// The shared part of a domain whose guests' handles go in `table`.
+    pub(crate) fn new(table: HandleTable) -> CtxShared {
+        CtxShared {
+            table,
+            blocked: BlockedIn::default(),
+            sample: StackSample::default(),
+            cancel: Cancel::default(),
+            ledger: LedgerCounts::default(),
+            host_locks: LockCount::default(),
+        }
+    }
 }
 
 /// The store data of a domain: what host functions see of it.
@@ -75,8 +93,8 @@ pub(crate) struct CtxShared {
 /// ([`extension`](Self::extension)). Everything else is the core's.
 pub struct DomainCtx {
     pub(crate) id: u64,
-    pub(crate) table: Arc<HandleTable>,
-    /// The cancellation signal, the ledger's counts, the host locks held.
+    /// The handle table, the cancellation signal, the ledger's counts,
+    /// the host locks held.
     pub(crate) shared: Arc<CtxShared>,
     pub(crate) preopens: Preopens,
     pub(crate) policy: Arc<Policy>,
@@ -124,20 +142,21 @@ pub struct DomainCtx {
     pub(crate) only_memory: Option<Extern>,
     /// What each ABI extension keeps of the domain, one slot a type.
     pub(crate) extensions: Extensions,
-    /// The wait the current call is in, for the domain's roots (shared
-    /// with them; set by the domain).
-    pub(crate) blocked: Arc<BlockedIn>,
 }
 
 impl DomainCtx {
+    /// The domain's handle table.
+    #[inline]
+    pub(crate) fn table(&self) -> &HandleTable {
+        &self.shared.table
+    }
+
     pub(crate) fn new(
         id: u64,
-        table: Arc<HandleTable>,
         shared: Arc<CtxShared>,
         preopens: Preopens,
         policy: Arc<Policy>,
         log: LogSink,
-        blocked: Arc<BlockedIn>,
     ) -> Self {
         let log_budget = RefCell::new(log::LogBudget::new(policy.log_lines_per_second));
         let throttle =
@@ -146,7 +165,6 @@ impl DomainCtx {
             throttle,
             log_budget,
             id,
-            table,
             shared,
             preopens,
             policy,
@@ -167,7 +185,6 @@ impl DomainCtx {
             only_memory: None,
             // The domain gives the store its own (`new_store`).
             extensions: Extensions::default(),
-            blocked,
         }
     }
 
@@ -287,12 +304,12 @@ impl DomainCtx {
     /// owner (the host) had closed it already: it is removed all the same.
     pub fn close_handle(&mut self, id: HandleId) -> Result<bool, AbiError> {
         // A null or stale id ends here (one `staleHandleUse`, not two).
-        let closed_by_owner = match self.table.kind_of(id) {
+        let closed_by_owner = match self.table().kind_of(id) {
             Ok(_) => false,
             Err(HandleError::Closed) => true,
             Err(error) => return Err(error.into()),
         };
-        let outcome = self.table.close(id);
+        let outcome = self.table().close(id);
         if matches!(outcome, Ok(_) | Err(HandleError::ReleaseFailed(_))) {
             LedgerCounts::bump(&self.shared.ledger.closed_by_guest, 1);
             self.extensions.forget(id);

@@ -188,7 +188,7 @@ impl GuestCall<'_> {
     /// # Errors
     /// `E_NULL`, `E_STALE`, `E_CLOSED` or `E_KIND`, as for the ABI.
     pub fn handle<T: ReleaseHandle>(&self, id: i32) -> Result<TableRef<'_, T>, AbiError> {
-        marshal::pin(&self.caller.data().table, id)
+        marshal::pin(self.caller.data().table(), id)
     }
 
     /// Gives the guest a new handle and returns its id (counted in the
@@ -198,7 +198,7 @@ impl GuestCall<'_> {
     /// `E_QUOTA` when the domain's quota is used up (the resource is then
     /// released).
     pub fn insert<T: ReleaseHandle>(&self, resource: T) -> Result<i32, AbiError> {
-        let id = self.caller.data().table.insert(resource)?;
+        let id = self.caller.data().table().insert(resource)?;
         Ok(id.raw() as i32)
     }
 
@@ -234,9 +234,7 @@ impl GuestCall<'_> {
         if duration > ctx.policy.max_wait {
             return Err(AbiError::Denied);
         }
-        let _waiting = ctx
-            .blocked
-            .enter(self.name, marshal::guest_stack(&self.caller));
+        let _waiting = (ctx.shared.blocked).enter(self.name, marshal::guest_stack(&self.caller));
         match ctx.wait(&[], duration) {
             Err(AbiError::Aborted) => Err(self.aborted()),
             outcome => outcome.map(drop),

@@ -26,7 +26,6 @@
 #![allow(unsafe_code)]
 
 use std::os::fd::{BorrowedFd, OwnedFd};
-use std::sync::Arc;
 use std::time::Duration;
 
 use custody_handle::{Fd, HandleError, HandleId, HandleTable, ReleaseHandle, TableRef};
@@ -112,7 +111,7 @@ impl<'a> HostCall<'a, '_> {
         wanted: Duration,
     ) -> Result<Waited, AbiError> {
         let ctx = self.caller.data();
-        let _waiting = ctx.blocked.enter(self.name, self.guest_stack());
+        let _waiting = ctx.shared.blocked.enter(self.name, self.guest_stack());
         ctx.wait(fds, wanted)
     }
 
@@ -164,9 +163,9 @@ pub fn enter(
     let result = if caller.data().shared.cancel.is_raised() {
         Err(AbiError::Aborted)
     } else {
-        let table: *const HandleTable = Arc::as_ptr(&caller.data().table);
+        let table: *const HandleTable = caller.data().table();
         // SAFETY: `table` points into the `Arc` that the store's data holds
-        // in `DomainCtx::table`, a field set when the store was made and
+        // in `DomainCtx::shared`, a field set when the store was made and
         // never reassigned. The store (and so that `Arc`) outlives this host
         // call: it cannot be dropped while a guest call runs on it, and
         // `caller` is borrowed for the whole of `body`. So the reference is

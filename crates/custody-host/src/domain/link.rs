@@ -69,7 +69,7 @@ pub(crate) fn instantiate(
     // nothing behind, so what it opened is closed again. A list, sorted
     // only if it is searched (a load rarely fails, and most domains hold
     // nothing yet).
-    let mut held: Vec<HandleId> = ctx.table.live_ids();
+    let mut held: Vec<HandleId> = ctx.table().live_ids();
     ctx.deadline = deadline.map(|d| (crate::deadline::after(d), d));
     ctx.instantiating = true;
     ctx.begin_call();
@@ -102,9 +102,9 @@ pub(crate) fn instantiate(
         }
     };
     held.sort_unstable();
-    for id in ctx.table.live_ids() {
+    for id in ctx.table().live_ids() {
         if held.binary_search(&id).is_err() {
-            let _ = ctx.table.close(id);
+            let _ = ctx.table().close(id);
         }
     }
     Err(failed)

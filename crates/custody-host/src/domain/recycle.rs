@@ -103,7 +103,7 @@ fn recycle(
     // Guest instances and memories go first, the OS handles last.
     let fresh = shared.new_store(preopens, extensions);
     drop(loaded.replace_store(fresh));
-    let drained = shared.table.drain();
+    let drained = shared.table().drain();
     LedgerCounts::bump(
         &shared.ctx_shared.ledger.released_at_recycle,
         drained.released as u64,

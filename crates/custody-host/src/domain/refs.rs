@@ -260,7 +260,7 @@ impl Domain {
     /// completing (SPEC D2). A running guest's stack is sampled at its next
     /// epoch check (this waits about two epoch ticks for it).
     pub fn roots(&self) -> Vec<Root> {
-        self.shared.roots.list(SAMPLE_WAIT)
+        self.shared.roots.list(&self.shared.ctx_shared, SAMPLE_WAIT)
     }
 }
 
@@ -337,7 +337,7 @@ impl Domain {
         label: &str,
     ) -> Result<PinnedHandle<'_, T>, PinError> {
         let site = std::panic::Location::caller().to_string();
-        let guard = self.shared.table.get::<T>(id)?;
+        let guard = self.shared.table().get::<T>(id)?;
         let mut record = RootRecord::new(RootKind::PinnedHandle, label.to_string(), site);
         record.detail = Some(format!(
             "handle {} ({})",

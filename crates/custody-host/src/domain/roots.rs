@@ -13,11 +13,11 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
-use crate::boundary::blocked::BlockedIn;
+use crate::boundary::ctx::CtxShared;
 use crate::runtime::ticker;
 
 use serde::Serialize;
@@ -195,15 +195,6 @@ pub(crate) struct Roots {
     /// written on every call, with plain atomic stores.
     call_active: AtomicBool,
     call_since_ms: AtomicU64,
-
-    /// The host function the call is blocked in, with the guest's stack
-    /// when it began to wait (written by the store's host calls).
-    pub(crate) blocked: Arc<BlockedIn>,
-
-    /// Raised by `roots()`, read by the epoch callback.
-    sample_wanted: AtomicBool,
-    sample: Mutex<Option<String>>,
-    sampled: Condvar,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -252,10 +243,11 @@ impl Roots {
         self.call_active.store(false, Ordering::Release);
     }
 
-    /// The call in flight, described on one line.
-    pub(crate) fn current_call(&self) -> Option<String> {
+    /// The call in flight, described on one line; `ctx` says where the
+    /// store's host calls wait.
+    pub(crate) fn current_call(&self, ctx: &CtxShared) -> Option<String> {
         let root = self.call_root()?;
-        let blocked = match self.blocked.now() {
+        let blocked = match ctx.blocked.now() {
             Some(b) => format!(", blocked in host function {}", b.function),
             None => String::new(),
         };
@@ -297,26 +289,13 @@ impl Roots {
         counts
     }
 
-    /// Whether `roots()` wants the running guest's stack.
-    #[inline]
-    pub(crate) fn sample_wanted(&self) -> bool {
-        self.sample_wanted.load(Ordering::Relaxed)
-    }
-
-    /// The epoch callback hands over the stack it captured.
-    pub(crate) fn deliver_sample(&self, stack: String) {
-        self.sample_wanted.store(false, Ordering::Relaxed);
-        *lock(&self.sample) = Some(stack);
-        self.sampled.notify_all();
-    }
-
     /// Every root now. A running guest's stack is sampled at its next epoch
     /// check, waited for at most `wait`; a guest blocked in a host function
     /// reaches none, and has the stack it had when it began to wait.
-    pub(crate) fn list(&self, wait: Duration) -> Vec<Root> {
+    pub(crate) fn list(&self, ctx: &CtxShared, wait: Duration) -> Vec<Root> {
         let mut roots: Vec<Root> = Vec::new();
         if let Some(mut call) = self.call_root() {
-            match self.blocked.now() {
+            match ctx.blocked.now() {
                 Some(blocked) => {
                     call.detail = Some(format!(
                         "blocked in host function {} for {} ms",
@@ -331,7 +310,8 @@ impl Roots {
                     // scheduled, or it is in a host call that blocks
                     // outside custody's wait (an embedder function busy
                     // elsewhere), which reaches none.
-                    call.stack = Some(self.sample(wait).unwrap_or_else(|| {
+                    let running = || self.call_active.load(Ordering::Acquire);
+                    call.stack = Some(ctx.sample.take(wait, running).unwrap_or_else(|| {
                         format!(
                             "not sampled: no epoch check within {} ms (the thread was not scheduled, or it is in a host call that blocks outside custody's wait)",
                             wait.as_millis()
@@ -343,25 +323,5 @@ impl Roots {
         }
         roots.extend(lock(&self.others).values().map(RootRecord::root));
         roots
-    }
-
-    fn sample(&self, wait: Duration) -> Option<String> {
-        let mut sample = lock(&self.sample);
-        *sample = None;
-        self.sample_wanted.store(true, Ordering::Relaxed);
-        let until = crate::deadline::after(wait);
-        while sample.is_none() {
-            let now = Instant::now();
-            if now >= until || !self.call_active.load(Ordering::Acquire) {
-                break;
-            }
-            sample = self
-                .sampled
-                .wait_timeout(sample, until - now)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
-        self.sample_wanted.store(false, Ordering::Relaxed);
-        sample.take()
     }
 }

@@ -90,7 +90,10 @@ impl UnloadTicket {
             .wait_report(timeout)
             .ok_or_else(|| UnloadBlocked {
                 domain: self.shared.id,
-                roots: self.shared.roots.list(super::SAMPLE_WAIT),
+                roots: self
+                    .shared
+                    .roots
+                    .list(&self.shared.ctx_shared, super::SAMPLE_WAIT),
             })
     }
 
@@ -244,7 +247,7 @@ pub(crate) fn force(shared: &DomainShared, why: &str) -> UnloadReport {
     if shared.state().force() == Next::Complete {
         let roots_cut: Vec<String> = shared
             .roots
-            .list(Duration::ZERO)
+            .list(&shared.ctx_shared, Duration::ZERO)
             .iter()
             .map(Root::describe)
             .collect();
@@ -267,7 +270,7 @@ pub(crate) fn force(shared: &DomainShared, why: &str) -> UnloadReport {
                 teardown(shared, &mut guard, Ending::Unloaded, Some(forced))
             }
             None => {
-                forced.abandoned = shared.roots.current_call();
+                forced.abandoned = shared.roots.current_call(&shared.ctx_shared);
                 // The call keeps the store; it drops it when it returns.
                 teardown(shared, &mut None, Ending::Unloaded, Some(forced))
             }
@@ -323,7 +326,7 @@ pub(crate) fn teardown(
         drop(loaded);
     }
     report.hooks = std::mem::take(&mut *super::lock(&shared.hooks));
-    let drained = shared.table.drain();
+    let drained = shared.table().drain();
     report.record(&drained);
     let (counter, state) = match ending {
         Ending::Unloaded => (
@@ -370,7 +373,7 @@ fn report_blocked(shared: &DomainShared) {
     {
         return;
     }
-    let roots = shared.roots.list(super::SAMPLE_WAIT);
+    let roots = shared.roots.list(&shared.ctx_shared, super::SAMPLE_WAIT);
     let domain = shared.id;
     let causes: Vec<String> = roots.iter().map(likely_cause).collect();
     tracing::warn!(target: "custody::domain", parent: &shared.span, domain, roots = roots.len(), "unload blocked");
@@ -450,7 +453,7 @@ fn report_forced(shared: &DomainShared, forced: &Forced) {
 
 fn report_leaked(shared: &DomainShared, unloading_for: Duration) {
     let domain = shared.id;
-    let roots = shared.roots.list(super::SAMPLE_WAIT);
+    let roots = shared.roots.list(&shared.ctx_shared, super::SAMPLE_WAIT);
     diagnostics::fire(Assistant::DomainLeaked, || {
         let mut d = Diagnostic::new(
             Assistant::DomainLeaked,

@@ -33,7 +33,7 @@
 //! | module | owns |
 //! | --- | --- |
 //! | `body` | the response body type (a leaf) |
-//! | `request_span` | a plugin request's `tracing` span (plugin, version, route, id, status) and the hook that gives it the caller's trace as parent |
+//! | `request_span` | a request's id (`RequestId`) and its `tracing` span (plugin, version, route, id, status) and the hook that gives it the caller's trace as parent |
 //! | `abort` | stopping a request's guest from the async side |
 //! | `route` | routes (`/hello`, `/hello/...`), matching, `_routes` sub-routes |
 //! | `config` | the TOML configuration: keys, defaults, durations, checks |
@@ -43,13 +43,14 @@
 //! | `wagi` | WAGI's contract: the CGI environment, argv, the response head |
 //! | `drain` | a version's in-flight requests: the registry a drain waits on and forces |
 //! | `pool` | pooled instances: long-lived domains lent one request at a time, retired after a random count, a failure or a handle left behind |
+//! | `series` | the request metrics' families and each version's series of them, kept by the version |
 //! | `plugin` | a plugin and its versions (compiled modules, content id, policy, routes): the stable one and a canary, the split's counter |
 //! | `stdio` | a request's stdio: in-process pipes as tokio I/O, stderr logged |
 //! | `outcome` | how a request's call ended: the outcome, sent before its domain unloads, and whether the call was short enough for one whole response |
 //! | `exec` | one WAGI request: its domain, stdio, streamed body and outcome |
 //! | `custody_run` | one custody-ABI request: `handle(request, response)`, the two handles, the head through `custody_http` |
 //! | `connection` | accepting connections under the client bounds (count, head size and time, idle), for every listener |
-//! | `metrics/` | the Prometheus registry (`prometheus-client`): `mod.rs` requests, latency, faults, in flight, reloads and the OpenMetrics text; `host.rs` the scrape-time families (domains by state, handles by type, the ledger, aborted calls, blocked and forced unloads, the module cache, the pools' use) |
+//! | `metrics/` | the Prometheus registry (`prometheus-client`): `mod.rs` the registry: requests and latency (`series`), faults, in flight, reloads and the OpenMetrics text; `host.rs` the scrape-time families (domains by state, handles by type, the ledger, aborted calls, blocked and forced unloads, the module cache, the pools' use) |
 //! | `server` | hyper on tokio: state, health, routing, the plugins' listener |
 //! | `reload` | hot reload: a trial load, the swap (or, with `canary = N`, a canary beside the stable version), the old version's drain |
 //! | `canary` | a canary's end: promote (the canary alone, the old stable version drained) or rollback (the canary drained) |
@@ -78,6 +79,7 @@ mod recent_diagnostics;
 mod reload;
 mod request_span;
 mod route;
+mod series;
 mod server;
 mod shutdown;
 mod stdio;

@@ -11,10 +11,11 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
 use custody_host::{Domain, DomainConfig, Host, Manifest, Module, OnMemoryLimit, Policy};
 use custody_wasi::{Stdio, WasiConfig, WasiDomain};
+use hyper::header::HeaderValue;
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
@@ -23,6 +24,7 @@ use crate::drain::InFlight;
 use crate::fault::FaultCounters;
 use crate::pool::{DEFAULT_RECYCLE_AFTER, Pool, parse_recycle_after};
 use crate::route::{self, Route, RouteMatch};
+use crate::series::VersionSeries;
 
 /// The export that makes a module a custody-ABI plugin.
 pub const HANDLE_EXPORT: &str = "handle";
@@ -55,6 +57,10 @@ pub struct PluginVersion {
     /// Its requests answered (counted when the response head is made,
     /// as the metrics count them).
     pub served: AtomicU64,
+    /// Its request metrics' series, found at its first request.
+    pub(crate) series: OnceLock<VersionSeries>,
+    /// `id` as the `custody-plugin-version` header's value, made once.
+    pub(crate) id_header: HeaderValue,
 }
 
 /// Whether request `k` of a canary's (counted from 0 when the canary
@@ -356,6 +362,9 @@ impl PluginVersion {
                 .map(|(guest, dir)| (guest.clone(), dir.clone())),
         );
         let base = Route::parse(&config.route).map_err(|e| fail(format!("route: {e}")))?;
+        // Hex digits: always a header value.
+        let id_header =
+            HeaderValue::from_str(&id).map_err(|e| fail(format!("version id {id:?}: {e}")))?;
         let mut version = PluginVersion {
             plugin: config.name.clone(),
             in_flight: Arc::new(InFlight::new(&config.name, &id)),
@@ -373,6 +382,8 @@ impl PluginVersion {
                 },
             )],
             served: AtomicU64::new(0),
+            series: OnceLock::new(),
+            id_header,
             pool: match config.instances {
                 Instances::Pooled => {
                     let range = match &config.recycle_after {

@@ -367,9 +367,16 @@ async fn handle(
         request_id,
         span: span.clone(),
     };
-    let response = (serve_plugin(&state, plugin_request, request, (remote, local), started))
-        .instrument(span.clone())
-        .await;
+    // Boxed: the plugin's path is a large future, which hyper would
+    // otherwise move, whole, with every request's (health checks too).
+    let serving = Box::pin(serve_plugin(
+        &state,
+        plugin_request,
+        request,
+        (remote, local),
+        started,
+    ));
+    let response = serving.instrument(span.clone()).await;
     request_span::record_status(&span, response.status().as_u16());
     Ok(response)
 }
@@ -475,14 +482,13 @@ async fn serve_plugin(
             ),
         )
     };
-    if let Ok(value) = HeaderValue::from_str(&version.id) {
-        response
-            .headers_mut()
-            .insert(HeaderName::from_static(VERSION_HEADER), value);
-    }
+    response.headers_mut().insert(
+        HeaderName::from_static(VERSION_HEADER),
+        version.id_header.clone(),
+    );
     let status = response.status().as_u16();
     version.count_served();
-    (state.metrics).request(&config.name, &version.id, status, started.elapsed());
+    (state.metrics).request(&version, status, started.elapsed());
     response
 }
 

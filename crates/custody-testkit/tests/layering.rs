@@ -157,6 +157,7 @@ const SERVE: &[Layer] = &[
     Layer::of("wagi"),
     Layer::of("drain"),
     Layer::of("pool"),
+    Layer::of("series"),
     Layer::of("plugin"),
     Layer::of("stdio"),
     Layer::of("outcome"),

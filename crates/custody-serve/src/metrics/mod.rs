@@ -23,13 +23,13 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
 use custody_host::Host;
 
 use crate::fault::{FaultCounters, FaultKind};
 use crate::plugin::{Plugin, PluginVersion};
+use crate::series::RequestFamilies;
 use host::HostScrape;
 
 /// The media type of [`Metrics::encode`]'s text.
@@ -37,28 +37,6 @@ pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.
 
 /// Every metric's name begins with this.
 const PREFIX: &str = "custody_serve";
-
-/// The latency buckets, in seconds: from half a millisecond (a bundled
-/// example's call) to the default `request_timeout` (30 s).
-const LATENCY_BUCKETS: [f64; 15] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-];
-
-/// A request's labels: its plugin, the version that served it, its
-/// status.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RequestLabels {
-    plugin: String,
-    version: String,
-    status: u16,
-}
-
-/// A plugin version's labels.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct VersionLabels {
-    plugin: String,
-    version: String,
-}
 
 /// A plugin's label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -98,14 +76,13 @@ impl ReloadOutcome {
     }
 }
 
-type LatencyFamily = Family<VersionLabels, Histogram, fn() -> Histogram>;
-
 /// The registry and the metrics the server records into.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    requests: Family<RequestLabels, Counter>,
-    durations: LatencyFamily,
+    /// The request families, whose series each version keeps
+    /// (`PluginVersion::series`).
+    families: RequestFamilies,
     in_flight: Family<PluginLabels, Gauge>,
     reloads: Family<ReloadLabels, Counter>,
     /// The handle types seen open so far (`custody_serve_handles_open`
@@ -142,19 +119,17 @@ impl Metrics {
     /// from `faults` when scraped.
     pub fn new(faults: Arc<FaultCounters>) -> Metrics {
         let mut registry = Registry::with_prefix(PREFIX);
-        let requests = Family::<RequestLabels, Counter>::default();
+        let families = RequestFamilies::default();
         registry.register(
             "requests",
             "Plugin requests answered, by plugin, version and status",
-            requests.clone(),
+            families.requests.clone(),
         );
-        let durations: LatencyFamily =
-            Family::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS));
         registry.register_with_unit(
             "request_duration",
             "From a plugin request's arrival to its response head",
             Unit::Seconds,
-            durations.clone(),
+            families.durations.clone(),
         );
         let in_flight = Family::<PluginLabels, Gauge>::default();
         registry.register(
@@ -171,30 +146,19 @@ impl Metrics {
         registry.register_collector(Box::new(FaultsCollector(faults)));
         Metrics {
             registry,
-            requests,
-            durations,
+            families,
             in_flight,
             reloads,
             handle_types: Mutex::default(),
         }
     }
 
-    /// Records one plugin request: its status and how long its response
-    /// head took.
-    pub fn request(&self, plugin: &str, version: &str, status: u16, elapsed: Duration) {
-        let labels = RequestLabels {
-            plugin: plugin.to_string(),
-            version: version.to_string(),
-            status,
-        };
-        self.requests.get_or_create(&labels).inc();
-        let labels = VersionLabels {
-            plugin: labels.plugin,
-            version: labels.version,
-        };
-        self.durations
-            .get_or_create(&labels)
-            .observe(elapsed.as_secs_f64());
+    /// Records one plugin request served by `version`: its status and how
+    /// long its response head took.
+    pub fn request(&self, version: &PluginVersion, status: u16, elapsed: Duration) {
+        (version.series)
+            .get_or_init(|| self.families.version(&version.plugin, &version.id))
+            .record(status, elapsed);
     }
 
     /// Records how a reload of `plugin` ended.

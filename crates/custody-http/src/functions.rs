@@ -59,12 +59,18 @@ fn copy_out(
     copied.ok_or(AbiError::Inval)?
 }
 
-/// Reads `len` bytes at `ptr`, at most `max` (else `E_INVAL`).
-fn read_in(call: &mut HostCall<'_, '_>, ptr: i32, len: i32, max: u32) -> Result<Vec<u8>, AbiError> {
+/// A guest's length, at most `max` (else `E_INVAL`).
+fn bounded(len: i32, max: u32) -> Result<u32, AbiError> {
     let len = length(len)?;
     if len > max {
         return Err(AbiError::Inval);
     }
+    Ok(len)
+}
+
+/// Reads `len` bytes at `ptr`, at most `max` (else `E_INVAL`).
+fn read_in(call: &mut HostCall<'_, '_>, ptr: i32, len: i32, max: u32) -> Result<Vec<u8>, AbiError> {
+    let len = bounded(len, max)?;
     let (memory, _) = call.split();
     Ok(memory.read(pointer(ptr), len)?)
 }
@@ -141,10 +147,18 @@ fn header_out(
     (value_ptr, value_len): (i32, i32),
     append: bool,
 ) -> AbiResult {
-    let name = read_in(call, name_ptr, name_len, MAX_NAME)?;
-    let value = read_in(call, value_ptr, value_len, MAX_VALUE)?;
-    exchange(call)?.set_header(&name, &value, append)?;
-    Ok(0)
+    // The name and the value read in place (the exchange copies what it
+    // keeps), checked in the order a copy of each would be.
+    let name_len = bounded(name_len, MAX_NAME)?;
+    let (memory, ctx) = call.split();
+    memory.read_with(pointer(name_ptr), name_len, |name| {
+        let value_len = bounded(value_len, MAX_VALUE)?;
+        memory.read_with(pointer(value_ptr), value_len, |value| {
+            let state = ctx.extension::<HttpState>().ok_or(AbiError::Inval)?;
+            state.exchange.set_header(name, value, append)?;
+            Ok(0)
+        })?
+    })?
 }
 
 pub(crate) fn set_header(

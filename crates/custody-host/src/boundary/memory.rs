@@ -110,6 +110,18 @@ impl GuestMemory<'_> {
         })
     }
 
+    /// Runs `f` on the `len` bytes at `ptr`: the guest's bytes themselves
+    /// for a plain memory (no copy), a copy read atomically and once (as
+    /// [`read`](Self::read)) for a shared one, which other guest threads
+    /// may write meanwhile. The range is checked whole before `f` runs.
+    pub fn read_with<R>(&self, ptr: u32, len: u32, f: impl FnOnce(&[u8]) -> R) -> Result<R, Fault> {
+        let range = self.range(ptr, len)?;
+        Ok(match &self.0 {
+            Bytes::Plain(bytes) => f(&bytes[range]),
+            Bytes::Shared(cells) => f(&cells[range].iter().map(load).collect::<Vec<u8>>()),
+        })
+    }
+
     /// Copies `bytes` into guest memory at `ptr`.
     pub fn write(&mut self, ptr: u32, bytes: &[u8]) -> Result<(), Fault> {
         let len = u32::try_from(bytes.len()).map_err(|_| Fault)?;
@@ -294,6 +306,21 @@ mod tests {
             vec![42, 7],
             "only the filled bytes land"
         );
+    }
+
+    #[test]
+    fn read_with_sees_the_bytes_in_place_or_a_copy_and_faults_before_running() {
+        let mut bytes: Vec<u8> = (0..8).collect();
+        let plain = GuestMemory::plain(&mut bytes);
+        assert_eq!(plain.read_with(2, 3, <[u8]>::to_vec), Ok(vec![2, 3, 4]));
+        assert_eq!(plain.read_with(8, 0, <[u8]>::len), Ok(0));
+        let mut ran = false;
+        assert_eq!(plain.read_with(6, 3, |_| ran = true), Err(Fault));
+        assert!(!ran, "f never runs on a faulting range");
+        let cells: Vec<UnsafeCell<u8>> = (0..8).map(UnsafeCell::new).collect();
+        let shared = GuestMemory::shared(&cells);
+        assert_eq!(shared.read_with(5, 3, <[u8]>::to_vec), Ok(vec![5, 6, 7]));
+        assert_eq!(shared.read_with(u32::MAX, 2, |_| ()), Err(Fault));
     }
 
     /// What `gather_with` handed `io`: each slice's bytes.

@@ -23,7 +23,7 @@ pub(crate) const UNLOADING_EXPORT: &str = "custody_unloading";
 /// per module to wasmtime's index handles: a lookup by name hashes the name
 /// and searches the engine's string pool, which cost a fresh domain's
 /// lifecycle more than a thousand instructions (docs/PERFORMANCE.md).
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub(crate) struct KnownExports {
     /// `memory`, when it is a memory (the boundary's guest memory).
     pub(crate) memory: Option<ModuleExport>,
@@ -31,6 +31,37 @@ pub(crate) struct KnownExports {
     pub(crate) initialize: Option<ModuleExport>,
     /// `custody_unloading`, the unloading hook.
     pub(crate) unloading: Option<ModuleExport>,
+    /// The functions called by name so far (shared by every domain the
+    /// module is loaded into).
+    pub(crate) called: Arc<CalledExports>,
+}
+
+/// A module's functions called by name so far, resolved to index handles:
+/// a server calls the same export (`handle`) of every request's fresh
+/// domain, and wasmtime's lookup by name costs more than the rest of the
+/// resolution. At most [`CalledExports::MAX`] names are kept (only names
+/// the module exports: its export list bounds them too); past them, a
+/// name is looked up each time.
+#[derive(Default)]
+pub(crate) struct CalledExports(Mutex<Vec<(Arc<str>, ModuleExport)>>);
+
+impl CalledExports {
+    const MAX: usize = 16;
+
+    /// `name`'s export in `module` (whose list this is), with the name as
+    /// a shared string.
+    pub(crate) fn get(&self, module: &Module, name: &str) -> Option<(Arc<str>, ModuleExport)> {
+        let mut called = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((known, export)) = called.iter().find(|(known, _)| **known == *name) {
+            return Some((Arc::clone(known), *export));
+        }
+        let export = module.get_export_index(name)?;
+        let name: Arc<str> = Arc::from(name);
+        if called.len() < Self::MAX {
+            called.push((Arc::clone(&name), export));
+        }
+        Some((name, export))
+    }
 }
 
 impl KnownExports {
@@ -45,6 +76,7 @@ impl KnownExports {
             memory,
             initialize: module.get_export_index("_initialize"),
             unloading: module.get_export_index(UNLOADING_EXPORT),
+            called: Arc::default(),
         }
     }
 }
@@ -121,5 +153,39 @@ impl PreCache {
     /// Drops every prepared module.
     pub(crate) fn clear(&self) {
         self.lock().clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_called_export_is_looked_up_once_and_its_name_shared() {
+        let exports: String = (0..20)
+            .map(|i| format!("(func (export \"f{i}\"))"))
+            .collect();
+        let module = Module::new(&wasmtime::Engine::default(), format!("(module {exports})"))
+            .expect("compiles");
+        let called = CalledExports::default();
+        let (first, _) = called.get(&module, "f3").expect("exported");
+        let (again, _) = called.get(&module, "f3").expect("exported");
+        assert!(
+            Arc::ptr_eq(&first, &again),
+            "the name is shared, not copied"
+        );
+        assert!(called.get(&module, "nope").is_none());
+        for i in 0..20 {
+            assert_eq!(
+                &*called.get(&module, &format!("f{i}")).unwrap().0,
+                format!("f{i}")
+            );
+        }
+        let kept = called.0.lock().unwrap().len();
+        assert_eq!(
+            kept,
+            CalledExports::MAX,
+            "a name not exported is never kept; at most MAX are"
+        );
     }
 }

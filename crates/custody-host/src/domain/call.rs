@@ -127,13 +127,15 @@ fn resolve_export(loaded: &mut Loaded, name: &str) -> bool {
     if matches!(&loaded.last_export, Some((last, ..)) if **last == *name) {
         return true;
     }
-    // By the module's export index: cheaper than the instance's lookup by
-    // name (no string-pool search).
-    let Some(func) = loaded.modules.iter().find_map(|m| {
-        let export = m.module.get_export_index(name)?;
-        m.instance
+    // By the module's export index, found once per module and kept with
+    // the name as a shared string (`CalledExports`): no lookup by name, no
+    // copy of the name, in a module's later domains.
+    let Some((name, func)) = loaded.modules.iter().find_map(|m| {
+        let (name, export) = m.exports.called.get(&m.module, name)?;
+        let func = (m.instance)
             .get_module_export(&mut loaded.store, &export)?
-            .into_func()
+            .into_func()?;
+        Some((name, func))
     }) else {
         // The root was described as this call: the next one must not be
         // taken for the last export's.
@@ -141,7 +143,7 @@ fn resolve_export(loaded: &mut Loaded, name: &str) -> bool {
         return false;
     };
     let ty = func.ty(&loaded.store);
-    loaded.last_export = Some((name.into(), func, ty));
+    loaded.last_export = Some((name, func, ty));
     false
 }
 

@@ -63,7 +63,7 @@ pub(crate) fn instantiate(
     let prepared = prepared(shared, loaded, module);
     let exports = prepared
         .as_ref()
-        .map_or_else(|| KnownExports::of(module), |p| p.exports);
+        .map_or_else(|| KnownExports::of(module), |p| p.exports.clone());
     let ctx = loaded.store.data_mut();
     // What the domain held before: a start function that fails leaves
     // nothing behind, so what it opened is closed again. A list, sorted

@@ -148,7 +148,7 @@ impl Fixture {
     /// A fresh domain of the plugin's version given `wasi`, after its
     /// `_start`.
     fn started(&self, wasi: WasiConfig) -> custody_host::Domain {
-        let domain = self.version.domain(self.host(), wasi).unwrap();
+        let domain = self.version.domain(self.host(), || wasi).unwrap();
         match domain.call("_start", &[]) {
             Ok(_) | Err(CallError::Exit(0)) => {}
             Err(e) => panic!("{e}"),

@@ -83,7 +83,7 @@ pub(crate) async fn run(
             let _request = span.enter();
             // A plugin that also imports WASI logs through stderr: captured,
             // and logged after each request.
-            let wasi = WasiConfig::new().stderr(Stdio::Capture);
+            let wasi = || WasiConfig::new().stderr(Stdio::Capture);
             let ends = (request_side, response_side);
             match &version.pool {
                 None => {

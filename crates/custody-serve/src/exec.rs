@@ -166,7 +166,7 @@ impl WagiRun {
             let span = self.span.clone();
             tokio::task::spawn_blocking(move || {
                 let _request = span.enter();
-                let domain = match version.domain(&host, wasi) {
+                let domain = match version.domain(&host, || wasi) {
                     Ok(domain) => domain,
                     Err(e) => return drop(done.send(Outcome::NotRun(e))),
                 };

@@ -344,6 +344,13 @@ impl PluginVersion {
                         "interface \"custody\": the module exports no `{HANDLE_EXPORT}` function"
                     )));
                 }
+                // A plugin that imports no WASI runs in domains without it:
+                // no WASI state is made (nor dropped) per request.
+                let imports_wasi = (modules.iter())
+                    .any(|(_, m)| m.imports().any(|i| i.module() == custody_wasi::MODULE));
+                if !imports_wasi {
+                    policy.wasi = false;
+                }
             }
             (Interface::Wagi, Instances::Pooled) => {
                 return Err(fail(
@@ -397,12 +404,11 @@ impl PluginVersion {
             },
         };
         let probe = version
-            .domain(
-                host,
+            .domain(host, || {
                 WasiConfig::new()
                     .stdout(Stdio::Capture)
-                    .stderr(Stdio::Capture),
-            )
+                    .stderr(Stdio::Capture)
+            })
             .map_err(|e| fail(format!("does not instantiate: {e}")))?;
         let routes = if interface == Interface::Wagi && exports(&version.modules, "_routes") {
             let called = probe.call("_routes", &[]);
@@ -453,15 +459,18 @@ impl PluginVersion {
         self.served.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// A fresh domain of this version with `wasi` as its WASI setup, its
-    /// modules loaded (a module that fails to load unloads the domain).
+    /// A fresh domain of this version with `wasi()` as its WASI setup, its
+    /// modules loaded (a module that fails to load unloads the domain). A
+    /// version whose policy has WASI off (a custody-ABI plugin that
+    /// imports none) has no WASI setup: `wasi` is not called.
     ///
     /// # Errors
     /// The host's or the load's error, as text.
-    pub fn domain(&self, host: &Host, wasi: WasiConfig) -> Result<Domain, String> {
-        let mut config = DomainConfig::new()
-            .policy(Arc::clone(&self.policy))
-            .extension(wasi);
+    pub fn domain(&self, host: &Host, wasi: impl FnOnce() -> WasiConfig) -> Result<Domain, String> {
+        let mut config = DomainConfig::new().policy(Arc::clone(&self.policy));
+        if self.policy.wasi {
+            config = config.extension(wasi());
+        }
         for (guest, dir) in &self.preopens {
             config = config.preopen(guest.clone(), dir.clone());
         }

@@ -52,11 +52,17 @@ impl Extension for Wasi {
 
     /// The domain's arguments, environment and streams (its
     /// [`WasiConfig`], else the default), its pre-opens as fds 3, 4, ...,
-    /// and its capture buffers shared with the embedder.
+    /// and its capture buffers shared with the embedder. Nothing for a
+    /// domain whose policy has WASI off: no module that imports it loads
+    /// there, so nothing would use it (its streams are not opened, its
+    /// captures stay empty).
     fn new_domain(
         &self,
         setup: &DomainSetup<'_>,
     ) -> Result<ExtensionState, Box<dyn Error + Send + Sync>> {
+        if self.denied_by(setup.policy()).is_some() {
+            return Ok(ExtensionState::none());
+        }
         let config = setup.config::<WasiConfig>().cloned().unwrap_or_default();
         let state = WasiState::new(config, setup.policy().stdio_capture_limit, setup.preopens())
             .map_err(|(which, source)| StdioError {

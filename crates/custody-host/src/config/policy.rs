@@ -304,7 +304,9 @@ pub struct Policy {
     pub module_cache_entries: usize,
     /// Whether guests may import WASI preview 1 (`wasi_snapshot_preview1`).
     /// Default true; false: a module importing any of its functions fails
-    /// to load ([`LoadError::DeniedModule`](crate::LoadError::DeniedModule)).
+    /// to load ([`LoadError::DeniedModule`](crate::LoadError::DeniedModule)),
+    /// and custody-wasi makes no WASI state for the domain (no streams
+    /// opened, no captures).
     pub wasi: bool,
     /// The most bytes a WASI stdout or stderr capture buffer holds until
     /// the embedder drains it (custody-wasi's `WasiDomain::take_stdout`);

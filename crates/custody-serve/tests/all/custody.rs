@@ -393,3 +393,60 @@ fn a_pooled_plugin_s_short_response_keeps_its_head() {
         }
     });
 }
+
+/// A custody-ABI plugin that imports WASI gets it (its stderr is logged
+/// with its plugin and request id); one that imports none runs with the
+/// policy's `wasi` off, in domains made without WASI state.
+#[test]
+fn wasi_is_there_for_a_plugin_that_imports_it_and_only_then() {
+    serial_runtime(async {
+        let noisy = r#"(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $fd_write (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 64) "from the custody ABI\n")
+  (func (export "handle") (param $req i32) (param $resp i32) (result i32)
+    (i32.store (i32.const 32) (i32.const 64))
+    (i32.store (i32.const 36) (i32.const 21))
+    (drop (call $fd_write (i32.const 2) (i32.const 32) (i32.const 1) (i32.const 40)))
+    (i32.const 0)))"#;
+        let plain = bare("(drop (call $set_status (i32.const 204)))");
+        let mut toml = String::new();
+        for name in ["noisy", "plain"] {
+            toml += &format!(
+                "[[plugin]]\nname = \"{name}\"\nroute = \"/{name}\"\nmodule = \"{name}.wat\"\n\
+                 interface = \"custody\"\n"
+            );
+        }
+        let server = TestServer::start(&toml, &[("noisy.wat", noisy), ("plain.wat", &plain)]).await;
+        let wasi: Vec<(String, bool)> = (server.state.plugins().iter())
+            .map(|p| (p.config.name.clone(), p.current().policy.wasi))
+            .collect();
+        assert_eq!(
+            wasi,
+            [("noisy".to_string(), true), ("plain".to_string(), false)]
+        );
+        let client = client();
+        assert_eq!(
+            get(&client, &server.url("/plain")).await.status,
+            StatusCode::NO_CONTENT
+        );
+        assert_eq!(
+            get(&client, &server.url("/noisy")).await.status,
+            StatusCode::OK
+        );
+        let mut lines = Vec::new();
+        for _ in 0..100 {
+            lines = logged("custody::serve::stderr");
+            if lines.iter().any(|l| l.contains("from the custody ABI")) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(
+            lines.iter().any(|l| l.contains("from the custody ABI")
+                && l.contains("noisy")
+                && l.contains("id=")),
+            "{lines:#?}"
+        );
+    });
+}

@@ -118,6 +118,20 @@ fn a_policy_can_refuse_wasi_whole() {
         }
         other => panic!("expected a denied import, got {other:?}"),
     }
+    // Nothing of WASI is made for such a domain: streams that would be
+    // duplicated host fds are not opened.
+    let before = open_non_socket_fds();
+    let domain = host
+        .create_domain(
+            DomainConfig::new()
+                .stdout(custody_wasi::Stdio::Inherit)
+                .stderr(custody_wasi::Stdio::Inherit),
+        )
+        .unwrap();
+    assert_eq!(open_non_socket_fds(), before, "no stream opened");
+    assert!(domain.take_stdout().is_empty());
+    domain.close_pipes();
+    domain.unload().unwrap();
 }
 
 #[test]

@@ -47,6 +47,9 @@ pub const READY_PATH: &str = "/.well-known/custody/ready";
 /// The header naming the plugin version that answered.
 pub const VERSION_HEADER: &str = "custody-plugin-version";
 
+/// [`VERSION_HEADER`] as a header name, checked once, at compile time.
+const VERSION_HEADER_NAME: HeaderName = HeaderName::from_static(VERSION_HEADER);
+
 /// Everything the server's requests share.
 pub struct ServerState {
     host: Arc<Host>,
@@ -482,10 +485,7 @@ async fn serve_plugin(
             ),
         )
     };
-    response.headers_mut().insert(
-        HeaderName::from_static(VERSION_HEADER),
-        version.id_header.clone(),
-    );
+    (response.headers_mut()).insert(VERSION_HEADER_NAME, version.id_header.clone());
     let status = response.status().as_u16();
     version.count_served();
     (state.metrics).request(&version, status, started.elapsed());

@@ -411,19 +411,23 @@ fn wasi_is_there_for_a_plugin_that_imports_it_and_only_then() {
     (i32.const 0)))"#;
         let plain = bare("(drop (call $set_status (i32.const 204)))");
         let mut toml = String::new();
-        for name in ["noisy", "plain"] {
+        for name in ["abi_stderr", "plain"] {
             toml += &format!(
                 "[[plugin]]\nname = \"{name}\"\nroute = \"/{name}\"\nmodule = \"{name}.wat\"\n\
                  interface = \"custody\"\n"
             );
         }
-        let server = TestServer::start(&toml, &[("noisy.wat", noisy), ("plain.wat", &plain)]).await;
+        let server =
+            TestServer::start(&toml, &[("abi_stderr.wat", noisy), ("plain.wat", &plain)]).await;
         let wasi: Vec<(String, bool)> = (server.state.plugins().iter())
             .map(|p| (p.config.name.clone(), p.current().policy.wasi))
             .collect();
         assert_eq!(
             wasi,
-            [("noisy".to_string(), true), ("plain".to_string(), false)]
+            [
+                ("abi_stderr".to_string(), true),
+                ("plain".to_string(), false)
+            ]
         );
         let client = client();
         assert_eq!(
@@ -431,7 +435,7 @@ fn wasi_is_there_for_a_plugin_that_imports_it_and_only_then() {
             StatusCode::NO_CONTENT
         );
         assert_eq!(
-            get(&client, &server.url("/noisy")).await.status,
+            get(&client, &server.url("/abi_stderr")).await.status,
             StatusCode::OK
         );
         let mut lines = Vec::new();
@@ -444,7 +448,7 @@ fn wasi_is_there_for_a_plugin_that_imports_it_and_only_then() {
         }
         assert!(
             lines.iter().any(|l| l.contains("from the custody ABI")
-                && l.contains("noisy")
+                && l.contains("abi_stderr")
                 && l.contains("id=")),
             "{lines:#?}"
         );

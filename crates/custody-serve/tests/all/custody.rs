@@ -438,14 +438,7 @@ fn wasi_is_there_for_a_plugin_that_imports_it_and_only_then() {
             get(&client, &server.url("/abi_stderr")).await.status,
             StatusCode::OK
         );
-        let mut lines = Vec::new();
-        for _ in 0..100 {
-            lines = logged("custody::serve::stderr");
-            if lines.iter().any(|l| l.contains("from the custody ABI")) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let lines = logged_eventually("custody::serve::stderr", "from the custody ABI").await;
         assert!(
             lines.iter().any(|l| l.contains("from the custody ABI")
                 && l.contains("abi_stderr")

@@ -296,15 +296,7 @@ fn stderr_is_logged_a_line_at_a_time_with_plugin_and_request_id() {
         let server = plugins(&[("noisy", module, "")]).await;
         let answer = get(&client(), &server.url("/noisy")).await;
         assert_eq!(answer.status, StatusCode::OK);
-        // The stderr reader may finish just after the response.
-        let mut lines = Vec::new();
-        for _ in 0..100 {
-            lines = logged("custody::serve::stderr");
-            if lines.iter().any(|l| l.contains("second")) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let lines = logged_eventually("custody::serve::stderr", "second").await;
         let ours: Vec<_> = lines.iter().filter(|l| l.contains("noisy")).collect();
         assert_eq!(ours.len(), 2, "{lines:#?}");
         assert!(

@@ -61,6 +61,22 @@ pub fn logged(needle: &str) -> Vec<String> {
         .collect()
 }
 
+/// The lines logged for `needle`, once one of them contains `awaited`
+/// (a guest's stderr is logged as its call ends, a moment after its
+/// response), or after a second: the caller's assertion then says what is
+/// missing.
+pub async fn logged_eventually(needle: &str, awaited: &str) -> Vec<String> {
+    let mut lines = Vec::new();
+    for _ in 0..100 {
+        lines = logged(needle);
+        if lines.iter().any(|l| l.contains(awaited)) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    lines
+}
+
 /// A server under test.
 pub struct TestServer {
     pub addr: SocketAddr,

@@ -215,17 +215,31 @@ fn critical_handle_closes_once_and_reports_failure() {
     assert_eq!(open_fds(), baseline);
 }
 
-fn is_mapped(addr: usize) -> bool {
+/// The lines of `/proc/self/maps`, each with its address range.
+fn mappings() -> Vec<(std::ops::Range<usize>, String)> {
     let maps = fs::read_to_string("/proc/self/maps").unwrap();
-    maps.lines().any(|line| {
-        let (range, _) = line.split_once(' ').unwrap();
-        let (start, end) = range.split_once('-').unwrap();
-        let (start, end) = (
-            usize::from_str_radix(start, 16).unwrap(),
-            usize::from_str_radix(end, 16).unwrap(),
-        );
-        (start..end).contains(&addr)
-    })
+    maps.lines()
+        .map(|line| {
+            let (range, _) = line.split_once(' ').unwrap();
+            let (start, end) = range.split_once('-').unwrap();
+            let start = usize::from_str_radix(start, 16).unwrap();
+            let end = usize::from_str_radix(end, 16).unwrap();
+            (start..end, line.to_owned())
+        })
+        .collect()
+}
+
+fn is_mapped(addr: usize) -> bool {
+    mappings().iter().any(|(range, _)| range.contains(&addr))
+}
+
+/// Whether exactly `addr..addr + len` is still one mapping. Once unmapped, the
+/// address itself may be reused at once by another thread's mapping (a thread
+/// stack, an allocator arena), so "nothing at `addr`" is not a sound check.
+fn is_mapped_exactly(addr: usize, len: usize) -> bool {
+    mappings()
+        .iter()
+        .any(|(range, _)| *range == (addr..addr + len))
 }
 
 #[test]
@@ -241,7 +255,7 @@ fn a_mapping_is_unmapped_exactly_once() {
         handle.dispose().unwrap();
         assert!(is_mapped(addr), "deferred while the guard lives");
     }
-    assert!(!is_mapped(addr));
+    assert!(!is_mapped_exactly(addr, 1 << 20));
     assert!(Mapping::anonymous(0).is_err());
 }
 
@@ -255,8 +269,14 @@ fn a_file_mapping_shows_the_file_and_outlives_the_fd() {
     let critical = CriticalHandle::new(mapping);
     assert_eq!(critical.bytes(), b"mapped bytes");
     let addr = critical.addr();
+    let name = path.to_str().unwrap();
+    let names_the_file = |(range, line): &(std::ops::Range<usize>, String)| {
+        range.contains(&addr) && line.ends_with(name)
+    };
+    assert!(mappings().iter().any(names_the_file));
     drop(critical);
-    assert!(!is_mapped(addr));
+    // The file is named by no mapping any more (its address may be reused).
+    assert!(!mappings().iter().any(|(_, line)| line.ends_with(name)));
     fs::remove_file(&path).unwrap();
     assert_eq!(open_fds(), baseline);
 }

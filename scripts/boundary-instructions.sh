@@ -37,6 +37,7 @@ echo '| --- | --- | --- | --- |'
 row 'ABI call failing E_KIND (vs func_wrap reading memory)' abi-kind raw-kind-memory "$calls"
 row 'ABI call failing E_KIND (vs plain func_wrap)' abi-kind raw-kind "$calls"
 row 'typed embedder function' embedder raw-embedder "$calls"
+row 'typed embedder function (vs a func_wrap returning Result)' embedder raw-embedder-fallible "$calls"
 row 'create + load + call + unload, one page' lifecycle raw-lifecycle "$lives"
 bin=target/release/examples/call_instructions
 row 'Domain::call of an empty export (vs call_untracked)' tracked untracked "$calls"

@@ -7,7 +7,7 @@
 //! | path | custody | raw wasmtime |
 //! | --- | --- | --- |
 //! | an ABI call failing `E_KIND` after lookup and pin | `abi-kind` | `raw-kind-memory` (a `func_wrap` reading a `Memory` kept in store data), `raw-kind` |
-//! | a typed embedder function | `embedder` | `raw-embedder` |
+//! | a typed embedder function | `embedder` | `raw-embedder`, `raw-embedder-fallible` (the closure returns `wasmtime::Result`) |
 //! | create + load + call + unload, one page | `lifecycle` | `raw-lifecycle` (`Store::new` + `InstancePre::instantiate` + call + drop) |
 //!
 //! ```sh
@@ -103,14 +103,25 @@ fn main() {
             black_box(domain.call("run", &[Val::I32(n)]).expect("run"));
             domain.unload().expect("unload");
         }
-        "raw-embedder" => {
+        "raw-embedder" | "raw-embedder-fallible" => {
             let module = host.compile(BUMP_CALLER.as_bytes()).expect("module");
             let mut linker = Linker::new(host.engine());
-            linker
-                .func_wrap("env", "bump", |_: Caller<'_, ()>, x: i32| -> i32 {
+            if path == "raw-embedder" {
+                linker.func_wrap("env", "bump", |_: Caller<'_, ()>, x: i32| -> i32 {
                     x.wrapping_add(1)
                 })
-                .expect("func_wrap");
+            } else {
+                // A function that can trap, as every custody function can
+                // (an abort, a failed body): its result is a `Result`.
+                linker.func_wrap(
+                    "env",
+                    "bump",
+                    |_: Caller<'_, ()>, x: i32| -> wasmtime::Result<i32> {
+                        Ok(black_box(x).wrapping_add(1))
+                    },
+                )
+            }
+            .expect("func_wrap");
             let mut store = raw_store(&host, ());
             let instance = linker.instantiate(&mut store, &module).expect("instance");
             let run = instance
@@ -142,7 +153,7 @@ fn main() {
             }
         }
         other => panic!(
-            "path {other:?}: abi-kind, raw-kind, raw-kind-memory, embedder, raw-embedder, lifecycle or raw-lifecycle"
+            "path {other:?}: abi-kind, raw-kind, raw-kind-memory, embedder, raw-embedder, raw-embedder-fallible, lifecycle or raw-lifecycle"
         ),
     }
 }

@@ -158,22 +158,23 @@ impl GuestCall<'_> {
         &mut self,
         body: impl FnOnce(&mut Self) -> Result<R, AbiError>,
     ) -> wasmtime::Result<R> {
-        let outcome = if self.caller.data().shared.cancel.is_raised() {
-            Err(self.aborted())
-        } else {
-            body(self)
-        };
-        match outcome {
-            Ok(value) => Ok(value),
-            Err(error) => {
-                if error == AbiError::Aborted {
-                    self.aborted();
-                }
-                let error = self.caller.data().deliver(error)?;
-                Err(wasmtime::Error::msg(format!(
-                    "a host function failed with {error}"
-                )))
-            }
+        if self.caller.data().shared.cancel.is_raised() {
+            return Err(self.fail(AbiError::Aborted));
+        }
+        body(self).map_err(|error| self.fail(error))
+    }
+
+    /// The trap (or the abort) that ends the guest's call when a body
+    /// fails: out of line and cold, so the success path stays small.
+    #[cold]
+    #[inline(never)]
+    fn fail(&mut self, error: AbiError) -> wasmtime::Error {
+        if error == AbiError::Aborted {
+            self.aborted();
+        }
+        match self.caller.data().deliver(error) {
+            Ok(error) => wasmtime::Error::msg(format!("a host function failed with {error}")),
+            Err(interrupt) => interrupt.into(),
         }
     }
 

@@ -47,7 +47,7 @@ impl Domain {
     /// unload still lets it in): the root is taken, the store locked, the
     /// call run; as it ends, the unloading event runs if one waits for the
     /// store, and the root's drop completes the unload if it was the last.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn call_shared(
         shared: &Arc<DomainShared>,
         name: &str,
@@ -64,7 +64,7 @@ impl Domain {
     /// timer's runner takes the store without waiting): the call is run;
     /// as it ends, the unloading event runs if one waits for the store, and
     /// the root's drop completes the unload if it was the last.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn call_rooted(
         shared: &Arc<DomainShared>,
         mut guard: StoreGuard<'_>,

@@ -124,14 +124,24 @@ pub struct TableCounters {
 }
 
 /// The live counters, on a line of their own: only inserts and removals
-/// write them, and a lookup never reads them.
+/// write them, and a lookup never reads them. Padded on both sides rather
+/// than aligned: an over-aligned table would make whatever holds it an
+/// aligned allocation, several times the cost of a plain one.
 #[derive(Default)]
-#[repr(align(128))]
+#[repr(C)]
 struct Counters {
+    _before: LinePad,
     inserted: AtomicU64,
     closed: AtomicU64,
     drained: AtomicU64,
     release_failures: AtomicU64,
+    _after: LinePad,
+}
+
+/// A cache line's worth of padding.
+#[derive(Default)]
+struct LinePad {
+    _bytes: [u64; 8],
 }
 
 impl Counters {

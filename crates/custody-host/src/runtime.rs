@@ -125,6 +125,15 @@ impl Runtime {
         })
     }
 
+    /// Whether any library module was added.
+    pub(crate) fn has_libraries(&self) -> bool {
+        let libraries = self
+            .libraries
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        !libraries.is_empty()
+    }
+
     /// The library module named `name`, if the host has one.
     pub(crate) fn library(&self, name: &str) -> Option<Module> {
         let libraries = self

@@ -40,8 +40,11 @@
 //! # Layout
 //! Slots live in buckets of doubling size, so the table can grow without
 //! moving a slot (readers hold plain references into buckets). Each slot is
-//! aligned to 128 bytes, so two threads using neighbouring ids never share
-//! a cache line (nor the adjacent line that x86 prefetches in pairs).
+//! padded to 128 bytes, so two threads pinning neighbouring ids never write
+//! one cache line. (Padded rather than aligned to 128 bytes, which would
+//! also keep them off the adjacent line x86 prefetches in pairs: an
+//! over-aligned bucket costs an aligned allocation, several times a plain
+//! one, for every domain's table.)
 
 // SAFETY arguments live beside each `unsafe` block of this module; the crate
 // denies `unsafe_code` everywhere else.
@@ -233,16 +236,34 @@ impl Entry {
 
 // ---- slots -----------------------------------------------------------------
 
-/// One slot: its word, its index and (while live) its entry. Aligned so that
-/// neighbouring slots never share a cache line.
-#[repr(align(128))]
+/// One slot: its word, its index and (while live) its entry, padded to
+/// [`SLOT_BYTES`] so that the words of neighbouring slots, which pins
+/// write, are never on one cache line.
+#[repr(C)]
 pub(super) struct Slot {
     word: AtomicU64,
     /// This slot's index, so a pin needs no id of its own: the generation of
     /// a pinned slot cannot change, so the id is derivable.
     index: u32,
     entry: UnsafeCell<Option<Entry>>,
+    _pad: [u8; SLOT_PAD],
 }
+
+/// A slot's size: its words are this far apart, two 64-byte lines. Padded,
+/// not aligned: a bucket is then a plain allocation (an over-aligned one
+/// costs several times as much, and a server makes a table per request).
+const SLOT_BYTES: usize = 128;
+
+/// The padding that makes a slot [`SLOT_BYTES`] long (none under loom,
+/// whose atomics are larger).
+const SLOT_PAD: usize = SLOT_BYTES.saturating_sub(
+    std::mem::size_of::<AtomicU64>()
+        + std::mem::size_of::<u64>()
+        + std::mem::size_of::<UnsafeCell<Option<Entry>>>(),
+);
+
+#[cfg(not(loom))]
+const _: () = assert!(std::mem::size_of::<Slot>() == SLOT_BYTES);
 
 // SAFETY: `entry` is written only by the one thread that owns the slot
 // exclusively (an inserter before setting LIVE, a finalizer after REMOVING
@@ -269,6 +290,7 @@ impl Slot {
             word: AtomicU64::new(1 << GEN_SHIFT),
             index,
             entry: UnsafeCell::new(None),
+            _pad: [0; SLOT_PAD],
         }
     }
 

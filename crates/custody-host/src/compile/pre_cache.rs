@@ -86,6 +86,9 @@ pub(crate) struct Prepared {
     pub(crate) pre: InstancePre<DomainCtx>,
     /// Every category some import of the module carries.
     pub(crate) categories: Vec<Category>,
+    /// The module names its imports come from, each once (an extension
+    /// its domain's policy denies is found here, not import by import).
+    pub(crate) import_modules: Vec<Box<str>>,
     /// Its exports a domain looks up.
     pub(crate) exports: KnownExports,
 }
@@ -120,7 +123,11 @@ impl PreCache {
             return Some(Arc::clone(prepared));
         }
         let mut categories = Vec::new();
+        let mut import_modules: Vec<Box<str>> = Vec::new();
         for import in module.imports() {
+            if !import_modules.iter().any(|m| **m == *import.module()) {
+                import_modules.push(import.module().into());
+            }
             for &category in catalogue.categories_of(import.module(), import.name())? {
                 if !categories.contains(&category) {
                     categories.push(category);
@@ -130,6 +137,7 @@ impl PreCache {
         let prepared = Arc::new(Prepared {
             pre: linker.instantiate_pre(module).ok()?,
             categories,
+            import_modules,
             exports: KnownExports::of(module),
         });
         guard.insert(key, (module.clone(), Arc::clone(&prepared)));

@@ -158,9 +158,11 @@ fn shared_memory_growth(module: &Module) -> usize {
 /// `module` prepared once per host, if it imports only host functions (a
 /// module importing a sibling of this domain is linked import by import).
 fn prepared(shared: &DomainShared, loaded: &Loaded, module: &Module) -> Option<Arc<Prepared>> {
-    let importing_a_sibling = module
-        .imports()
-        .any(|i| loaded.modules.iter().any(|m| m.name == i.module()));
+    // (The imports are walked only if the domain has modules.)
+    let importing_a_sibling = !loaded.modules.is_empty()
+        && module
+            .imports()
+            .any(|i| loaded.modules.iter().any(|m| m.name == i.module()));
     if importing_a_sibling {
         return None;
     }
@@ -180,7 +182,12 @@ fn bind_and_instantiate(
 ) -> Result<Instance, LoadError> {
     let (runtime, policy) = (&*shared.runtime, &*shared.policy);
     for extension in &runtime.extensions {
-        if let Some(reason) = extension.denied_by(policy)
+        // A prepared module's import modules are listed: most loads walk
+        // no imports here and make no refusal's message.
+        let imports_it =
+            prepared.is_none_or(|p| p.import_modules.iter().any(|m| **m == *extension.module()));
+        if imports_it
+            && let Some(reason) = extension.denied_by(policy)
             && let Some(import) = module.imports().find(|i| i.module() == extension.module())
         {
             return Err(LoadError::DeniedModule {

@@ -114,6 +114,11 @@ fn supply(
     module: &Module,
     loading: &Loading<'_>,
 ) -> Result<(), LoadError> {
+    if shared.resolver.is_none() && !shared.runtime.has_libraries() {
+        // Nothing can be supplied on demand (the usual domain): no walk
+        // of the module's imports.
+        return Ok(());
+    }
     let mut asked: Vec<&str> = Vec::new();
     for import in module.imports() {
         let from = import.module();

@@ -124,7 +124,9 @@ pub struct DomainCtx {
     memory_cap_reported: bool,
     /// The `memory` export of each loaded module that has one, resolved
     /// once at load: a host call finds its caller's memory by index, not by
-    /// name (see `marshal`).
+    /// name (see `marshal`). The first instance's is kept apart, so a store
+    /// of one instance (most) allocates no list.
+    pub(crate) first_memory: Option<ModuleExport>,
     pub(crate) memories: Vec<ModuleExport>,
     /// How many instances the store holds.
     pub(crate) instances: usize,
@@ -177,6 +179,7 @@ impl DomainCtx {
             creating_memories: 0,
             creating_tables: 0,
             memory_cap_reported: false,
+            first_memory: None,
             memories: Vec::new(),
             instances: 0,
             instantiating: false,
@@ -376,8 +379,10 @@ impl DomainCtx {
         if let Some((export, memory)) = memory {
             if self.instances == 1 {
                 self.only_memory = Some(memory);
+                self.first_memory = Some(export);
+            } else {
+                self.memories.push(export);
             }
-            self.memories.push(export);
         }
     }
 }

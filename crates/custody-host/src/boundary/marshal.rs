@@ -233,6 +233,11 @@ fn caller_memory(caller: &mut Caller<'_, DomainCtx>) -> Option<Extern> {
     if ctx.only_memory.is_some() || ctx.instances <= 1 {
         return ctx.only_memory.clone();
     }
+    if let Some(export) = caller.data().first_memory
+        && let Some(memory) = caller.get_module_export(&export)
+    {
+        return Some(memory);
+    }
     for index in 0..caller.data().memories.len() {
         let export = caller.data().memories[index];
         if let Some(memory) = caller.get_module_export(&export) {

@@ -6,8 +6,9 @@
 //! - table `get+drop` vs `Arc` clone+drop;
 //! - two threads contending on one handle vs two threads on one `Arc`;
 //! - two threads looking up *different* ids of one table: neighbouring slots
-//!   (0 and 1) vs slots far apart (0 and 64). Slots are cache-line aligned,
-//!   so the neighbours share no line and the two rows should match;
+//!   (0 and 1) vs slots far apart (0 and 64). Slots are padded to two
+//!   cache lines, so the neighbours' words share no line and the two rows
+//!   should match;
 //! - `acquire+drop` on a traced handle (history on), to show what history
 //!   costs when on; the untraced rows above are the history-off hot path.
 //!

@@ -439,16 +439,19 @@ impl PluginVersion {
     /// Its most specific route matching `path`: the route's index in
     /// `routes`, and the match.
     pub fn route_for(&self, path: &str) -> Option<(usize, RouteMatch)> {
-        let mut best: Option<(usize, RouteMatch)> = None;
+        let at = self.best_route(path)?;
+        Some((at, self.routes[at].0.matches(path)?))
+    }
+
+    /// The index of the most specific of this version's routes that `path`
+    /// matches, found without building a [`RouteMatch`].
+    pub fn best_route(&self, path: &str) -> Option<usize> {
+        let mut best: Option<usize> = None;
         for (at, (route, _)) in self.routes.iter().enumerate() {
-            let Some(matched) = route.matches(path) else {
-                continue;
-            };
-            if best
-                .as_ref()
-                .is_none_or(|(i, _)| route.specificity() > self.routes[*i].0.specificity())
+            if route.rest_of(path).is_some()
+                && best.is_none_or(|i| route.specificity() > self.routes[i].0.specificity())
             {
-                best = Some((at, matched));
+                best = Some(at);
             }
         }
         best

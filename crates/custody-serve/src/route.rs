@@ -71,21 +71,23 @@ impl Route {
     /// Whether `path` (the request's, still percent-encoded) is this
     /// route's, and how it splits.
     pub fn matches(&self, path: &str) -> Option<RouteMatch> {
-        let rest = if self.wildcard {
-            let rest = path.strip_prefix(self.prefix.as_str())?;
-            if !(rest.is_empty() || rest.starts_with('/')) {
-                return None;
-            }
-            rest
-        } else if path == self.prefix {
-            ""
-        } else {
-            return None;
-        };
+        let rest = self.rest_of(path)?;
         Some(RouteMatch {
             script_name: self.prefix.clone(),
             raw_path_info: rest.to_string(),
         })
+    }
+
+    /// Whether `path` is this route's: the rest of it after the route's
+    /// prefix if so (nothing copied: routing compares routes with this, and
+    /// builds the [`RouteMatch`] of the one chosen only).
+    pub fn rest_of<'p>(&self, path: &'p str) -> Option<&'p str> {
+        if self.wildcard {
+            let rest = path.strip_prefix(self.prefix.as_str())?;
+            (rest.is_empty() || rest.starts_with('/')).then_some(rest)
+        } else {
+            (path == self.prefix).then_some("")
+        }
     }
 
     /// How specific the route is: compared between routes that match the

@@ -269,7 +269,7 @@ impl ServerState {
             let serving = plugin.serving();
             let specificity = (serving.versions())
                 .filter_map(|version| {
-                    let (at, _) = version.route_for(path)?;
+                    let at = version.best_route(path)?;
                     Some(version.routes[at].0.specificity())
                 })
                 .max();

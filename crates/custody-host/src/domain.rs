@@ -450,6 +450,20 @@ impl Domain {
         self.shared.table().insert(resource)
     }
 
+    /// Gives the domain's guests handles to `resources` together, as
+    /// [`insert_handle`](Self::insert_handle) does for one: each gets an id,
+    /// or none does.
+    ///
+    /// # Errors
+    /// [`HandleError::QuotaExceeded`] when the domain's quota has no room
+    /// for all of them (every resource is then released).
+    pub fn insert_handles<T: ReleaseHandle, const N: usize>(
+        &self,
+        resources: [T; N],
+    ) -> Result<[HandleId; N], HandleError> {
+        self.shared.table().insert_all(resources)
+    }
+
     /// Closes a guest's handle from the host side: the id is stale at once;
     /// if a call is using the handle, the release waits for it to return.
     ///

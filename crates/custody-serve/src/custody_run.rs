@@ -272,20 +272,12 @@ fn call_handle(
         let missing = "the host has no custody_http extension";
         return (Outcome::NotRun(missing.into()), [None, None]);
     };
-    let request = match domain.insert_handle(request) {
-        Ok(id) => id,
+    // Both handles or neither (one lock of the table for the two).
+    let [request, response] = match domain.insert_handles([request, response]) {
+        Ok(ids) => ids,
         Err(e) => {
-            return (
-                Outcome::NotRun(format!("the request's handle: {e}")),
-                [None, None],
-            );
-        }
-    };
-    let response = match domain.insert_handle(response) {
-        Ok(id) => id,
-        Err(e) => {
-            let outcome = Outcome::NotRun(format!("the response's handle: {e}"));
-            return (outcome, [Some(request), None]);
+            let outcome = Outcome::NotRun(format!("the request's handles: {e}"));
+            return (outcome, [None, None]);
         }
     };
     let ids = [Some(request), Some(response)];

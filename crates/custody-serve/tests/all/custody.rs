@@ -447,3 +447,27 @@ fn wasi_is_there_for_a_plugin_that_imports_it_and_only_then() {
         );
     });
 }
+
+#[test]
+fn a_quota_without_room_for_the_request_s_two_handles_is_a_500_that_names_it() {
+    serial_runtime(async {
+        // Room for one handle: the request's two are given together or not
+        // at all, so `handle` is never called with half of them.
+        let toml = "[[plugin]]\nname = \"cramped\"\nroute = \"/cramped\"\n\
+                    module = \"cramped.wat\"\ninterface = \"custody\"\n\
+                    policy = { handle_quota = 1 }\n";
+        let wat = bare("(drop (call $set_status (i32.const 204)))");
+        let server = TestServer::start(toml, &[("cramped.wat", &wat)]).await;
+        let client = client();
+        for _ in 0..3 {
+            let answer = get(&client, &server.url("/cramped")).await;
+            assert_eq!(answer.status, StatusCode::INTERNAL_SERVER_ERROR);
+            assert!(
+                answer.body.contains("the request's handles")
+                    && answer.body.contains("the handle table is full"),
+                "{}",
+                answer.body
+            );
+        }
+    });
+}

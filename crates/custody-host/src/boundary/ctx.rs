@@ -127,6 +127,8 @@ pub struct DomainCtx {
     /// name (see `marshal`). The first instance's is kept apart, so a store
     /// of one instance (most) allocates no list.
     pub(crate) first_memory: Option<ModuleExport>,
+    /// The `memory` exports of the instances after the first, in load
+    /// order.
     pub(crate) memories: Vec<ModuleExport>,
     /// How many instances the store holds.
     pub(crate) instances: usize,

@@ -47,6 +47,9 @@ impl Domain {
     /// unload still lets it in): the root is taken, the store locked, the
     /// call run; as it ends, the unloading event runs if one waits for the
     /// store, and the root's drop completes the unload if it was the last.
+    // Inlined, as `call_rooted`: as frames of their own, saving registers
+    // and moving the call's result on, they were a third of what root
+    // tracking costs a call (docs/PERFORMANCE.md, round 2).
     #[inline(always)]
     pub(crate) fn call_shared(
         shared: &Arc<DomainShared>,

@@ -62,6 +62,7 @@ use crate::error::HandleError;
 use crate::id::{HandleId, MAX_SLOTS};
 use crate::release::{ReleaseHandle, format_raw};
 
+mod erased;
 mod insert;
 mod kinds;
 mod slot;

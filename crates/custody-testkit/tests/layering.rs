@@ -34,7 +34,12 @@ const HANDLE: &[Layer] = &[
     Layer::of("critical_handle"),
     Layer::with(
         "table",
-        &[Layer::of("kinds"), Layer::of("slot"), Layer::of("insert")],
+        &[
+            Layer::of("erased"),
+            Layer::of("kinds"),
+            Layer::of("slot"),
+            Layer::of("insert"),
+        ],
     ),
     Layer::with(
         "os",

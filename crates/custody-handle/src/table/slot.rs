@@ -50,10 +50,11 @@
 // denies `unsafe_code` everywhere else.
 #![allow(unsafe_code)]
 
-use std::any::{Any, TypeId, type_name};
+use std::any::{TypeId, type_name};
 use std::collections::VecDeque;
 use std::ptr;
 
+use super::erased::Erased;
 use super::kinds::Kinds;
 use crate::error::HandleError;
 use crate::id::{HandleId, MAX_GENERATION, MAX_SLOTS};
@@ -112,32 +113,6 @@ pub(super) fn why_stale(id: HandleId, word: u64) -> &'static str {
 }
 
 // ---- entries ---------------------------------------------------------------
-
-/// The type-erased operations the table needs on a `SafeHandle<T>`.
-trait Erased: Any + Send + Sync {
-    fn raw_value(&self) -> u64;
-    /// Whether a lookup may hand it out: neither closed nor disposed.
-    fn is_usable(&self) -> bool;
-    /// Drops the table's reference (and, for entries the table created, the
-    /// creation reference), releasing the resource if nothing else holds it.
-    fn release_from_table(&self, created: bool) -> Result<(), HandleError>;
-}
-
-impl<T: ReleaseHandle> Erased for SafeHandle<T> {
-    fn raw_value(&self) -> u64 {
-        SafeHandle::raw_value(self)
-    }
-    fn is_usable(&self) -> bool {
-        SafeHandle::is_usable(self)
-    }
-    fn release_from_table(&self, created: bool) -> Result<(), HandleError> {
-        if created {
-            // Cannot release: the table's own reference is still held.
-            self.dispose()?;
-        }
-        self.dangerous_release()
-    }
-}
 
 /// What a live slot holds: one handle, type-erased, with its type id and a
 /// pointer to its resource cached for the lookup.
@@ -249,9 +224,8 @@ pub(super) struct Slot {
     _pad: [u8; SLOT_PAD],
 }
 
-/// A slot's size: its words are this far apart, two 64-byte lines. Padded,
-/// not aligned: a bucket is then a plain allocation (an over-aligned one
-/// costs several times as much, and a server makes a table per request).
+/// A slot's size: its words are this far apart, two 64-byte lines (padded,
+/// not aligned: see the module's Layout).
 const SLOT_BYTES: usize = 128;
 
 /// The padding that makes a slot [`SLOT_BYTES`] long (none under loom,

@@ -10,10 +10,11 @@
 //! Every test takes `serial()`: they count the process's open fds.
 
 use std::io::ErrorKind;
+use std::os::fd::OwnedFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 
-use custody_handle::Fd;
+use custody_handle::{Fd, HandleError};
 use custody_host::abi::{AbiError, MAX_IO};
 use custody_host::{Domain, DomainConfig, Ledger, Policy, Val};
 use custody_testkit::*;
@@ -299,4 +300,38 @@ fn wasi_args_get_that_faults_writes_nothing() {
         );
     }
     assert_never_taken_back(domain.unload().unwrap().ledger);
+}
+
+#[test]
+fn handles_the_embedder_gives_together_are_all_given_or_none() {
+    let _serial = serial();
+    let host = host_with_quota(1);
+    let domain = host.create_domain(DomainConfig::new()).unwrap();
+    let baseline = open_fds();
+    let (read, write) = std::io::pipe().unwrap();
+    let ends = [
+        Fd::from(OwnedFd::from(read)),
+        Fd::from(OwnedFd::from(write)),
+    ];
+    // Room for one: neither end gets an id, and both are released.
+    assert!(matches!(
+        domain.insert_handles(ends),
+        Err(HandleError::QuotaExceeded { limit: 1 })
+    ));
+    assert_eq!(domain.table().live_ids(), []);
+    assert_eq!(open_fds(), baseline, "a refused end was kept open");
+    // With room, both get ids the guest can use.
+    let host = host_with_quota(2);
+    let domain = host.create_domain(DomainConfig::new()).unwrap();
+    let (read, write) = std::io::pipe().unwrap();
+    let ids = domain
+        .insert_handles([
+            Fd::from(OwnedFd::from(read)),
+            Fd::from(OwnedFd::from(write)),
+        ])
+        .unwrap();
+    assert_ne!(ids[0], ids[1]);
+    assert_eq!(domain.table().live_ids().len(), 2);
+    domain.unload().unwrap();
+    assert_eq!(open_fds(), baseline);
 }

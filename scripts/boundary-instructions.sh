@@ -38,6 +38,7 @@ row 'ABI call failing E_KIND (vs func_wrap reading memory)' abi-kind raw-kind-me
 row 'ABI call failing E_KIND (vs plain func_wrap)' abi-kind raw-kind "$calls"
 row 'typed embedder function' embedder raw-embedder "$calls"
 row 'typed embedder function (vs a func_wrap returning Result)' embedder raw-embedder-fallible "$calls"
+row 'typed embedder function (vs a func_wrap that can fail)' embedder raw-embedder-failing "$calls"
 row 'create + load + call + unload, one page' lifecycle raw-lifecycle "$lives"
 bin=target/release/examples/call_instructions
 row 'Domain::call of an empty export (vs call_untracked)' tracked untracked "$calls"

@@ -8,13 +8,17 @@
 #
 # Usage: scripts/serve-bench.sh
 # Environment: ROUNDS (default 3), DURATION (wrk -d, default 10s),
-#              WARMUP (default 3s), CONNECTIONS (default "1 64").
+#              WARMUP (default 3s), CONNECTIONS (default "1 64"),
+#              BASELINE_KEEP_RESIDENT (bytes the baseline's pool zeroes in
+#              place, as `wasmtime serve -O pooling-memory-keep-resident`;
+#              default 0, wasmtime's default).
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10s}
 WARMUP=${WARMUP:-3s}
 CONNECTIONS=${CONNECTIONS:-"1 64"}
+BASELINE_KEEP_RESIDENT=${BASELINE_KEEP_RESIDENT:-0}
 
 if ! command -v wrk >/dev/null 2>&1; then
     echo "serve-bench: wrk is not installed (it is the Debian package \`wrk\`: apt-get install wrk)" >&2
@@ -98,7 +102,8 @@ max_concurrency = 1024
 EOF
     start custody "$CUSTODY" serve --config "$WORK/wagi-hello.toml"
     CUSTODY_URL=$URL
-    start baseline "$BASELINE" --listen 127.0.0.1:0 --route /hello "$module"
+    start baseline "$BASELINE" --listen 127.0.0.1:0 --route /hello \
+        --keep-resident "$BASELINE_KEEP_RESIDENT" "$module"
     BASELINE_URL=$URL
 }
 
@@ -118,7 +123,8 @@ max_concurrency = 1024
 EOF
     start custody "$CUSTODY" serve --config "$WORK/custody-hello.toml"
     CUSTODY_URL=$URL
-    start baseline "$BASELINE" --listen 127.0.0.1:0 --route /hello "$module"
+    start baseline "$BASELINE" --listen 127.0.0.1:0 --route /hello \
+        --keep-resident "$BASELINE_KEEP_RESIDENT" "$module"
     BASELINE_URL=$URL
 }
 

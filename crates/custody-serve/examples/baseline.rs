@@ -29,8 +29,12 @@
 //! the idle-connection timer and the connection limit.
 //!
 //! Run: `cargo run --release -p custody-serve --example baseline --
-//! --listen 127.0.0.1:0 [--route /hello] MODULE` (prints `GET URL` once it
-//! listens, as `custody serve` does).
+//! --listen 127.0.0.1:0 [--route /hello] [--keep-resident BYTES] MODULE`
+//! (prints `GET URL` once it listens, as `custody serve` does).
+//! `--keep-resident` is `wasmtime serve -O pooling-memory-keep-resident=BYTES
+//! -O pooling-table-keep-resident=BYTES`: the pool zeroes that much of each
+//! freed memory and table in place (custody's `pool_keep_resident`, 64 KiB
+//! by default); without it, wasmtime's default, none.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -112,8 +116,8 @@ enum RunError {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let (listen, route, module) = parse_args()?;
-    let engine = engine()?;
+    let (listen, route, keep_resident, module) = parse_args()?;
+    let engine = engine(keep_resident)?;
     let module =
         Module::from_file(&engine, &module).map_err(|e| format!("{}: {e:#}", module.display()))?;
     let mut linker: Linker<Ctx> = Linker::new(&engine);
@@ -152,11 +156,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     runtime.block_on(serve(state, listen))
 }
 
-/// `--listen ADDR`, `--route ROUTE` (default `/...`), `MODULE`.
-fn parse_args() -> Result<(SocketAddr, String, PathBuf), String> {
-    const USAGE: &str = "usage: baseline [--listen ADDR] [--route ROUTE] MODULE";
+/// `--listen ADDR`, `--route ROUTE` (default `/...`), `--keep-resident
+/// BYTES` (default 0), `MODULE`.
+fn parse_args() -> Result<(SocketAddr, String, usize, PathBuf), String> {
+    const USAGE: &str =
+        "usage: baseline [--listen ADDR] [--route ROUTE] [--keep-resident BYTES] MODULE";
     let mut listen = SocketAddr::from(([127, 0, 0, 1], 8080));
     let mut route = "/...".to_string();
+    let mut keep_resident = 0;
     let mut module = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -168,24 +175,31 @@ fn parse_args() -> Result<(SocketAddr, String, PathBuf), String> {
                     .map_err(|e| format!("--listen {value}: {e}"))?;
             }
             "--route" => route = args.next().ok_or(USAGE)?,
+            "--keep-resident" => {
+                let value = args.next().ok_or(USAGE)?;
+                keep_resident = value
+                    .parse()
+                    .map_err(|e| format!("--keep-resident {value}: {e}"))?;
+            }
             _ if module.is_none() && !arg.starts_with('-') => module = Some(PathBuf::from(arg)),
             _ => return Err(format!("{arg}: unexpected\n{USAGE}")),
         }
     }
-    Ok((listen, route, module.ok_or(USAGE)?))
+    Ok((listen, route, keep_resident, module.ok_or(USAGE)?))
 }
 
 /// The engine as `wasmtime serve` configures it: the pooling allocator with
-/// its default configuration when the machine can reserve its address
-/// space (else on demand, as `wasmtime serve` falls back), and epoch
-/// interruption for the deadline.
-fn engine() -> wasmtime::Result<Engine> {
+/// its default configuration (but `keep_resident`, as its `-O` flags set
+/// it) when the machine can reserve its address space (else on demand, as
+/// `wasmtime serve` falls back), and epoch interruption for the deadline.
+fn engine(keep_resident: usize) -> wasmtime::Result<Engine> {
     let mut config = Config::new();
     config.epoch_interruption(true);
     if pooling_fits()? {
-        config.allocation_strategy(InstanceAllocationStrategy::Pooling(
-            PoolingAllocationConfig::default(),
-        ));
+        let mut pool = PoolingAllocationConfig::default();
+        pool.linear_memory_keep_resident(keep_resident)
+            .table_keep_resident(keep_resident);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     } else {
         eprintln!("baseline: the pooling allocator does not fit; allocating on demand");
     }

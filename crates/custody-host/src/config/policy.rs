@@ -262,6 +262,17 @@ pub struct Policy {
     /// With [`Allocation::Pooling`]: how many instances (and as many
     /// memories and tables) may be live at once in the host. Default 1000.
     pub pool_size: u32,
+    /// With [`Allocation::Pooling`]: how many bytes at the start of each
+    /// pooled memory and table a freed slot keeps resident, zeroed with
+    /// `memset` for the next instance, rather than handed back to the
+    /// kernel (the rest is, with `madvise`). A small guest's memory is
+    /// then reset without a system call, page faults or the cross-CPU TLB
+    /// flushes a multi-threaded `madvise` costs, which is most of what a
+    /// per-request server's kernel time goes to; the price is up to this
+    /// much resident memory per pool slot used recently (wasmtime's
+    /// `linear_memory_keep_resident` and `table_keep_resident`). Default
+    /// 64 KiB, one wasm page.
+    pub pool_keep_resident: usize,
     /// Structural limits checked on a module's bytes before it is compiled,
     /// so that untrusted bytes cannot drive the compiler's time and memory
     /// without bound.
@@ -414,6 +425,7 @@ impl Default for Policy {
             escalation: Escalation::default(),
             allocation: Allocation::default(),
             pool_size: 1000,
+            pool_keep_resident: 64 << 10,
             module_cache_entries: 256,
             compile_limits: CompileLimits::default(),
             compile_memory_limit: 1 << 30,

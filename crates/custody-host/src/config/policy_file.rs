@@ -58,6 +58,8 @@ struct PolicyFile {
     escalation: Option<EscalationFile>,
     allocation: Option<Allocation>,
     pool_size: Option<u32>,
+    #[serde(default, deserialize_with = "deserialize_size")]
+    pool_keep_resident: Option<usize>,
     module_cache_entries: Option<usize>,
     threads: Option<bool>,
     log_lines_per_second: Option<u32>,
@@ -128,10 +130,11 @@ struct EscalationFile {
 /// The keys of the policy file that configure the host's engine, the same
 /// for every domain: only the host's policy sets them (a table `[name]`
 /// stands for each of its keys).
-pub const ENGINE_WIDE_KEYS: [&str; 8] = [
+pub const ENGINE_WIDE_KEYS: [&str; 9] = [
     "stack_limit_bytes",
     "allocation",
     "pool_size",
+    "pool_keep_resident",
     "module_cache_entries",
     "threads",
     "compile_memory_limit_bytes",
@@ -193,7 +196,7 @@ impl PolicyOverrides {
             set_keys!(keys, e, "escalation.": outside_critical, inside_critical,
                 orphaned_critical, recreate, unload_blocked);
         }
-        set_keys!(keys, file, "": allocation, pool_size, module_cache_entries, threads,
+        set_keys!(keys, file, "": allocation, pool_size, pool_keep_resident, module_cache_entries, threads,
             log_lines_per_second, compile_memory_limit_bytes, compile_timeout_ms, wasi,
             stdio_capture_limit);
         if let Some(limits) = &file.compile_limits {
@@ -267,6 +270,7 @@ impl PolicyOverrides {
         }
         new.allocation = file.allocation.unwrap_or(new.allocation);
         new.pool_size = file.pool_size.unwrap_or(new.pool_size);
+        new.pool_keep_resident = file.pool_keep_resident.unwrap_or(new.pool_keep_resident);
         new.module_cache_entries = file
             .module_cache_entries
             .unwrap_or(new.module_cache_entries);
@@ -312,6 +316,7 @@ impl Policy {
     /// deny = ["ExternalProcessMgmt"] # host-protection categories
     /// allocation = "pooling"        # pooling, on-demand or dense
     /// pool_size = 1000              # live instances the pool holds
+    /// pool_keep_resident = "64KiB"  # of each pooled memory: reset by memset, not returned
     /// module_cache_entries = 256    # compiled modules kept by content
     /// threads = false               # shared memories and atomic waits
     /// log_lines_per_second = 100    # guest log lines; the rest are counted
@@ -366,6 +371,10 @@ impl Policy {
             (self.allocation != host.allocation, "allocation"),
             (self.pool_size != host.pool_size, "pool_size"),
             (
+                self.pool_keep_resident != host.pool_keep_resident,
+                "pool_keep_resident",
+            ),
+            (
                 self.module_cache_entries != host.module_cache_entries,
                 "module_cache_entries",
             ),
@@ -407,6 +416,7 @@ mod tests {
             compile_timeout_ms = 1500
             wasi = false
             stdio_capture_limit = "64KiB"
+            pool_keep_resident = "1MiB"
             [compile_limits]
             nesting_depth = 10
             [escalation]
@@ -436,6 +446,8 @@ mod tests {
         assert_eq!(policy.compile_limits.nesting_depth, 10);
         assert!(!policy.wasi);
         assert_eq!(policy.stdio_capture_limit, 64 << 10);
+        assert_eq!(policy.pool_keep_resident, 1 << 20);
+        assert_eq!(Policy::default().pool_keep_resident, 64 << 10);
         assert_eq!(policy.compile_limits.locals, 50_000, "the rest default");
         assert_eq!(
             policy.max_wait,
@@ -521,6 +533,11 @@ mod tests {
         changed.deadline = Some(Duration::from_secs(1));
         changed.handle_quota = 3;
         assert_eq!(changed.engine_wide_change(&Policy::default()), None);
+        changed.pool_keep_resident = 0;
+        assert_eq!(
+            changed.engine_wide_change(&Policy::default()),
+            Some("pool_keep_resident")
+        );
         changed.allocation = Allocation::Dense;
         assert_eq!(
             changed.engine_wide_change(&Policy::default()),

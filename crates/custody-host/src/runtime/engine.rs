@@ -92,7 +92,9 @@ fn allocate(config: &mut Config, policy: &Policy, allocation: Allocation) {
                 .total_tables(slots)
                 .max_memories_per_module(4)
                 .max_tables_per_module(4)
-                .table_elements(POOL_TABLE_ELEMENTS);
+                .table_elements(POOL_TABLE_ELEMENTS)
+                .linear_memory_keep_resident(policy.pool_keep_resident)
+                .table_keep_resident(policy.pool_keep_resident);
             if let Some(bytes) = capped_reservation(policy) {
                 pool.max_memory_size(bytes as usize);
                 config.memory_reservation(bytes);

@@ -362,6 +362,61 @@ fn a_pool_too_large_to_reserve_falls_back_to_on_demand_allocation() {
     assert!(matches!(sum[..], [Val::I32(5)]));
 }
 
+/// Writes a byte in the first page of memory, at the page's last byte, in
+/// the fourth page, and a function into the table; `peek` is non-zero if
+/// any of them is there.
+const SCRIBBLER: &str = r#"(module
+  (memory (export "memory") 4)
+  (table 4 funcref)
+  (func $f)
+  (elem declare func $f)
+  (func (export "scribble")
+    (i32.store8 (i32.const 0) (i32.const 0xab))
+    (i32.store8 (i32.const 65535) (i32.const 0xab))
+    (i32.store8 (i32.const 196708) (i32.const 0xab))
+    (table.set (i32.const 3) (ref.func $f)))
+  (func (export "peek") (result i32)
+    (i32.or
+      (i32.or (i32.load8_u (i32.const 0)) (i32.load8_u (i32.const 65535)))
+      (i32.or (i32.load8_u (i32.const 196708))
+        (i32.eqz (ref.is_null (table.get (i32.const 3))))))))"#;
+
+/// A pool slot passes from domain to domain: whatever part of its memory
+/// and table the pool keeps resident (zeroed in place) and whatever it
+/// hands back to the kernel, the next domain finds none of what the last
+/// one wrote.
+#[test]
+fn a_reused_pool_slot_keeps_nothing_of_the_domain_before() {
+    let _serial = serial();
+    quiet();
+    for keep in [0, 64 << 10, 1 << 20] {
+        let host = custody_host::Host::with_log(
+            Policy {
+                // One slot: every domain gets the one the last one had.
+                pool_size: 1,
+                pool_keep_resident: keep,
+                memory_limit: Some(1 << 20),
+                ..Policy::default()
+            },
+            std::sync::Arc::new(|_, _, _| {}),
+        )
+        .unwrap();
+        assert_eq!(host.allocation(), custody_host::Allocation::Pooling);
+        let module = host.compile(SCRIBBLER.as_bytes()).unwrap();
+        for round in 0..3 {
+            let domain = host.create_domain(DomainConfig::new()).unwrap();
+            domain.load("scribbler", &module).unwrap();
+            let seen = domain.call("peek", &[]).unwrap();
+            assert!(
+                matches!(seen[..], [Val::I32(0)]),
+                "pool_keep_resident = {keep}, domain {round}: {seen:?}"
+            );
+            domain.call("scribble", &[]).unwrap();
+            domain.unload().unwrap();
+        }
+    }
+}
+
 #[test]
 fn compiling_the_same_bytes_again_comes_from_the_cache() {
     let _serial = serial();

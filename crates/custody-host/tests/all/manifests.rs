@@ -343,6 +343,7 @@ fn an_engine_wide_key_in_a_domain_policy_is_an_error() {
         ("threads = true", "threads"),
         ("allocation = \"dense\"", "allocation"),
         ("stack_limit_bytes = 100000", "stack_limit_bytes"),
+        ("pool_keep_resident = \"1MiB\"", "pool_keep_resident"),
         (
             "[policy.compile_limits]\nlocals = 5",
             "compile_limits.locals",

@@ -11,14 +11,15 @@
 #              WARMUP (default 3s), CONNECTIONS (default "1 64"),
 #              BASELINE_KEEP_RESIDENT (bytes the baseline's pool zeroes in
 #              place, as `wasmtime serve -O pooling-memory-keep-resident`;
-#              default 0, wasmtime's default).
+#              default 65536, custody's own `pool_keep_resident`, so the
+#              peer runs as well set up as custody; 0 is wasmtime's default).
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10s}
 WARMUP=${WARMUP:-3s}
 CONNECTIONS=${CONNECTIONS:-"1 64"}
-BASELINE_KEEP_RESIDENT=${BASELINE_KEEP_RESIDENT:-0}
+BASELINE_KEEP_RESIDENT=${BASELINE_KEEP_RESIDENT:-65536}
 
 if ! command -v wrk >/dev/null 2>&1; then
     echo "serve-bench: wrk is not installed (it is the Debian package \`wrk\`: apt-get install wrk)" >&2

@@ -8,8 +8,8 @@ mod policy_file;
 mod size;
 
 pub use policy::{
-    Action, Allocation, Category, CompileLimits, Escalation, MIN_THROTTLE_SHARE, OnMemoryLimit,
-    Policy, PolicyError, UnloadBlockedAction,
+    Action, Allocation, Category, CompileLimits, Escalation, MAX_POOL_KEEP_RESIDENT,
+    MIN_THROTTLE_SHARE, OnMemoryLimit, Policy, PolicyError, UnloadBlockedAction,
 };
 pub use policy_file::{ENGINE_WIDE_KEYS, PolicyOverrides};
 pub use size::{SizeError, parse_size};

@@ -75,8 +75,9 @@ pub use boundary::errno::AbiError;
 pub use boundary::marshal::Pinned;
 pub use catalogue::{AbiType, HostFunction};
 pub use config::{
-    Action, Allocation, Category, ENGINE_WIDE_KEYS, Escalation, MIN_THROTTLE_SHARE, OnMemoryLimit,
-    Policy, PolicyError, PolicyOverrides, SizeError, UnloadBlockedAction, parse_size,
+    Action, Allocation, Category, ENGINE_WIDE_KEYS, Escalation, MAX_POOL_KEEP_RESIDENT,
+    MIN_THROTTLE_SHARE, OnMemoryLimit, Policy, PolicyError, PolicyOverrides, SizeError,
+    UnloadBlockedAction, parse_size,
 };
 pub use domain::Domain;
 pub use domain::refs::{DomainRef, MemoryView, PinError, PinnedHandle, WeakDomain};

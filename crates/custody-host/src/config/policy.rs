@@ -271,7 +271,7 @@ pub struct Policy {
     /// per-request server's kernel time goes to; the price is up to this
     /// much resident memory per pool slot used recently (wasmtime's
     /// `linear_memory_keep_resident` and `table_keep_resident`). Default
-    /// 64 KiB, one wasm page.
+    /// 64 KiB, one wasm page; at most [`MAX_POOL_KEEP_RESIDENT`].
     pub pool_keep_resident: usize,
     /// Structural limits checked on a module's bytes before it is compiled,
     /// so that untrusted bytes cannot drive the compiler's time and memory
@@ -438,6 +438,10 @@ impl Default for Policy {
     }
 }
 
+/// The most [`Policy::pool_keep_resident`] may be: a 32-bit memory's whole
+/// size (4 GiB).
+pub const MAX_POOL_KEEP_RESIDENT: usize = 1 << 32;
+
 /// A policy that contradicts itself.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid policy: {0}")]
@@ -470,6 +474,14 @@ impl Policy {
             return Err(PolicyError(format!(
                 "stack_limit: {} bytes is too small to call anything",
                 self.stack_limit
+            )));
+        }
+        if self.pool_keep_resident > MAX_POOL_KEEP_RESIDENT {
+            // wasmtime would refuse the engine, and the refusal would read
+            // as a pool too large to reserve (the fallback to on demand).
+            return Err(PolicyError(format!(
+                "pool_keep_resident: {} bytes is more than a 32-bit memory holds ({MAX_POOL_KEEP_RESIDENT} bytes)",
+                self.pool_keep_resident
             )));
         }
         if self.allocation == Allocation::Pooling && self.pool_size == 0 {

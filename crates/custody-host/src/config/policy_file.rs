@@ -471,6 +471,10 @@ mod tests {
             ("memory_limit = -3", "cannot be negative"),
             ("on_memory_limit = \"crash\"", "unknown variant `crash`"),
             (
+                "pool_keep_resident = \"8GiB\"",
+                "pool_keep_resident: 8589934592 bytes is more than",
+            ),
+            (
                 "memory_limit = 5\nmemory_limit_bytes = 5",
                 "both set the memory limit",
             ),

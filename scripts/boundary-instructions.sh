@@ -40,5 +40,6 @@ row 'typed embedder function' embedder raw-embedder "$calls"
 row 'typed embedder function (vs a func_wrap returning Result)' embedder raw-embedder-fallible "$calls"
 row 'typed embedder function (vs a func_wrap that can fail)' embedder raw-embedder-failing "$calls"
 row 'create + load + call + unload, one page' lifecycle raw-lifecycle "$lives"
+row 'create + load + call + unload, a larger module' lifecycle-larger raw-lifecycle-larger "$lives"
 bin=target/release/examples/call_instructions
 row 'Domain::call of an empty export (vs call_untracked)' tracked untracked "$calls"

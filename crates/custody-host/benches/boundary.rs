@@ -10,7 +10,8 @@
 //! - **Embedder call**: a typed embedder function (`HostBuilder::func_wrap`)
 //!   vs the same closure registered with wasmtime's `Linker::func_wrap`.
 //! - **Domain lifecycle**: create + load + call + unload vs raw
-//!   `Store::new` + instantiate + call + drop.
+//!   `Store::new` + instantiate + call + drop, for a one-page module and a
+//!   larger one (`boundary_guests::larger`).
 //! - **Compilation**: a module of 2,000 functions, compiled by `Host::compile`
 //!   on a cache miss and on a hit, vs `Module::new` (parallel compilation).
 //! - **Allocation strategies**: the domain lifecycle with dense allocation,
@@ -33,7 +34,7 @@ use wasmtime::{Caller, Extern, Instance, Linker, Memory, Module, Store};
 #[path = "common/boundary_guests.rs"]
 mod boundary_guests;
 
-use boundary_guests::{BUMP_CALLER, SMALL, Token, WRITE_CALLER, raw_store};
+use boundary_guests::{BUMP_CALLER, SMALL, Token, WRITE_CALLER, larger, raw_store};
 
 const CALLS: i32 = 1000;
 
@@ -211,23 +212,29 @@ fn domain_lifecycle(host: &Host, module: &Module) -> custody_host::UnloadReport 
 
 fn lifecycle(c: &mut Criterion) {
     let host = host();
-    let module = host.compile(SMALL.as_bytes()).unwrap();
     let mut g = c.benchmark_group("domain lifecycle: create + load + call + unload");
-    let linker: Linker<()> = Linker::new(host.engine());
-    let pre = linker.instantiate_pre(&module).unwrap();
-    g.bench_function("baseline: raw Store + instantiate + call + drop", |b| {
-        b.iter(|| {
-            let mut store = raw_store(&host, ());
-            let instance = pre.instantiate(&mut store).unwrap();
-            let run = instance
-                .get_typed_func::<(), i32>(&mut store, "run")
-                .unwrap();
-            black_box(run.call(&mut store, ()).unwrap());
-        })
-    });
-    g.bench_function("custody create_domain + load + call + unload", |b| {
-        b.iter(|| black_box(domain_lifecycle(&host, &module)))
-    });
+    for (wat, which) in [(SMALL.to_string(), ""), (larger(), ", larger module")] {
+        let module = host.compile(wat.as_bytes()).unwrap();
+        let linker: Linker<()> = Linker::new(host.engine());
+        let pre = linker.instantiate_pre(&module).unwrap();
+        g.bench_function(
+            format!("baseline: raw Store + instantiate + call + drop{which}"),
+            |b| {
+                b.iter(|| {
+                    let mut store = raw_store(&host, ());
+                    let instance = pre.instantiate(&mut store).unwrap();
+                    let run = instance
+                        .get_typed_func::<(), i32>(&mut store, "run")
+                        .unwrap();
+                    black_box(run.call(&mut store, ()).unwrap());
+                })
+            },
+        );
+        g.bench_function(
+            format!("custody create_domain + load + call + unload{which}"),
+            |b| b.iter(|| black_box(domain_lifecycle(&host, &module))),
+        );
+    }
     g.finish();
 }
 

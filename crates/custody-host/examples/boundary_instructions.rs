@@ -9,6 +9,7 @@
 //! | an ABI call failing `E_KIND` after lookup and pin | `abi-kind` | `raw-kind-memory` (a `func_wrap` reading a `Memory` kept in store data), `raw-kind` |
 //! | a typed embedder function | `embedder` | `raw-embedder`, `raw-embedder-fallible` (the closure returns `wasmtime::Result`, always `Ok`), `raw-embedder-failing` (it returns `Err` for one argument) |
 //! | create + load + call + unload, one page | `lifecycle` | `raw-lifecycle` (`Store::new` + `InstancePre::instantiate` + call + drop) |
+//! | the same, a larger module ([`boundary_guests::larger`]) | `lifecycle-larger` | `raw-lifecycle-larger` |
 //!
 //! ```sh
 //! cargo build --release -p custody-host --example boundary_instructions
@@ -25,7 +26,7 @@ use wasmtime::{Caller, Linker, Memory, Module};
 #[path = "../benches/common/boundary_guests.rs"]
 mod boundary_guests;
 
-use boundary_guests::{BUMP_CALLER, SMALL, Token, WRITE_CALLER, raw_store};
+use boundary_guests::{BUMP_CALLER, SMALL, Token, WRITE_CALLER, larger, raw_store};
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -149,8 +150,13 @@ fn main() {
                 .expect("run");
             black_box(run.call(&mut store, n).expect("call"));
         }
-        "lifecycle" => {
-            let module = host.compile(SMALL.as_bytes()).expect("module");
+        "lifecycle" | "lifecycle-larger" => {
+            let wat = if path == "lifecycle" {
+                SMALL.to_string()
+            } else {
+                larger()
+            };
+            let module = host.compile(wat.as_bytes()).expect("module");
             for _ in 0..n {
                 let domain = host.create_domain(DomainConfig::new()).expect("domain");
                 domain.load("m", &module).expect("load");
@@ -158,8 +164,13 @@ fn main() {
                 black_box(domain.unload().expect("unload"));
             }
         }
-        "raw-lifecycle" => {
-            let module = host.compile(SMALL.as_bytes()).expect("module");
+        "raw-lifecycle" | "raw-lifecycle-larger" => {
+            let wat = if path == "raw-lifecycle" {
+                SMALL.to_string()
+            } else {
+                larger()
+            };
+            let module = host.compile(wat.as_bytes()).expect("module");
             let pre = Linker::<()>::new(host.engine())
                 .instantiate_pre(&module)
                 .expect("pre");
@@ -173,7 +184,7 @@ fn main() {
             }
         }
         other => panic!(
-            "path {other:?}: abi-kind, raw-kind, raw-kind-memory, embedder, raw-embedder, raw-embedder-fallible, raw-embedder-failing, lifecycle or raw-lifecycle"
+            "path {other:?}: abi-kind, raw-kind, raw-kind-memory, embedder, raw-embedder, raw-embedder-fallible, raw-embedder-failing, lifecycle, raw-lifecycle, lifecycle-larger or raw-lifecycle-larger"
         ),
     }
 }

@@ -81,6 +81,14 @@ fn either_of_two_kinds_is_one_lookup_and_a_third_is_the_wrong_kind() {
     for id in [counted, inert, another] {
         assert_eq!(table.close(id).unwrap(), CloseOutcome::Released);
     }
+    // The first slot freed is the next one used, by a third kind: the old
+    // id is stale there, not the wrong kind.
+    let reused = table.insert(AnotherKind(Counted::new())).unwrap();
+    assert_eq!(reused.slot(), counted.slot());
+    assert!(matches!(
+        table.get_either::<Counted, Inert>(counted),
+        Err(HandleError::Stale(id)) if id == counted
+    ));
 }
 
 #[test]

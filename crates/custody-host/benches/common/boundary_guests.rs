@@ -45,6 +45,42 @@ pub const BUMP_CALLER: &str = r#"
 pub const SMALL: &str =
     r#"(module (memory (export "memory") 1) (func (export "run") (result i32) i32.const 7))"#;
 
+/// A larger module, shaped like a small compiled program: two pages of
+/// memory with a 4 KiB data segment, eight mutable globals, 64 functions
+/// in a table its element segment fills, and `run` calling one of them
+/// indirectly.
+pub fn larger() -> String {
+    let mut wat = String::from("(module (memory (export \"memory\") 2)\n");
+    for g in 0..8 {
+        wat.push_str(&format!(
+            "(global $g{g} (export \"g{g}\") (mut i32) (i32.const {g}))\n"
+        ));
+    }
+    wat.push_str(
+        "(type $unary (func (param i32) (result i32)))\n(table 64 funcref)\n(elem (i32.const 0)",
+    );
+    for f in 0..64 {
+        wat.push_str(&format!(" $f{f}"));
+    }
+    wat.push_str(")\n");
+    wat.push_str(&format!(
+        "(data (i32.const 1024) \"{}\")\n",
+        "custody!".repeat(512)
+    ));
+    for f in 0..64 {
+        wat.push_str(&format!(
+            "(func $f{f} (type $unary) (i32.add (i32.mul (local.get 0) (i32.const {f})) \
+             (i32.load (i32.const {}))))\n",
+            1024 + f * 4
+        ));
+    }
+    wat.push_str(
+        "(func (export \"run\") (result i32) \
+         (call_indirect (type $unary) (i32.const 7) (i32.const 5))))",
+    );
+    wat
+}
+
 /// A token resource of a kind `write` does not accept.
 pub struct Token;
 

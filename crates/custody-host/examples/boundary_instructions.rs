@@ -151,12 +151,7 @@ fn main() {
             black_box(run.call(&mut store, n).expect("call"));
         }
         "lifecycle" | "lifecycle-larger" => {
-            let wat = if path == "lifecycle" {
-                SMALL.to_string()
-            } else {
-                larger()
-            };
-            let module = host.compile(wat.as_bytes()).expect("module");
+            let module = lifecycle_module(&host, &path);
             for _ in 0..n {
                 let domain = host.create_domain(DomainConfig::new()).expect("domain");
                 domain.load("m", &module).expect("load");
@@ -165,12 +160,7 @@ fn main() {
             }
         }
         "raw-lifecycle" | "raw-lifecycle-larger" => {
-            let wat = if path == "raw-lifecycle" {
-                SMALL.to_string()
-            } else {
-                larger()
-            };
-            let module = host.compile(wat.as_bytes()).expect("module");
+            let module = lifecycle_module(&host, &path);
             let pre = Linker::<()>::new(host.engine())
                 .instantiate_pre(&module)
                 .expect("pre");
@@ -187,4 +177,15 @@ fn main() {
             "path {other:?}: abi-kind, raw-kind, raw-kind-memory, embedder, raw-embedder, raw-embedder-fallible, raw-embedder-failing, lifecycle, raw-lifecycle, lifecycle-larger or raw-lifecycle-larger"
         ),
     }
+}
+
+/// The module a lifecycle path runs: one page, or the larger one for a
+/// path ending `-larger`.
+fn lifecycle_module(host: &Host, path: &str) -> Module {
+    let wat = if path.ends_with("-larger") {
+        larger()
+    } else {
+        SMALL.to_string()
+    };
+    host.compile(wat.as_bytes()).expect("module")
 }
